@@ -1,0 +1,37 @@
+# Two commands a new user needs: `make demo` and `make test`. Both set up .venv/ themselves.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DISTS := -e . -e connectors/zendesk -e connectors/freshdesk -e connectors/zohodesk -e webhooks
+PROJECT_FILES := pyproject.toml connectors/zendesk/pyproject.toml connectors/freshdesk/pyproject.toml \
+	connectors/zohodesk/pyproject.toml webhooks/pyproject.toml
+
+.PHONY: demo test lint typecheck unit venv clean
+
+venv: $(STAMP)
+
+$(STAMP): $(PROJECT_FILES)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]' $(DISTS)
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/escbridge validate examples/matrix.yaml
+	$(BIN)/escbridge explain examples/tickets --at 2026-03-11T15:00:00Z --matrix examples/matrix.yaml --helpdesk zendesk
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy --strict src connectors/zendesk/src connectors/freshdesk/src connectors/zohodesk/src webhooks/src
+
+unit: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+test: lint typecheck unit
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,613 @@
+"""The engine: (Ticket, history, now) -> Decision, with the reason for every rule.
+
+Pure and deterministic: time is passed in, nothing is read or written. Conditions are compiled
+once into small closures so a sync scan over many tickets stays cheap; explanations are built by
+the same condition records, only when asked for (``explain=True``) and for the winning rule.
+
+The invariants of ARCHITECTURE.md "Exactly-once in effect" live here: never de-escalate, never
+re-apply the rung a ticket is already on, never lower a priority, and a per-ticket cooldown and
+daily cap stop any loop that slips through.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from escbridge.calendar import format_duration
+from escbridge.matrix import (
+    TIME_MEASURES,
+    AllOf,
+    AnyOf,
+    Condition,
+    FieldTest,
+    KeywordTest,
+    Matrix,
+    NotOf,
+    Rule,
+    Rung,
+    TagTest,
+    TimeTest,
+)
+from escbridge.model import (
+    Actions,
+    Decision,
+    Destination,
+    EscalationRecord,
+    Priority,
+    RuleOutcome,
+    Ticket,
+)
+
+DAY = timedelta(days=1)
+
+
+class _Ctx:
+    """One ticket at one moment, with derived values computed at most once."""
+
+    __slots__ = ("_cache", "_words", "history", "now", "rung", "ticket")
+
+    def __init__(
+        self, ticket: Ticket, now: datetime, rung: Rung, history: Sequence[EscalationRecord]
+    ) -> None:
+        self.ticket = ticket
+        self.now = now
+        self.rung = rung
+        self.history = history
+        self._words: dict[str, frozenset[str]] = {}
+        self._cache: dict[tuple[str, int, bool], timedelta | None] = {}
+
+    def words(self, field: str) -> frozenset[str]:
+        found = self._words.get(field)
+        if found is None:
+            text: str = getattr(self.ticket, field)
+            found = frozenset(re.findall(r"\w+", text.lower()))
+            self._words[field] = found
+        return found
+
+    def level_since(self) -> datetime:
+        """When the ticket reached its current rung: the last escalation there, else creation."""
+        for record in reversed(self.history):
+            if record.to == self.rung.id:
+                return record.at
+        return self.ticket.created_at
+
+    def measure(self, test: TimeTest) -> timedelta | None:
+        """A time measure of the ticket (None when it does not apply, e.g. no due date)."""
+        key = (test.measure, id(test.calendar), test.business)
+        if key in self._cache:
+            return self._cache[key]
+        value = self._measure(test)
+        self._cache[key] = value
+        return value
+
+    def _span(self, test: TimeTest, start: datetime, end: datetime) -> timedelta:
+        if test.business:
+            return test.calendar.elapsed(start, end)
+        return end - start
+
+    def _measure(self, test: TimeTest) -> timedelta | None:
+        t, now, m = self.ticket, self.now, test.measure
+        if m == "age":
+            return self._span(test, t.created_at, now)
+        if m == "idle":
+            return self._span(test, t.updated_at, now)
+        if m == "since_customer_reply":
+            if t.last_customer_reply_at is None:
+                return None
+            return self._span(test, t.last_customer_reply_at, now)
+        if m == "until_due":
+            return None if t.due_at is None else self._span(test, now, t.due_at)
+        if m == "overdue":
+            return None if t.due_at is None else self._span(test, t.due_at, now)
+        if m == "at_level":
+            return self._span(test, self.level_since(), now)
+        if m == "level_overdue":
+            if self.rung.resolution is None:
+                return None
+            return self._span(test, self.level_since(), now) - self.rung.resolution
+        if m == "response_overdue":
+            if t.first_response_at is not None or self.rung.response is None:
+                return None
+            return self._span(test, t.created_at, now) - self.rung.response
+        raise AssertionError(f"unknown measure {m}")  # the matrix loader rejects these
+
+
+Test = Callable[[_Ctx], bool]
+
+
+def _getter(name: str) -> Callable[[Ticket], Any]:
+    """How to read a condition's field from a ticket, normalised like the matrix literal."""
+    if name == "priority":
+        return lambda t: t.priority
+    if name in ("channel", "status"):
+        return lambda t: getattr(t, name).value
+    if name == "reopen_count":
+        return lambda t: t.reopen_count
+    if name.startswith("custom_fields."):
+        key = name.removeprefix("custom_fields.")
+
+        def custom(t: Ticket) -> Any:
+            value = t.custom_fields.get(key)
+            return value.lower() if isinstance(value, str) else value
+
+        return custom
+    if "." in name:
+        owner, attr = name.split(".", 1)
+
+        def party(t: Ticket) -> Any:
+            person = getattr(t, owner)
+            value = None if person is None else getattr(person, attr)
+            return value.lower() if isinstance(value, str) else value
+
+        return party
+
+    def plain(t: Ticket) -> Any:
+        value = getattr(t, name)
+        return value.lower() if isinstance(value, str) else value
+
+    return plain
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value.replace(",", ""))
+        except ValueError:
+            return None
+    return None
+
+
+def _compare(op: str, actual: Any, expected: Any) -> bool:
+    """One field comparison; a missing value fails every comparison except not_equals/not_in."""
+    if op == "exists":
+        return bool((actual is not None and actual != "") == expected)
+    if op == "equals":
+        return bool(actual == expected)
+    if op == "not_equals":
+        return bool(actual != expected)
+    if op == "in":
+        return _hashable(actual) in expected
+    if op == "not_in":
+        return _hashable(actual) not in expected
+    if actual is None:
+        return False
+    if op == "contains":
+        if isinstance(actual, list | tuple | set | frozenset):
+            return expected in {str(a).lower() for a in actual}
+        return expected in str(actual).lower()
+    if op == "regex":
+        return expected.search(str(actual)) is not None
+    number = actual if isinstance(actual, Priority) else _number(actual)
+    if number is None:
+        return False
+    if op == "gt":
+        return bool(number > expected)
+    if op == "gte":
+        return bool(number >= expected)
+    if op == "lt":
+        return bool(number < expected)
+    return bool(number <= expected)
+
+
+def _hashable(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _phrase_pattern(words: tuple[str, ...]) -> re.Pattern[str]:
+    return re.compile(r"\b" + r"\W+".join(map(re.escape, words)) + r"\b", re.IGNORECASE)
+
+
+def _compile(cond: Condition) -> Test:
+    """A fast boolean test for one condition (explanations use ``_explain`` instead)."""
+    if isinstance(cond, AllOf):
+        items = tuple(_compile(c) for c in cond.items)
+        return lambda ctx: all(item(ctx) for item in items)
+    if isinstance(cond, AnyOf):
+        options = tuple(_compile(c) for c in cond.items)
+        return lambda ctx: any(option(ctx) for option in options)
+    if isinstance(cond, NotOf):
+        inner = _compile(cond.item)
+        return lambda ctx: not inner(ctx)
+    if isinstance(cond, FieldTest):
+        get, op, value = _getter(cond.field), cond.op, cond.value
+        return lambda ctx: _compare(op, get(ctx.ticket), value)
+    if isinstance(cond, TagTest):
+        any_of, all_of, none_of = cond.any_of, cond.all_of, cond.none_of
+
+        def tags(ctx: _Ctx) -> bool:
+            have = ctx.ticket.tags
+            return (
+                (not any_of or not any_of.isdisjoint(have))
+                and all_of <= have
+                and none_of.isdisjoint(have)
+            )
+
+        return tags
+    if isinstance(cond, KeywordTest):
+        phrases = tuple((p, _phrase_pattern(p) if len(p) > 1 else None) for p in cond.phrases)
+        fields = cond.fields
+
+        def keywords(ctx: _Ctx) -> bool:
+            return _find_keyword(ctx, phrases, fields) is not None
+
+        return keywords
+    over, under = cond.over, cond.under
+
+    def timed(ctx: _Ctx) -> bool:
+        value = ctx.measure(cond)
+        if value is None:
+            return False
+        return (over is None or value > over) and (under is None or value < under)
+
+    return timed
+
+
+def _find_keyword(
+    ctx: _Ctx,
+    phrases: Sequence[tuple[tuple[str, ...], re.Pattern[str] | None]],
+    fields: Sequence[str],
+) -> tuple[str, str] | None:
+    """(phrase, field) of the first whole-word match; words are looked up in a per-ticket set."""
+    for field in fields:
+        words = ctx.words(field)
+        for parts, pattern in phrases:
+            if not words.issuperset(parts):
+                continue
+            if pattern is None or pattern.search(getattr(ctx.ticket, field)):
+                return " ".join(parts), field
+    return None
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, Priority):
+        return value.label
+    if isinstance(value, frozenset):
+        return "[" + ", ".join(sorted(_show(v) for v in value)) + "]"
+    if isinstance(value, re.Pattern):
+        return f"/{value.pattern}/"
+    if isinstance(value, str):
+        return f'"{value}"'
+    return str(value)
+
+
+_OP_TEXT = {
+    "equals": "is",
+    "not_equals": "is not",
+    "in": "is one of",
+    "not_in": "is not one of",
+    "contains": "contains",
+    "regex": "matches",
+    "gt": "is above",
+    "gte": "is at least",
+    "lt": "is below",
+    "lte": "is at most",
+}
+
+
+def _explain(cond: Condition, ctx: _Ctx) -> tuple[bool, list[str]]:
+    """Whether a condition holds, and the leaf lines responsible for that verdict.
+
+    For a match: the leaves that made it true; for a miss: the leaves that kept it false
+    (every alternative of a failed ``any``, the failing items of a failed ``all``). Each line
+    starts with ✓ or ✗ for the verdict it contributes to the rule.
+    """
+    if isinstance(cond, AllOf | AnyOf):
+        results = [_explain(c, ctx) for c in cond.items]
+        ok = (all if isinstance(cond, AllOf) else any)(r[0] for r in results)
+        decisive = [lines for sub_ok, lines in results if sub_ok == ok] or [
+            lines for _, lines in results
+        ]
+        return ok, [line for lines in decisive for line in lines]
+    if isinstance(cond, NotOf):
+        inner_ok, lines = _explain(cond.item, ctx)
+        mark = "✗" if inner_ok else "✓"
+        return not inner_ok, [f"{mark} not: {line[2:]}" for line in lines]
+    ok = _compile(cond)(ctx)
+    return ok, [f"{'✓' if ok else '✗'} {_leaf_text(cond, ctx, ok)}"]
+
+
+def _leaf_text(cond: Condition, ctx: _Ctx, ok: bool) -> str:
+    t = ctx.ticket
+    if isinstance(cond, FieldTest):
+        actual = _getter(cond.field)(t)
+        if cond.op == "exists":
+            state = "has a value" if actual not in (None, "") else "has no value"
+            return f"{cond.field} {state}"
+        want = f"{_OP_TEXT[cond.op]} {_show(cond.value)}"
+        if actual is None:
+            return f"{cond.field} has no value (wanted: {want})"
+        verdict = want if ok else f"wanted: {want}"
+        text = f"{cond.field} is {_show(actual)}"
+        if not ok and cond.op in ("gt", "gte", "lt", "lte"):
+            number = actual if isinstance(actual, Priority) else _number(actual)
+            if number is not None and not isinstance(number, Priority):
+                gap = abs(float(number) - float(cond.value))
+                text += f", {gap:g} from the limit"
+        return f"{text} ({verdict})" if not ok else f"{cond.field} {want} ({_show(actual)})"
+    if isinstance(cond, TagTest):
+        have = sorted(t.tags)
+        parts = []
+        if cond.any_of:
+            parts.append(f"any of {_show(cond.any_of)}")
+        if cond.all_of:
+            parts.append(f"all of {_show(cond.all_of)}")
+        if cond.none_of:
+            parts.append(f"none of {_show(cond.none_of)}")
+        return f"tags {have} {'have' if ok else 'do not have'} {' and '.join(parts)}"
+    if isinstance(cond, KeywordTest):
+        phrases = tuple((p, _phrase_pattern(p) if len(p) > 1 else None) for p in cond.phrases)
+        found = _find_keyword(ctx, phrases, cond.fields)
+        if found is not None:
+            return f'"{found[0]}" appears in the {found[1].replace("_", " ")}'
+        listed = ", ".join(f'"{" ".join(p)}"' for p in cond.phrases)
+        return f"none of {listed} appears in {', '.join(cond.fields)}"
+    assert isinstance(cond, TimeTest)
+    return _time_text(cond, ctx, ok)
+
+
+def _time_text(cond: TimeTest, ctx: _Ctx, ok: bool) -> str:
+    label = TIME_MEASURES[cond.measure]
+    value = ctx.measure(cond)
+    if value is None:
+        missing = {
+            "since_customer_reply": "the customer has not replied",
+            "until_due": "the ticket has no due time",
+            "overdue": "the ticket has no due time",
+            "level_overdue": f"level {ctx.rung.id} has no expected resolution time",
+            "response_overdue": (
+                "the ticket already has a first response"
+                if ctx.ticket.first_response_at is not None
+                else f"level {ctx.rung.id} has no expected response time"
+            ),
+        }.get(cond.measure, "not applicable")
+        return f"{label}: {missing}"
+    mode = f"business time ({cond.calendar.name})" if cond.business else "calendar time"
+    bounds = []
+    gap = None
+    if cond.over is not None:
+        bounds.append(f"over {format_duration(cond.over)}")
+        if value <= cond.over:
+            gap = f"{format_duration(cond.over - value)} to go"
+    if cond.under is not None:
+        bounds.append(f"under {format_duration(cond.under)}")
+        if value >= cond.under and gap is None:
+            gap = f"{format_duration(value - cond.under)} too much"
+    wanted = " and ".join(bounds)
+    text = f"{label} is {format_duration(value)} of {mode}"
+    return f"{text}, {wanted}" if ok else f"{text}, not {wanted} ({gap})"
+
+
+@dataclass(frozen=True)
+class _CompiledRule:
+    rule: Rule
+    test: Test
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    rule: Rule
+    rung: Rung
+
+
+class Engine:
+    """Decides, for one ticket at one moment, whether and where it escalates, and why."""
+
+    def __init__(self, matrix: Matrix, helpdesks: Mapping[str, str] | None = None) -> None:
+        """``helpdesks`` maps instance names to connector types, for per-helpdesk groups."""
+        self.matrix = matrix
+        self.helpdesks = dict(helpdesks or {})
+        self._rules = tuple(_CompiledRule(r, _compile(r.condition)) for r in matrix.rules)
+
+    def current_rung(self, ticket: Ticket) -> Rung:
+        """Where a ticket sits now: its marker, else the rung owning its group, else level 1."""
+        rung = self.matrix.rung(ticket.level)
+        if rung is not None:
+            return rung
+        if ticket.group:
+            group = ticket.group.lower()
+            helpdesk = self.helpdesks.get(ticket.instance)
+            for candidate in self.matrix.rungs:
+                owned = candidate.group_for(ticket.instance, helpdesk)
+                if owned is not None and owned.lower() == group:
+                    return candidate
+        return self.matrix.levels[0]
+
+    def _resolve(self, rule: Rule, current: Rung) -> Rung | str:
+        """The rung a matched rule leads to, or why it may not go there."""
+        if rule.target.next:
+            above = current.rank + 1
+            if above >= len(self.matrix.levels):
+                return f"already at the top level ({current.id})"
+            return self.matrix.levels[above]
+        target = rule.target.rung
+        assert target is not None
+        if target.id == current.id:
+            return f"the ticket is already at {target.id}"
+        if target.rank < current.rank:
+            return f"{target.id} is below the current {current.id}: escbridge never de-escalates"
+        if target.rank == current.rank and (target.kind == "level" or current.kind == "team"):
+            return f"{target.id} is at the same rank as the current {current.id}"
+        return target
+
+    def decide(
+        self,
+        ticket: Ticket,
+        history: Sequence[EscalationRecord],
+        now: datetime,
+        *,
+        explain: bool = False,
+    ) -> Decision:
+        """The decision for ``ticket`` at ``now``; ``explain`` adds an outcome for every rule."""
+        if now.tzinfo is None:
+            raise ValueError("now needs a timezone")
+        current = self.current_rung(ticket)
+        ctx = _Ctx(ticket, now, current, history)
+        if not ticket.status.is_open:
+            summary = f"no escalation: the ticket is {ticket.status.value}"
+            outcomes = self._outcomes(ctx, current, {}, summary) if explain else ()
+            return _no_escalation(ctx, summary, outcomes)
+        winner: _Candidate | None = None
+        blocked: dict[str, str] = {}
+        for compiled in self._rules:
+            if not compiled.test(ctx):
+                continue
+            resolved = self._resolve(compiled.rule, current)
+            if isinstance(resolved, str):
+                blocked[compiled.rule.id] = resolved
+                continue
+            if winner is None or resolved.rank > winner.rung.rank:
+                if winner is not None:
+                    blocked[winner.rule.id] = f"rule {compiled.rule.id} goes higher"
+                winner = _Candidate(compiled.rule, resolved)
+            else:
+                blocked[compiled.rule.id] = f"rule {winner.rule.id} goes as high or higher"
+        guard = self._guard(history, now) if winner is not None else None
+        if winner is not None and guard is not None:
+            blocked[winner.rule.id] = guard
+            winner = None
+        if winner is None:
+            if guard is not None:
+                summary = f"no escalation: {guard}"
+            elif blocked:
+                summary = "no escalation: " + "; ".join(
+                    f"{rid}: {why}" for rid, why in blocked.items()
+                )
+            else:
+                summary = "no escalation: no rule matched"
+            outcomes = self._outcomes(ctx, current, blocked, None) if explain else ()
+            return _no_escalation(ctx, summary, outcomes)
+        return self._escalation(ctx, current, winner, blocked, explain)
+
+    def _guard(self, history: Sequence[EscalationRecord], now: datetime) -> str | None:
+        """Cooldown and daily cap: the last line of defence against escalation loops."""
+        if not history:
+            return None
+        last = max(r.at for r in history)
+        if now - last < self.matrix.cooldown:
+            wait = format_duration(self.matrix.cooldown - (now - last))
+            ago = format_duration(now - last)
+            return f"cooldown: escalated {ago} ago, next escalation possible in {wait}"
+        recent = sum(1 for r in history if now - r.at < DAY)
+        if recent >= self.matrix.daily_cap:
+            cap = self.matrix.daily_cap
+            return f"daily cap reached: {recent} escalations in the last 24h (cap {cap})"
+        return None
+
+    def _outcomes(
+        self, ctx: _Ctx, current: Rung, blocked: Mapping[str, str], closed: str | None
+    ) -> tuple[RuleOutcome, ...]:
+        out = []
+        for compiled in self._rules:
+            ok, lines = _explain(compiled.rule.condition, ctx)
+            reason = closed if (ok and closed) else blocked.get(compiled.rule.id)
+            out.append(
+                RuleOutcome.model_construct(
+                    rule_id=compiled.rule.id, matched=ok, details=tuple(lines), blocked=reason
+                )
+            )
+        return tuple(out)
+
+    def _escalation(
+        self,
+        ctx: _Ctx,
+        current: Rung,
+        winner: _Candidate,
+        blocked: Mapping[str, str],
+        explain: bool,
+    ) -> Decision:
+        ticket, rule, rung = ctx.ticket, winner.rule, winner.rung
+        helpdesk = self.helpdesks.get(ticket.instance)
+        group = rung.group_for(ticket.instance, helpdesk)
+        _, lines = _explain(rule.condition, ctx)
+        reasons = tuple(line[2:] for line in lines) or (rule.name,)
+        if group is None:
+            why = f"{rung.kind} {rung.id} has no group for helpdesk {ticket.instance}"
+            summary = f"no escalation: {why}"
+            outcomes = (
+                self._outcomes(ctx, current, {**blocked, rule.id: why}, None) if explain else ()
+            )
+            return _no_escalation(ctx, summary, outcomes)
+        priority = max(
+            ticket.priority,
+            rule.actions.priority or Priority.LOW,
+            rung.min_priority or Priority.LOW,
+        )
+        destination = Destination(
+            kind=rung.kind, id=rung.id, name=rung.name, rank=rung.rank, group=group
+        )
+        context = {
+            "ticket": _ticket_for_template(ticket),
+            "rule": {"id": rule.id, "name": rule.name, "kind": rule.kind},
+            "destination": {"id": rung.id, "name": rung.name, "kind": rung.kind, "group": group},
+            "from_level": {
+                "id": current.id,
+                "name": current.name,
+                "kind": current.kind,
+                "group": current.group_for(ticket.instance, helpdesk),
+            },
+            "reasons": list(reasons),
+            "now": ctx.now,
+        }
+        note = (rule.actions.note or self.matrix.default_note).render(context).strip()
+        customer = None
+        if rule.actions.customer_update is not None:
+            customer = rule.actions.customer_update.render(context).strip()
+        old_marker = current.marker if ticket.level == current.id else None
+        actions = Actions(
+            group=group,
+            priority=priority if priority > ticket.priority else None,
+            note=note,
+            tags_add=(rung.marker, *(t for t in rule.actions.tags if t not in ticket.tags)),
+            tags_remove=(old_marker,) if old_marker else (),
+            customer_update=customer,
+            unassign=rule.actions.unassign,
+            level=rung.id,
+        )
+        summary = (
+            f"escalate {current.id} → {rung.id} ({rung.name}, group {group}) by rule {rule.id}"
+        )
+        outcomes = self._outcomes(ctx, current, blocked, None) if explain else ()
+        return Decision(
+            ticket_id=ticket.id,
+            instance=ticket.instance,
+            at=ctx.now,
+            escalate=True,
+            from_level=current.id,
+            destination=destination,
+            rule_id=rule.id,
+            kind=rule.kind,
+            actions=actions,
+            reasons=reasons,
+            outcomes=outcomes,
+            summary=summary,
+        )
+
+
+def _no_escalation(ctx: _Ctx, summary: str, outcomes: tuple[RuleOutcome, ...]) -> Decision:
+    # model_construct: a sync scan builds one of these per ticket, validation would dominate.
+    return Decision.model_construct(
+        ticket_id=ctx.ticket.id,
+        instance=ctx.ticket.instance,
+        at=ctx.now,
+        escalate=False,
+        from_level=ctx.rung.id,
+        summary=summary,
+        outcomes=outcomes,
+    )
+
+
+def _ticket_for_template(ticket: Ticket) -> dict[str, Any]:
+    data = ticket.model_dump()
+    data["priority"] = ticket.priority.label
+    data["channel"] = ticket.channel.value
+    data["status"] = ticket.status.value
+    data["tags"] = sorted(ticket.tags)
+    return data

@@ -1,0 +1,117 @@
+"""Connecting to the store's database: SQLite tuned for several processes, or PostgreSQL.
+
+SQLite runs in WAL mode (readers never block the writer) with a busy timeout, and every
+transaction starts with ``BEGIN IMMEDIATE``: a transaction that reads then writes would
+otherwise be refused outright ("database is locked") instead of waiting its turn, because
+SQLite cannot upgrade a read lock while another writer holds the database.
+
+Database trouble that a retry may cure (refused connection, lock timeout, dropped server)
+becomes :class:`~escbridge.errors.StoreUnavailableError`, which callers answer with a 503.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from collections.abc import Iterator
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event, exc
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.pool import StaticPool
+
+from escbridge.errors import StoreUnavailableError
+from escbridge.store.redact import redact
+
+DEFAULT_URL = "sqlite:///escbridge.db"
+
+
+def parse_url(url: str | URL) -> URL:
+    """The URL as SQLAlchemy sees it; ``postgresql://`` means the psycopg 3 driver."""
+    parsed = make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    if parsed.get_backend_name() not in ("sqlite", "postgresql"):
+        raise ValueError(
+            f"unsupported store URL {safe_url(parsed)}: use sqlite:///PATH or "
+            "postgresql+psycopg://USER:PASSWORD@HOST/DB"
+        )
+    return parsed
+
+
+def safe_url(url: str | URL) -> str:
+    """The URL with its password hidden, fit for logs and error messages."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def create_engine(url: str | URL, *, busy_timeout: float = 30.0) -> sa.Engine:
+    """An engine for ``url``; no connection is made until first use."""
+    parsed = parse_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return _sqlite_engine(parsed, busy_timeout)
+    return sa.create_engine(
+        parsed,
+        pool_pre_ping=True,  # a restarted server leaves dead connections in the pool
+        pool_size=10,
+        max_overflow=20,
+        pool_timeout=busy_timeout,
+        connect_args={"connect_timeout": max(1, int(busy_timeout))},
+    )
+
+
+def _sqlite_engine(url: URL, busy_timeout: float) -> sa.Engine:
+    memory = url.database in (None, "", ":memory:")
+    kwargs: dict[str, Any] = {"connect_args": {"timeout": busy_timeout}}
+    if memory:  # one connection, or every checkout would see a different empty database
+        kwargs = {
+            "connect_args": {"timeout": busy_timeout, "check_same_thread": False},
+            "poolclass": StaticPool,
+        }
+    engine = sa.create_engine(url, **kwargs)
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: sqlite3.Connection, _record: object) -> None:
+        dbapi_connection.isolation_level = None  # we issue BEGIN ourselves, below
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+            if not memory:
+                cursor.execute("PRAGMA journal_mode = WAL")
+            cursor.execute("PRAGMA synchronous = NORMAL")  # durable across process crashes
+            cursor.execute("PRAGMA foreign_keys = ON")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: sa.Connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+def is_unavailable(error: BaseException) -> bool:
+    """Whether a database error means "not now" rather than "wrong": worth a retry or a 503."""
+    if isinstance(error, exc.DBAPIError) and error.connection_invalidated:
+        return True
+    return isinstance(
+        error,
+        exc.OperationalError | exc.InterfaceError | exc.DisconnectionError | exc.TimeoutError,
+    )
+
+
+@contextlib.contextmanager
+def unavailable_as_typed(url: str | URL) -> Iterator[None]:
+    """Turn database outages into StoreUnavailableError, with the password kept out."""
+    try:
+        yield
+    except exc.SQLAlchemyError as error:
+        if not is_unavailable(error):
+            raise
+        reason = str(getattr(error, "orig", None) or error).strip().splitlines()
+        first = reason[0] if reason else type(error).__name__
+        password = make_url(url).password
+        secrets = (str(password),) if password else ()
+        raise StoreUnavailableError(
+            f"store unavailable ({safe_url(url)}): {redact(first, secrets)}"
+        ) from error

@@ -1,0 +1,1 @@
+"""Alembic migrations of the store; `escbridge db upgrade` runs them (see store.migrate)."""

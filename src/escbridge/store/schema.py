@@ -1,0 +1,146 @@
+"""The store's tables, as SQLAlchemy Core metadata: the one description both dialects share.
+
+Migrations under ``migrations/versions`` create exactly these tables; a test compares the
+two, so a change here without a migration fails the suite.
+
+Times are stored in UTC. SQLite has no time zones, so :class:`UtcDateTime` strips the zone on
+the way in and puts UTC back on the way out; code above the store only ever sees aware times.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.engine import Dialect
+
+#: Lifecycle of an inbox row. ``failed`` is the dead-letter state: kept, listed, replayable.
+PENDING, PROCESSING, DONE, FAILED = "pending", "processing", "done", "failed"
+JOB_STATUSES = (PENDING, PROCESSING, DONE, FAILED)
+
+
+class UtcDateTime(sa.types.TypeDecorator[datetime]):
+    """An aware datetime in, an aware UTC datetime out, on every dialect."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"the store keeps aware datetimes only, got naive {value!r}")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        assert isinstance(value, datetime)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+#: Big integers on PostgreSQL; SQLite's ``INTEGER PRIMARY KEY`` is already 64-bit and is the
+#: only form it auto-increments.
+BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+Json = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+#: Received events. The unique (instance, dedupe_key) pair is the dedupe at the door. For a
+#: ``processing`` row, ``next_attempt_at`` is the end of the worker's lease: when it passes, the
+#: worker is presumed dead and the row can be claimed again.
+inbox = sa.Table(
+    "inbox",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("instance", sa.String(100), nullable=False),
+    sa.Column("ticket_id", sa.String(100), nullable=False),
+    sa.Column("dedupe_key", sa.String(255), nullable=False),
+    sa.Column("kind", sa.String(50), nullable=False),
+    sa.Column("actor", sa.String(255), nullable=True),
+    sa.Column("occurred_at", UtcDateTime(), nullable=True),
+    sa.Column("received_at", UtcDateTime(), nullable=False),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("attempts", sa.Integer(), nullable=False),
+    sa.Column("next_attempt_at", UtcDateTime(), nullable=False),
+    sa.Column("lease_owner", sa.String(200), nullable=True),
+    sa.Column("claim_token", sa.String(36), nullable=True),
+    sa.Column("last_error", sa.Text(), nullable=True),
+    sa.Column("outcome", sa.String(50), nullable=True),
+    sa.Column("finished_at", UtcDateTime(), nullable=True),
+    sa.UniqueConstraint("instance", "dedupe_key"),
+    sa.CheckConstraint(
+        "status IN ('pending', 'processing', 'done', 'failed')", name="status_known"
+    ),
+    sa.Index(None, "status", "next_attempt_at"),
+    sa.Index(None, "instance", "ticket_id"),
+)
+
+#: Every escalation escbridge made, with the decision that led to it: the audit trail, the
+#: engine's history (cooldown, daily cap, time at level) and the source of reports.
+escalations = sa.Table(
+    "escalations",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("instance", sa.String(100), nullable=False),
+    sa.Column("ticket_id", sa.String(100), nullable=False),
+    sa.Column("from_level", sa.String(100), nullable=True),
+    sa.Column("to_level", sa.String(100), nullable=False),
+    sa.Column("destination_kind", sa.String(10), nullable=False),
+    sa.Column("to_group", sa.String(255), nullable=True),
+    sa.Column("rule_id", sa.String(100), nullable=True),
+    sa.Column("kind", sa.String(20), nullable=True),
+    sa.Column("actions", Json, nullable=False),
+    sa.Column("reasons", Json, nullable=False),
+    sa.Column("summary", sa.Text(), nullable=False),
+    sa.Column("ticket_created_at", UtcDateTime(), nullable=True),
+    sa.Column("decided_at", UtcDateTime(), nullable=False),
+    sa.Column("recorded_at", UtcDateTime(), nullable=False),
+    sa.Column("outcome", sa.String(20), nullable=False),
+    sa.Column("job_id", BigId, nullable=True),
+    sa.Index(None, "instance", "ticket_id", "decided_at"),
+    sa.Index(None, "decided_at"),
+)
+
+#: Where each scheduled scan resumes: the connector's opaque cursor and the time it covers.
+sync_cursors = sa.Table(
+    "sync_cursors",
+    metadata,
+    sa.Column("instance", sa.String(100), primary_key=True),
+    sa.Column("stream", sa.String(50), primary_key=True),
+    sa.Column("cursor", sa.Text(), nullable=True),
+    sa.Column("since", UtcDateTime(), nullable=True),
+    sa.Column("updated_at", UtcDateTime(), nullable=False),
+)
+
+#: One row per ticket escbridge has touched: its level and counters, the per-ticket lock that
+#: keeps two workers from deciding the same ticket at once, and the intent written just before
+#: an apply, so a retry after a crash can tell "applied but not recorded" from "never applied".
+ticket_state = sa.Table(
+    "ticket_state",
+    metadata,
+    sa.Column("instance", sa.String(100), primary_key=True),
+    sa.Column("ticket_id", sa.String(100), primary_key=True),
+    sa.Column("level", sa.String(100), nullable=True),
+    sa.Column("last_escalated_at", UtcDateTime(), nullable=True),
+    sa.Column("cooldown_until", UtcDateTime(), nullable=True),
+    sa.Column("day", sa.Date(), nullable=True),
+    sa.Column("day_count", sa.Integer(), nullable=False),
+    sa.Column("escalation_count", sa.Integer(), nullable=False),
+    sa.Column("lock_token", sa.String(36), nullable=True),
+    sa.Column("lock_owner", sa.String(200), nullable=True),
+    sa.Column("lock_expires_at", UtcDateTime(), nullable=True),
+    sa.Column("intent", Json, nullable=True),
+    sa.Column("intent_at", UtcDateTime(), nullable=True),
+    sa.Column("updated_at", UtcDateTime(), nullable=False),
+)

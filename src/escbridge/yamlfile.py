@@ -1,0 +1,119 @@
+"""YAML with line numbers, so every error in a file an admin wrote points at file:line and key path.
+
+One loader for the matrix and the config: parse once into plain data plus a map from key path to
+line, then turn pydantic's ValidationError locations back into ``file:line path: message``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from escbridge.errors import Problem
+
+PathKey = tuple[str | int, ...]
+
+
+@dataclass(frozen=True)
+class YamlDocument:
+    """Plain data from one YAML file, with the line (1-based) of every key and item."""
+
+    source: str
+    data: Any
+    lines: dict[PathKey, int]
+
+    def line_of(self, path: Sequence[str | int]) -> int | None:
+        """The line of the deepest known prefix of ``path`` (pydantic locations can go deeper)."""
+        key = tuple(path)
+        while key:
+            if key in self.lines:
+                return self.lines[key]
+            key = key[:-1]
+        return self.lines.get((), None)
+
+    def problem(self, path: Sequence[str | int], message: str) -> Problem:
+        return Problem(self.source, self.line_of(path), format_path(path), message)
+
+
+def format_path(path: Iterable[str | int]) -> str:
+    """``("rules", 2, "when", "any", 0)`` -> ``rules[2].when.any[0]``."""
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def parse_yaml(text: str, source: str) -> YamlDocument:
+    """Parse YAML text; syntax errors become a Problem with the line where YAML gave up."""
+    from escbridge.errors import InvalidInputError
+
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        reason = getattr(exc, "problem", None) or str(exc)
+        raise InvalidInputError([Problem(source, line, "", f"not valid YAML: {reason}")]) from None
+    if node is None:
+        return YamlDocument(source, None, {(): 1})
+    lines: dict[PathKey, int] = {}
+    _index(node, (), lines)
+    data = yaml.load(text, Loader=yaml.SafeLoader)
+    return YamlDocument(source, data, lines)
+
+
+def _index(node: yaml.Node, path: PathKey, lines: dict[PathKey, int]) -> None:
+    lines.setdefault(path, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else str(key_node)
+            lines[(*path, key)] = key_node.start_mark.line + 1
+            _index(value_node, (*path, key), lines)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _index(item, (*path, i), lines)
+
+
+def problems_from_validation(
+    doc: YamlDocument, error: ValidationError, prefix: Sequence[str | int] = ()
+) -> list[Problem]:
+    """Turn pydantic's errors into Problems with the admin's line numbers and key paths."""
+    problems = []
+    for item in error.errors(include_url=False):
+        loc = [*prefix, *(p for p in item["loc"] if not _is_union_tag(p))]
+        message = _message(item)
+        problems.append(doc.problem(loc, message))
+    return problems
+
+
+def _is_union_tag(part: object) -> bool:
+    # pydantic inserts the chosen union member / validator name into loc; admins never wrote it.
+    return isinstance(part, str) and (part.startswith("function-") or "[" in part)
+
+
+def _message(item: Any) -> str:
+    kind = item.get("type", "")
+    msg: str = item.get("msg", "")
+    value = item.get("input")
+    if kind == "missing":
+        return "is required"
+    if kind == "extra_forbidden":
+        return "is not a known key here (check the spelling)"
+    if msg.startswith("Value error, "):
+        return msg.removeprefix("Value error, ")
+    if kind.endswith("_type") or kind.endswith("_parsing"):
+        return f"{_show(value)} is not valid: {msg[0].lower() + msg[1:] if msg else kind}"
+    return msg
+
+
+def _show(value: object) -> str:
+    if isinstance(value, str):
+        return f'"{value}"'
+    return repr(value)
