@@ -29,6 +29,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy --strict src connectors/zendesk/src connectors/freshdesk/src connectors/zohodesk/src webhooks/src
 
 unit: $(STAMP)
+	bash scripts/ensure-postgres.sh
 	$(BIN)/python -m pytest -q
 
 test: lint typecheck unit

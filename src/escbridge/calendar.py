@@ -27,7 +27,7 @@ import re
 import threading
 from bisect import bisect_left, bisect_right
 from collections.abc import Container, Iterable, Mapping, Sequence, Sized
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta, timezone
 from fractions import Fraction
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -668,29 +668,36 @@ class BusinessCalendar:
 
     def _instant(self, day: date, at: time) -> datetime:
         """The first instant at which the local wall clock shows ``day at`` or later (UTC)."""
-        wall = datetime.combine(day, at)
-        first = wall.replace(tzinfo=self.tz).astimezone(_UTC)  # fold=0: first occurrence
-        if first.astimezone(self.tz).replace(tzinfo=None) == wall:
+        wall = datetime.combine(day, at, self.tz)  # fold=0: the first occurrence if repeated
+        first = wall.astimezone(_UTC)
+        # Datetimes sharing a tzinfo compare by wall clock, so this asks "does `wall` exist?"
+        if first.astimezone(self.tz) == wall:
             return first
         # `wall` was skipped by a forward jump: find the jump by bisection between the
         # readings under the offsets before and after it.
-        lo, hi = sorted((first, wall.replace(tzinfo=self.tz, fold=1).astimezone(_UTC)))
-        if lo.astimezone(self.tz).replace(tzinfo=None) >= wall:
+        lo, hi = sorted((first, wall.replace(fold=1).astimezone(_UTC)))
+        if lo.astimezone(self.tz) >= wall:
             return lo
         while hi - lo > _US:
             mid = lo + (hi - lo) // 2
-            if mid.astimezone(self.tz).replace(tzinfo=None) >= wall:
+            if mid.astimezone(self.tz) >= wall:
                 hi = mid
             else:
                 lo = mid
         return hi
 
 
+_ALWAYS_AWARE = (ZoneInfo, timezone)  # tzinfo types whose utcoffset() is never None
+
+
 def _to_utc(at: datetime) -> datetime:
-    """The same instant in UTC; naive datetimes are refused rather than guessed at."""
+    """The same instant in UTC; naive datetimes are refused rather than guessed at.
+
+    (``astimezone`` would silently read a naive datetime as the host's local time.)
+    """
     if not isinstance(at, datetime):
         raise TypeError(f"expected an aware datetime, got {at!r}")
-    if at.tzinfo is None or at.utcoffset() is None:
+    if type(at.tzinfo) not in _ALWAYS_AWARE and at.utcoffset() is None:
         raise ValueError(f"{at.isoformat()} has no time zone; business time needs aware datetimes")
     return at.astimezone(_UTC)
 

@@ -22,7 +22,8 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
 
-from escbridge.errors import ConfigError, ConnectorLoadError, Problem
+from escbridge.config import InstanceConfig
+from escbridge.errors import ConfigError, ConnectorLoadError
 from escbridge.model import Actions, Ticket, TicketEvent
 
 log = logging.getLogger(__name__)
@@ -313,10 +314,6 @@ def create_connector(
     """
     return (registry or default_registry()).create(instance, **overrides)
 
-
-# Imported last: config.py is plain data and does not import this module.
-from escbridge.config import InstanceConfig  # noqa: E402
-
 __all__ = [
     "CAP_BULK_UPDATE",
     "CAP_EVENT_WEBHOOKS",
@@ -334,7 +331,6 @@ __all__ = [
     "Plugin",
     "PluginLoadError",
     "PluginStatus",
-    "Problem",
     "Registry",
     "TicketPage",
     "create_connector",

@@ -56,6 +56,7 @@ def parse_yaml(text: str, source: str) -> YamlDocument:
 
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.load(text, Loader=yaml.SafeLoader) if node is not None else None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
@@ -65,7 +66,6 @@ def parse_yaml(text: str, source: str) -> YamlDocument:
         return YamlDocument(source, None, {(): 1})
     lines: dict[PathKey, int] = {}
     _index(node, (), lines)
-    data = yaml.load(text, Loader=yaml.SafeLoader)
     return YamlDocument(source, data, lines)
 
 

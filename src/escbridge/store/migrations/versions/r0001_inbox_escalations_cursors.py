@@ -20,7 +20,7 @@ BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 Json = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 
 
-def Time() -> sa.DateTime:  # noqa: N802 - reads like a type in the tables below
+def Time() -> sa.DateTime:
     return sa.DateTime(timezone=True)
 
 

@@ -19,7 +19,7 @@ depends_on = None
 Json = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 
 
-def Time() -> sa.DateTime:  # noqa: N802 - reads like a type in the table below
+def Time() -> sa.DateTime:
     return sa.DateTime(timezone=True)
 
 

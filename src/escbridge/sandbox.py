@@ -1,0 +1,367 @@
+"""Shared machinery for helpdesk emulators (the connectors' ``sandbox()`` apps).
+
+Each connector's sandbox is a Flask app that speaks its helpdesk's API; what they all need is
+here, so three emulators do not grow three subtly different rate limiters:
+
+- ``RecordStore``: thread-safe in-memory records (tickets, groups, …) with change sequence
+  numbers and change listeners (to fire webhooks when a ticket changes);
+- ``SlidingWindowLimiter``: "N units per window" with the remaining/reset figures a helpdesk
+  puts in its rate-limit headers and the Retry-After it sends with a 429;
+- ``WebhookDispatcher``: posts signed webhook bodies from a background thread;
+- ``ServerThread`` / ``serve``: runs a WSGI app on 127.0.0.1 (port 0 = any free port) in a
+  background thread and gives back its URL, for end-to-end tests, benchmarks and the demo.
+
+Nothing here imports Flask; werkzeug is imported only when a server is started, so
+``import escbridge`` (and even this module) works without the web stack installed.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import logging
+import math
+import queue
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import requests
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "Change",
+    "Delivery",
+    "LimitDecision",
+    "RecordStore",
+    "SandboxStats",
+    "ServerThread",
+    "SlidingWindowLimiter",
+    "WebhookDispatcher",
+    "quiet_werkzeug",
+    "serve",
+]
+
+
+# --------------------------------------------------------------------------- rate limiter
+
+
+@dataclass(frozen=True)
+class LimitDecision:
+    """The outcome of asking the limiter for ``cost`` units, with the figures for the headers."""
+
+    allowed: bool
+    limit: int
+    remaining: int
+    reset_seconds: float  # until the oldest unit in the window expires (0 when the window is empty)
+    retry_after: float  # 0 when allowed; else until enough units have expired to fit the cost
+
+    @property
+    def retry_after_header(self) -> str:
+        """Whole seconds, rounded up, as helpdesks send it."""
+        return str(max(1, math.ceil(self.retry_after)))
+
+    @property
+    def reset_header(self) -> str:
+        return str(math.ceil(self.reset_seconds))
+
+
+class SlidingWindowLimiter:
+    """At most ``limit`` units in any ``window`` seconds (a sliding log of what was spent).
+
+    A request costing more than is left is refused whole, with the time until it would fit.
+    """
+
+    def __init__(
+        self, limit: int, window: float = 60.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        if limit < 1 or window <= 0:
+            raise ValueError("limit must be >= 1 and window > 0")
+        self.limit = limit
+        self.window = window
+        self._clock = clock
+        self._spent: deque[tuple[float, int]] = deque()
+        self._lock = threading.Lock()
+
+    def acquire(self, cost: int = 1) -> LimitDecision:
+        """Spend ``cost`` units if they fit now."""
+        with self._lock:
+            now = self._clock()
+            self._expire(now)
+            used = sum(c for _, c in self._spent)
+            if used + cost <= self.limit:
+                self._spent.append((now, cost))
+                return self._decision(True, now, used + cost, 0.0)
+            return self._decision(False, now, used, self._wait_for(now, used, cost))
+
+    def peek(self) -> LimitDecision:
+        with self._lock:
+            now = self._clock()
+            self._expire(now)
+            used = sum(c for _, c in self._spent)
+            return self._decision(True, now, used, 0.0)
+
+    def reset(self) -> None:
+        with self._lock:
+            self._spent.clear()
+
+    def _expire(self, now: float) -> None:
+        while self._spent and now - self._spent[0][0] >= self.window:
+            self._spent.popleft()
+
+    def _wait_for(self, now: float, used: int, cost: int) -> float:
+        if cost > self.limit:
+            return self.window  # never fits; say "a window" rather than "never"
+        need = used + cost - self.limit
+        freed = 0
+        for at, c in self._spent:
+            freed += c
+            if freed >= need:
+                return max(0.0, at + self.window - now)
+        return self.window
+
+    def _decision(self, allowed: bool, now: float, used: int, retry: float) -> LimitDecision:
+        reset = self._spent[0][0] + self.window - now if self._spent else 0.0
+        return LimitDecision(allowed, self.limit, max(0, self.limit - used), reset, retry)
+
+
+# --------------------------------------------------------------------------- records
+
+
+@dataclass(frozen=True)
+class Change:
+    """One change to a record, handed to listeners (deep copies: listeners cannot mutate)."""
+
+    kind: str  # "created" | "updated"
+    id: Any
+    before: Mapping[str, Any] | None
+    after: Mapping[str, Any]
+    actor: Any = None
+    seq: int = 0
+
+
+class RecordStore:
+    """Thread-safe in-memory records keyed by id, with a change sequence and listeners.
+
+    Records are plain dicts in the helpdesk's own JSON shape; the store adds nothing to them.
+    ``seq`` orders changes (cursor exports); listeners run after the lock is released.
+    """
+
+    def __init__(self, first_id: int = 1) -> None:
+        self._records: dict[Any, dict[str, Any]] = {}
+        self._seq_of: dict[Any, int] = {}
+        self._ids = itertools.count(first_id)
+        self._seq = 0
+        self._lock = threading.RLock()
+        self._listeners: list[Callable[[Change], None]] = []
+
+    def subscribe(self, listener: Callable[[Change], None]) -> None:
+        self._listeners.append(listener)
+
+    def next_id(self) -> int:
+        with self._lock:
+            return next(self._ids)
+
+    def add(self, record: dict[str, Any], *, actor: Any = None, notify: bool = True) -> dict[str, Any]:
+        """Store a new record (``id`` assigned when missing); returns a copy."""
+        with self._lock:
+            if record.get("id") is None:
+                record = {**record, "id": next(self._ids)}
+            self._seq += 1
+            self._records[record["id"]] = copy.deepcopy(record)
+            self._seq_of[record["id"]] = self._seq
+            change = Change("created", record["id"], None, copy.deepcopy(record), actor, self._seq)
+        if notify:
+            self._notify(change)
+        return copy.deepcopy(record)
+
+    def get(self, record_id: Any) -> dict[str, Any] | None:
+        with self._lock:
+            rec = self._records.get(record_id)
+            return copy.deepcopy(rec) if rec is not None else None
+
+    def update(
+        self,
+        record_id: Any,
+        mutate: Callable[[dict[str, Any]], None],
+        *,
+        actor: Any = None,
+        notify: bool = True,
+    ) -> dict[str, Any]:
+        """Apply ``mutate`` to the record atomically; KeyError when it does not exist.
+
+        ``mutate`` may raise to abort (nothing is changed then).
+        """
+        with self._lock:
+            current = self._records[record_id]
+            before = copy.deepcopy(current)
+            draft = copy.deepcopy(current)
+            mutate(draft)
+            self._records[record_id] = draft
+            self._seq += 1
+            self._seq_of[record_id] = self._seq
+            change = Change("updated", record_id, before, copy.deepcopy(draft), actor, self._seq)
+        if notify:
+            self._notify(change)
+        return copy.deepcopy(draft)
+
+    def values(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [copy.deepcopy(r) for r in self._records.values()]
+
+    def ordered_by_change(self) -> list[tuple[int, dict[str, Any]]]:
+        """(seq, record) for every record, oldest change first."""
+        with self._lock:
+            items = sorted(self._seq_of.items(), key=lambda kv: kv[1])
+            return [(seq, copy.deepcopy(self._records[i])) for i, seq in items]
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._records)
+
+    def __contains__(self, record_id: object) -> bool:
+        with self._lock:
+            return record_id in self._records
+
+    def _notify(self, change: Change) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener(change)
+            except Exception:  # an emulator's webhook bug must not break its API
+                log.exception("sandbox change listener failed")
+
+
+# --------------------------------------------------------------------------- stats
+
+
+@dataclass
+class SandboxStats:
+    """What the emulator saw: requests by endpoint and how many it throttled."""
+
+    requests: int = 0
+    throttled: int = 0
+    by_endpoint: Counter[str] = field(default_factory=Counter)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def count(self, endpoint: str, *, throttled: bool = False) -> None:
+        with self._lock:
+            self.requests += 1
+            self.by_endpoint[endpoint] += 1
+            if throttled:
+                self.throttled += 1
+
+
+# --------------------------------------------------------------------------- webhooks
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One webhook POST the emulator made, and how the receiver answered."""
+
+    url: str
+    body: bytes
+    headers: Mapping[str, str]
+    status: int | None
+    error: str | None = None
+
+
+class WebhookDispatcher:
+    """Posts webhooks from one background thread, in order, like a helpdesk's sender.
+
+    ``flush()`` waits until everything queued has been delivered (tests use it instead of sleeps).
+    """
+
+    def __init__(self, timeout: float = 10.0, session: requests.Session | None = None) -> None:
+        self.timeout = timeout
+        self.deliveries: list[Delivery] = []
+        self._session = session or requests.Session()
+        self._queue: queue.Queue[tuple[str, bytes, dict[str, str]] | None] = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def send(self, url: str, body: bytes, headers: Mapping[str, str]) -> None:
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._run, name="sandbox-webhooks", daemon=True
+                )
+                self._thread.start()
+        self._queue.put((url, body, dict(headers)))
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until the queue is drained; False if it is not within ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while self._queue.unfinished_tasks:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.005)
+        return True
+
+    def close(self) -> None:
+        if self._thread is not None and self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join(timeout=self.timeout)
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            try:
+                if item is None:
+                    return
+                url, body, headers = item
+                try:
+                    resp = self._session.post(url, data=body, headers=headers, timeout=self.timeout)
+                    delivery = Delivery(url, body, headers, resp.status_code)
+                except requests.RequestException as exc:
+                    delivery = Delivery(url, body, headers, None, type(exc).__name__)
+                with self._lock:
+                    self.deliveries.append(delivery)
+            finally:
+                self._queue.task_done()
+
+
+# --------------------------------------------------------------------------- server
+
+
+class ServerThread:
+    """A WSGI app served on a loopback port from a background thread (threaded server)."""
+
+    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0) -> None:
+        from werkzeug.serving import make_server
+
+        self._server = make_server(host, port, app, threaded=True)
+        self.host = host
+        self.port = self._server.server_port
+        self.url = f"http://{host}:{self.port}"
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name=f"sandbox-{self.port}", daemon=True
+        )
+
+    def start(self) -> ServerThread:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._thread.join(timeout=5)
+
+    def __enter__(self) -> ServerThread:
+        return self.start() if not self._thread.is_alive() else self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def serve(app: Any, host: str = "127.0.0.1", port: int = 0) -> ServerThread:
+    """Start ``app`` on ``host:port`` (0 = any free port) and return the running server."""
+    return ServerThread(app, host, port).start()
+
+
+def quiet_werkzeug(loggers: Iterable[str] = ("werkzeug",)) -> None:
+    """Silence per-request access logs of the dev server (benchmarks make thousands)."""
+    for name in loggers:
+        logging.getLogger(name).setLevel(logging.WARNING)

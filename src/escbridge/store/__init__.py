@@ -1,0 +1,48 @@
+"""Durable state: the inbox of received events, escalation history, per-ticket state, cursors.
+
+SQLAlchemy Core over SQLite (the default, one machine) or PostgreSQL (several machines).
+Only this package talks to the database. Schema versions are Alembic migrations shipped
+with the package: `escbridge db upgrade` (:func:`upgrade`) creates and upgrades the tables.
+"""
+
+from escbridge.store.database import DEFAULT_URL, create_engine, parse_url, safe_url
+from escbridge.store.migrate import UpgradeResult, head_revision, upgrade
+from escbridge.store.records import (
+    Enqueued,
+    Intent,
+    Job,
+    StoredEscalation,
+    SyncCursor,
+    TicketLock,
+    TicketState,
+)
+from escbridge.store.redact import redact
+from escbridge.store.schema import DONE, FAILED, JOB_STATUSES, PENDING, PROCESSING
+from escbridge.store.store import APPLIED, RECOVERED, LockLostError, Store
+
+__all__ = [
+    "APPLIED",
+    "DEFAULT_URL",
+    "DONE",
+    "FAILED",
+    "JOB_STATUSES",
+    "PENDING",
+    "PROCESSING",
+    "RECOVERED",
+    "Enqueued",
+    "Intent",
+    "Job",
+    "LockLostError",
+    "Store",
+    "StoredEscalation",
+    "SyncCursor",
+    "TicketLock",
+    "TicketState",
+    "UpgradeResult",
+    "create_engine",
+    "head_revision",
+    "parse_url",
+    "redact",
+    "safe_url",
+    "upgrade",
+]

@@ -1,0 +1,174 @@
+"""What the store hands back: plain frozen records, never SQLAlchemy rows."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+
+from escbridge.model import Actions, Decision, EscalationRecord
+
+
+@dataclass(frozen=True)
+class Enqueued:
+    """The answer to "keep this event": accepted as a new job, or a duplicate of ``job_id``."""
+
+    accepted: bool
+    job_id: int | None
+
+    @property
+    def duplicate(self) -> bool:
+        return not self.accepted
+
+
+@dataclass(frozen=True)
+class Job:
+    """One inbox row. ``claim_token`` identifies the claim a worker holds (None when unclaimed)."""
+
+    id: int
+    instance: str
+    ticket_id: str
+    dedupe_key: str
+    kind: str
+    actor: str | None
+    occurred_at: datetime | None
+    received_at: datetime
+    status: str
+    attempts: int
+    next_attempt_at: datetime
+    lease_owner: str | None
+    claim_token: str | None
+    last_error: str | None
+    outcome: str | None
+    finished_at: datetime | None
+
+    @classmethod
+    def from_row(cls, row: Mapping[Any, Any]) -> Job:
+        return cls(**{name: row[name] for name in cls.__dataclass_fields__})
+
+
+@dataclass(frozen=True)
+class Intent:
+    """A decision about to be applied, written before the connector is called.
+
+    After a crash, the ticket's level marker says whether the apply landed; the intent says
+    what was decided (rule, reasons, actions), so the escalation is recorded in full.
+    """
+
+    decision: Decision
+    ticket_created_at: datetime | None = None
+    job_id: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "decision": self.decision.model_dump(mode="json", exclude={"outcomes"}),
+            "ticket_created_at": (
+                self.ticket_created_at.isoformat() if self.ticket_created_at else None
+            ),
+            "job_id": self.job_id,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Intent:
+        created = data.get("ticket_created_at")
+        return cls(
+            decision=Decision.model_validate(data["decision"]),
+            ticket_created_at=datetime.fromisoformat(created) if created else None,
+            job_id=data.get("job_id"),
+        )
+
+
+@dataclass(frozen=True)
+class TicketState:
+    """What escbridge knows about one ticket between events."""
+
+    instance: str
+    ticket_id: str
+    level: str | None
+    last_escalated_at: datetime | None
+    cooldown_until: datetime | None
+    day: date | None
+    day_count: int
+    escalation_count: int
+    intent: Intent | None
+    intent_at: datetime | None
+    lock_owner: str | None
+    lock_expires_at: datetime | None
+
+    @classmethod
+    def from_row(cls, row: Mapping[Any, Any]) -> TicketState:
+        intent = row["intent"]
+        return cls(
+            instance=row["instance"],
+            ticket_id=row["ticket_id"],
+            level=row["level"],
+            last_escalated_at=row["last_escalated_at"],
+            cooldown_until=row["cooldown_until"],
+            day=row["day"],
+            day_count=row["day_count"],
+            escalation_count=row["escalation_count"],
+            intent=Intent.from_json(intent) if intent else None,
+            intent_at=row["intent_at"],
+            lock_owner=row["lock_owner"],
+            lock_expires_at=row["lock_expires_at"],
+        )
+
+
+@dataclass(frozen=True)
+class TicketLock:
+    """Proof of holding one ticket: only the holder may write its intent or record for it."""
+
+    instance: str
+    ticket_id: str
+    token: str
+    owner: str
+    expires_at: datetime
+    state: TicketState
+
+
+@dataclass(frozen=True)
+class StoredEscalation:
+    """One row of the escalation history."""
+
+    id: int
+    instance: str
+    ticket_id: str
+    from_level: str | None
+    to_level: str
+    destination_kind: str
+    to_group: str | None
+    rule_id: str | None
+    kind: str | None
+    actions: Actions
+    reasons: tuple[str, ...]
+    summary: str
+    ticket_created_at: datetime | None
+    decided_at: datetime
+    recorded_at: datetime
+    outcome: str
+    job_id: int | None
+
+    @classmethod
+    def from_row(cls, row: Mapping[Any, Any]) -> StoredEscalation:
+        values = {name: row[name] for name in cls.__dataclass_fields__}
+        values["actions"] = Actions.model_validate(row["actions"])
+        values["reasons"] = tuple(row["reasons"])
+        return cls(**values)
+
+    def as_history(self) -> EscalationRecord:
+        """The form the engine reasons about (cooldown, daily cap, time at level)."""
+        return EscalationRecord(
+            at=self.decided_at, to=self.to_level, from_level=self.from_level, rule_id=self.rule_id
+        )
+
+
+@dataclass(frozen=True)
+class SyncCursor:
+    """Where a scheduled scan of one instance resumes."""
+
+    instance: str
+    stream: str
+    cursor: str | None
+    since: datetime | None
+    updated_at: datetime
