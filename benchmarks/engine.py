@@ -24,10 +24,11 @@ from escbridge.model import Channel, Priority, Status, Ticket
 from escbridge.policy import Engine, _compile, _Ctx
 
 NOW = datetime(2026, 3, 11, 15, 0, tzinfo=UTC)
-WORDS = (
-    "login password export report invoice order shipping refund account sync api error slow "
-    "broken missing question feature seats printer driver dashboard integration webhook"
-).split()
+WORDS = [
+    *("login", "password", "export", "report", "invoice", "order", "shipping", "refund"),
+    *("account", "sync", "api", "error", "slow", "broken", "missing", "question", "feature"),
+    *("seats", "printer", "driver", "dashboard", "integration", "webhook"),
+]
 TRIGGERS = [
     "supervisor",
     "manager",
@@ -76,8 +77,8 @@ def build_rules() -> list[tuple[str, str, str]]:
             )
         )
     for i, (prio, channel) in enumerate(
-        [("urgent", "phone"), ("urgent", "chat"), ("urgent", "email"), ("urgent", "web")]
-        + [("urgent", "social"), ("urgent", "api"), ("urgent", "other"), ("urgent", "phone")]
+        [("urgent", c) for c in ("phone", "chat", "email", "web", "social", "api", "other")]
+        + [("high", "phone")]
     ):
         p = Priority.parse(prio).value
         rules.append(
@@ -175,7 +176,8 @@ def make_tickets(n: int, seed: int = 7) -> list[Ticket]:
                 latest_comment=text(15),
                 requester={
                     "id": f"u{i}",
-                    "email": f"user{i}@{'globex.example' if rnd.random() < 0.01 else 'example.com'}",
+                    "email": f"user{i}@"
+                    + ("globex.example" if rnd.random() < 0.01 else "example.com"),
                 },
                 organization={"id": f"o{i % 50}", "name": org} if org else None,
                 tags=rnd.sample(TAGS, k=1) if rnd.random() < 0.03 else [],
@@ -198,7 +200,7 @@ def make_tickets(n: int, seed: int = 7) -> list[Ticket]:
 
 
 def as_record(t: Ticket) -> dict[str, Any]:
-    """The ticket as rule-engine sees it: plain values, time measures precomputed (in its favour)."""
+    """The ticket as rule-engine sees it: plain values, time spans precomputed (in its favour)."""
     return {
         "subject": t.subject,
         "description": t.description,

@@ -289,10 +289,7 @@ def _compile_keywords(cond: KeywordTest) -> Test:
 
     def keywords(ctx: _Ctx) -> bool:
         text = ctx.text(fields)
-        for first, pattern in phrases:
-            if first in text and pattern.search(text):
-                return True
-        return False
+        return any(first in text and pattern.search(text) for first, pattern in phrases)
 
     return keywords
 
@@ -384,9 +381,10 @@ class _MatcherBuilder:
             and cond.op in ("gt", "gte", "lt", "lte")
         ):
             key = self.const(cond.field.removeprefix("custom_fields."))
-            symbol = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<="}[cond.op]
+            sign = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<="}[cond.op]
             # NaN for a missing or non-numeric value: every comparison with it is false.
-            return f"(_number_or_nan(t.custom_fields.get({key})) {symbol} {self.const(cond.value)})"
+            value = self.const(cond.value)
+            return f"(_number_or_nan(t.custom_fields.get({key})) {sign} {value})"
         if isinstance(cond, FieldTest) and cond.field == "status" and cond.op == "in":
             return f"(t.status in {self.const(cond.value)})"
         if isinstance(cond, TimeTest) and not cond.business and cond.measure in _SIMPLE_SPANS:
@@ -418,7 +416,7 @@ class _MatcherBuilder:
         ]
         source = "\n".join([*head, *body, "    return m", ""])
         namespace = dict(self.consts)
-        exec(compile(source, "<escbridge matrix rules>", "exec"), namespace)  # noqa: S102
+        exec(compile(source, "<escbridge matrix rules>", "exec"), namespace)
         matcher: Callable[[_Ctx], list[int]] = namespace["_match"]
         return matcher
 

@@ -1,20 +1,13 @@
-"""escbridge connector for Zendesk."""
+"""escbridge connector for Zendesk.
+
+Registered under the entry-point group ``escbridge.connectors`` as ``zendesk``; the core finds it
+there and never imports it by name. Flask is needed only by ``sandbox`` (imported lazily).
+"""
 
 from __future__ import annotations
 
-from typing import ClassVar
+from escbridge_zendesk.config import ZendeskConfig
+from escbridge_zendesk.connector import ZendeskConnector, __version__
+from escbridge_zendesk.webhook import TRIGGER_BODY
 
-from escbridge.connector import ConnectorInfo
-
-__version__ = "0.1.0"
-
-
-class ZendeskConnector:
-    """Zendesk, spoken in escbridge's normalised vocabulary."""
-
-    info: ClassVar[ConnectorInfo] = ConnectorInfo(
-        name="zendesk",
-        version=__version__,
-        display_name="Zendesk",
-        signature_scheme="HMAC-SHA256 (X-Zendesk-Webhook-Signature)",
-    )
+__all__ = ["TRIGGER_BODY", "ZendeskConfig", "ZendeskConnector", "__version__"]
