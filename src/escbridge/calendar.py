@@ -70,17 +70,20 @@ def _not_a_duration(text: object) -> ValueError:
     return ValueError(f'"{text}" is not a duration (e.g. 90m, 2h, 1d 4h)')
 
 
-def parse_duration(text: str | int | float) -> timedelta:
+def parse_duration(text: str | int | float | timedelta) -> timedelta:
     """Read a duration an admin wrote: "90m", "2h", "1d 4h", "1h30m", "45s", "1w", "0m".
 
     Units are w, d, h, m, s (or their words: "2 hours", "30 min"), largest first, each at most
     once, so a typo such as "1h 30h" is an error rather than 31h. Numbers may be decimal ("1.5h")
     and a leading "-" negates the whole duration (what ``format_duration`` writes). A bare int
-    or float is a number of seconds, the way YAML hands over ``idle: 90``.
+    or float is a number of seconds, the way YAML hands over ``idle: 90``; a timedelta is
+    returned unchanged, so the function is safe to use as a (re-run) pydantic validator.
 
     d is exactly 24h and w exactly 7d of *elapsed* time: "1d" is not "one business day". Business
     semantics come from measuring the duration with a ``BusinessCalendar``.
     """
+    if isinstance(text, timedelta):
+        return text
     if isinstance(text, bool):
         raise _not_a_duration(text)
     if isinstance(text, int | float):
@@ -212,6 +215,8 @@ def _parse_day_value(key: str, value: object) -> list[tuple[time, time]]:
             return list(_FULL_DAY)
         return [_parse_range(key, value)]
     if isinstance(value, Sequence) and all(isinstance(v, str) for v in value):
+        if len(value) > 1 and any(v.strip().lower() == "closed" for v in value):
+            raise ValueError(f'hours "{key}": "closed" cannot be listed together with hours')
         ranges: list[tuple[time, time]] = []
         for item in value:
             ranges.extend(_parse_day_value(key, item))

@@ -51,8 +51,10 @@ def run_connectors(
     out = out or sys.stdout
     statuses = (registry or default_registry()).statuses()
     if not statuses:
-        print("No connector plugins installed. Install one, e.g.: pip install escbridge-zendesk",
-              file=out)
+        print(
+            "No connector plugins installed. Install one, e.g.: pip install escbridge-zendesk",
+            file=out,
+        )
         return EXIT_PROBLEM
     broken = 0
     for st in statuses:
@@ -62,8 +64,10 @@ def run_connectors(
             print(f"    error: {st.error}", file=out)
             continue
         info = st.plugin.info
-        print(f"{st.name}  {info.display_name} {info.version}  ({st.distribution or st.target})",
-              file=out)
+        print(
+            f"{st.name}  {info.display_name} {info.version}  ({st.distribution or st.target})",
+            file=out,
+        )
         caps = ", ".join(sorted(info.capabilities)) or "none declared"
         print(f"    capabilities: {caps}", file=out)
         if info.signature_scheme:
@@ -105,8 +109,11 @@ def run_check(
     wanted: Sequence[str] = args.instance or list(config.instances)
     unknown = [n for n in wanted if n not in config.instances]
     if unknown:
-        print(f"unknown instance(s): {', '.join(unknown)} "
-              f"(configured: {', '.join(config.instances) or 'none'})", file=out)
+        print(
+            f"unknown instance(s): {', '.join(unknown)} "
+            f"(configured: {', '.join(config.instances) or 'none'})",
+            file=out,
+        )
         return EXIT_INVALID
     if not wanted:
         print(f"{config.path}: no instances configured under 'instances:'", file=out)
@@ -154,8 +161,10 @@ def _print_report(report: CheckReport, groups: Sequence[str], out: TextIO) -> No
     for problem in report.problems:
         print(f"  problem: {problem}", file=out)
     if report.missing_groups:
-        print("  groups the matrix routes to that do not exist: "
-              + ", ".join(report.missing_groups), file=out)
+        print(
+            "  groups the matrix routes to that do not exist: " + ", ".join(report.missing_groups),
+            file=out,
+        )
     found = [g for g in groups if g not in report.missing_groups]
     if found and report.identity:
         print(f"  groups resolved: {', '.join(found)}", file=out)

@@ -1,7 +1,7 @@
 """escbridge.yaml: where the store is, where the matrix is, and which helpdesk accounts to serve.
 
 ```yaml
-store: sqlite:///escbridge.db          # SQLAlchemy URL; a relative SQLite path is relative to this file
+store: sqlite:///escbridge.db          # SQLAlchemy URL; a relative SQLite path: relative to here
 matrix: matrix.yaml                    # relative to this file
 instances:
   support-eu:
@@ -65,9 +65,7 @@ class InstanceConfig:
         """The connector model's errors as file:line problems under ``instances.<name>``."""
         doc = self.source or YamlDocument("<config>", None, {})
         problems = problems_from_validation(doc, error, prefix=("instances", self.name))
-        return [
-            Problem(p.file, p.line, p.path, self.mask(p.message)) for p in problems
-        ]
+        return [Problem(p.file, p.line, p.path, self.mask(p.message)) for p in problems]
 
     def mask(self, text: str) -> str:
         """Replace every value that came from the environment by ``${VAR}``."""
@@ -115,7 +113,9 @@ class _ConfigSpec(BaseModel):
         return value
 
 
-def load_config(path: str | Path = DEFAULT_CONFIG_FILE, env: Mapping[str, str] | None = None) -> Config:
+def load_config(
+    path: str | Path = DEFAULT_CONFIG_FILE, env: Mapping[str, str] | None = None
+) -> Config:
     """Read and validate escbridge.yaml; ConfigError lists every problem with file:line."""
     p = Path(path)
     try:
@@ -171,7 +171,8 @@ def parse_config(
     return Config(
         path=Path(source) if source != "<string>" else base / DEFAULT_CONFIG_FILE,
         store_url=_store_url(spec.store, base),
-        matrix_path=(base / spec.matrix).resolve() if not Path(spec.matrix).is_absolute()
+        matrix_path=(base / spec.matrix).resolve()
+        if not Path(spec.matrix).is_absolute()
         else Path(spec.matrix),
         instances=instances,
         processing=dict(spec.processing),
@@ -189,9 +190,14 @@ def _substitute(
 ) -> Any:
     """Replace ``${VAR}`` in every string; record problems for unset variables."""
     if isinstance(value, dict):
-        return {k: _substitute(v, (*path, str(k)), doc, env, problems, secrets) for k, v in value.items()}
+        return {
+            k: _substitute(v, (*path, str(k)), doc, env, problems, secrets)
+            for k, v in value.items()
+        }
     if isinstance(value, list):
-        return [_substitute(v, (*path, i), doc, env, problems, secrets) for i, v in enumerate(value)]
+        return [
+            _substitute(v, (*path, i), doc, env, problems, secrets) for i, v in enumerate(value)
+        ]
     if not isinstance(value, str) or "${" not in value:
         return value
 

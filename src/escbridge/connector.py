@@ -252,7 +252,9 @@ class Registry:
         self._loaded[name] = plugin
         return plugin
 
-    def load_many(self, names: Iterable[str]) -> tuple[dict[str, Plugin], dict[str, PluginLoadError]]:
+    def load_many(
+        self, names: Iterable[str]
+    ) -> tuple[dict[str, Plugin], dict[str, PluginLoadError]]:
         """Load only the plugins named (those configured); failures are returned, not raised."""
         ok: dict[str, Plugin] = {}
         failed: dict[str, PluginLoadError] = {}
@@ -313,6 +315,7 @@ def create_connector(
     its settings are invalid. ``overrides`` go to the constructor (tests: ``session=``, ``sleep=``).
     """
     return (registry or default_registry()).create(instance, **overrides)
+
 
 __all__ = [
     "CAP_BULK_UPDATE",

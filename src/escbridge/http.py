@@ -519,19 +519,21 @@ class ApiClient:
             # ConnectTimeout is a ConnectionError: the request never reached the server.
             # A read timeout is not: retry it only for idempotent methods.
             kind = "timed out" if isinstance(exc, requests.Timeout) else "could not connect"
-            error = TransientError(f"{kind} ({type(exc).__name__})", method=method, url=safe_url)
+            unreachable = TransientError(
+                f"{kind} ({type(exc).__name__})", method=method, url=safe_url
+            )
             log.warning("%s %s: %s", method, safe_url, kind)
-            raise _Retry(error) from None
+            raise _Retry(unreachable) from None
         except requests.Timeout as exc:
-            error = TransientError(
+            timeout = TransientError(
                 f"no response within {self.timeout[1]:g}s ({type(exc).__name__})",
                 method=method,
                 url=safe_url,
             )
             log.warning("%s %s: read timeout", method, safe_url)
             if method in _IDEMPOTENT:
-                raise _Retry(error) from None
-            raise error from None
+                raise _Retry(timeout) from None
+            raise timeout from None
         except requests.RequestException as exc:
             raise ApiError(
                 f"request failed ({type(exc).__name__})", method=method, url=safe_url
@@ -539,9 +541,7 @@ class ApiClient:
 
         self._record_rate(bucket, response)
         status = response.status_code
-        log.debug(
-            "%s %s -> %s in %.3fs", method, safe_url, status, self._clock() - started
-        )
+        log.debug("%s %s -> %s in %.3fs", method, safe_url, status, self._clock() - started)
         if status < 400:
             return response
         error = self._error(method, response)
@@ -621,12 +621,13 @@ class ApiClient:
         exc = state.outcome.exception() if state.outcome else None
         if isinstance(exc, _Retry) and isinstance(exc.error, RateLimited):
             if exc.wait is not None:
-                return exc.wait + self._rng.uniform(0, 0.25)  # a little jitter past the reset
+                return float(exc.wait) + self._rng.uniform(0, 0.25)  # jitter past the reset
             return self.policy.default_retry_after
         if isinstance(exc, _Retry) and exc.wait is not None:
             return min(exc.wait, self.policy.max_retry_after)
         ceiling = min(
-            self.policy.backoff_max, self.policy.backoff_base * 2 ** (state.attempt_number - 1)
+            self.policy.backoff_max,
+            self.policy.backoff_base * float(2 ** (state.attempt_number - 1)),
         )
         return ceiling / 2 + self._rng.uniform(0, ceiling / 2)  # "equal jitter"
 
@@ -670,4 +671,3 @@ class ApiClient:
 
     def __repr__(self) -> str:
         return f"ApiClient({self.base_url!r})"
-

@@ -187,6 +187,7 @@ TIME_MEASURES = {
     "level_overdue": "time at the current level beyond its expected resolution",
     "response_overdue": "time without a first response beyond the level's expected response",
 }
+LEVEL_MEASURES = frozenset({"level_overdue", "response_overdue"})
 
 
 @dataclass(frozen=True)
@@ -242,6 +243,9 @@ class TimeTest:
     calendar: BusinessCalendar
     business: bool
     path: str
+    # level_overdue/response_overdue without their own time/calendar count the way the level's
+    # expected times are written (the level's `time` and `calendar`), not the matrix default.
+    follow_level: bool = False
 
 
 Condition = AllOf | AnyOf | NotOf | FieldTest | TagTest | KeywordTest | TimeTest
@@ -466,12 +470,12 @@ class _Compiler:
             teams[team_id] = self._rung(
                 "team", team_id, team, rank, calendars, default_cal, business_default, path
             )
-        rules = tuple(
-            r
+        # Disabled rules are checked too: enabling one later must not break a running matrix.
+        compiled = [
+            (spec_rule.enabled, self._rule(i, spec_rule, levels, teams, calendars, default_cal))
             for i, spec_rule in enumerate(spec.rules)
-            if spec_rule.enabled
-            and (r := self._rule(i, spec_rule, levels, teams, calendars, default_cal)) is not None
-        )
+        ]
+        rules = tuple(r for enabled, r in compiled if enabled and r is not None)
         seen: set[str] = set()
         for i, spec_rule in enumerate(spec.rules):
             if spec_rule.id in seen:
@@ -916,6 +920,7 @@ class _ConditionParser:
             calendar=calendar,
             business=time_mode == "business",
             path=format_path(path),
+            follow_level=measure in LEVEL_MEASURES and not {"time", "calendar"} & set(raw),
         )
 
     def _priority(self, raw: Any, path: tuple[str | int, ...]) -> Condition | None:

@@ -19,7 +19,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from escbridge.calendar import format_duration
+import jinja2
+
+from escbridge.calendar import BusinessCalendar, format_duration
 from escbridge.matrix import (
     TIME_MEASURES,
     AllOf,
@@ -78,44 +80,50 @@ class _Ctx:
                 return record.at
         return self.ticket.created_at
 
+    def mode(self, test: TimeTest) -> tuple[bool, BusinessCalendar]:
+        """(business time?, calendar) of a measure: the level's own for ``follow_level``."""
+        if test.follow_level:
+            return self.rung.business, self.rung.calendar
+        return test.business, test.calendar
+
     def measure(self, test: TimeTest) -> timedelta | None:
         """A time measure of the ticket (None when it does not apply, e.g. no due date)."""
-        key = (test.measure, id(test.calendar), test.business)
+        business, calendar = self.mode(test)
+        key = (test.measure, id(calendar), business)
         if key in self._cache:
             return self._cache[key]
-        value = self._measure(test)
+        value = self._measure(test.measure, business, calendar)
         self._cache[key] = value
         return value
 
-    def _span(self, test: TimeTest, start: datetime, end: datetime) -> timedelta:
-        if test.business:
-            return test.calendar.elapsed(start, end)
-        return end - start
+    def _measure(self, m: str, business: bool, calendar: BusinessCalendar) -> timedelta | None:
+        t, now = self.ticket, self.now
 
-    def _measure(self, test: TimeTest) -> timedelta | None:
-        t, now, m = self.ticket, self.now, test.measure
+        def span(start: datetime, end: datetime) -> timedelta:
+            return calendar.elapsed(start, end) if business else end - start
+
         if m == "age":
-            return self._span(test, t.created_at, now)
+            return span(t.created_at, now)
         if m == "idle":
-            return self._span(test, t.updated_at, now)
+            return span(t.updated_at, now)
         if m == "since_customer_reply":
             if t.last_customer_reply_at is None:
                 return None
-            return self._span(test, t.last_customer_reply_at, now)
+            return span(t.last_customer_reply_at, now)
         if m == "until_due":
-            return None if t.due_at is None else self._span(test, now, t.due_at)
+            return None if t.due_at is None else span(now, t.due_at)
         if m == "overdue":
-            return None if t.due_at is None else self._span(test, t.due_at, now)
+            return None if t.due_at is None else span(t.due_at, now)
         if m == "at_level":
-            return self._span(test, self.level_since(), now)
+            return span(self.level_since(), now)
         if m == "level_overdue":
             if self.rung.resolution is None:
                 return None
-            return self._span(test, self.level_since(), now) - self.rung.resolution
+            return span(self.level_since(), now) - self.rung.resolution
         if m == "response_overdue":
             if t.first_response_at is not None or self.rung.response is None:
                 return None
-            return self._span(test, t.created_at, now) - self.rung.response
+            return span(t.created_at, now) - self.rung.response
         raise AssertionError(f"unknown measure {m}")  # the matrix loader rejects these
 
 
@@ -249,6 +257,9 @@ def _compile(cond: Condition) -> Test:
 
 def _compile_field(cond: FieldTest) -> Test:
     get, op, value = _getter(cond.field), cond.op, cond.value
+    if cond.field == "level":
+        # The level the engine works with: the marker, else the one inferred from the group.
+        return lambda ctx: _compare(op, ctx.rung.id, value)
     if op == "equals":
         return lambda ctx: bool(get(ctx.ticket) == value)
     if op == "in":
@@ -494,7 +505,7 @@ def _leaf_test(cond: Condition) -> Test:
 def _leaf_text(cond: Condition, ctx: _Ctx, ok: bool) -> str:
     t = ctx.ticket
     if isinstance(cond, FieldTest):
-        actual = _getter(cond.field)(t)
+        actual = ctx.rung.id if cond.field == "level" else _getter(cond.field)(t)
         if cond.op == "exists":
             state = "has a value" if actual not in (None, "") else "has no value"
             return f"{cond.field} {state}"
@@ -510,7 +521,7 @@ def _leaf_text(cond: Condition, ctx: _Ctx, ok: bool) -> str:
                 text += f", {gap:g} from the limit"
         return f"{text} ({verdict})" if not ok else f"{cond.field} {want} ({_show(actual)})"
     if isinstance(cond, TagTest):
-        have = sorted(t.tags)
+        have = _show(t.tags)
         parts = []
         if cond.any_of:
             parts.append(f"any of {_show(cond.any_of)}")
@@ -545,7 +556,8 @@ def _time_text(cond: TimeTest, ctx: _Ctx, ok: bool) -> str:
             ),
         }.get(cond.measure, "not applicable")
         return f"{label}: {missing}"
-    mode = f"business time ({cond.calendar.name})" if cond.business else "calendar time"
+    business, calendar = ctx.mode(cond)
+    mode = f"business time ({calendar.name})" if business else "calendar time"
     bounds = []
     gap = None
     if cond.over is not None:
@@ -733,10 +745,20 @@ class Engine:
             "reasons": list(reasons),
             "now": ctx.now,
         }
-        note = (rule.actions.note or self.matrix.default_note).render(context).strip()
+        note, failure = _render(rule.actions.note or self.matrix.default_note, context)
+        if note is None:
+            note = (_render(self.matrix.default_note, context)[0] or "") + (
+                f"\n\n(the note template of rule {rule.id} failed on this ticket: {failure}; "
+                "this is escbridge's default note)"
+            )
         customer = None
         if rule.actions.customer_update is not None:
-            customer = rule.actions.customer_update.render(context).strip()
+            customer, failure = _render(rule.actions.customer_update, context)
+            if customer is None:
+                note += (
+                    f"\n(the customer update of rule {rule.id} failed on this ticket and was not "
+                    f"sent: {failure})"
+                )
         old_marker = current.marker if ticket.level == current.id else None
         actions = Actions(
             group=group,
@@ -766,6 +788,16 @@ class Engine:
             outcomes=outcomes,
             summary=summary,
         )
+
+
+def _render(template: jinja2.Template, context: Mapping[str, Any]) -> tuple[str | None, str]:
+    """(text, "") or (None, why). Templates were trial-rendered at load, but one ticket can
+    still lack what a template uses (a custom field, an organisation): the escalation must
+    still happen, so the caller falls back instead of failing."""
+    try:
+        return template.render(context).strip(), ""
+    except Exception as exc:  # the admin's template, whatever it raised
+        return None, str(exc)
 
 
 def _no_escalation(ctx: _Ctx, summary: str, outcomes: tuple[RuleOutcome, ...]) -> Decision:

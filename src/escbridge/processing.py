@@ -339,19 +339,17 @@ class Processor:
         except Exception as error:  # every failure is retried or dead-lettered, never lost
             self._fail(job, error, report)
             return
-        now = self.clock()
         if outcome.status == "busy":
             # Not an attempt: the other worker sees the same ticket. Try again shortly.
             delay = min(self.settings.lease_seconds, 0.5 + self._uniform(0, 1.5))
-            self.store.defer(job, now + timedelta(seconds=delay))
+            self.store.defer(job, self.clock() + timedelta(seconds=delay))
             report.deferred += 1
             return
-        if not self.store.complete(job, now, outcome.status):
-            log.warning("job %s: lease lost before completion (another worker has it)", job.id)
         report.done += 1
         report.outcomes[outcome.status] = report.outcomes.get(outcome.status, 0) + 1
 
     def _process_job(self, job: Job, worker: str) -> Outcome:
+        """Process a claimed job; unless the ticket is busy, the job is done when this returns."""
         connector = self._connector(job.instance)
         event = TicketEvent(
             instance=job.instance,
@@ -362,8 +360,14 @@ class Processor:
             occurred_at=job.occurred_at,
         )
         if connector.is_own_change(event):
+            self._completed(self.store.complete(job, self.clock(), "own_change"), job)
             return Outcome("own_change", job.instance, job.ticket_id)
         return self._process(job.instance, job.ticket_id, self.clock(), worker=worker, job=job)
+
+    @staticmethod
+    def _completed(ok: bool, job: Job | None) -> None:
+        if not ok and job is not None:
+            log.warning("job %s: lease lost before completion (another worker has it)", job.id)
 
     def _fail(self, job: Job, error: BaseException, report: RunReport) -> None:
         failure = classify(error)
@@ -440,15 +444,15 @@ class Processor:
         lock = self.store.lock_ticket(instance, ticket_id, worker, now, self.settings.lease)
         if lock is None:
             return Outcome("busy", instance, ticket_id)
-        released = False
+        finished = False  # lock released (and job completed) by a store call below
         try:
             pending = lock.state.intent
             current = self._fetch(connector, instance, ticket_id if pending else ticket)
             if pending is not None:
                 assert pending.decision.actions is not None
                 if landed(current, pending.decision.actions):
-                    escalation = self._record(lock, pending, RECOVERED)
-                    released = True
+                    escalation = self._record(lock, pending, RECOVERED, job)
+                    finished = True
                     log.warning(
                         "%s/%s: recorded an escalation applied before a crash: %s",
                         instance,
@@ -459,23 +463,26 @@ class Processor:
                         "recovered", instance, ticket_id, pending.decision, current, escalation
                     )
                 self.store.clear_intent(lock, now)  # it never reached the helpdesk
-            history = self.store.history(instance, ticket_id)
-            decision = self.engine.decide(current, history, now)
-            if not decision.escalate or decision.actions is None:
-                return Outcome("unchanged", instance, ticket_id, decision, current)
-            intent = Intent(decision, current.created_at, job.id if job else None)
-            applied = self._apply(connector, lock, current, intent, history, now)
-            if applied is None:
-                self.store.clear_intent(lock, now)
-                return Outcome("unchanged", instance, ticket_id, decision, current)
-            escalation = self._record(lock, applied, APPLIED)
-            released = True
-            log.info("%s/%s: %s", instance, ticket_id, applied.decision.summary)
-            return Outcome("escalated", instance, ticket_id, applied.decision, current, escalation)
+            decision = self.engine.decide(current, lock.history, now)
+            if decision.escalate and decision.actions is not None:
+                intent = Intent(decision, current.created_at, job.id if job else None)
+                applied = self._apply(connector, lock, current, intent, lock.history, now)
+                if applied is not None:
+                    escalation = self._record(lock, applied, APPLIED, job)
+                    finished = True
+                    log.info("%s/%s: %s", instance, ticket_id, applied.decision.summary)
+                    return Outcome(
+                        "escalated", instance, ticket_id, applied.decision, current, escalation
+                    )
+                self.store.clear_intent(lock, now)  # a re-decision found nothing left to do
+            done = self.store.release(lock, job=job, outcome="unchanged", now=self.clock())
+            finished = True
+            self._completed(done, job)
+            return Outcome("unchanged", instance, ticket_id, decision, current)
         finally:
-            if not released:
+            if not finished:
                 try:
-                    self.store.unlock(lock)
+                    self.store.release(lock)
                 except StoreUnavailableError as error:  # the lock expires by itself
                     log.warning("%s/%s: could not release lock: %s", instance, ticket_id, error)
 
@@ -521,9 +528,18 @@ class Processor:
             )
         return latest
 
-    def _record(self, lock: TicketLock, intent: Intent, outcome: str) -> StoredEscalation:
+    def _record(
+        self, lock: TicketLock, intent: Intent, outcome: str, job: Job | None
+    ) -> StoredEscalation:
+        job_outcome = "escalated" if outcome == APPLIED else outcome
         return self.store.record_escalation(
-            lock, intent, outcome=outcome, now=self.clock(), cooldown=self.cooldown
+            lock,
+            intent,
+            outcome=outcome,
+            now=self.clock(),
+            cooldown=self.cooldown,
+            job=job,
+            job_outcome=job_outcome,
         )
 
     # --- the worker loop ------------------------------------------------------------------

@@ -166,7 +166,9 @@ class RecordStore:
         with self._lock:
             return next(self._ids)
 
-    def add(self, record: dict[str, Any], *, actor: Any = None, notify: bool = True) -> dict[str, Any]:
+    def add(
+        self, record: dict[str, Any], *, actor: Any = None, notify: bool = True
+    ) -> dict[str, Any]:
         """Store a new record (``id`` assigned when missing); returns a copy."""
         with self._lock:
             if record.get("id") is None:
@@ -213,11 +215,35 @@ class RecordStore:
         with self._lock:
             return [copy.deepcopy(r) for r in self._records.values()]
 
-    def ordered_by_change(self) -> list[tuple[int, dict[str, Any]]]:
-        """(seq, record) for every record, oldest change first."""
+    def ordered_by_change(
+        self,
+        *,
+        start: Callable[[int, Mapping[str, Any]], bool] | None = None,
+        stop: Callable[[Mapping[str, Any]], bool] | None = None,
+        limit: int | None = None,
+    ) -> list[tuple[int, dict[str, Any]]]:
+        """(seq, record), oldest change first: from the first record ``start`` accepts, up to
+        (not including) the first one ``stop`` accepts, at most ``limit``. Only the records
+        returned are copied, so paging through a large store stays cheap."""
+        out: list[tuple[int, dict[str, Any]]] = []
         with self._lock:
             items = sorted(self._seq_of.items(), key=lambda kv: kv[1])
-            return [(seq, copy.deepcopy(self._records[i])) for i, seq in items]
+            for record_id, seq in items:
+                record = self._records[record_id]
+                if start is not None and not start(seq, record):
+                    continue
+                if stop is not None and stop(record):
+                    break
+                if limit is not None and len(out) >= limit:
+                    break
+                out.append((seq, copy.deepcopy(record)))
+        return out
+
+    def last_seq(self, where: Callable[[int, Mapping[str, Any]], bool]) -> int:
+        """The highest change sequence among records ``where`` accepts (0 if none)."""
+        with self._lock:
+            seqs = [s for i, s in self._seq_of.items() if where(s, self._records[i])]
+        return max(seqs, default=0)
 
     def __len__(self) -> int:
         with self._lock:

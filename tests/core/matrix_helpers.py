@@ -83,7 +83,8 @@ def _block(key: str, text: str) -> str:
 
 def matrix(*rules: str, head: str = LADDER) -> Matrix:
     """The test ladder plus the given rules (each from ``rule_yaml``)."""
-    return parse_matrix(head + "rules:\n" + "".join(rules), "matrix.yaml")
+    listed = "rules:\n" + "".join(rules) if rules else "rules: []\n"
+    return parse_matrix(head + listed, "matrix.yaml")
 
 
 def one_rule(when: str, **kwargs: Any) -> Matrix:

@@ -16,6 +16,7 @@ import argparse
 import json
 import logging
 import os
+import random
 import signal
 import sqlite3
 import sys
@@ -27,8 +28,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from escbridge.connector import ApplyResult, CheckReport, ConflictHandler, ConnectorInfo
-from escbridge.http import Conflict, NotFound
-from escbridge.matrix import MARKER_PREFIX, parse_matrix
+from escbridge.http import Conflict, NotFound, TransientError
+from escbridge.matrix import parse_matrix
 from escbridge.model import Actions, Priority, Ticket, TicketEvent
 from escbridge.policy import Engine
 from escbridge.processing import ProcessingConfig, Processor, RunReport
@@ -329,6 +330,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=10)
     parser.add_argument("--poll", type=float, default=0.05)
     parser.add_argument("--drain", action="store_true")
+    parser.add_argument(
+        "--flaky", type=float, default=0.0, help="share of helpdesk calls that fail with a 503"
+    )
+    parser.add_argument("--backoff", type=float, default=2.0, help="first retry delay, seconds")
     parser.add_argument("--stop-file", default=None, help="stop once this file exists and all is done")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.ERROR, stream=sys.stderr)
@@ -339,13 +344,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         kill_at = (point, int(count))
     offset = timedelta(seconds=args.clock_offset)
     store = Store(args.store)
-    connector = FakeConnector(FakeHelpdesk(args.helpdesk), kill_at=kill_at)
+    rng = random.Random()
+
+    def flaky(_name: str, _ticket_id: str) -> None:
+        if rng.random() < args.flaky:
+            raise TransientError("HTTP 503: Service Unavailable", status=503)
+
+    connector = FakeConnector(
+        FakeHelpdesk(args.helpdesk), kill_at=kill_at, fail=flaky if args.flaky else None
+    )
     processor = Processor(
         store,
         engine(),
         {"fake": connector},
         settings=ProcessingConfig(
-            lease_seconds=args.lease, batch_size=args.batch, poll_seconds=args.poll
+            lease_seconds=args.lease,
+            batch_size=args.batch,
+            poll_seconds=args.poll,
+            backoff_seconds=args.backoff,
         ),
         clock=lambda: datetime.now(UTC) + offset,
         worker_id=args.worker_id,

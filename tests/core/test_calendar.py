@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Container
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -37,8 +37,8 @@ def office(
     return BusinessCalendar("office", tz, hours, holidays)
 
 
-def at(tz: ZoneInfo, *fields: int) -> datetime:
-    return datetime(*fields, tzinfo=tz)  # type: ignore[misc]
+def at(tz: tzinfo, *fields: int) -> datetime:
+    return datetime(*fields, tzinfo=tz)  # type: ignore[arg-type, misc]
 
 
 def real(later: datetime, earlier: datetime) -> timedelta:
@@ -76,10 +76,11 @@ def real(later: datetime, earlier: datetime) -> timedelta:
         (90, timedelta(seconds=90)),
         (0, timedelta(0)),
         (1.5, timedelta(seconds=1.5)),
+        (timedelta(hours=3), timedelta(hours=3)),  # already parsed: unchanged
     ],
 )
 def test_parse_duration_reads_what_admins_write(
-    text: str | int | float, expected: timedelta
+    text: str | int | float | timedelta, expected: timedelta
 ) -> None:
     assert parse_duration(text) == expected
 
@@ -261,6 +262,10 @@ def test_weekly_hours_values(
             'hours "fri": fri already has hours from "mon-fri"',
         ),
         ({"mon,mon": "09:00-17:00"}, 'hours "mon,mon": mon is named twice'),
+        (
+            {"sat": ["closed", "10:00-12:00"]},
+            'hours "sat": "closed" cannot be listed together with hours',
+        ),
         (
             {"mon-fry": "09:00-17:00"},
             'hours "mon-fry": "mon-fry" is not a day (expected mon, tue, wed, thu, fri, sat, sun, '

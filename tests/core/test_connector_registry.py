@@ -96,7 +96,7 @@ def test_only_configured_plugins_are_loaded_and_a_broken_one_does_not_stop_the_o
 
 
 def test_a_plugin_without_connector_info_is_rejected_by_name(plugin_modules: None) -> None:
-    with pytest.raises(PluginLoadError, match="noinfo.*no ConnectorInfo"):
+    with pytest.raises(PluginLoadError, match=r"noinfo.*no ConnectorInfo"):
         registry().load("noinfo")
 
 

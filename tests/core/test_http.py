@@ -199,10 +199,18 @@ def test_500_on_post_is_not_retried_but_503_is(clock: FakeClock) -> None:
     ("status", "body", "kind"),
     [
         (401, {"error": "Couldn't authenticate you"}, AuthError),
-        (403, {"error": "Forbidden", "description": "You do not have access"}, PermissionDeniedError),
+        (
+            403,
+            {"error": "Forbidden", "description": "You do not have access"},
+            PermissionDeniedError,
+        ),
         (404, {"error": "RecordNotFound", "description": "Not found"}, NotFound),
         (409, {"error": "UpdateConflict", "description": "Safe Update prevented"}, Conflict),
-        (422, {"error": "RecordInvalid", "description": "Record validation errors"}, ValidationError),
+        (
+            422,
+            {"error": "RecordInvalid", "description": "Record validation errors"},
+            ValidationError,
+        ),
         (400, {"error": "TooManyValues"}, ValidationError),
         (418, {"error": "teapot"}, ApiError),
     ],

@@ -125,6 +125,7 @@ class TicketLock:
     owner: str
     expires_at: datetime
     state: TicketState
+    history: tuple[EscalationRecord, ...] = ()  # past escalations, oldest first
 
 
 @dataclass(frozen=True)

@@ -45,7 +45,8 @@ class UtcDateTime(sa.types.TypeDecorator[datetime]):
 #: Big integers on PostgreSQL; SQLite's ``INTEGER PRIMARY KEY`` is already 64-bit and is the
 #: only form it auto-increments.
 BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
-Json = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+#: JSON documents; Python None is SQL NULL (not the JSON text 'null').
+Json = sa.JSON(none_as_null=True).with_variant(postgresql.JSONB(none_as_null=True), "postgresql")
 
 metadata = sa.MetaData(
     naming_convention={

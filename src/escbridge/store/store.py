@@ -4,6 +4,11 @@ Each method is one short transaction and takes the time it acts at (``now``) fro
 so workers, tests and benchmarks decide what time it is. Database outages surface as
 :class:`~escbridge.errors.StoreUnavailableError`; a schema at the wrong version as
 :class:`~escbridge.errors.StoreSchemaError` (a subclass), on first use.
+
+The statements on the event path are built once per store (:class:`_Sql`) with bound
+parameters: building a SQLAlchemy statement costs more than running it on a local database.
+The event path also takes as few transactions as it can: lock + history, intent, and
+record + release + done are one transaction each.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from escbridge.store.schema import (
     FAILED,
     PENDING,
     PROCESSING,
+    UtcDateTime,
     escalations,
     inbox,
     sync_cursors,
@@ -51,6 +57,182 @@ class LockLostError(EscbridgeError):
     """This worker's per-ticket lock expired and another worker took the ticket over."""
 
 
+def _param(name: str, type_: sa.types.TypeEngine[Any] | None = None) -> sa.BindParameter[Any]:
+    # Prefixed: SQLAlchemy reserves column names for the binds of VALUES and SET clauses.
+    return sa.bindparam(f"p_{name}", type_=type_)
+
+
+def _p(**params: Any) -> dict[str, Any]:
+    """Parameters for the statements of _Sql, by the names given to _param."""
+    return {f"p_{name}": value for name, value in params.items()}
+
+
+class _Sql:
+    """The hot statements, compiled once per dialect, run with parameter dictionaries."""
+
+    def __init__(self, dialect: str) -> None:
+        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        now = _param("now", UtcDateTime())
+        self.insert = insert
+
+        self.enqueue = (
+            insert(inbox)
+            .values(
+                instance=_param("instance"),
+                ticket_id=_param("ticket_id"),
+                dedupe_key=_param("dedupe_key"),
+                kind=_param("kind"),
+                actor=_param("actor"),
+                occurred_at=_param("occurred_at", UtcDateTime()),
+                received_at=now,
+                status=PENDING,
+                attempts=0,
+                next_attempt_at=now,
+            )
+            .on_conflict_do_nothing(index_elements=["instance", "dedupe_key"])
+            .returning(inbox.c.id)
+        )
+        self.find_job_by_key = sa.select(inbox.c.id).where(
+            inbox.c.instance == _param("instance"), inbox.c.dedupe_key == _param("dedupe_key")
+        )
+
+        # Claiming. For a `processing` row, next_attempt_at is the end of its lease.
+        self.give_up_expired = (
+            sa.update(inbox)
+            .where(
+                inbox.c.status == PROCESSING,
+                inbox.c.next_attempt_at <= now,
+                inbox.c.attempts >= _param("max_attempts"),
+            )
+            .values(
+                status=FAILED,
+                finished_at=now,
+                lease_owner=None,
+                claim_token=None,
+                last_error=_param("message"),
+            )
+        )
+        candidates = (
+            sa.select(inbox.c.id)
+            .where(inbox.c.status.in_((PENDING, PROCESSING)), inbox.c.next_attempt_at <= now)
+            .order_by(inbox.c.next_attempt_at, inbox.c.id)
+            .limit(_param("limit"))
+        )
+        if dialect == "postgresql":
+            candidates = candidates.with_for_update(skip_locked=True)
+        self.claim = (
+            sa.update(inbox)
+            .where(inbox.c.id.in_(candidates.scalar_subquery()))
+            .values(
+                status=PROCESSING,
+                attempts=inbox.c.attempts + 1,
+                lease_owner=_param("worker"),
+                claim_token=_param("token"),
+                next_attempt_at=_param("lease_end", UtcDateTime()),
+            )
+            .returning(*inbox.c)
+        )
+
+        # Ending a claim: only by the worker that holds it (claim_token).
+        held_job = sa.update(inbox).where(
+            inbox.c.id == _param("job_id"),
+            inbox.c.claim_token == _param("held_token"),
+            inbox.c.status == PROCESSING,
+        )
+        released = {"lease_owner": None, "claim_token": None}
+        self.complete = held_job.values(
+            status=DONE, outcome=_param("outcome"), finished_at=now, **released
+        )
+        self.retry_later = held_job.values(
+            status=PENDING,
+            next_attempt_at=_param("at", UtcDateTime()),
+            last_error=_param("error"),
+            **released,
+        )
+        self.defer = held_job.values(
+            status=PENDING,
+            next_attempt_at=_param("at", UtcDateTime()),
+            attempts=inbox.c.attempts - 1,
+            **released,
+        )
+        self.dead_letter = held_job.values(
+            status=FAILED, finished_at=now, last_error=_param("error"), **released
+        )
+
+        # The per-ticket lock.
+        key = sa.and_(
+            ticket_state.c.instance == _param("instance"),
+            ticket_state.c.ticket_id == _param("ticket_id"),
+        )
+        lock_values = {
+            "lock_token": _param("token"),
+            "lock_owner": _param("owner"),
+            "lock_expires_at": _param("expires", UtcDateTime()),
+        }
+        self.lock_existing = (
+            sa.update(ticket_state)
+            .where(
+                key,
+                sa.or_(ticket_state.c.lock_token.is_(None), ticket_state.c.lock_expires_at <= now),
+            )
+            .values(**lock_values)
+            .returning(*ticket_state.c)
+        )
+        self.lock_new = (
+            insert(ticket_state)
+            .values(
+                instance=_param("instance"),
+                ticket_id=_param("ticket_id"),
+                day_count=0,
+                escalation_count=0,
+                updated_at=now,
+                **lock_values,
+            )
+            .on_conflict_do_nothing(index_elements=["instance", "ticket_id"])
+            .returning(*ticket_state.c)
+        )
+        held = sa.update(ticket_state).where(key, ticket_state.c.lock_token == _param("token"))
+        unlocked = {"lock_token": None, "lock_owner": None, "lock_expires_at": None}
+        self.renew = held.values(lock_expires_at=_param("expires", UtcDateTime()))
+        self.unlock = held.values(**unlocked)
+        self.write_intent = held.values(
+            intent=_param("intent"),
+            intent_at=now,
+            updated_at=now,
+            lock_expires_at=sa.func.coalesce(
+                _param("expires", UtcDateTime()), ticket_state.c.lock_expires_at
+            ),
+        )
+        self.clear_intent = held.values(intent=sa.null(), intent_at=None, updated_at=now)
+        day = _param("day", sa.Date())
+        self.record_state = held.values(
+            level=_param("level"),
+            last_escalated_at=_param("at", UtcDateTime()),
+            cooldown_until=_param("cooldown_until", UtcDateTime()),
+            day=day,
+            day_count=sa.case((ticket_state.c.day == day, ticket_state.c.day_count + 1), else_=1),
+            escalation_count=ticket_state.c.escalation_count + 1,
+            intent=sa.null(),
+            intent_at=None,
+            updated_at=now,
+            **unlocked,
+        )
+        self.insert_escalation = sa.insert(escalations).returning(escalations.c.id)
+        self.history = (
+            sa.select(
+                escalations.c.decided_at,
+                escalations.c.to_level,
+                escalations.c.from_level,
+                escalations.c.rule_id,
+            )
+            .where(
+                escalations.c.instance == _param("instance"),
+                escalations.c.ticket_id == _param("ticket_id"),
+            )
+            .order_by(escalations.c.decided_at, escalations.c.id)
+        )
+
+
 class Store:
     """The database behind escbridge. Thread-safe; open one per process (after any fork)."""
 
@@ -59,6 +241,7 @@ class Store:
     ) -> None:
         self.url = url
         self._engine = create_engine(url, busy_timeout=busy_timeout)
+        self._sql = _Sql(self._engine.dialect.name)
         self._schema_checked = not check_schema
         self._schema_lock = threading.Lock()
 
@@ -97,42 +280,24 @@ class Store:
         with unavailable_as_typed(self.url), self._engine.begin() as connection:
             yield connection
 
-    def _insert(self, table: sa.Table) -> Any:
-        """INSERT with the dialect's ON CONFLICT support."""
-        if self.dialect == "postgresql":
-            return postgresql.insert(table)
-        return sqlite.insert(table)
-
     # --- inbox ---------------------------------------------------------------------------
 
     def enqueue(self, event: TicketEvent, now: datetime) -> Enqueued:
         """Keep ``event`` as a pending job, unless the same delivery was kept before."""
-        statement = (
-            self._insert(inbox)
-            .values(
-                instance=event.instance,
-                ticket_id=event.ticket_id,
-                dedupe_key=event.dedupe_key,
-                kind=event.kind,
-                actor=event.actor,
-                occurred_at=event.occurred_at,
-                received_at=now,
-                status=PENDING,
-                attempts=0,
-                next_attempt_at=now,
-            )
-            .on_conflict_do_nothing(index_elements=["instance", "dedupe_key"])
-            .returning(inbox.c.id)
+        params = _p(
+            instance=event.instance,
+            ticket_id=event.ticket_id,
+            dedupe_key=event.dedupe_key,
+            kind=event.kind,
+            actor=event.actor,
+            occurred_at=event.occurred_at,
+            now=now,
         )
         with self._begin() as connection:
-            new_id = connection.execute(statement).scalar()
+            new_id = connection.execute(self._sql.enqueue, params).scalar()
             if new_id is not None:
                 return Enqueued(accepted=True, job_id=int(new_id))
-            existing = connection.execute(
-                sa.select(inbox.c.id).where(
-                    inbox.c.instance == event.instance, inbox.c.dedupe_key == event.dedupe_key
-                )
-            ).scalar()
+            existing = connection.execute(self._sql.find_job_by_key, params).scalar()
         return Enqueued(accepted=False, job_id=None if existing is None else int(existing))
 
     def claim(
@@ -152,80 +317,63 @@ class Store:
         workers are claiming (``FOR UPDATE SKIP LOCKED``); SQLite runs the claim as one
         statement under its database-wide write lock, which is just as exclusive.
         """
-        due = sa.and_(inbox.c.status.in_((PENDING, PROCESSING)), inbox.c.next_attempt_at <= now)
-        candidates = (
-            sa.select(inbox.c.id).where(due).order_by(inbox.c.next_attempt_at, inbox.c.id)
-        ).limit(limit)
-        if self.dialect == "postgresql":
-            candidates = candidates.with_for_update(skip_locked=True)
-        token = str(uuid.uuid4())
+        message = (
+            f"gave up after {max_attempts} attempts: the worker processing it stopped "
+            "before finishing (lease expired)"
+        )
         with self._begin() as connection:
             connection.execute(
-                sa.update(inbox)
-                .where(
-                    inbox.c.status == PROCESSING,
-                    inbox.c.next_attempt_at <= now,
-                    inbox.c.attempts >= max_attempts,
-                )
-                .values(
-                    status=FAILED,
-                    finished_at=now,
-                    lease_owner=None,
-                    claim_token=None,
-                    last_error=(
-                        f"gave up after {max_attempts} attempts: the worker processing it "
-                        "stopped before finishing (lease expired)"
-                    ),
-                )
+                self._sql.give_up_expired,
+                _p(now=now, max_attempts=max_attempts, message=message),
             )
             rows = connection.execute(
-                sa.update(inbox)
-                .where(inbox.c.id.in_(candidates.scalar_subquery()))
-                .values(
-                    status=PROCESSING,
-                    attempts=inbox.c.attempts + 1,
-                    lease_owner=worker,
-                    claim_token=token,
-                    next_attempt_at=now + lease,
-                )
-                .returning(*inbox.c)
+                self._sql.claim,
+                _p(
+                    now=now,
+                    limit=limit,
+                    worker=worker[:200],
+                    token=str(uuid.uuid4()),
+                    lease_end=now + lease,
+                ),
             ).mappings()
             jobs = [Job.from_row(row) for row in rows]
         return sorted(jobs, key=lambda job: (job.received_at, job.id))
 
-    def _finish_claim(self, job: Job, **values: Any) -> bool:
-        """Update a job this worker still holds; False when its claim was lost meanwhile."""
+    def _end_claim(
+        self, connection: sa.Connection, statement: sa.Update, job: Job, **params: Any
+    ) -> bool:
         if job.claim_token is None:
             raise ValueError(f"job {job.id} is not claimed")
-        with self._begin() as connection:
-            result = connection.execute(
-                sa.update(inbox)
-                .where(
-                    inbox.c.id == job.id,
-                    inbox.c.claim_token == job.claim_token,
-                    inbox.c.status == PROCESSING,
-                )
-                .values(lease_owner=None, claim_token=None, **values)
-            )
+        result = connection.execute(
+            statement, _p(job_id=job.id, held_token=job.claim_token, **params)
+        )
         return result.rowcount == 1
 
     def complete(self, job: Job, now: datetime, outcome: str) -> bool:
-        """Mark a claimed job done with what came of it."""
-        return self._finish_claim(job, status=DONE, outcome=outcome[:50], finished_at=now)
+        """Mark a claimed job done; False when its claim was lost (another worker has it)."""
+        with self._begin() as connection:
+            return self._end_claim(
+                connection, self._sql.complete, job, now=now, outcome=outcome[:50]
+            )
 
     def retry_later(self, job: Job, at: datetime, error: str) -> bool:
         """Give a failed attempt back to the queue, due again at ``at``."""
-        return self._finish_claim(job, status=PENDING, next_attempt_at=at, last_error=redact(error))
+        with self._begin() as connection:
+            return self._end_claim(
+                connection, self._sql.retry_later, job, at=at, error=redact(error)
+            )
 
     def defer(self, job: Job, at: datetime) -> bool:
         """Put a job back untried (its ticket was busy): the claim does not count as an attempt."""
-        return self._finish_claim(
-            job, status=PENDING, next_attempt_at=at, attempts=inbox.c.attempts - 1
-        )
+        with self._begin() as connection:
+            return self._end_claim(connection, self._sql.defer, job, at=at)
 
     def dead_letter(self, job: Job, now: datetime, error: str) -> bool:
         """Stop retrying a job; it stays listed in `escbridge jobs --failed` with ``error``."""
-        return self._finish_claim(job, status=FAILED, finished_at=now, last_error=redact(error))
+        with self._begin() as connection:
+            return self._end_claim(
+                connection, self._sql.dead_letter, job, now=now, error=redact(error)
+            )
 
     def job(self, job_id: int) -> Job | None:
         with self._begin() as connection:
@@ -290,7 +438,8 @@ class Store:
     def lock_ticket(
         self, instance: str, ticket_id: str, owner: str, now: datetime, lease: timedelta
     ) -> TicketLock | None:
-        """Hold one ticket until ``now + lease``, or None when another worker holds it.
+        """Hold one ticket until ``now + lease``, with its state and history; None when
+        another worker holds it.
 
         Two workers deciding the same ticket from two events would both see it un-escalated
         and both apply; the lock makes them take turns. An expired lock (a dead worker) is
@@ -298,40 +447,21 @@ class Store:
         """
         token = str(uuid.uuid4())
         expires = now + lease
-        held = {"lock_token": token, "lock_owner": owner[:200], "lock_expires_at": expires}
-        key = sa.and_(ticket_state.c.instance == instance, ticket_state.c.ticket_id == ticket_id)
-        free = sa.or_(ticket_state.c.lock_token.is_(None), ticket_state.c.lock_expires_at <= now)
+        params = _p(
+            instance=instance,
+            ticket_id=ticket_id,
+            token=token,
+            owner=owner[:200],
+            expires=expires,
+            now=now,
+        )
         with self._begin() as connection:
-            row = (
-                connection.execute(
-                    sa.update(ticket_state)
-                    .where(key, free)
-                    .values(**held)
-                    .returning(*ticket_state.c)
-                )
-                .mappings()
-                .first()
-            )
+            row = connection.execute(self._sql.lock_existing, params).mappings().first()
             if row is None:
-                row = (
-                    connection.execute(
-                        self._insert(ticket_state)
-                        .values(
-                            instance=instance,
-                            ticket_id=ticket_id,
-                            day_count=0,
-                            escalation_count=0,
-                            updated_at=now,
-                            **held,
-                        )
-                        .on_conflict_do_nothing(index_elements=["instance", "ticket_id"])
-                        .returning(*ticket_state.c)
-                    )
-                    .mappings()
-                    .first()
-                )
-        if row is None:
-            return None
+                row = connection.execute(self._sql.lock_new, params).mappings().first()
+            if row is None:
+                return None
+            history = tuple(self._history(connection, instance, ticket_id))
         return TicketLock(
             instance=instance,
             ticket_id=ticket_id,
@@ -339,31 +469,42 @@ class Store:
             owner=owner,
             expires_at=expires,
             state=TicketState.from_row(row),
+            history=history,
         )
 
-    def _held(self, lock: TicketLock) -> sa.ColumnElement[bool]:
-        return sa.and_(
-            ticket_state.c.instance == lock.instance,
-            ticket_state.c.ticket_id == lock.ticket_id,
-            ticket_state.c.lock_token == lock.token,
-        )
+    @staticmethod
+    def _lock_params(lock: TicketLock, **more: Any) -> dict[str, Any]:
+        return _p(instance=lock.instance, ticket_id=lock.ticket_id, token=lock.token, **more)
 
     def renew_lock(self, lock: TicketLock, now: datetime, lease: timedelta) -> bool:
         """Extend a held lock; False when it was lost (expired and taken over)."""
         with self._begin() as connection:
             result = connection.execute(
-                sa.update(ticket_state).where(self._held(lock)).values(lock_expires_at=now + lease)
+                self._sql.renew, self._lock_params(lock, expires=now + lease)
             )
         return result.rowcount == 1
 
+    def release(
+        self,
+        lock: TicketLock,
+        *,
+        job: Job | None = None,
+        outcome: str | None = None,
+        now: datetime | None = None,
+    ) -> bool:
+        """Release a lock (a no-op when already released or lost) and, in the same
+        transaction, mark ``job`` done with ``outcome``. False when the job's claim was lost."""
+        with self._begin() as connection:
+            connection.execute(self._sql.unlock, self._lock_params(lock))
+            if job is None:
+                return True
+            if outcome is None or now is None:
+                raise ValueError("completing a job needs its outcome and the time")
+            return self._end_claim(connection, self._sql.complete, job, now=now, outcome=outcome)
+
     def unlock(self, lock: TicketLock) -> None:
         """Release a lock (a no-op when it was already released or lost)."""
-        with self._begin() as connection:
-            connection.execute(
-                sa.update(ticket_state)
-                .where(self._held(lock))
-                .values(lock_token=None, lock_owner=None, lock_expires_at=None)
-            )
+        self.release(lock)
 
     def write_intent(
         self, lock: TicketLock, intent: Intent, now: datetime, *, lease: timedelta | None = None
@@ -373,24 +514,20 @@ class Store:
         This is the fence before an apply: it raises LockLostError, writing nothing, when the
         lock expired and another worker took the ticket over.
         """
-        values: dict[str, Any] = {"intent": intent.to_json(), "intent_at": now, "updated_at": now}
-        if lease is not None:
-            values["lock_expires_at"] = now + lease
+        params = self._lock_params(
+            lock,
+            intent=intent.to_json(),
+            now=now,
+            expires=None if lease is None else now + lease,
+        )
         with self._begin() as connection:
-            result = connection.execute(
-                sa.update(ticket_state).where(self._held(lock)).values(**values)
-            )
-            if result.rowcount != 1:
+            if connection.execute(self._sql.write_intent, params).rowcount != 1:
                 raise LockLostError(f"lost the lock on ticket {lock.instance}/{lock.ticket_id}")
 
     def clear_intent(self, lock: TicketLock, now: datetime) -> None:
         """Forget an intent that is known not to have been applied."""
         with self._begin() as connection:
-            connection.execute(
-                sa.update(ticket_state)
-                .where(self._held(lock))
-                .values(intent=None, intent_at=None, updated_at=now)
-            )
+            connection.execute(self._sql.clear_intent, self._lock_params(lock, now=now))
 
     def record_escalation(
         self,
@@ -400,34 +537,29 @@ class Store:
         outcome: str,
         now: datetime,
         cooldown: timedelta | None = None,
-        release: bool = True,
+        job: Job | None = None,
+        job_outcome: str | None = None,
     ) -> StoredEscalation:
-        """Write one escalation to the history and the ticket's state, clearing its intent.
+        """Write one escalation to the history and the ticket's state, clear its intent and
+        release the lock; with ``job``, also mark it done (``job_outcome``, else ``outcome``).
 
-        One transaction: the history row, the new level and counters, and (``release``) the
-        lock. Raises LockLostError, writing nothing, when the lock was taken over meanwhile.
+        One transaction. Raises LockLostError, writing nothing, when the lock was taken over.
+        A job whose claim was lost meanwhile is left to its new holder, which will find the
+        escalation recorded.
         """
         decision = intent.decision
         if not decision.escalate or decision.destination is None or decision.actions is None:
             raise ValueError("only a decision to escalate can be recorded")
         destination = decision.destination
         at = decision.at
-        today = at.date()
-        state_values: dict[str, Any] = {
-            "level": destination.id,
-            "last_escalated_at": at,
-            "cooldown_until": at + cooldown if cooldown is not None else None,
-            "day": today,
-            "day_count": sa.case(
-                (ticket_state.c.day == today, ticket_state.c.day_count + 1), else_=1
-            ),
-            "escalation_count": ticket_state.c.escalation_count + 1,
-            "intent": None,
-            "intent_at": None,
-            "updated_at": now,
-        }
-        if release:
-            state_values.update(lock_token=None, lock_owner=None, lock_expires_at=None)
+        state = self._lock_params(
+            lock,
+            level=destination.id,
+            at=at,
+            cooldown_until=at + cooldown if cooldown is not None else None,
+            day=at.date(),
+            now=now,
+        )
         row = {
             "instance": lock.instance,
             "ticket_id": lock.ticket_id,
@@ -447,14 +579,13 @@ class Store:
             "job_id": intent.job_id,
         }
         with self._begin() as connection:
-            result = connection.execute(
-                sa.update(ticket_state).where(self._held(lock)).values(**state_values)
-            )
-            if result.rowcount != 1:
+            if connection.execute(self._sql.record_state, state).rowcount != 1:
                 raise LockLostError(f"lost the lock on ticket {lock.instance}/{lock.ticket_id}")
-            new_id = connection.execute(
-                sa.insert(escalations).values(**row).returning(escalations.c.id)
-            ).scalar_one()
+            new_id = connection.execute(self._sql.insert_escalation, row).scalar_one()
+            if job is not None:
+                self._end_claim(
+                    connection, self._sql.complete, job, now=now, outcome=job_outcome or outcome
+                )
         return StoredEscalation.from_row({**row, "id": int(new_id)})
 
     def ticket_state(self, instance: str, ticket_id: str) -> TicketState | None:
@@ -467,9 +598,17 @@ class Store:
 
     # --- escalation history ------------------------------------------------------------
 
+    def _history(
+        self, connection: sa.Connection, instance: str, ticket_id: str
+    ) -> Iterator[EscalationRecord]:
+        rows = connection.execute(self._sql.history, _p(instance=instance, ticket_id=ticket_id))
+        for at, to, from_level, rule_id in rows:
+            yield EscalationRecord(at=at, to=to, from_level=from_level, rule_id=rule_id)
+
     def history(self, instance: str, ticket_id: str) -> list[EscalationRecord]:
         """A ticket's past escalations, oldest first: what the engine's guards reason about."""
-        return [e.as_history() for e in self.escalations(instance=instance, ticket_id=ticket_id)]
+        with self._begin() as connection:
+            return list(self._history(connection, instance, ticket_id))
 
     def escalations(
         self,
@@ -515,7 +654,7 @@ class Store:
         """Remember where the next scan of ``instance`` resumes."""
         values = {"cursor": cursor, "since": since, "updated_at": now}
         statement = (
-            self._insert(sync_cursors)
+            self._sql.insert(sync_cursors)
             .values(instance=instance, stream=stream, **values)
             .on_conflict_do_update(index_elements=["instance", "stream"], set_=values)
         )

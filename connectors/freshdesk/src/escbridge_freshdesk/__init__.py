@@ -1,20 +1,19 @@
-"""escbridge connector for Freshdesk."""
+"""escbridge connector for Freshdesk (API v2 + automation-rule webhooks)."""
 
 from __future__ import annotations
 
-from typing import ClassVar
+from escbridge_freshdesk.config import FreshdeskConfig
+from escbridge_freshdesk.connector import (
+    CAP_RESUMABLE_APPLY,
+    FreshdeskConnector,
+    UnknownGroupError,
+    __version__,
+)
 
-from escbridge.connector import ConnectorInfo
-
-__version__ = "0.1.0"
-
-
-class FreshdeskConnector:
-    """Freshdesk, spoken in escbridge's normalised vocabulary."""
-
-    info: ClassVar[ConnectorInfo] = ConnectorInfo(
-        name="freshdesk",
-        version=__version__,
-        display_name="Freshdesk",
-        signature_scheme="shared secret (basic auth or header)",
-    )
+__all__ = [
+    "CAP_RESUMABLE_APPLY",
+    "FreshdeskConfig",
+    "FreshdeskConnector",
+    "UnknownGroupError",
+    "__version__",
+]

@@ -6,15 +6,19 @@ asks for and the ``Link: <...>; rel="next"`` paging Freshdesk's list endpoints u
 
 from __future__ import annotations
 
+import random
 import re
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 
 from escbridge.http import (
     ApiClient,
+    ApiError,
     ErrorDetails,
     FieldError,
     RateLimit,
@@ -25,12 +29,14 @@ from escbridge.http import (
 from .config import FreshdeskConfig, base_url_for
 
 __all__ = [
+    "PER_PAGE",
     "FreshdeskApi",
     "freshdesk_error_parser",
     "make_rate_limit_parser",
     "next_link",
 ]
 
+PER_PAGE = 100  # the maximum Freshdesk accepts; more is an error
 _NEXT = re.compile(r'<([^>]+)>\s*;\s*rel="?next"?', re.IGNORECASE)
 
 _STATUS_TEXT = {
@@ -112,11 +118,12 @@ def next_link(response: requests.Response) -> str | None:
 
 
 class FreshdeskApi:
-    """Two ApiClients over one session: ``api`` for reads and idempotent writes, ``once`` for
-    creating notes and replies.
+    """One method per Freshdesk endpoint escbridge uses, returning Freshdesk's JSON.
 
-    ``once`` never retries on its own: a POST whose answer was lost (timeout, 504, reset) may
-    have created the note, and only the caller can look before trying again.
+    Two ApiClients share one session: ``client`` for reads and idempotent writes (retried),
+    ``once`` for creating notes and replies. ``once`` never retries by itself: a POST whose
+    answer was lost (timeout, 504, reset) may have created the note, and only the caller can
+    look at the ticket before trying again.
     """
 
     def __init__(
@@ -124,42 +131,133 @@ class FreshdeskApi:
         config: FreshdeskConfig,
         *,
         session: requests.Session | None = None,
-        sleep: Callable[[float], None] | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        utcnow: Callable[[], datetime] = lambda: datetime.now(UTC),
+        rng: random.Random | None = None,
         policy: RetryPolicy | None = None,
     ) -> None:
         session = session or requests.Session()
-        self.sleep: Callable[[float], None] = sleep or time.sleep
-        auth = (config.api_key.get_secret_value(), "X")
-        parser = make_rate_limit_parser(float(config.rate_limit_window))
-        budget = RetryBudget()
+        policy = policy or RetryPolicy(max_attempts=config.max_attempts)
         common: dict[str, Any] = {
             "session": session,
-            "auth": auth,
+            "auth": (config.api_key.get_secret_value(), "X"),
             "headers": {"Content-Type": "application/json"},
             "secrets": config.secrets(),
+            "timeout": (config.connect_timeout, config.read_timeout),
             "error_parser": freshdesk_error_parser,
-            "rate_limit_parser": parser,
-            "budget": budget,
+            "rate_limit_parser": make_rate_limit_parser(float(config.rate_limit_window)),
+            "budget": RetryBudget(clock=clock),
+            "sleep": sleep,
+            "clock": clock,
+            "utcnow": utcnow,
+            "rng": rng,
             "user_agent": "escbridge-freshdesk",
-            "sleep": self.sleep,
         }
         base = base_url_for(config)
-        self.api = ApiClient(base, policy=policy, **common)
-        once_policy = RetryPolicy(
-            max_attempts=1,
-            max_retry_after=(policy or RetryPolicy()).max_retry_after,
+        self.client = ApiClient(base, policy=policy, **common)
+        self.once = ApiClient(
+            base,
+            policy=RetryPolicy(max_attempts=1, max_retry_after=policy.max_retry_after),
+            **common,
         )
-        self.once = ApiClient(base, policy=once_policy, **common)
 
-    def get(self, path: str, params: Mapping[str, Any] | None = None) -> Any:
-        return self.api.call("GET", path, params=params)
+    # -- paging ----------------------------------------------------------------------------
 
-    def pages(self, path: str, params: Mapping[str, Any] | None = None) -> Iterator[Any]:
-        """Every page of a list endpoint, following ``Link: rel="next"`` until it is absent."""
+    def pages(
+        self, path: str, params: Mapping[str, Any] | None = None
+    ) -> Iterator[tuple[Any, str | None]]:
+        """(page JSON, next URL) for every page, following ``Link: rel="next"``."""
         url: str | None = path
         query: Mapping[str, Any] | None = params
         while url is not None:
-            response = self.api.request("GET", url, params=query)
-            yield response.json() if response.content else []
-            url = next_link(response)
+            response = self.client.request("GET", url, params=query)
+            url = self._on_account(next_link(response))
+            yield (response.json() if response.content else []), url
             query = None  # the next link carries the whole query
+
+    def _on_account(self, link: str | None) -> str | None:
+        """The next-page link, re-rooted on our own base URL.
+
+        The API key goes with every request, so a link is never followed to another host: its
+        path after ``/api/v2`` and its query are kept, the host is always ours.
+        """
+        if link is None:
+            return None
+        parts = urlsplit(link)
+        _, sep, rest = parts.path.partition("/api/v2/")
+        if not sep:
+            raise ApiError(f"unexpected next-page link path: {parts.path[:80]}", method="GET")
+        query = f"?{parts.query}" if parts.query else ""
+        return f"{self.client.base_url}/{rest}{query}"
+
+    def _all(self, path: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        for page, _ in self.pages(path, params):
+            out += [item for item in page or [] if isinstance(item, dict)]
+        return out
+
+    # -- account -----------------------------------------------------------------------------
+
+    def me(self) -> dict[str, Any]:
+        """The agent the API key belongs to (``GET /agents/me``)."""
+        data = self.client.call("GET", "/agents/me")
+        return data if isinstance(data, dict) else {}
+
+    def groups(self) -> list[dict[str, Any]]:
+        return self._all("/groups", {"per_page": PER_PAGE})
+
+    def ticket_fields(self) -> list[dict[str, Any]]:
+        data = self.client.call("GET", "/ticket_fields")
+        return [f for f in data or [] if isinstance(f, dict)]
+
+    # -- tickets -----------------------------------------------------------------------------
+
+    def ticket(self, ticket_id: str, include: str | None = None) -> dict[str, Any]:
+        params = {"include": include} if include else None
+        data = self.client.call("GET", f"/tickets/{_num(ticket_id)}", params=params)
+        return data if isinstance(data, dict) else {}
+
+    def update_ticket(self, ticket_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """``PUT /tickets/{id}``: a partial update; answers 200 with the whole ticket."""
+        data = self.client.call("PUT", f"/tickets/{_num(ticket_id)}", json=dict(body))
+        return data if isinstance(data, dict) else {}
+
+    def bulk_update(self, ids: Sequence[str], properties: Mapping[str, Any]) -> Any:
+        """``POST /tickets/bulk_update`` with the ``bulk_action`` wrapper.
+
+        Re-sending the same properties is harmless, so the shared client may retry it.
+        """
+        payload = {"bulk_action": {"ids": [int(i) for i in ids], "properties": dict(properties)}}
+        return self.client.call("POST", "/tickets/bulk_update", json=payload)
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        """``GET /jobs/{id}``. Always built from the id on our own base URL: following the
+        ``href`` from a response verbatim could send the API key to another host."""
+        if not re.fullmatch(r"[A-Za-z0-9_-]{1,128}", job_id):
+            raise ValueError(f"not a Freshdesk job id: {job_id[:20]!r}")
+        data = self.client.call("GET", f"/jobs/{job_id}")
+        return data if isinstance(data, dict) else {}
+
+    def conversations(self, ticket_id: str) -> list[dict[str, Any]]:
+        """Every reply and note of a ticket, oldest first."""
+        return self._all(f"/tickets/{_num(ticket_id)}/conversations", {"per_page": PER_PAGE})
+
+    def create_note(self, ticket_id: str, html: str) -> dict[str, Any]:
+        """``POST /tickets/{id}/notes`` (private); one attempt, see the class docstring."""
+        body = {"body": html, "private": True}
+        data = self.once.call("POST", f"/tickets/{_num(ticket_id)}/notes", json=body)
+        return data if isinstance(data, dict) else {}
+
+    def create_reply(self, ticket_id: str, html: str) -> dict[str, Any]:
+        """``POST /tickets/{id}/reply`` (public, emailed to the requester); one attempt."""
+        data = self.once.call("POST", f"/tickets/{_num(ticket_id)}/reply", json={"body": html})
+        return data if isinstance(data, dict) else {}
+
+
+def _num(ticket_id: str) -> int:
+    """Ticket ids go into URL paths: only digits, so a webhook can never inject a path."""
+    text = str(ticket_id).strip()
+    if not text.isdigit():
+        raise ValueError(f"not a Freshdesk ticket id: {text[:20]!r}")
+    return int(text)

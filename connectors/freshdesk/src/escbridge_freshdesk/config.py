@@ -69,6 +69,16 @@ class FreshdeskConfig(BaseModel):
         default_factory=dict,
         description="custom status (id or name, any case) -> open|pending|on_hold|solved|closed",
     )
+    level_field: str | None = Field(
+        default=None,
+        description="optional custom field (e.g. cf_escalation_level) that also gets the level, "
+        "for Freshdesk views and reports; the tag stays authoritative",
+    )
+    connect_timeout: float = Field(default=5.0, gt=0)
+    read_timeout: float = Field(default=30.0, gt=0)
+    max_attempts: int = Field(default=5, ge=1, le=20)
+    conflict_retries: int = Field(default=3, ge=0, le=10)
+    job_timeout: float = Field(default=120.0, gt=0, description="seconds to wait for a bulk job")
     api_url: str | None = Field(
         default=None,
         description="loopback URL of a sandbox (tests and `escbridge demo` only)",

@@ -20,8 +20,8 @@ __all__ = [
     "STATUSES",
     "Lookups",
     "level_from_tags",
-    "parse_time",
     "parse_ticket",
+    "parse_time",
     "status_category",
 ]
 
@@ -137,9 +137,7 @@ def parse_ticket(raw: Mapping[str, Any], lookups: Lookups, instance: str = "defa
     )
     company = raw.get("company") or {}
     company_id = raw.get("company_id") or company.get("id")
-    organization = (
-        Person(id=_text_id(company_id), name=company.get("name")) if company_id else None
-    )
+    organization = Person(id=_text_id(company_id), name=company.get("name")) if company_id else None
     custom: dict[str, Any] = dict(raw.get("custom_fields") or {})
     extras = {
         "fr_due_by": raw.get("fr_due_by"),

@@ -73,9 +73,7 @@ def verify_webhook(
         raise WebhookAuthError(f"wrong secret in the {header_name} header")
     authorization = _header(headers, "Authorization")
     if authorization is None:
-        raise WebhookAuthError(
-            f"no credentials: expected basic auth or the {header_name} header"
-        )
+        raise WebhookAuthError(f"no credentials: expected basic auth or the {header_name} header")
     scheme, _, encoded = authorization.strip().partition(" ")
     if scheme.lower() != "basic":
         raise WebhookAuthError("unsupported Authorization scheme (expected Basic)")
@@ -107,10 +105,24 @@ def parse_body(headers: Mapping[str, str], body: bytes) -> Mapping[str, Any]:
     try:
         data = json.loads(text)
     except ValueError:
-        raise WebhookPayloadError("the body is not valid JSON (check the rule's Content)") from None
+        return _salvage(text)
     if not isinstance(data, Mapping):
         raise WebhookPayloadError("the body must be a JSON object")
     return data
+
+
+_LOOSE_ID = re.compile(r'"(?:ticket_id|ticket)"\s*:\s*(?:\{[^{}]*?"id"\s*:\s*)?"?\s*#?(\d{1,19})\b')
+_LOOSE_EVENT = re.compile(r'"(?:event|triggered_event)"\s*:\s*"(\{[^"]*\})"')
+
+
+def _salvage(text: str) -> Mapping[str, Any]:
+    """Freshdesk substitutes placeholders as plain text, so a quote or a line break in, say, a
+    subject makes the body invalid JSON. The ticket id is all we need: find it by pattern."""
+    match = _LOOSE_ID.search(text)
+    if match is None:
+        raise WebhookPayloadError("the body is not valid JSON (check the rule's Content)")
+    event = _LOOSE_EVENT.search(text)
+    return {"ticket_id": match.group(1), "event": event.group(1) if event else ""}
 
 
 def _candidates(data: Mapping[str, Any]) -> list[Any]:
@@ -122,7 +134,11 @@ def _candidates(data: Mapping[str, Any]) -> list[Any]:
         ticket = root.get("ticket")
         if isinstance(ticket, Mapping):
             out += [ticket.get("id"), ticket.get("ticket_id"), ticket.get("display_id")]
-        out += [root.get("ticket_id"), root.get("ticket[id]"), root.get("freshdesk_webhook[ticket_id]")]
+        out += [
+            root.get("ticket_id"),
+            root.get("ticket[id]"),
+            root.get("freshdesk_webhook[ticket_id]"),
+        ]
     # form-encoded "Simple" content: freshdesk_webhook[ticket_id]=11
     for key, value in data.items():
         if isinstance(key, str) and re.fullmatch(r"\w*\[?ticket(?:_|\]\[)id\]?", key):
@@ -167,7 +183,9 @@ def extract_ticket_id(data: Mapping[str, Any]) -> str:
         raise WebhookPayloadError(
             "the ticket id placeholder was not rendered: use {{ticket.id}} in the rule's Content"
         )
-    raise WebhookPayloadError('no ticket id in the body: expected {"ticket": {"id": "{{ticket.id}}"}}')
+    raise WebhookPayloadError(
+        'no ticket id in the body: expected {"ticket": {"id": "{{ticket.id}}"}}'
+    )
 
 
 def event_kind(data: Mapping[str, Any]) -> str:

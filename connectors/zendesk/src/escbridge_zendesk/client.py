@@ -16,7 +16,6 @@ from typing import Any
 import requests
 
 from escbridge.http import ApiClient, RetryPolicy
-
 from escbridge_zendesk.config import ZendeskConfig
 from escbridge_zendesk.parse import parse_error, parse_rate_limit
 
@@ -144,7 +143,9 @@ class ZendeskApi:
 
     def remove_tags(self, ticket_id: str, tags: Sequence[str]) -> list[str]:
         data = self.client.call(
-            "DELETE", f"/tickets/{ticket_id}/tags.json", json={"tags": list(tags)},
+            "DELETE",
+            f"/tickets/{ticket_id}/tags.json",
+            json={"tags": list(tags)},
             bucket=UPDATE_BUCKET,
         )
         return list((data or {}).get("tags") or [])
@@ -183,9 +184,7 @@ class ZendeskApi:
         )
         return data
 
-    def search(
-        self, query: str, *, page: int = 1, per_page: int = 100
-    ) -> dict[str, Any]:
+    def search(self, query: str, *, page: int = 1, per_page: int = 100) -> dict[str, Any]:
         """Search tickets, oldest update first (offset pagination; 1,000 results per query)."""
         data: dict[str, Any] = self.client.call(
             "GET",

@@ -37,7 +37,6 @@ from escbridge.http import (
     ValidationError,
 )
 from escbridge.model import Actions, Ticket, TicketEvent
-
 from escbridge_zendesk import webhook
 from escbridge_zendesk.client import MAX_BATCH, SEARCH_CAP, UPDATE_BUCKET, ZendeskApi
 from escbridge_zendesk.config import ZendeskConfig
@@ -135,7 +134,12 @@ class ZendeskConnector:
         self._clock = clock
         self._utcnow = utcnow
         self.api = ZendeskApi(
-            config, session=session, sleep=sleep, clock=clock, utcnow=utcnow, rng=rng,
+            config,
+            session=session,
+            sleep=sleep,
+            clock=clock,
+            utcnow=utcnow,
+            rng=rng,
             policy=policy,
         )
         self._incremental_gate = _MinuteGate(config.incremental_per_minute, clock, sleep)
@@ -338,7 +342,10 @@ class ZendeskConnector:
                 fresh_actions = on_conflict(ticket)
                 if fresh_actions is None:
                     return ApplyResult(
-                        ticket.id, ok=True, skipped=True, conflicts=conflicts,
+                        ticket.id,
+                        ok=True,
+                        skipped=True,
+                        conflicts=conflicts,
                         version=ticket.version,
                     )
                 actions = fresh_actions
@@ -346,7 +353,9 @@ class ZendeskConnector:
                 return ApplyResult(ticket.id, ok=False, error=str(exc), conflicts=conflicts)
             except NotFound as exc:
                 return ApplyResult(
-                    ticket.id, ok=False, error=f"ticket not found: {exc.message}",
+                    ticket.id,
+                    ok=False,
+                    error=f"ticket not found: {exc.message}",
                     conflicts=conflicts,
                 )
             except ValidationError as exc:
@@ -358,7 +367,11 @@ class ZendeskConnector:
         body = self._ticket_body(ticket, actions)
         if not body:
             return ApplyResult(
-                ticket.id, ok=True, skipped=True, actions=actions, version=ticket.version,
+                ticket.id,
+                ok=True,
+                skipped=True,
+                actions=actions,
+                version=ticket.version,
                 conflicts=conflicts,
             )
         data = self.api.update_ticket(ticket.id, body)
@@ -367,7 +380,7 @@ class ZendeskConnector:
         if "additional_tags" in body or "remove_tags" in body:
             self._ensure_tags(ticket.id, after, body)
         if actions.note and actions.customer_update:
-            public = {"comment": {"body": actions.customer_update, "public": True}}
+            public: dict[str, Any] = {"comment": {"body": actions.customer_update, "public": True}}
             if version:
                 public |= {"safe_update": True, "updated_stamp": version}
             data = self.api.update_ticket(ticket.id, public)
@@ -376,7 +389,9 @@ class ZendeskConnector:
             ticket.id, ok=True, actions=actions, version=version, conflicts=conflicts
         )
 
-    def _ensure_tags(self, ticket_id: str, after: Mapping[str, Any], body: Mapping[str, Any]) -> None:
+    def _ensure_tags(
+        self, ticket_id: str, after: Mapping[str, Any], body: Mapping[str, Any]
+    ) -> None:
         """Whether a single PUT honours additional_tags/remove_tags is undocumented: check the
         returned tags and finish the job with the Tags API if it did not."""
         tags = {str(t).lower() for t in after.get("tags") or []}
@@ -436,8 +451,12 @@ class ZendeskConnector:
             return self.apply(ticket, actions, on_conflict=on_conflict)
         except Conflict as exc:
             return ApplyResult(
-                ticket.id, ok=False, error=f"conflict: {exc.message}", retryable=True,
-                conflict=True, conflicts=1,
+                ticket.id,
+                ok=False,
+                error=f"conflict: {exc.message}",
+                retryable=True,
+                conflict=True,
+                conflicts=1,
             )
 
     def _batch_size(self) -> int:
@@ -477,7 +496,9 @@ class ZendeskConnector:
                     (
                         index,
                         ApplyResult(
-                            ticket.id, ok=False, retryable=True,
+                            ticket.id,
+                            ok=False,
+                            retryable=True,
                             error=f"ticket missing from the results of job {job.get('id')}",
                         ),
                     )
@@ -500,8 +521,12 @@ class ZendeskConnector:
                     (
                         index,
                         ApplyResult(
-                            ticket.id, ok=False, error=error, retryable=conflict,
-                            conflict=conflict, conflicts=int(conflict),
+                            ticket.id,
+                            ok=False,
+                            error=error,
+                            retryable=conflict,
+                            conflict=conflict,
+                            conflicts=int(conflict),
                         ),
                     )
                 )
@@ -600,7 +625,9 @@ class ZendeskConnector:
                         break
                     raise
                 results = [
-                    r for r in data.get("results") or [] if r.get("result_type", "ticket") == "ticket"
+                    r
+                    for r in data.get("results") or []
+                    if r.get("result_type", "ticket") == "ticket"
                 ]
                 seen += len(results)
                 for raw in results:

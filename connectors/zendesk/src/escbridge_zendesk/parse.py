@@ -344,6 +344,8 @@ def job_result_outcomes(results: Any) -> dict[str, tuple[bool, str | None, bool]
         error = str(entry.get("error") or entry.get("status") or "Failed")
         details = entry.get("details") or entry.get("description") or entry.get("errors")
         text = f"{error}: {details}" if details else error
-        conflict = "updateconflict" in text.lower().replace(" ", "") or "safe update" in text.lower()
+        conflict = (
+            "updateconflict" in text.lower().replace(" ", "") or "safe update" in text.lower()
+        )
         out[ticket_id] = (False, text, conflict)
     return out

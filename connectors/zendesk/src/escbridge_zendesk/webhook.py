@@ -25,7 +25,6 @@ from typing import Any
 
 from escbridge.errors import WebhookAuthError, WebhookPayloadError
 from escbridge.model import TicketEvent
-
 from escbridge_zendesk.parse import parse_time
 
 SIGNATURE_HEADER = "X-Zendesk-Webhook-Signature"

@@ -1,20 +1,26 @@
-"""escbridge connector for Zoho Desk."""
+"""escbridge connector for Zoho Desk (plugin ``zohodesk``).
+
+``CreditsExhausted`` is exported for the sync loop: catch it, keep the cursor, and run again at
+its ``resume_at``.
+"""
 
 from __future__ import annotations
 
-from typing import ClassVar
+from escbridge_zohodesk.config import ZohoDeskConfig
+from escbridge_zohodesk.connector import ZohoDeskConnector, __version__
+from escbridge_zohodesk.errors import (
+    CreditsExhausted,
+    TokenLimitReached,
+    UnknownGroup,
+    WrongDataCentre,
+)
 
-from escbridge.connector import ConnectorInfo
-
-__version__ = "0.1.0"
-
-
-class ZohoDeskConnector:
-    """Zoho Desk, spoken in escbridge's normalised vocabulary."""
-
-    info: ClassVar[ConnectorInfo] = ConnectorInfo(
-        name="zohodesk",
-        version=__version__,
-        display_name="Zoho Desk",
-        signature_scheme="RS256 JWT (X-ZDesk-JWT) + URL secret",
-    )
+__all__ = [
+    "CreditsExhausted",
+    "TokenLimitReached",
+    "UnknownGroup",
+    "WrongDataCentre",
+    "ZohoDeskConfig",
+    "ZohoDeskConnector",
+    "__version__",
+]

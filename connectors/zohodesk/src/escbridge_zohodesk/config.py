@@ -86,7 +86,12 @@ class ZohoDeskConfig(BaseModel):
         default=0, ge=0, description="stop the sync while fewer daily credits than this remain"
     )
     max_concurrency: int = Field(default=5, ge=1, le=25)
-    note_dedupe_hours: float = Field(default=6.0, gt=0, le=168)
+    note_dedupe_minutes: float = Field(
+        default=15.0,
+        gt=0,
+        le=1440,
+        description="a retry finds its own note this long; keep it below the matrix cooldown",
+    )
     bulk_min_batch: int = Field(default=3, ge=2, le=50)
     connect_timeout: float = Field(default=5.0, gt=0)
     read_timeout: float = Field(default=30.0, gt=0)
@@ -132,6 +137,13 @@ class ZohoDeskConfig(BaseModel):
             raise ValueError(
                 'must be the API name of a ticket custom field, e.g. "cf_escalation_level"'
             )
+        return value
+
+    @field_validator("priority_map", mode="before")
+    @classmethod
+    def _priority_names(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: Priority.parse(v) for k, v in value.items()}
         return value
 
     @field_validator("priority_map")

@@ -9,9 +9,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from escbridge.errors import EscbridgeError
 from escbridge.http import AuthError, RateLimited
 
-__all__ = ["CreditsExhausted", "TokenLimitReached", "WrongDataCentre"]
+__all__ = ["CreditsExhausted", "TokenLimitReached", "UnknownGroup", "WrongDataCentre"]
 
 
 class CreditsExhausted(RateLimited):
@@ -36,3 +37,7 @@ class TokenLimitReached(RateLimited):
 
 class WrongDataCentre(AuthError):
     """The credentials belong to another Zoho data centre than ``data_centre`` says."""
+
+
+class UnknownGroup(EscbridgeError):
+    """A matrix group name that is no team or department of the portal (or is ambiguous)."""

@@ -6,9 +6,10 @@ refresh is single-flight (threads wait for the one in progress and share its res
 the Desk API refreshes once (unless another thread already did), and escbridge counts its own
 requests so it stops *before* Zoho blocks it.
 
-The refresh grant goes to the data centre's accounts server as query parameters, as Zoho's
-documentation shows; if the server answers that the request itself is malformed (not that the
-credentials are wrong), it is sent once more as a form body, the way other clients do it.
+The refresh grant goes to the data centre's accounts server as a form body, so the client secret
+and refresh token never sit in a URL (access logs, proxies). Zoho's documentation shows them as
+query parameters instead: if the server answers that the request itself is malformed (not that
+the credentials are wrong), the grant is sent once more that way.
 """
 
 from __future__ import annotations
@@ -21,11 +22,11 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import requests
 
 from escbridge.http import ApiClient, ApiError, AuthError, RetryPolicy, TransientError, redact
-
 from escbridge_zohodesk.errors import TokenLimitReached, WrongDataCentre
 from escbridge_zohodesk.hosts import DATA_CENTRES, HostPair, dc_of_api_domain
 
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 TOKEN_PATH = "/oauth/v2/token"
 MAX_TOKEN_REQUESTS = 10
 TOKEN_WINDOW = 600.0
+MIN_AGE_TO_REFRESH = 60.0  # a token younger than this that is refused is not stale: do not retry
 REFRESH_MARGIN = 120.0  # refresh this long before expiry, so a slow call never carries a dead token
 FAILURE_MEMORY = 30.0  # a refused refresh is remembered this long instead of asked again per thread
 
@@ -44,6 +46,7 @@ class AccessToken:
 
     value: str
     expires_at: float  # on the manager's monotonic clock
+    obtained_at: float
     scopes: frozenset[str] | None
     api_domain: str | None
 
@@ -83,15 +86,18 @@ class TokenManager:
         self._pair: HostPair | None = self._pairs[0] if len(self._pairs) == 1 else None
         self._check_dc = check_data_centre
         self._clock = clock
-        self._api = ApiClient(
-            "",
-            session=session or requests.Session(),
-            secrets=(client_secret, refresh_token),
-            timeout=timeout,
-            policy=RetryPolicy(max_attempts=3, max_total_wait=20.0, max_retry_after=20.0),
-            sleep=sleep,
-            clock=clock,
+        policy = RetryPolicy(max_attempts=3, max_total_wait=20.0, max_retry_after=20.0)
+        common: dict[str, Any] = {
+            "secrets": (client_secret, refresh_token),
+            "timeout": timeout,
+            "policy": policy,
+            "sleep": sleep,
+            "clock": clock,
+        }
+        self._form_api = ApiClient(
+            "", session=session or requests.Session(), auth=FormBody(), **common
         )
+        self._query_api = ApiClient("", session=requests.Session(), **common)
         self._lock = threading.Lock()
         self._token: AccessToken | None = None
         self._requests: deque[float] = deque()
@@ -131,12 +137,19 @@ class TokenManager:
                 return current.value
             return self._refresh_locked().value
 
-    def refresh_after_rejection(self, rejected: str | None) -> str:
-        """The Desk API refused ``rejected`` (401): get a new token unless one already replaced it."""
+    def refresh_after_rejection(self, rejected: str | None) -> str | None:
+        """The Desk API refused ``rejected`` (401): a replacement, or None if none would help.
+
+        Another thread may already have replaced it (then that token is returned). A token
+        obtained moments ago that is refused was not stale: refreshing again would only burn
+        the 10-per-10-minutes allowance, so None tells the caller to report the 401 as it is.
+        """
         with self._lock:
             current = self._token
             if current is not None and current.value != rejected and self._fresh(current):
                 return current.value
+            if current is not None and self._clock() - current.obtained_at < MIN_AGE_TO_REFRESH:
+                return None
             return self._refresh_locked().value
 
     # -- internals ---------------------------------------------------------------------------
@@ -207,41 +220,25 @@ class TokenManager:
             "client_secret": self._client_secret,
             "refresh_token": self._refresh_token,
         }
+        body = self._send(self._form_api, pair, url, form)
+        if _malformed_request(body):
+            log.info("zohodesk: accounts server refused the form body; sending query parameters")
+            body = self._send(self._query_api, pair, url, form)
+        return body
+
+    def _send(
+        self, api: ApiClient, pair: HostPair, url: str, form: Mapping[str, str]
+    ) -> Mapping[str, Any]:
         try:
-            body = self._api.call("POST", url, params=form, bucket="accounts")
+            body = api.call("POST", url, params=form, bucket="accounts")
         except ApiError as exc:
             if isinstance(exc, TransientError) or exc.status is None:
                 raise
             body = _error_body(exc)
             if body is None:
                 raise self._refused(pair, {"error": exc.code or "error"}, exc.status) from None
-        if isinstance(body, Mapping) and _malformed_request(body):
-            log.info("zohodesk: accounts server rejected query parameters; retrying as a form")
-            body = self._post_form(url, form)
         if not isinstance(body, Mapping):
-            raise AuthError("the accounts server answered without a token", url=url)
-        return body
-
-    def _post_form(self, url: str, form: Mapping[str, str]) -> Mapping[str, Any]:
-        """The same grant as an ``application/x-www-form-urlencoded`` body (one attempt)."""
-        session = self._api.session
-        try:
-            response = session.post(url, data=dict(form), timeout=self._api.timeout)
-        except requests.RequestException as exc:
-            raise TransientError(
-                f"could not reach the accounts server ({type(exc).__name__})", method="POST", url=url
-            ) from None
-        try:
-            body = response.json()
-        except ValueError:
-            body = None
-        if not isinstance(body, Mapping):
-            raise AuthError(
-                "the accounts server answered without a token",
-                status=response.status_code,
-                method="POST",
-                url=url,
-            )
+            raise AuthError("the accounts server answered without a token", url=url, method="POST")
         return body
 
     def _accept(self, pair: HostPair, body: Mapping[str, Any]) -> AccessToken:
@@ -267,9 +264,11 @@ class TokenManager:
             expires_in = 3600.0
         if expires_in > 86400:  # some Zoho responses count milliseconds
             expires_in /= 1000.0
+        now = self._clock()
         return AccessToken(
             value=value,
-            expires_at=self._clock() + expires_in,
+            expires_at=now + expires_in,
+            obtained_at=now,
             scopes=parse_scopes(body.get("scope")),
             api_domain=api_domain,
         )
@@ -308,6 +307,21 @@ class TokenManager:
             detail = redact(description or error or "no token in the answer", self.secrets())
             message = f"{where} refused the token refresh: {detail}"
         return AuthError(message, **kw)
+
+
+class FormBody(requests.auth.AuthBase):
+    """Moves a request's query parameters into an ``application/x-www-form-urlencoded`` body.
+
+    The shared ApiClient sends ``params`` and ``json`` only; this keeps the grant out of URLs
+    while still going through its retries, typed errors and redaction.
+    """
+
+    def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
+        parts = urlsplit(r.url or "")
+        if parts.query:
+            r.prepare_body(data=parse_qsl(parts.query, keep_blank_values=True), files=None)
+            r.url = urlunsplit((parts.scheme, parts.netloc, parts.path, "", parts.fragment))
+        return r
 
 
 def _error_body(exc: ApiError) -> Mapping[str, Any] | None:

@@ -1,0 +1,842 @@
+"""FreshdeskConnector: escbridge's connector contract, spoken to the Freshdesk API v2."""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any, ClassVar
+
+import requests
+
+from escbridge.connector import (
+    CAP_BULK_UPDATE,
+    CAP_INCREMENTAL_SYNC,
+    CAP_SANDBOX,
+    CAP_TRIGGER_WEBHOOKS,
+    ApplyResult,
+    CheckReport,
+    ConflictHandler,
+    ConnectorInfo,
+    TicketPage,
+)
+from escbridge.http import (
+    ApiError,
+    AuthError,
+    Conflict,
+    NotFound,
+    PermissionDeniedError,
+    RateLimited,
+    RetryPolicy,
+    TransientError,
+    ValidationError,
+)
+from escbridge.model import Actions, Ticket, TicketEvent
+
+from . import notes, webhook
+from .client import FreshdeskApi
+from .config import FreshdeskConfig, base_url_for
+from .parse import STATUSES, Lookups, parse_ticket, parse_time, status_category
+
+log = logging.getLogger(__name__)
+
+__all__ = ["CAP_RESUMABLE_APPLY", "FreshdeskConnector", "UnknownGroupError"]
+
+__version__ = "0.1.0"
+
+#: apply() on a ticket whose level marker is already there writes only what is missing (the
+#: note, the reply): the processing layer calls it when it recovers an escalation after a crash.
+CAP_RESUMABLE_APPLY = "resumable_apply"
+
+MAX_PAGES = 300  # GET /tickets refuses page 301 ("You cannot access tickets beyond the 300th page")
+BULK_MAX = 100  # ids per bulk_update (UNCONFIRMED; third-party docs say 100)
+LOOKUP_REFRESH_SECONDS = 60.0  # at most one reload of groups/statuses per minute on a miss
+STATUS_TTL_SECONDS = 3600.0  # custom statuses are renamed rarely
+NOTE_ATTEMPTS = 3
+INCLUDE = "stats,requester"  # 2 extra credits each; stats give first response and reopen times
+_JOB_DONE = {"SUCCESS", "PARTIAL", "FAILED", "COMPLETED", "ERROR"}
+
+
+class UnknownGroupError(Exception):
+    """The matrix names a group this Freshdesk account does not have."""
+
+
+class FreshdeskConnector:
+    """Freshdesk, spoken in escbridge's normalised vocabulary.
+
+    Construct with the instance's ``FreshdeskConfig``; ``session``, ``sleep``, ``clock``,
+    ``utcnow`` and ``rng`` are injectable so tests neither sleep nor touch the network.
+    """
+
+    info: ClassVar[ConnectorInfo] = ConnectorInfo(
+        name="freshdesk",
+        version=__version__,
+        display_name="Freshdesk",
+        capabilities=frozenset(
+            {
+                CAP_BULK_UPDATE,
+                CAP_TRIGGER_WEBHOOKS,
+                CAP_INCREMENTAL_SYNC,
+                CAP_SANDBOX,
+                CAP_RESUMABLE_APPLY,
+            }
+        ),
+        signature_scheme="none (Freshdesk signs nothing): shared secret as basic auth or header",
+        config_model=FreshdeskConfig,
+    )
+
+    def __init__(
+        self,
+        config: FreshdeskConfig,
+        *,
+        instance: str = "freshdesk",
+        session: requests.Session | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        utcnow: Callable[[], datetime] = lambda: datetime.now(UTC),
+        rng: random.Random | None = None,
+        policy: RetryPolicy | None = None,
+    ) -> None:
+        self.config = config
+        self.instance = instance
+        self._sleep = sleep
+        self._clock = clock
+        self._utcnow = utcnow
+        self.api = FreshdeskApi(
+            config,
+            session=session,
+            sleep=sleep,
+            clock=clock,
+            utcnow=utcnow,
+            rng=rng,
+            policy=policy,
+        )
+        self._lock = threading.Lock()
+        self._group_ids: dict[str, int] = {}  # casefolded name -> id
+        self._group_names: dict[int, str] = {}
+        self._groups_at: float | None = None
+        self._status_names: dict[int, str] = {}
+        self._field_names: set[str] = set()
+        self._fields_at: float | None = None
+        self._own: tuple[str, str] | None = None  # (agent id, email)
+        self.max_pages = MAX_PAGES  # Freshdesk's cap; lowered by tests against a small sandbox
+
+    def __repr__(self) -> str:
+        return f"FreshdeskConnector(instance={self.instance!r}, url={base_url_for(self.config)!r})"
+
+    # ------------------------------------------------------------------ reference data
+
+    def _stale(self, loaded_at: float | None, ttl: float) -> bool:
+        return loaded_at is None or self._clock() - loaded_at >= ttl
+
+    def _load_groups(self, force: bool = False) -> None:
+        if not force and not self._stale(self._groups_at, LOOKUP_REFRESH_SECONDS):
+            return
+        groups = self.api.groups()
+        with self._lock:
+            self._group_ids = {str(g["name"]).casefold(): int(g["id"]) for g in groups}
+            self._group_names = {int(g["id"]): str(g["name"]) for g in groups}
+            self._groups_at = self._clock()
+
+    def _load_fields(self, force: bool = False) -> None:
+        """Custom status names (field ``status``, ``choices``) and the custom field names."""
+        if not force and not self._stale(self._fields_at, LOOKUP_REFRESH_SECONDS):
+            return
+        fields = self.api.ticket_fields()
+        statuses: dict[int, str] = {}
+        for field in fields:
+            if field.get("name") == "status":
+                statuses = _status_choices(field.get("choices"))
+        with self._lock:
+            self._status_names = statuses
+            self._field_names = {str(f.get("name")) for f in fields if f.get("name")}
+            self._fields_at = self._clock()
+
+    def group_id(self, name: str) -> int:
+        """The id of a group by name (case-insensitive); reloaded once on a miss."""
+        key = name.casefold()
+        if self._groups_at is None or key not in self._group_ids:
+            self._load_groups()
+        if key not in self._group_ids:
+            known = ", ".join(sorted(self._group_names.values())) or "none"
+            raise UnknownGroupError(
+                f'group "{name}" does not exist in Freshdesk {self.config.domain} (groups: {known})'
+            )
+        return self._group_ids[key]
+
+    def _prepare(self, raws: Sequence[Mapping[str, Any]]) -> None:
+        """Load what parsing these tickets needs: unknown group ids, unknown custom statuses."""
+        if self._groups_at is None or any(
+            r.get("group_id") is not None and int(r["group_id"]) not in self._group_names
+            for r in raws
+        ):
+            self._load_groups()
+        custom = {int(r.get("status") or 2) for r in raws} - set(STATUSES)
+        if custom and (
+            self._stale(self._fields_at, STATUS_TTL_SECONDS)
+            or not custom <= set(self._status_names)
+        ):
+            self._load_fields()
+
+    def _lookups(self) -> Lookups:
+        return Lookups(
+            groups=dict(self._group_names),
+            statuses=dict(self._status_names),
+            status_categories=dict(self.config.status_categories),
+        )
+
+    def own_agent(self) -> tuple[str, str] | None:
+        """(id, email) of the agent the API key belongs to; learned once from /agents/me."""
+        if self._own is None:
+            try:
+                me = self.api.me()
+            except ApiError as exc:
+                log.warning("cannot learn the API key's agent: %s", exc)
+                return None
+            contact = me.get("contact") or {}
+            self._own = (str(me.get("id") or ""), str(contact.get("email") or "").lower())
+        return self._own
+
+    # ------------------------------------------------------------------ check
+
+    def check(self, groups: Collection[str]) -> CheckReport:
+        """Who the key belongs to, whether the account answers, and which groups are missing."""
+        where = f"{self.config.domain}.freshdesk.com"
+        problems: list[str] = []
+        notes_: list[str] = []
+        try:
+            me = self.api.me()
+        except AuthError as exc:
+            return CheckReport(
+                ok=False,
+                problems=(f"Freshdesk rejected the API key (HTTP 401: {exc.message}) at {where}",),
+            )
+        except NotFound:
+            return CheckReport(
+                ok=False, problems=(f"no Freshdesk account answers at {where}: check 'domain'",)
+            )
+        except TransientError as exc:
+            return CheckReport(ok=False, problems=(f"cannot reach {where}: {exc.message}",))
+        except ApiError as exc:
+            return CheckReport(ok=False, problems=(f"{where}: {exc}",))
+        contact = me.get("contact") or {}
+        self._own = (str(me.get("id") or ""), str(contact.get("email") or "").lower())
+        identity = (
+            f"{contact.get('name') or ''} <{contact.get('email') or ''}> (agent {me.get('id')})"
+        )
+        if me.get("occasional"):
+            notes_.append("the API key's agent is an occasional agent (uses day passes)")
+
+        missing: list[str] = []
+        try:
+            self._load_groups(force=True)
+            missing = [g for g in groups if g.casefold() not in self._group_ids]
+            self._load_fields(force=True)
+        except PermissionDeniedError as exc:
+            problems.append(f"cannot read groups or ticket fields: {exc.message}")
+        else:
+            for code, name in sorted(self._status_names.items()):
+                if code not in STATUSES:
+                    category = status_category(code, self._lookups())
+                    notes_.append(f'custom status {code} "{name}" counts as {category}')
+            if self.config.level_field and self._level_field() is None:
+                problems.append(
+                    f'level_field "{self.config.level_field}" is not a ticket field '
+                    "(see Admin > Ticket Fields; API names start with cf_)"
+                )
+        if self.config.webhook_secret is None:
+            notes_.append("no webhook_secret: webhooks will be refused (sync still works)")
+        return CheckReport(
+            ok=not problems and not missing,
+            identity=identity,
+            missing_groups=tuple(missing),
+            problems=tuple(problems),
+            notes=tuple(notes_),
+        )
+
+    def _level_field(self) -> str | None:
+        """The configured level field as the API names it (with or without ``cf_``)."""
+        name = self.config.level_field
+        if name is None:
+            return None
+        if self._fields_at is None:
+            self._load_fields()
+        for candidate in (name, f"cf_{name}"):
+            if candidate in self._field_names:
+                return candidate
+        return None
+
+    # ------------------------------------------------------------------ tickets
+
+    def parse_ticket(self, raw: Mapping[str, Any]) -> Ticket:
+        """Pure: uses the cached group and status names (fetch/iter load them first)."""
+        return parse_ticket(raw, self._lookups(), instance=self.instance)
+
+    def fetch_ticket(self, ticket_id: str) -> Ticket:
+        raw = self.api.ticket(ticket_id, include=INCLUDE)
+        self._prepare([raw])
+        return self.parse_ticket(raw)
+
+    # ------------------------------------------------------------------ apply
+
+    def _landed(self, raw: Mapping[str, Any], actions: Actions) -> bool:
+        """Whether the PUT of ``actions`` is already on the ticket: the level tag shows it."""
+        tags = {str(t).lower() for t in raw.get("tags") or ()}
+        if actions.level:
+            return notes.level_tag(actions.level) in tags
+        checks: list[bool] = []
+        if actions.group:
+            checks.append(raw.get("group_id") == self._group_ids.get(actions.group.casefold()))
+        add, _ = notes.tag_changes(actions)
+        if add:
+            checks.append(set(add) <= tags)
+        return bool(checks) and all(checks)
+
+    def _update_body(self, raw: Mapping[str, Any], actions: Actions) -> dict[str, Any]:
+        """The PUT body: only what changes. Tags are the ticket's current tags (read just
+        before) with ours added and removed, so tags a human added survive; priority is only
+        ever raised."""
+        body: dict[str, Any] = {}
+        if actions.group:
+            group = self.group_id(actions.group)
+            if raw.get("group_id") != group:
+                body["group_id"] = group
+        if actions.priority is not None and int(actions.priority) > int(raw.get("priority") or 1):
+            body["priority"] = int(actions.priority)
+        if actions.unassign and raw.get("responder_id") is not None:
+            body["responder_id"] = None
+        current = [str(t) for t in raw.get("tags") or ()]
+        add, remove = notes.tag_changes(actions)
+        tags = [t for t in current if t.lower() not in remove]
+        have = {t.lower() for t in tags}
+        tags += [t for t in add if t not in have]
+        if tags != current:
+            body["tags"] = tags
+        field = self._level_field() if actions.level else None
+        if field is not None and (raw.get("custom_fields") or {}).get(field) != actions.level:
+            body["custom_fields"] = {field: actions.level}
+        return body
+
+    def apply(
+        self, ticket: Ticket, actions: Actions, *, on_conflict: ConflictHandler | None = None
+    ) -> ApplyResult:
+        """One escalation: ``PUT /tickets/{id}``, then the private note, then the reply.
+
+        The ticket is re-read first: its current tags are merged with ours, and Freshdesk
+        having no conditional update, an ``updated_at`` different from ``ticket.version`` is
+        how a concurrent edit is detected. Then, with ``on_conflict``: ask it for the actions
+        on the fresh ticket (None -> ``skipped``), up to ``conflict_retries`` times; without
+        it, raise ``Conflict``.
+
+        Resumable: when the level marker is already on the ticket, the PUT is skipped and only
+        a missing note/reply is written (see ``escbridge_freshdesk.notes``). Ticket-specific
+        refusals (unknown group, 404, 400) come back as a failed ApplyResult; auth, throttling
+        and outages raise.
+        """
+        conflicts = 0
+        try:
+            raw = self.api.ticket(ticket.id)
+            while True:
+                if self._landed(raw, actions):
+                    return self._write_notes(ticket.id, raw, actions, conflicts, resumed=True)
+                stamp = str(raw.get("updated_at") or "")
+                if ticket.version and stamp != ticket.version:
+                    conflicts += 1
+                    message = (
+                        f"ticket {ticket.id} changed since it was read "
+                        f"({ticket.version} -> {stamp})"
+                    )
+                    if on_conflict is None or conflicts > self.config.conflict_retries:
+                        raise Conflict(message, method="PUT", url=f"/tickets/{ticket.id}")
+                    log.info("%s: deciding again", message)
+                    self._prepare([raw])
+                    fresh = self.parse_ticket(raw)
+                    fresh_actions = on_conflict(fresh)
+                    if fresh_actions is None:
+                        return ApplyResult(
+                            ticket.id, ok=True, skipped=True, conflicts=conflicts, version=stamp
+                        )
+                    ticket, actions = fresh, fresh_actions
+                    continue
+                body = self._update_body(raw, actions)
+                if body:
+                    raw = self._put(ticket.id, body)
+                return self._write_notes(ticket.id, raw, actions, conflicts, resumed=False)
+        except UnknownGroupError as exc:
+            return ApplyResult(ticket.id, ok=False, error=str(exc), conflicts=conflicts)
+        except NotFound as exc:
+            return ApplyResult(
+                ticket.id, ok=False, error=f"ticket not found: {exc.message}", conflicts=conflicts
+            )
+        except ValidationError as exc:
+            return ApplyResult(ticket.id, ok=False, error=_fields_text(exc), conflicts=conflicts)
+
+    def _put(self, ticket_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """PUT, tolerating two UNCONFIRMED behaviours: ``responder_id: null`` refused (retried
+        without it, the escalation matters more than the unassign) and tags appended instead of
+        replaced (a removed tag that stays is logged)."""
+        try:
+            after = self.api.update_ticket(ticket_id, body)
+        except ValidationError as exc:
+            if "responder_id" not in body or not any(f.field == "responder_id" for f in exc.fields):
+                raise
+            log.warning(
+                "ticket %s: Freshdesk refused responder_id null (%s); escalating without "
+                "unassigning",
+                ticket_id,
+                _fields_text(exc),
+            )
+            after = self.api.update_ticket(
+                ticket_id, {k: v for k, v in body.items() if k != "responder_id"}
+            )
+        if "tags" in body and "tags" in after:
+            kept = {str(t).lower() for t in after.get("tags") or ()} - {
+                str(t).lower() for t in body["tags"]
+            }
+            if kept:
+                log.warning(
+                    "ticket %s: Freshdesk kept tags escbridge removed (%s): it appended instead "
+                    "of replacing; the newest level tag still wins",
+                    ticket_id,
+                    ", ".join(sorted(kept)),
+                )
+        return after
+
+    def _write_notes(
+        self,
+        ticket_id: str,
+        raw: Mapping[str, Any],
+        actions: Actions,
+        conflicts: int,
+        *,
+        resumed: bool,
+    ) -> ApplyResult:
+        """The note (then the customer reply), each exactly once; see ``notes``."""
+        ref = notes.escalation_ref(ticket_id, actions)
+        conversations: list[dict[str, Any]] = []
+        if resumed and (actions.note or actions.customer_update):
+            conversations = self.api.conversations(ticket_id)
+        anchor: int | None = -1
+        if actions.note:
+            anchor = notes.find_note(conversations, ref) if resumed else None
+            if anchor is None:
+                text = notes.note_html(actions.note, ref)
+                self._create(
+                    "note",
+                    ticket_id,
+                    lambda: self.api.create_note(ticket_id, text),
+                    lambda: notes.find_note(self.api.conversations(ticket_id), ref) is not None,
+                )
+                conversations, anchor = [], -1
+        if actions.customer_update:
+            update = actions.customer_update
+            sent = (
+                resumed and anchor is not None and notes.reply_after(conversations, anchor, update)
+            )
+            if not sent:
+                reply = notes.reply_html(update)
+
+                def reply_there() -> bool:
+                    convs = self.api.conversations(ticket_id)
+                    start = notes.find_note(convs, ref) if actions.note else -1
+                    return start is not None and notes.reply_after(convs, start, update)
+
+                self._create(
+                    "customer update",
+                    ticket_id,
+                    lambda: self.api.create_reply(ticket_id, reply),
+                    reply_there,
+                )
+        if resumed:
+            log.info("ticket %s: escalation %s was already applied; completed it", ticket_id, ref)
+        return ApplyResult(
+            ticket_id,
+            ok=True,
+            actions=actions,
+            version=str(raw.get("updated_at")) if raw.get("updated_at") else None,
+            conflicts=conflicts,
+        )
+
+    def _create(
+        self,
+        what: str,
+        ticket_id: str,
+        post: Callable[[], Any],
+        exists: Callable[[], bool],
+    ) -> None:
+        """POST once; after an ambiguous failure, look before posting again.
+
+        429 means the POST was refused, so it is simply repeated after ``Retry-After``. A lost
+        answer (timeout, connection reset, 5xx) may hide a note that was created: the
+        conversations are read and it is posted again only if it is not there.
+        """
+        for attempt in range(1, NOTE_ATTEMPTS + 1):
+            try:
+                post()
+                return
+            except RateLimited as exc:
+                wait = exc.retry_after if exc.retry_after is not None else 60.0
+                if attempt == NOTE_ATTEMPTS or wait > self.api.client.policy.max_retry_after:
+                    log.warning("ticket %s: %s not posted yet (throttled)", ticket_id, what)
+                    raise
+                self._sleep(wait)
+            except (AuthError, PermissionDeniedError, NotFound, ValidationError, Conflict):
+                log.warning("ticket %s: escalated, but the %s was refused", ticket_id, what)
+                raise
+            except ApiError as exc:
+                if exists():
+                    log.info("ticket %s: the %s had been created (%s)", ticket_id, what, exc)
+                    return
+                if attempt == NOTE_ATTEMPTS:
+                    log.warning("ticket %s: escalated, but the %s failed: %s", ticket_id, what, exc)
+                    raise
+                self._sleep(min(2.0**attempt, 30.0))
+
+    # ------------------------------------------------------------------ apply_many
+
+    def apply_many(
+        self,
+        items: Sequence[tuple[Ticket, Actions]],
+        *,
+        on_conflict: ConflictHandler | None = None,
+    ) -> list[ApplyResult]:
+        """Bulk form: one ``POST /tickets/bulk_update`` per set of identical property changes.
+
+        Each ticket is re-read (for its tags and the concurrent-edit check); tickets whose
+        whole PUT body is the same — same group, priority, unassign and resulting tag list —
+        share one bulk call (≤100 ids). Notes and replies are still per ticket (bulk has no
+        private notes). A lone ticket is a plain PUT (cheaper than a job). Conflicts,
+        resumptions and anything else go through ``apply`` one by one.
+        """
+        results: list[ApplyResult | None] = [None] * len(items)
+        batches: dict[str, list[tuple[int, Ticket, Actions, dict[str, Any]]]] = {}
+        for index, (ticket, actions) in enumerate(items):
+            try:
+                raw = self.api.ticket(ticket.id)
+                stamp = str(raw.get("updated_at") or "")
+                if self._landed(raw, actions) or (ticket.version and stamp != ticket.version):
+                    results[index] = self._apply_reporting_conflict(ticket, actions, on_conflict)
+                    continue
+                body = self._update_body(raw, actions)
+            except UnknownGroupError as exc:
+                results[index] = ApplyResult(ticket.id, ok=False, error=str(exc))
+                continue
+            except NotFound as exc:
+                results[index] = ApplyResult(ticket.id, ok=False, error=f"not found: {exc.message}")
+                continue
+            if not body:
+                results[index] = self._finish(ticket.id, raw, actions)
+                continue
+            key = json.dumps(body, sort_keys=True)
+            batches.setdefault(key, []).append((index, ticket, actions, body))
+
+        for members in batches.values():
+            for start in range(0, len(members), BULK_MAX):
+                chunk = members[start : start + BULK_MAX]
+                if len(chunk) == 1:
+                    index, ticket, actions, _ = chunk[0]
+                    results[index] = self._apply_reporting_conflict(ticket, actions, on_conflict)
+                    continue
+                for index, result in self._run_bulk(chunk):
+                    results[index] = result
+        return [r for r in results if r is not None]
+
+    def _finish(self, ticket_id: str, raw: Mapping[str, Any], actions: Actions) -> ApplyResult:
+        try:
+            return self._write_notes(ticket_id, raw, actions, 0, resumed=False)
+        except ApiError as exc:
+            return _failed(ticket_id, exc)
+
+    def _apply_reporting_conflict(
+        self, ticket: Ticket, actions: Actions, on_conflict: ConflictHandler | None
+    ) -> ApplyResult:
+        try:
+            return self.apply(ticket, actions, on_conflict=on_conflict)
+        except Conflict as exc:
+            return ApplyResult(
+                ticket.id,
+                ok=False,
+                error=f"conflict: {exc.message}",
+                retryable=True,
+                conflict=True,
+                conflicts=1,
+            )
+
+    def _run_bulk(
+        self, chunk: Sequence[tuple[int, Ticket, Actions, dict[str, Any]]]
+    ) -> list[tuple[int, ApplyResult]]:
+        ids = [t.id for _, t, _, _ in chunk]
+        properties = chunk[0][3]
+        try:
+            answer = self.api.bulk_update(ids, properties)
+            outcome = self._bulk_outcome(answer, ids)
+        except ValidationError as exc:
+            # The whole call was refused (too many ids, a property bulk does not take, …):
+            # one PUT each gives every ticket its own answer.
+            log.info("bulk_update refused (%s): updating one by one", _fields_text(exc))
+            return [(i, self._apply_reporting_conflict(t, a, None)) for i, t, a, _ in chunk]
+        out: list[tuple[int, ApplyResult]] = []
+        for index, ticket, actions, body in chunk:
+            error = outcome.get(ticket.id, "unknown")
+            if error == "unknown":
+                error = self._verify(ticket.id, body)
+            if error is None:
+                raw = {"updated_at": None}
+                out.append((index, self._finish(ticket.id, raw, actions)))
+            else:
+                out.append((index, ApplyResult(ticket.id, ok=False, error=error, retryable=True)))
+        return out
+
+    def _bulk_outcome(self, answer: Any, ids: Sequence[str]) -> dict[str, str | None]:
+        """Ticket id -> None (updated), an error, or "unknown" (to be checked on the ticket).
+
+        Two shapes are documented: ``{"succeeded": [ids], "failed": [{"id", "errors"}]}`` and
+        ``{"job_id", "href"}`` for an asynchronous job polled at ``/jobs/{id}`` until
+        SUCCESS / PARTIAL / FAILED.
+        """
+        if isinstance(answer, Mapping) and ("succeeded" in answer or "failed" in answer):
+            return _succeeded_failed(answer, ids)
+        if isinstance(answer, Mapping) and (answer.get("job_id") or answer.get("href")):
+            job_id = str(
+                answer.get("job_id") or str(answer.get("href")).rstrip("/").rsplit("/", 1)[-1]
+            )
+            return self._wait_for_job(job_id, ids)
+        log.warning("bulk_update answered in an unknown shape; checking each ticket")
+        return dict.fromkeys(ids, "unknown")
+
+    def _wait_for_job(self, job_id: str, ids: Sequence[str]) -> dict[str, str | None]:
+        delay = 0.5
+        deadline = self._clock() + self.config.job_timeout
+        while True:
+            job = self.api.job(job_id)
+            status = str(job.get("status") or "").upper()
+            if status in _JOB_DONE:
+                break
+            if self._clock() >= deadline:
+                log.warning(
+                    "bulk job %s still %s after %.0fs", job_id, status, self.config.job_timeout
+                )
+                return dict.fromkeys(ids, "unknown")
+            self._sleep(delay)
+            delay = min(delay * 2, 5.0)
+        per_ticket = _job_data(job.get("data"))
+        out: dict[str, str | None] = {}
+        for ticket_id in ids:
+            if ticket_id in per_ticket:
+                out[ticket_id] = per_ticket[ticket_id]
+            elif status in ("SUCCESS", "COMPLETED"):
+                out[ticket_id] = None
+            elif status in ("FAILED", "ERROR"):
+                out[ticket_id] = f"bulk job {job_id} failed"
+            else:
+                out[ticket_id] = "unknown"
+        return out
+
+    def _verify(self, ticket_id: str, body: Mapping[str, Any]) -> str | None:
+        """Whether a bulk change is on the ticket, when the bulk answer did not say."""
+        try:
+            raw = self.api.ticket(ticket_id)
+        except ApiError as exc:
+            return f"bulk result unknown and the ticket could not be read: {exc.message}"
+        for key, value in body.items():
+            if key == "tags":
+                if not {str(t).lower() for t in value} <= {
+                    str(t).lower() for t in raw.get("tags") or ()
+                }:
+                    return "bulk update did not reach the ticket (tags)"
+            elif key == "custom_fields":
+                got = raw.get("custom_fields") or {}
+                if any(got.get(k) != v for k, v in value.items()):
+                    return "bulk update did not reach the ticket (custom fields)"
+            elif raw.get(key) != value:
+                return f"bulk update did not reach the ticket ({key})"
+        return None
+
+    # ------------------------------------------------------------------ sync
+
+    def iter_tickets(self, since: datetime | None, cursor: str | None) -> Iterator[TicketPage]:
+        """Open tickets updated since ``cursor`` (or ``since``), oldest change first.
+
+        ``GET /tickets?updated_since=…&order_by=updated_at&order_type=asc&per_page=100``,
+        following the ``Link`` header. Freshdesk refuses page 301, so after page 300 the scan
+        restarts with ``updated_since`` = the last ticket's ``updated_at`` (tickets sharing
+        that second come again and are skipped). Status is filtered here (the list endpoint
+        cannot filter on it). The cursor is the ``updated_at`` of the last ticket seen;
+        without cursor or ``since``, the scan starts ``sync_lookback_days`` ago.
+        """
+        if cursor:
+            try:
+                start = parse_time(cursor)
+            except ValueError:
+                start = None
+            if start is None:
+                raise ValueError(f"not a Freshdesk sync cursor: {cursor!r}")
+        elif since is not None:
+            start = since
+        else:
+            start = self._utcnow() - timedelta(days=self.config.sync_lookback_days)
+        restart = _iso(start)
+        last_stamp = restart
+        seen_at_stamp: set[str] = set()
+        while True:
+            params = {
+                "updated_since": restart,
+                "order_by": "updated_at",
+                "order_type": "asc",
+                "per_page": 100,
+                "include": INCLUDE,
+            }
+            pages = self.api.pages("/tickets", params)
+            page_number = 0
+            capped = False
+            for raws, next_url in pages:
+                page_number += 1
+                fresh: list[dict[str, Any]] = []
+                for raw in raws or []:
+                    stamp = str(raw.get("updated_at") or "")
+                    key = str(raw.get("id"))
+                    if stamp == last_stamp and key in seen_at_stamp:
+                        continue  # seen before the restart
+                    if stamp != last_stamp:
+                        last_stamp, seen_at_stamp = stamp, set()
+                    seen_at_stamp.add(key)
+                    fresh.append(raw)
+                self._prepare(fresh)
+                tickets = [t for t in (self.parse_ticket(r) for r in fresh) if t.status.is_open]
+                more = next_url is not None
+                capped = more and page_number >= self.max_pages
+                yield TicketPage(tickets, last_stamp, done=not more)
+                if capped or not more:
+                    break
+            if not capped:
+                return
+            if parse_time(last_stamp) == parse_time(restart):
+                # Over max_pages × 100 tickets share one second: step past it, not loop.
+                log.warning(
+                    "over %d pages of tickets updated at %s; stepping 1 s forward",
+                    self.max_pages,
+                    restart,
+                )
+                stepped = parse_time(restart)
+                assert stepped is not None
+                last_stamp = _iso(stepped + timedelta(seconds=1))
+                seen_at_stamp = set()
+            restart = last_stamp
+
+    # ------------------------------------------------------------------ webhooks
+
+    def verify_webhook(
+        self, headers: Mapping[str, str], body: bytes, query: Mapping[str, str]
+    ) -> None:
+        secret = self.config.webhook_secret
+        webhook.verify_webhook(
+            headers,
+            secret=secret.get_secret_value() if secret is not None else None,
+            username=self.config.webhook_username,
+            header_name=self.config.webhook_header,
+        )
+
+    def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> list[TicketEvent]:
+        return webhook.parse_webhook(
+            headers,
+            body,
+            instance=self.instance,
+            now=self._utcnow(),
+            window=self.config.webhook_dedupe_window,
+        )
+
+    def is_own_change(self, event: TicketEvent) -> bool:
+        """True when the rule's body names the API key's agent as the performer."""
+        if event.actor is None:
+            return False
+        own = self.own_agent()
+        return own is not None and event.actor.lower() in {v for v in own if v}
+
+    # ------------------------------------------------------------------ sandbox
+
+    @classmethod
+    def sandbox(cls, **options: Any) -> Any:
+        """A Flask app emulating Freshdesk (see escbridge_freshdesk.sandbox.FreshdeskSandbox)."""
+        from .sandbox import FreshdeskSandbox
+
+        return FreshdeskSandbox(**options).app
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _iso(value: datetime) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _status_choices(choices: Any) -> dict[int, str]:
+    """``{"2": ["Open", "Being Processed"], …}`` (agent label first) or a list of
+    ``{"id"|"value", "label"}``: both shapes, since the field's format is not stable."""
+    out: dict[int, str] = {}
+    if isinstance(choices, Mapping):
+        for key, label in choices.items():
+            name = label[0] if isinstance(label, list | tuple) and label else label
+            if str(key).isdigit():
+                out[int(key)] = str(name)
+            elif isinstance(label, int):  # {"Open": 2}
+                out[label] = str(key)
+    elif isinstance(choices, list):
+        for item in choices:
+            if isinstance(item, Mapping):
+                code = item.get("id", item.get("value"))
+                if code is not None and str(code).isdigit():
+                    out[int(code)] = str(item.get("label") or item.get("name") or code)
+    return out
+
+
+def _succeeded_failed(answer: Mapping[str, Any], ids: Sequence[str]) -> dict[str, str | None]:
+    out: dict[str, str | None] = dict.fromkeys(ids, "unknown")
+    for item in answer.get("succeeded") or ():
+        out[str(item.get("id") if isinstance(item, Mapping) else item)] = None
+    for item in answer.get("failed") or ():
+        if isinstance(item, Mapping):
+            out[str(item.get("id"))] = _errors_text(item.get("errors")) or "failed"
+        else:
+            out[str(item)] = "failed"
+    return out
+
+
+def _job_data(data: Any) -> dict[str, str | None]:
+    """Per-ticket entries of a finished job, leniently: ``{"id", "success"|"status", "errors"}``."""
+    out: dict[str, str | None] = {}
+    if not isinstance(data, list):
+        return out
+    for entry in data:
+        if not isinstance(entry, Mapping) or entry.get("id") is None:
+            continue
+        failed = (
+            entry.get("success") is False
+            or str(entry.get("status") or "").lower() in ("failed", "failure", "error")
+            or bool(entry.get("errors"))
+        )
+        out[str(entry["id"])] = (_errors_text(entry.get("errors")) or "failed") if failed else None
+    return out
+
+
+def _errors_text(errors: Any) -> str:
+    if isinstance(errors, list):
+        return "; ".join(
+            f"{e.get('field')}: {e.get('message')}" if isinstance(e, Mapping) else str(e)
+            for e in errors
+        )
+    return str(errors) if errors else ""
+
+
+def _fields_text(exc: ValidationError) -> str:
+    if exc.fields:
+        return "; ".join(f"{f.field}: {f.message}" for f in exc.fields)
+    return exc.message
+
+
+def _failed(ticket_id: str, exc: ApiError) -> ApplyResult:
+    retryable = isinstance(exc, TransientError | RateLimited | Conflict)
+    return ApplyResult(ticket_id, ok=False, error=str(exc), retryable=retryable)

@@ -1,0 +1,400 @@
+"""The Zoho Desk API calls escbridge makes, on the shared ``escbridge.http.ApiClient``.
+
+One method per endpoint, returning Zoho's JSON (None for Desk's empty ``204``); no translation
+(parse.py) and no decisions (connector.py). What Zoho needs beyond the shared client:
+
+- every call carries ``Authorization: Zoho-oauthtoken …`` from the ``TokenManager`` and the
+  mandatory ``orgId`` header (except ``/organizations``, which lists the orgs);
+- a 401 refreshes the token once and repeats the call;
+- a 429 ``THRESHOLD_EXCEEDED`` (daily credits gone) becomes ``CreditsExhausted`` at once: the
+  shared client would otherwise retry it like the concurrency 429 ``TOO_MANY_REQUESTS``, and
+  nothing changes for hours. A response hook on this client's own session does it, before the
+  retry loop sees the response;
+- ``X-Rate-Limit-Remaining-v3`` / ``-Request-Weight-v3`` are read into ``credits``;
+- at most ``max_concurrency`` calls run at once, below the portal's concurrency limit.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import requests
+
+from escbridge.http import (
+    ApiClient,
+    ApiError,
+    AuthError,
+    ErrorDetails,
+    FieldError,
+    NotFound,
+    RateLimit,
+    RetryPolicy,
+    ValidationError,
+    default_error_parser,
+    parse_retry_after,
+    redact,
+)
+from escbridge_zohodesk.config import ZohoDeskConfig
+from escbridge_zohodesk.errors import CreditsExhausted
+from escbridge_zohodesk.oauth import TokenManager
+
+log = logging.getLogger(__name__)
+
+API_PREFIX = "/api/v1"
+CREDITS = "credits"  # one rate-limit bucket: credits belong to the whole portal
+UPDATE_MANY_MAX = 50  # UNCONFIRMED maximum; the UI's mass action and Zoho's samples use 50
+PAGE = 100
+NO_REFRESH_CODES = frozenset({"SCOPE_MISMATCH", "OAUTH_ORG_MISMATCH"})
+
+_HINTS = {
+    "SCOPE_MISMATCH": "the OAuth token lacks a scope this call needs (docs/zohodesk.md lists them)",
+    "OAUTH_ORG_MISMATCH": "org_id is not an organisation of the user who made the refresh token",
+    "INVALID_OAUTH": "the access token is invalid or has expired",
+    "LICENSE_ACCESS_LIMITED": "the portal's Zoho Desk edition does not include this",
+}
+
+
+def parse_error(status: int, body: Any) -> ErrorDetails:
+    """Zoho's ``{"errorCode", "message", "errors": [{"fieldName": "/x", "errorType"}]}``."""
+    if not isinstance(body, Mapping) or "errorCode" not in body:
+        return default_error_parser(status, body)
+    code = str(body["errorCode"])
+    message = str(body.get("message") or code)
+    hint = _HINTS.get(code)
+    if code == "LICENSE_ACCESS_LIMITED" and body.get("feature"):
+        hint = f"{hint} (feature {body.get('feature')}, edition {body.get('editionType')})"
+    if hint and hint.lower() not in message.lower():
+        message = f"{message} — {hint}"
+    fields = []
+    for item in body.get("errors") or ():
+        if isinstance(item, Mapping) and item.get("fieldName"):
+            name = str(item["fieldName"]).lstrip("/").replace("/", ".")
+            kind = str(item.get("errorType") or "invalid")
+            fields.append(FieldError(name, kind, kind))
+    return ErrorDetails(message, code, tuple(fields))
+
+
+def parse_rate_limit(headers: Mapping[str, str]) -> RateLimit | None:
+    """``X-Rate-Limit-Remaining-v3``: the portal's credits left today (no window is given)."""
+    remaining = _int(headers.get("X-Rate-Limit-Remaining-v3"))
+    if remaining is None:
+        return None
+    return RateLimit(remaining, None, None)
+
+
+def _int(value: str | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        return int(float(value.strip()))
+    except ValueError:
+        return None
+
+
+def next_utc_midnight(now: datetime) -> datetime:
+    return (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+@dataclass
+class Credits:
+    """The latest figures Desk reported: credits left today and what the last call cost."""
+
+    remaining: int | None = None
+    last_weight: int | None = None
+
+
+class _ZohoAuth(requests.auth.AuthBase):
+    """Adds the current access token and the orgId header to every Desk request."""
+
+    def __init__(self, tokens: TokenManager, org_id: str, local: threading.local) -> None:
+        self._tokens = tokens
+        self._org_id = org_id
+        self._local = local
+
+    def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
+        token = self._tokens.token()
+        self._local.token = token
+        r.headers["Authorization"] = f"Zoho-oauthtoken {token}"
+        path = urlsplit(r.url or "").path.rstrip("/")
+        if not path.endswith("/organizations"):
+            r.headers["orgId"] = self._org_id
+        return r
+
+    def __repr__(self) -> str:
+        return "ZohoAuth(***)"
+
+
+class DeskClient:
+    """Zoho Desk API v1 for one portal."""
+
+    def __init__(
+        self,
+        config: ZohoDeskConfig,
+        tokens: TokenManager,
+        *,
+        session: requests.Session | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        utcnow: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.config = config
+        self.tokens = tokens
+        self._utcnow = utcnow
+        self._local = threading.local()
+        self.credits = Credits()
+        session = session or requests.Session()
+        session.hooks.setdefault("response", []).append(self._on_response)
+        self.api = ApiClient(
+            "",
+            session=session,
+            auth=_ZohoAuth(tokens, config.org_id, self._local),
+            secrets=config.secret_values(),
+            timeout=(config.connect_timeout, config.read_timeout),
+            policy=RetryPolicy(
+                max_attempts=config.max_attempts, default_retry_after=2.0, max_retry_after=120.0
+            ),
+            error_parser=parse_error,
+            rate_limit_parser=parse_rate_limit,
+            sleep=sleep,
+            clock=clock,
+            utcnow=utcnow,
+            user_agent="escbridge-zohodesk",
+        )
+        self._slots = threading.BoundedSemaphore(config.max_concurrency)
+
+    # -- the choke point -----------------------------------------------------------------------
+
+    @property
+    def root(self) -> str:
+        return self.tokens.pair.desk + API_PREFIX
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        json: Any = None,
+    ) -> Any:
+        """One Desk call: JSON body, or None for 204/empty; refreshes the token once on 401."""
+        with self._slots:
+            try:
+                return self.api.call(
+                    method, self.root + path, params=params, json=json, bucket=CREDITS
+                )
+            except AuthError as exc:
+                if exc.code in NO_REFRESH_CODES:
+                    raise
+                rejected = getattr(self._local, "token", None)
+                if self.tokens.refresh_after_rejection(rejected) is None:
+                    raise AuthError(
+                        f"{exc.message} — a token obtained moments ago was refused too: check "
+                        "org_id and that the user still has Zoho Desk access",
+                        status=exc.status,
+                        body_excerpt=exc.body_excerpt,
+                        request_id=exc.request_id,
+                        method=exc.method,
+                        url=exc.url,
+                        code=exc.code,
+                    ) from None
+                log.info("zohodesk: access token refused (%s); refreshed and retrying", exc.code)
+                return self.api.call(
+                    method, self.root + path, params=params, json=json, bucket=CREDITS
+                )
+
+    def _on_response(self, response: requests.Response, *args: Any, **kwargs: Any) -> None:
+        remaining = _int(response.headers.get("X-Rate-Limit-Remaining-v3"))
+        weight = _int(response.headers.get("X-Rate-Limit-Request-Weight-v3"))
+        if remaining is not None:
+            self.credits.remaining = remaining
+        if weight is not None:
+            self.credits.last_weight = weight
+        if response.status_code != 429:
+            return
+        try:
+            body = response.json()
+        except ValueError:
+            return
+        if isinstance(body, Mapping) and body.get("errorCode") == "THRESHOLD_EXCEEDED":
+            self.credits.remaining = 0
+            raise self._credits_error(response, body)
+
+    def _credits_error(
+        self, response: requests.Response, body: Mapping[str, Any]
+    ) -> CreditsExhausted:
+        now = self._utcnow()
+        retry_after = parse_retry_after(response.headers.get("Retry-After"), now)
+        resume_at = now + timedelta(seconds=retry_after) if retry_after is not None else None
+        if resume_at is None:
+            resume_at = next_utc_midnight(now)
+            retry_after = (resume_at - now).total_seconds()
+        secrets = self.config.secret_values()
+        return CreditsExhausted(
+            "Zoho Desk's daily API credits for this portal are used up "
+            f"({body.get('message') or 'THRESHOLD_EXCEEDED'}); escbridge stops and resumes at "
+            f"{resume_at:%Y-%m-%d %H:%M} UTC",
+            resume_at=resume_at,
+            retry_after=retry_after,
+            status=429,
+            code="THRESHOLD_EXCEEDED",
+            body_excerpt=redact(response.text[:500], secrets),
+            method=(response.request.method or "") if response.request is not None else "",
+            url=redact((response.url or "").split("?", 1)[0], secrets),
+        )
+
+    def ensure_credits(self, reserve: int) -> None:
+        """Stop a sync before it eats into credits other integrations on the portal need."""
+        remaining = self.credits.remaining
+        if reserve and remaining is not None and remaining <= reserve:
+            now = self._utcnow()
+            resume_at = next_utc_midnight(now)
+            raise CreditsExhausted(
+                f"only {remaining} Zoho Desk API credits are left today, at or below the "
+                f"credit_reserve of {reserve}; escbridge stops syncing until "
+                f"{resume_at:%Y-%m-%d} UTC",
+                resume_at=resume_at,
+                retry_after=(resume_at - now).total_seconds(),
+                code="CREDIT_RESERVE",
+            )
+
+    # -- endpoints -----------------------------------------------------------------------------
+
+    def organizations(self) -> list[dict[str, Any]]:
+        return _data(self.call("GET", "/organizations"))
+
+    def myinfo(self) -> dict[str, Any]:
+        """The agent escbridge acts as (UNCONFIRMED endpoint: a failure means "unknown")."""
+        body = self.call("GET", "/myinfo")
+        return dict(body) if isinstance(body, Mapping) else {}
+
+    def ticket(self, ticket_id: str) -> dict[str, Any]:
+        body = self.call(
+            "GET",
+            f"/tickets/{_seg(ticket_id)}",
+            params={"include": "contacts,assignee,departments,team"},
+        )
+        if not isinstance(body, Mapping):
+            raise NotFound(f"ticket {ticket_id}: empty answer", status=204, code="EMPTY")
+        return dict(body)
+
+    def update_ticket(self, ticket_id: str, fields: Mapping[str, Any]) -> dict[str, Any]:
+        body = self.call("PATCH", f"/tickets/{_seg(ticket_id)}", json=dict(fields))
+        return dict(body) if isinstance(body, Mapping) else {}
+
+    def move_ticket(self, ticket_id: str, department_id: str) -> None:
+        self.call(
+            "POST",
+            f"/tickets/{_seg(ticket_id)}/move",
+            params={"departmentId": department_id},
+            json={"departmentId": department_id},
+        )
+
+    def comments(self, ticket_id: str) -> Iterator[dict[str, Any]]:
+        """Comments, newest first (lazily, a page at a time)."""
+        start = 0
+        while True:
+            page = _data(
+                self.call(
+                    "GET",
+                    f"/tickets/{_seg(ticket_id)}/comments",
+                    params={"from": start, "limit": PAGE, "sortBy": "-commentedTime"},
+                )
+            )
+            yield from page
+            if len(page) < PAGE:
+                return
+            start += PAGE
+
+    def add_comment(self, ticket_id: str, content: str, *, public: bool) -> dict[str, Any]:
+        body = self.call(
+            "POST",
+            f"/tickets/{_seg(ticket_id)}/comments",
+            json={"content": content, "isPublic": public, "contentType": "plainText"},
+        )
+        return dict(body) if isinstance(body, Mapping) else {}
+
+    def delete_comment(self, ticket_id: str, comment_id: str) -> None:
+        self.call("DELETE", f"/tickets/{_seg(ticket_id)}/comments/{_seg(comment_id)}")
+
+    def update_many(
+        self, field: str, ids: Sequence[str], value: Any, *, custom: bool = False
+    ) -> None:
+        """One field on up to 50 tickets (Desk answers 204 with no body)."""
+        if not 0 < len(ids) <= UPDATE_MANY_MAX:
+            raise ValueError(f"updateMany takes 1 to {UPDATE_MANY_MAX} ids, not {len(ids)}")
+        self.call(
+            "POST",
+            "/tickets/updateMany",
+            json={
+                "fieldName": field,
+                "isCustomField": custom,
+                "ids": list(ids),
+                "fieldValue": value,
+            },
+        )
+
+    def search(self, params: Mapping[str, Any]) -> tuple[list[dict[str, Any]], int | None]:
+        """One page of /tickets/search: the tickets and Desk's ``count`` (None if not sent)."""
+        body = self.call("GET", "/tickets/search", params=params)
+        if not isinstance(body, Mapping):
+            return [], 0  # 204: nothing matched
+        count = body.get("count")
+        try:
+            total = int(count) if count is not None else None
+        except (TypeError, ValueError):
+            total = None
+        return _data(body), total
+
+    def teams(self) -> list[dict[str, Any]]:
+        body = self.call("GET", "/teams")
+        if isinstance(body, Mapping) and isinstance(body.get("teams"), list):
+            return [dict(t) for t in body["teams"] if isinstance(t, Mapping)]
+        return _data(body)
+
+    def departments(self) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        start = 0
+        while True:
+            page = _data(self.call("GET", "/departments", params={"from": start, "limit": PAGE}))
+            out.extend(page)
+            if len(page) < PAGE:
+                return out
+            start += PAGE
+
+    def ticket_fields(self) -> list[dict[str, Any]]:
+        """Ticket field definitions: /organizationFields, else /fields (which is current is
+        UNCONFIRMED; the first that exists is used)."""
+        try:
+            return _data(self.call("GET", "/organizationFields", params={"module": "tickets"}))
+        except (NotFound, ValidationError) as exc:
+            log.info("zohodesk: /organizationFields unavailable (%s); trying /fields", exc.code)
+        return _data(self.call("GET", "/fields", params={"module": "tickets"}))
+
+
+def _seg(value: str) -> str:
+    """An id as one URL path segment (ids are digits; anything else is escaped, not trusted)."""
+    return quote(str(value), safe="")
+
+
+def _data(body: Any) -> list[dict[str, Any]]:
+    if isinstance(body, Mapping):
+        items = body.get("data")
+        if isinstance(items, list):
+            return [dict(i) for i in items if isinstance(i, Mapping)]
+    return []
+
+
+def error_body(exc: ApiError) -> Any:
+    """The JSON of an error's body excerpt, when it is JSON."""
+    try:
+        return json.loads(exc.body_excerpt) if exc.body_excerpt else None
+    except ValueError:
+        return None

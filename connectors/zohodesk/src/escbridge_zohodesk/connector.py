@@ -1,0 +1,802 @@
+"""ZohoDeskConnector: Zoho Desk in escbridge's vocabulary (the plugin class).
+
+Writing one escalation (``apply``) is, in this order:
+
+1. re-read the ticket: a level field already holding the target level means an earlier attempt
+   got to the end (the PATCH is the last write), so nothing is written again; a ``modifiedTime``
+   that moved since the caller read the ticket is a concurrent edit (re-decide or ``Conflict``);
+2. resolve the group name to a team/department (an unknown name fails before any write);
+3. the private note — unless a retry finds its own note, recognised by a unique marker;
+4. the public reply, when the rule asks for one — unless a retry finds the same text;
+5. one PATCH with department, team, assignee, priority and the level field: the commit point.
+   If Desk refuses it for good, the note and reply just posted are deleted again.
+
+So a crash anywhere leaves either nothing, or comments a retry recognises, or the full
+escalation; never a missing or a doubled note.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable, Collection, Generator, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, ClassVar
+
+import requests
+
+from escbridge.connector import (
+    CAP_BULK_UPDATE,
+    CAP_EVENT_WEBHOOKS,
+    CAP_INCREMENTAL_SYNC,
+    CAP_SANDBOX,
+    ApplyResult,
+    CheckReport,
+    ConflictHandler,
+    ConnectorInfo,
+    TicketPage,
+)
+from escbridge.http import (
+    ApiError,
+    AuthError,
+    Conflict,
+    NotFound,
+    PermissionDeniedError,
+    RateLimited,
+    TransientError,
+    ValidationError,
+)
+from escbridge.model import Actions, Ticket, TicketEvent
+from escbridge_zohodesk.client import UPDATE_MANY_MAX, DeskClient
+from escbridge_zohodesk.config import ZohoDeskConfig
+from escbridge_zohodesk.directory import Directory, Route
+from escbridge_zohodesk.errors import CreditsExhausted, UnknownGroup
+from escbridge_zohodesk.hosts import DATA_CENTRES
+from escbridge_zohodesk.oauth import TokenManager
+from escbridge_zohodesk.parse import (
+    MARKER_PREFIX,
+    PriorityMap,
+    format_time,
+    parse_ticket,
+    parse_time,
+)
+from escbridge_zohodesk.webhook import JwksCache, WebhookVerifier, parse_events
+
+log = logging.getLogger(__name__)
+
+__version__ = "0.1.0"
+
+SEARCH_PAGE = 100
+MIN_WINDOW = timedelta(seconds=1)  # Desk's times are whole seconds: a window cannot be split finer
+NOTE_LIMIT = 32000
+SAME_MOMENT = timedelta(seconds=2)
+
+# Scope -> what escbridge needs it for (shown by `escbridge check` when missing).
+REQUIRED_SCOPES = {
+    "Desk.tickets.READ": "read tickets and their comments",
+    "Desk.tickets.UPDATE": "reassign, raise priority, add the handover note",
+    "Desk.search.READ": "the scheduled sync (GET /tickets/search)",
+    "Desk.basic.READ": "resolve team and department names",
+    "Desk.settings.READ": "check the level field and the priority values",
+}
+
+
+def scope_granted(scope: str, granted: Collection[str]) -> bool:
+    """``Desk.tickets.READ`` is granted by itself or by ``Desk.tickets.ALL`` (any case)."""
+    have = {s.lower() for s in granted}
+    family = scope.rsplit(".", 1)[0].lower()
+    return scope.lower() in have or f"{family}.all" in have or "desk.all" in have
+
+
+@dataclass
+class _Prepared:
+    """One escalation after the re-read: what remains to be written."""
+
+    index: int
+    ticket: Ticket
+    actions: Actions
+    raw: dict[str, Any]
+    fresh: Ticket
+    route: Route | None
+    body: dict[str, Any]
+    conflicts: int = 0
+    posted: list[str] = field(default_factory=list)  # comment ids written by this attempt
+
+
+class ZohoDeskConnector:
+    """Zoho Desk, spoken in escbridge's normalised vocabulary."""
+
+    info: ClassVar[ConnectorInfo] = ConnectorInfo(
+        name="zohodesk",
+        version=__version__,
+        display_name="Zoho Desk",
+        capabilities=frozenset(
+            {CAP_BULK_UPDATE, CAP_EVENT_WEBHOOKS, CAP_INCREMENTAL_SYNC, CAP_SANDBOX}
+        ),
+        signature_scheme="RS256 JWT (X-ZDesk-JWT) + URL secret",
+        config_model=ZohoDeskConfig,
+    )
+
+    def __init__(
+        self,
+        config: ZohoDeskConfig,
+        *,
+        instance: str = "default",
+        session: requests.Session | None = None,
+        token_session: requests.Session | None = None,
+        jwks_session: requests.Session | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        utcnow: Callable[[], datetime] = lambda: datetime.now(UTC),
+        wallclock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.instance = instance
+        self._utcnow = utcnow
+        self.tokens = TokenManager(
+            data_centre=config.data_centre,
+            client_id=config.client_id,
+            client_secret=config.client_secret.get_secret_value(),
+            refresh_token=config.refresh_token.get_secret_value(),
+            pairs=config.host_pairs,
+            session=token_session,
+            clock=clock,
+            sleep=sleep,
+            timeout=(config.connect_timeout, config.read_timeout),
+        )
+        self.client = DeskClient(
+            config, self.tokens, session=session, sleep=sleep, clock=clock, utcnow=utcnow
+        )
+        self.priorities = PriorityMap(config.priority_map)
+        self.directory = Directory(self.client.teams, self.client.departments, clock=clock)
+        self._agent_id = config.agent_id
+        jwks_urls = [config.jwks_url_for(p) for p in config.host_pairs]
+        self.jwks = JwksCache(
+            list(dict.fromkeys(jwks_urls)),
+            session=jwks_session,
+            timeout=config.jwks_timeout,
+            ttl=config.jwks_cache_seconds,
+            clock=clock,
+        )
+        token = config.webhook_token.get_secret_value() if config.webhook_token else None
+        self.verifier = WebhookVerifier(
+            org_id=config.org_id,
+            webhook_ids=config.webhook_ids,
+            url_token=token,
+            jwks=self.jwks,
+            leeway=config.jwt_leeway_seconds,
+            wallclock=wallclock,
+        )
+
+    def __repr__(self) -> str:
+        return f"ZohoDeskConnector({self.instance!r}, org {self.config.org_id})"
+
+    @property
+    def agent_id(self) -> str | None:
+        """The agent escbridge writes as: configured, else learned from its own updates."""
+        return self._agent_id
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def parse_ticket(self, raw: Mapping[str, Any]) -> Ticket:
+        """Pure: names of teams/departments come from the cache when the JSON lacks them."""
+        return parse_ticket(
+            raw,
+            instance=self.instance,
+            priorities=self.priorities,
+            status_map=self.config.status_map,
+            level_field=self.config.level_field,
+            team_names=self.directory.team_names(),
+            department_names=self.directory.department_names(),
+        )
+
+    def fetch_ticket(self, ticket_id: str) -> Ticket:
+        return self.parse_ticket(self.client.ticket(ticket_id))
+
+    def iter_tickets(self, since: datetime | None, cursor: str | None) -> Iterator[TicketPage]:
+        """Open tickets modified since the cursor, via /tickets/search ``modifiedTimeRange``.
+
+        The range from the cursor (less ``sync_overlap_seconds``, for Desk's search index lag)
+        to now is cut into windows small enough that none reaches the search result cap: a
+        window whose ``count`` exceeds it is halved first. A page's cursor is the start of its
+        window until the window is complete, so stopping anywhere (``CreditsExhausted``)
+        loses nothing: the next run starts again from there.
+        """
+        now = self._utcnow()
+        if cursor:
+            start = _parse_cursor(cursor) - timedelta(seconds=self.config.sync_overlap_seconds)
+        elif since is not None:
+            start = since
+        else:
+            start = now - timedelta(days=self.config.sync_start_days)
+        start = min(start, now)
+        pending: list[tuple[datetime, datetime]] = [(start, now)]
+        while pending:
+            lo, hi = pending.pop(0)
+            halves = yield from self._scan_window(lo, hi, last=not pending)
+            if halves:
+                pending[:0] = halves
+
+    def _scan_window(
+        self, lo: datetime, hi: datetime, *, last: bool
+    ) -> Generator[TicketPage, None, list[tuple[datetime, datetime]] | None]:
+        """Pages of one window; returns the two halves instead when the window is too big."""
+        cap = self.config.search_result_cap
+        splittable = hi - lo > MIN_WINDOW
+        offset = 0
+        while True:
+            self.client.ensure_credits(self.config.credit_reserve)
+            params = {
+                "modifiedTimeRange": f"{format_time(lo)},{format_time(hi)}",
+                "sortBy": "modifiedTime",
+                "from": offset,
+                "limit": SEARCH_PAGE,
+            }
+            try:
+                items, count = self.client.search(params)
+            except ValidationError as exc:
+                if offset > 0 and splittable:  # the real cap is lower than configured
+                    log.info("zohodesk: search refused from=%s (%s); splitting", offset, exc.code)
+                    return _halves(lo, hi)
+                raise
+            if offset == 0 and count is not None and count > cap:
+                if splittable:
+                    return _halves(lo, hi)
+                log.warning(
+                    "zohodesk: %s tickets were modified within %s; only the first %s can be read",
+                    count,
+                    format_time(lo),
+                    cap,
+                )
+            offset += len(items)
+            complete = len(items) < SEARCH_PAGE or (count is not None and offset >= count)
+            if not complete and offset + SEARCH_PAGE > cap:
+                if splittable and count is None:
+                    return _halves(lo, hi)
+                complete = True
+            tickets = self._open_tickets(items)
+            if complete:
+                yield TicketPage(tickets, format_time(hi), last)
+                return None
+            yield TicketPage(tickets, format_time(lo), False)
+
+    def _open_tickets(self, items: Sequence[Mapping[str, Any]]) -> list[Ticket]:
+        """Search items as Tickets; an item without the level field is re-read in full, since
+        deciding on a ticket whose level is unknown could escalate it twice."""
+        if items and not self.directory.loaded:
+            self.directory.refresh()
+        out = []
+        level_field = self.config.level_field
+        for item in items:
+            if str(item.get("statusType") or "").lower() == "closed":
+                continue
+            cf = item.get("cf")
+            complete = not level_field or (isinstance(cf, Mapping) and level_field in cf)
+            ticket: Ticket | None = None
+            if complete:
+                try:
+                    ticket = self.parse_ticket(item)
+                except (ValueError, KeyError):
+                    ticket = None
+            if ticket is None:
+                try:
+                    ticket = self.fetch_ticket(str(item["id"]))
+                except NotFound:
+                    continue
+            if ticket.status.is_open:
+                out.append(ticket)
+        return out
+
+    # -- writing -------------------------------------------------------------------------------
+
+    def apply(
+        self, ticket: Ticket, actions: Actions, *, on_conflict: ConflictHandler | None = None
+    ) -> ApplyResult:
+        """Write one escalation (see the module docstring for the order and why).
+
+        Per-ticket failures come back as a failed ApplyResult; failures that concern every
+        ticket (credentials: ``AuthError``; daily credits: ``CreditsExhausted``) are raised.
+        """
+        prepared = self._prepare_or_result(0, ticket, actions, on_conflict)
+        if isinstance(prepared, ApplyResult):
+            return prepared
+        return self._write_one(prepared)
+
+    def apply_many(
+        self,
+        items: Sequence[tuple[Ticket, Actions]],
+        *,
+        on_conflict: ConflictHandler | None = None,
+    ) -> list[ApplyResult]:
+        """Like ``apply`` for each item, but tickets that get the same changes share
+        ``updateMany`` calls (one field per call, at most 50 ids) when that saves calls.
+
+        Notes and replies are still one call per ticket (Desk has no bulk comment), posted
+        before the bulk updates, and the level field goes last, so the crash rule holds.
+        """
+        results: list[ApplyResult | None] = [None] * len(items)
+        batches: dict[tuple[Any, ...], list[_Prepared]] = defaultdict(list)
+        for index, (ticket, actions) in enumerate(items):
+            prepared = self._prepare_or_result(index, ticket, actions, on_conflict)
+            if isinstance(prepared, ApplyResult):
+                results[index] = prepared
+                continue
+            key = self._bulk_key(prepared.body)
+            if key is None:
+                results[index] = self._write_one(prepared)
+            else:
+                batches[key].append(prepared)
+        for members in batches.values():
+            if len(members) < self.config.bulk_min_batch:
+                for p in members:
+                    results[p.index] = self._write_one(p)
+                continue
+            for start in range(0, len(members), UPDATE_MANY_MAX):
+                for p, result in self._write_bulk(members[start : start + UPDATE_MANY_MAX]):
+                    results[p.index] = result
+        return [r for r in results if r is not None]
+
+    def _prepare_or_result(
+        self, index: int, ticket: Ticket, actions: Actions, on_conflict: ConflictHandler | None
+    ) -> _Prepared | ApplyResult:
+        try:
+            return self._prepare(index, ticket, actions, on_conflict)
+        except (AuthError, CreditsExhausted, Conflict):
+            raise
+        except UnknownGroup as exc:
+            return ApplyResult(ticket.id, ok=False, error=str(exc), retryable=False)
+        except ApiError as exc:
+            return _failed(ticket.id, exc)
+
+    def _prepare(
+        self, index: int, ticket: Ticket, actions: Actions, on_conflict: ConflictHandler | None
+    ) -> _Prepared | ApplyResult:
+        conflicts = 0
+        expected = ticket.version
+        while True:
+            raw = self.client.ticket(ticket.id)
+            fresh = self.parse_ticket(raw)
+            if self._already_applied(fresh, actions):
+                return ApplyResult(
+                    ticket.id, ok=True, actions=actions, version=fresh.version, conflicts=conflicts
+                )
+            if expected is None or fresh.version == expected:
+                break
+            if on_conflict is None:
+                raise Conflict(
+                    f"ticket {ticket.id} changed since it was read "
+                    f"(modifiedTime {expected} -> {fresh.version})",
+                    status=None,
+                    code="MODIFIED",
+                )
+            conflicts += 1
+            if conflicts > self.config.conflict_retries:
+                return ApplyResult(
+                    ticket.id,
+                    ok=False,
+                    error=f"ticket {ticket.id} kept changing while escbridge tried to update it",
+                    retryable=True,
+                    conflicts=conflicts,
+                    conflict=True,
+                )
+            redo = on_conflict(fresh)
+            if redo is None:
+                return ApplyResult(ticket.id, ok=True, skipped=True, conflicts=conflicts)
+            actions, expected = redo, fresh.version
+        self._warn_unsupported(actions)
+        route = self.directory.resolve(actions.group) if actions.group else None
+        body = self._patch_body(raw, fresh, actions, route)
+        return _Prepared(index, ticket, actions, raw, fresh, route, body, conflicts)
+
+    def _already_applied(self, fresh: Ticket, actions: Actions) -> bool:
+        """The level field is written last: holding the target level means all was written."""
+        return bool(self.config.level_field and actions.level and fresh.level == actions.level)
+
+    def _patch_body(
+        self, raw: Mapping[str, Any], fresh: Ticket, actions: Actions, route: Route | None
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {}
+        if route is not None:
+            if str(raw.get("departmentId") or "") != route.department_id:
+                body["departmentId"] = route.department_id
+            current_team = raw.get("teamId")
+            if (str(current_team) if current_team else None) != route.team_id:
+                body["teamId"] = route.team_id
+        if actions.unassign and raw.get("assigneeId"):
+            body["assigneeId"] = None
+        if actions.priority is not None and actions.priority > fresh.priority:
+            value = self.priorities.write(actions.priority)
+            if str(raw.get("priority") or "") != value:
+                body["priority"] = value
+        if self.config.level_field and actions.level:
+            body["cf"] = {self.config.level_field: MARKER_PREFIX + actions.level}
+        return body
+
+    def _warn_unsupported(self, actions: Actions) -> None:
+        extra = [t for t in actions.tags_add if not t.startswith(MARKER_PREFIX)]
+        if extra:
+            log.info(
+                "zohodesk: tags %s not written (Desk's ticket API has no documented tags; "
+                "the level is kept in %s)",
+                extra,
+                self.config.level_field,
+            )
+
+    # -- the single path -------------------------------------------------------------------------
+
+    def _write_one(self, p: _Prepared) -> ApplyResult:
+        try:
+            self._post_comments(p)
+            updated = self._patch(p) if p.body else p.raw
+        except (AuthError, CreditsExhausted):
+            raise
+        except ApiError as exc:
+            if not _retryable(exc):
+                self._undo_comments(p)
+            return _failed(p.ticket.id, exc, conflicts=p.conflicts)
+        self._learn_agent(updated.get("modifiedBy"))
+        version = updated.get("modifiedTime")
+        return ApplyResult(
+            p.ticket.id,
+            ok=True,
+            actions=p.actions,
+            version=str(version) if version else p.fresh.version,
+            conflicts=p.conflicts,
+        )
+
+    def _patch(self, p: _Prepared) -> dict[str, Any]:
+        """PATCH the ticket, with the fallbacks for what the reference could not confirm."""
+        ticket_id, body = p.ticket.id, dict(p.body)
+        try:
+            return self.client.update_ticket(ticket_id, body)
+        except ValidationError as exc:
+            rejected = {f.field for f in exc.fields}
+            if "departmentId" in body and (
+                not rejected or rejected & {"departmentId", "teamId", "assigneeId"}
+            ):
+                # UNCONFIRMED whether PATCH moves departments: the documented move endpoint does.
+                log.info("zohodesk: PATCH refused the department change; using /move")
+                self.client.move_ticket(ticket_id, body.pop("departmentId"))
+                return (
+                    self.client.update_ticket(ticket_id, body)
+                    if body
+                    else self.client.ticket(ticket_id)
+                )
+            if "assigneeId" in rejected and body.get("assigneeId", "") is None:
+                # UNCONFIRMED whether JSON null unassigns; the schema's pattern names "null".
+                body["assigneeId"] = "null"
+                return self.client.update_ticket(ticket_id, body)
+            raise
+
+    # -- comments: the note and the reply ---------------------------------------------------------
+
+    def note_marker(self, p: _Prepared) -> str:
+        """A marker unique to this escalation of this ticket (from-level, destination)."""
+        to = p.actions.level or p.actions.group or "?"
+        seed = f"{self.instance}|{p.ticket.id}|{p.fresh.level or ''}|{to}"
+        digest = hashlib.sha256(seed.encode()).hexdigest()[:12]
+        return f"[escbridge {to} ref:{digest}]"
+
+    def _post_comments(self, p: _Prepared) -> None:
+        note = p.actions.note
+        reply = p.actions.customer_update
+        if not note and not reply:
+            return
+        marker = self.note_marker(p)
+        recent = self._recent_comments(p)
+        if note and not any(marker in str(c.get("content") or "") for c in recent):
+            text = note.strip()[: NOTE_LIMIT - len(marker) - 4] + "\n\n" + marker
+            posted = self.client.add_comment(p.ticket.id, text, public=False)
+            self._learn_agent(posted.get("commenterId"))
+            if posted.get("id"):
+                p.posted.append(str(posted["id"]))
+        if reply:
+            wanted = reply.strip()[:NOTE_LIMIT]
+            if not any(
+                c.get("isPublic") and str(c.get("content") or "").strip() == wanted for c in recent
+            ):
+                posted = self.client.add_comment(p.ticket.id, wanted, public=True)
+                if posted.get("id"):
+                    p.posted.append(str(posted["id"]))
+
+    def _recent_comments(self, p: _Prepared) -> list[dict[str, Any]]:
+        """Comments a crashed attempt of this escalation could have written.
+
+        Those within ``note_dedupe_minutes`` of now, or not older than the ticket's last
+        change (nothing happened to the ticket since: a retry of ours, however late). An older
+        note with the same marker belongs to an earlier escalation that a person undid.
+        """
+        if str(p.raw.get("commentCount", "1")) == "0":
+            return []
+        window_start = self._utcnow() - timedelta(minutes=self.config.note_dedupe_minutes)
+        modified = p.fresh.updated_at - SAME_MOMENT
+        out = []
+        for comment in self.client.comments(p.ticket.id):
+            try:
+                at = parse_time(comment.get("commentedTime"))
+            except ValueError:
+                at = None
+            if at is None:
+                continue
+            if at >= window_start or at >= modified:
+                out.append(comment)
+            elif at < min(window_start, modified):
+                break  # newest first: the rest are older still
+        return out
+
+    def _undo_comments(self, p: _Prepared) -> None:
+        """Desk refused the update for good: a note saying "escalated" would be false."""
+        for comment_id in p.posted:
+            try:
+                self.client.delete_comment(p.ticket.id, comment_id)
+            except ApiError as exc:
+                log.warning(
+                    "zohodesk: could not delete comment %s of ticket %s after a failed update: %s",
+                    comment_id,
+                    p.ticket.id,
+                    exc,
+                )
+        p.posted.clear()
+
+    # -- the bulk path ----------------------------------------------------------------------------
+
+    def _bulk_key(self, body: Mapping[str, Any]) -> tuple[Any, ...] | None:
+        """Changes updateMany can make (team, priority, level field), as a grouping key.
+
+        Department moves and unassigning go one by one: whether updateMany does them (and
+        takes a null) is not documented.
+        """
+        if not body or "departmentId" in body or "assigneeId" in body:
+            return None
+        if "teamId" in body and body["teamId"] is None:
+            return None
+        cf = body.get("cf") or {}
+        return (body.get("teamId"), body.get("priority"), tuple(sorted(cf.items())))
+
+    def _write_bulk(self, members: list[_Prepared]) -> list[tuple[_Prepared, ApplyResult]]:
+        written: list[_Prepared] = []
+        out: list[tuple[_Prepared, ApplyResult]] = []
+        for p in members:
+            try:
+                self._post_comments(p)
+            except (AuthError, CreditsExhausted):
+                raise
+            except ApiError as exc:
+                out.append((p, _failed(p.ticket.id, exc, conflicts=p.conflicts)))
+                continue
+            written.append(p)
+        if not written:
+            return out
+        ids = [p.ticket.id for p in written]
+        body = written[0].body
+        steps: list[tuple[str, Any, bool]] = []
+        if "teamId" in body:
+            steps.append(("teamId", body["teamId"], False))
+        if "priority" in body:
+            steps.append(("priority", body["priority"], False))
+        for name, value in (body.get("cf") or {}).items():
+            steps.append((name, value, True))  # last: the level field marks the work as done
+        try:
+            for name, value, custom in steps:
+                self.client.update_many(name, ids, value, custom=custom)
+        except (AuthError, CreditsExhausted):
+            raise
+        except ApiError as exc:
+            # Which ids a failed updateMany changed is not documented: fall back to a PATCH
+            # per ticket, which is idempotent and reports per ticket.
+            log.info(
+                "zohodesk: updateMany failed (%s); updating %s tickets one by one", exc, len(ids)
+            )
+            for p in written:
+                out.append((p, self._write_one(p)))
+            return out
+        for p in written:
+            out.append(
+                (p, ApplyResult(p.ticket.id, ok=True, actions=p.actions, conflicts=p.conflicts))
+            )
+        return out
+
+    # -- check ----------------------------------------------------------------------------------
+
+    def check(self, groups: Collection[str]) -> CheckReport:
+        """Credentials, org, scopes, group names, level field, priorities, credits, webhooks."""
+        problems: list[str] = []
+        notes: list[str] = []
+        try:
+            self.tokens.token()
+        except ApiError as exc:
+            return CheckReport(ok=False, problems=(str(exc),))
+        pair = self.tokens.pair
+        dc = DATA_CENTRES[self.config.data_centre]
+        identity = f"Zoho Desk {pair.desk} ({dc.label} data centre), org {self.config.org_id}"
+        try:
+            orgs = self.client.organizations()
+        except ApiError as exc:
+            problems.append(f"cannot list organisations: {exc}")
+        else:
+            mine = [o for o in orgs if str(o.get("id")) == self.config.org_id]
+            if mine:
+                name = mine[0].get("companyName") or mine[0].get("portalName") or ""
+                identity = f"{identity} — {name}".rstrip(" —")
+            else:
+                known = ", ".join(
+                    f"{o.get('id')} ({o.get('companyName') or o.get('portalName') or '?'})"
+                    for o in orgs
+                )
+                problems.append(
+                    f"org_id {self.config.org_id} is not an organisation of this user "
+                    f"(they have: {known or 'none'})"
+                )
+        missing_scopes = self._missing_scopes(notes)
+        for scope in missing_scopes:
+            problems.append(f"scope {scope} is missing ({REQUIRED_SCOPES[scope]})")
+
+        missing_groups: list[str] = []
+        if "Desk.basic.READ" not in missing_scopes:
+            for group in dict.fromkeys(groups):
+                try:
+                    resolved = self.directory.try_resolve(group)
+                except ApiError as exc:
+                    problems.append(f"cannot list teams and departments: {exc}")
+                    break
+                if isinstance(resolved, str):
+                    missing_groups.append(group)
+                    problems.append(f'group "{group}": {resolved}')
+        self._check_fields(problems, notes, skip="Desk.settings.READ" in missing_scopes)
+        self._check_agent(notes)
+        if self.client.credits.remaining is not None:
+            notes.append(f"{self.client.credits.remaining} API credits left today")
+        if not self.config.webhook_token or not self.config.webhook_ids:
+            notes.append(
+                "webhooks not configured (webhook_token and webhook_id): escalations come from "
+                "the scheduled sync only"
+            )
+        return CheckReport(
+            ok=not problems and not missing_groups,
+            identity=identity,
+            missing_groups=tuple(missing_groups),
+            problems=tuple(problems),
+            notes=tuple(notes),
+        )
+
+    def _missing_scopes(self, notes: list[str]) -> list[str]:
+        token = self.tokens.current
+        if token is not None and token.scopes is not None:
+            return [s for s in REQUIRED_SCOPES if not scope_granted(s, token.scopes)]
+        # The accounts server did not list the scopes: probe one harmless read per scope.
+        probes: dict[str, Callable[[], Any]] = {
+            "Desk.tickets.READ": lambda: self.client.call("GET", "/tickets", params={"limit": 1}),
+            "Desk.search.READ": lambda: self.client.call(
+                "GET", "/tickets/search", params={"limit": 1}
+            ),
+            "Desk.basic.READ": lambda: self.client.call("GET", "/departments", params={"limit": 1}),
+            "Desk.settings.READ": self.client.ticket_fields,
+        }
+        missing = []
+        for scope, probe in probes.items():
+            try:
+                probe()
+            except ApiError as exc:
+                if exc.code == "SCOPE_MISMATCH":
+                    missing.append(scope)
+        notes.append(
+            "the token's scopes were not listed by Zoho Accounts; read scopes were probed, "
+            "Desk.tickets.UPDATE is proven by the first escalation"
+        )
+        return missing
+
+    def _check_fields(self, problems: list[str], notes: list[str], *, skip: bool) -> None:
+        if skip:
+            return
+        try:
+            fields = self.client.ticket_fields()
+        except ApiError as exc:
+            notes.append(f"could not read the ticket fields: {exc}")
+            return
+        by_name = {str(f.get("apiName") or ""): f for f in fields}
+        level_field = self.config.level_field
+        if level_field and level_field not in by_name:
+            problems.append(
+                f"the ticket field {level_field} does not exist: add a single-line custom "
+                "field (docs/zohodesk.md, 'Level field'), or set level_field"
+            )
+        elif level_field is None:
+            notes.append("level_field is off: a retry after a crash is recognised only by its note")
+        values = [
+            str(v.get("value") if isinstance(v, Mapping) else v)
+            for v in (by_name.get("priority") or {}).get("allowedValues") or ()
+        ]
+        unmapped = [v for v in values if v and not self.priorities.known(v)]
+        if unmapped:
+            notes.append(
+                "priority values not in priority_map (read as normal): " + ", ".join(unmapped)
+            )
+
+    def _check_agent(self, notes: list[str]) -> None:
+        if self._agent_id is None:
+            try:
+                me = self.client.myinfo()
+            except ApiError:
+                me = {}
+            self._learn_agent(me.get("id"))
+        if self._agent_id is None:
+            notes.append(
+                "agent_id unknown: set it so webhook events caused by escbridge are ignored"
+            )
+        else:
+            notes.append(f"escbridge acts as agent {self._agent_id}")
+
+    def _learn_agent(self, value: Any) -> None:
+        if self._agent_id is None and value not in (None, ""):
+            self._agent_id = str(value)
+
+    # -- webhooks -------------------------------------------------------------------------------
+
+    def answer_validation(self, query: Mapping[str, str]) -> int:
+        """The status for Desk's URL-validation GET: 200 when the URL carries our token."""
+        return 200 if self.verifier.url_token_ok(query) else 401
+
+    def verify_webhook(
+        self, headers: Mapping[str, str], body: bytes, query: Mapping[str, str]
+    ) -> None:
+        self.verifier.verify(headers, body, query)
+
+    def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> list[TicketEvent]:
+        return parse_events(body, self.instance)
+
+    def is_own_change(self, event: TicketEvent) -> bool:
+        return self._agent_id is not None and event.actor == self._agent_id
+
+    # -- sandbox --------------------------------------------------------------------------------
+
+    @classmethod
+    def sandbox(cls, **options: Any) -> Any:
+        """A Flask app emulating Zoho Desk and Zoho Accounts (see escbridge_zohodesk.sandbox)."""
+        from escbridge_zohodesk.sandbox import create_app
+
+        return create_app(**options)
+
+
+def _halves(lo: datetime, hi: datetime) -> list[tuple[datetime, datetime]]:
+    mid = lo + (hi - lo) / 2
+    mid = mid.replace(microsecond=(mid.microsecond // 1000) * 1000)
+    return [(lo, mid), (mid, hi)]
+
+
+def _parse_cursor(cursor: str) -> datetime:
+    try:
+        parsed = parse_time(cursor)
+    except ValueError:
+        parsed = None
+    if parsed is None:
+        raise ValueError(f"not a Zoho Desk sync cursor: {cursor!r}")
+    return parsed
+
+
+def _retryable(exc: ApiError) -> bool:
+    return isinstance(exc, TransientError | RateLimited) or exc.status is None
+
+
+def _failed(ticket_id: str, exc: ApiError, *, conflicts: int = 0) -> ApplyResult:
+    if isinstance(exc, CreditsExhausted):
+        raise exc
+    kind = (
+        "not found"
+        if isinstance(exc, NotFound)
+        else "not allowed"
+        if isinstance(exc, PermissionDeniedError)
+        else "refused"
+    )
+    return ApplyResult(
+        ticket_id,
+        ok=False,
+        error=f"{kind}: {exc}",
+        retryable=_retryable(exc),
+        conflicts=conflicts,
+    )
+
+
+__all__ = ["REQUIRED_SCOPES", "ZohoDeskConnector", "scope_granted"]

@@ -1,0 +1,313 @@
+"""Zoho Desk webhooks: is the request genuine, and which tickets does it name?
+
+Desk signs nothing but a JWT in ``X-ZDesk-JWT`` (RS256; ``iss`` "orgId:<org>", ``aud``
+"webhookId:<webhook>"); the signature covers the claims, not the body, so a captured token could
+carry another body while it lives. Hence three independent checks: a random secret in the URL
+(``?token=``), the JWT against the data centre's JWKS, and — downstream — the body is only a
+hint: the ticket is re-fetched before anything is decided.
+
+JWKS keys are cached by ``kid``; an unknown ``kid`` refetches (at most every 30 s, so random
+kids cannot make us hammer Desk), with a short timeout so the 5-second answer window holds, and
+stale keys are used when Desk cannot be reached.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import jwt
+import requests
+
+from escbridge.errors import WebhookAuthError, WebhookPayloadError
+from escbridge.model import TicketEvent
+from escbridge_zohodesk.parse import parse_time
+
+log = logging.getLogger(__name__)
+
+JWT_HEADER = "x-zdesk-jwt"
+TOKEN_PARAM = "token"
+MIN_REFETCH = 30.0
+
+EVENT_KINDS = {
+    "Ticket_Add": "ticket.created",
+    "Ticket_Update": "ticket.updated",
+    "Ticket_Delete": "ticket.deleted",
+    "Ticket_Comment_Add": "comment.added",
+    "Ticket_Comment_Update": "comment.updated",
+    "Ticket_Thread_Add": "thread.added",
+    "Ticket_Approval_Add": "approval.added",
+    "Ticket_Approval_Update": "approval.updated",
+    "Ticket_Attachment_Add": "attachment.added",
+    "Ticket_Attachment_Update": "attachment.updated",
+    "Ticket_Attachment_Delete": "attachment.deleted",
+}
+
+
+class JwksCache:
+    """Desk's webhook signing keys by ``kid``, fetched from the first URL that answers."""
+
+    def __init__(
+        self,
+        urls: Sequence[str],
+        *,
+        session: requests.Session | None = None,
+        timeout: float = 1.5,
+        ttl: float = 3600.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._urls = list(urls)
+        self._session = session or requests.Session()
+        self._timeout = timeout
+        self._ttl = ttl
+        self._clock = clock
+        self._keys: dict[str, Any] = {}
+        self._fetched_at: float | None = None
+        self._attempted_at: float | None = None
+        self._lock = threading.Lock()
+        self.fetches = 0
+
+    def key(self, kid: str | None) -> Any:
+        """The public key for ``kid`` (None: the only key there is); WebhookAuthError if none."""
+        with self._lock:
+            now = self._clock()
+            stale = self._fetched_at is None or now - self._fetched_at >= self._ttl
+            known = self._pick(kid)
+            if known is not None and not stale:
+                return known
+            may_fetch = self._attempted_at is None or now - self._attempted_at >= MIN_REFETCH
+            if may_fetch:
+                self._fetch(now)
+            found = self._pick(kid)
+            if found is None:
+                raise WebhookAuthError(f"JWT key id {kid!r} is not among Desk's published keys")
+            return found
+
+    def _pick(self, kid: str | None) -> Any:
+        if kid is not None:
+            return self._keys.get(kid)
+        return next(iter(self._keys.values())) if len(self._keys) == 1 else None
+
+    def _fetch(self, now: float) -> None:
+        self._attempted_at = now
+        for url in self._urls:
+            try:
+                response = self._session.get(
+                    url,
+                    timeout=(self._timeout, self._timeout),
+                    headers={"Accept": "application/json"},
+                )
+                response.raise_for_status()
+                keys = _parse_jwks(response.json())
+            except (requests.RequestException, ValueError) as exc:
+                log.warning("zohodesk: JWKS %s unavailable (%s)", url, type(exc).__name__)
+                continue
+            self.fetches += 1
+            self._keys = keys
+            self._fetched_at = now
+            if url != self._urls[0]:
+                self._urls.remove(url)
+                self._urls.insert(0, url)
+            return
+        if not self._keys:
+            raise WebhookAuthError("Desk's webhook signing keys (JWKS) could not be fetched")
+        log.warning("zohodesk: using cached JWKS keys; Desk's JWKS could not be refreshed")
+
+
+def _parse_jwks(data: Any) -> dict[str, Any]:
+    if not isinstance(data, Mapping) or not isinstance(data.get("keys"), list):
+        raise ValueError("not a JWKS document")
+    keys: dict[str, Any] = {}
+    for item in data["keys"]:
+        if not isinstance(item, Mapping) or item.get("kty") != "RSA":
+            continue
+        try:
+            jwk = jwt.PyJWK(dict(item), algorithm="RS256")
+        except jwt.PyJWTError:
+            continue
+        keys[str(item.get("kid") or "")] = jwk.key
+    if not keys:
+        raise ValueError("no usable RSA key in the JWKS")
+    return keys
+
+
+def _seconds(value: Any) -> float | None:
+    """A JWT time claim in seconds; Desk documents milliseconds but shows seconds (both)."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        return None
+    return number / 1000.0 if number >= 1e11 else number
+
+
+def find_header(headers: Mapping[str, str], name: str) -> str | None:
+    for key, value in headers.items():
+        if key.lower() == name:
+            return value
+    return None
+
+
+class WebhookVerifier:
+    """The URL secret, then the JWT: signature, issuer, audience and lifetime."""
+
+    def __init__(
+        self,
+        *,
+        org_id: str,
+        webhook_ids: Sequence[str],
+        url_token: str | None,
+        jwks: JwksCache,
+        leeway: float = 30.0,
+        wallclock: Callable[[], float] = time.time,
+    ) -> None:
+        self._org_id = org_id
+        self._audiences = tuple(f"webhookId:{w}" for w in webhook_ids)
+        self._url_token = url_token
+        self._jwks = jwks
+        self._leeway = leeway
+        self._wallclock = wallclock
+
+    def url_token_ok(self, query: Mapping[str, str]) -> bool:
+        given = query.get(TOKEN_PARAM)
+        if not self._url_token or not given:
+            return False
+        return hmac.compare_digest(given.encode(), self._url_token.encode())
+
+    def verify(self, headers: Mapping[str, str], body: bytes, query: Mapping[str, str]) -> None:
+        if not self._url_token:
+            raise WebhookAuthError("webhook_token is not configured for this instance")
+        if not self.url_token_ok(query):
+            raise WebhookAuthError("the webhook URL token is missing or wrong")
+        token = find_header(headers, JWT_HEADER)
+        if not token:
+            if not _has_events(body):
+                return  # Desk's URL-validation POST: nothing in it can cause an action
+            raise WebhookAuthError("X-ZDesk-JWT header is missing")
+        if not self._audiences:
+            raise WebhookAuthError(
+                "webhook_id is not configured: the JWT audience cannot be checked"
+            )
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise WebhookAuthError("X-ZDesk-JWT is not a JWT") from None
+        if header.get("alg") != "RS256":
+            raise WebhookAuthError(f"X-ZDesk-JWT uses {header.get('alg')!r}, not RS256")
+        key = self._jwks.key(header.get("kid"))
+        try:
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=["RS256"],
+                options={
+                    "verify_exp": False,  # checked below: Desk may count milliseconds
+                    "verify_iat": False,
+                    "verify_nbf": False,
+                    "verify_aud": False,
+                    "verify_iss": False,
+                },
+            )
+        except jwt.InvalidSignatureError:
+            raise WebhookAuthError("X-ZDesk-JWT signature does not verify") from None
+        except jwt.PyJWTError as exc:
+            raise WebhookAuthError(f"X-ZDesk-JWT is invalid ({type(exc).__name__})") from None
+        self._check_claims(claims)
+        self._check_org(body)
+
+    def _check_claims(self, claims: Mapping[str, Any]) -> None:
+        if claims.get("iss") != f"orgId:{self._org_id}":
+            raise WebhookAuthError(f"JWT issuer {claims.get('iss')!r} is not orgId:{self._org_id}")
+        aud = claims.get("aud")
+        audiences = aud if isinstance(aud, list) else [aud]
+        if not any(a in self._audiences for a in audiences):
+            raise WebhookAuthError(f"JWT audience {aud!r} is not a configured webhook_id")
+        now = self._wallclock()
+        exp = _seconds(claims.get("exp"))
+        if exp is None:
+            raise WebhookAuthError("JWT has no exp claim")
+        if now > exp + self._leeway:
+            raise WebhookAuthError(f"JWT expired {now - exp:.0f}s ago")
+        iat = _seconds(claims.get("iat"))
+        if iat is not None and iat > now + self._leeway:
+            raise WebhookAuthError("JWT is issued in the future (check the server clock)")
+        nbf = _seconds(claims.get("nbf"))
+        if nbf is not None and nbf > now + self._leeway:
+            raise WebhookAuthError("JWT is not valid yet")
+
+    def _check_org(self, body: bytes) -> None:
+        try:
+            events = _events(body)
+        except WebhookPayloadError:
+            return  # genuine sender, unreadable body: parse_webhook reports it as such
+        for event in events:
+            org = event.get("orgId")
+            if org is not None and str(org) != self._org_id:
+                raise WebhookAuthError(f"event for org {org}, not {self._org_id}")
+
+
+def _events(body: bytes) -> list[Mapping[str, Any]]:
+    try:
+        data = json.loads(body.decode("utf-8")) if body.strip() else []
+    except (UnicodeDecodeError, ValueError):
+        raise WebhookPayloadError("the webhook body is not JSON") from None
+    if isinstance(data, Mapping):
+        data = [data]  # Desk sends an array; accept a single event as well
+    if not isinstance(data, list) or not all(isinstance(e, Mapping) for e in data):
+        raise WebhookPayloadError("the webhook body is not a list of events")
+    return list(data)
+
+
+def _has_events(body: bytes) -> bool:
+    try:
+        events = _events(body)
+    except WebhookPayloadError:
+        return True  # unreadable: treat as content that must be signed
+    return any(e.get("eventType") or e.get("payload") for e in events)
+
+
+def parse_events(body: bytes, instance: str) -> list[TicketEvent]:
+    """Each event that concerns a ticket -> TicketEvent (others, e.g. Contact_Update, dropped).
+
+    Desk sends no delivery id, so the dedupe key hashes the instance and the event itself.
+    """
+    out = []
+    for event in _events(body):
+        event_type = str(event.get("eventType") or "")
+        payload = event.get("payload")
+        if not event_type.startswith("Ticket_") or not isinstance(payload, Mapping):
+            continue
+        if "ticketId" in payload:
+            ticket_id = payload.get("ticketId")
+            actor = (
+                payload.get("commenterId") or payload.get("modifiedBy") or payload.get("authorId")
+            )
+        else:
+            ticket_id = payload.get("id")
+            actor = payload.get("modifiedBy")
+        if ticket_id is None or str(ticket_id).strip() == "":
+            raise WebhookPayloadError(f"{event_type} event without a ticket id")
+        canonical = json.dumps(event, sort_keys=True, separators=(",", ":"), default=str)
+        digest = hashlib.sha256(f"zohodesk\0{instance}\0{canonical}".encode()).hexdigest()
+        try:
+            occurred = parse_time(event.get("eventTime"))
+        except ValueError:
+            occurred = None
+        out.append(
+            TicketEvent(
+                instance=instance,
+                ticket_id=str(ticket_id),
+                dedupe_key=f"zohodesk:{digest[:40]}",
+                kind=EVENT_KINDS.get(event_type, event_type.lower()),
+                actor=str(actor) if actor is not None else None,
+                occurred_at=occurred,
+            )
+        )
+    return out
