@@ -37,6 +37,10 @@ CAP_EVENT_WEBHOOKS = "event_webhooks"  # platform event subscriptions
 CAP_TRIGGER_WEBHOOKS = "trigger_webhooks"  # webhooks sent by a helpdesk rule/trigger
 CAP_INCREMENTAL_SYNC = "incremental_sync"  # iter_tickets resumes from a cursor
 CAP_SANDBOX = "sandbox"  # sandbox() emulates the helpdesk
+# apply() on a ticket that already carries the level marker writes only what is still missing
+# (a connector that needs several calls per escalation, e.g. Freshdesk's PUT + note); the
+# processing layer calls it when it recovers an escalation that landed before a crash.
+CAP_RESUMABLE_APPLY = "resumable_apply"
 
 
 @dataclass(frozen=True)
@@ -321,6 +325,7 @@ __all__ = [
     "CAP_BULK_UPDATE",
     "CAP_EVENT_WEBHOOKS",
     "CAP_INCREMENTAL_SYNC",
+    "CAP_RESUMABLE_APPLY",
     "CAP_SAFE_UPDATE",
     "CAP_SANDBOX",
     "CAP_TRIGGER_WEBHOOKS",

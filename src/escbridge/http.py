@@ -612,7 +612,12 @@ class ApiClient:
                 and exc.wait > self.policy.max_retry_after
             ):
                 return True  # the helpdesk asks for a long pause: let the caller reschedule
-        if not self.budget.withdraw():
+        told_to_wait = (
+            isinstance(exc, _Retry) and isinstance(exc.error, RateLimited) and exc.wait is not None
+        )
+        # Waiting out a 429's Retry-After adds no load, so it does not spend the budget; blind
+        # retries of failures (5xx, timeouts) do.
+        if not told_to_wait and not self.budget.withdraw():
             log.warning("retry budget exhausted: failing fast")
             return True
         return False

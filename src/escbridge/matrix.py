@@ -111,15 +111,22 @@ class RuleSpec(_Spec):
     actions: ActionsSpec = Field(default_factory=ActionsSpec)
 
 
+def _none_as_empty(kind: type) -> BeforeValidator:
+    """`rules:` with every rule commented out is YAML null: read it as an empty collection."""
+    return BeforeValidator(lambda value: kind() if value is None else value)
+
+
 class MatrixSpec(_Spec):
     version: Literal[1] = 1
     name: str = "escalation matrix"
     defaults: DefaultsSpec = Field(default_factory=DefaultsSpec)
-    calendars: dict[str, CalendarSpec] = Field(default_factory=dict)
+    calendars: Annotated[dict[str, CalendarSpec], _none_as_empty(dict)] = Field(
+        default_factory=dict
+    )
     levels: list[LevelSpec] = Field(min_length=1)
-    teams: dict[str, TeamSpec] = Field(default_factory=dict)
+    teams: Annotated[dict[str, TeamSpec], _none_as_empty(dict)] = Field(default_factory=dict)
     limits: LimitsSpec = Field(default_factory=LimitsSpec)
-    rules: list[RuleSpec] = Field(default_factory=list)
+    rules: Annotated[list[RuleSpec], _none_as_empty(list)] = Field(default_factory=list)
 
 
 # --- the compiled matrix: what the engine works with --------------------------------------

@@ -8,9 +8,16 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    field_validator,
+)
 
 
 class Priority(enum.IntEnum):
@@ -42,6 +49,14 @@ class Priority(enum.IntEnum):
     @property
     def label(self) -> str:
         return self.name.lower()
+
+
+PriorityField = Annotated[
+    Priority,
+    BeforeValidator(Priority.parse),
+    PlainSerializer(lambda p: p.label, return_type=str, when_used="json"),
+]
+"""A priority that reads names or numbers and is written as its name in JSON."""
 
 
 class Status(enum.StrEnum):
@@ -98,7 +113,7 @@ class Ticket(BaseModel):
     custom_fields: dict[str, Any] = Field(default_factory=dict)
     channel: Channel = Channel.OTHER
     status: Status = Status.OPEN
-    priority: Priority = Priority.NORMAL
+    priority: PriorityField = Priority.NORMAL
     group: str | None = None
     assignee: str | None = None
     created_at: datetime
@@ -115,11 +130,6 @@ class Ticket(BaseModel):
     def _id_as_text(cls, value: object) -> object:
         # Zendesk and Freshdesk use numbers, Zoho uses long strings: one type for all.
         return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
-
-    @field_validator("priority", mode="before")
-    @classmethod
-    def _priority(cls, value: object) -> Priority:
-        return Priority.parse(value)
 
     @field_validator("tags", mode="before")
     @classmethod
@@ -160,7 +170,7 @@ class Actions(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     group: str | None = None
-    priority: Priority | None = None
+    priority: PriorityField | None = None
     note: str | None = None
     tags_add: tuple[str, ...] = ()
     tags_remove: tuple[str, ...] = ()

@@ -264,6 +264,26 @@ def landed(ticket: Ticket, actions: Actions) -> bool:
     return bool(checks) and all(checks)
 
 
+def _complete(connector: Connector, ticket: Ticket, actions: Actions) -> None:
+    """Finish an escalation that landed only in part before a crash.
+
+    A connector that writes one escalation in several calls (Freshdesk: the ticket, then the
+    note) declares ``CAP_RESUMABLE_APPLY``: its ``apply`` on a ticket that already carries the
+    marker writes only what is missing and never a second note. Others wrote it all at once.
+    """
+    from escbridge.connector import CAP_RESUMABLE_APPLY
+
+    if CAP_RESUMABLE_APPLY not in connector.info.capabilities:
+        return
+    result = connector.apply(ticket, actions)
+    if not result.ok:
+        raise ApplyFailedError(
+            f"completing an escalation that landed in part failed: "
+            f"{result.error or 'no reason given'}",
+            retryable=result.retryable,
+        )
+
+
 # --- the processor ---------------------------------------------------------------------------
 
 
@@ -451,6 +471,7 @@ class Processor:
             if pending is not None:
                 assert pending.decision.actions is not None
                 if landed(current, pending.decision.actions):
+                    _complete(connector, current, pending.decision.actions)
                     escalation = self._record(lock, pending, RECOVERED, job)
                     finished = True
                     log.warning(

@@ -12,6 +12,7 @@ import json
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import jinja2
@@ -292,13 +293,30 @@ def describe_condition(cond: Condition, *, nested: bool = False) -> str:
         where = " or ".join(f.replace("_", " ") for f in cond.fields)
         return f"mentions {words} in the {where}"
     assert isinstance(cond, TimeTest)
+    return time_condition_text(cond.measure, cond.over, cond.under, business=cond.business)
+
+
+#: ``over: 0m`` on these measures reads better as what it means.
+_RUN_OUT = {
+    "level_overdue": "the current level's expected resolution time has run out",
+    "response_overdue": "the level's expected first-response time has run out, unanswered",
+    "overdue": "the ticket is past its due time",
+}
+
+
+def time_condition_text(
+    measure: str, over: timedelta | None, under: timedelta | None, *, business: bool
+) -> str:
+    """``time since the ticket was last updated over 2h`` (calendar time says so)."""
+    mode = "" if business else " (calendar time)"
+    if over == timedelta(0) and under is None and measure in _RUN_OUT:
+        return _RUN_OUT[measure] + mode
     bounds = []
-    if cond.over is not None:
-        bounds.append(f"over {format_duration(cond.over)}")
-    if cond.under is not None:
-        bounds.append(f"under {format_duration(cond.under)}")
-    mode = "" if cond.business else " (calendar time)"
-    return f"{TIME_MEASURES[cond.measure]} {' and '.join(bounds)}{mode}"
+    if over is not None:
+        bounds.append(f"over {format_duration(over)}")
+    if under is not None:
+        bounds.append(f"under {format_duration(under)}")
+    return f"{TIME_MEASURES[measure]} {' and '.join(bounds)}{mode}"
 
 
 def _actions_text(rule: Rule) -> list[str]:
@@ -332,14 +350,27 @@ def html_environment() -> jinja2.Environment:
     )
 
 
-def _rung_view(rung: Rung, matrix: Matrix, into: Sequence[Route]) -> dict[str, Any]:
-    arrivals: dict[str, dict[str, Any]] = {}
+def _rung_name(rung: Rung) -> str:
+    return _rank_label(rung) if rung.kind == "level" else rung.name
+
+
+def _rung_view(rung: Rung, into: Sequence[Route]) -> dict[str, Any]:
+    """One box of the chart; arrivals grouped by where tickets come from and how."""
+    by_rule: dict[str, tuple[Rule, list[Rung]]] = {}
     for route in into:
         for rule in route.rules:
-            entry = arrivals.setdefault(
-                rule.id, {"rule": rule, "next": bool(rule.target.next), "sources": []}
-            )
-            entry["sources"].append(route.source.id)
+            by_rule.setdefault(rule.id, (rule, []))[1].append(route.source)
+    groups: dict[tuple[bool, tuple[str, ...]], list[Rule]] = {}
+    for rule, sources in by_rule.values():
+        key = (bool(rule.target.next), tuple(_rung_name(s) for s in sources))
+        groups.setdefault(key, []).append(rule)
+    arrivals = [
+        {
+            "how": f"One level up from {_or(sources)}" if step else f"Directly from {_or(sources)}",
+            "rules": rules,
+        }
+        for (step, sources), rules in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1]))
+    ]
     calendar = rung.calendar
     return {
         "rung": rung,
@@ -355,8 +386,12 @@ def _rung_view(rung: Rung, matrix: Matrix, into: Sequence[Route]) -> dict[str, A
             else "calendar time"
         ),
         "start": rung.kind == "level" and rung.rank == 0,
-        "arrivals": list(arrivals.values()),
+        "arrivals": arrivals,
     }
+
+
+def _or(names: Sequence[str]) -> str:
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
 
 
 def matrix_html(matrix: Matrix) -> str:
@@ -371,7 +406,7 @@ def matrix_html(matrix: Matrix) -> str:
         ranks.append(
             {
                 "label": _rank_label(level),
-                "rungs": [_rung_view(r, matrix, into.get(r.id, [])) for r in rungs],
+                "rungs": [_rung_view(r, into.get(r.id, [])) for r in rungs],
             }
         )
     rule_rows = [
@@ -379,6 +414,11 @@ def matrix_html(matrix: Matrix) -> str:
             "rule": rule,
             "row": row,
             "trigger": describe_condition(rule.condition),
+            "responsible": (
+                [f"{helpdesk}: {group}" for helpdesk, group in rule.target.rung.groups.items()]
+                if rule.target.rung is not None
+                else [row[3]]
+            ),
             "actions": _actions_text(rule),
         }
         for rule, row in zip(matrix.rules, _rule_rows(matrix), strict=True)
@@ -454,7 +494,7 @@ def matrix_mermaid(matrix: Matrix) -> str:
     lateral: dict[str, list[str]] = {}
     for route in all_routes:
         if route.lateral:
-            lateral.setdefault(route.target.id, []).append(route.source.id)
+            lateral.setdefault(route.target.id, []).append(_rung_name(route.source))
     out = ["flowchart TB", f"    %% {mermaid_text(matrix.name)}"]
     out.append('    start(["New ticket"])')
     for rung in matrix.rungs:

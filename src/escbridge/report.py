@@ -29,6 +29,7 @@ import os
 import re
 import statistics
 import sys
+import textwrap
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -41,11 +42,14 @@ import sqlalchemy as sa
 
 from escbridge.calendar import parse_duration
 from escbridge.errors import InvalidInputError, StoreUnavailableError
-from escbridge.matrix import Matrix, Rung
+from escbridge.matrix import TIME_MEASURES, Matrix, Rung
+from escbridge.render import time_condition_text
 
 if TYPE_CHECKING:
-    from matplotlib.figure import Figure
     from markupsafe import Markup
+    from matplotlib.axis import Axis
+    from matplotlib.figure import Figure
+    from matplotlib.typing import RcKeyType
 
 EXIT_OK, EXIT_PROBLEM, EXIT_INVALID = 0, 1, 2
 Unit = Literal["day", "week"]
@@ -544,6 +548,7 @@ _TIME_REASON = re.compile(
     rf"^(?P<label>.+?) is {_DURATION} of (?P<mode>business time \([^)]*\)|calendar time), "
     r"(?P<wanted>.+)$"
 )
+_MEASURES = {label: measure for measure, label in TIME_MEASURES.items()}
 _TAG_REASON = re.compile(r"^tags \[[^\]]*\] have (?P<rest>.+)$")
 _FIELD_REASON = re.compile(
     r"^(?P<claim>[a-z_]+(?:\.[\w-]+)? (?:is|contains|matches)\b.*?) \([^()]*\)$"
@@ -560,9 +565,17 @@ def reason_key(reason: str) -> str:
     text = " ".join(reason.split())
     if text.startswith("not: "):
         return "not: " + reason_key(text[5:])
-    if m := _TIME_REASON.match(text):
-        mode = " (calendar time)" if m["mode"] == "calendar time" else ""
-        return f"{m['label']} {m['wanted']}{mode}"
+    if (m := _TIME_REASON.match(text)) and m["label"] in _MEASURES:
+        over = under = None
+        for bound in m["wanted"].split(" and "):
+            word, _, amount = bound.partition(" ")
+            try:
+                value = parse_duration(amount)
+            except ValueError:
+                return f"{m['label']} {m['wanted']}"
+            over, under = (value, under) if word == "over" else (over, value)
+        business = m["mode"] != "calendar time"
+        return time_condition_text(_MEASURES[m["label"]], over, under, business=business)
     if m := _TAG_REASON.match(text):
         return f"tags have {m['rest']}"
     if m := _FIELD_REASON.match(text):
@@ -977,9 +990,9 @@ def _csv_rows(report: Report) -> Iterator[tuple[str, str, str, str, str | int | 
     yield "repeats", "repeated", "tickets escalated more than once", "count", r.repeated
     yield "repeats", "repeated", "tickets escalated more than once", "share", num(r.share)
     yield "repeats", "repeated", "tickets escalated more than once", "previous", r.previous_repeated
-    for t in r.top:
-        key = f"{t.instance}/{t.ticket_id}"
-        yield "repeat_ticket", key, " → ".join(t.path), "escalations", t.count
+    for ticket in r.top:
+        key = f"{ticket.instance}/{ticket.ticket_id}"
+        yield "repeat_ticket", key, " → ".join(ticket.path), "escalations", ticket.count
     for i, reason in enumerate(report.reasons, 1):
         yield "reason", str(i), reason.text, "count", reason.count
         yield "reason", str(i), reason.text, "share", num(reason.share)
@@ -1029,11 +1042,11 @@ def render_text(report: Report) -> str:
         if not b.recorded:
             w("  not recorded by the store")
             continue
-        rows = [
+        shares = [
             (s.label, str(s.count), pct(s.share), str(s.previous), change_text(s.change))
             for s in b.items
         ]
-        w(_table(("", "count", "share", "previous", "change"), rows).rstrip())
+        w(_table(("", "count", "share", "previous", "change"), shares).rstrip())
     w()
     w("Time at each level")
     rows = [
@@ -1098,16 +1111,17 @@ PALETTE = {
     "moved": "#f59e0b",
     "open": "#cbd5e1",
     "late": "#7c2d12",
+    "untimed": "#60a5fa",
 }
 
 
-def _plt_rc() -> dict[str, Any]:
+def _plt_rc() -> dict[RcKeyType, Any]:
     return {
         "svg.fonttype": "none",  # text stays text: no embedded glyphs, readable and small
         "svg.hashsalt": "escbridge",  # stable ids, so the same report renders the same file
         "font.family": "sans-serif",
         "font.sans-serif": ["DejaVu Sans"],  # ships with matplotlib: the same layout everywhere
-        "font.size": 10,
+        "font.size": 10.5,
         "axes.spines.top": False,
         "axes.spines.right": False,
         "axes.edgecolor": "#94a3b8",
@@ -1125,7 +1139,8 @@ _SVG_ID = re.compile(r'\bid="([^"]+)"')
 
 
 def _svg(fig: Figure, name: str, label: str) -> Markup:
-    """The figure as inline SVG: no XML prolog, ids made unique to this chart, scaled by CSS."""
+    """The figure as inline SVG: no XML prolog, ids made unique to this chart. It keeps its
+    natural size on a wide screen; CSS shrinks it (viewBox) to the width of a phone."""
     from markupsafe import Markup
 
     buffer = io.StringIO()
@@ -1138,7 +1153,6 @@ def _svg(fig: Figure, name: str, label: str) -> Markup:
         text = text.replace(f'id="{old}"', f'id="{new}"')
         text = text.replace(f'href="#{old}"', f'href="#{new}"')
         text = text.replace(f"url(#{old})", f"url(#{new})")
-    text = re.sub(r'<svg([^>]*?) width="[^"]*" height="[^"]*"', r"<svg\1", text, count=1)
     text = text.replace("<svg", f'<svg role="img" aria-label="{_attr(label)}"', 1)
     # Metadata blocks name the generator's URLs; they are not needed to draw the chart.
     text = re.sub(r"\s*<metadata>.*?</metadata>", "", text, flags=re.S)
@@ -1151,59 +1165,88 @@ def _attr(text: str) -> str:
     return text.replace("&", "&amp;").replace('"', "&quot;").replace("<", "&lt;")
 
 
-def _figure(width: float, height: float) -> Figure:
+CHART_WIDTH = 5.6  # inches: small enough that the text stays legible when a phone shrinks it
+
+
+def _figure(height: float) -> Figure:
     from matplotlib.figure import Figure
 
-    return Figure(figsize=(width, height), layout="constrained")
+    return Figure(figsize=(CHART_WIDTH, height), layout="constrained")
+
+
+def _whole_numbers(axis: Axis) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    axis.set_major_locator(MaxNLocator(integer=True))
+
+
+def _legend(fig: Figure, columns: int) -> None:
+    """The legend above the plot, outside it: never over a bar, whatever the data; bars first."""
+    handles, labels = fig.axes[0].get_legend_handles_labels()
+    pairs = sorted(zip(handles, labels, strict=True), key=lambda p: labels.index(p[1]) + (
+        100 if p[1] == "previous period" else 0))  # fmt: skip
+    fig.legend(
+        [h for h, _ in pairs], [lbl for _, lbl in pairs],
+        loc="outside upper left", ncols=columns, fontsize=9.5, handlelength=1.5,
+    )  # fmt: skip
 
 
 def _trend_chart(report: Report) -> Markup | None:
     points = report.trend.points
     if not points or not any(p.count or p.previous for p in points):
         return None
-    fig = _figure(8, 3.2)
+    fig = _figure(3.0)
     ax = fig.subplots()
     xs = list(range(len(points)))
     ax.bar(xs, [p.count for p in points], color=PALETTE["current"], label="this period",
            width=0.8)  # fmt: skip
     ax.plot(xs, [p.previous for p in points], color=PALETTE["previous"], linewidth=2,
             linestyle="--", marker="o", markersize=3, label="previous period")  # fmt: skip
-    step = max(1, math.ceil(len(points) / 10))
+    step = max(1, math.ceil(len(points) / 7))
     ticks = xs[::step]
     fmt = "%b %d" if report.trend.unit == "day" else "w/c %b %d"
     ax.set_xticks(ticks, [points[i].start.strftime(fmt) for i in ticks])
-    ax.yaxis.get_major_locator().set_params(integer=True)
+    _whole_numbers(ax.yaxis)
     ax.set_ylabel("escalations")
-    ax.legend(loc="upper left", ncols=2)
     ax.grid(axis="y", color="#e2e8f0")
     ax.set_axisbelow(True)
+    _legend(fig, 2)
     return _svg(
         fig, "trend", f"Escalations per {report.trend.unit}, this period against the previous"
     )
+
+
+def _wrap(text: str, width: int = 24) -> str:
+    """A long label on at most two lines."""
+    lines = textwrap.wrap(text, width) or [""]
+    if len(lines) > 2:
+        lines = [lines[0], _short(" ".join(lines[1:]), width)]
+    return "\n".join(lines)
 
 
 def _bars_chart(b: Breakdown, name: str, limit: int = 12) -> Markup | None:
     items = [s for s in b.items if s.count or s.previous][:limit]
     if not items:
         return None
-    fig = _figure(8, 0.5 + 0.42 * len(items))
+    fig = _figure(0.7 + 0.5 * len(items))
     ax = fig.subplots()
     ys = list(range(len(items)))
-    height = 0.38
+    height = 0.4
     ax.barh([y - height / 2 for y in ys], [s.count for s in items], height=height,
             color=PALETTE["current"], label="this period")  # fmt: skip
     ax.barh([y + height / 2 for y in ys], [s.previous for s in items], height=height,
             color=PALETTE["previous"], label="previous period")  # fmt: skip
-    ax.set_yticks(ys, [_short(s.label, 38) for s in items])
+    ax.set_yticks(ys, [_wrap(s.label) for s in items])
     ax.invert_yaxis()
-    ax.xaxis.get_major_locator().set_params(integer=True)
+    _whole_numbers(ax.xaxis)
+    ax.margins(x=0.08)
     for y, s in zip(ys, items, strict=True):
         if s.count:
             ax.annotate(str(s.count), (s.count, y - height / 2), xytext=(3, 0),
                         textcoords="offset points", va="center", fontsize=9)  # fmt: skip
-    ax.legend(loc="lower right")
     ax.grid(axis="x", color="#e2e8f0")
     ax.set_axisbelow(True)
+    _legend(fig, 2)
     return _svg(fig, name, f"Escalations by {b.title.lower()}, this period against the previous")
 
 
@@ -1211,28 +1254,34 @@ def _target_chart(report: Report) -> Markup | None:
     rows = [t for t in report.timings if t.escalations]
     if not rows:
         return None
-    fig = _figure(8, 0.6 + 0.45 * len(rows))
+    fig = _figure(1.0 + 0.5 * len(rows))
     ax = fig.subplots()
     ys = list(range(len(rows)))
+    timed = [t.expected is not None for t in rows]
     parts = (
-        ("resolved within target", PALETTE["within"], [t.within_target for t in rows]),
-        ("resolved late", PALETTE["over"], [t.resolved - t.within_target for t in rows]),
+        ("resolved within target", PALETTE["within"],
+         [t.within_target for t in rows]),
+        ("resolved late", PALETTE["over"],
+         [t.resolved - t.within_target if ok else 0 for t, ok in zip(rows, timed, strict=True)]),
+        ("resolved (no target)", PALETTE["untimed"],
+         [0 if ok else t.resolved for t, ok in zip(rows, timed, strict=True)]),
         ("moved on", PALETTE["moved"], [t.moved_on for t in rows]),
         ("open, late", PALETTE["late"], [t.open_past_target for t in rows]),
         ("open", PALETTE["open"], [t.open - t.open_past_target for t in rows]),
-    )
+    )  # fmt: skip
     left = [0] * len(rows)
+    shown = 0
     for label, color, values in parts:
         if any(values):
             ax.barh(ys, values, left=left, color=color, label=label, height=0.6)
             left = [a + b for a, b in zip(left, values, strict=True)]
-    ax.set_yticks(ys, [_short(t.label, 38) for t in rows])
+            shown += 1
+    ax.set_yticks(ys, [_wrap(t.label) for t in rows])
     ax.invert_yaxis()
-    ax.xaxis.get_major_locator().set_params(integer=True)
+    _whole_numbers(ax.xaxis)
     ax.set_xlabel("escalations in the period")
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.25 if len(rows) < 3 else -0.12),
-              ncols=3, fontsize=9)  # fmt: skip
-    return _svg(fig, "target", "What happened after each escalation, by level")
+    _legend(fig, min(3, shown))
+    return _svg(fig, "target", "What became of each escalation, by level or team")
 
 
 def _short(text: str, width: int) -> str:
@@ -1357,7 +1406,7 @@ class _SecretsOptional(dict[str, str]):
     """The environment, with unset variables read as empty-but-set: a report needs the store,
     not the helpdesks' API tokens, so it must run where those are not exported."""
 
-    def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
+    def get(self, key: str, default: Any = None) -> Any:
         return super().get(key, "unset")
 
 

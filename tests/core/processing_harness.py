@@ -379,7 +379,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 stop.wait(args.poll)
     report.add(processor.run(stop=stop, drain=True))
     store.close()
-    print(json.dumps({"done": report.done, "outcomes": report.outcomes, "dead": report.dead}))
+    print(json.dumps({"done": report.done, "outcomes": report.outcomes, "dead": report.dead, "deferred": report.deferred, "retried": report.retried, "claimed": report.claimed}))
     return 0
 
 

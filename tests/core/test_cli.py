@@ -242,7 +242,7 @@ class TestExplain:
         assert decision["escalate"] is True
         assert decision["rule_id"] == "ask-manager"
         assert decision["destination"]["group"] == "Senior Support"
-        assert decision["actions"]["priority"] == 3  # high
+        assert decision["actions"]["priority"] == "high"
         assert decision["at"] == "2026-03-11T15:00:00Z"
         assert decision["outcomes"][0]["details"] == ['✓ "manager" appears in the subject']
 

@@ -153,29 +153,32 @@ def test_invalid_settings_point_at_file_line_and_mask_secrets(plugin_modules: No
 
 
 def test_check_command_reports_missing_groups_and_plugin_errors(
-    plugin_modules: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    plugin_modules: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("ECHO_TOKEN", "tok-999999")
     (tmp_path / "escbridge.yaml").write_text(
         CONFIG + "  other:\n    type: broken\n", encoding="utf-8"
     )
     (tmp_path / "matrix.yaml").write_text("not: [a, valid matrix\n", encoding="utf-8")
     out = io.StringIO()
     args = argparse.Namespace(config=str(tmp_path / "escbridge.yaml"), instance=[])
-    monkey_env = {"ECHO_TOKEN": "tok-999999"}
-    import os
-
-    old = os.environ.get("ECHO_TOKEN")
-    os.environ.update(monkey_env)
-    try:
-        code = run_check(args, registry=registry(), out=out)
-    finally:
-        if old is None:
-            os.environ.pop("ECHO_TOKEN")
+    code = run_check(args, registry=registry(), out=out)
     text = out.getvalue()
     assert code == 1
     assert "echo-1 (echo)" in text and "matrix is invalid" in text
     assert "other (broken)" in text and "NOT READY: connector plugin 'broken'" in text
     assert "tok-999999" not in text
+
+
+def test_check_command_only_the_instances_asked_for(
+    plugin_modules: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ECHO_TOKEN", "tok-999999")
+    (tmp_path / "escbridge.yaml").write_text(CONFIG, encoding="utf-8")
+    out = io.StringIO()
+    args = argparse.Namespace(config=str(tmp_path / "escbridge.yaml"), instance=["nope"])
+    assert run_check(args, registry=registry(), out=out) == 2
+    assert "unknown instance(s): nope (configured: echo-1)" in out.getvalue()
 
 
 def test_the_first_party_connectors_are_discovered_from_installed_distributions() -> None:

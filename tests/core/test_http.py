@@ -374,6 +374,17 @@ def test_retry_budget_fails_fast_when_spent(clock: FakeClock) -> None:
 
 
 @responses.activate
+def test_waiting_out_retry_after_does_not_spend_the_retry_budget(clock: FakeClock) -> None:
+    responses.get(f"{BASE}/x", status=429, headers={"Retry-After": "1"})
+    responses.get(f"{BASE}/x", status=429, headers={"Retry-After": "1"})
+    responses.get(f"{BASE}/x", json={})
+    budget = RetryBudget(ratio=0.0, min_per_window=0, window=60, clock=clock)
+    client = make_client(clock, budget=budget)
+    assert client.call("GET", "/x") == {}
+    assert client.stats.throttled == 2
+
+
+@responses.activate
 def test_total_wait_is_bounded(clock: FakeClock) -> None:
     responses.get(f"{BASE}/x", status=429, headers={"Retry-After": "50"})
     client = make_client(clock, policy=RetryPolicy(max_attempts=10, max_total_wait=120))

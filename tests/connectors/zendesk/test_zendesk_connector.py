@@ -703,3 +703,25 @@ def test_forced_incremental_does_not_fall_back(clock: Clock) -> None:
     )
     with pytest.raises(PermissionDeniedError):
         list(make(clock, sync="incremental").iter_tickets(None, None))
+
+
+@responses.activate
+def test_search_steps_past_a_second_holding_more_than_1000_tickets(clock: Clock) -> None:
+    groups()
+    queries: list[str] = []
+
+    def search(request: Any) -> tuple[int, dict[str, str], str]:
+        q = parse_qs(urlsplit(request.url).query)
+        queries.append(q["query"][0])
+        if "updated>=2026-03-10T15:00:00Z" in q["query"][0]:
+            results = [
+                {**ticket(id=i, updated_at="2026-03-10T15:00:00Z"), "result_type": "ticket"}
+                for i in range(100)
+            ]
+            return 200, {}, json.dumps({"results": results, "count": 5000, "next_page": "more"})
+        return 200, {}, json.dumps({"results": [], "count": 0, "next_page": None})
+
+    responses.add_callback(responses.GET, f"{BASE}/search.json", callback=search)
+    pages = list(make(clock, sync="search").iter_tickets(NOW - timedelta(days=1), None))
+    assert pages[-1].done
+    assert queries[-1] == "type:ticket status<solved updated>=2026-03-10T15:00:01Z"  # no loop

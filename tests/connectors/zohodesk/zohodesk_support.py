@@ -79,7 +79,7 @@ def settings(**overrides: Any) -> dict[str, Any]:
         "agent_id": AGENT_ID,
     }
     base.update(overrides)
-    return {k: v for k, v in base.items() if v is not None}
+    return base
 
 
 def make_connector(clock: Clock, **overrides: Any) -> ZohoDeskConnector:

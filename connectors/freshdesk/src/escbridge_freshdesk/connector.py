@@ -16,6 +16,7 @@ import requests
 from escbridge.connector import (
     CAP_BULK_UPDATE,
     CAP_INCREMENTAL_SYNC,
+    CAP_RESUMABLE_APPLY,
     CAP_SANDBOX,
     CAP_TRIGGER_WEBHOOKS,
     ApplyResult,
@@ -47,10 +48,6 @@ log = logging.getLogger(__name__)
 __all__ = ["CAP_RESUMABLE_APPLY", "FreshdeskConnector", "UnknownGroupError"]
 
 __version__ = "0.1.0"
-
-#: apply() on a ticket whose level marker is already there writes only what is missing (the
-#: note, the reply): the processing layer calls it when it recovers an escalation after a crash.
-CAP_RESUMABLE_APPLY = "resumable_apply"
 
 MAX_PAGES = 300  # GET /tickets refuses page 301 ("You cannot access tickets beyond the 300th page")
 BULK_MAX = 100  # ids per bulk_update (UNCONFIRMED; third-party docs say 100)

@@ -23,6 +23,7 @@ from escbridge.connector import (
     ApplyResult,
     CheckReport,
     ConflictHandler,
+    Connector,
     ConnectorInfo,
     TicketPage,
 )
@@ -736,3 +737,8 @@ def _add_conflict(result: ApplyResult) -> ApplyResult:
     from dataclasses import replace
 
     return replace(result, conflicts=result.conflicts + 1)
+
+
+def _conforms(connector: ZendeskConnector) -> Connector:
+    """mypy proves here that ZendeskConnector meets the Connector protocol."""
+    return connector

@@ -193,22 +193,19 @@ class DeskClient:
             except AuthError as exc:
                 if exc.code in NO_REFRESH_CODES:
                     raise
-                rejected = getattr(self._local, "token", None)
-                if self.tokens.refresh_after_rejection(rejected) is None:
-                    raise AuthError(
-                        f"{exc.message} — a token obtained moments ago was refused too: check "
-                        "org_id and that the user still has Zoho Desk access",
-                        status=exc.status,
-                        body_excerpt=exc.body_excerpt,
-                        request_id=exc.request_id,
-                        method=exc.method,
-                        url=exc.url,
-                        code=exc.code,
-                    ) from None
+                fresh = self.tokens.refresh_after_rejection(getattr(self._local, "token", None))
+                if fresh is None:
+                    raise _refused_again(exc) from None
                 log.info("zohodesk: access token refused (%s); refreshed and retrying", exc.code)
-                return self.api.call(
-                    method, self.root + path, params=params, json=json, bucket=CREDITS
-                )
+                try:
+                    return self.api.call(
+                        method, self.root + path, params=params, json=json, bucket=CREDITS
+                    )
+                except AuthError as again:
+                    if again.code not in NO_REFRESH_CODES:
+                        self.tokens.mark_refused(getattr(self._local, "token", None) or fresh)
+                        raise _refused_again(again) from None
+                    raise
 
     def _on_response(self, response: requests.Response, *args: Any, **kwargs: Any) -> None:
         remaining = _int(response.headers.get("X-Rate-Limit-Remaining-v3"))
@@ -377,6 +374,19 @@ class DeskClient:
         except (NotFound, ValidationError) as exc:
             log.info("zohodesk: /organizationFields unavailable (%s); trying /fields", exc.code)
         return _data(self.call("GET", "/fields", params={"module": "tickets"}))
+
+
+def _refused_again(exc: AuthError) -> AuthError:
+    return AuthError(
+        f"{exc.message} — a new access token was refused too: check org_id and that the user "
+        "still has Zoho Desk access",
+        status=exc.status,
+        body_excerpt=exc.body_excerpt,
+        request_id=exc.request_id,
+        method=exc.method,
+        url=exc.url,
+        code=exc.code,
+    )
 
 
 def _seg(value: str) -> str:

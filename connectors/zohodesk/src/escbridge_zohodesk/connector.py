@@ -214,14 +214,15 @@ class ZohoDeskConnector:
             start = now - timedelta(days=self.config.sync_start_days)
         start = min(start, now)
         pending: list[tuple[datetime, datetime]] = [(start, now)]
+        seen: set[tuple[str, str | None]] = set()  # windows share their boundary instant
         while pending:
             lo, hi = pending.pop(0)
-            halves = yield from self._scan_window(lo, hi, last=not pending)
+            halves = yield from self._scan_window(lo, hi, last=not pending, seen=seen)
             if halves:
                 pending[:0] = halves
 
     def _scan_window(
-        self, lo: datetime, hi: datetime, *, last: bool
+        self, lo: datetime, hi: datetime, *, last: bool, seen: set[tuple[str, str | None]]
     ) -> Generator[TicketPage, None, list[tuple[datetime, datetime]] | None]:
         """Pages of one window; returns the two halves instead when the window is too big."""
         cap = self.config.search_result_cap
@@ -257,7 +258,11 @@ class ZohoDeskConnector:
                 if splittable and count is None:
                     return _halves(lo, hi)
                 complete = True
-            tickets = self._open_tickets(items)
+            tickets = []
+            for ticket in self._open_tickets(items):
+                if (ticket.id, ticket.version) not in seen:
+                    seen.add((ticket.id, ticket.version))
+                    tickets.append(ticket)
             if complete:
                 yield TicketPage(tickets, format_time(hi), last)
                 return None
@@ -427,9 +432,10 @@ class ZohoDeskConnector:
 
     # -- the single path -------------------------------------------------------------------------
 
-    def _write_one(self, p: _Prepared) -> ApplyResult:
+    def _write_one(self, p: _Prepared, *, comments_posted: bool = False) -> ApplyResult:
         try:
-            self._post_comments(p)
+            if not comments_posted:
+                self._post_comments(p)
             updated = self._patch(p) if p.body else p.raw
         except (AuthError, CreditsExhausted):
             raise
@@ -448,28 +454,32 @@ class ZohoDeskConnector:
         )
 
     def _patch(self, p: _Prepared) -> dict[str, Any]:
-        """PATCH the ticket, with the fallbacks for what the reference could not confirm."""
+        """PATCH the ticket, with the fallbacks for what the reference could not confirm.
+
+        - PATCH may not move departments: the documented ``/move`` endpoint does, then the
+          rest is PATCHed;
+        - JSON null may not unassign: the schema's pattern names the string ``"null"``.
+        """
         ticket_id, body = p.ticket.id, dict(p.body)
-        try:
-            return self.client.update_ticket(ticket_id, body)
-        except ValidationError as exc:
-            rejected = {f.field for f in exc.fields}
-            if "departmentId" in body and (
-                not rejected or rejected & {"departmentId", "teamId", "assigneeId"}
-            ):
-                # UNCONFIRMED whether PATCH moves departments: the documented move endpoint does.
-                log.info("zohodesk: PATCH refused the department change; using /move")
-                self.client.move_ticket(ticket_id, body.pop("departmentId"))
-                return (
-                    self.client.update_ticket(ticket_id, body)
-                    if body
-                    else self.client.ticket(ticket_id)
-                )
-            if "assigneeId" in rejected and body.get("assigneeId", "") is None:
-                # UNCONFIRMED whether JSON null unassigns; the schema's pattern names "null".
-                body["assigneeId"] = "null"
+        for _ in range(3):
+            if not body:
+                return self.client.ticket(ticket_id)
+            try:
                 return self.client.update_ticket(ticket_id, body)
-            raise
+            except ValidationError as exc:
+                rejected = {f.field for f in exc.fields}
+                if "departmentId" in body and (
+                    not rejected or rejected & {"departmentId", "teamId"}
+                ):
+                    log.info("zohodesk: PATCH refused the department change; using /move")
+                    self.client.move_ticket(ticket_id, body.pop("departmentId"))
+                elif (
+                    "assigneeId" in rejected and "assigneeId" in body and body["assigneeId"] is None
+                ):
+                    body["assigneeId"] = "null"
+                else:
+                    raise
+        return self.client.update_ticket(ticket_id, body)
 
     # -- comments: the note and the reply ---------------------------------------------------------
 
@@ -591,7 +601,7 @@ class ZohoDeskConnector:
                 "zohodesk: updateMany failed (%s); updating %s tickets one by one", exc, len(ids)
             )
             for p in written:
-                out.append((p, self._write_one(p)))
+                out.append((p, self._write_one(p, comments_posted=True)))
             return out
         for p in written:
             out.append(

@@ -35,7 +35,6 @@ log = logging.getLogger(__name__)
 TOKEN_PATH = "/oauth/v2/token"
 MAX_TOKEN_REQUESTS = 10
 TOKEN_WINDOW = 600.0
-MIN_AGE_TO_REFRESH = 60.0  # a token younger than this that is refused is not stale: do not retry
 REFRESH_MARGIN = 120.0  # refresh this long before expiry, so a slow call never carries a dead token
 FAILURE_MEMORY = 30.0  # a refused refresh is remembered this long instead of asked again per thread
 
@@ -46,7 +45,6 @@ class AccessToken:
 
     value: str
     expires_at: float  # on the manager's monotonic clock
-    obtained_at: float
     scopes: frozenset[str] | None
     api_domain: str | None
 
@@ -103,6 +101,7 @@ class TokenManager:
         self._requests: deque[float] = deque()
         self._blocked_until = 0.0
         self._failure: tuple[float, ApiError] | None = None
+        self._useless: tuple[str, float] | None = None
         self.refreshes = 0  # how many tokens were obtained (tests and `escbridge check` show it)
 
     # -- public ------------------------------------------------------------------------------
@@ -140,17 +139,27 @@ class TokenManager:
     def refresh_after_rejection(self, rejected: str | None) -> str | None:
         """The Desk API refused ``rejected`` (401): a replacement, or None if none would help.
 
-        Another thread may already have replaced it (then that token is returned). A token
-        obtained moments ago that is refused was not stale: refreshing again would only burn
-        the 10-per-10-minutes allowance, so None tells the caller to report the 401 as it is.
+        Another thread may already have replaced it (then that token is returned). A token that
+        was itself the replacement for a refused one and was refused too says the problem is
+        not expiry: for a while, None tells callers to report the 401 instead of burning the
+        10-per-10-minutes allowance on more tokens.
         """
         with self._lock:
             current = self._token
             if current is not None and current.value != rejected and self._fresh(current):
                 return current.value
-            if current is not None and self._clock() - current.obtained_at < MIN_AGE_TO_REFRESH:
+            if (
+                self._useless is not None
+                and self._useless[0] == rejected
+                and self._clock() - self._useless[1] < FAILURE_MEMORY
+            ):
                 return None
             return self._refresh_locked().value
+
+    def mark_refused(self, token: str) -> None:
+        """A token obtained because of a 401 was refused as well."""
+        with self._lock:
+            self._useless = (token, self._clock())
 
     # -- internals ---------------------------------------------------------------------------
 
@@ -268,7 +277,6 @@ class TokenManager:
         return AccessToken(
             value=value,
             expires_at=now + expires_in,
-            obtained_at=now,
             scopes=parse_scopes(body.get("scope")),
             api_domain=api_domain,
         )

@@ -146,6 +146,7 @@ class DeskEmulator:
         self.credits = SlidingWindowLimiter(daily_credits, 86400.0, clock=clock)
         self.concurrency = threading.BoundedSemaphore(max_concurrent)
         self._forced: list[str] = []
+        self._failures: list[tuple[str, int]] = []
         self._ids = itertools.count(1892000000100001)
         self._lock = threading.RLock()
         self.requests_log: list[tuple[str, str, dict[str, Any] | None]] = []
@@ -268,6 +269,20 @@ class DeskEmulator:
         with self._lock:
             self._forced.extend([kind] * count)
 
+    def fail_next(self, method: str, count: int = 1, status: int = 503) -> None:
+        """The next ``count`` API calls with this method fail with ``status`` (a flaky
+        network or a crash between two writes, as the client sees it)."""
+        with self._lock:
+            self._failures.extend([(method.upper(), status)] * count)
+
+    def take_failure(self, method: str) -> int | None:
+        with self._lock:
+            for i, (m, status) in enumerate(self._failures):
+                if m == method:
+                    del self._failures[i]
+                    return status
+        return None
+
     def revoke_tokens(self) -> None:
         """Every access token stops working, as after expiry or revocation mid-run."""
         with self._lock:
@@ -295,7 +310,11 @@ class DeskEmulator:
     # -- webhooks ----------------------------------------------------------------------------
 
     def register_webhook(
-        self, url: str, subscriptions: Mapping[str, Any] | None = None
+        self,
+        url: str,
+        subscriptions: Mapping[str, Any] | None = None,
+        *,
+        webhook_id: str | None = None,
     ) -> dict[str, Any]:
         """As POST /api/v1/webhooks: Desk GETs the URL first and needs a 200."""
         try:
@@ -305,7 +324,7 @@ class DeskEmulator:
             ok = False
         if not ok:
             raise ValueError("the webhook URL did not answer the validation GET with 200")
-        hook_id = self.new_id()
+        hook_id = webhook_id or self.new_id()
         hook: dict[str, Any] = {
             "id": hook_id,
             "type": "CUSTOMER_WEBHOOK",
@@ -514,6 +533,9 @@ def create_app(**options: Any) -> Flask:
         body = request.get_json(silent=True) if request.data else None
         desk.requests_log.append((request.method, request.path, body))
         if request.path.startswith("/api/"):
+            failure = desk.take_failure(request.method)
+            if failure is not None:
+                return _err(failure, "INTERNAL_SERVER_ERROR", "Injected failure.")
             if not desk.concurrency.acquire(blocking=False):
                 return _err(429, "TOO_MANY_REQUESTS", "Too many requests at the same time.")
             g.holds_slot = True
