@@ -551,8 +551,10 @@ class ApiClient:
             assert isinstance(error, RateLimited)
             log.info("%s %s: throttled, retry after %s s", method, safe_url, error.retry_after)
             raise _Retry(error, error.retry_after)
+        # A POST answered 500/502/504 may have been carried out (the answer was lost on the
+        # way): retrying could write twice, so only 503 ("not now") is retried for it.
         if status in extra_retry or (
-            status in _RETRYABLE_STATUS and (method in _IDEMPOTENT or status in (502, 503, 504))
+            status in _RETRYABLE_STATUS and (method in _IDEMPOTENT or status == 503)
         ):
             log.warning("%s %s: HTTP %s, will retry", method, safe_url, status)
             retry_after = parse_retry_after(response.headers.get("Retry-After"), self._utcnow())

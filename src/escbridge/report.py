@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import io
 import json
 import math
@@ -79,6 +80,7 @@ class EscalationRow:
     channel: str | None = None
     source_group: str | None = None
     resolved_at: datetime | None = None
+    to_group: str | None = None
 
 
 #: Optional facts, by the name the report uses, and where a store may keep them. A store
@@ -133,6 +135,7 @@ def load_history(
         escalations.c.decided_at,
         escalations.c.reasons,
         escalations.c.ticket_created_at,
+        escalations.c.to_group,
     ]
     recorded: set[str] = set()
     join_state = False
@@ -182,6 +185,7 @@ def load_history(
                 channel=r.get("channel"),
                 source_group=r.get("source_group"),
                 resolved_at=r.get("resolved_at"),
+                to_group=r["to_group"],
             )
         )
     known = sa.union(
@@ -288,11 +292,12 @@ class RungTiming:
     moved_on: int
     open: int
     open_past_target: int
+    resolution_recorded: bool = True
 
     @property
     def within_share(self) -> float | None:
         """Resolved within the expected time, as a share of those resolved here (with a target)."""
-        if self.expected is None or self.resolved == 0:
+        if self.expected is None or self.resolved == 0 or not self.resolution_recorded:
             return None
         return self.within_target / self.resolved
 
@@ -386,14 +391,41 @@ def _rung_label(matrix: Matrix | None, rung_id: str | None) -> str:
     return f"{rank} · {rung.name}"
 
 
-def _source_group(row: EscalationRow, matrix: Matrix | None) -> str | None:
-    """The group the ticket left: recorded, else the responsible group of the level it left."""
-    if row.source_group:
-        return row.source_group
-    rung = matrix.rung(row.from_level) if matrix else None
-    if rung is None:
+def _infer_helpdesk(row: EscalationRow, matrix: Matrix | None) -> str | None:
+    """The helpdesk type, from the group the escalation assigned when only one type has it."""
+    rung = matrix.rung(row.to_level) if matrix else None
+    if rung is None or row.to_group is None:
         return None
-    return rung.group_for(row.instance, row.helpdesk)
+    types = {key for key, group in rung.groups.items() if group == row.to_group} - {"*"}
+    return types.pop() if len(types) == 1 else None
+
+
+def _fill_in(rows: Sequence[EscalationRow], matrix: Matrix | None) -> list[EscalationRow]:
+    """Facts the store left out, where the history itself tells them (rows oldest first).
+
+    An instance's helpdesk type follows from the groups its escalations assigned (when only
+    one type has them); the group a ticket left is the group its previous escalation assigned,
+    else the responsible group of the level it left.
+    """
+    seen: dict[str, set[str]] = defaultdict(set)
+    for row in rows:
+        found = row.helpdesk or _infer_helpdesk(row, matrix)
+        if found:
+            seen[row.instance].add(found)
+    types = {instance: found.pop() for instance, found in seen.items() if len(found) == 1}
+    last_group: dict[tuple[str, str], str | None] = {}
+    out = []
+    for row in rows:
+        helpdesk = row.helpdesk or types.get(row.instance)
+        source = row.source_group or last_group.get(_ticket(row))
+        if source is None and matrix is not None:
+            rung = matrix.rung(row.from_level)
+            source = rung.group_for(row.instance, helpdesk) if rung else None
+        last_group[_ticket(row)] = row.to_group
+        if (helpdesk, source) != (row.helpdesk, row.source_group):
+            row = dataclasses.replace(row, helpdesk=helpdesk, source_group=source)
+        out.append(row)
+    return out
 
 
 def _breakdown(
@@ -432,7 +464,9 @@ def _timings(
     by_ticket: Mapping[tuple[str, str], Sequence[EscalationRow]],
     matrix: Matrix | None,
     until: datetime,
+    resolution_recorded: bool,
 ) -> tuple[RungTiming, ...]:
+    """Per level or team; without recorded resolutions, only what later escalations tell."""
     order = [r.id for r in matrix.rungs] if matrix else []
     seen = order + sorted({r.to_level for r in current} - set(order))
     out = []
@@ -466,7 +500,7 @@ def _timings(
             else:
                 still_open += 1
                 age = _elapsed(rung, row.decided_at, until)
-                past_target += expected is not None and age > expected
+                past_target += resolution_recorded and expected is not None and age > expected
         out.append(
             RungTiming(
                 id=rung_id,
@@ -482,6 +516,7 @@ def _timings(
                 moved_on=moved_on,
                 open=still_open,
                 open_past_target=past_target,
+                resolution_recorded=resolution_recorded,
             )
         )
     return tuple(out)
@@ -619,9 +654,12 @@ def build_report(
     Pure: rows outside both windows are ignored, and a later escalation or resolution after
     ``window.end`` is not known yet (the report is as of its end).
     """
-    all_rows = sorted(
-        (r for r in rows if window.previous.start <= r.decided_at < window.end),
-        key=lambda r: r.decided_at,
+    all_rows = _fill_in(
+        sorted(
+            (r for r in rows if window.previous.start <= r.decided_at < window.end),
+            key=lambda r: r.decided_at,
+        ),
+        matrix,
     )
     current = [r for r in all_rows if r.decided_at in window]
     previous = [r for r in all_rows if r.decided_at in window.previous]
@@ -665,7 +703,7 @@ def build_report(
             "Source group",
             current,
             previous,
-            lambda r: _source_group(r, matrix),
+            lambda r: r.source_group,
             recorded="source_group" in facts or matrix is not None,
         ),
         _breakdown(
@@ -711,7 +749,7 @@ def build_report(
         escalations=Change(len(current), len(previous)),
         tickets=Change(len({_ticket(r) for r in current}), len({_ticket(r) for r in previous})),
         breakdowns=breakdowns,
-        timings=_timings(current, by_ticket, matrix, window.end),
+        timings=_timings(current, by_ticket, matrix, window.end, "resolved_at" in facts),
         trend=_trend(current, previous, window, tz, unit or choose_unit(window)),
         repeats=_repeats(current, previous, top),
         reasons=_reasons(current, top),
@@ -743,15 +781,20 @@ def _notes(
     if "source_group" not in facts:
         notes.append(
             "The store does not record the group a ticket was in before it escalated; the "
-            "source group shown is the responsible group of the level it left."
+            "source group shown is the group its previous escalation assigned, else the "
+            "responsible group of the level it left."
         )
     if "resolved_at" not in facts:
         notes.append(
             "The store does not record when tickets were resolved, so time to resolution and "
             "the share resolved within target cannot be shown yet."
         )
-    if "helpdesk" not in facts:
-        notes.append("Helpdesk types are unknown (no escbridge.yaml): instances are shown by name.")
+    unknown = sorted({r.instance for r in current if not r.helpdesk})
+    if unknown:
+        notes.append(
+            f"The helpdesk type of {', '.join(unknown)} is unknown (give --config with the "
+            "instances): shown by instance name, and their source groups may be missing."
+        )
     if matrix is None:
         notes.append("No matrix was loaded: levels are shown by id, without expected times.")
     missing_created = sum(1 for r in current if r.ticket_created_at is None)
@@ -842,6 +885,10 @@ def _durations_json(d: Durations) -> dict[str, Any]:
     return {"n": d.n, "median_seconds": _seconds(d.median), "p90_seconds": _seconds(d.p90)}
 
 
+def _known(timing: RungTiming, value: int) -> int | None:
+    return value if timing.resolution_recorded else None
+
+
 def report_data(report: Report) -> dict[str, Any]:
     """The report as plain data (what ``--format json`` prints)."""
     within, measured = report.within_target
@@ -891,13 +938,15 @@ def report_data(report: Report) -> dict[str, Any]:
                 "time": "business" if t.business else "calendar",
                 "escalations": t.escalations,
                 "time_to_escalation": _durations_json(t.to_escalate),
-                "time_to_resolution": _durations_json(t.to_resolve),
-                "resolved": t.resolved,
-                "within_target": t.within_target,
-                "within_target_share": _share(t.within_share),
                 "moved_on": t.moved_on,
-                "open": t.open,
-                "open_past_target": t.open_past_target,
+                "resolution_recorded": t.resolution_recorded,
+                # Unknown (null) when the store does not record resolutions.
+                "time_to_resolution": _durations_json(t.to_resolve),
+                "resolved": _known(t, t.resolved),
+                "within_target": _known(t, t.within_target),
+                "within_target_share": _share(t.within_share),
+                "open": _known(t, t.open),
+                "open_past_target": _known(t, t.open_past_target),
             }
             for t in report.timings
         ],
@@ -971,15 +1020,18 @@ def _csv_rows(report: Report) -> Iterator[tuple[str, str, str, str, str | int | 
             ("time_to_escalation_median_seconds", secs(t.to_escalate.median)),
             ("time_to_escalation_p90_seconds", secs(t.to_escalate.p90)),
             ("expected_resolution_seconds", secs(t.expected)),
-            ("resolved", t.resolved),
-            ("time_to_resolution_median_seconds", secs(t.to_resolve.median)),
-            ("time_to_resolution_p90_seconds", secs(t.to_resolve.p90)),
-            ("within_target", t.within_target),
-            ("within_target_share", num(t.within_share)),
             ("moved_on", t.moved_on),
-            ("open", t.open),
-            ("open_past_target", t.open_past_target),
         ]
+        if t.resolution_recorded:
+            values += [
+                ("resolved", t.resolved),
+                ("time_to_resolution_median_seconds", secs(t.to_resolve.median)),
+                ("time_to_resolution_p90_seconds", secs(t.to_resolve.p90)),
+                ("within_target", t.within_target),
+                ("within_target_share", num(t.within_share)),
+                ("open", t.open),
+                ("open_past_target", t.open_past_target),
+            ]
         for metric, value in values:
             yield "level_timing", t.id, t.label, metric, value
     for p in report.trend.points:
@@ -1055,16 +1107,25 @@ def render_text(report: Report) -> str:
             str(t.escalations),
             human(t.to_escalate.median),
             human(t.expected) + (" (business)" if t.business and t.expected else ""),
-            str(t.resolved),
+            str(t.resolved) if t.resolution_recorded else "—",
             human(t.to_resolve.median),
             pct(t.within_share),
             str(t.moved_on),
-            f"{t.open} ({t.open_past_target} late)",
+            f"{t.open} ({t.open_past_target} late)" if t.resolution_recorded else "—",
         )
         for t in report.timings
     ]
-    headers = ("", "escalations", "to escalate (median)", "expected", "resolved",
-               "to resolve (median)", "within target", "moved on", "open")  # fmt: skip
+    headers = (
+        "",
+        "escalations",
+        "to escalate (median)",
+        "expected",
+        "resolved",
+        "to resolve (median)",
+        "within target",
+        "moved on",
+        "open",
+    )
     w(_table(headers, rows).rstrip())
     w()
     w(f"Trend per {report.trend.unit} (previous period in brackets)")
@@ -1080,20 +1141,28 @@ def render_text(report: Report) -> str:
         f"(previous period {r.previous_repeated})"
     )
     if r.top:
-        w(_table(
-            ("ticket", "escalations", "path", "last"),
-            [
-                (f"{t.instance}/{t.ticket_id}", str(t.count), " → ".join(t.path),
-                 f"{t.last:%Y-%m-%d %H:%M}")
-                for t in r.top
-            ],
-        ).rstrip())  # fmt: skip
+        w(
+            _table(
+                ("ticket", "escalations", "path", "last"),
+                [
+                    (
+                        f"{t.instance}/{t.ticket_id}",
+                        str(t.count),
+                        " → ".join(t.path),
+                        f"{t.last:%Y-%m-%d %H:%M}",
+                    )
+                    for t in r.top
+                ],
+            ).rstrip()
+        )
     w()
     w("Top reasons")
-    w(_table(
-        ("reason", "count", "share", "rules"),
-        [(x.text, str(x.count), pct(x.share), ", ".join(x.rules)) for x in report.reasons],
-    ).rstrip())  # fmt: skip
+    w(
+        _table(
+            ("reason", "count", "share", "rules"),
+            [(x.text, str(x.count), pct(x.share), ", ".join(x.rules)) for x in report.reasons],
+        ).rstrip()
+    )
     if report.notes:
         w()
         for note in report.notes:
@@ -1183,12 +1252,18 @@ def _whole_numbers(axis: Axis) -> None:
 def _legend(fig: Figure, columns: int) -> None:
     """The legend above the plot, outside it: never over a bar, whatever the data; bars first."""
     handles, labels = fig.axes[0].get_legend_handles_labels()
-    pairs = sorted(zip(handles, labels, strict=True), key=lambda p: labels.index(p[1]) + (
-        100 if p[1] == "previous period" else 0))  # fmt: skip
+    pairs = sorted(
+        zip(handles, labels, strict=True),
+        key=lambda p: labels.index(p[1]) + (100 if p[1] == "previous period" else 0),
+    )
     fig.legend(
-        [h for h, _ in pairs], [lbl for _, lbl in pairs],
-        loc="outside upper left", ncols=columns, fontsize=9.5, handlelength=1.5,
-    )  # fmt: skip
+        [h for h, _ in pairs],
+        [lbl for _, lbl in pairs],
+        loc="outside upper left",
+        ncols=columns,
+        fontsize=9.5,
+        handlelength=1.5,
+    )
 
 
 def _trend_chart(report: Report) -> Markup | None:
@@ -1198,10 +1273,17 @@ def _trend_chart(report: Report) -> Markup | None:
     fig = _figure(3.0)
     ax = fig.subplots()
     xs = list(range(len(points)))
-    ax.bar(xs, [p.count for p in points], color=PALETTE["current"], label="this period",
-           width=0.8)  # fmt: skip
-    ax.plot(xs, [p.previous for p in points], color=PALETTE["previous"], linewidth=2,
-            linestyle="--", marker="o", markersize=3, label="previous period")  # fmt: skip
+    ax.bar(xs, [p.count for p in points], color=PALETTE["current"], label="this period", width=0.8)
+    ax.plot(
+        xs,
+        [p.previous for p in points],
+        color=PALETTE["previous"],
+        linewidth=2,
+        linestyle="--",
+        marker="o",
+        markersize=3,
+        label="previous period",
+    )
     step = max(1, math.ceil(len(points) / 7))
     ticks = xs[::step]
     fmt = "%b %d" if report.trend.unit == "day" else "w/c %b %d"
@@ -1232,18 +1314,34 @@ def _bars_chart(b: Breakdown, name: str, limit: int = 12) -> Markup | None:
     ax = fig.subplots()
     ys = list(range(len(items)))
     height = 0.4
-    ax.barh([y - height / 2 for y in ys], [s.count for s in items], height=height,
-            color=PALETTE["current"], label="this period")  # fmt: skip
-    ax.barh([y + height / 2 for y in ys], [s.previous for s in items], height=height,
-            color=PALETTE["previous"], label="previous period")  # fmt: skip
+    ax.barh(
+        [y - height / 2 for y in ys],
+        [s.count for s in items],
+        height=height,
+        color=PALETTE["current"],
+        label="this period",
+    )
+    ax.barh(
+        [y + height / 2 for y in ys],
+        [s.previous for s in items],
+        height=height,
+        color=PALETTE["previous"],
+        label="previous period",
+    )
     ax.set_yticks(ys, [_wrap(s.label) for s in items])
     ax.invert_yaxis()
     _whole_numbers(ax.xaxis)
     ax.margins(x=0.08)
     for y, s in zip(ys, items, strict=True):
         if s.count:
-            ax.annotate(str(s.count), (s.count, y - height / 2), xytext=(3, 0),
-                        textcoords="offset points", va="center", fontsize=9)  # fmt: skip
+            ax.annotate(
+                str(s.count),
+                (s.count, y - height / 2),
+                xytext=(3, 0),
+                textcoords="offset points",
+                va="center",
+                fontsize=9,
+            )
     ax.grid(axis="x", color="#e2e8f0")
     ax.set_axisbelow(True)
     _legend(fig, 2)
@@ -1259,16 +1357,25 @@ def _target_chart(report: Report) -> Markup | None:
     ys = list(range(len(rows)))
     timed = [t.expected is not None for t in rows]
     parts = (
-        ("resolved within target", PALETTE["within"],
-         [t.within_target for t in rows]),
-        ("resolved late", PALETTE["over"],
-         [t.resolved - t.within_target if ok else 0 for t, ok in zip(rows, timed, strict=True)]),
-        ("resolved (no target)", PALETTE["untimed"],
-         [0 if ok else t.resolved for t, ok in zip(rows, timed, strict=True)]),
+        ("resolved within target", PALETTE["within"], [t.within_target for t in rows]),
+        (
+            "resolved late",
+            PALETTE["over"],
+            [t.resolved - t.within_target if ok else 0 for t, ok in zip(rows, timed, strict=True)],
+        ),
+        (
+            "resolved (no target)",
+            PALETTE["untimed"],
+            [0 if ok else t.resolved for t, ok in zip(rows, timed, strict=True)],
+        ),
         ("moved on", PALETTE["moved"], [t.moved_on for t in rows]),
         ("open, late", PALETTE["late"], [t.open_past_target for t in rows]),
-        ("open", PALETTE["open"], [t.open - t.open_past_target for t in rows]),
-    )  # fmt: skip
+        (
+            "open" if all(t.resolution_recorded for t in rows) else "not escalated further",
+            PALETTE["open"],
+            [t.open - t.open_past_target for t in rows],
+        ),
+    )
     left = [0] * len(rows)
     shown = 0
     for label, color, values in parts:
@@ -1387,13 +1494,18 @@ def configure_report_parser(parser: argparse.ArgumentParser) -> None:
         help="end of the period (ISO date or time, local unless a zone is given; default now)",
     )
     parser.add_argument(
-        "--instance", action="append", default=[], metavar="NAME",
+        "--instance",
+        action="append",
+        default=[],
+        metavar="NAME",
         help="only this helpdesk instance; repeatable",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--by", choices=("auto", "day", "week"), default="auto",
+        "--by",
+        choices=("auto", "day", "week"),
+        default="auto",
         help="trend per day or per week (default: days up to a month, weeks beyond)",
-    )  # fmt: skip
+    )
     parser.add_argument(
         "--timezone", help="time zone for days and weeks (default: the matrix's calendar, else UTC)"
     )

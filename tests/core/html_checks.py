@@ -116,7 +116,7 @@ def problems(html: str) -> list[str]:
         found.append("<html> has no lang")
     if not page.title.strip():
         found.append("no <title>")
-    if not any(m.get("charset", "").lower() == "utf-8" for m in page.metas):
+    if not any((m.get("charset") or "").lower() == "utf-8" for m in page.metas):
         found.append('no <meta charset="utf-8">')
     viewport = [m for m in page.metas if m.get("name") == "viewport"]
     if not viewport or "width=device-width" not in (viewport[0].get("content") or ""):

@@ -74,16 +74,13 @@ def test_four_workers_escalate_every_ticket_exactly_once_through_duplicates_and_
         for n in range(4)
     ]
     accepted = duplicates = 0
-    import time as _t; T0 = _t.monotonic()
     with Store(store_url) as store:
         for delivery in deliveries:  # the receivers, while the workers run
             result = store.enqueue(delivery, delivery_time())
             accepted += result.accepted
             duplicates += result.duplicate
-        import time as _t; print("enqueued", _t.monotonic() - T0)
         stop_file.touch()
         reports = summaries(workers)
-        print("drained", _t.monotonic() - T0, reports)
 
         assert (accepted, duplicates) == (8000, 2000)
         assert helpdesk.applies() == dict.fromkeys(tickets, 1)

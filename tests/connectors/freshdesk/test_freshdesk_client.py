@@ -175,3 +175,25 @@ def test_secrets_never_reach_errors_or_logs(caplog: pytest.LogCaptureFixture) ->
     for text in (caplog.text, str(outage.value), repr(conn), repr(conn.config)):
         assert API_KEY not in text
         assert "wh-secret-for-this-test-123" not in text
+
+
+@responses.activate
+def test_fetch_ticket_includes_stats_and_requester_and_names_the_group() -> None:
+    from freshdesk_payloads import ESCALATIONS_ID, TICKET_FIELDS
+
+    responses.get(f"{BASE}/tickets/1234", json=open_ticket(group_id=ESCALATIONS_ID, status=6))
+    responses.get(f"{BASE}/groups", json=GROUPS)
+    responses.get(f"{BASE}/ticket_fields", json=TICKET_FIELDS)
+    conn = connector()
+    ticket = conn.fetch_ticket("1234")
+    assert responses.calls[0].request.url == f"{BASE}/tickets/1234?include=stats%2Crequester"
+    assert ticket.group == "Escalations"
+    assert ticket.custom_fields["freshdesk.status_name"] == "Waiting on Customer"
+    assert ticket.instance == "fd"
+    conn.fetch_ticket("1234")
+    assert len(responses.calls) == 4  # groups and ticket fields were read once
+
+
+def test_a_ticket_id_from_outside_never_becomes_a_path() -> None:
+    with pytest.raises(ValueError, match="not a Freshdesk ticket id"):
+        connector().api.ticket("12/../../agents")

@@ -8,6 +8,7 @@ matrix. What is checked is what a Freshdesk admin would see on the ticket.
 
 from __future__ import annotations
 
+import base64
 import logging
 import threading
 from collections.abc import Iterator
@@ -92,7 +93,9 @@ class Rig:
         return report.outcomes
 
 
-def make_receiver(connector: FreshdeskConnector, processor: Processor, received: list[int]) -> Flask:
+def make_receiver(
+    connector: FreshdeskConnector, processor: Processor, received: list[int]
+) -> Flask:
     """What escbridge's receiver does with a delivery: verify, parse, enqueue, answer fast."""
     app = Flask("receiver")
 
@@ -214,7 +217,7 @@ def test_a_redelivered_webhook_is_one_event(rig: Rig) -> None:
     delivery = rig.sandbox.webhook_template.replace("{{ticket.id}}", str(tid))
     headers = {
         "Content-Type": "application/json",
-        "Authorization": requests.auth._basic_auth_str("escbridge", SECRET),  # type: ignore[attr-defined]
+        "Authorization": "Basic " + base64.b64encode(f"escbridge:{SECRET}".encode()).decode(),
     }
     url = f"{rig.receiver.url}/webhooks/fd"
     for _ in range(3):  # Freshdesk retries when an answer is slow: same body each time
@@ -286,9 +289,13 @@ def test_a_note_created_but_unanswered_is_not_posted_twice(rig: Rig) -> None:
 
 @pytest.mark.parametrize("rig", [{"accept_null_responder": False}], indirect=True)
 def test_unassign_refused_by_the_account_still_escalates(rig: Rig) -> None:
-    raw = rig.sandbox.create_ticket(tags=["vip"], notify=False, responder_id=FreshdeskSandbox.HUMAN_ID)
+    raw = rig.sandbox.create_ticket(
+        tags=["vip"], notify=False, responder_id=FreshdeskSandbox.HUMAN_ID
+    )
     ticket = rig.connector.fetch_ticket(str(raw["id"]))
-    actions = Actions(group="Escalations", note="Up.", tags_add=("escbridge_l3",), level="l3", unassign=True)
+    actions = Actions(
+        group="Escalations", note="Up.", tags_add=("escbridge_l3",), level="l3", unassign=True
+    )
     assert rig.connector.apply(ticket, actions).ok
     after = rig.sandbox.ticket(raw["id"])
     assert after["responder_id"] == FreshdeskSandbox.HUMAN_ID and "escbridge_l3" in after["tags"]
@@ -300,19 +307,29 @@ def test_an_account_that_appends_tags_still_reads_the_newest_level(rig: Rig) -> 
     ticket = rig.connector.fetch_ticket(str(raw["id"]))
     assert ticket.level == "l2"
     actions = Actions(
-        group="Escalations", note="Up.", tags_add=("escbridge_l3",), tags_remove=("escbridge_l2",), level="l3"
+        group="Escalations",
+        note="Up.",
+        tags_add=("escbridge_l3",),
+        tags_remove=("escbridge_l2",),
+        level="l3",
     )
     assert rig.connector.apply(ticket, actions).ok
     assert rig.connector.fetch_ticket(str(raw["id"])).level == "l3"
 
 
-@pytest.mark.parametrize("rig", [{"bulk_mode": "sync"}, {"bulk_mode": "job", "job_polls": 2}], indirect=True)
+@pytest.mark.parametrize(
+    "rig", [{"bulk_mode": "sync"}, {"bulk_mode": "job", "job_polls": 2}], indirect=True
+)
 def test_apply_many_uses_one_bulk_call_and_a_note_each(rig: Rig) -> None:
     raws = [rig.sandbox.create_ticket(notify=False, group="Frontline") for _ in range(3)]
     rig.sandbox.human_update(raws[2]["id"], tags=["angry"])
     tickets = [rig.connector.fetch_ticket(str(r["id"])) for r in raws]
     actions = Actions(
-        group="Senior Support", priority=Priority.HIGH, note="Overdue.", tags_add=("escbridge_l2",), level="l2"
+        group="Senior Support",
+        priority=Priority.HIGH,
+        note="Overdue.",
+        tags_add=("escbridge_l2",),
+        level="l2",
     )
     results = rig.connector.apply_many([(t, actions) for t in tickets])
     assert all(r.ok for r in results)
@@ -333,7 +350,9 @@ def test_sync_restarts_past_the_page_cap_and_sees_every_open_ticket(rig: Rig) ->
     start = datetime(2026, 3, 1, tzinfo=UTC)
     for i in range(250):
         status = 5 if i % 10 == 0 else 2
-        rig.sandbox.create_ticket(status=status, created_at=start + timedelta(minutes=i), notify=False)
+        rig.sandbox.create_ticket(
+            status=status, created_at=start + timedelta(minutes=i), notify=False
+        )
     rig.connector.max_pages = 2
     pages = list(rig.connector.iter_tickets(start, None))
     ids = [t.id for p in pages for t in p.tickets]

@@ -67,7 +67,7 @@ def listing() -> Iterator[TicketList]:
 
 
 def connector() -> FreshdeskConnector:
-    cfg = FreshdeskConfig(domain="acme", api_key=API_KEY)  # type: ignore[arg-type]
+    cfg = FreshdeskConfig.model_validate({"domain": "acme", "api_key": API_KEY})
     return FreshdeskConnector(cfg, instance="fd", sleep=lambda s: None, utcnow=lambda: NOW)
 
 
@@ -88,7 +88,11 @@ def test_the_scan_asks_for_changes_in_ascending_order_and_keeps_open_tickets(
     ]
     pages = list(connector().iter_tickets(None, at(0)))
     assert [[t.id for t in p.tickets] for p in pages] == [["1"], ["3"], ["5"]]
-    assert [t.status for p in pages for t in p.tickets] == [Status.OPEN, Status.PENDING, Status.PENDING]
+    assert [t.status for p in pages for t in p.tickets] == [
+        Status.OPEN,
+        Status.PENDING,
+        Status.PENDING,
+    ]
     assert [p.cursor for p in pages] == [at(2), at(4), at(5)]
     assert [p.done for p in pages] == [False, False, True]
     first = listing.queries[0]
@@ -154,6 +158,8 @@ def test_status_names_come_from_ticket_fields_once(listing: TicketList) -> None:
     list(conn.iter_tickets(None, at(0)))
     list(conn.iter_tickets(None, at(0)))
     (page,) = conn.iter_tickets(None, at(0))
-    assert {t.custom_fields["freshdesk.status_name"] for t in page.tickets} == {"Escalated to vendor"}
+    assert {t.custom_fields["freshdesk.status_name"] for t in page.tickets} == {
+        "Escalated to vendor"
+    }
     fields_calls = [c for c in listing.rsps.calls if c.request.url.endswith("/ticket_fields")]
     assert len(fields_calls) == 1

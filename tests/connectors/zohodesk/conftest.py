@@ -4,9 +4,8 @@ from collections.abc import Iterator
 
 import pytest
 import responses
-from zohodesk_support import Clock, make_connector
-
 from escbridge_zohodesk import ZohoDeskConnector
+from zohodesk_support import Clock, make_connector
 
 
 @pytest.fixture

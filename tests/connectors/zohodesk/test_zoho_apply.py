@@ -7,20 +7,27 @@ import json
 import pytest
 import requests
 import responses
+from escbridge_zohodesk import CreditsExhausted
 from zohodesk_support import DESK, TICKET_ID, Clock, load, make_connector, ticket_json, token_reply
 
 from escbridge.http import Conflict
 from escbridge.model import Actions, Priority
-from escbridge_zohodesk import CreditsExhausted
 
 TICKET = f"{DESK}/tickets/{TICKET_ID}"
 COMMENTS = f"{TICKET}/comments"
 SUPPORT, BILLING = "55430000000010772", "55430000000010790"
 L2, BILLING_TEAM = "55430000000120011", "55430000000120012"
 
-TO_L2 = Actions(group="L2 Support", priority=Priority.HIGH, note="Escalated by R-12: SLA breach risk",
-                level="l2", tags_add=("escbridge_l2",))  # fmt: skip
-TO_BILLING = Actions(group="Billing Specialists", note="Billing question, handing over", level="billing")
+TO_L2 = Actions(
+    group="L2 Support",
+    priority=Priority.HIGH,
+    note="Escalated by R-12: SLA breach risk",
+    level="l2",
+    tags_add=("escbridge_l2",),
+)
+TO_BILLING = Actions(
+    group="Billing Specialists", note="Billing question, handing over", level="billing"
+)
 
 
 @pytest.fixture
@@ -37,10 +44,21 @@ def patched(ticket: dict, **changes) -> dict:
     return out
 
 
-def comment_reply(content: str, *, public: bool = False, at: str = "2026-10-05T18:00:00.000Z",
-                  comment_id: str = "55430000068767745") -> dict:  # fmt: skip
-    return {**load("comment.json"), "id": comment_id, "content": content, "isPublic": public,
-            "commentedTime": at, "commenterId": "55430000000064999"}  # fmt: skip
+def comment_reply(
+    content: str,
+    *,
+    public: bool = False,
+    at: str = "2026-10-05T18:00:00.000Z",
+    comment_id: str = "55430000068767745",
+) -> dict:
+    return {
+        **load("comment.json"),
+        "id": comment_id,
+        "content": content,
+        "isPublic": public,
+        "commentedTime": at,
+        "commenterId": "55430000000064999",
+    }
 
 
 def bodies(rsps, method: str, url: str) -> list[dict]:
@@ -63,8 +81,16 @@ def test_moving_to_a_team_in_the_same_department(rsps, connector):
     raw = ticket_json()
     rsps.get(TICKET, json=raw)
     rsps.post(COMMENTS, json=comment_reply("note"))
-    rsps.patch(TICKET, json=patched(raw, teamId=L2, priority="High", modifiedTime="2026-10-05T18:00:01.000Z",
-                                    cf={"cf_escalation_level": "escbridge_l2"}))  # fmt: skip
+    rsps.patch(
+        TICKET,
+        json=patched(
+            raw,
+            teamId=L2,
+            priority="High",
+            modifiedTime="2026-10-05T18:00:01.000Z",
+            cf={"cf_escalation_level": "escbridge_l2"},
+        ),
+    )
     result = connector.apply(connector.parse_ticket(raw), TO_L2)
 
     assert result.ok and not result.skipped
@@ -85,7 +111,11 @@ def test_a_team_in_another_department_moves_the_ticket_there(rsps, connector):
     rsps.patch(TICKET, json=patched(raw, departmentId=BILLING, teamId=BILLING_TEAM))
     assert connector.apply(connector.parse_ticket(raw), TO_BILLING).ok
     assert bodies(rsps, "PATCH", TICKET) == [
-        {"departmentId": BILLING, "teamId": BILLING_TEAM, "cf": {"cf_escalation_level": "escbridge_billing"}}
+        {
+            "departmentId": BILLING,
+            "teamId": BILLING_TEAM,
+            "cf": {"cf_escalation_level": "escbridge_billing"},
+        }
     ]
 
 
@@ -107,13 +137,18 @@ def test_a_team_name_used_in_two_departments_needs_the_department(rsps, connecto
 
     rsps.patch(TICKET, json=patched(raw, departmentId=BILLING, teamId="55430000000120014"))
     assert connector.apply(connector.parse_ticket(raw), Actions(group="Billing/Leads")).ok
-    assert bodies(rsps, "PATCH", TICKET)[-1] == {"departmentId": BILLING, "teamId": "55430000000120014"}
+    assert bodies(rsps, "PATCH", TICKET)[-1] == {
+        "departmentId": BILLING,
+        "teamId": "55430000000120014",
+    }
 
 
 def test_an_unknown_group_fails_before_anything_is_written(rsps, connector):
     raw = ticket_json()
     rsps.get(TICKET, json=raw)
-    result = connector.apply(connector.parse_ticket(raw), Actions(group="Tier 9", note="x", level="l9"))
+    result = connector.apply(
+        connector.parse_ticket(raw), Actions(group="Tier 9", note="x", level="l9")
+    )
     assert not result.ok and not result.retryable
     assert '"Tier 9" is no team or department' in (result.error or "")
     assert "L2 Support" in (result.error or "")  # what exists, so the admin can fix the matrix
@@ -136,13 +171,20 @@ def test_unassign_sends_null_and_customer_update_is_a_public_reply(rsps, connect
     rsps.get(TICKET, json=raw)
     rsps.post(COMMENTS, json=comment_reply("x"))
     rsps.patch(TICKET, json=patched(raw, assigneeId=None, teamId=L2))
-    actions = Actions(group="L2 Support", note="internal", unassign=True,
-                      customer_update="A senior engineer is now looking at your request.")  # fmt: skip
+    actions = Actions(
+        group="L2 Support",
+        note="internal",
+        unassign=True,
+        customer_update="A senior engineer is now looking at your request.",
+    )
     assert connector.apply(connector.parse_ticket(raw), actions).ok
     note, reply = bodies(rsps, "POST", COMMENTS)
     assert note["isPublic"] is False
-    assert reply == {"content": "A senior engineer is now looking at your request.", "isPublic": True,
-                     "contentType": "plainText"}  # fmt: skip
+    assert reply == {
+        "content": "A senior engineer is now looking at your request.",
+        "isPublic": True,
+        "contentType": "plainText",
+    }
     assert bodies(rsps, "PATCH", TICKET)[0]["assigneeId"] is None
     assert writes(rsps)[-1] == f"PATCH /tickets/{TICKET_ID}"  # the commit point is last
 
@@ -179,8 +221,13 @@ def test_a_crash_between_note_and_update_neither_loses_nor_doubles_the_note(rsps
     after_note = ticket_json(commentCount="1", modifiedTime="2026-10-05T18:00:00.000Z")
     rsps.replace(responses.GET, TICKET, json=after_note)
     rsps.get(COMMENTS, json={"data": posted})
-    rsps.replace(responses.PATCH, TICKET, json=patched(after_note, teamId=L2, priority="High",
-                                                       cf={"cf_escalation_level": "escbridge_l2"}))  # fmt: skip
+    rsps.replace(
+        responses.PATCH,
+        TICKET,
+        json=patched(
+            after_note, teamId=L2, priority="High", cf={"cf_escalation_level": "escbridge_l2"}
+        ),
+    )
     second = connector.apply(connector.parse_ticket(after_note), TO_L2)
     assert second.ok
     assert len(posted) == 1  # not doubled
@@ -188,7 +235,9 @@ def test_a_crash_between_note_and_update_neither_loses_nor_doubles_the_note(rsps
 
 
 def test_a_crash_after_the_update_is_recognised_by_the_level_field(rsps, connector):
-    done = ticket_json(teamId=L2, priority="High", commentCount="1", cf={"cf_escalation_level": "escbridge_l2"})
+    done = ticket_json(
+        teamId=L2, priority="High", commentCount="1", cf={"cf_escalation_level": "escbridge_l2"}
+    )
     rsps.get(TICKET, json=done)
     result = connector.apply(connector.parse_ticket(ticket_json()), TO_L2)
     assert result.ok
@@ -207,8 +256,11 @@ def test_an_old_note_of_an_escalation_a_person_undid_does_not_suppress_the_new_o
     connector.apply(ticket, TO_L2)
     marker = bodies(rsps, "POST", COMMENTS)[0]["content"].split("\n\n")[-1]
 
-    rsps.replace(responses.GET, COMMENTS, json={"data": [
-        comment_reply(f"yesterday\n\n{marker}", at="2026-10-04T17:00:00.000Z")]})  # fmt: skip
+    rsps.replace(
+        responses.GET,
+        COMMENTS,
+        json={"data": [comment_reply(f"yesterday\n\n{marker}", at="2026-10-04T17:00:00.000Z")]},
+    )
     connector.apply(ticket, TO_L2)
     assert len(bodies(rsps, "POST", COMMENTS)) == 2
 
@@ -244,9 +296,14 @@ def test_a_ticket_that_keeps_changing_gives_up_retryably(rsps, clock):
     rsps.get(f"{DESK}/departments", json=load("departments.json"))
     connector = make_connector(clock, conflict_retries=2)
     stamps = iter(f"2026-10-05T17:5{i}:00.000Z" for i in range(9))
-    rsps.add_callback(responses.GET, TICKET,
-                      callback=lambda r: (200, {}, json.dumps(ticket_json(modifiedTime=next(stamps)))))  # fmt: skip
-    result = connector.apply(connector.parse_ticket(ticket_json()), TO_L2, on_conflict=lambda t: TO_L2)
+    rsps.add_callback(
+        responses.GET,
+        TICKET,
+        callback=lambda r: (200, {}, json.dumps(ticket_json(modifiedTime=next(stamps)))),
+    )
+    result = connector.apply(
+        connector.parse_ticket(ticket_json()), TO_L2, on_conflict=lambda t: TO_L2
+    )
     assert not result.ok and result.retryable and result.conflict and result.conflicts == 3
 
 
@@ -254,24 +311,42 @@ def test_when_patch_does_not_move_departments_the_move_endpoint_does(rsps, conne
     raw = ticket_json()
     rsps.get(TICKET, json=raw)
     rsps.post(COMMENTS, json=comment_reply("x"))
-    rsps.patch(TICKET, status=422, json={"errorCode": "INVALID_DATA", "message": "invalid",
-                                         "errors": [{"fieldName": "/departmentId", "errorType": "invalid"}]})  # fmt: skip
+    rsps.patch(
+        TICKET,
+        status=422,
+        json={
+            "errorCode": "INVALID_DATA",
+            "message": "invalid",
+            "errors": [{"fieldName": "/departmentId", "errorType": "invalid"}],
+        },
+    )
     rsps.post(f"{TICKET}/move", status=200, body="")
     rsps.patch(TICKET, json=patched(raw, departmentId=BILLING, teamId=BILLING_TEAM))
     assert connector.apply(connector.parse_ticket(raw), TO_BILLING).ok
     move = next(c.request for c in rsps.calls if c.request.url.split("?")[0].endswith("/move"))
     assert f"departmentId={BILLING}" in move.url
-    assert bodies(rsps, "PATCH", TICKET)[-1] == {"teamId": BILLING_TEAM,
-                                                 "cf": {"cf_escalation_level": "escbridge_billing"}}  # fmt: skip
+    assert bodies(rsps, "PATCH", TICKET)[-1] == {
+        "teamId": BILLING_TEAM,
+        "cf": {"cf_escalation_level": "escbridge_billing"},
+    }
 
 
 def test_when_null_does_not_unassign_the_string_null_does(rsps, connector):
     raw = ticket_json(assigneeId="55430000000064001", teamId=L2)
     rsps.get(TICKET, json=raw)
-    rsps.patch(TICKET, status=422, json={"errorCode": "INVALID_DATA", "message": "invalid",
-                                         "errors": [{"fieldName": "/assigneeId", "errorType": "invalid"}]})  # fmt: skip
+    rsps.patch(
+        TICKET,
+        status=422,
+        json={
+            "errorCode": "INVALID_DATA",
+            "message": "invalid",
+            "errors": [{"fieldName": "/assigneeId", "errorType": "invalid"}],
+        },
+    )
     rsps.patch(TICKET, json=patched(raw, assigneeId=None))
-    assert connector.apply(connector.parse_ticket(raw), Actions(group="L2 Support", unassign=True)).ok
+    assert connector.apply(
+        connector.parse_ticket(raw), Actions(group="L2 Support", unassign=True)
+    ).ok
     assert [b["assigneeId"] for b in bodies(rsps, "PATCH", TICKET)] == [None, "null"]
 
 
@@ -280,15 +355,26 @@ def test_a_refused_update_takes_its_note_and_reply_back(rsps, connector):
     rsps.get(TICKET, json=raw)
     rsps.post(COMMENTS, json=comment_reply("n", comment_id="c-note"))
     rsps.post(COMMENTS, json=comment_reply("r", comment_id="c-reply", public=True))
-    rsps.patch(TICKET, status=422, json={"errorCode": "INVALID_DATA", "message": "invalid",
-                                         "errors": [{"fieldName": "/priority", "errorType": "invalid"}]})  # fmt: skip
+    rsps.patch(
+        TICKET,
+        status=422,
+        json={
+            "errorCode": "INVALID_DATA",
+            "message": "invalid",
+            "errors": [{"fieldName": "/priority", "errorType": "invalid"}],
+        },
+    )
     rsps.delete(f"{COMMENTS}/c-note", status=204)
     rsps.delete(f"{COMMENTS}/c-reply", status=204)
-    result = connector.apply(connector.parse_ticket(raw), TO_L2.model_copy(update={"customer_update": "hi"}))
+    result = connector.apply(
+        connector.parse_ticket(raw), TO_L2.model_copy(update={"customer_update": "hi"})
+    )
     assert not result.ok and not result.retryable
     assert "priority: invalid" in (result.error or "")
-    assert writes(rsps)[-2:] == [f"DELETE /tickets/{TICKET_ID}/comments/c-note",
-                                 f"DELETE /tickets/{TICKET_ID}/comments/c-reply"]  # fmt: skip
+    assert writes(rsps)[-2:] == [
+        f"DELETE /tickets/{TICKET_ID}/comments/c-note",
+        f"DELETE /tickets/{TICKET_ID}/comments/c-reply",
+    ]
 
 
 def test_credits_running_out_mid_apply_is_raised_for_the_sync_to_stop(rsps, connector):

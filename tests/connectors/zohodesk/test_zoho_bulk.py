@@ -28,7 +28,11 @@ def desk(rsps):
     def get(request):
         ticket_id = TICKET_URL.match(request.url.split("?")[0]).group(1)
         if ticket_id not in tickets:
-            return 404, {}, '{"errorCode":"URL_NOT_FOUND","message":"The URL you requested could not be found."}'
+            return (
+                404,
+                {},
+                '{"errorCode":"URL_NOT_FOUND","message":"The URL could not be found."}',
+            )
         return 200, {}, json.dumps(tickets[ticket_id])
 
     rsps.add_callback(responses.GET, TICKET_URL, callback=get)
@@ -41,7 +45,9 @@ def desk(rsps):
 
 
 def calls(rsps, method, pattern):
-    return [c for c in rsps.calls if c.request.method == method and re.search(pattern, c.request.url)]
+    return [
+        c for c in rsps.calls if c.request.method == method and re.search(pattern, c.request.url)
+    ]
 
 
 def update_many_bodies(rsps):
@@ -60,9 +66,13 @@ def test_tickets_with_the_same_changes_share_update_many_calls(rsps, desk, clock
         {"fieldName": "teamId", "isCustomField": False, "ids": ids, "fieldValue": L2},
         {"fieldName": "priority", "isCustomField": False, "ids": ids, "fieldValue": "High"},
         # last: the level marker says "done" only once everything else is
-        {"fieldName": "cf_escalation_level", "isCustomField": True, "ids": ids,
-         "fieldValue": "escbridge_l2"},
-    ]  # fmt: skip
+        {
+            "fieldName": "cf_escalation_level",
+            "isCustomField": True,
+            "ids": ids,
+            "fieldValue": "escbridge_l2",
+        },
+    ]
     assert calls(rsps, "PATCH", r"/tickets/\d+$") == []
     assert len(calls(rsps, "POST", r"/comments$")) == 5  # one private note per ticket
     # notes first, then the bulk updates
@@ -112,7 +122,9 @@ def test_a_failed_update_many_falls_back_to_one_patch_per_ticket(rsps, desk, clo
 def test_one_missing_ticket_does_not_stop_the_others(rsps, desk, clock):
     connector = make_connector(clock)
     gone = connector.parse_ticket(ticket_json(id="777"))
-    items = [(gone, TO_L2)] + [(connector.parse_ticket(desk[str(9000 + i)]), TO_L2) for i in range(3)]
+    items = [(gone, TO_L2)] + [
+        (connector.parse_ticket(desk[str(9000 + i)]), TO_L2) for i in range(3)
+    ]
     results = connector.apply_many(items)
     assert [r.ok for r in results] == [False, True, True, True]
     assert results[0].error is not None and "not found" in results[0].error

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from zohodesk_support import DESK, ORG_ID, TOKEN_URL, Clock, load, make_connector, token_reply
-
 from escbridge_zohodesk.connector import scope_granted
+from zohodesk_support import DESK, ORG_ID, TOKEN_URL, Clock, load, make_connector, token_reply
 
 ORGS = {"data": [{"id": ORG_ID, "companyName": "Zylker", "portalName": "zylker"}]}
 
@@ -13,8 +12,11 @@ def install(rsps, *, fields=None, orgs=ORGS):
     rsps.get(f"{DESK}/organizations", json=orgs)
     rsps.get(f"{DESK}/teams", json=load("teams.json"))
     rsps.get(f"{DESK}/departments", json=load("departments.json"))
-    rsps.get(f"{DESK}/organizationFields", json=fields or load("fields.json"),
-             headers={"X-Rate-Limit-Remaining-v3": "48210"})  # fmt: skip
+    rsps.get(
+        f"{DESK}/organizationFields",
+        json=fields or load("fields.json"),
+        headers={"X-Rate-Limit-Remaining-v3": "48210"},
+    )
 
 
 def test_a_ready_instance(rsps, clock):
@@ -22,7 +24,9 @@ def test_a_ready_instance(rsps, clock):
     install(rsps)
     report = make_connector(clock).check(["L2 Support", "Billing", "Billing/Leads"])
     assert report.ok, report.problems
-    assert report.identity == "Zoho Desk https://desk.zoho.eu (EU data centre), org 20065432 — Zylker"
+    assert (
+        report.identity == "Zoho Desk https://desk.zoho.eu (EU data centre), org 20065432 — Zylker"
+    )
     assert "priority values not in priority_map (read as normal): Urgent" in report.notes
     assert "48210 API credits left today" in report.notes
     assert "escbridge acts as agent 55430000000064999" in report.notes
@@ -49,10 +53,16 @@ def test_unlisted_scopes_are_probed(rsps, clock):
     rsps.post(TOKEN_URL, json={"access_token": "1000.t", "expires_in": 3600})  # no "scope"
     install(rsps)
     rsps.get(f"{DESK}/tickets", status=204)
-    rsps.get(f"{DESK}/tickets/search", status=401,
-             json={"errorCode": "SCOPE_MISMATCH", "message": "scope mismatch"})  # fmt: skip
+    rsps.get(
+        f"{DESK}/tickets/search",
+        status=401,
+        json={"errorCode": "SCOPE_MISMATCH", "message": "scope mismatch"},
+    )
     report = make_connector(clock).check([])
-    assert "scope Desk.search.READ is missing (the scheduled sync (GET /tickets/search))" in report.problems
+    assert (
+        "scope Desk.search.READ is missing (the scheduled sync (GET /tickets/search))"
+        in report.problems
+    )
     assert any("probed" in n for n in report.notes)
 
 
@@ -61,7 +71,10 @@ def test_an_org_the_user_does_not_have(rsps, clock):
     install(rsps, orgs={"data": [{"id": "777", "companyName": "Other Co"}]})
     report = make_connector(clock).check([])
     assert not report.ok
-    assert "org_id 20065432 is not an organisation of this user (they have: 777 (Other Co))" in report.problems
+    assert (
+        "org_id 20065432 is not an organisation of this user (they have: 777 (Other Co))"
+        in report.problems
+    )
 
 
 def test_unresolved_teams_and_departments(rsps, clock):

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 import responses
+from escbridge_zohodesk import CreditsExhausted
 from zohodesk_support import DESK, TICKET_ID, Clock, make_connector, ticket_json, token_reply
 
 from escbridge.http import (
@@ -17,7 +18,6 @@ from escbridge.http import (
     RateLimited,
     ValidationError,
 )
-from escbridge_zohodesk import CreditsExhausted
 
 TICKET = f"{DESK}/tickets/{TICKET_ID}"
 
@@ -54,18 +54,42 @@ def test_invalid_data_names_the_fields(rsps, connector):
 @pytest.mark.parametrize(
     ("status", "body", "error", "text"),
     [
-        (404, {"errorCode": "URL_NOT_FOUND", "message": "The URL you requested could not be found."},
-         NotFound, "could not be found"),
-        (403, {"errorCode": "FORBIDDEN", "message": "You are not authorized to access this resource."},
-         PermissionDeniedError, "not authorized"),
-        (401, {"errorCode": "SCOPE_MISMATCH", "message": "scope mismatch"},
-         AuthError, "lacks a scope this call needs"),
-        (403, {"errorCode": "LICENSE_ACCESS_LIMITED", "maxAllowedEntity": "10", "feature": "AGENTS",
-               "editionType": "FREE", "isTrial": False,
-               "message": "Your Zoho Desk Edition does not support this feature/operation."},
-         PermissionDeniedError, "feature AGENTS, edition FREE"),
+        (
+            404,
+            {"errorCode": "URL_NOT_FOUND", "message": "The URL you requested could not be found."},
+            NotFound,
+            "could not be found",
+        ),
+        (
+            403,
+            {
+                "errorCode": "FORBIDDEN",
+                "message": "You are not authorized to access this resource.",
+            },
+            PermissionDeniedError,
+            "not authorized",
+        ),
+        (
+            401,
+            {"errorCode": "SCOPE_MISMATCH", "message": "scope mismatch"},
+            AuthError,
+            "lacks a scope this call needs",
+        ),
+        (
+            403,
+            {
+                "errorCode": "LICENSE_ACCESS_LIMITED",
+                "maxAllowedEntity": "10",
+                "feature": "AGENTS",
+                "editionType": "FREE",
+                "isTrial": False,
+                "message": "Your Zoho Desk Edition does not support this feature/operation.",
+            },
+            PermissionDeniedError,
+            "feature AGENTS, edition FREE",
+        ),
     ],
-)  # fmt: skip
+)
 def test_error_codes_become_typed_errors(rsps, connector, status, body, error, text):
     rsps.get(TICKET, status=status, json=body)
     with pytest.raises(error, match=text) as err:
@@ -137,7 +161,11 @@ def test_an_empty_list_is_204_with_no_body(rsps, connector):
 
 
 def test_ticket_fields_fall_back_to_the_other_documented_path(rsps, connector):
-    rsps.get(f"{DESK}/organizationFields", status=404, json={"errorCode": "URL_NOT_FOUND", "message": "x"})
+    rsps.get(
+        f"{DESK}/organizationFields",
+        status=404,
+        json={"errorCode": "URL_NOT_FOUND", "message": "x"},
+    )
     rsps.get(f"{DESK}/fields", json={"data": [{"apiName": "priority"}]})
     assert connector.client.ticket_fields() == [{"apiName": "priority"}]
 
@@ -160,7 +188,9 @@ def test_calls_stay_below_the_configured_concurrency(rsps):
         return 200, {}, '{"id":"1","createdTime":"2026-10-05T17:28:58.000Z"}'
 
     rsps.add_callback(responses.GET, TICKET, callback=slow)
-    threads = [threading.Thread(target=connector.client.ticket, args=(TICKET_ID,)) for _ in range(6)]
+    threads = [
+        threading.Thread(target=connector.client.ticket, args=(TICKET_ID,)) for _ in range(6)
+    ]
     for t in threads:
         t.start()
     for t in threads:

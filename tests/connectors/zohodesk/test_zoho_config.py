@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from escbridge_zohodesk import ZohoDeskConfig, ZohoDeskConnector
+from escbridge_zohodesk.hosts import DATA_CENTRES, dc_of_api_domain
 from pydantic import ValidationError
 from zohodesk_support import CLIENT_SECRET, REFRESH_TOKEN, settings
 
@@ -10,8 +12,6 @@ from escbridge.config import parse_config
 from escbridge.connector import CAP_BULK_UPDATE, CAP_EVENT_WEBHOOKS, Registry
 from escbridge.errors import ConfigError
 from escbridge.model import Priority
-from escbridge_zohodesk import ZohoDeskConfig, ZohoDeskConnector
-from escbridge_zohodesk.hosts import DATA_CENTRES, dc_of_api_domain
 
 
 @pytest.mark.parametrize(
@@ -76,7 +76,9 @@ def test_production_config_cannot_send_credentials_to_another_host(url):
 
 
 def test_a_zoho_host_override_is_allowed_for_a_moved_desk_host():
-    config = ZohoDeskConfig.model_validate(settings(data_centre="uk", desk_url="https://desk.zoho.uk"))
+    config = ZohoDeskConfig.model_validate(
+        settings(data_centre="uk", desk_url="https://desk.zoho.uk")
+    )
     assert config.host_pairs[0].accounts == "https://accounts.zoho.uk"
 
 
@@ -84,7 +86,7 @@ def test_sandbox_hosts_must_be_loopback():
     config = ZohoDeskConfig.model_validate(settings(sandbox=True, desk_url="http://127.0.0.1:5001"))
     pair = config.host_pairs[0]
     assert (pair.accounts, pair.desk) == ("http://127.0.0.1:5001", "http://127.0.0.1:5001")
-    with pytest.raises(ValidationError, match="127.0.0.1, ::1 or localhost"):
+    with pytest.raises(ValidationError, match=r"127\.0\.0\.1, ::1 or localhost"):
         ZohoDeskConfig.model_validate(settings(sandbox=True, desk_url="https://desk.example.com"))
     with pytest.raises(ValidationError, match="needs desk_url"):
         ZohoDeskConfig.model_validate(settings(sandbox=True))
@@ -107,7 +109,11 @@ def test_mistakes_are_explained(key, value, message):
 
 def test_defaults():
     config = ZohoDeskConfig.model_validate(settings())
-    assert config.priority_map == {"Low": Priority.LOW, "Medium": Priority.NORMAL, "High": Priority.HIGH}
+    assert config.priority_map == {
+        "Low": Priority.LOW,
+        "Medium": Priority.NORMAL,
+        "High": Priority.HIGH,
+    }
     assert config.level_field == "cf_escalation_level"
     assert config.search_result_cap == 2000
     assert config.webhook_ids == ("55430000001230001",)

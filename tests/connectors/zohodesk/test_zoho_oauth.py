@@ -10,6 +10,7 @@ from urllib.parse import parse_qs
 import pytest
 import requests
 import responses
+from escbridge_zohodesk import TokenLimitReached, WrongDataCentre
 from zohodesk_support import (
     CLIENT_SECRET,
     DESK,
@@ -18,16 +19,17 @@ from zohodesk_support import (
     SECRETS,
     TICKET_ID,
     TOKEN_URL,
-    Clock,
     make_connector,
     ticket_json,
     token_reply,
 )
 
 from escbridge.http import AuthError
-from escbridge_zohodesk import TokenLimitReached, WrongDataCentre
 
-INVALID_OAUTH = {"errorCode": "INVALID_OAUTH", "message": "The OauthToken is invalid or has expired."}
+INVALID_OAUTH = {
+    "errorCode": "INVALID_OAUTH",
+    "message": "The OauthToken is invalid or has expired.",
+}
 
 
 def test_the_refresh_grant_is_a_form_body_to_the_data_centres_accounts_server(rsps, clock):
@@ -65,7 +67,9 @@ def test_the_token_is_reused_until_shortly_before_it_expires(rsps, clock):
     assert grants.call_count == 1
 
     clock.advance(3600 - 100)  # inside the refresh margin: the next call gets a new token
-    rsps.replace(responses.POST, TOKEN_URL, json={"access_token": "1000.tok.two", "expires_in": 3600})
+    rsps.replace(
+        responses.POST, TOKEN_URL, json={"access_token": "1000.tok.two", "expires_in": 3600}
+    )
     connector.fetch_ticket(TICKET_ID)
     assert rsps.calls[-1].request.headers["Authorization"] == "Zoho-oauthtoken 1000.tok.two"
 
@@ -83,17 +87,34 @@ def test_a_token_that_expires_mid_run_is_refreshed_once_and_the_call_repeated(rs
     ticket = connector.fetch_ticket(TICKET_ID)
 
     assert ticket.id == TICKET_ID
-    auths = [c.request.headers.get("Authorization") for c in rsps.calls if "/api/v1/" in c.request.url]
+    auths = [
+        c.request.headers.get("Authorization") for c in rsps.calls if "/api/v1/" in c.request.url
+    ]
     assert auths[-2:] == ["Zoho-oauthtoken 1000.tok.one", "Zoho-oauthtoken 1000.tok.two"]
     assert connector.tokens.refreshes == 2
 
 
-def test_a_fresh_token_that_is_refused_is_reported_instead_of_refreshed_again(rsps, clock):
+def test_a_new_token_that_is_refused_too_stops_the_refreshing(rsps, clock):
     grants = token_reply(rsps)
     rsps.get(f"{DESK}/tickets/{TICKET_ID}", json=INVALID_OAUTH, status=401)
-    with pytest.raises(AuthError, match="obtained moments ago was refused too: check org_id"):
-        make_connector(clock).fetch_ticket(TICKET_ID)
-    assert grants.call_count == 1  # not burning the 10-per-10-minutes allowance
+    connector = make_connector(clock)
+    for _ in range(4):
+        with pytest.raises(AuthError, match="a new access token was refused too: check org_id"):
+            connector.fetch_ticket(TICKET_ID)
+    assert grants.call_count == 2  # the first token and one replacement, not one per call
+    clock.advance(31)
+    with pytest.raises(AuthError):
+        connector.fetch_ticket(TICKET_ID)
+    assert grants.call_count == 3  # tried again after a pause
+
+
+def test_a_young_token_revoked_by_desk_is_replaced(rsps, clock):
+    # Desk keeps 10 live tokens per refresh token: another process's refresh can revoke ours.
+    rsps.post(TOKEN_URL, json={"access_token": "1000.tok.one", "expires_in": 3600})
+    rsps.post(TOKEN_URL, json={"access_token": "1000.tok.two", "expires_in": 3600})
+    rsps.get(f"{DESK}/tickets/{TICKET_ID}", json=INVALID_OAUTH, status=401)
+    rsps.get(f"{DESK}/tickets/{TICKET_ID}", json=ticket_json())
+    assert make_connector(clock).fetch_ticket(TICKET_ID).id == TICKET_ID
 
 
 def test_scope_and_org_mismatches_do_not_refresh(rsps, clock):
@@ -140,9 +161,9 @@ def test_threads_share_one_refresh(rsps, clock):
         t.join()
     assert not errors
     assert sum(1 for c in rsps.calls if c.request.url == TOKEN_URL) == 1
-    assert {c.request.headers["Authorization"] for c in rsps.calls if "/api/v1/" in c.request.url} == {
-        "Zoho-oauthtoken 1000.tok.one"
-    }
+    assert {
+        c.request.headers["Authorization"] for c in rsps.calls if "/api/v1/" in c.request.url
+    } == {"Zoho-oauthtoken 1000.tok.one"}
 
 
 def test_threads_hit_by_the_same_401_share_one_refresh(rsps, clock):
@@ -170,7 +191,7 @@ def test_threads_hit_by_the_same_401_share_one_refresh(rsps, clock):
 
 def test_a_token_from_another_data_centre_is_refused_with_the_fix(rsps, clock):
     token_reply(rsps, api_domain="https://www.zohoapis.com")
-    with pytest.raises(WrongDataCentre, match="US data centre .* set data_centre: 'com'"):
+    with pytest.raises(WrongDataCentre, match=r"US data centre .* set data_centre: 'com'"):
         make_connector(clock).tokens.token()
 
 
@@ -213,7 +234,8 @@ def test_zohos_token_block_is_respected_for_the_rest_of_the_window(rsps, clock):
     grants = rsps.post(
         TOKEN_URL,
         json={
-            "error_description": "You have made too many requests continuously. Please try again after some time.",
+            "error_description": "You have made too many requests continuously. "
+            "Please try again after some time.",
             "error": "Access Denied",
             "status": "failure",
         },
@@ -248,7 +270,11 @@ def test_canada_falls_back_to_the_second_host_pair_and_keeps_desk_in_step(rsps, 
     )
     rsps.post(
         "https://accounts.zoho.ca/oauth/v2/token",
-        json={"access_token": "1000.ca", "expires_in": 3600, "api_domain": "https://www.zohoapis.ca"},
+        json={
+            "access_token": "1000.ca",
+            "expires_in": 3600,
+            "api_domain": "https://www.zohoapis.ca",
+        },
     )
     rsps.get(f"https://desk.zoho.ca/api/v1/tickets/{TICKET_ID}", json=ticket_json())
     connector = make_connector(clock, data_centre="ca")
@@ -268,7 +294,9 @@ def test_secrets_never_reach_errors_or_logs(rsps, clock, caplog):
         assert secret not in text
 
     caplog.clear()
-    rsps.replace(responses.POST, TOKEN_URL, json={"access_token": "1000.live.token", "expires_in": 3600})
+    rsps.replace(
+        responses.POST, TOKEN_URL, json={"access_token": "1000.live.token", "expires_in": 3600}
+    )
     clock.advance(60)
     rsps.get(f"{DESK}/tickets/{TICKET_ID}", json=INVALID_OAUTH, status=401)
     with pytest.raises(AuthError) as err2:

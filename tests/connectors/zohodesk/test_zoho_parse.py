@@ -5,9 +5,6 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
-from zohodesk_support import Clock, load, make_connector, ticket_json
-
-from escbridge.model import Channel, Priority, Status
 from escbridge_zohodesk.parse import (
     PriorityMap,
     format_time,
@@ -15,6 +12,9 @@ from escbridge_zohodesk.parse import (
     parse_ticket,
     parse_time,
 )
+from zohodesk_support import Clock, load, make_connector, ticket_json
+
+from escbridge.model import Channel, Priority, Status
 
 
 def test_the_recorded_ticket():
@@ -79,7 +79,9 @@ def test_search_ranges_use_desks_millisecond_form():
 
 
 def test_team_name_from_the_included_object_or_the_cache():
-    included = ticket_json(teamId="55430000000120011", team={"id": "55430000000120011", "name": "L2 Support"})
+    included = ticket_json(
+        teamId="55430000000120011", team={"id": "55430000000120011", "name": "L2 Support"}
+    )
     assert parse_ticket(included).group == "L2 Support"
     bare = ticket_json(teamId="55430000000120011", department=None)
     assert parse_ticket(bare, team_names={"55430000000120011": "L2 Support"}).group == "L2 Support"
@@ -110,11 +112,24 @@ def test_custom_status_mapping_from_config():
 
 
 def test_priority_picklist_with_tenant_values():
-    priorities = PriorityMap({"Low": Priority.LOW, "Medium": Priority.NORMAL, "High": Priority.HIGH,
-                              "Critical": Priority.URGENT})  # fmt: skip
-    assert parse_ticket(ticket_json(priority="Critical"), priorities=priorities).priority is Priority.URGENT
-    assert parse_ticket(ticket_json(priority="high"), priorities=priorities).priority is Priority.HIGH
-    assert parse_ticket(ticket_json(priority=None), priorities=priorities).priority is Priority.NORMAL
+    priorities = PriorityMap(
+        {
+            "Low": Priority.LOW,
+            "Medium": Priority.NORMAL,
+            "High": Priority.HIGH,
+            "Critical": Priority.URGENT,
+        }
+    )
+    assert (
+        parse_ticket(ticket_json(priority="Critical"), priorities=priorities).priority
+        is Priority.URGENT
+    )
+    assert (
+        parse_ticket(ticket_json(priority="high"), priorities=priorities).priority is Priority.HIGH
+    )
+    assert (
+        parse_ticket(ticket_json(priority=None), priorities=priorities).priority is Priority.NORMAL
+    )
     assert parse_ticket(ticket_json(priority="Whatever")).priority is Priority.NORMAL
     assert not priorities.known("Whatever")
 
@@ -170,7 +185,8 @@ def test_html_descriptions_become_words():
 
 
 def test_the_connector_parses_with_its_configured_mapping():
-    connector = make_connector(Clock(), priority_map={"Low": "low", "Medium": "normal",
-                                                     "High": "high", "Urgent": "urgent"})  # fmt: skip
+    connector = make_connector(
+        Clock(), priority_map={"Low": "low", "Medium": "normal", "High": "high", "Urgent": "urgent"}
+    )
     assert connector.parse_ticket(ticket_json(priority="Urgent")).priority is Priority.URGENT
     assert connector.parse_ticket(ticket_json()).instance == "support-eu"

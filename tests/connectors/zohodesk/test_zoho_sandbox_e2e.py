@@ -7,11 +7,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from flask import Flask, request
-
-from escbridge.errors import WebhookAuthError
-from escbridge.model import Actions, Priority, TicketEvent
-from escbridge.sandbox import ServerThread, serve
 from escbridge_zohodesk import CreditsExhausted, WrongDataCentre, ZohoDeskConfig, ZohoDeskConnector
 from escbridge_zohodesk.parse import format_time
 from escbridge_zohodesk.sandbox import (
@@ -24,6 +19,11 @@ from escbridge_zohodesk.sandbox import (
     DeskEmulator,
     emulator,
 )
+from flask import Flask, request
+
+from escbridge.errors import WebhookAuthError
+from escbridge.model import Actions, Priority, TicketEvent
+from escbridge.sandbox import ServerThread, serve
 
 URL_TOKEN = "e2e-url-token-0123456789"
 HOOK_ID = "1892000000777001"
@@ -66,12 +66,15 @@ def start(**options: Any) -> Iterator[Desk]:
         server.stop()
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def desk() -> Iterator[Desk]:
+    """One emulator for the tests that need no special options (servers take time to stop)."""
     yield from start()
 
 
-def receiver(connector: ZohoDeskConnector, seen: list[tuple[TicketEvent, bool]], codes: list[int]) -> Flask:
+def receiver(
+    connector: ZohoDeskConnector, seen: list[tuple[TicketEvent, bool]], codes: list[int]
+) -> Flask:
     """The shape of escbridge's webhook route: verify, parse, drop own changes, answer fast."""
     app = Flask("receiver")
 
@@ -105,8 +108,11 @@ def test_escalation_round_trip_with_signed_webhooks(desk):
 
         raw = desk.state.add_ticket(subject="Card declined twice")
         # a person changes the ticket: Desk posts a signed event
-        desk.state.tickets.update(raw["id"], lambda t: t.update(status="On Hold", modifiedBy=HUMAN_AGENT),
-                                  actor=HUMAN_AGENT)  # fmt: skip
+        desk.state.tickets.update(
+            raw["id"],
+            lambda t: t.update(status="On Hold", modifiedBy=HUMAN_AGENT),
+            actor=HUMAN_AGENT,
+        )
         assert desk.state.dispatcher.flush(5)
         assert codes[-1] == 200
         event, own = seen[-1]
@@ -114,11 +120,16 @@ def test_escalation_round_trip_with_signed_webhooks(desk):
 
         # the event is a hint: fetch, then escalate to a team in another department
         ticket = connector.fetch_ticket(event.ticket_id)
-        actions = Actions(group="Billing Specialists", priority=Priority.URGENT, level="billing",
-                          note="Card declined twice: billing specialists take over")  # fmt: skip
+        actions = Actions(
+            group="Billing Specialists",
+            priority=Priority.URGENT,
+            level="billing",
+            note="Card declined twice: billing specialists take over",
+        )
         result = connector.apply(ticket, actions)
         assert result.ok, result.error
         assert desk.state.dispatcher.flush(5)
+        desk.state.webhooks.clear()
 
     stored = desk.state.tickets.get(raw["id"])
     assert stored is not None
@@ -179,7 +190,9 @@ def test_unconfirmed_write_behaviours_both_ways():
     for desk in start(patch_moves_department=False, null_unassigns=False):
         connector = desk.connector()
         raw = desk.state.add_ticket(assigneeId=HUMAN_AGENT)
-        actions = Actions(group="Billing Specialists", unassign=True, note="to billing", level="billing")
+        actions = Actions(
+            group="Billing Specialists", unassign=True, note="to billing", level="billing"
+        )
         assert connector.apply(connector.fetch_ticket(raw["id"]), actions).ok
         stored = desk.state.tickets.get(raw["id"])
         assert stored["departmentId"] == desk.state.department_id("Billing")
@@ -192,12 +205,21 @@ def test_unconfirmed_write_behaviours_both_ways():
 def test_bulk_escalation_uses_update_many(desk):
     connector = desk.connector()
     tickets = [connector.fetch_ticket(desk.state.add_ticket()["id"]) for _ in range(6)]
-    actions = Actions(group="L2 Support", priority=Priority.HIGH, note="Bulk SLA breach", level="l2")
+    actions = Actions(
+        group="L2 Support", priority=Priority.HIGH, note="Bulk SLA breach", level="l2"
+    )
     results = connector.apply_many([(t, actions) for t in tickets])
     assert all(r.ok for r in results)
-    bulk = [b for m, p, b in desk.state.requests_log if p.endswith("/updateMany")]
+    ids = {t.id for t in tickets}
+    bulk = [
+        b
+        for m, p, b in desk.state.requests_log
+        if p.endswith("/updateMany") and set(b["ids"]) == ids
+    ]
     assert [b["fieldName"] for b in bulk] == ["teamId", "priority", "cf_escalation_level"]
-    assert not [p for m, p, _ in desk.state.requests_log if m == "PATCH"]
+    assert not [
+        p for m, p, _ in desk.state.requests_log if m == "PATCH" and p.rsplit("/", 1)[-1] in ids
+    ]
     for t in tickets:
         stored = desk.state.tickets.get(t.id)
         assert (stored["teamId"], stored["priority"]) == (desk.state.team_id("L2 Support"), "High")
@@ -205,9 +227,10 @@ def test_bulk_escalation_uses_update_many(desk):
 
 
 def test_sync_over_a_capped_search_with_a_token_expiring_mid_run():
-    for desk in start(search_cap=200):
-        for _ in range(450):
-            desk.state.add_ticket()
+    for desk in start(search_cap=200, search_full_items=True):
+        now = datetime.now(UTC)
+        for i in range(450):
+            desk.state.add_ticket(modifiedTime=format_time(now - timedelta(seconds=i / 2)))
         connector = desk.connector(search_result_cap=200)
         since = datetime.now(UTC) - timedelta(minutes=5)
         ids: list[str] = []
@@ -224,9 +247,11 @@ def test_sync_over_a_capped_search_with_a_token_expiring_mid_run():
 def test_both_kinds_of_429(desk):
     connector = desk.connector()
     raw = desk.state.add_ticket()
+    connector.fetch_ticket(raw["id"])
+    slept = len(desk.sleeps)
     desk.state.throttle_next("TOO_MANY_REQUESTS")
     assert connector.fetch_ticket(raw["id"]).id == raw["id"]
-    assert desk.sleeps  # it backed off (without really sleeping)
+    assert len(desk.sleeps) == slept + 1  # it backed off (without really sleeping)
 
     desk.state.throttle_next("THRESHOLD_EXCEEDED")
     with pytest.raises(CreditsExhausted) as err:

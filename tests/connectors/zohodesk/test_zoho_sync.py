@@ -9,10 +9,9 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import responses
-from zohodesk_support import DESK, Clock, load, make_connector, ticket_json, token_reply
-
 from escbridge_zohodesk import CreditsExhausted
 from escbridge_zohodesk.parse import format_time, parse_time
+from zohodesk_support import DESK, Clock, load, make_connector, ticket_json, token_reply
 
 START = datetime(2026, 10, 5, 12, 0, tzinfo=UTC)
 SEARCH = f"{DESK}/tickets/search"
@@ -45,8 +44,19 @@ class SearchDesk:
         page = hits[start : start + limit]
         if not page:
             return 204, {}, ""
-        keep = ("id", "subject", "status", "statusType", "priority", "departmentId", "teamId",
-                "assigneeId", "createdTime", "modifiedTime", "channel")  # fmt: skip
+        keep = (
+            "id",
+            "subject",
+            "status",
+            "statusType",
+            "priority",
+            "departmentId",
+            "teamId",
+            "assigneeId",
+            "createdTime",
+            "modifiedTime",
+            "channel",
+        )
         items = page if self.full_items else [{k: t.get(k) for k in keep} for t in page]
         body = {"data": items}
         if self.with_count:
@@ -59,8 +69,15 @@ def tickets(n, *, every=timedelta(minutes=1), closed=()):
     for i in range(n):
         at = format_time(START + every * i)
         status = ("Closed", "Closed") if i in closed else ("Open", "Open")
-        out.append(ticket_json(id=str(100000 + i), modifiedTime=at, createdTime=at,
-                               status=status[0], statusType=status[1]))  # fmt: skip
+        out.append(
+            ticket_json(
+                id=str(100000 + i),
+                modifiedTime=at,
+                createdTime=at,
+                status=status[0],
+                statusType=status[1],
+            )
+        )
     return out
 
 
@@ -154,7 +171,9 @@ def test_a_cursor_resumes_with_a_small_overlap(rsps, clock):
     install(rsps, desk)
     cursor = format_time(START + timedelta(hours=3))
     scan(make_connector(clock, sync_overlap_seconds=60), cursor=cursor)
-    assert desk.ranges[0][0].startswith(format_time(START + timedelta(hours=3) - timedelta(seconds=60)))
+    assert desk.ranges[0][0].startswith(
+        format_time(START + timedelta(hours=3) - timedelta(seconds=60))
+    )
 
 
 def test_no_cursor_and_no_since_looks_back_sync_start_days(rsps, clock):

@@ -99,8 +99,15 @@ def test_times_in_milliseconds_as_documented_are_understood(keys, connector, clo
 
 def test_a_token_from_the_future_is_refused(keys, connector, clock):
     with pytest.raises(WebhookAuthError, match="in the future"):
-        connector.verify_webhook({"X-ZDesk-JWT": token(clock, iat=int(clock.wall() + 3600),
-                                                       exp=int(clock.wall() + 3900))}, body(), QUERY)  # fmt: skip
+        connector.verify_webhook(
+            {
+                "X-ZDesk-JWT": token(
+                    clock, iat=int(clock.wall() + 3600), exp=int(clock.wall() + 3900)
+                )
+            },
+            body(),
+            QUERY,
+        )
 
 
 def test_the_wrong_audience_or_issuer_is_refused(keys, connector, clock):
@@ -116,9 +123,12 @@ def test_several_webhooks_can_be_configured(keys, clock):
 
 
 def test_only_rs256_is_accepted(keys, connector, clock):
-    forged = jwt.encode({"iss": f"orgId:{ORG_ID}", "aud": f"webhookId:{WEBHOOK_ID}",
-                         "exp": int(clock.wall() + 60)}, "a-shared-secret-of-32-bytes-long!!", algorithm="HS256",
-                        headers={"kid": KID})  # fmt: skip
+    forged = jwt.encode(
+        {"iss": f"orgId:{ORG_ID}", "aud": f"webhookId:{WEBHOOK_ID}", "exp": int(clock.wall() + 60)},
+        "a-shared-secret-of-32-bytes-long!!",
+        algorithm="HS256",
+        headers={"kid": KID},
+    )
     with pytest.raises(WebhookAuthError, match="uses 'HS256', not RS256"):
         connector.verify_webhook({"X-ZDesk-JWT": forged}, body(), QUERY)
     with pytest.raises(WebhookAuthError, match="not a JWT"):
@@ -135,7 +145,9 @@ def test_a_rotated_key_is_fetched_once_and_random_kids_cannot_hammer_desk(rsps, 
     connector.verify_webhook({"X-ZDesk-JWT": token(clock)}, body(), QUERY)
     rsps.replace("GET", JWKS_URL, json=jwks((KID, KEY), ("desk-2026-11", OTHER_KEY)))
     clock.advance(31)
-    connector.verify_webhook({"X-ZDesk-JWT": token(clock, key=OTHER_KEY, kid="desk-2026-11")}, body(), QUERY)
+    connector.verify_webhook(
+        {"X-ZDesk-JWT": token(clock, key=OTHER_KEY, kid="desk-2026-11")}, body(), QUERY
+    )
     assert keys.call_count == 1
     fetches = connector.jwks.fetches
     for kid in ("x1", "x2", "x3"):
@@ -199,12 +211,25 @@ def test_events_become_ticket_hints(connector):
 
 def test_a_batch_of_events_with_iso_times_and_comment_events(connector):
     batch = [
-        {"payload": {"id": "1", "modifiedBy": AGENT_ID}, "eventType": "Ticket_Add",
-         "eventTime": "2026-10-05T17:28:58.000Z", "orgId": ORG_ID},
-        {"payload": {"id": "c9", "ticketId": "2", "commenterId": "77"}, "eventType": "Ticket_Comment_Add",
-         "eventTime": "1618493667780", "orgId": ORG_ID},
-        {"payload": {"id": "5"}, "eventType": "Contact_Update", "eventTime": "1618493667780", "orgId": ORG_ID},
-    ]  # fmt: skip
+        {
+            "payload": {"id": "1", "modifiedBy": AGENT_ID},
+            "eventType": "Ticket_Add",
+            "eventTime": "2026-10-05T17:28:58.000Z",
+            "orgId": ORG_ID,
+        },
+        {
+            "payload": {"id": "c9", "ticketId": "2", "commenterId": "77"},
+            "eventType": "Ticket_Comment_Add",
+            "eventTime": "1618493667780",
+            "orgId": ORG_ID,
+        },
+        {
+            "payload": {"id": "5"},
+            "eventType": "Contact_Update",
+            "eventTime": "1618493667780",
+            "orgId": ORG_ID,
+        },
+    ]
     events = connector.parse_webhook({}, json.dumps(batch).encode())
     assert [(e.ticket_id, e.kind, e.actor) for e in events] == [
         ("1", "ticket.created", AGENT_ID),
@@ -221,7 +246,9 @@ def test_the_dedupe_key_is_the_same_for_a_redelivery_and_differs_between_events(
     assert connector.parse_webhook({}, body(eventTime="1618493667999"))[0].dedupe_key != first
 
 
-@pytest.mark.parametrize("raw", [b"{not json", b'"text"', b"[1, 2]", b'[{"eventType":"Ticket_Update","payload":{}}]'])
+@pytest.mark.parametrize(
+    "raw", [b"{not json", b'"text"', b"[1, 2]", b'[{"eventType":"Ticket_Update","payload":{}}]']
+)
 def test_unreadable_bodies_are_payload_errors(connector, raw):
     with pytest.raises(WebhookPayloadError):
         connector.parse_webhook({}, raw)

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import responses
-
 from escbridge_zohodesk import ZohoDeskConfig, ZohoDeskConnector
 
 FIXTURES = Path(__file__).parent / "fixtures"

@@ -28,6 +28,7 @@ keepalive = 5
 backlog = 2048
 preload_app = False  # each worker opens its own database connections after the fork
 accesslog = None
+control_socket_disable = True  # gunicorn >= 24: no shared ~/.gunicorn socket between instances
 loglevel = os.environ.get("ESCBRIDGE_LOG_LEVEL", "info").lower()
 
 logconfig_dict: dict[str, Any] = {

@@ -120,6 +120,7 @@ class FreshdeskConnector:
         self._field_names: set[str] = set()
         self._fields_at: float | None = None
         self._own: tuple[str, str] | None = None  # (agent id, email)
+        self._own_failed_at: float | None = None
         self.max_pages = MAX_PAGES  # Freshdesk's cap; lowered by tests against a small sandbox
 
     def __repr__(self) -> str:
@@ -187,11 +188,17 @@ class FreshdeskConnector:
         )
 
     def own_agent(self) -> tuple[str, str] | None:
-        """(id, email) of the agent the API key belongs to; learned once from /agents/me."""
+        """(id, email) of the agent the API key belongs to; learned once from /agents/me.
+
+        A failure is remembered for a minute, so an outage does not add a call to every event.
+        """
         if self._own is None:
+            if not self._stale(self._own_failed_at, LOOKUP_REFRESH_SECONDS):
+                return None
             try:
                 me = self.api.me()
             except ApiError as exc:
+                self._own_failed_at = self._clock()
                 log.warning("cannot learn the API key's agent: %s", exc)
                 return None
             contact = me.get("contact") or {}
@@ -287,7 +294,7 @@ class FreshdeskConnector:
             return notes.level_tag(actions.level) in tags
         checks: list[bool] = []
         if actions.group:
-            checks.append(raw.get("group_id") == self._group_ids.get(actions.group.casefold()))
+            checks.append(raw.get("group_id") == self.group_id(actions.group))
         add, _ = notes.tag_changes(actions)
         if add:
             checks.append(set(add) <= tags)
@@ -449,7 +456,9 @@ class FreshdeskConnector:
                     reply_there,
                 )
         if resumed:
-            log.info("ticket %s: escalation %s was already applied; completed it", ticket_id, ref)
+            log.info(
+                "ticket %s: escalation %s had landed; wrote only what was missing", ticket_id, ref
+            )
         return ApplyResult(
             ticket_id,
             ok=True,

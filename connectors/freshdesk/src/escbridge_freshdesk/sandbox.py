@@ -744,10 +744,10 @@ class FreshdeskSandbox:
                         "invalid_date",
                     )
                 )
-            tickets = [t for t in tickets if parse_time(t["updated_at"]) >= when]  # type: ignore[operator]
+            tickets = [t for t in tickets if _at(t["updated_at"]) >= when]
         else:
             cutoff = self._now() - timedelta(days=30)
-            tickets = [t for t in tickets if parse_time(t["created_at"]) >= cutoff]  # type: ignore[operator]
+            tickets = [t for t in tickets if _at(t["created_at"]) >= cutoff]
         order_by = args.get("order_by", "created_at")
         if order_by not in ("created_at", "due_by", "updated_at", "status"):
             raise validation_error(
@@ -1045,6 +1045,12 @@ def _in_request() -> bool:
 
 def _public(record: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in record.items() if not k.startswith("_")}
+
+
+def _at(stamp: str) -> datetime:
+    when = parse_time(stamp)
+    assert when is not None
+    return when
 
 
 def _text(body: str) -> str:

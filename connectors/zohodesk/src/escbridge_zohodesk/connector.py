@@ -32,6 +32,7 @@ from escbridge.connector import (
     CAP_BULK_UPDATE,
     CAP_EVENT_WEBHOOKS,
     CAP_INCREMENTAL_SYNC,
+    CAP_RESUMABLE_APPLY,
     CAP_SANDBOX,
     ApplyResult,
     CheckReport,
@@ -114,7 +115,13 @@ class ZohoDeskConnector:
         version=__version__,
         display_name="Zoho Desk",
         capabilities=frozenset(
-            {CAP_BULK_UPDATE, CAP_EVENT_WEBHOOKS, CAP_INCREMENTAL_SYNC, CAP_SANDBOX}
+            {
+                CAP_BULK_UPDATE,
+                CAP_EVENT_WEBHOOKS,
+                CAP_INCREMENTAL_SYNC,
+                CAP_RESUMABLE_APPLY,  # a marked ticket: nothing is missing, nothing is rewritten
+                CAP_SANDBOX,
+            }
         ),
         signature_scheme="RS256 JWT (X-ZDesk-JWT) + URL secret",
         config_model=ZohoDeskConfig,

@@ -76,6 +76,22 @@ _SCOPE_FOR = {
 _COST = {"search": 3, "list": 3, "updateMany": 5}
 
 
+_KEY: tuple[rsa.RSAPrivateKey, str] | None = None
+_KEY_LOCK = threading.Lock()
+
+
+def _signing_key() -> tuple[rsa.RSAPrivateKey, str]:
+    """One RSA key per process: generating one takes a noticeable fraction of a second."""
+    global _KEY
+    with _KEY_LOCK:
+        if _KEY is None:
+            _KEY = (
+                rsa.generate_private_key(public_exponent=65537, key_size=2048),
+                uuid.uuid4().hex,
+            )
+        return _KEY
+
+
 def _err(status: int, code: str, message: str, **extra: Any) -> Response:
     body = {"errorCode": code, "message": message, **extra}
     return Response(json.dumps(body), status=status, mimetype="application/json")
@@ -151,8 +167,7 @@ class DeskEmulator:
         self._lock = threading.RLock()
         self.requests_log: list[tuple[str, str, dict[str, Any] | None]] = []
         self.dispatcher = WebhookDispatcher(timeout=webhook_timeout)
-        self.private_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        self.kid = uuid.uuid4().hex
+        self.private_key, self.kid = _signing_key()
         self.tickets.subscribe(self._on_change)
         self._fields_defaults()
         if seed:
