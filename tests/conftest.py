@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from escbridge.store import Store, upgrade
+from escbridge.store import Store, head_revision, upgrade
 from escbridge.store.schema import metadata
 
 BACKENDS = ("sqlite", "postgresql")
@@ -178,6 +178,7 @@ class PostgresServer:
             )
             tables = ", ".join(f'"{t}"' for t in metadata.tables)
             connection.execute(f"TRUNCATE {tables} RESTART IDENTITY")
+            connection.execute("UPDATE alembic_version SET version_num = %s", (head_revision(),))
 
     def drop_database(self, name: str) -> None:
         with contextlib.suppress(Exception):

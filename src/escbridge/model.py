@@ -7,7 +7,7 @@ Pure data, no I/O. Helpdesk-specific values (Zendesk's ``hold``, Freshdesk's sta
 from __future__ import annotations
 
 import enum
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -143,9 +143,13 @@ class Ticket(BaseModel):
     )
     @classmethod
     def _aware(cls, value: datetime | None) -> datetime | None:
-        if value is not None and value.tzinfo is None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
             raise ValueError("needs a timezone (e.g. 2026-03-11T09:30:00Z)")
-        return value
+        # UTC always: Python subtracts two datetimes that share a ZoneInfo by wall clock,
+        # which is wrong across a DST change.
+        return value.astimezone(UTC)
 
 
 DestinationKind = Literal["level", "team"]
@@ -185,6 +189,13 @@ class EscalationRecord(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     at: datetime
+
+    @field_validator("at")
+    @classmethod
+    def _utc(cls, value: datetime) -> datetime:
+        if value.tzinfo is None:
+            raise ValueError("needs a timezone")
+        return value.astimezone(UTC)
     to: str
     from_level: str | None = None
     rule_id: str | None = None

@@ -16,7 +16,7 @@ import operator
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import jinja2
@@ -637,6 +637,7 @@ class Engine:
         """The decision for ``ticket`` at ``now``; ``explain`` adds an outcome for every rule."""
         if now.tzinfo is None:
             raise ValueError("now needs a timezone")
+        now = now.astimezone(UTC)
         current = self.current_rung(ticket)
         ctx = _Ctx(ticket, now, current, history)
         if not ticket.status.is_open:

@@ -183,16 +183,19 @@ def test_read_timeout_is_not_retried_for_post(clock: FakeClock) -> None:
 
 
 @responses.activate
-def test_500_on_post_is_not_retried_but_503_is(clock: FakeClock) -> None:
+def test_500_and_504_on_post_are_not_retried_but_503_is(clock: FakeClock) -> None:
     responses.post(f"{BASE}/a", status=500, json={"error": "boom"})
+    responses.post(f"{BASE}/c", status=504, body="gateway timeout")  # may have been done
     responses.post(f"{BASE}/b", status=503)
     responses.post(f"{BASE}/b", json={"done": 1})
     client = make_client(clock)
     with pytest.raises(TransientError) as info:
         client.call("POST", "/a", json={})
     assert info.value.status == 500
+    with pytest.raises(TransientError):
+        client.call("POST", "/c", json={})
     assert client.call("POST", "/b", json={}) == {"done": 1}
-    assert client.stats.calls == 3
+    assert client.stats.calls == 4
 
 
 @pytest.mark.parametrize(
