@@ -6,6 +6,7 @@ Exit codes: 0 ok, 1 a rule or ticket problem (the command ran and found one), 2 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 from collections.abc import Callable, Sequence
@@ -19,7 +20,13 @@ from escbridge.errors import InvalidInputError, Problem, TicketError
 from escbridge.matrix import Matrix, load_matrix
 from escbridge.model import Decision, Ticket
 from escbridge.policy import Engine
-from escbridge.render import matrix_json, matrix_markdown, matrix_table
+from escbridge.render import (
+    matrix_html,
+    matrix_json,
+    matrix_markdown,
+    matrix_mermaid,
+    matrix_table,
+)
 from escbridge.yamlfile import parse_yaml, problems_from_validation
 
 EXIT_OK, EXIT_PROBLEM, EXIT_INVALID = 0, 1, 2
@@ -238,15 +245,30 @@ def run_matrix(args: argparse.Namespace) -> int:
         matrix = load_matrix(Path(args.path) if args.path else _matrix_path(args))
     except InvalidInputError as exc:
         return _fail(exc)
-    render = {"table": matrix_table, "markdown": matrix_markdown, "json": matrix_json}[args.format]
-    _out().write(render(matrix))
+    render = MATRIX_FORMATS[args.format]
+    text = render(matrix)
+    if args.output:
+        Path(args.output).write_text(text, encoding="utf-8")
+        print(f"wrote {args.output}", file=_out())
+    else:
+        _out().write(text)
     return EXIT_OK
+
+
+MATRIX_FORMATS: dict[str, Callable[[Matrix], str]] = {
+    "table": matrix_table,
+    "markdown": matrix_markdown,
+    "json": matrix_json,
+    "html": matrix_html,
+    "mermaid": matrix_mermaid,
+}
 
 
 # --- parser ------------------------------------------------------------------------------
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
+    """The whole command line; with ``selected``, only that command's module is imported."""
     parser = argparse.ArgumentParser(
         prog="escbridge",
         description="Enforce one escalation matrix on Zendesk, Freshdesk and Zoho Desk.",
@@ -286,14 +308,61 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("matrix", help="show the matrix as a table, Markdown or JSON")
     p.add_argument("path", nargs="?", help="matrix file (default: --matrix or matrix.yaml)")
     p.add_argument("--matrix", help="matrix file (same as PATH)")
-    p.add_argument("--format", choices=["table", "markdown", "json"], default="table")
+    p.add_argument("--format", choices=list(MATRIX_FORMATS), default="table")
+    p.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
     p.set_defaults(run=run_matrix)
+
+    for name, help_text, module, configure, run_name in COMMANDS:
+        p = sub.add_parser(name, help=help_text)
+        if selected is not None and selected != name:
+            continue  # import the modules behind a command only when it runs
+        try:
+            loaded = importlib.import_module(module)
+        except ImportError as exc:
+            if not module.startswith("escbridge_webhooks"):
+                raise
+            p.set_defaults(run=_missing_distribution(name, exc))
+            continue
+        getattr(loaded, configure)(p)
+        p.set_defaults(run=getattr(loaded, run_name))
     return parser
 
 
+# Commands whose work lives in other modules (and, for `serve`, another distribution).
+COMMANDS: tuple[tuple[str, str, str, str, str], ...] = (
+    ("connectors", "list the installed connector plugins and their capabilities",
+     "escbridge.commands_connectors", "configure_connectors_parser", "run_connectors"),
+    ("check", "prove credentials and reachability, resolve groups, per instance",
+     "escbridge.commands_connectors", "configure_check_parser", "run_check"),
+    ("serve", "webhook receiver with an embedded worker pool",
+     "escbridge_webhooks.serve", "configure_serve_parser", "run_serve"),
+    ("worker", "process the inbox (claim, fetch, decide, apply, record)",
+     "escbridge.processing", "configure_worker_parser", "run_worker"),
+    ("jobs", "list dead letters and retries; replay them",
+     "escbridge.store.commands", "configure_jobs_parser", "run_jobs"),
+    ("db", "manage the store's schema (db upgrade)",
+     "escbridge.store.commands", "configure_db_parser", "run_db"),
+    ("report", "escalation trends by level, rule, group, helpdesk, channel",
+     "escbridge.report", "configure_report_parser", "run_report"),
+)  # fmt: skip
+
+
+def _missing_distribution(command: str, error: ImportError) -> Runner:
+    def run(_args: argparse.Namespace) -> int:
+        print(
+            f"escbridge {command} needs the escbridge-webhooks distribution ({error}).\n"
+            "Install it with: pip install escbridge-webhooks",
+            file=sys.stderr,
+        )
+        return EXIT_INVALID
+
+    return run
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    selected = next((w for w in words if not w.startswith("-")), None)
+    args = build_parser(selected).parse_args(words)
     run: Runner = args.run
     try:
         return run(args)
