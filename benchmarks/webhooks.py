@@ -295,7 +295,7 @@ def gunicorn(
             **os.environ,
             **env,
             "PROMETHEUS_MULTIPROC_DIR": str(metrics),
-            "ESCBRIDGE_LOG_LEVEL": "warning",
+            "ESCBRIDGE_LOG_LEVEL": args.log_level,
         },
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -396,6 +396,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--phase-timeout", type=float, default=180.0)
     parser.add_argument("--no-kill", action="store_true", help="skip the worker-kill run")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--log-level", default="info", help="receiver log level (info: one line per delivery)"
+    )
     args = parser.parse_args(argv)
 
     rng = random.Random(args.seed)

@@ -22,6 +22,7 @@ from escbridge.errors import StoreSchemaError, StoreUnavailableError
 from escbridge_webhooks.chain import (
     Context,
     Enqueuer,
+    OneWriterAtATime,
     Reply,
     Step,
     WebhookRequest,
@@ -102,6 +103,8 @@ class Receiver:
         self.store = store
         self.settings = settings
         self.metrics = metrics
+        if store.dialect == "sqlite":
+            enqueuer = OneWriterAtATime(enqueuer)
         self.steps: list[Step] = default_steps(
             self.connectors,
             enqueuer,
