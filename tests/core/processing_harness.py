@@ -135,20 +135,29 @@ class FakeHelpdesk:
                 [(t, json.dumps(sorted(tags)), int(Priority.NORMAL)) for t in ticket_ids],
             )
 
-    def edit(self, ticket_id: str, *, tags: Collection[str] | None = None, level: str | None = None) -> None:
+    def edit(
+        self, ticket_id: str, *, tags: Collection[str] | None = None, level: str | None = None
+    ) -> None:
         """A human edits the ticket: its version changes (a concurrent edit for safe updates)."""
         with self._tx() as db:
             if tags is not None:
-                db.execute("UPDATE tickets SET tags = ? WHERE id = ?", (json.dumps(sorted(tags)), ticket_id))
+                db.execute(
+                    "UPDATE tickets SET tags = ? WHERE id = ?",
+                    (json.dumps(sorted(tags)), ticket_id),
+                )
             if level is not None:
                 db.execute("UPDATE tickets SET level = ? WHERE id = ?", (level, ticket_id))
             db.execute("UPDATE tickets SET version = version + 1 WHERE id = ?", (ticket_id,))
 
     def ticket(self, ticket_id: str, instance: str) -> Ticket:
-        row = self._db().execute(
-            "SELECT id, tags, level, grp, priority, version, subject FROM tickets WHERE id = ?",
-            (ticket_id,),
-        ).fetchone()
+        row = (
+            self._db()
+            .execute(
+                "SELECT id, tags, level, grp, priority, version, subject FROM tickets WHERE id = ?",
+                (ticket_id,),
+            )
+            .fetchone()
+        )
         if row is None:
             raise NotFound(f"ticket {ticket_id} not found", status=404)
         return _ticket(row, instance)
@@ -267,7 +276,9 @@ class FakeConnector:
             if again is None:
                 return ApplyResult(ticket.id, ok=True, skipped=True, conflicts=1)
             if not self.helpdesk.write(fresh, again):
-                return ApplyResult(ticket.id, ok=False, error="conflict", retryable=True, conflict=True)
+                return ApplyResult(
+                    ticket.id, ok=False, error="conflict", retryable=True, conflict=True
+                )
             actions = again
         self._point("after_apply", ticket.id)
         if self.land_then_fail is not None:
@@ -276,13 +287,17 @@ class FakeConnector:
                 raise error
         return ApplyResult(ticket.id, ok=True, actions=actions)
 
-    def apply_many(self, items: Sequence[tuple[Ticket, Actions]], *, on_conflict: ConflictHandler | None = None) -> list[ApplyResult]:
+    def apply_many(
+        self, items: Sequence[tuple[Ticket, Actions]], *, on_conflict: ConflictHandler | None = None
+    ) -> list[ApplyResult]:
         return [self.apply(t, a, on_conflict=on_conflict) for t, a in items]
 
     def parse_ticket(self, raw: Mapping[str, Any]) -> Ticket:
         raise NotImplementedError
 
-    def verify_webhook(self, headers: Mapping[str, str], body: bytes, query: Mapping[str, str]) -> None:
+    def verify_webhook(
+        self, headers: Mapping[str, str], body: bytes, query: Mapping[str, str]
+    ) -> None:
         return None
 
     def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> list[TicketEvent]:
@@ -310,7 +325,9 @@ class Clock:
         return self.now
 
 
-def event(ticket_id: str, key: str | None = None, instance: str = "fake", **extra: Any) -> TicketEvent:
+def event(
+    ticket_id: str, key: str | None = None, instance: str = "fake", **extra: Any
+) -> TicketEvent:
     return TicketEvent(
         instance=instance, ticket_id=ticket_id, dedupe_key=key or f"evt-{ticket_id}", **extra
     )
@@ -334,7 +351,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--flaky", type=float, default=0.0, help="share of helpdesk calls that fail with a 503"
     )
     parser.add_argument("--backoff", type=float, default=2.0, help="first retry delay, seconds")
-    parser.add_argument("--stop-file", default=None, help="stop once this file exists and all is done")
+    parser.add_argument(
+        "--stop-file", default=None, help="stop once this file exists and all is done"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.ERROR, stream=sys.stderr)
 
@@ -379,7 +398,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                 stop.wait(args.poll)
     report.add(processor.run(stop=stop, drain=True))
     store.close()
-    print(json.dumps({"done": report.done, "outcomes": report.outcomes, "dead": report.dead, "deferred": report.deferred, "retried": report.retried, "claimed": report.claimed}))
+    print(
+        json.dumps(
+            {
+                "done": report.done,
+                "outcomes": report.outcomes,
+                "dead": report.dead,
+                "deferred": report.deferred,
+                "retried": report.retried,
+                "claimed": report.claimed,
+            }
+        )
+    )
     return 0
 
 

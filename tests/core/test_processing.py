@@ -60,7 +60,9 @@ def make(store: Store, helpdesk: FakeHelpdesk, clock: Clock) -> Callable[..., Pr
     return build
 
 
-def failing(times: int, error: Callable[[], BaseException], op: str = "apply") -> Callable[[str, str], None]:
+def failing(
+    times: int, error: Callable[[], BaseException], op: str = "apply"
+) -> Callable[[str, str], None]:
     """A fault that raises ``error()`` on the first ``times`` calls of ``op``."""
     left = [times]
 
@@ -72,7 +74,9 @@ def failing(times: int, error: Callable[[], BaseException], op: str = "apply") -
     return fault
 
 
-def drain(processor: Processor, clock: Clock, *, step: timedelta = timedelta(hours=1), rounds: int = 50) -> None:
+def drain(
+    processor: Processor, clock: Clock, *, step: timedelta = timedelta(hours=1), rounds: int = 50
+) -> None:
     """Run the worker until nothing is pending, moving the clock past every backoff."""
     for _ in range(rounds):
         processor.run_once()
@@ -211,7 +215,9 @@ def test_a_dry_run_decides_but_writes_nothing(make, helpdesk, store):
 # --- exactly once, across crashes and concurrent workers ---------------------------------
 
 
-def test_a_write_that_landed_before_a_timeout_is_recorded_not_reapplied(make, helpdesk, store, clock):
+def test_a_write_that_landed_before_a_timeout_is_recorded_not_reapplied(
+    make, helpdesk, store, clock
+):
     helpdesk.add("9", tags=["vip"])
     # The helpdesk took the update but the answer was lost: the worker cannot tell.
     lost = iter([TransientError("read timed out")])
@@ -247,7 +253,9 @@ def test_an_intent_that_never_reached_the_helpdesk_is_decided_again(make, helpde
     assert [e.outcome for e in store.escalations(ticket_id="10")] == ["applied"]
 
 
-def test_a_ticket_held_by_another_worker_is_deferred_without_using_an_attempt(make, helpdesk, store, clock):
+def test_a_ticket_held_by_another_worker_is_deferred_without_using_an_attempt(
+    make, helpdesk, store, clock
+):
     helpdesk.add("11", tags=["vip"])
     processor = make()
     processor.enqueue(event("11"))
@@ -315,10 +323,14 @@ def test_threads_sharing_a_processor_escalate_each_ticket_once(make, helpdesk, s
 # --- retries and the dead-letter list --------------------------------------------------------
 
 
-def test_a_5xx_storm_is_retried_with_growing_backoff_until_the_helpdesk_recovers(make, helpdesk, store, clock):
+def test_a_5xx_storm_is_retried_with_growing_backoff_until_the_helpdesk_recovers(
+    make, helpdesk, store, clock
+):
     helpdesk.add("20", tags=["vip"])
     processor = make(
-        fail=failing(4, lambda: TransientError("HTTP 503: Service Unavailable", status=503), op="fetch")
+        fail=failing(
+            4, lambda: TransientError("HTTP 503: Service Unavailable", status=503), op="fetch"
+        )
     )
     processor.enqueue(event("20"))
     delays = []
@@ -357,7 +369,9 @@ def test_a_permanent_failure_is_dead_lettered_with_a_redacted_reason_and_can_be_
 
     def credentials_revoked(name: str, _ticket_id: str) -> None:
         if broken[0]:
-            raise AuthError(f"HTTP 401: invalid token {TOKEN} (Authorization: Bearer {TOKEN})", status=401)
+            raise AuthError(
+                f"HTTP 401: invalid token {TOKEN} (Authorization: Bearer {TOKEN})", status=401
+            )
 
     processor = make(fail=credentials_revoked)
     processor.enqueue(event("22"))
@@ -374,7 +388,9 @@ def test_a_permanent_failure_is_dead_lettered_with_a_redacted_reason_and_can_be_
     assert helpdesk.applies() == {"22": 1}
 
 
-def test_a_failure_that_never_clears_is_dead_lettered_after_max_attempts(make, helpdesk, store, clock):
+def test_a_failure_that_never_clears_is_dead_lettered_after_max_attempts(
+    make, helpdesk, store, clock
+):
     helpdesk.add("23", tags=["vip"])
     processor = make(
         settings=ProcessingConfig(max_attempts=3),

@@ -65,12 +65,9 @@ def test_four_workers_escalate_every_ticket_exactly_once_through_duplicates_and_
     deliveries = events + rng.sample(events, 2000)
     rng.shuffle(deliveries)
     stop_file = tmp_path / "producer-done"
+    options = ["--stop-file", str(stop_file), "--flaky", "0.02", "--backoff", "0.05"]
     workers = [
-        start_worker(
-            store_url, tmp_path / "helpdesk.db",
-            "--worker-id", f"w{n}", "--stop-file", str(stop_file),
-            "--flaky", "0.02", "--backoff", "0.05", "--batch", "20",
-        )  # fmt: skip
+        start_worker(store_url, tmp_path / "helpdesk.db", "--worker-id", f"w{n}", *options)
         for n in range(4)
     ]
     accepted = duplicates = 0

@@ -94,9 +94,7 @@ def failed_job(store: Store) -> int:
     return failed.id
 
 
-def test_jobs_lists_what_is_waiting_and_what_failed_with_its_reason(
-    store_url, failed_job, capsys
-):
+def test_jobs_lists_what_is_waiting_and_what_failed_with_its_reason(store_url, failed_job, capsys):
     code, out = jobs(capsys, "--store", store_url)
 
     assert code == 0

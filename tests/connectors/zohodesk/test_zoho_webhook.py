@@ -224,6 +224,12 @@ def test_a_batch_of_events_with_iso_times_and_comment_events(connector):
             "orgId": ORG_ID,
         },
         {
+            "payload": {"id": "c10"},  # no ticketId: a comment's own id is no ticket id
+            "eventType": "Ticket_Comment_Add",
+            "eventTime": "1618493667780",
+            "orgId": ORG_ID,
+        },
+        {
             "payload": {"id": "5"},
             "eventType": "Contact_Update",
             "eventTime": "1618493667780",

@@ -24,6 +24,7 @@ INCREMENTAL_BUCKET = "incremental"
 SEARCH_BUCKET = "search"
 MAX_BATCH = 100  # update_many and show_many take at most 100 tickets
 SEARCH_CAP = 1000  # search returns at most 1,000 results per query
+COMMENTS_PER_PAGE = 25  # newest comments read per event: enough to get past escbridge's notes
 
 
 class BearerAuth(requests.auth.AuthBase):
@@ -122,6 +123,20 @@ class ZendeskApi:
         params = {"include": include} if include else None
         data: dict[str, Any] = self.client.call("GET", f"/tickets/{ticket_id}.json", params=params)
         return data
+
+    def comments(
+        self, ticket_id: str, *, sort_order: str = "desc", per_page: int = COMMENTS_PER_PAGE
+    ) -> list[dict[str, Any]]:
+        """List Comments ``GET /tickets/{id}/comments``: one page, newest first by default.
+
+        Returns public comments and internal notes alike (``public`` tells them apart).
+        """
+        data = self.client.call(
+            "GET",
+            f"/tickets/{ticket_id}/comments.json",
+            params={"sort_order": sort_order, "per_page": per_page},
+        )
+        return list((data or {}).get("comments") or [])
 
     def update_ticket(self, ticket_id: str, ticket: Mapping[str, Any]) -> dict[str, Any]:
         """``PUT /tickets/{id}`` with ``{"ticket": …}`` (the body never carries ``id``)."""

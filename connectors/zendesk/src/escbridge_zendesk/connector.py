@@ -44,6 +44,7 @@ from escbridge_zendesk.config import ZendeskConfig
 from escbridge_zendesk.parse import (
     format_time,
     job_result_outcomes,
+    latest_public_comment,
     level_tag,
     parse_ticket,
     parse_time,
@@ -275,12 +276,29 @@ class ZendeskConnector:
         return parse_ticket(raw, instance=self.instance, group_names=self._group_names)
 
     def fetch_ticket(self, ticket_id: str) -> Ticket:
+        """One ticket, fresh, with ``latest_comment`` (the event path: webhooks, re-fetches).
+
+        Two GETs: Show Ticket (comments are not part of it) and List Comments, newest first;
+        ``latest_comment`` is the newest public comment, internal notes skipped. If the comments
+        cannot be read (404/403) the ticket comes back with ``latest_comment`` empty.
+        """
         self._ensure_groups()
         data = self.api.ticket(str(ticket_id), include="metric_sets")
         raw = data.get("ticket") or {}
         if raw.get("group_id") is not None and int(raw["group_id"]) not in self._group_names:
             self._load_groups()  # a group created since we looked
-        return self.parse_ticket(data)
+        comment = ""
+        try:
+            comment = latest_public_comment(self.api.comments(str(ticket_id)))
+        except (NotFound, PermissionDeniedError) as exc:
+            log.warning(
+                "ticket %s: cannot read its comments (HTTP %s); latest_comment left empty",
+                ticket_id,
+                exc.status,
+            )
+        return parse_ticket(
+            data, instance=self.instance, group_names=self._group_names, latest_comment=comment
+        )
 
     # ------------------------------------------------------------------ apply
 
@@ -560,6 +578,9 @@ class ZendeskConnector:
         Non-admin tokens (403) fall back to search, ``updated>=`` windows slid forward past the
         1,000-result cap. Cursors are ``inc:<after_cursor>`` or ``search:<updated_at>``.
         Tickets repeated across pages or runs are harmless: applying is idempotent.
+        Sync-path tickets carry ``latest_comment`` only when available cheaply — neither the
+        export nor search includes comments, and one List Comments call per ticket would break
+        the rate-limit budget — so here it is empty; ``fetch_ticket`` (events) fills it.
         """
         self._ensure_groups()
         mode = self._sync_mode

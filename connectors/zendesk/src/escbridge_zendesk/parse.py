@@ -106,6 +106,7 @@ def parse_ticket(
     group_names: Mapping[int, str] | None = None,
     metric_set: Mapping[str, Any] | None = None,
     users: Mapping[int, Mapping[str, Any]] | None = None,
+    latest_comment: str = "",
 ) -> Ticket:
     """A Zendesk ticket object (or ``{"ticket": …}`` with sideloads) -> Ticket.
 
@@ -115,6 +116,8 @@ def parse_ticket(
     - ``group`` is the group's name when known (matrices name groups), else its id as text.
     - ``custom_fields`` -> ``{"<field id>": value}``.
     - ``version`` is ``updated_at`` exactly as sent: it goes back as ``updated_stamp``.
+    - ``latest_comment``: ticket JSON carries no comments; the caller passes the newest public
+      comment's text (see ``latest_public_comment``) or leaves it empty.
     """
     if "ticket" in raw and isinstance(raw["ticket"], Mapping):
         envelope = raw
@@ -175,6 +178,7 @@ def parse_ticket(
         instance=instance,
         subject=raw.get("subject") or raw.get("raw_subject") or "",
         description=raw.get("description") or "",
+        latest_comment=latest_comment,
         requester=requester,
         organization=Person(id=org_id) if org_id else None,
         tags=frozenset(tags),
@@ -193,6 +197,25 @@ def parse_ticket(
         level=level_from_tags(tags),
         version=str(raw["updated_at"]) if raw.get("updated_at") else None,
     )
+
+
+def latest_public_comment(comments: Sequence[Mapping[str, Any]]) -> str:
+    """The ``body`` of the newest comment with ``public: true`` ("" if none).
+
+    Internal notes (``public: false``, escbridge's own among them) are skipped; order is taken
+    from ``created_at`` (then ``id``), so the list may come in either sort order.
+    """
+    public = [c for c in comments if isinstance(c, Mapping) and c.get("public") is True]
+    if not public:
+        return ""
+
+    def key(c: Mapping[str, Any]) -> tuple[datetime, int]:
+        when = parse_time(c.get("created_at")) or datetime.min.replace(tzinfo=UTC)
+        cid = c.get("id")
+        return when, cid if isinstance(cid, int) and not isinstance(cid, bool) else 0
+
+    newest = max(public, key=key)
+    return str(newest.get("body") or newest.get("plain_body") or "")
 
 
 def _sideloaded_metric_set(envelope: Mapping[str, Any], ticket_id: Any) -> Mapping[str, Any] | None:

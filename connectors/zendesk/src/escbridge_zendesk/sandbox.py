@@ -3,7 +3,8 @@
 It emulates what the connector uses, with the shapes of ../shared/reference/zendesk.md:
 API-token (``{email}/token``) and OAuth bearer auth; ``/users/me``; groups with cursor
 pagination; show/update ticket with ``safe_update`` (409 on a stale ``updated_stamp``), 404 and
-422 bodies; the Tags API; ``update_many`` (batch and bulk forms, ≤100, 400 ``TooManyValues``) with
+422 bodies; List Comments (``sort_order``, offset pages) over seeded comments and those added
+through ``ticket.comment``, public and internal; the Tags API; ``update_many`` (batch and bulk forms, ≤100, 400 ``TooManyValues``) with
 job statuses processed in the background; the cursor incremental export (admin only, its own
 per-minute limit, changes of the last minute held back); search (offset pages, 1,000-result
 cap answered with 422); rate limits (account-wide and Update Ticket, sliding windows) with the
@@ -30,6 +31,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from html import escape
 from typing import Any
 
 from flask import Flask, Response, g, jsonify, request
@@ -178,6 +180,7 @@ class ZendeskSandbox:
         self._now = wall_clock
         self._lock = threading.Lock()
         self._job_ids = itertools.count(1)
+        self._comment_ids = itertools.count(40000000001)
         self.tickets.subscribe(self._on_change)
         self.app = self._make_app()
         self.app.extensions["escbridge_sandbox"] = self
@@ -218,6 +221,25 @@ class ZendeskSandbox:
                 now = prev.timestamp() + 1
         return format_time(datetime.fromtimestamp(int(now), UTC)), int(now)
 
+    def _comment(self, author_id: Any, body: str, public: bool, created_at: str | None) -> dict[str, Any]:
+        """A comment in the List Comments shape (``created_at`` None: set by the update)."""
+        cid = next(self._comment_ids)
+        html = "".join(f"<p>{escape(line)}</p>" for line in body.splitlines()) or "<p></p>"
+        return {
+            "id": cid,
+            "type": "Comment",
+            "author_id": author_id,
+            "body": body,
+            "html_body": f'<div class="zd-comment" dir="auto">{html}</div>',
+            "plain_body": body,
+            "public": public,
+            "attachments": [],
+            "audit_id": cid + 1,
+            "via": {"channel": "api", "source": {"from": {}, "to": {}, "rel": None}},
+            "metadata": {"system": {}, "custom": {}},
+            "created_at": created_at,
+        }
+
     def create_ticket(
         self,
         *,
@@ -229,14 +251,29 @@ class ZendeskSandbox:
         tags: Iterable[str] = (),
         at: datetime | None = None,
         notify: bool = True,
+        comments: Iterable[Mapping[str, Any]] = (),
         **extra: Any,
     ) -> dict[str, Any]:
-        """A ticket as a customer would open it (fires ``ticket.created`` when ``notify``)."""
+        """A ticket as a customer would open it (fires ``ticket.created`` when ``notify``).
+
+        The description is the first public comment; ``comments`` seeds later ones, oldest
+        first: ``{"body", "public" (default true), "author_id" (default the customer)}``.
+        """
         tid = self.tickets.next_id()
         if at is not None:
             stamp, gen = format_time(at), int(at.timestamp())
         else:
             stamp, gen = self._stamp()
+        thread = [self._comment(self.CUSTOMER_ID, description, True, stamp)]
+        for c in comments:
+            thread.append(
+                self._comment(
+                    c.get("author_id", self.CUSTOMER_ID),
+                    str(c.get("body") or ""),
+                    bool(c.get("public", True)),
+                    stamp,
+                )
+            )
         record = {
             "url": f"{self.base_url}/api/v2/tickets/{tid}.json",
             "id": tid,
@@ -272,15 +309,7 @@ class ZendeskSandbox:
             "brand_id": 1,
             "allow_channelback": False,
             "allow_attachments": True,
-            "_comments": [
-                {
-                    "id": 1,
-                    "author_id": self.CUSTOMER_ID,
-                    "body": description,
-                    "public": True,
-                    "created_at": stamp,
-                }
-            ],
+            "_comments": thread,
             **extra,
         }
         return _public(self.tickets.add(record, actor=self.CUSTOMER_ID, notify=notify))
@@ -363,15 +392,9 @@ class ZendeskSandbox:
             if isinstance(comment, Mapping) and (comment.get("body") or comment.get("html_body")):
                 initial_public = bool(t["_comments"][0]["public"]) if t["_comments"] else True
                 public = comment.get("public", initial_public)  # omitted: the initial value
-                t["_comments"].append(
-                    {
-                        "id": len(t["_comments"]) + 1,
-                        "author_id": actor,
-                        "body": comment.get("body") or comment.get("html_body"),
-                        "public": bool(public),
-                        "created_at": None,
-                    }
-                )
+                author = comment.get("author_id") or actor  # optional; default: the caller
+                body = str(comment.get("body") or comment.get("html_body"))
+                t["_comments"].append(self._comment(author, body, bool(public), None))
             t["updated_at"], t["generated_timestamp"] = self._stamp(t["updated_at"])
             if t["_comments"] and t["_comments"][-1]["created_at"] is None:
                 t["_comments"][-1]["created_at"] = t["updated_at"]
@@ -670,12 +693,31 @@ class ZendeskSandbox:
 
         @route("/tickets/<int:ticket_id>/comments", ["GET"])
         def comments(ticket_id: int) -> Any:
+            """List Comments: offset pages (``page``, ``per_page`` ≤100), ``sort_order``
+            asc (default, oldest first) or desc; public comments and internal notes."""
             require_user()
             record = sandbox.tickets.get(ticket_id)
             if record is None:
                 raise _HttpError(404, {"error": "RecordNotFound", "description": "Not found"})
+            order = request.args.get("sort_order", "asc")
+            if order not in ("asc", "desc"):
+                raise _HttpError(
+                    400, {"error": "InvalidValue", "description": "sort_order must be asc or desc"}
+                )
+            page = max(1, int(request.args.get("page", 1) or 1))
+            per_page = min(max(1, int(request.args.get("per_page", 100) or 100)), 100)
+            thread = list(record["_comments"])
+            if order == "desc":
+                thread.reverse()
+            chunk = thread[(page - 1) * per_page : page * per_page]
+            base = f"{sandbox.base_url}/api/v2/tickets/{ticket_id}/comments.json"
+            query = f"per_page={per_page}&sort_order={order}"
+            more = page * per_page < len(thread)
             return jsonify(
-                comments=record["_comments"], next_page=None, count=len(record["_comments"])
+                comments=chunk,
+                next_page=f"{base}?page={page + 1}&{query}" if more else None,
+                previous_page=f"{base}?page={page - 1}&{query}" if page > 1 else None,
+                count=len(thread),
             )
 
         @route("/tickets/<int:ticket_id>/tags", ["GET", "PUT", "POST", "DELETE"])

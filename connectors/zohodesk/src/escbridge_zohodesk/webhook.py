@@ -50,6 +50,9 @@ EVENT_KINDS = {
 }
 
 
+_TICKET_ITSELF = frozenset({"Ticket_Add", "Ticket_Update", "Ticket_Delete"})
+
+
 class JwksCache:
     """Desk's webhook signing keys by ``kid``, fetched from the first URL that answers."""
 
@@ -284,14 +287,17 @@ def parse_events(body: bytes, instance: str) -> list[TicketEvent]:
         payload = event.get("payload")
         if not event_type.startswith("Ticket_") or not isinstance(payload, Mapping):
             continue
-        if "ticketId" in payload:
-            ticket_id = payload.get("ticketId")
-            actor = (
-                payload.get("commenterId") or payload.get("modifiedBy") or payload.get("authorId")
-            )
-        else:
+        if event_type in _TICKET_ITSELF:
             ticket_id = payload.get("id")
             actor = payload.get("modifiedBy")
+        else:  # comments, threads, attachments, approvals name their ticket in ticketId
+            ticket_id = payload.get("ticketId")
+            actor = (
+                payload.get("commenterId") or payload.get("authorId") or payload.get("modifiedBy")
+            )
+            if ticket_id is None:
+                log.info("zohodesk: %s event without ticketId ignored", event_type)
+                continue
         if ticket_id is None or str(ticket_id).strip() == "":
             raise WebhookPayloadError(f"{event_type} event without a ticket id")
         canonical = json.dumps(event, sort_keys=True, separators=(",", ":"), default=str)
