@@ -836,10 +836,6 @@ def change_text(change: Change) -> str:
     return f"{sign}{abs(change.delta)} ({rel})"
 
 
-def _direction(change: Change) -> str:
-    return "up" if change.delta > 0 else ("down" if change.delta < 0 else "flat")
-
-
 def period_text(report: Report) -> str:
     tz = _zone(report.timezone)
     start = report.window.start.astimezone(tz)
@@ -1423,7 +1419,6 @@ def render_html(report: Report) -> str:
         pct=pct,
         human=human,
         change_text=change_text,
-        direction=_direction,
         small=[b for b in report.breakdowns if b.name not in ("level", "rule")],
     )
 
@@ -1480,7 +1475,9 @@ def configure_report_parser(parser: argparse.ArgumentParser) -> None:
         "repeat escalations; the trend against the previous period; top reasons."
     )
     parser.add_argument(
-        "--config", help="escbridge.yaml naming the store and the matrix (default: escbridge.yaml)"
+        "--config",
+        help="escbridge.yaml naming the store, the matrix and the helpdesk instances (default: "
+        "escbridge.yaml; with --store, read only if it exists); API tokens need not be set",
     )
     parser.add_argument("--store", metavar="URL", help="store URL, instead of the one in --config")
     parser.add_argument(
@@ -1583,8 +1580,8 @@ def run_report(args: argparse.Namespace, out: TextIO | None = None) -> int:
                 )
     except StoreUnavailableError as exc:
         return _fail(str(exc), EXIT_PROBLEM)
-    except ValueError as exc:  # an unusable store URL
-        return _fail(str(exc))
+    except (ValueError, sa.exc.ArgumentError) as exc:  # an unusable store URL
+        return _fail(f"--store: {exc}" if args.store else str(exc))
     known = history.instances | set(helpdesks)
     unknown = [i for i in args.instance if i not in known]
     if unknown:

@@ -26,7 +26,13 @@ from sqlalchemy.dialects import postgresql, sqlite
 from escbridge.errors import EscbridgeError
 from escbridge.model import EscalationRecord, TicketEvent
 from escbridge.store import migrate
-from escbridge.store.database import DEFAULT_URL, create_engine, safe_url, unavailable_as_typed
+from escbridge.store.database import (
+    DEFAULT_URL,
+    SqliteWriterLock,
+    create_engine,
+    safe_url,
+    unavailable_as_typed,
+)
 from escbridge.store.records import (
     Enqueued,
     Intent,
@@ -244,11 +250,13 @@ class Store:
         self._sql = _Sql(self._engine.dialect.name)
         self._schema_checked = not check_schema
         self._schema_lock = threading.Lock()
-        # SQLite has one writer at a time and every transaction here writes (BEGIN IMMEDIATE).
-        # Threads of one process queue on this lock, which wakes the next at once, instead of
-        # in SQLite's busy handler, which polls with sleeps of up to 100 ms.
+        # SQLite has one writer at a time and every transaction here writes (BEGIN IMMEDIATE):
+        # writers queue on a lock that wakes the next at once (see SqliteWriterLock).
+        self._sqlite_lock = (
+            SqliteWriterLock(self._engine.url.database) if self.dialect == "sqlite" else None
+        )
         self._writer: contextlib.AbstractContextManager[Any] = (
-            threading.Lock() if self.dialect == "sqlite" else contextlib.nullcontext()
+            self._sqlite_lock or contextlib.nullcontext()
         )
 
     def __repr__(self) -> str:
@@ -265,6 +273,8 @@ class Store:
 
     def close(self) -> None:
         self._engine.dispose()
+        if self._sqlite_lock is not None:
+            self._sqlite_lock.close()
 
     def __enter__(self) -> Store:
         return self

@@ -117,7 +117,9 @@ class PostgresServer:
             ]
         )
         log = str(self.root / "server.log")
-        self._run("pg_ctl", "-D", str(self.data), "-l", log, "-o", options, "-w", "-t", "60", "start")
+        self._run(
+            "pg_ctl", "-D", str(self.data), "-l", log, "-o", options, "-w", "-t", "60", "start"
+        )
 
     def stop(self) -> None:
         """Stop the server and delete its directory (safe to call twice)."""

@@ -24,6 +24,8 @@ from zendesk_payloads import (
     JOB_QUEUED,
     ME_ADMIN,
     THROTTLED_TEXT,
+    comment,
+    comments_page,
     job,
     ticket,
 )
@@ -84,6 +86,12 @@ def make(clock: Clock, **settings: Any) -> ZendeskConnector:
 
 def groups() -> None:
     responses.get(f"{BASE}/groups.json", json=GROUPS_PAGE)
+
+
+def comments(ticket_id: int | str = 35436, *items: dict[str, Any], **kw: Any) -> None:
+    if not kw:
+        kw = {"json": comments_page(*items)}
+    responses.get(f"{BASE}/tickets/{ticket_id}/comments.json", **kw)
 
 
 def body_of(call: Any) -> dict[str, Any]:
@@ -210,9 +218,48 @@ def test_config_errors_are_precise() -> None:
 def test_fetch_ticket_names_the_group_and_asks_for_metric_sets(clock: Clock) -> None:
     groups()
     responses.get(f"{BASE}/tickets/35436.json", json={"ticket": ticket()})
+    comments()
     t = make(clock).fetch_ticket("35436")
     assert t.group == "Tier 2" and t.version == "2011-05-05T10:38:52Z"
-    assert parse_qs(urlsplit(responses.calls[-1].request.url).query)["include"] == ["metric_sets"]
+    assert parse_qs(urlsplit(responses.calls[-2].request.url).query)["include"] == ["metric_sets"]
+
+
+@responses.activate
+def test_fetch_ticket_latest_comment_is_the_newest_public_one_not_a_newer_note(
+    clock: Clock,
+) -> None:
+    groups()
+    responses.get(f"{BASE}/tickets/35436.json", json={"ticket": ticket()})
+    comments(
+        35436,
+        comment(3, "Escalated to L2.", public=False, created_at="2026-03-11T14:59:00Z"),
+        comment(2, "Can I talk to your manager?", public=True, created_at="2026-03-11T14:50:00Z"),
+        comment(1, "The fire is very colorful.", public=True, created_at="2026-03-11T14:00:00Z"),
+    )
+    t = make(clock).fetch_ticket("35436")
+    assert t.latest_comment == "Can I talk to your manager?"
+    query = parse_qs(urlsplit(responses.calls[-1].request.url).query)
+    assert query["sort_order"] == ["desc"] and int(query["per_page"][0]) > 1
+
+
+@responses.activate
+def test_fetch_ticket_without_a_public_comment_has_an_empty_latest_comment(clock: Clock) -> None:
+    groups()
+    responses.get(f"{BASE}/tickets/35436.json", json={"ticket": ticket()})
+    comments(35436, comment(1, "internal only", public=False, created_at="2026-03-11T14:00:00Z"))
+    assert make(clock).fetch_ticket("35436").latest_comment == ""
+
+
+@responses.activate
+def test_fetch_ticket_whose_comments_are_not_found_still_returns_the_ticket(
+    clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    groups()
+    responses.get(f"{BASE}/tickets/35436.json", json={"ticket": ticket()})
+    comments(35436, status=404, json=ERROR_404)
+    t = make(clock).fetch_ticket("35436")
+    assert t.id == "35436" and t.latest_comment == ""
+    assert "cannot read its comments" in caplog.text and TOKEN not in caplog.text
 
 
 @responses.activate
@@ -269,6 +316,7 @@ def test_apply_conflict_refetches_redecides_and_keeps_the_tag_a_human_added(cloc
         tags=["vip", "escbridge_l1", "added_by_hannah"], updated_at="2026-03-11T15:00:05Z"
     )
     responses.get(f"{BASE}/tickets/35436.json", json={"ticket": fresh})
+    comments()
     seen: list[Ticket] = []
 
     def redecide(t: Ticket) -> Actions:
@@ -290,6 +338,7 @@ def test_apply_conflict_where_redecision_says_nothing_left_to_do(clock: Clock) -
     groups()
     responses.put(f"{BASE}/tickets/35436.json", status=409, json=ERROR_409)
     responses.get(f"{BASE}/tickets/35436.json", json={"ticket": ticket(status="solved")})
+    comments()
     result = make(clock).apply(fetched(), ESCALATE, on_conflict=lambda t: None)
     assert result.ok and result.skipped and result.conflicts == 1
     assert len(puts("/tickets/35436.json")) == 1
@@ -300,6 +349,7 @@ def test_apply_conflict_retries_are_bounded(clock: Clock) -> None:
     groups()
     responses.put(f"{BASE}/tickets/35436.json", status=409, json=ERROR_409)
     responses.get(f"{BASE}/tickets/35436.json", json={"ticket": ticket()})
+    comments()
     with pytest.raises(Conflict):
         make(clock, conflict_retries=2).apply(fetched(), ESCALATE, on_conflict=lambda t: ESCALATE)
     assert len(puts("/tickets/35436.json")) == 3
@@ -505,6 +555,7 @@ def test_apply_many_conflict_is_redecided_one_by_one_with_the_callback(clock: Cl
     responses.get(
         f"{BASE}/tickets/2.json", json={"ticket": ticket(id=2, updated_at="2026-03-11T15:30:00Z")}
     )
+    comments(2)
     responses.put(f"{BASE}/tickets/2.json", json={"ticket": ticket(id=2)})
     r1, r2 = make(clock).apply_many(batch_items(2), on_conflict=lambda t: ESCALATE)
     assert r1.ok and r2.ok and r2.conflicts == 1

@@ -120,6 +120,32 @@ def test_an_escalation_lands_as_one_update_with_a_private_note(
     assert sb.stats.by_endpoint["/api/v2/tickets/<int:ticket_id>.json"] == 3  # get, put, get
 
 
+def test_latest_comment_is_the_newest_public_reply_never_an_internal_note(
+    sandbox: tuple[ZendeskSandbox, ServerThread],
+) -> None:
+    sb, server = sandbox
+    reply = "This is unacceptable, can I talk to your manager?"
+    created = sb.create_ticket(at=PAST, comments=[{"body": reply}])
+    conn = connect(server.url)
+    ticket = conn.fetch_ticket(str(created["id"]))
+    assert ticket.latest_comment == reply
+    assert conn.apply(ticket, L2).ok  # adds an internal note, now the newest comment
+    assert conn.fetch_ticket(ticket.id).latest_comment == reply
+    sb.human_update(created["id"], comment={"body": "Thanks!", "author_id": sb.CUSTOMER_ID})
+    assert conn.fetch_ticket(ticket.id).latest_comment == "Thanks!"
+    newest = requests.get(
+        f"{server.url}/api/v2/tickets/{ticket.id}/comments.json",
+        params={"sort_order": "desc", "per_page": 2},
+        auth=("escbridge@sandbox.example/token", "sandbox-admin-token"),
+        timeout=5,
+    ).json()
+    assert [c["public"] for c in newest["comments"]] == [True, False]
+    assert newest["count"] == 4 and newest["next_page"] and newest["previous_page"] is None
+    assert {"id", "type", "author_id", "body", "html_body", "plain_body", "created_at"} <= set(
+        newest["comments"][0]
+    )
+
+
 def test_a_human_edit_in_between_is_kept_and_the_decision_is_retaken(
     sandbox: tuple[ZendeskSandbox, ServerThread],
 ) -> None:

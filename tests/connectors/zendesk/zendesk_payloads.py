@@ -206,3 +206,25 @@ THROTTLED_TEXT = "Number of allowed API requests per minute exceeded"
 def ticket(**changes: Any) -> dict[str, Any]:
     """The official example ticket with changes."""
     return {**copy.deepcopy(OFFICIAL_TICKET_35436), **changes}
+
+
+def comment(cid: int, body: str, *, public: bool, created_at: str) -> dict[str, Any]:
+    """One entry of List Comments ``{"comments": [...]}`` (Ticket Comments JSON format)."""
+    return {
+        "id": cid,
+        "type": "Comment",
+        "author_id": 6130907993114,
+        "body": body,
+        "html_body": f'<div class="zd-comment" dir="auto"><p>{body}</p></div>',
+        "plain_body": body,
+        "public": public,
+        "attachments": [],
+        "audit_id": cid + 1,
+        "via": {"channel": "web", "source": {"from": {}, "to": {}, "rel": None}},
+        "metadata": {"system": {}, "custom": {}},
+        "created_at": created_at,
+    }
+
+
+def comments_page(*items: dict[str, Any]) -> dict[str, Any]:
+    return {"comments": list(items), "next_page": None, "previous_page": None, "count": len(items)}

@@ -1,15 +1,15 @@
 """A Zendesk emulator (Flask) for `escbridge demo`, end-to-end tests and benchmarks.
 
-It emulates what the connector uses, with the shapes of ../shared/reference/zendesk.md:
-API-token (``{email}/token``) and OAuth bearer auth; ``/users/me``; groups with cursor
-pagination; show/update ticket with ``safe_update`` (409 on a stale ``updated_stamp``), 404 and
-422 bodies; List Comments (``sort_order``, offset pages) over seeded comments and those added
-through ``ticket.comment``, public and internal; the Tags API; ``update_many`` (batch and bulk forms, ≤100, 400 ``TooManyValues``) with
-job statuses processed in the background; the cursor incremental export (admin only, its own
-per-minute limit, changes of the last minute held back); search (offset pages, 1,000-result
-cap answered with 422); rate limits (account-wide and Update Ticket, sliding windows) with the
-real header names and a text/plain 429 + ``Retry-After``; and signed webhooks — event-subscription
-payloads or the trigger body — fired to a URL whenever a ticket changes.
+It emulates what the connector uses, with the shapes of ../shared/reference/zendesk.md: API-token
+(``{email}/token``) and OAuth bearer auth; ``/users/me``; groups with cursor pagination;
+show/update ticket with ``safe_update`` (409 on a stale ``updated_stamp``), 404 and 422 bodies;
+List Comments (``sort_order``, offset pages) over seeded comments and those added through
+``ticket.comment``, public and internal; the Tags API; ``update_many`` (batch and bulk forms, ≤100,
+400 ``TooManyValues``) with job statuses processed in the background; the cursor incremental export
+(admin only, its own per-minute limit, changes of the last minute held back); search (offset pages,
+1,000-result cap answered with 422); rate limits (account-wide and Update Ticket, sliding windows)
+with the real header names and a text/plain 429 + ``Retry-After``; and signed webhooks —
+event-subscription payloads or the trigger body — fired to a URL whenever a ticket changes.
 
 Where Zendesk's behaviour is undocumented the emulator picks one side and says so, and the
 connector handles both: the 409 body; ``additional_tags`` on a single PUT
@@ -221,7 +221,9 @@ class ZendeskSandbox:
                 now = prev.timestamp() + 1
         return format_time(datetime.fromtimestamp(int(now), UTC)), int(now)
 
-    def _comment(self, author_id: Any, body: str, public: bool, created_at: str | None) -> dict[str, Any]:
+    def _comment(
+        self, author_id: Any, body: str, public: bool, created_at: str | None
+    ) -> dict[str, Any]:
         """A comment in the List Comments shape (``created_at`` None: set by the update)."""
         cid = next(self._comment_ids)
         html = "".join(f"<p>{escape(line)}</p>" for line in body.splitlines()) or "<p></p>"
