@@ -18,8 +18,7 @@ $(STAMP): $(PROJECT_FILES)
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/escbridge validate examples/matrix.yaml
-	$(BIN)/escbridge explain examples/tickets --at 2026-03-11T15:00:00Z --matrix examples/matrix.yaml --helpdesk zendesk
+	$(BIN)/escbridge demo
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

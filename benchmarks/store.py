@@ -55,9 +55,7 @@ CREATED = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 
 def ticket(n: int) -> Ticket:
     tags = ["vip"] if n % 4 == 0 else ["general"]
-    return Ticket(
-        id=str(n), instance="bench", tags=tags, created_at=CREATED, updated_at=CREATED
-    )
+    return Ticket(id=str(n), instance="bench", tags=tags, created_at=CREATED, updated_at=CREATED)
 
 
 class MemoryConnector:

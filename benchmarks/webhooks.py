@@ -285,7 +285,7 @@ def gunicorn(
     process = subprocess.Popen(
         [
             *(sys.executable, "-m", "gunicorn"),
-            *("-c", "python:escbridge_webhooks.gunicorn_conf"),
+            *("-c", os.environ.get("BENCH_GUNICORN_CONF", "python:escbridge_webhooks.gunicorn_conf")),
             *("--bind", f"127.0.0.1:{port}"),
             *("--workers", str(args.workers), "--threads", str(args.threads)),
             *("--pythonpath", str(work)),
@@ -343,6 +343,19 @@ def worker_pids(master: int) -> list[int]:
         if ppid == master:
             pids.append(int(entry.name))
     return sorted(pids)
+
+
+def cpu_seconds(pids: Sequence[int]) -> float:
+    """User + system CPU time the processes have used so far (Linux /proc)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime + stime
+    return total / ticks
 
 
 # --- reporting -------------------------------------------------------------------------------
@@ -442,28 +455,37 @@ def main(argv: list[str] | None = None) -> int:
         }
         print(f"load: {len(load.deliveries)} deliveries: {counts}", flush=True)
 
-        with gunicorn("escbridge_webhooks.wsgi:app", work, args, env, "receiver") as (port, _):
-            receiver = run_load(
-                port,
-                load.deliveries,
-                processes=args.processes,
-                connections=args.connections,
-                deadline=time.time() + args.phase_timeout,
-            )
-        with gunicorn("bare_app:app", work, args, env, "bare") as (port, _):
-            bare = run_load(
-                port,
-                load.deliveries,
-                processes=args.processes,
-                connections=args.connections,
-                deadline=time.time() + args.phase_timeout,
-            )
+        server_cpu: dict[str, float] = {}
+        results: dict[str, Result] = {}
+        for name, app in (("receiver", "escbridge_webhooks.wsgi:app"), ("bare", "bare_app:app")):
+            with gunicorn(app, work, args, env, name) as (port, master):
+                pids = [master.pid, *worker_pids(master.pid)]
+                before = cpu_seconds(pids)
+                results[name] = run_load(
+                    port,
+                    load.deliveries,
+                    processes=args.processes,
+                    connections=args.connections,
+                    deadline=time.time() + args.phase_timeout,
+                )
+                server_cpu[name] = cpu_seconds(pids) - before
+        receiver, bare = results["receiver"], results["bare"]
         r, b = figures(receiver, len(load.deliveries)), figures(bare, len(load.deliveries))
         genuine_stored, forged_stored = stored(store, load)
         print()
-        print(f"{'':24}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'seconds':>10}")
-        for name, f in (("receiver (chain+store)", r), ("bare Flask 202", b)):
-            print(f"{name:24}{f.rps:>10.0f}{f.p50_ms:>10.2f}{f.p99_ms:>10.2f}{f.seconds:>10.1f}")
+        n = len(load.deliveries)
+        print(
+            f"{'':24}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'seconds':>10}"
+            f"{'server CPU ms/req':>20}"
+        )
+        for name, key, f in (
+            ("receiver (chain+store)", "receiver", r),
+            ("bare Flask 202", "bare", b),
+        ):
+            print(
+                f"{name:24}{f.rps:>10.0f}{f.p50_ms:>10.2f}{f.p99_ms:>10.2f}{f.seconds:>10.1f}"
+                f"{1000 * server_cpu[key] / n:>20.2f}"
+            )
         ratio = r.rps / b.rps
         print(f"throughput ratio receiver/bare: {ratio:.0%}  (target >= 60%)")
         print(f"receiver p99: {r.p99_ms:.1f} ms  (target < 50 ms)")

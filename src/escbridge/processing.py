@@ -592,6 +592,11 @@ class Processor:
                     stop.wait(pause)
                     pause = min(pause * 2, 60.0)
                     continue
+                except Exception:  # a bug must not silently end a worker thread
+                    log.exception("%s: unexpected error; carrying on in %.0fs", worker, pause)
+                    stop.wait(pause)
+                    pause = min(pause * 2, 60.0)
+                    continue
                 pause = self.settings.poll_seconds
                 with total_lock:
                     total.add(report)

@@ -16,6 +16,7 @@ import fcntl
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -53,14 +54,50 @@ def create_engine(url: str | URL, *, busy_timeout: float = 30.0) -> sa.Engine:
     parsed = parse_url(url)
     if parsed.get_backend_name() == "sqlite":
         return _sqlite_engine(parsed, busy_timeout)
-    return sa.create_engine(
+    engine = sa.create_engine(
         parsed,
-        pool_pre_ping=True,  # a restarted server leaves dead connections in the pool
         pool_size=10,
         max_overflow=20,
         pool_timeout=busy_timeout,
         connect_args={"connect_timeout": max(1, int(busy_timeout))},
     )
+    _ping_when_idle(engine)
+    return engine
+
+
+#: A pooled connection unused this long is checked before use (seconds).
+IDLE_PING_AFTER = 10.0
+
+
+def _ping_when_idle(engine: sa.Engine) -> None:
+    """Check a pooled connection before use only when it sat idle.
+
+    A restarted or failed-over server leaves dead connections in the pool. SQLAlchemy's
+    ``pool_pre_ping`` checks on every checkout: a round trip per transaction, a fifth of a
+    worker's time. A connection in steady use has just proved itself; one that sat idle (the
+    usual victim of a restart) is pinged, and replaced if dead. A failure in between surfaces
+    once as StoreUnavailableError, and SQLAlchemy then discards the whole pool.
+    """
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(_dbapi_connection: Any, record: Any) -> None:
+        record.info["escbridge_used_at"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        used = record.info.get("escbridge_used_at", 0.0)
+        if time.monotonic() - used < IDLE_PING_AFTER:
+            return
+        try:
+            alive = engine.dialect.do_ping(dbapi_connection)
+        except Exception as error:
+            raise exc.DisconnectionError("stale pooled connection") from error
+        if not alive:
+            raise exc.DisconnectionError("stale pooled connection")
+
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(_dbapi_connection: Any, record: Any) -> None:
+        record.info["escbridge_used_at"] = time.monotonic()
 
 
 def _sqlite_engine(url: URL, busy_timeout: float) -> sa.Engine:

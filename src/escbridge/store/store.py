@@ -258,6 +258,11 @@ class Store:
         self._writer: contextlib.AbstractContextManager[Any] = (
             self._sqlite_lock or contextlib.nullcontext()
         )
+        self._autocommit = (
+            self._engine.execution_options(isolation_level="AUTOCOMMIT")
+            if self.dialect == "postgresql"
+            else None
+        )
 
     def __repr__(self) -> str:
         return f"Store({safe_url(self.url)!r})"
@@ -287,13 +292,32 @@ class Store:
         migrate.check_schema(self._engine, self.url)
         self._schema_checked = True
 
-    @contextlib.contextmanager
-    def _begin(self) -> Iterator[sa.Connection]:
+    def _ensure_schema(self) -> None:
         if not self._schema_checked:
             with self._schema_lock:
                 if not self._schema_checked:
                     self.check_schema()
+
+    @contextlib.contextmanager
+    def _begin(self) -> Iterator[sa.Connection]:
+        """One transaction."""
+        self._ensure_schema()
         with self._writer, unavailable_as_typed(self.url), self._engine.begin() as connection:
+            yield connection
+
+    @contextlib.contextmanager
+    def _each(self) -> Iterator[sa.Connection]:
+        """Statements that need no transaction around them: each is atomic on its own.
+
+        On PostgreSQL each commits by itself (autocommit), one round trip instead of three
+        (BEGIN, statement, COMMIT). On SQLite they share one transaction, which is cheaper there.
+        """
+        if self._autocommit is None:
+            with self._begin() as connection:
+                yield connection
+            return
+        self._ensure_schema()
+        with unavailable_as_typed(self.url), self._autocommit.connect() as connection:
             yield connection
 
     # --- inbox ---------------------------------------------------------------------------
@@ -309,7 +333,7 @@ class Store:
             occurred_at=event.occurred_at,
             now=now,
         )
-        with self._begin() as connection:
+        with self._each() as connection:
             new_id = connection.execute(self._sql.enqueue, params).scalar()
             if new_id is not None:
                 return Enqueued(accepted=True, job_id=int(new_id))
@@ -337,7 +361,7 @@ class Store:
             f"gave up after {max_attempts} attempts: the worker processing it stopped "
             "before finishing (lease expired)"
         )
-        with self._begin() as connection:
+        with self._each() as connection:
             connection.execute(
                 self._sql.give_up_expired,
                 _p(now=now, max_attempts=max_attempts, message=message),
@@ -367,26 +391,26 @@ class Store:
 
     def complete(self, job: Job, now: datetime, outcome: str) -> bool:
         """Mark a claimed job done; False when its claim was lost (another worker has it)."""
-        with self._begin() as connection:
+        with self._each() as connection:
             return self._end_claim(
                 connection, self._sql.complete, job, now=now, outcome=outcome[:50]
             )
 
     def retry_later(self, job: Job, at: datetime, error: str) -> bool:
         """Give a failed attempt back to the queue, due again at ``at``."""
-        with self._begin() as connection:
+        with self._each() as connection:
             return self._end_claim(
                 connection, self._sql.retry_later, job, at=at, error=redact(error)
             )
 
     def defer(self, job: Job, at: datetime) -> bool:
         """Put a job back untried (its ticket was busy): the claim does not count as an attempt."""
-        with self._begin() as connection:
+        with self._each() as connection:
             return self._end_claim(connection, self._sql.defer, job, at=at)
 
     def dead_letter(self, job: Job, now: datetime, error: str) -> bool:
         """Stop retrying a job; it stays listed in `escbridge jobs --failed` with ``error``."""
-        with self._begin() as connection:
+        with self._each() as connection:
             return self._end_claim(
                 connection, self._sql.dead_letter, job, now=now, error=redact(error)
             )
@@ -471,7 +495,7 @@ class Store:
             expires=expires,
             now=now,
         )
-        with self._begin() as connection:
+        with self._each() as connection:
             row = connection.execute(self._sql.lock_existing, params).mappings().first()
             if row is None:
                 row = connection.execute(self._sql.lock_new, params).mappings().first()
@@ -494,7 +518,7 @@ class Store:
 
     def renew_lock(self, lock: TicketLock, now: datetime, lease: timedelta) -> bool:
         """Extend a held lock; False when it was lost (expired and taken over)."""
-        with self._begin() as connection:
+        with self._each() as connection:
             result = connection.execute(
                 self._sql.renew, self._lock_params(lock, expires=now + lease)
             )
@@ -510,7 +534,7 @@ class Store:
     ) -> bool:
         """Release a lock (a no-op when already released or lost) and, in the same
         transaction, mark ``job`` done with ``outcome``. False when the job's claim was lost."""
-        with self._begin() as connection:
+        with self._each() as connection:
             connection.execute(self._sql.unlock, self._lock_params(lock))
             if job is None:
                 return True
@@ -536,13 +560,13 @@ class Store:
             now=now,
             expires=None if lease is None else now + lease,
         )
-        with self._begin() as connection:
+        with self._each() as connection:
             if connection.execute(self._sql.write_intent, params).rowcount != 1:
                 raise LockLostError(f"lost the lock on ticket {lock.instance}/{lock.ticket_id}")
 
     def clear_intent(self, lock: TicketLock, now: datetime) -> None:
         """Forget an intent that is known not to have been applied."""
-        with self._begin() as connection:
+        with self._each() as connection:
             connection.execute(self._sql.clear_intent, self._lock_params(lock, now=now))
 
     def record_escalation(

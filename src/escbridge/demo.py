@@ -1,0 +1,685 @@
+"""`escbridge demo`: one simulated support day, end to end, on this machine, in under a minute.
+
+What runs: the helpdesk emulator of every installed connector (seeded with a realistic
+backlog), the webhook receiver on 127.0.0.1, a worker, and `escbridge sync` — the same code as
+in production, on an embedded SQLite store, with no credentials. What is simulated is the
+clock: the day is a recent business day of the matrix's calendar, every emulator, connector and
+the processor read one :class:`~escbridge.sandbox_drivers.SimClock`, and the script jumps it
+from one moment to the next, so "idle for two hours" takes no time at all.
+
+The script: a customer asks for a manager, a VIP ticket goes idle, a billing dispute arrives, a
+furious customer writes, a legal threat, an agent flags a policy exception, an outage report,
+an unanswered chat and an SLA about to breach — through webhooks as they happen, and through
+sync runs over the day for the time-based rules. At the end it prints what was escalated,
+where and why, and where to look next; then it stops everything it started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+import time as _time
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING, Any, TextIO
+
+from escbridge.model import Channel, Priority, Status
+from escbridge.sandbox import ServerThread, quiet_werkzeug
+from escbridge.sandbox_cli import SandboxSet, config_yaml, default_matrix_path
+from escbridge.sandbox_drivers import SandboxDriver, SimClock, TicketSpec
+from escbridge.sync import CallCounter, Syncer, SyncOptions, SyncReport, build_sync_processor
+
+if TYPE_CHECKING:
+    from escbridge.calendar import BusinessCalendar
+    from escbridge.matrix import Matrix
+    from escbridge.processing import Processor
+    from escbridge.store import StoredEscalation
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "DemoOptions",
+    "DemoResult",
+    "configure_demo_parser",
+    "run_demo",
+    "run_demo_day",
+    "simulated_day",
+]
+
+EXIT_OK, EXIT_PROBLEM, EXIT_INVALID = 0, 1, 2
+DEFAULT_STORE = "escbridge-demo.db"
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    store: Path = Path(DEFAULT_STORE)
+    matrix: Path | None = None
+    tickets: int = 150  # backlog per helpdesk
+    keep: bool = False  # keep the working directory (escbridge.yaml for the sandboxes)
+    day: date | None = None  # the simulated day (default: a recent business day)
+
+
+@dataclass(frozen=True)
+class Story:
+    """One scripted ticket: where it lives, what happens, and what the matrix should do first."""
+
+    key: str
+    helpdesk: str
+    title: str
+    expect: str  # the first destination it must reach (level or team id)
+
+
+@dataclass(frozen=True)
+class DemoRow:
+    """One escalation of a scripted ticket."""
+
+    story: Story
+    ticket_id: str
+    at: datetime
+    destination: str
+    destination_name: str
+    group: str | None
+    rule_id: str | None
+    via: str  # webhook | sync
+    why: str
+
+
+@dataclass(frozen=True)
+class SyncRun:
+    at: datetime
+    report: SyncReport
+
+
+@dataclass
+class DemoResult:
+    day: date
+    timezone: str
+    store_url: str
+    store_path: Path
+    sandboxes: dict[str, str] = field(default_factory=dict)  # instance -> URL
+    receiver_url: str = ""
+    seeded: int = 0
+    stories: dict[str, tuple[Story, str]] = field(default_factory=dict)  # key -> (story, id)
+    rows: list[DemoRow] = field(default_factory=list)
+    syncs: list[SyncRun] = field(default_factory=list)
+    escalations: list[StoredEscalation] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)  # stories that did not escalate as expected
+    ticket_urls: dict[str, str] = field(default_factory=dict)  # story key -> URL
+    access: dict[str, str] = field(default_factory=dict)  # instance -> how to read a ticket
+    workdir: Path | None = None  # kept with --keep: escbridge.yaml for the sandboxes
+    duration: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.missing
+
+
+# --- the simulated day ---------------------------------------------------------------------------
+
+
+def simulated_day(calendar: BusinessCalendar, today: date) -> date:
+    """The latest day before ``today`` that is a business day, as is the day before it
+    (the backlog's "yesterday" then has business hours too)."""
+
+    def open_on(day: date) -> bool:
+        return calendar.is_open(datetime.combine(day, time(12, 0), calendar.tz))
+
+    day = today - timedelta(days=1)
+    for _ in range(60):
+        if open_on(day) and open_on(day - timedelta(days=1)):
+            return day
+        day -= timedelta(days=1)
+    raise ValueError(f"calendar {calendar.name} has no two business days in a row in 60 days")
+
+
+STORIES = {
+    s.key: s
+    for s in (
+        Story("manager", "zendesk", "A customer asks for a manager", "l2"),
+        Story("vip", "zendesk", "A VIP ticket goes idle", "l2"),
+        Story("exception", "zendesk", "An agent flags a policy exception", "l2"),
+        Story("chat", "freshdesk", "A chat nobody answers", "l2"),
+        Story("sla", "freshdesk", "An SLA about to breach", "l2"),
+        Story("billing", "freshdesk", "A billing dispute arrives", "billing"),
+        Story("legal", "freshdesk", "A customer threatens legal action", "l3"),
+        Story("hostile", "zohodesk", "A furious customer writes", "l2"),
+        Story("outage", "zohodesk", "An outage report", "technical"),
+    )
+}
+
+
+class _Day:
+    """The running demo: the emulators, the receiver, a worker, sync, one clock."""
+
+    def __init__(
+        self,
+        matrix: Matrix,
+        sandboxes: SandboxSet,
+        processor: Processor,
+        counter: CallCounter,
+        day: date,
+        result: DemoResult,
+    ) -> None:
+        self.matrix = matrix
+        self.sandboxes = sandboxes
+        self.processor = processor
+        self.counter = counter
+        self.day = day
+        self.tz = matrix.default_calendar.tz
+        self.result = result
+        self.clock = sandboxes.clock
+        self.drivers: dict[str, SandboxDriver] = {r.instance: r.driver for r in sandboxes.running}
+
+    # -- the script's verbs ------------------------------------------------------------------
+
+    def at(self, hhmm: str) -> datetime:
+        hour, minute = (int(p) for p in hhmm.split(":"))
+        when = datetime.combine(self.day, time(hour, minute), self.tz)
+        self.clock.advance_to(when)
+        return when
+
+    def local(self, hhmm: str) -> datetime:
+        hour, minute = (int(p) for p in hhmm.split(":"))
+        return datetime.combine(self.day, time(hour, minute), self.tz)
+
+    def group(self, helpdesk: str, rung_id: str | None = None) -> str | None:
+        rung = self.matrix.rung(rung_id) if rung_id else self.matrix.levels[0]
+        return rung.group_for(helpdesk, helpdesk) if rung is not None else None
+
+    def opens(self, key: str, spec: TicketSpec) -> None:
+        """The customer of story ``key`` opens a ticket (the helpdesk fires its webhook)."""
+        story = STORIES[key]
+        driver = self.drivers.get(story.helpdesk)
+        if driver is None:
+            return
+        if spec.group is None:
+            spec = _with(spec, group=self.group(story.helpdesk))
+        ticket_id = driver.create_ticket(spec)
+        self.result.stories[key] = (story, ticket_id)
+        self.result.ticket_urls[key] = driver.ticket_url(ticket_id)
+        self.settle()
+
+    def agent_replies(self, key: str, text: str) -> None:
+        driver, ticket_id = self._ticket(key)
+        if driver is not None:
+            driver.agent_replies(ticket_id, text)
+            self.settle()
+
+    def agent_tags(self, key: str, tags: Sequence[str]) -> None:
+        driver, ticket_id = self._ticket(key)
+        if driver is not None:
+            driver.agent_adds_tags(ticket_id, tags)
+            self.settle()
+
+    def sync(self) -> None:
+        report = Syncer(self.processor, SyncOptions(), api_calls=self.counter).run()
+        self.result.syncs.append(SyncRun(self.clock.now(), report))
+        self.settle()
+
+    def _ticket(self, key: str) -> tuple[SandboxDriver | None, str]:
+        found = self.result.stories.get(key)
+        if found is None:
+            return None, ""
+        story, ticket_id = found
+        return self.drivers.get(story.helpdesk), ticket_id
+
+    def settle(self) -> None:
+        """Deliver every webhook sent so far and let the worker process the inbox."""
+        for _ in range(20):
+            for driver in self.drivers.values():
+                driver.flush(10.0)
+            claimed = 0
+            while True:
+                report = self.processor.run_once(limit=100)
+                claimed += report.claimed
+                if not report.claimed:
+                    break
+            if not claimed:
+                return
+
+    # -- the script ------------------------------------------------------------------------------
+
+    def play(self) -> None:
+        hi, urgent = Priority.HIGH, Priority.URGENT
+        self.at("07:55")
+        self.sync()  # the first run of the day: the backlog that built up overnight
+        self.at("08:00")
+        self.opens(
+            "exception",
+            TicketSpec(
+                "Refund requested 45 days after purchase",
+                "The course did not suit me; can I still get my money back?",
+            ),
+        )
+        self.at("08:05")
+        self.opens(
+            "chat",
+            TicketSpec(
+                "Cannot add a second payment method",
+                "The 'add card' button does nothing.",
+                channel=Channel.CHAT,
+            ),
+        )
+        self.at("08:10")
+        self.opens(
+            "sla",
+            TicketSpec(
+                "Warehouse scanners offline",
+                "None of our scanners can sync since this morning.",
+                priority=urgent,
+                channel=Channel.PHONE,
+                first_response_at=self.local("08:10"),
+                due_at=self.local("14:30"),
+            ),
+        )
+        self.at("08:15")
+        self.agent_replies("exception", "Let me check that with the team.")
+        self.at("08:20")
+        self.opens(
+            "manager",
+            TicketSpec(
+                "Still broken after three calls",
+                "I have explained this three times now. I want to speak to a manager today.",
+            ),
+        )
+        self.at("08:35")
+        self.agent_replies("manager", "I am sorry about this; I am looking into it myself.")
+        self.at("08:45")
+        self.opens(
+            "vip",
+            TicketSpec(
+                "Checkout fails for our whole team",
+                "Nobody at Globex can complete a purchase.",
+                priority=hi,
+                tags=("vip",),
+            ),
+        )
+        self.at("09:00")
+        self.sync()
+        self.at("09:10")
+        self.opens(
+            "billing",
+            TicketSpec(
+                "Double charged for the March invoice",
+                "We were charged twice for invoice 2026-031. Please refund one payment.",
+                tags=("billing_dispute",),
+            ),
+        )
+        self.at("09:40")
+        self.opens(
+            "hostile",
+            TicketSpec(
+                "This is unacceptable - my order is lost for the third time",
+                "Third lost order in a month. Where is my parcel?",
+            ),
+        )
+        self.at("10:05")
+        self.opens(
+            "legal",
+            TicketSpec(
+                "Cancel my account",
+                "If this is not fixed today, my lawyer will be in touch.",
+            ),
+        )
+        self.at("10:30")
+        self.agent_tags("exception", ["policy_exception"])
+        self.at("10:50")
+        self.sync()  # the VIP ticket has been idle for two hours
+        self.at("11:15")
+        self.opens(
+            "outage",
+            TicketSpec(
+                "API returns 502 for every order",
+                "Since 11:00 every call to /orders fails.",
+                status=Status.NEW,
+                tags=("outage",),
+                channel=Channel.WEB,
+            ),
+        )
+        self.at("12:30")
+        self.sync()  # the chat has waited four hours for a first answer
+        self.at("13:40")
+        self.sync()  # the scanners' SLA runs out at 14:30
+        self.at("16:00")
+        self.sync()  # fmt: skip
+
+
+def _with(spec: TicketSpec, **changes: Any) -> TicketSpec:
+    from dataclasses import replace
+
+    return replace(spec, **changes)
+
+
+# --- running it ----------------------------------------------------------------------------------
+
+
+def run_demo_day(
+    options: DemoOptions, *, on_ready: Callable[[DemoResult], None] | None = None
+) -> DemoResult:
+    """Run the demo; everything it starts is stopped before this returns."""
+    from escbridge.config import parse_config
+    from escbridge.matrix import load_matrix
+    from escbridge.store import upgrade
+
+    started = _time.monotonic()
+    matrix_path = (options.matrix or default_matrix_path()).resolve()
+    matrix = load_matrix(matrix_path)
+    calendar = matrix.default_calendar
+    today = datetime.now(calendar.tz).date()
+    day = options.day or simulated_day(calendar, today)
+    store_path = options.store.resolve()
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        Path(f"{store_path}{suffix}").unlink(missing_ok=True)
+    store_url = f"sqlite:///{store_path}"
+    upgrade(store_url)
+    result = DemoResult(day, str(calendar.tz), store_url, store_path)
+    clock = SimClock(datetime.combine(day, time(7, 50), calendar.tz))
+    quiet_werkzeug(("werkzeug", "escbridge_webhooks"))
+    workdir = Path(tempfile.mkdtemp(prefix="escbridge-demo-"))
+    counter = CallCounter()
+    try:
+        with contextlib.ExitStack() as stack:
+            sandboxes = stack.enter_context(
+                SandboxSet(matrix, clock=clock, tickets=options.tickets)
+            )
+            result.seeded = sum(r.seeded for r in sandboxes.running)
+            config_path = workdir / "escbridge.yaml"
+            text = config_yaml(sandboxes.instances(), matrix_path, store_url)
+            config_path.write_text(text, encoding="utf-8")
+            config = parse_config(text, str(config_path), workdir)
+            processor = build_sync_processor(
+                config,
+                counter,
+                overrides={"utcnow": clock.now, "wallclock": clock.wall, "clock": clock.monotonic},
+            )
+            processor.clock = clock.now
+            stack.callback(processor.store.close)
+            stack.callback(counter.close)
+            receiver = stack.enter_context(_receiver(config, processor))
+            result.receiver_url = receiver.url
+            for r in sandboxes.running:
+                result.sandboxes[r.instance] = r.driver.url
+                result.access[r.instance] = r.driver.access_hint()
+                r.driver.connect_webhooks(r.driver.webhook_url(receiver.url, r.instance))
+            _Day(matrix, sandboxes, processor, counter, day, result).play()
+            result.escalations = processor.store.escalations()
+            _collect(result, matrix)
+            result.duration = _time.monotonic() - started
+            if on_ready is not None:
+                on_ready(result)
+    finally:
+        if options.keep:
+            result.workdir = workdir
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    result.duration = _time.monotonic() - started
+    return result
+
+
+@contextlib.contextmanager
+def _receiver(config: Any, processor: Processor) -> Iterator[ServerThread]:
+    """The webhook receiver (escbridge_webhooks.create_app) on a free loopback port."""
+    try:
+        from escbridge_webhooks import create_app
+    except ImportError as error:
+        raise DemoError(
+            "the webhook receiver is not installed: pip install -e webhooks "
+            f"(or `make demo`, which installs everything) ({error})"
+        ) from None
+    app = create_app(config, processor=processor)
+    server = ServerThread(app).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+class DemoError(Exception):
+    """The demo cannot run here (a missing distribution, no free port, …)."""
+
+
+def _collect(result: DemoResult, matrix: Matrix) -> None:
+    by_ticket = {(story.helpdesk, tid): story for story, tid in result.stories.values()}
+    for e in result.escalations:
+        story = by_ticket.get((e.instance, e.ticket_id))
+        if story is None:
+            continue
+        rung = matrix.rung(e.to_level)
+        result.rows.append(
+            DemoRow(
+                story=story,
+                ticket_id=e.ticket_id,
+                at=e.decided_at,
+                destination=e.to_level,
+                destination_name=rung.name if rung is not None else e.to_level,
+                group=e.to_group,
+                rule_id=e.rule_id,
+                via="webhook" if e.job_id is not None else "sync",
+                why="; ".join(e.reasons) if e.reasons else e.summary,
+            )
+        )
+    first: dict[str, str] = {}
+    for row in result.rows:
+        first.setdefault(row.story.key, row.destination)
+    for key, (story, _tid) in result.stories.items():
+        if first.get(key) != story.expect:
+            got = first.get(key) or "no escalation"
+            result.missing.append(f"{story.title} ({key}): expected {story.expect}, got {got}")
+
+
+# --- printing ------------------------------------------------------------------------------------
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], indent: str = "  ") -> list[str]:
+    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
+
+    def line(cells: Sequence[str]) -> str:
+        return (indent + "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True))).rstrip()
+
+    return [line(headers), line(["-" * w for w in widths]), *(line(r) for r in rows)]
+
+
+def _short(text: str, width: int = 110) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def format_result(result: DemoResult, matrix: Matrix, *, running: bool = False) -> str:
+    tz = matrix.default_calendar.tz
+
+    def hhmm(at: datetime) -> str:
+        return at.astimezone(tz).strftime("%H:%M")
+
+    out: list[str] = []
+    day = result.day.strftime("%A %d %B %Y")
+    out.append(f"escbridge demo — a simulated support day: {day}, times {result.timezone}")
+    helpdesks = ", ".join(result.sandboxes) or "none"
+    out.append(
+        f"{len(result.sandboxes)} sandbox helpdesks ({helpdesks}) seeded with {result.seeded} "
+        f"tickets; receiver {result.receiver_url}; store {result.store_path}"
+    )
+    out.append("")
+    out.append("What escbridge escalated, where and why (the scripted tickets):")
+    rows = []
+    whys = []
+    for row in result.rows:
+        rows.append(
+            [
+                hhmm(row.at),
+                f"{row.story.helpdesk} #{row.ticket_id}",
+                row.story.title,
+                f"{row.destination} {row.destination_name}",
+                row.group or "",
+                row.rule_id or "",
+                row.via,
+            ]
+        )
+        whys.append(row.why)
+    lines = _table(("time", "ticket", "story", "escalated to", "group", "rule", "via"), rows)
+    out.extend(lines[:2])
+    for line, why in zip(lines[2:], whys, strict=True):
+        out.append(line)
+        out.append(f"        why: {_short(why)}")
+    out.append("")
+
+    out.append("Sync runs over the day (time-based rules and the backlog):")
+    sync_rows = []
+    for run in result.syncs:
+        totals = run.report.totals()
+        escalated = totals["escalated"]
+        shown = ", ".join(f"{n} to {dest}" for dest, n in escalated.items()) or "—"
+        sync_rows.append(
+            [
+                hhmm(run.at),
+                str(totals["scanned"]),
+                str(sum(escalated.values())),
+                shown,
+                str(totals["api_calls"]),
+                f"{run.report.duration:.1f}s",
+            ]
+        )
+    out.extend(_table(("time", "scanned", "escalated", "to", "API calls", "took"), sync_rows))
+    out.append("")
+
+    by_rule: Counter[str] = Counter(e.rule_id or "?" for e in result.escalations)
+    by_place: Counter[tuple[str, str]] = Counter(
+        (e.instance, e.to_level) for e in result.escalations
+    )
+    webhook = sum(1 for e in result.escalations if e.job_id is not None)
+    out.append(
+        f"All {len(result.escalations)} escalations of the day ({webhook} from webhooks, "
+        f"{len(result.escalations) - webhook} from sync):"
+    )
+    destinations = [r.id for r in matrix.rungs]
+    place_rows = [
+        [instance, *(str(by_place.get((instance, d), 0)) for d in destinations)]
+        for instance in result.sandboxes
+    ]
+    out.extend(_table(("helpdesk", *destinations), place_rows))
+    out.append("  by rule: " + ", ".join(f"{rule} {n}" for rule, n in by_rule.most_common()))
+    out.append("")
+
+    out.append("Where to look next:")
+    report_cmd = f"escbridge report --store {result.store_url} --matrix {_matrix_arg(matrix)}"
+    out.append(f"  {report_cmd}")
+    browse = "" if running else " (run with --keep-running to browse them)"
+    out.append(f"  the scripted tickets in the sandboxes{browse}:")
+    for key, (story, ticket_id) in result.stories.items():
+        out.append(f"    {story.helpdesk:<10} #{ticket_id:<18} {result.ticket_urls[key]}")
+    for instance, hint in result.access.items():
+        out.append(f"    {instance}: {hint}")
+    if result.missing:
+        out.append("")
+        out.append("PROBLEM: the matrix did not do what the script expects:")
+        out.extend(f"  {m}" for m in result.missing)
+    if result.workdir is not None:
+        out.append(
+            f"  escbridge.yaml for the sandboxes (kept): {result.workdir / 'escbridge.yaml'}"
+        )
+    out.append("")
+    left = "the sandboxes are still up" if running else "nothing is left running"
+    out.append(f"Done in {result.duration:.1f}s; {left}.")
+    return "\n".join(out) + "\n"
+
+
+def _matrix_arg(matrix: Matrix) -> str:
+    return matrix.source
+
+
+# --- `escbridge demo` ----------------------------------------------------------------------------
+
+
+def configure_demo_parser(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Run escbridge end to end against built-in sandbox helpdesks, with no credentials: a "
+        "simulated support day of webhooks and sync runs, then a table of what was escalated, "
+        "where and why. Finishes in under a minute and leaves nothing running."
+    )
+    parser.add_argument(
+        "--store",
+        default=DEFAULT_STORE,
+        metavar="PATH",
+        help=f"SQLite file for the demo's store, replaced on each run (default {DEFAULT_STORE})",
+    )
+    parser.add_argument("--matrix", help="matrix to enforce (default: the demo matrix)")
+    parser.add_argument(
+        "--tickets", type=int, default=150, metavar="N", help="backlog per helpdesk (default 150)"
+    )
+    parser.add_argument(
+        "--day", type=date.fromisoformat, help="the simulated day (default: a recent business day)"
+    )
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the working directory (its escbridge.yaml)"
+    )
+    parser.add_argument(
+        "--keep-running",
+        action="store_true",
+        help="keep the sandboxes and the receiver up after the demo, until Ctrl-C",
+    )
+
+
+def run_demo(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    """`escbridge demo`: 0 the day went as scripted, 1 it did not, 2 invalid input."""
+    from escbridge.errors import InvalidInputError
+    from escbridge.matrix import load_matrix
+
+    out = out or sys.stdout
+    if args.tickets < 0:
+        print("escbridge demo: --tickets must not be negative", file=sys.stderr)
+        return EXIT_INVALID
+    options = DemoOptions(
+        store=Path(args.store),
+        matrix=Path(args.matrix) if args.matrix else None,
+        tickets=args.tickets,
+        keep=args.keep,
+        day=args.day,
+    )
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        matrix = load_matrix((options.matrix or default_matrix_path()).resolve())
+    except InvalidInputError as error:
+        for problem in error.problems:
+            print(f"error: {problem}", file=sys.stderr)
+        return EXIT_INVALID
+    print("escbridge demo: starting the sandbox helpdesks and the receiver …", file=sys.stderr)
+
+    def hold(result: DemoResult) -> None:
+        out.write(format_result(result, matrix, running=True))
+        out.flush()
+        print("sandboxes and receiver are up; Ctrl-C stops them", file=sys.stderr)
+        _wait_for_signal()
+
+    try:
+        result = run_demo_day(options, on_ready=hold if args.keep_running else None)
+    except (DemoError, OSError) as error:
+        print(f"escbridge demo: {error}", file=sys.stderr)
+        return EXIT_PROBLEM
+    if not args.keep_running:
+        out.write(format_result(result, matrix))
+        out.flush()
+    return EXIT_OK if result.ok else EXIT_PROBLEM
+
+
+def _wait_for_signal() -> None:
+    stop = threading.Event()
+
+    def on_signal(_signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        stop.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
