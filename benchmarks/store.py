@@ -181,18 +181,23 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=4000, help="events per run (default 4000)")
     parser.add_argument("--postgres-url", help="a scratch PostgreSQL database to use instead")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 4])
+    parser.add_argument(
+        "--databases", nargs="+", choices=("sqlite", "postgresql"), default=["sqlite", "postgresql"]
+    )
     args = parser.parse_args()
 
     results: list[Result] = []
     with tempfile.TemporaryDirectory(prefix="escbridge-bench-") as scratch:
-        for workers in args.workers:
+        for workers in args.workers if "sqlite" in args.databases else []:
             url = f"sqlite:///{Path(scratch) / f'bench-{workers}.db'}"
             results.append(run("sqlite", url, workers, args.events))
 
         server = None
         pg_url = args.postgres_url
         skipped = None
-        if pg_url is None:
+        if "postgresql" not in args.databases:
+            pass
+        elif pg_url is None:
             from escbridge.store.tempserver import PostgresUnavailable, start_postgres
 
             try:
@@ -201,7 +206,7 @@ def main() -> None:
             except PostgresUnavailable as error:
                 skipped = str(error).splitlines()[0]
         try:
-            if pg_url is not None:
+            if pg_url is not None and "postgresql" in args.databases:
                 for workers in args.workers:
                     results.append(run("postgresql", pg_url, workers, args.events))
         finally:

@@ -16,6 +16,9 @@ Targets: at least 60% of the bare endpoint's throughput, p99 under 50 ms.
 Run: .venv/bin/python benchmarks/webhooks.py [--requests 20000] [--workers 2] [--threads 4]
      [--processes 2] [--connections 8] [--store-url postgresql+psycopg://…] [--no-kill]
 Bounded: every phase stops at --phase-timeout seconds; loopback only; cleans up after itself.
+``BENCH_GUNICORN_CONF=path`` swaps the gunicorn config file (e.g. one that profiles a worker).
+Also printed: the gunicorn processes' CPU time per request, the figure least disturbed by
+whatever else the machine is running.
 """
 
 from __future__ import annotations
@@ -285,7 +288,10 @@ def gunicorn(
     process = subprocess.Popen(
         [
             *(sys.executable, "-m", "gunicorn"),
-            *("-c", os.environ.get("BENCH_GUNICORN_CONF", "python:escbridge_webhooks.gunicorn_conf")),
+            *(
+                "-c",
+                os.environ.get("BENCH_GUNICORN_CONF", "python:escbridge_webhooks.gunicorn_conf"),
+            ),
             *("--bind", f"127.0.0.1:{port}"),
             *("--workers", str(args.workers), "--threads", str(args.threads)),
             *("--pythonpath", str(work)),

@@ -58,13 +58,14 @@ __all__ = [
 
 EXIT_OK, EXIT_PROBLEM, EXIT_INVALID = 0, 1, 2
 DEFAULT_STORE = "escbridge-demo.db"
+DEMO_TICKETS = 100  # per helpdesk: a few hundred in all, and the demo stays well under a minute
 
 
 @dataclass(frozen=True)
 class DemoOptions:
     store: Path = Path(DEFAULT_STORE)
     matrix: Path | None = None
-    tickets: int = 150  # backlog per helpdesk
+    tickets: int = DEMO_TICKETS  # backlog per helpdesk
     keep: bool = False  # keep the working directory (escbridge.yaml for the sandboxes)
     day: date | None = None  # the simulated day (default: a recent business day)
 
@@ -613,7 +614,11 @@ def configure_demo_parser(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--matrix", help="matrix to enforce (default: the demo matrix)")
     parser.add_argument(
-        "--tickets", type=int, default=150, metavar="N", help="backlog per helpdesk (default 150)"
+        "--tickets",
+        type=int,
+        default=DEMO_TICKETS,
+        metavar="N",
+        help=f"backlog per helpdesk (default {DEMO_TICKETS})",
     )
     parser.add_argument(
         "--day", type=date.fromisoformat, help="the simulated day (default: a recent business day)"

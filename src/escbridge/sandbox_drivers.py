@@ -110,8 +110,13 @@ class SandboxDriver(Protocol):
     display_name: str
     url: str  # where the emulator listens, once started
 
-    def start(self, clock: SimClock, groups: Sequence[str], *, port: int = 0) -> str:
-        """Start the emulator on 127.0.0.1 (0: any free port) with these groups; its URL."""
+    def start(
+        self, clock: SimClock, groups: Sequence[str], *, port: int = 0, **options: Any
+    ) -> str:
+        """Start the emulator on 127.0.0.1 (0: any free port) with these groups; its URL.
+
+        ``options`` go to the emulator's constructor (limits, faults, clocks) over the defaults.
+        """
         ...
 
     def stop(self) -> None: ...
@@ -184,17 +189,20 @@ class ZendeskDriver:
     _sandbox: Any = None
     _server: ServerThread | None = None
 
-    def start(self, clock: SimClock, groups: Sequence[str], *, port: int = 0) -> str:
+    def start(
+        self, clock: SimClock, groups: Sequence[str], *, port: int = 0, **options: Any
+    ) -> str:
         from escbridge_zendesk.sandbox import ZendeskSandbox
 
-        self._sandbox = ZendeskSandbox(
-            groups=tuple(dict.fromkeys(groups)),
-            account_limit=5000,
-            update_limit=2000,
-            incremental_limit=1000,
-            wall_clock=clock.wall,
-            monotonic=clock.monotonic,
-        )
+        settings: dict[str, Any] = {
+            "groups": tuple(dict.fromkeys(groups)),
+            "account_limit": 5000,
+            "update_limit": 2000,
+            "incremental_limit": 1000,
+            "wall_clock": clock.wall,
+            "monotonic": clock.monotonic,
+        }
+        self._sandbox = ZendeskSandbox(**{**settings, **options})
         self._server = ServerThread(self._sandbox.app, port=port).start()
         self.url = self._server.url
         return self.url
@@ -342,16 +350,19 @@ class FreshdeskDriver:
     _sandbox: Any = None
     _server: ServerThread | None = None
 
-    def start(self, clock: SimClock, groups: Sequence[str], *, port: int = 0) -> str:
+    def start(
+        self, clock: SimClock, groups: Sequence[str], *, port: int = 0, **options: Any
+    ) -> str:
         from escbridge_freshdesk.sandbox import FreshdeskSandbox
 
-        self._sandbox = FreshdeskSandbox(
-            groups=tuple(dict.fromkeys(groups)),
-            custom_statuses={6: "Waiting on Customer", _FD_ON_HOLD: "On Hold"},
-            rate_limit=20000,
-            clock=clock.now,
-            monotonic=clock.monotonic,
-        )
+        settings: dict[str, Any] = {
+            "groups": tuple(dict.fromkeys(groups)),
+            "custom_statuses": {6: "Waiting on Customer", _FD_ON_HOLD: "On Hold"},
+            "rate_limit": 20000,
+            "clock": clock.now,
+            "monotonic": clock.monotonic,
+        }
+        self._sandbox = FreshdeskSandbox(**{**settings, **options})
         self._server = ServerThread(self._sandbox.app, port=port).start()
         self.url = self._server.url
         return self.url
@@ -485,11 +496,15 @@ class ZohoDeskDriver:
     _server: ServerThread | None = None
     _groups: dict[str, tuple[str, str | None]] = field(default_factory=dict)  # name -> dept, team
 
-    def start(self, clock: SimClock, groups: Sequence[str], *, port: int = 0) -> str:
+    def start(
+        self, clock: SimClock, groups: Sequence[str], *, port: int = 0, **options: Any
+    ) -> str:
         from escbridge_zohodesk.connector import ZohoDeskConnector
         from escbridge_zohodesk.sandbox import emulator
 
-        app = ZohoDeskConnector.sandbox(clock=clock.wall, search_full_items=True)
+        app = ZohoDeskConnector.sandbox(
+            **{"clock": clock.wall, "search_full_items": True, **options}
+        )
         self._desk = desk = emulator(app)
         support = desk.department_id("Support")
         departments = {d["name"]: d["id"] for d in desk.departments.values()}

@@ -574,7 +574,7 @@ class Syncer:
         return redact(f"{type(error).__name__}: {error}", self.processor.secrets)
 
     def _passes(self, instance: str, result: InstanceResult, lease: SyncLease | None) -> None:
-        seen: dict[str, str | None] = {}  # ticket id -> version processed in this run
+        seen: set[str] = set()  # tickets processed in this run (the sweep skips them)
         stages = [CHANGES, SWEEP] if self.options.sweep else [CHANGES]
         for stage in stages:
             self._scan(instance, stage, result, lease, seen)
@@ -585,7 +585,7 @@ class Syncer:
         stage: str,
         result: InstanceResult,
         lease: SyncLease | None,
-        seen: dict[str, str | None],
+        seen: set[str],
     ) -> None:
         connector = self.processor.connectors[instance]
         stream = STREAMS[stage]
@@ -610,9 +610,8 @@ class Syncer:
             for number, page in enumerate(pages, 1):
                 if lease is not None:
                     lease.renew()
-                tickets = [t for t in page.tickets if seen.get(t.id, "-") != t.version]
-                for ticket in tickets:
-                    seen[ticket.id] = ticket.version
+                tickets = [t for t in page.tickets if t.id not in seen]
+                seen.update(t.id for t in tickets)
                 self._process_page(instance, stage, number, tickets, result)
                 result.pages += 1
                 if lease is not None:

@@ -34,6 +34,7 @@ from escbridge.model import Actions, Priority, Ticket, TicketEvent
 from escbridge.policy import Engine
 from escbridge.processing import ProcessingConfig, Processor, RunReport
 from escbridge.store import Store
+from escbridge.store.database import SqliteWriterLock
 
 CREATED = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 
@@ -85,6 +86,7 @@ class FakeHelpdesk:
     def __init__(self, path: Path | str) -> None:
         self.path = str(path)
         self._local = threading.local()
+        self._lock = SqliteWriterLock(self.path)
         with self._tx() as db:
             db.execute(
                 "CREATE TABLE IF NOT EXISTS tickets (id TEXT PRIMARY KEY, tags TEXT NOT NULL,"
@@ -106,18 +108,26 @@ class FakeHelpdesk:
         return db
 
     class _Tx:
-        def __init__(self, db: sqlite3.Connection) -> None:
+        """A write transaction; writers of all processes queue on a file lock (as the store
+        does) rather than in SQLite's busy handler, which sleeps up to 100 ms at a time."""
+
+        def __init__(self, db: sqlite3.Connection, lock: SqliteWriterLock) -> None:
             self.db = db
+            self.lock = lock
 
         def __enter__(self) -> sqlite3.Connection:
+            self.lock.__enter__()
             self.db.execute("BEGIN IMMEDIATE")
             return self.db
 
         def __exit__(self, exc_type: object, *_: object) -> None:
-            self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+            try:
+                self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+            finally:
+                self.lock.__exit__()
 
     def _tx(self) -> FakeHelpdesk._Tx:
-        return FakeHelpdesk._Tx(self._db())
+        return FakeHelpdesk._Tx(self._db(), self._lock)
 
     def add(self, ticket_id: str, *, tags: Collection[str] = (), subject: str = "") -> None:
         with self._tx() as db:

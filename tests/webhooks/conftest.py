@@ -3,42 +3,18 @@
 from __future__ import annotations
 
 import io
-import json
 import logging
 import shutil
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from escbridge_webhooks import ReceiverSettings, create_app
 from escbridge_webhooks.logs import JsonFormatter
-from flask import Flask
-from flask.testing import FlaskClient
-from webhook_support import load, write_config
+from webhook_support import LogLines, MakeRig, Rig, load, write_config
 
-from escbridge.processing import Processor, build_processor
-from escbridge.store import Store
-
-
-@dataclass
-class Rig:
-    """A receiver app, its test client and the store behind it."""
-
-    app: Flask
-    client: FlaskClient
-    processor: Processor
-
-    @property
-    def store(self) -> Store:
-        return self.processor.store
-
-    def pending(self) -> int:
-        return self.store.job_counts()["pending"]
-
-
-MakeRig = Callable[..., Rig]
+from escbridge.processing import build_processor
 
 
 @pytest.fixture
@@ -79,20 +55,6 @@ def rig(make_rig: MakeRig, sqlite_url: str) -> Rig:
 def db_rig(make_rig: MakeRig, store_url: str) -> Rig:
     """The same receiver on each store backend (SQLite and PostgreSQL)."""
     return make_rig(store_url, metrics_cache_seconds=0)
-
-
-class LogLines:
-    """The JSON lines logged during a test, as the production formatter writes them."""
-
-    def __init__(self, stream: io.StringIO) -> None:
-        self._stream = stream
-
-    @property
-    def text(self) -> str:
-        return self._stream.getvalue()
-
-    def entries(self) -> list[dict[str, Any]]:
-        return [json.loads(line) for line in self.text.splitlines() if line.strip()]
 
 
 @pytest.fixture

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import LogLines, MakeRig, Rig
 from escbridge_webhooks import ReceiverSettings, create_app
 from escbridge_webhooks.chain import (
     Context,
@@ -28,6 +27,9 @@ from webhook_support import (
     API_TOKEN,
     OWN_USER,
     SECRET,
+    LogLines,
+    MakeRig,
+    Rig,
     event_body,
     json_of,
     load,
@@ -264,6 +266,9 @@ def test_a_bug_behind_the_chain_is_a_500_never_a_2xx(
         "request_id": response.headers["X-Request-Id"],
     }
     assert any(e.get("exc") and e["msg"] == "unhandled error" for e in log_lines.entries())
+    assert 'escbridge_webhooks_rejected_total{instance="eu",reason="error"} 1.0' in (
+        rig.client.get("/metrics").get_data(as_text=True)
+    )
 
 
 class _Store:

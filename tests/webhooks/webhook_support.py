@@ -6,9 +6,11 @@ webhook.sign``) and checked by its production verifier, as bolt-python's adapter
 
 from __future__ import annotations
 
+import io
 import json
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -21,8 +23,12 @@ from escbridge_zendesk.webhook import (
     TIMESTAMP_HEADER,
     sign,
 )
+from flask import Flask
+from flask.testing import FlaskClient
 
 from escbridge.config import Config, parse_config
+from escbridge.processing import Processor
+from escbridge.store import Store
 
 SECRET = TEST_SIGNING_SECRET
 API_TOKEN = "zendesk-api-token-never-logged"
@@ -135,3 +141,36 @@ def json_of(response: Any) -> dict[str, Any]:
     data = response.get_json()
     assert isinstance(data, dict), response.data
     return data
+
+
+@dataclass
+class Rig:
+    """A receiver app, its test client and the store behind it."""
+
+    app: Flask
+    client: FlaskClient
+    processor: Processor
+
+    @property
+    def store(self) -> Store:
+        return self.processor.store
+
+    def pending(self) -> int:
+        return self.store.job_counts()["pending"]
+
+
+MakeRig = Callable[..., Rig]
+
+
+class LogLines:
+    """The JSON lines logged during a test, as the production formatter writes them."""
+
+    def __init__(self, stream: io.StringIO) -> None:
+        self._stream = stream
+
+    @property
+    def text(self) -> str:
+        return self._stream.getvalue()
+
+    def entries(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.text.splitlines() if line.strip()]

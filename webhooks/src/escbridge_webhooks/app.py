@@ -120,20 +120,26 @@ class Receiver:
         """Run the chain, then count and log what it came to (one line per delivery)."""
         started = time.perf_counter()
         ctx = Context(req)
-        reply = run_chain(self.steps, ctx)
+        try:
+            reply = run_chain(self.steps, ctx)
+        except Exception:  # a bug: answered 500 by the app's error handler, counted here
+            self.metrics.count(
+                ctx.known_instance or UNKNOWN_INSTANCE,
+                "error",
+                seconds=time.perf_counter() - started,
+                accepted=len(ctx.accepted),
+                duplicates=len(ctx.duplicates),
+            )
+            raise
         elapsed = time.perf_counter() - started
         instance = ctx.known_instance or UNKNOWN_INSTANCE
-        m = self.metrics
-        m.received.labels(instance).inc()
-        m.latency.labels(reply.outcome).observe(elapsed)
-        if ctx.accepted:
-            m.accepted.labels(instance).inc(len(ctx.accepted))
-        if ctx.duplicates:
-            m.duplicates.labels(instance).inc(len(ctx.duplicates))
-        if reply.outcome in ("own_change", "no_events"):
-            m.ignored.labels(instance, reply.outcome).inc()
-        elif reply.status >= 400:
-            m.rejected.labels(instance, reply.outcome).inc()
+        self.metrics.count(
+            instance,
+            reply.outcome,
+            seconds=elapsed,
+            accepted=len(ctx.accepted),
+            duplicates=len(ctx.duplicates),
+        )
         level = logging.WARNING if reply.status >= 500 else logging.INFO
         log.log(
             level,
@@ -148,6 +154,8 @@ class Receiver:
                 "reason": reply.reason,
                 "bytes": len(ctx.body),
                 "events": len(ctx.accepted) + len(ctx.duplicates),
+                "job_ids": ctx.accepted,  # what `escbridge jobs` shows, to follow an event
+                "ticket_ids": [e.ticket_id for e in ctx.events][:10],
                 "own_changes": ctx.own_changes,
                 "duration_ms": round(elapsed * 1000, 2),
             },

@@ -31,23 +31,7 @@ accesslog = None
 control_socket_disable = True  # gunicorn >= 24: no shared ~/.gunicorn socket between instances
 loglevel = os.environ.get("ESCBRIDGE_LOG_LEVEL", "info").lower()
 
-logconfig_dict: dict[str, Any] = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"json": {"()": "escbridge_webhooks.logs.JsonFormatter"}},
-    "handlers": {
-        "stderr": {
-            "class": "logging.StreamHandler",
-            "formatter": "json",
-            "stream": "ext://sys.stderr",
-        }
-    },
-    "root": {"level": loglevel.upper(), "handlers": ["stderr"]},
-    "loggers": {
-        "gunicorn.error": {"level": loglevel.upper(), "handlers": [], "propagate": True},
-        "gunicorn.access": {"level": "WARNING", "handlers": [], "propagate": True},
-    },
-}
+logger_class = "escbridge_webhooks.gunicorn_logging.JsonLogger"  # JSON lines, no access log
 
 if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="escbridge-metrics-")

@@ -21,8 +21,9 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, TextIO
+from urllib.parse import quote
 
-from escbridge.http import redact
+from escbridge.http import REDACTED
 
 __all__ = [
     "JsonFormatter",
@@ -78,14 +79,27 @@ def request_context(request_id: str) -> Iterator[str]:
 
 
 class JsonFormatter(logging.Formatter):
-    """``{"ts", "level", "logger", "msg", "request_id", …extra}`` on one line."""
+    """``{"ts", "level", "logger", "msg", "request_id", …extra}`` on one line.
+
+    Secrets are masked in every string field before it is encoded, so JSON escaping cannot
+    hide one from the mask.
+    """
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         super().__init__()
-        self.secrets = tuple(s for s in secrets if s)
+        self._masks: tuple[tuple[str, ...], ...] = ()
+        self.add_secrets(secrets)
 
     def add_secrets(self, secrets: Iterable[str]) -> None:
-        self.secrets = tuple(dict.fromkeys((*self.secrets, *(s for s in secrets if s))))
+        known = {m[0] for m in self._masks}
+        fresh = [s for s in dict.fromkeys(secrets) if s and len(s) >= 4 and s not in known]
+        # Each secret and its URL-encoded form, longest first (as escbridge.http.redact does).
+        masks = [*self._masks, *((s, *{quote(s, safe="")} - {s}) for s in fresh)]
+        self._masks = tuple(sorted(masks, key=lambda m: -len(m[0])))
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        return tuple(m[0] for m in self._masks)
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
@@ -99,14 +113,17 @@ class JsonFormatter(logging.Formatter):
             entry["thread"] = record.threadName
         for key, value in record.__dict__.items():
             if key not in _STANDARD and not key.startswith("_"):
-                entry[key] = value
+                entry[key] = self._mask(value) if isinstance(value, str) else value
         if record.exc_info:
             entry["exc"] = self._mask(self.formatException(record.exc_info))
-        text = json.dumps(entry, default=str, ensure_ascii=False)
-        return self._mask(text) if self.secrets else text
+        return json.dumps(entry, default=lambda v: self._mask(str(v)), ensure_ascii=False)
 
     def _mask(self, text: str) -> str:
-        return redact(text, self.secrets) if self.secrets else text
+        for forms in self._masks:
+            for secret in forms:
+                if secret in text:
+                    text = text.replace(secret, REDACTED)
+        return text
 
 
 def configure_logging(

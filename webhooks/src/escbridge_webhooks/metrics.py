@@ -23,6 +23,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import sqlalchemy as sa
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -47,7 +48,11 @@ def multiprocess_dir() -> str | None:
 
 
 class WebhookMetrics:
-    """The receiver's counters, on a registry of their own (several apps per test process)."""
+    """The receiver's counters, on a registry of their own (several apps per test process).
+
+    ``count`` records one delivery; the labelled children it needs are looked up once per
+    (instance, outcome) and kept, since ``labels()`` costs more than the increment itself.
+    """
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
@@ -96,6 +101,52 @@ class WebhookMetrics:
             ["helpdesk", "instance", "error"],
             registry=r,
         )
+        self._children: dict[tuple[str, str], _Children] = {}
+
+    def count(
+        self, instance: str, outcome: str, *, seconds: float, accepted: int, duplicates: int
+    ) -> None:
+        """One delivery: what it came to (``outcome``), how long it took, what it stored."""
+        children = self._children.get((instance, outcome))
+        if children is None:
+            children = self._children.setdefault((instance, outcome), self._bind(instance, outcome))
+        children.received.inc()
+        children.latency.observe(seconds)
+        if accepted:
+            children.accepted.inc(accepted)
+        if duplicates:
+            children.duplicates.inc(duplicates)
+        if children.refused is not None:
+            children.refused.inc()
+
+    def _bind(self, instance: str, outcome: str) -> _Children:
+        refused: Any = None
+        if outcome in IGNORED:
+            refused = self.ignored.labels(instance, outcome)
+        elif outcome in REJECTED:
+            refused = self.rejected.labels(instance, outcome)
+        return _Children(
+            received=self.received.labels(instance),
+            latency=self.latency.labels(outcome),
+            accepted=self.accepted.labels(instance),
+            duplicates=self.duplicates.labels(instance),
+            refused=refused,
+        )
+
+
+IGNORED = frozenset({"own_change", "no_events"})
+REJECTED = frozenset(
+    {"too_large", "unknown_instance", "unauthorized", "bad_payload", "store_unavailable", "error"}
+)
+
+
+@dataclass(frozen=True)
+class _Children:
+    received: Any
+    latency: Any
+    accepted: Any
+    duplicates: Any
+    refused: Any
 
 
 @dataclass

@@ -1,0 +1,251 @@
+"""`escbridge demo` as a new user runs it (`make demo`), and `escbridge sandbox`.
+
+The demo runs once for the module, in-process, exactly as the command does: the sandbox
+helpdesks, the receiver, the worker and sync on a simulated day. Its printed table is read back
+and checked: which scripted ticket went where, by which rule, through webhooks or sync; then
+that the store it names serves `escbridge report`, and that nothing it started is left running.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import re
+import socket
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+import yaml
+
+from escbridge.config import parse_config
+from escbridge.demo import configure_demo_parser, run_demo
+from escbridge.matrix import load_matrix
+from escbridge.sandbox_cli import SandboxSet, configure_sandbox_parser, run_sandbox
+from escbridge.sandbox_drivers import available_drivers
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# story: (first destination, rule, path) — what the matrix does first with each scripted ticket
+FIRST = {
+    "A customer asks for a manager": ("l2", "supervisor-requested", "webhook"),
+    "An agent flags a policy exception": ("l2", "policy-exception", "webhook"),
+    "A billing dispute arrives": ("billing", "billing-dispute", "webhook"),
+    "A furious customer writes": ("l2", "hostile-subject", "webhook"),
+    "A customer threatens legal action": ("l3", "legal-threat", "webhook"),
+    "An outage report": ("technical", "technical-specialist", "webhook"),
+    "A VIP ticket goes idle": ("l2", "vip-idle", "sync"),
+    "A chat nobody answers": ("l2", "first-response-late", "sync"),
+    "An SLA about to breach": ("l2", "sla-about-to-breach", "sync"),
+}
+# when the time-based ones fire (local time): only once their limit has passed
+WHEN = {
+    "A VIP ticket goes idle": "10:50",  # idle for 2h since 08:45
+    "A chat nobody answers": "12:30",  # 4h without an answer since 08:05
+    "An SLA about to breach": "13:40",  # due at 14:30
+}
+
+
+@dataclass(frozen=True)
+class Row:
+    time: str
+    ticket: str
+    story: str
+    to: str
+    group: str
+    rule: str
+    via: str
+    why: str
+
+
+@dataclass
+class DemoRun:
+    code: int
+    text: str
+    rows: list[Row]
+    store: Path
+    scratch: Path
+    threads_before: set[int]
+    threads_after: set[threading.Thread]
+    seconds: float
+
+
+def parse_rows(text: str) -> list[Row]:
+    section = text.split("What escbridge escalated, where and why", 1)[1].split("\n\n", 1)[0]
+    lines = section.splitlines()[3:]  # the heading, the column names and the rule
+    rows = []
+    for line, why in zip(lines[::2], lines[1::2], strict=True):
+        cells = re.split(r"\s{2,}", line.strip())
+        assert len(cells) == 7, line
+        assert why.strip().startswith("why: "), why
+        rows.append(Row(*cells, why=why.strip().removeprefix("why: ")))
+    return rows
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoRun]:
+    store = tmp_path_factory.mktemp("demo") / "escbridge-demo.db"
+    scratch = tmp_path_factory.mktemp("tmp")  # where the demo makes its working directory
+    parser = argparse.ArgumentParser()
+    configure_demo_parser(parser)
+    args = parser.parse_args(["--store", str(store)])
+    before = {t.ident for t in threading.enumerate() if t.ident is not None}
+    out = io.StringIO()
+    started = time.monotonic()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(tempfile, "tempdir", str(scratch))
+        code = run_demo(args, out)
+    seconds = time.monotonic() - started
+    after = {t for t in threading.enumerate() if t.ident not in before and t.is_alive()}
+    text = out.getvalue()
+    yield DemoRun(code, text, parse_rows(text), store, scratch, before, after, seconds)
+
+
+def test_the_demo_runs_as_scripted_in_under_a_minute(demo: DemoRun) -> None:
+    assert demo.code == 0, demo.text
+    assert "PROBLEM" not in demo.text
+    assert demo.seconds < 60
+    assert re.search(
+        r"3 sandbox helpdesks \(freshdesk, zendesk, zohodesk\) seeded with \d{3}", demo.text
+    )
+
+
+def test_each_scripted_ticket_goes_first_where_the_matrix_says(demo: DemoRun) -> None:
+    first: dict[str, Row] = {}
+    for row in demo.rows:
+        first.setdefault(row.story, row)
+    assert set(first) == set(FIRST)
+    for story, (to, rule, via) in FIRST.items():
+        row = first[story]
+        assert (row.to.split()[0], row.rule, row.via) == (to, rule, via), row
+        assert row.group and row.why
+    for story, at in WHEN.items():
+        assert first[story].time == at, first[story]
+
+
+def test_the_table_says_where_and_why(demo: DemoRun) -> None:
+    rows = {(r.story, r.to.split()[0]): r for r in demo.rows}
+    manager = rows["A customer asks for a manager", "l2"]
+    assert manager.to == "l2 Senior support / team lead" and manager.group == "Senior Support"
+    assert manager.ticket.startswith("zendesk #") and '"manager"' in manager.why
+    billing = rows["A billing dispute arrives", "billing"]
+    assert billing.group == "Billing" and billing.ticket.startswith("freshdesk #")
+    assert rows["A furious customer writes", "l2"].group == "Tier 2"  # Zoho Desk's team
+    assert "2h" in rows["A VIP ticket goes idle", "l2"].why
+    assert "under 1h" in rows["An SLA about to breach", "l2"].why
+
+
+def test_no_ticket_is_escalated_to_the_same_place_twice(demo: DemoRun) -> None:
+    seen = [(r.ticket, r.to.split()[0]) for r in demo.rows]
+    assert len(seen) == len(set(seen))
+
+
+def test_sync_runs_over_the_day_and_the_store_serves_escbridge_report(demo: DemoRun) -> None:
+    from escbridge.report import configure_report_parser, run_report
+
+    assert "Sync runs over the day" in demo.text
+    times = re.findall(r"^  (\d\d:\d\d)  +\d+  +\d+ ", demo.text, flags=re.M)
+    assert times == ["07:55", "09:00", "10:50", "12:30", "13:40", "16:00"]
+    total = int(re.search(r"All (\d+) escalations of the day", demo.text).group(1))  # type: ignore[union-attr]
+    assert total >= len(demo.rows)
+
+    assert f"escbridge report --store sqlite:///{demo.store}" in demo.text
+    parser = argparse.ArgumentParser()
+    configure_report_parser(parser)
+    out = io.StringIO()
+    args = parser.parse_args(["--store", f"sqlite:///{demo.store}", "--format", "json"])
+    assert run_report(args, out) == 0
+    assert str(total) in out.getvalue()
+
+
+def test_nothing_is_left_running(demo: DemoRun) -> None:
+    assert demo.threads_after == set(), demo.threads_after
+    urls = re.findall(r"http://127\.0\.0\.1:\d+", demo.text)
+    assert urls
+    for url in set(urls):
+        parts = urlsplit(url)
+        with socket.socket() as probe:
+            probe.settimeout(1)
+            assert probe.connect_ex((parts.hostname, parts.port)) != 0, f"{url} still listens"
+    assert list(demo.scratch.iterdir()) == []  # its working directory is gone
+
+
+def test_the_demo_matrix_is_the_example_plus_the_hostile_subject_rule() -> None:
+    from escbridge.sandbox_cli import default_matrix_path
+
+    example = yaml.safe_load((ROOT / "examples" / "matrix.yaml").read_text())
+    demo = yaml.safe_load(default_matrix_path().read_text())
+    extra = [r for r in demo["rules"] if r["id"] == "hostile-subject"]
+    assert len(extra) == 1
+    assert [r for r in demo["rules"] if r["id"] != "hostile-subject"] == example["rules"]
+    assert {k: v for k, v in demo.items() if k != "rules"} == {
+        k: v for k, v in example.items() if k != "rules"
+    }
+    load_matrix(default_matrix_path())
+
+
+# --- `escbridge sandbox` ---------------------------------------------------------------------
+
+
+def test_escbridge_sandbox_serves_seeded_helpdesks_and_the_config_that_reaches_them(
+    tmp_path: Path,
+) -> None:
+    config_path = tmp_path / "sandbox.yaml"
+    parser = argparse.ArgumentParser()
+    configure_sandbox_parser(parser)
+    args = parser.parse_args(["--write-config", str(config_path), "--tickets", "120"])
+    stop = threading.Event()
+    seeded: dict[str, int] = {}
+    served: list[SandboxSet] = []
+    out = io.StringIO()
+
+    def ready(sandboxes: SandboxSet) -> None:
+        served.append(sandboxes)
+        seeded.update({r.instance: r.seeded for r in sandboxes.running})
+        stop.set()
+
+    assert run_sandbox(args, out=out, stop=stop, ready=ready) == 0
+
+    installed = {d.helpdesk for d in available_drivers()}
+    assert set(seeded) == installed == set(FIRST_HELPDESKS)
+    assert sum(seeded.values()) == 360
+    config = parse_config(config_path.read_text(), str(config_path), tmp_path)
+    assert {i.type for i in config.instances.values()} == installed
+    for instance in config.instances.values():
+        assert instance.settings  # every emulator's address and sandbox credentials
+    text = out.getvalue()
+    assert "3 helpdesk emulator(s) on 127.0.0.1" in text and str(config_path) in text
+    assert served[0].running == []  # stopped on the way out
+
+
+FIRST_HELPDESKS = ("zendesk", "freshdesk", "zohodesk")
+
+
+def test_the_backlog_is_realistic() -> None:
+    from datetime import UTC, datetime
+
+    from escbridge.model import Status
+    from escbridge.sandbox_cli import default_matrix_path, realistic_backlog
+
+    matrix = load_matrix(default_matrix_path())
+    now = datetime(2026, 3, 11, 9, 0, tzinfo=UTC)
+    specs = realistic_backlog(now, matrix, instance="zendesk", helpdesk="zendesk", count=300)
+    assert len({s.priority for s in specs}) == 4
+    assert len({s.channel for s in specs}) >= 5
+    assert {s.level for s in specs} >= {None, "l2", "l3"}
+    assert {"vip", "enterprise", "billing_dispute"} <= {t for s in specs for t in s.tags}
+    open_ = [s for s in specs if s.status.is_open]
+    assert 0.3 < len(open_) / len(specs) < 0.8
+    assert any(s.status is Status.CLOSED for s in specs)
+    ages = sorted(now - s.created_at for s in specs if s.created_at)
+    assert ages[0].total_seconds() < 3600 and ages[-1].days >= 7
+    assert specs == realistic_backlog(
+        now, matrix, instance="zendesk", helpdesk="zendesk", count=300
+    )
