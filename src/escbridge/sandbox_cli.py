@@ -350,6 +350,9 @@ def run_sandbox(
         for problem in error.problems:
             print(f"error: {problem}", file=sys.stderr)
         return EXIT_INVALID
+    from escbridge.sandbox import quiet_werkzeug
+
+    quiet_werkzeug()  # one line per API call would drown what the command prints
     stop = stop or threading.Event()
     with contextlib.ExitStack() as stack:
         sandboxes = SandboxSet(

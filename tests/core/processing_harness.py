@@ -6,8 +6,9 @@ helpdesk's side, not taken from escbridge's own records. The connector is in-pro
 network); faults are injected with ``fail`` (raise on chosen calls) and ``kill_at`` (SIGKILL
 this very process at a chosen point, for real).
 
-Run as a script, this file is one worker: ``python processing_harness.py --store URL
---helpdesk PATH --matrix PATH [--kill-at after_apply:3] [--clock-offset SECONDS] --drain``.
+Run as a script, this file is one worker, which stops when the inbox is empty:
+``python processing_harness.py --store URL --helpdesk PATH [--kill-at after_apply:3]
+[--clock-offset SECONDS]``.
 """
 
 from __future__ import annotations
@@ -356,7 +357,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--lease", type=float, default=60.0)
     parser.add_argument("--batch", type=int, default=10)
     parser.add_argument("--poll", type=float, default=0.05)
-    parser.add_argument("--drain", action="store_true")
     parser.add_argument(
         "--flaky", type=float, default=0.0, help="share of helpdesk calls that fail with a 503"
     )

@@ -13,7 +13,9 @@ import signal
 import subprocess
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from processing_harness import FakeHelpdesk, event
@@ -43,7 +45,12 @@ def finish(worker: subprocess.Popen[str]) -> tuple[int, str, str]:
     return worker.returncode, out, err
 
 
-def summaries(workers: Sequence[subprocess.Popen[str]]) -> list[dict[str, object]]:
+def delivery_time() -> datetime:
+    """The wall clock: the workers' own."""
+    return datetime.now(UTC)
+
+
+def summaries(workers: Sequence[subprocess.Popen[str]]) -> list[dict[str, Any]]:
     reports = []
     for worker in workers:
         code, out, err = finish(worker)
@@ -85,14 +92,8 @@ def test_four_workers_escalate_every_ticket_exactly_once_through_duplicates_and_
         recorded = store.escalations()
         assert sorted(e.ticket_id for e in recorded) == sorted(tickets)
         assert store.job_counts() == {"pending": 0, "processing": 0, "done": 8000, "failed": 0}
-    assert sum(int(r["done"]) for r in reports) == 8000  # type: ignore[call-overload]
-    assert all(int(r["done"]) > 0 for r in reports)  # type: ignore[call-overload]
-
-
-def delivery_time():  # the wall clock, as the workers use it
-    from datetime import UTC, datetime
-
-    return datetime.now(UTC)
+    assert sum(int(r["done"]) for r in reports) == 8000
+    assert all(int(r["done"]) > 0 for r in reports)
 
 
 @pytest.mark.slow
@@ -116,7 +117,7 @@ def test_a_worker_killed_mid_event_loses_nothing_and_escalates_nothing_twice(
             store.enqueue(event(ticket_id), delivery_time())
 
         victim = start_worker(
-            store_url, tmp_path / "helpdesk.db", "--kill-at", kill_at, "--lease", "30", "--drain"
+            store_url, tmp_path / "helpdesk.db", "--kill-at", kill_at, "--lease", "30"
         )
         code, _, err = finish(victim)
         assert code == -signal.SIGKILL, err[-3000:]
@@ -124,9 +125,7 @@ def test_a_worker_killed_mid_event_loses_nothing_and_escalates_nothing_twice(
         assert store.job_counts()["processing"] > 0  # the rest of its batch is still leased
 
         # A worker started later (its clock past the dead worker's 30 s lease) takes over.
-        summaries(
-            [start_worker(store_url, tmp_path / "helpdesk.db", "--clock-offset", "60", "--drain")]
-        )
+        summaries([start_worker(store_url, tmp_path / "helpdesk.db", "--clock-offset", "60")])
 
         assert helpdesk.applies() == dict.fromkeys(tickets, 1)
         recorded = store.escalations()

@@ -57,6 +57,10 @@ metadata = sa.MetaData(
     }
 )
 
+#: Rows a worker may still claim. Written out (not bound) so the planner can match the
+#: partial index below, which stays small however many done rows pile up.
+CLAIMABLE = sa.text("status IN ('pending', 'processing')")
+
 #: Received events. The unique (instance, dedupe_key) pair is the dedupe at the door. For a
 #: ``processing`` row, ``next_attempt_at`` is the end of the worker's lease: when it passes, the
 #: worker is presumed dead and the row can be claimed again.
@@ -83,7 +87,14 @@ inbox = sa.Table(
     sa.CheckConstraint(
         "status IN ('pending', 'processing', 'done', 'failed')", name="status_known"
     ),
-    sa.Index(None, "status", "next_attempt_at"),
+    sa.Index(
+        "ix_inbox_claimable",
+        "next_attempt_at",
+        "id",
+        postgresql_where=CLAIMABLE,
+        sqlite_where=CLAIMABLE,
+    ),
+    sa.Index(None, "status"),
     sa.Index(None, "instance", "ticket_id"),
 )
 

@@ -44,6 +44,7 @@ from escbridge.store.records import (
 )
 from escbridge.store.redact import redact
 from escbridge.store.schema import (
+    CLAIMABLE,
     DONE,
     FAILED,
     PENDING,
@@ -106,7 +107,8 @@ class _Sql:
         self.give_up_expired = (
             sa.update(inbox)
             .where(
-                inbox.c.status == PROCESSING,
+                CLAIMABLE,
+                inbox.c.status == sa.literal_column(f"'{PROCESSING}'"),
                 inbox.c.next_attempt_at <= now,
                 inbox.c.attempts >= _param("max_attempts"),
             )
@@ -120,15 +122,20 @@ class _Sql:
         )
         candidates = (
             sa.select(inbox.c.id)
-            .where(inbox.c.status.in_((PENDING, PROCESSING)), inbox.c.next_attempt_at <= now)
+            .where(CLAIMABLE, inbox.c.next_attempt_at <= now)
             .order_by(inbox.c.next_attempt_at, inbox.c.id)
             .limit(_param("limit"))
         )
         if dialect == "postgresql":
-            candidates = candidates.with_for_update(skip_locked=True)
+            # id = ANY(ARRAY(…)): the ids are picked first, then fetched by primary key;
+            # "id IN (…)" lets the planner scan the whole table, done rows and all.
+            chosen = candidates.with_for_update(skip_locked=True).scalar_subquery()
+            target = inbox.c.id == sa.any_(sa.func.array(chosen))
+        else:
+            target = inbox.c.id.in_(candidates.scalar_subquery())
         self.claim = (
             sa.update(inbox)
-            .where(inbox.c.id.in_(candidates.scalar_subquery()))
+            .where(target)
             .values(
                 status=PROCESSING,
                 attempts=inbox.c.attempts + 1,
@@ -175,28 +182,23 @@ class _Sql:
             "lock_owner": _param("owner"),
             "lock_expires_at": _param("expires", UtcDateTime()),
         }
-        self.lock_existing = (
-            sa.update(ticket_state)
-            .where(
-                key,
-                sa.or_(ticket_state.c.lock_token.is_(None), ticket_state.c.lock_expires_at <= now),
-            )
-            .values(**lock_values)
-            .returning(*ticket_state.c)
+        # One statement takes the lock, creating the ticket's row on first sight: the update
+        # applies only when the lock is free (or expired), else nothing comes back.
+        new_row = insert(ticket_state).values(
+            instance=_param("instance"),
+            ticket_id=_param("ticket_id"),
+            day_count=0,
+            escalation_count=0,
+            updated_at=now,
+            **lock_values,
         )
-        self.lock_new = (
-            insert(ticket_state)
-            .values(
-                instance=_param("instance"),
-                ticket_id=_param("ticket_id"),
-                day_count=0,
-                escalation_count=0,
-                updated_at=now,
-                **lock_values,
-            )
-            .on_conflict_do_nothing(index_elements=["instance", "ticket_id"])
-            .returning(*ticket_state.c)
-        )
+        self.lock = new_row.on_conflict_do_update(
+            index_elements=["instance", "ticket_id"],
+            set_={name: new_row.excluded[name] for name in lock_values},
+            where=sa.or_(
+                ticket_state.c.lock_token.is_(None), ticket_state.c.lock_expires_at <= now
+            ),
+        ).returning(*ticket_state.c)
         held = sa.update(ticket_state).where(key, ticket_state.c.lock_token == _param("token"))
         unlocked = {"lock_token": None, "lock_owner": None, "lock_expires_at": None}
         self.renew = held.values(lock_expires_at=_param("expires", UtcDateTime()))
@@ -496,19 +498,22 @@ class Store:
             now=now,
         )
         with self._each() as connection:
-            row = connection.execute(self._sql.lock_existing, params).mappings().first()
-            if row is None:
-                row = connection.execute(self._sql.lock_new, params).mappings().first()
+            row = connection.execute(self._sql.lock, params).mappings().first()
             if row is None:
                 return None
-            history = tuple(self._history(connection, instance, ticket_id))
+            state = TicketState.from_row(row)
+            # Every recorded escalation counts in escalation_count (record_escalation keeps
+            # both in one transaction): a ticket never escalated has no history to read.
+            history: tuple[EscalationRecord, ...] = ()
+            if state.escalation_count:
+                history = tuple(self._history(connection, instance, ticket_id))
         return TicketLock(
             instance=instance,
             ticket_id=ticket_id,
             token=token,
             owner=owner,
             expires_at=expires,
-            state=TicketState.from_row(row),
+            state=state,
             history=history,
         )
 

@@ -50,7 +50,15 @@ def upgrade() -> None:
             name="ck_inbox_status_known",
         ),
     )
-    op.create_index("ix_inbox_status_next_attempt_at", "inbox", ["status", "next_attempt_at"])
+    claimable = sa.text("status IN ('pending', 'processing')")
+    op.create_index(
+        "ix_inbox_claimable",
+        "inbox",
+        ["next_attempt_at", "id"],
+        postgresql_where=claimable,
+        sqlite_where=claimable,
+    )
+    op.create_index("ix_inbox_status", "inbox", ["status"])
     op.create_index("ix_inbox_instance_ticket_id", "inbox", ["instance", "ticket_id"])
 
     op.create_table(
@@ -98,5 +106,6 @@ def downgrade() -> None:
     op.drop_index("ix_escalations_instance_ticket_id_decided_at", table_name="escalations")
     op.drop_table("escalations")
     op.drop_index("ix_inbox_instance_ticket_id", table_name="inbox")
-    op.drop_index("ix_inbox_status_next_attempt_at", table_name="inbox")
+    op.drop_index("ix_inbox_status", table_name="inbox")
+    op.drop_index("ix_inbox_claimable", table_name="inbox")
     op.drop_table("inbox")
