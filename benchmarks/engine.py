@@ -250,11 +250,23 @@ def main(argv: list[str] | None = None) -> int:
             return 1
 
     start = time.perf_counter()
-    escalated = 0
-    for t in tickets:
-        escalated += engine.decide(t, (), NOW).escalate
+    decisions = [engine.decide(t, (), NOW) for t in tickets]
     ours_s = time.perf_counter() - start
     ours_rate = len(tickets) / ours_s
+    escalated = sum(d.escalate for d in decisions)
+
+    # The same engine on the tickets that do not escalate: a steady-state sync scan, where
+    # almost every open ticket is fine and escalations are the exception.
+    quiet = [t for t, d in zip(tickets, decisions, strict=True) if not d.escalate]
+    loud = [t for t, d in zip(tickets, decisions, strict=True) if d.escalate]
+    start = time.perf_counter()
+    for t in quiet:
+        engine.decide(t, (), NOW)
+    quiet_rate = len(quiet) / (time.perf_counter() - start)
+    start = time.perf_counter()
+    for t in loud:
+        engine.decide(t, (), NOW)
+    per_escalation_us = (time.perf_counter() - start) / max(1, len(loud)) * 1e6
 
     start = time.perf_counter()
     for t in tickets:
@@ -275,8 +287,16 @@ def main(argv: list[str] | None = None) -> int:
     share = escalated / len(tickets)
     print(
         f"escbridge engine : {ours_rate:12,.0f} tickets/s  ({ours_s:.2f} s, full decisions; "
-        f"{share:.0%} escalate with note rendering)"
+        f"{share:.0%} escalate, each with its note rendered)"
     )
+    print(
+        f"  no-escalation  : {quiet_rate:12,.0f} tickets/s  (the {len(quiet):,} that do not "
+        "escalate: a steady-state scan)"
+    )
+    print(f"  per escalation : {per_escalation_us:12,.0f} µs  (explanation, Jinja2 note, actions)")
+    for steady in (0.01, 0.05):
+        blended = 1 / ((1 - steady) / quiet_rate + steady * per_escalation_us / 1e6)
+        print(f"  at {steady:.0%} escalating: {blended:10,.0f} tickets/s  (derived)")
     print(f"escbridge match  : {match_rate:12,.0f} tickets/s  ({match_s:.2f} s, conditions only)")
     print(
         f"rule-engine {rule_engine.__version__:5}: {theirs_rate:12,.0f} tickets/s  "
@@ -284,7 +304,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"ratio (decisions): {ours_rate / theirs_rate:12.1f}x rule-engine's conditions-only rate")
     print(f"ratio (conditions): {match_rate / theirs_rate:11.1f}x")
-    print(f"target 50,000/s  : {'met' if ours_rate >= 50_000 else 'NOT met'}")
+    verdict = "met" if ours_rate >= 50_000 else "NOT met"
+    print(f"target 50,000/s  : {verdict} for full decisions at {share:.0%} escalating")
     return 0
 
 

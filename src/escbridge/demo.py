@@ -8,7 +8,7 @@ the processor read one :class:`~escbridge.sandbox_drivers.SimClock`, and the scr
 from one moment to the next, so "idle for two hours" takes no time at all.
 
 The script: a customer asks for a manager, a VIP ticket goes idle, a billing dispute arrives, a
-furious customer writes, a legal threat, an agent flags a policy exception, an outage report,
+customer writes back furious, a legal threat, an agent flags a policy exception, an outage report,
 an unanswered chat and an SLA about to breach — through webhooks as they happen, and through
 sync runs over the day for the time-based rules. At the end it prints what was escalated,
 where and why, and where to look next; then it stops everything it started.
@@ -27,7 +27,7 @@ import threading
 import time as _time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from types import FrameType
@@ -152,8 +152,8 @@ STORIES = {
         Story("chat", "freshdesk", "A chat nobody answers", "l2"),
         Story("sla", "freshdesk", "An SLA about to breach", "l2"),
         Story("billing", "freshdesk", "A billing dispute arrives", "billing"),
-        Story("legal", "freshdesk", "A customer threatens legal action", "l3"),
-        Story("hostile", "zohodesk", "A furious customer writes", "l2"),
+        Story("hostile", "zendesk", "A furious customer writes back", "l2"),
+        Story("legal", "zohodesk", "A customer threatens legal action", "l3"),
         Story("outage", "zohodesk", "An outage report", "technical"),
     )
 }
@@ -170,7 +170,9 @@ class _Day:
         counter: CallCounter,
         day: date,
         result: DemoResult,
+        say: Callable[[str], None] = lambda _line: None,
     ) -> None:
+        self.say = say
         self.matrix = matrix
         self.sandboxes = sandboxes
         self.processor = processor
@@ -179,6 +181,7 @@ class _Day:
         self.tz = matrix.default_calendar.tz
         self.result = result
         self.clock = sandboxes.clock
+        self._now = ""
         self.drivers: dict[str, SandboxDriver] = {r.instance: r.driver for r in sandboxes.running}
 
     # -- the script's verbs ------------------------------------------------------------------
@@ -187,6 +190,7 @@ class _Day:
         hour, minute = (int(p) for p in hhmm.split(":"))
         when = datetime.combine(self.day, time(hour, minute), self.tz)
         self.clock.advance_to(when)
+        self._now = hhmm
         return when
 
     def local(self, hhmm: str) -> datetime:
@@ -204,7 +208,8 @@ class _Day:
         if driver is None:
             return
         if spec.group is None:
-            spec = _with(spec, group=self.group(story.helpdesk))
+            spec = replace(spec, group=self.group(story.helpdesk))
+        self.say(f"{self._now}  {story.helpdesk}: {story.title.lower()}")
         ticket_id = driver.create_ticket(spec)
         self.result.stories[key] = (story, ticket_id)
         self.result.ticket_urls[key] = driver.ticket_url(ticket_id)
@@ -216,6 +221,12 @@ class _Day:
             driver.agent_replies(ticket_id, text)
             self.settle()
 
+    def customer_writes(self, key: str, text: str) -> None:
+        driver, ticket_id = self._ticket(key)
+        if driver is not None:
+            driver.customer_writes(ticket_id, text)
+            self.settle()
+
     def agent_tags(self, key: str, tags: Sequence[str]) -> None:
         driver, ticket_id = self._ticket(key)
         if driver is not None:
@@ -223,6 +234,7 @@ class _Day:
             self.settle()
 
     def sync(self) -> None:
+        self.say(f"{self._now}  escbridge sync")
         report = Syncer(self.processor, SyncOptions(), api_calls=self.counter).run()
         self.result.syncs.append(SyncRun(self.clock.now(), report))
         self.settle()
@@ -251,7 +263,6 @@ class _Day:
     # -- the script ------------------------------------------------------------------------------
 
     def play(self) -> None:
-        hi, urgent = Priority.HIGH, Priority.URGENT
         self.at("07:55")
         self.sync()  # the first run of the day: the backlog that built up overnight
         self.at("08:00")
@@ -277,7 +288,7 @@ class _Day:
             TicketSpec(
                 "Warehouse scanners offline",
                 "None of our scanners can sync since this morning.",
-                priority=urgent,
+                priority=Priority.URGENT,
                 channel=Channel.PHONE,
                 first_response_at=self.local("08:10"),
                 due_at=self.local("14:30"),
@@ -301,7 +312,7 @@ class _Day:
             TicketSpec(
                 "Checkout fails for our whole team",
                 "Nobody at Globex can complete a purchase.",
-                priority=hi,
+                priority=Priority.HIGH,
                 tags=("vip",),
             ),
         )
@@ -316,13 +327,16 @@ class _Day:
                 tags=("billing_dispute",),
             ),
         )
-        self.at("09:40")
+        self.at("09:30")
         self.opens(
             "hostile",
-            TicketSpec(
-                "This is unacceptable - my order is lost for the third time",
-                "Third lost order in a month. Where is my parcel?",
-            ),
+            TicketSpec("Order 4711 never arrived", "It was due last Friday. Where is it?"),
+        )
+        self.at("09:35")
+        self.agent_replies("hostile", "The carrier says it is on its way; tracking to follow.")
+        self.at("09:40")
+        self.customer_writes(
+            "hostile", "This is ridiculous. Third lost order this month - completely unacceptable."
         )
         self.at("10:05")
         self.opens(
@@ -352,20 +366,17 @@ class _Day:
         self.at("13:40")
         self.sync()  # the scanners' SLA runs out at 14:30
         self.at("16:00")
-        self.sync()  # fmt: skip
-
-
-def _with(spec: TicketSpec, **changes: Any) -> TicketSpec:
-    from dataclasses import replace
-
-    return replace(spec, **changes)
+        self.sync()  # the afternoon: whatever else the day's limits caught
 
 
 # --- running it ----------------------------------------------------------------------------------
 
 
 def run_demo_day(
-    options: DemoOptions, *, on_ready: Callable[[DemoResult], None] | None = None
+    options: DemoOptions,
+    *,
+    on_ready: Callable[[DemoResult], None] | None = None,
+    say: Callable[[str], None] = lambda _line: None,
 ) -> DemoResult:
     """Run the demo; everything it starts is stopped before this returns."""
     from escbridge.config import parse_config
@@ -412,7 +423,7 @@ def run_demo_day(
                 result.sandboxes[r.instance] = r.driver.url
                 result.access[r.instance] = r.driver.access_hint()
                 r.driver.connect_webhooks(r.driver.webhook_url(receiver.url, r.instance))
-            _Day(matrix, sandboxes, processor, counter, day, result).play()
+            _Day(matrix, sandboxes, processor, counter, day, result, say).play()
             result.escalations = processor.store.escalations()
             _collect(result, matrix)
             result.duration = _time.monotonic() - started
@@ -571,7 +582,7 @@ def format_result(result: DemoResult, matrix: Matrix, *, running: bool = False) 
     out.append("")
 
     out.append("Where to look next:")
-    report_cmd = f"escbridge report --store {result.store_url} --matrix {_matrix_arg(matrix)}"
+    report_cmd = f"escbridge report --store {result.store_url} --matrix {matrix.source}"
     out.append(f"  {report_cmd}")
     browse = "" if running else " (run with --keep-running to browse them)"
     out.append(f"  the scripted tickets in the sandboxes{browse}:")
@@ -591,10 +602,6 @@ def format_result(result: DemoResult, matrix: Matrix, *, running: bool = False) 
     left = "the sandboxes are still up" if running else "nothing is left running"
     out.append(f"Done in {result.duration:.1f}s; {left}.")
     return "\n".join(out) + "\n"
-
-
-def _matrix_arg(matrix: Matrix) -> str:
-    return matrix.source
 
 
 # --- `escbridge demo` ----------------------------------------------------------------------------
@@ -665,8 +672,12 @@ def run_demo(args: argparse.Namespace, out: TextIO | None = None) -> int:
         print("sandboxes and receiver are up; Ctrl-C stops them", file=sys.stderr)
         _wait_for_signal()
 
+    def say(line: str) -> None:
+        if sys.stderr.isatty():
+            print(f"  {line}", file=sys.stderr)
+
     try:
-        result = run_demo_day(options, on_ready=hold if args.keep_running else None)
+        result = run_demo_day(options, on_ready=hold if args.keep_running else None, say=say)
     except (DemoError, OSError) as error:
         print(f"escbridge demo: {error}", file=sys.stderr)
         return EXIT_PROBLEM

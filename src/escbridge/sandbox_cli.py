@@ -50,7 +50,8 @@ DEFAULT_TICKETS = 150  # per helpdesk
 
 
 def default_matrix_path() -> Path:
-    """The matrix `escbridge demo` and `escbridge sandbox` use unless told otherwise."""
+    """The matrix `escbridge demo` and `escbridge sandbox` use unless told otherwise: a copy of
+    examples/matrix.yaml shipped in the package (a test keeps the two the same)."""
     return Path(str(resources.files("escbridge") / "templates" / "demo-matrix.yaml"))
 
 

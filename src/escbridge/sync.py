@@ -1046,6 +1046,7 @@ def run_sync(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | 
         return _loop(syncer, instances, args.interval, out, bar, interactive)
     finally:
         processor.store.close()
+        counter.close()
 
 
 def _emit(report: SyncReport, out: TextIO, bar: ProgressBar | None, interactive: bool) -> None:

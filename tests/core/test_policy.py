@@ -995,3 +995,30 @@ class TestExplanations:
         assert outcome(decision, "order").details == (
             '✗ subject is "where is my order?" (wanted: matches /^order \\d+/)',
         )
+
+
+def test_a_fast_no_escalation_decision_equals_a_validated_one() -> None:
+    """The engine builds "no escalation" decisions without validation for speed; they must
+    be indistinguishable from validated ones (guards against a pydantic upgrade)."""
+    from escbridge.model import Decision
+    from escbridge.policy import _trusted
+
+    fields = {
+        "ticket_id": "1",
+        "instance": "support",
+        "at": NOW,
+        "escalate": False,
+        "from_level": "l1",
+        "destination": None,
+        "rule_id": None,
+        "kind": None,
+        "actions": None,
+        "reasons": (),
+        "outcomes": (),
+        "summary": "no escalation: no rule matched",
+    }
+    fast = _trusted(Decision, **fields)
+    slow = Decision(**fields)
+    assert fast == slow
+    assert fast.model_dump(mode="json") == slow.model_dump(mode="json")
+    assert fast.model_fields_set == slow.model_fields_set

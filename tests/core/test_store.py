@@ -450,3 +450,24 @@ def test_an_unreachable_database_is_reported_unavailable_without_its_password(
 
     assert "topsecret" not in str(raised.value)
     assert "store unavailable" in str(raised.value)
+
+
+@pytest.mark.postgresql
+def test_after_postgresql_drops_its_connections_one_call_fails_then_the_store_recovers(
+    postgresql_server,
+):
+    name = postgresql_server.create_database()
+    url = postgresql_server.url(name)
+    upgrade(url)
+    with Store(url) as store:
+        store.enqueue(event("1"), NOW)
+        postgresql_server.execute(  # what a restart or a failover does to open connections
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            f" WHERE datname = '{name}' AND pid <> pg_backend_pid()"
+        )
+
+        with pytest.raises(StoreUnavailableError):  # answered 503: the sender retries
+            store.enqueue(event("2"), NOW)
+        assert store.enqueue(event("2"), NOW).accepted
+        assert store.job_counts()["pending"] == 2
+    postgresql_server.drop_database(name)

@@ -14,9 +14,10 @@ import json
 import threading
 from collections import Counter
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TextIO
 
 import pytest
 
@@ -455,7 +456,7 @@ def test_a_dry_run_changes_nothing_and_says_what_it_would_do(
 
     assert sorted(e.ticket_id for e in report.escalations) == sorted(hot)
     assert {(e.destination, e.rule_id, e.status) for e in report.escalations} == {
-        ("l2", "hostile-subject", "would_escalate")
+        ("l2", "legal-threat", "would_escalate")
     }
     assert desk.writes == Counter() and desk.bulk_calls == []
     assert store.escalations() == []
@@ -527,9 +528,20 @@ def test_refused_credentials_stop_the_run(
 # --- the command -----------------------------------------------------------------------------
 
 
-def test_the_command_prints_one_json_summary_line_off_a_terminal(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, engine: Engine
-) -> None:
+@dataclass
+class Command:
+    config: Path
+    desk: MemoryDesk
+    parser: argparse.ArgumentParser
+
+    def run(self, *argv: str, out: TextIO, err: TextIO) -> int:
+        return run_sync(self.parser.parse_args(["--config", str(self.config), *argv]), out, err)
+
+
+@pytest.fixture
+def command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, engine: Engine) -> Command:
+    """`escbridge sync` on an escbridge.yaml whose one instance is the in-memory helpdesk
+    (two furious tickets, one calm); each page it serves counts as an API call."""
     from escbridge import sync as sync_module
     from escbridge.store import upgrade
 
@@ -554,14 +566,23 @@ def test_the_command_prints_one_json_summary_line_off_a_terminal(
     monkeypatch.setattr(sync_module, "build_sync_processor", build)
     parser = argparse.ArgumentParser()
     configure_sync_parser(parser)
+    return Command(config, desk, parser)
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_the_command_prints_one_json_summary_line_off_a_terminal(command: Command) -> None:
     out, err = io.StringIO(), io.StringIO()
-    assert run_sync(parser.parse_args(["--config", str(config), "--dry-run"]), out, err) == 0
+    assert command.run("--dry-run", out=out, err=err) == 0
     dry = json.loads(out.getvalue())
     assert dry["dry_run"] is True and len(dry["would_escalate"]) == 2
-    assert desk.writes == Counter()
+    assert command.desk.writes == Counter()
 
     out = io.StringIO()
-    assert run_sync(parser.parse_args(["--config", str(config)]), out, err) == 0
+    assert command.run(out=out, err=err) == 0
     [line] = out.getvalue().splitlines()
     summary = json.loads(line)
     assert {k: summary[k] for k in ("scanned", "escalated", "skipped", "failed")} == {
@@ -573,9 +594,28 @@ def test_the_command_prints_one_json_summary_line_off_a_terminal(
     assert summary["api_calls"] == 2 and summary["duration_s"] >= 0 and summary["ok"] is True
     assert summary["instances"][INSTANCE]["escalated"] == {"l2": 2}
 
-    args = parser.parse_args(["--config", str(config), "--instance", "nope"])
-    assert run_sync(args, io.StringIO(), err) == 2
-    assert "unknown instance nope" in err.getvalue()
+
+def test_on_a_terminal_it_shows_progress_and_a_summary_a_person_reads(command: Command) -> None:
+    out, err = Terminal(), Terminal()
+    assert command.run("--dry-run", out=out, err=err) == 0
+    assert "would escalate:" in out.getvalue()
+    assert f"{INSTANCE} #1 → l2 (Senior Support)" in out.getvalue()
+    assert "(dry run: nothing was changed)" in out.getvalue()
+
+    out, err = Terminal(), Terminal()
+    assert command.run(out=out, err=err) == 0
+    assert f"{INSTANCE}: scanned 3, escalated 2 (2 to l2), skipped 1, failed 0" in out.getvalue()
+    assert "█" in err.getvalue() and f"\r{INSTANCE} changes page 1" in err.getvalue()
+    plain = Terminal()
+    assert command.run("--json", out=plain, err=Terminal()) == 0
+    again = json.loads(plain.getvalue())  # --json: JSON even on a terminal
+    assert (again["scanned"], again["escalated"]) == (3, {})  # the sweep: nothing more to do
+
+
+def test_the_command_refuses_an_unknown_instance(command: Command) -> None:
+    err = io.StringIO()
+    assert command.run("--instance", "nope", out=io.StringIO(), err=err) == 2
+    assert "unknown instance nope (configured: desk)" in err.getvalue()
 
 
 def test_closed_tickets_are_not_scanned(

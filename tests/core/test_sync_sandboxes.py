@@ -190,7 +190,7 @@ def run_until_complete(
 def assert_each_escalated_once(rig: Rig, tickets: list[str]) -> None:
     """Each ticket went to l2 by the furious-subject rule exactly once, and the helpdesk has
     exactly one note per recorded escalation (none written twice, none lost)."""
-    per_ticket = rig.escalations("hostile-subject")
+    per_ticket = rig.escalations("legal-threat")
     assert sorted(per_ticket) == sorted(tickets), "a ticket was missed"
     assert set(per_ticket.values()) == {1}, f"escalated twice: {per_ticket}"
     recorded = rig.escalations()
@@ -268,7 +268,7 @@ def test_a_dry_run_changes_nothing(rig: RigFactory) -> None:
     report = r.syncer(dry_run=True).run()
 
     assert sorted(e.ticket_id for e in report.escalations) == sorted(tickets)
-    assert {(e.destination, e.rule_id) for e in report.escalations} == {("l2", "hostile-subject")}
+    assert {(e.destination, e.rule_id) for e in report.escalations} == {("l2", "legal-threat")}
     assert r.records() == before
     store = r.processor.store
     assert store.escalations() == [] and store.get_cursor(r.instance) is None

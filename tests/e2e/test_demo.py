@@ -21,7 +21,6 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-import yaml
 
 from escbridge.config import parse_config
 from escbridge.demo import configure_demo_parser, run_demo
@@ -38,7 +37,7 @@ FIRST = {
     "A customer asks for a manager": ("l2", "supervisor-requested", "webhook"),
     "An agent flags a policy exception": ("l2", "policy-exception", "webhook"),
     "A billing dispute arrives": ("billing", "billing-dispute", "webhook"),
-    "A furious customer writes": ("l2", "hostile-subject", "webhook"),
+    "A furious customer writes back": ("l2", "hostile-conversation", "webhook"),
     "A customer threatens legal action": ("l3", "legal-threat", "webhook"),
     "An outage report": ("technical", "technical-specialist", "webhook"),
     "A VIP ticket goes idle": ("l2", "vip-idle", "sync"),
@@ -137,7 +136,9 @@ def test_the_table_says_where_and_why(demo: DemoRun) -> None:
     assert manager.ticket.startswith("zendesk #") and '"manager"' in manager.why
     billing = rows["A billing dispute arrives", "billing"]
     assert billing.group == "Billing" and billing.ticket.startswith("freshdesk #")
-    assert rows["A furious customer writes", "l2"].group == "Tier 2"  # Zoho Desk's team
+    hostile = rows["A furious customer writes back", "l2"]
+    assert hostile.ticket.startswith("zendesk #") and '"unacceptable"' in hostile.why
+    assert rows["A customer threatens legal action", "l3"].group == "Management"  # Zoho's team
     assert "2h" in rows["A VIP ticket goes idle", "l2"].why
     assert "under 1h" in rows["An SLA about to breach", "l2"].why
 
@@ -177,18 +178,11 @@ def test_nothing_is_left_running(demo: DemoRun) -> None:
     assert list(demo.scratch.iterdir()) == []  # its working directory is gone
 
 
-def test_the_demo_matrix_is_the_example_plus_the_hostile_subject_rule() -> None:
+def test_the_demo_enforces_the_example_matrix() -> None:
     from escbridge.sandbox_cli import default_matrix_path
 
-    example = yaml.safe_load((ROOT / "examples" / "matrix.yaml").read_text())
-    demo = yaml.safe_load(default_matrix_path().read_text())
-    extra = [r for r in demo["rules"] if r["id"] == "hostile-subject"]
-    assert len(extra) == 1
-    assert [r for r in demo["rules"] if r["id"] != "hostile-subject"] == example["rules"]
-    assert {k: v for k, v in demo.items() if k != "rules"} == {
-        k: v for k, v in example.items() if k != "rules"
-    }
-    load_matrix(default_matrix_path())
+    shipped = default_matrix_path().read_text(encoding="utf-8")
+    assert shipped == (ROOT / "examples" / "matrix.yaml").read_text(encoding="utf-8")
 
 
 # --- `escbridge sandbox` ---------------------------------------------------------------------

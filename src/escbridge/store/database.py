@@ -59,7 +59,8 @@ def create_engine(url: str | URL, *, busy_timeout: float = 30.0) -> sa.Engine:
         pool_size=10,
         max_overflow=20,
         pool_timeout=busy_timeout,
-        connect_args={"connect_timeout": max(1, int(busy_timeout))},
+        # A webhook sender waits ~10 s for its answer: a 503 must come back before that.
+        connect_args={"connect_timeout": max(1, min(10, int(busy_timeout)))},
     )
     _ping_when_idle(engine)
     return engine
