@@ -344,6 +344,12 @@ COMMANDS: tuple[tuple[str, str, str, str, str], ...] = (
      "escbridge.store.commands", "configure_db_parser", "run_db"),
     ("report", "escalation trends by level, rule, group, helpdesk, channel",
      "escbridge.report", "configure_report_parser", "run_report"),
+    ("sync", "scan helpdesks for time-based escalations (--dry-run, --loop)",
+     "escbridge.sync", "configure_sync_parser", "run_sync"),
+    ("sandbox", "run the built-in helpdesk emulators, seeded with tickets",
+     "escbridge.sandbox_cli", "configure_sandbox_parser", "run_sandbox"),
+    ("demo", "everything end to end against the sandbox helpdesks, no credentials",
+     "escbridge.demo", "configure_demo_parser", "run_demo"),
 )  # fmt: skip
 
 

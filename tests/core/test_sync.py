@@ -227,11 +227,14 @@ def processor(store: Store, engine: Engine, desk: MemoryDesk, clock: Clock) -> P
     return Processor(store, engine, connectors, clock=clock, worker_id="test")
 
 
-def furious(desk: MemoryDesk, count: int, first: int = 1) -> list[str]:
-    """Tickets the matrix sends to l2 as soon as it sees them (and never further on its own)."""
+def flagged(desk: MemoryDesk, count: int, first: int = 1) -> list[str]:
+    """Tickets an agent flagged as a policy exception: the matrix sends them to l2 as soon as it
+    sees them, and never further on its own."""
     ids = [str(i) for i in range(first, first + count)]
     for ticket_id in ids:
-        desk.add(ticket_id, subject=f"This is unacceptable ({ticket_id})")
+        desk.add(
+            ticket_id, subject=f"Refund after 45 days ({ticket_id})", tags=["policy_exception"]
+        )
     return ids
 
 
@@ -252,7 +255,7 @@ def escalations_per_ticket(store: Store) -> Counter[str]:
 def test_a_run_escalates_what_the_matrix_says_and_saves_the_cursor(
     store: Store, engine: Engine, desk: MemoryDesk, clock: Clock
 ) -> None:
-    hot = furious(desk, 7)
+    hot = flagged(desk, 7)
     calm(desk, 6)
     report = Syncer(processor(store, engine, desk, clock), SyncOptions(sweep=False)).run()
 
@@ -273,10 +276,10 @@ def test_a_run_escalates_what_the_matrix_says_and_saves_the_cursor(
 def test_the_next_run_starts_from_the_saved_cursor(
     store: Store, engine: Engine, desk: MemoryDesk, clock: Clock
 ) -> None:
-    furious(desk, 3)
+    flagged(desk, 3)
     syncer = Syncer(processor(store, engine, desk, clock), SyncOptions(sweep=False))
     syncer.run()
-    furious(desk, 2, first=50)
+    flagged(desk, 2, first=50)
     clock.advance(minutes=5)
     report = syncer.run()
 
@@ -288,7 +291,7 @@ def test_the_next_run_starts_from_the_saved_cursor(
 def test_since_replaces_the_stored_cursor(
     sqlite_store: Store, engine: Engine, desk: MemoryDesk, clock: Clock
 ) -> None:
-    furious(desk, 2)
+    flagged(desk, 2)
     Syncer(processor(sqlite_store, engine, desk, clock), SyncOptions(sweep=False)).run()
     since = NOW - timedelta(days=2)
     Syncer(
@@ -323,7 +326,7 @@ def test_the_writes_of_a_page_go_out_in_bulk_calls(
     sqlite_store: Store, engine: Engine, clock: Clock
 ) -> None:
     desk = MemoryDesk(page_size=40)
-    furious(desk, 30)
+    flagged(desk, 30)
     calm(desk, 10)
     report = Syncer(
         processor(sqlite_store, engine, desk, clock), SyncOptions(sweep=False, batch_size=10)
@@ -342,7 +345,7 @@ def test_without_a_bulk_api_tickets_are_written_one_by_one(
 ) -> None:
     desk = MemoryDesk()
     monkeypatch.setattr(MemoryDesk, "info", ConnectorInfo("memory", "1", "Memory"))
-    furious(desk, 6)
+    flagged(desk, 6)
     Syncer(processor(sqlite_store, engine, desk, clock), SyncOptions(sweep=False)).run()
     assert desk.bulk_calls == [] and sum(desk.writes.values()) == 6
 
@@ -354,7 +357,7 @@ def test_a_crash_mid_batch_loses_no_ticket_and_escalates_none_twice(
     store: Store, engine: Engine, clock: Clock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     desk = MemoryDesk(page_size=6)
-    hot = furious(desk, 18)
+    hot = flagged(desk, 18)
     real = store.record_escalation
     recorded = 0
     lock = threading.Lock()
@@ -390,7 +393,7 @@ def test_a_run_that_dies_on_a_page_resumes_on_that_page(
     sqlite_store: Store, engine: Engine, clock: Clock
 ) -> None:
     desk = MemoryDesk(page_size=4)
-    hot = furious(desk, 10)
+    hot = flagged(desk, 10)
     desk.fail_page[2] = Crash()
     syncer = Syncer(processor(sqlite_store, engine, desk, clock), SyncOptions(sweep=False))
     with pytest.raises(Crash):
@@ -407,7 +410,7 @@ def test_a_run_that_dies_on_a_page_resumes_on_that_page(
 def test_a_second_run_skips_an_instance_whose_lease_is_held(
     store: Store, engine: Engine, desk: MemoryDesk, clock: Clock
 ) -> None:
-    furious(desk, 4)
+    flagged(desk, 4)
     first = Syncer(processor(store, engine, desk, clock), SyncOptions(sweep=False), owner="run-a")
     second = Syncer(processor(store, engine, desk, clock), SyncOptions(sweep=False), owner="run-b")
     desk.block_scan = threading.Event()
@@ -431,7 +434,7 @@ def test_a_second_run_skips_an_instance_whose_lease_is_held(
 def test_a_dead_runs_lease_expires_and_the_next_run_takes_over(
     sqlite_store: Store, engine: Engine, desk: MemoryDesk, clock: Clock
 ) -> None:
-    furious(desk, 2)
+    flagged(desk, 2)
     lease = SyncLease.acquire(
         sqlite_store, INSTANCE, "dead-run", duration=timedelta(minutes=10), clock=clock
     )
@@ -450,13 +453,13 @@ def test_a_dead_runs_lease_expires_and_the_next_run_takes_over(
 def test_a_dry_run_changes_nothing_and_says_what_it_would_do(
     store: Store, engine: Engine, desk: MemoryDesk, clock: Clock
 ) -> None:
-    hot = furious(desk, 3)
+    hot = flagged(desk, 3)
     calm(desk, 2)
     report = Syncer(processor(store, engine, desk, clock), SyncOptions(dry_run=True)).run()
 
     assert sorted(e.ticket_id for e in report.escalations) == sorted(hot)
     assert {(e.destination, e.rule_id, e.status) for e in report.escalations} == {
-        ("l2", "legal-threat", "would_escalate")
+        ("l2", "policy-exception", "would_escalate")
     }
     assert desk.writes == Counter() and desk.bulk_calls == []
     assert store.escalations() == []
@@ -473,7 +476,7 @@ def test_a_dry_run_changes_nothing_and_says_what_it_would_do(
 def test_a_ticket_that_fails_alone_is_counted_and_kept_for_a_worker(
     sqlite_store: Store, engine: Engine, desk: MemoryDesk, clock: Clock
 ) -> None:
-    furious(desk, 5)
+    flagged(desk, 5)
     desk.fail_write["3"] = ValueError("group 'Senior Support' was deleted")
     syncer = Syncer(processor(sqlite_store, engine, desk, clock), SyncOptions(sweep=False))
     result = syncer.run().instances[INSTANCE]
@@ -495,7 +498,7 @@ def test_throttling_past_the_retries_stops_the_run_and_keeps_the_cursor(
     sqlite_store: Store, engine: Engine, clock: Clock
 ) -> None:
     desk = MemoryDesk(page_size=3)
-    hot = furious(desk, 9)
+    hot = flagged(desk, 9)
     resume = NOW + timedelta(hours=3)
     error = RateLimited("THRESHOLD_EXCEEDED", status=429, retry_after=3 * 3600)
     error.resume_at = resume  # type: ignore[attr-defined]  # as Zoho's CreditsExhausted carries
@@ -518,7 +521,7 @@ def test_throttling_past_the_retries_stops_the_run_and_keeps_the_cursor(
 def test_refused_credentials_stop_the_run(
     sqlite_store: Store, engine: Engine, desk: MemoryDesk, clock: Clock
 ) -> None:
-    furious(desk, 2)
+    flagged(desk, 2)
     desk.fail_page[1] = AuthError("credentials not accepted", status=401)
     result = Syncer(processor(sqlite_store, engine, desk, clock)).run().instances[INSTANCE]
     assert result.stopped is not None and "AuthError" in result.stopped
@@ -541,7 +544,7 @@ class Command:
 @pytest.fixture
 def command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, engine: Engine) -> Command:
     """`escbridge sync` on an escbridge.yaml whose one instance is the in-memory helpdesk
-    (two furious tickets, one calm); each page it serves counts as an API call."""
+    (two flagged tickets, one calm); each page it serves counts as an API call."""
     from escbridge import sync as sync_module
     from escbridge.store import upgrade
 
@@ -553,7 +556,7 @@ def command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, engine: Engine) -> 
         f"instances:\n  {INSTANCE}:\n    type: memory\n"
     )
     desk = MemoryDesk()
-    furious(desk, 2)
+    flagged(desk, 2)
     calm(desk, 1)
 
     def build(config: Any, counter: Any, **_: Any) -> Processor:
@@ -621,6 +624,6 @@ def test_the_command_refuses_an_unknown_instance(command: Command) -> None:
 def test_closed_tickets_are_not_scanned(
     sqlite_store: Store, engine: Engine, desk: MemoryDesk, clock: Clock
 ) -> None:
-    desk.add("done", subject="This is unacceptable", status=Status.CLOSED)
+    desk.add("done", tags=["policy_exception"], status=Status.CLOSED)
     result = Syncer(processor(sqlite_store, engine, desk, clock)).run().instances[INSTANCE]
     assert result.scanned == 0 and desk.writes == Counter()

@@ -74,15 +74,17 @@ class Rig:
     def syncer(self, **options: Any) -> Syncer:
         return Syncer(self.processor, SyncOptions(**options), api_calls=self.counter)
 
-    def furious(self, count: int) -> list[str]:
-        """Tickets the matrix sends to l2 at once (and no further on its own)."""
+    def flagged(self, count: int) -> list[str]:
+        """Tickets an agent flagged as a policy exception: the matrix sends them to l2 at once
+        (and no further on its own)."""
         group = self.matrix.levels[0].group_for(self.instance, self.helpdesk)
         now = self.clock.now()
         return [
             self.driver.create_ticket(
                 TicketSpec(
-                    subject=f"This is unacceptable, order {n} is lost",
-                    description="Where is my parcel?",
+                    subject=f"Refund for order {n}, 45 days after purchase",
+                    description="Can I still get my money back?",
+                    tags=("policy_exception",),
                     group=group,
                     created_at=now - timedelta(minutes=5),
                     first_response_at=now - timedelta(minutes=4),
@@ -188,9 +190,9 @@ def run_until_complete(
 
 
 def assert_each_escalated_once(rig: Rig, tickets: list[str]) -> None:
-    """Each ticket went to l2 by the furious-subject rule exactly once, and the helpdesk has
+    """Each ticket went to l2 by the policy-exception rule exactly once, and the helpdesk has
     exactly one note per recorded escalation (none written twice, none lost)."""
-    per_ticket = rig.escalations("legal-threat")
+    per_ticket = rig.escalations("policy-exception")
     assert sorted(per_ticket) == sorted(tickets), "a ticket was missed"
     assert set(per_ticket.values()) == {1}, f"escalated twice: {per_ticket}"
     recorded = rig.escalations()
@@ -204,7 +206,7 @@ def test_a_crash_mid_batch_loses_no_ticket_and_escalates_none_twice(
     rig: RigFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     r = rig()
-    tickets = r.furious(12)
+    tickets = r.flagged(12)
     store = r.processor.store
     real = store.record_escalation
     recorded = 0
@@ -233,7 +235,7 @@ def test_a_crash_mid_batch_loses_no_ticket_and_escalates_none_twice(
 
 def test_two_runs_never_overlap(rig: RigFactory) -> None:
     r = rig()
-    tickets = r.furious(6)
+    tickets = r.flagged(6)
     connector: Any = r.processor.connectors[r.instance]
     real_scan = connector.iter_tickets
     scanning, go_on = threading.Event(), threading.Event()
@@ -262,13 +264,13 @@ def test_two_runs_never_overlap(rig: RigFactory) -> None:
 
 def test_a_dry_run_changes_nothing(rig: RigFactory) -> None:
     r = rig()
-    tickets = r.furious(5)
+    tickets = r.flagged(5)
     before = r.records()
 
     report = r.syncer(dry_run=True).run()
 
     assert sorted(e.ticket_id for e in report.escalations) == sorted(tickets)
-    assert {(e.destination, e.rule_id) for e in report.escalations} == {("l2", "legal-threat")}
+    assert {(e.destination, e.rule_id) for e in report.escalations} == {("l2", "policy-exception")}
     assert r.records() == before
     store = r.processor.store
     assert store.escalations() == [] and store.get_cursor(r.instance) is None
@@ -291,7 +293,7 @@ def _throttled(helpdesk: str) -> Callable[[FakeTime], dict[str, Any]]:
 
 def test_a_429_storm_slows_the_run_but_loses_nothing(rig: RigFactory, helpdesk: str) -> None:
     r = rig(_throttled(helpdesk))
-    tickets = r.furious(15)
+    tickets = r.flagged(15)
     if helpdesk == "zohodesk":
         r.driver._desk.throttle_next("TOO_MANY_REQUESTS", 3)  # type: ignore[attr-defined]
 
@@ -307,7 +309,7 @@ def _credits_run_out(r: Rig, batch_size: int) -> None:
     """Twelve tickets, 40 credits a day: each day's run stops when they are gone, cleanly
     (the page in hand not committed, nothing handed to workers), and the next day's run goes
     on from there until one gets to the end."""
-    tickets = r.furious(12)
+    tickets = r.flagged(12)
 
     stopped = r.syncer(batch_size=batch_size).run().instances[r.instance]
 
