@@ -109,6 +109,7 @@ class RuleSpec(_Spec):
     when: Any
     to: str | dict[str, str]
     actions: ActionsSpec = Field(default_factory=ActionsSpec)
+    repeat: bool | None = None
 
 
 def _none_as_empty(kind: type) -> BeforeValidator:
@@ -192,7 +193,7 @@ TIME_MEASURES = {
     "overdue": "time since the ticket became due",
     "at_level": "time at the current level",
     "level_overdue": "time at the current level beyond its expected resolution",
-    "response_overdue": "time without a first response beyond the level's expected response",
+    "response_overdue": "time at the level without a first response beyond its expected response",
 }
 LEVEL_MEASURES = frozenset({"level_overdue", "response_overdue"})
 
@@ -290,6 +291,20 @@ class Rule:
     target: Target
     actions: RuleActions
     line: int | None
+    repeat: bool = False  # may escalate the same ticket again (at a later level)
+
+
+LEVEL_RELATIVE = frozenset({"at_level", "level_overdue", "response_overdue"})
+
+
+def is_level_relative(cond: Condition) -> bool:
+    """Whether a condition measures time at the current level, so it starts afresh after each
+    escalation (and its rule may fire again at the next level)."""
+    if isinstance(cond, AllOf | AnyOf):
+        return any(is_level_relative(c) for c in cond.items)
+    if isinstance(cond, NotOf):
+        return is_level_relative(cond.item)
+    return isinstance(cond, TimeTest) and cond.measure in LEVEL_RELATIVE
 
 
 @dataclass(frozen=True)
@@ -606,6 +621,7 @@ class _Compiler:
             target=target,
             actions=actions,
             line=self.doc.line_of(path),
+            repeat=spec.repeat if spec.repeat is not None else is_level_relative(condition),
         )
 
     def _target(

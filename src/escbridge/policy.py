@@ -124,7 +124,7 @@ class _Ctx:
         if m == "response_overdue":
             if t.first_response_at is not None or self.rung.response is None:
                 return None
-            return span(t.created_at, now) - self.rung.response
+            return span(self.level_since(), now) - self.rung.response
         raise AssertionError(f"unknown measure {m}")  # the matrix loader rejects these
 
 
@@ -660,8 +660,15 @@ class Engine:
         winner: _Candidate | None = None
         blocked: dict[str, str] = {}
         rules = self.matrix.rules
+        fired = {r.rule_id for r in history} if history else set()
         for index in self._match(ctx):
             rule = rules[index]
+            if rule.id in fired and not rule.repeat:
+                blocked[rule.id] = (
+                    "this rule escalated the ticket already (a rule acts once per ticket "
+                    "unless it measures time at the level or says repeat: true)"
+                )
+                continue
             resolved = self._resolve(rule, current)
             if isinstance(resolved, str):
                 blocked[rule.id] = resolved

@@ -136,7 +136,10 @@ def outcome(decision: Decision, rule_id: str) -> RuleOutcome:
     return found[0]
 
 
-def record(at: datetime, to: str, rule_id: str = "r", from_level: str = "l1") -> EscalationRecord:
+def record(
+    at: datetime, to: str, rule_id: str = "an-earlier-rule", from_level: str = "l1"
+) -> EscalationRecord:
+    """A past escalation, by default by another rule than the one under test ("r")."""
     return EscalationRecord(at=at, to=to, from_level=from_level, rule_id=rule_id)
 
 

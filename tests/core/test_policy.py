@@ -25,7 +25,9 @@ from matrix_helpers import (
     ticket,
 )
 
-from escbridge.model import Priority
+from escbridge.matrix import parse_matrix
+from escbridge.model import EscalationRecord, Priority
+from escbridge.policy import Engine
 
 # --- conditions on fields ------------------------------------------------------------------
 
@@ -942,13 +944,13 @@ class TestExplanations:
             (
                 "{response_overdue: {over: 0m}}",
                 {"first_response_at": NOW},
-                "time without a first response beyond the level's expected response: "
+                "time at the level without a first response beyond its expected response: "
                 "the ticket already has a first response",
             ),
             (
                 "{response_overdue: {over: 0m}}",
                 {"level": "l2"},
-                "time without a first response beyond the level's expected response: "
+                "time at the level without a first response beyond its expected response: "
                 "level l2 has no expected response time",
             ),
         ],
@@ -1022,3 +1024,47 @@ def test_a_fast_no_escalation_decision_equals_a_validated_one() -> None:
     assert fast == slow
     assert fast.model_dump(mode="json") == slow.model_dump(mode="json")
     assert fast.model_fields_set == slow.model_fields_set
+
+
+class TestRulesActOncePerTicket:
+    """A condition that stays true must not walk a ticket up the whole ladder."""
+
+    MATRIX = """
+levels:
+  - {id: l1, name: Frontline, groups: {"*": Support}, response: 1h, resolution: 4h}
+  - {id: l2, name: Senior, groups: {"*": Senior}, response: 1h, resolution: 4h}
+  - {id: l3, name: Manager, groups: {"*": Managers}}
+defaults: {time: calendar}
+limits: {cooldown: 10m, daily_cap: 10}
+rules:
+  - {id: asks-manager, kind: hierarchical, when: {keywords: [manager]}, to: next}
+  - {id: stuck, kind: hierarchical, when: {level_overdue: {over: 0m}}, to: next}
+  - {id: asks-again, kind: hierarchical, when: {keywords: [again]}, to: next, repeat: true}
+"""
+
+    def _engine(self) -> Engine:
+        return Engine(parse_matrix(self.MATRIX, "matrix.yaml"))
+
+    def test_a_keyword_rule_that_fired_once_does_not_fire_again_at_the_next_level(self) -> None:
+        engine = self._engine()
+        t = ticket(description="Get me your manager", level="l2")
+        history = [EscalationRecord(at=NOW - timedelta(hours=1), to="l2", rule_id="asks-manager")]
+        decision = engine.decide(t, history, NOW, explain=True)
+        assert not decision.escalate
+        blocked = {o.rule_id: o.blocked for o in decision.outcomes if o.blocked}
+        assert "escalated the ticket already" in (blocked["asks-manager"] or "")
+
+    def test_a_rule_measuring_time_at_the_level_fires_again_at_the_next_level(self) -> None:
+        engine = self._engine()
+        t = ticket(level="l2", created_at=NOW - timedelta(hours=20))
+        history = [EscalationRecord(at=NOW - timedelta(hours=5), to="l2", rule_id="stuck")]
+        decision = engine.decide(t, history, NOW)
+        assert decision.escalate and decision.rule_id == "stuck"
+        assert decision.destination is not None and decision.destination.id == "l3"
+
+    def test_repeat_true_lets_a_rule_fire_again(self) -> None:
+        engine = self._engine()
+        t = ticket(description="broken again", level="l2")
+        history = [EscalationRecord(at=NOW - timedelta(hours=1), to="l2", rule_id="asks-again")]
+        decision = engine.decide(t, history, NOW)
+        assert decision.escalate and decision.rule_id == "asks-again"
