@@ -9,7 +9,7 @@ import threading
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import requests
 
@@ -42,6 +42,9 @@ from . import notes, webhook
 from .client import FreshdeskApi
 from .config import FreshdeskConfig, base_url_for
 from .parse import STATUSES, Lookups, parse_ticket, parse_time, status_category
+
+if TYPE_CHECKING:
+    from .sandbox_driver import FreshdeskDriver
 
 log = logging.getLogger(__name__)
 
@@ -770,6 +773,13 @@ class FreshdeskConnector:
         from .sandbox import FreshdeskSandbox
 
         return FreshdeskSandbox(**options).app
+
+    @classmethod
+    def sandbox_driver(cls) -> FreshdeskDriver:
+        """The Freshdesk emulator driven for `escbridge sandbox` and `escbridge demo`."""
+        from .sandbox_driver import FreshdeskDriver
+
+        return FreshdeskDriver()
 
 
 # --------------------------------------------------------------------------- helpers

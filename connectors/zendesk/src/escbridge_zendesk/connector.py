@@ -9,7 +9,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import requests
 
@@ -49,6 +49,9 @@ from escbridge_zendesk.parse import (
     parse_ticket,
     parse_time,
 )
+
+if TYPE_CHECKING:
+    from escbridge_zendesk.sandbox_driver import ZendeskDriver
 
 log = logging.getLogger(__name__)
 
@@ -738,6 +741,13 @@ class ZendeskConnector:
         from escbridge_zendesk.sandbox import ZendeskSandbox
 
         return ZendeskSandbox(**options).app
+
+    @classmethod
+    def sandbox_driver(cls) -> ZendeskDriver:
+        """The Zendesk emulator driven for `escbridge sandbox` and `escbridge demo`."""
+        from escbridge_zendesk.sandbox_driver import ZendeskDriver
+
+        return ZendeskDriver()
 
 
 def _tag_changes(actions: Actions) -> tuple[set[str], set[str]]:

@@ -24,7 +24,7 @@ from collections import defaultdict
 from collections.abc import Callable, Collection, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import requests
 
@@ -65,6 +65,9 @@ from escbridge_zohodesk.parse import (
     parse_time,
 )
 from escbridge_zohodesk.webhook import JwksCache, WebhookVerifier, parse_events
+
+if TYPE_CHECKING:
+    from escbridge_zohodesk.sandbox_driver import ZohoDeskDriver
 
 log = logging.getLogger(__name__)
 
@@ -775,6 +778,13 @@ class ZohoDeskConnector:
         from escbridge_zohodesk.sandbox import create_app
 
         return create_app(**options)
+
+    @classmethod
+    def sandbox_driver(cls) -> ZohoDeskDriver:
+        """The Zoho Desk emulator driven for `escbridge sandbox` and `escbridge demo`."""
+        from escbridge_zohodesk.sandbox_driver import ZohoDeskDriver
+
+        return ZohoDeskDriver()
 
 
 def _halves(lo: datetime, hi: datetime) -> list[tuple[datetime, datetime]]:
