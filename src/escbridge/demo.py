@@ -396,7 +396,7 @@ def run_demo_day(
     upgrade(store_url)
     result = DemoResult(day, str(calendar.tz), store_url, store_path)
     clock = SimClock(datetime.combine(day, time(7, 50), calendar.tz))
-    quiet_werkzeug(("werkzeug", "escbridge_webhooks"))
+    restore_logging = quiet_werkzeug(("werkzeug", "escbridge_webhooks"))
     workdir = Path(tempfile.mkdtemp(prefix="escbridge-demo-"))
     counter = CallCounter()
     try:
@@ -430,6 +430,7 @@ def run_demo_day(
             if on_ready is not None:
                 on_ready(result)
     finally:
+        restore_logging()
         if options.keep:
             result.workdir = workdir
         else:

@@ -57,7 +57,7 @@ class StoreUnavailableError(EscbridgeError):
 
 
 class StoreSchemaError(StoreUnavailableError):
-    """The database is not at the schema version this escbridge needs: run `escbridge db upgrade`."""
+    """The database is at another schema version than this escbridge: `escbridge db upgrade`."""
 
 
 class ConnectorLoadError(EscbridgeError):

@@ -387,7 +387,18 @@ def serve(app: Any, host: str = "127.0.0.1", port: int = 0) -> ServerThread:
     return ServerThread(app, host, port).start()
 
 
-def quiet_werkzeug(loggers: Iterable[str] = ("werkzeug",)) -> None:
-    """Silence per-request access logs of the dev server (benchmarks make thousands)."""
-    for name in loggers:
+def quiet_werkzeug(loggers: Iterable[str] = ("werkzeug",)) -> Callable[[], None]:
+    """Silence per-request access logs of the dev server (benchmarks make thousands).
+
+    Returns a function that puts the levels back, for callers that run inside a longer-lived
+    process (the demo run in-process must leave logging as it found it).
+    """
+    saved = {name: logging.getLogger(name).level for name in loggers}
+    for name in saved:
         logging.getLogger(name).setLevel(logging.WARNING)
+
+    def restore() -> None:
+        for name, level in saved.items():
+            logging.getLogger(name).setLevel(level)
+
+    return restore
