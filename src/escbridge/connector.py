@@ -7,7 +7,7 @@ broken plugin cannot stop the others (it is reported by name, with its error).
 A plugin's entry point names a class that has a ``ConnectorInfo`` as ``info`` (with the pydantic
 model of its settings as ``info.config_model``) and is constructed as
 ``cls(config, instance=<instance name>, **overrides)``, where ``overrides`` are for tests
-(``session=``, ``sleep=``, …). See docs/connectors.md for a worked example.
+(``session=``, ``sleep=``, …). The README's "Writing a connector" has a worked example.
 """
 
 from __future__ import annotations

@@ -36,7 +36,7 @@ class EchoSettings(BaseModel):
 
 
 class EchoConnector:
-    """A minimal third-party connector, as docs/connectors.md describes."""
+    """A minimal third-party connector, as the README's "Writing a connector" describes."""
 
     info: ClassVar[ConnectorInfo] = ConnectorInfo(
         name="echo",

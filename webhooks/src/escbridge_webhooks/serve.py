@@ -7,7 +7,7 @@ worker side is ``Processor.run`` on ``--workers`` threads, sharing the receiver'
 
 For more than one machine — or more throughput — run gunicorn with
 ``escbridge_webhooks.wsgi:app`` and ``escbridge worker`` separately, on a PostgreSQL store
-(docs/webhooks.md).
+(README, Receiving webhooks).
 
 Stopping (SIGTERM or Ctrl-C): stop accepting connections, let the workers finish the events in
 hand and the requests in flight finish (at most ``--grace`` seconds), then exit. An event is

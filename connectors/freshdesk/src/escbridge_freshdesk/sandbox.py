@@ -74,7 +74,7 @@ UPDATE_FIELDS = {
 MAX_PAGES = 300
 PER_PAGE_MAX = 100
 
-#: The "Advanced" content of the emulated rule: the template docs/freshdesk.md tells admins to
+#: The "Advanced" content of the emulated rule: the template the README (Freshdesk) tells admins to
 #: paste, rendered the way Freshdesk does (plain text substitution, no JSON escaping).
 WEBHOOK_TEMPLATE = (
     '{"ticket": {"id": "{{ticket.id}}", "status": "{{ticket.status}}", '

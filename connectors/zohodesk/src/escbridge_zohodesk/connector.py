@@ -721,7 +721,7 @@ class ZohoDeskConnector:
         if level_field and level_field not in by_name:
             problems.append(
                 f"the ticket field {level_field} does not exist: add a single-line custom "
-                "field (docs/zohodesk.md, 'Level field'), or set level_field"
+                "field (README, Zoho Desk, 'Add the level field'), or set level_field"
             )
         elif level_field is None:
             notes.append("level_field is off: a retry after a crash is recognised only by its note")

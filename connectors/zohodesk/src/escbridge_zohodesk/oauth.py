@@ -303,7 +303,7 @@ class TokenManager:
             message = (
                 f"{where} did not accept the refresh token (invalid_code): it was revoked, "
                 "mistyped, or was made in another data centre; generate a new one "
-                "(docs/zohodesk.md, 'OAuth client')"
+                "(README, Zoho Desk, 'Create the OAuth client')"
             )
         elif error in ("invalid_client", "invalid_client_secret"):
             message = (
