@@ -196,6 +196,7 @@ class EscalationRecord(BaseModel):
         if value.tzinfo is None:
             raise ValueError("needs a timezone")
         return value.astimezone(UTC)
+
     to: str
     from_level: str | None = None
     rule_id: str | None = None
