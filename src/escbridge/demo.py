@@ -233,6 +233,13 @@ class _Day:
             driver.agent_adds_tags(ticket_id, tags)
             self.settle()
 
+    def agent_solves(self, key: str) -> None:
+        driver, ticket_id = self._ticket(key)
+        if driver is not None:
+            self.say(f"{self._now}  an agent solves: {STORIES[key].title.lower()}")
+            driver.agent_solves(ticket_id)
+            self.settle()
+
     def sync(self) -> None:
         self.say(f"{self._now}  escbridge sync")
         report = Syncer(self.processor, SyncOptions(), api_calls=self.counter).run()
@@ -367,6 +374,12 @@ class _Day:
         self.sync()  # the scanners' SLA runs out at 14:30
         self.at("16:00")
         self.sync()  # the afternoon: whatever else the day's limits caught
+        self.at("16:30")
+        self.agent_solves("exception")  # resolutions, for `escbridge report`
+        self.at("16:45")
+        self.agent_solves("vip")
+        self.at("17:00")
+        self.agent_solves("billing")
 
 
 # --- running it ----------------------------------------------------------------------------------

@@ -12,8 +12,11 @@ Why each step is there (ARCHITECTURE.md, "Exactly-once in effect"):
 - the intent is written before the connector is called. A worker that dies between apply and
   record leaves it behind; the retry re-fetches the ticket, finds the level marker of the
   intent on it, and *records* the escalation (outcome ``recovered``, with the intent's rule and
-  reasons) instead of applying it again. No marker means the apply never landed: the intent is
-  dropped and the ticket decided afresh;
+  reasons) instead of applying it again. An apply that landed only in part (the group or tags
+  of the intent there, its marker not: Zoho Desk's bulk writes stopped by its daily credits)
+  is completed through the connector's idempotent re-apply and recorded the same way. No
+  trace at all means the apply never landed: the intent is dropped and the ticket decided
+  afresh;
 - failures are retried with exponential backoff and jitter; permanent ones (and those that
   keep failing) are dead-lettered with a redacted reason, listed by `escbridge jobs` and
   replayed by `escbridge jobs retry`.
@@ -52,7 +55,7 @@ from escbridge.http import (
     ValidationError,
 )
 from escbridge.matrix import MARKER_PREFIX
-from escbridge.model import Actions, Decision, EscalationRecord, Ticket, TicketEvent
+from escbridge.model import Actions, Decision, EscalationRecord, Status, Ticket, TicketEvent
 from escbridge.store import (
     APPLIED,
     RECOVERED,
@@ -264,6 +267,42 @@ def landed(ticket: Ticket, actions: Actions) -> bool:
     return bool(checks) and all(checks)
 
 
+def partly_landed(ticket: Ticket, actions: Actions) -> bool:
+    """Whether some of ``actions`` but not their level marker are on ``ticket``.
+
+    A connector that writes one escalation in several calls and the marker last (Zoho Desk's
+    ``updateMany``: department and team first, the level field last) can be stopped in between;
+    the ticket then sits in the target group without the marker, and the engine, reading the
+    level off the group, would find nothing left to do.
+    """
+    if not actions.level or landed(ticket, actions):
+        return False
+    if actions.group and (ticket.group or "").lower() == actions.group.lower():
+        return True
+    return bool(actions.tags_add) and all(tag.lower() in ticket.tags for tag in actions.tags_add)
+
+
+def _resume(connector: Connector, ticket: Ticket, actions: Actions) -> bool:
+    """Re-apply an escalation that landed in part (see :func:`partly_landed`); whether it did.
+
+    Only for a connector that declares ``CAP_RESUMABLE_APPLY``: its ``apply`` is idempotent on
+    a re-apply and never writes a second note. Others write an escalation in one call, so a
+    partial one is a person's change, and the ticket is decided afresh.
+    """
+    from escbridge.connector import CAP_RESUMABLE_APPLY
+
+    if CAP_RESUMABLE_APPLY not in connector.info.capabilities:
+        return False
+    result = connector.apply(ticket, actions)
+    if not result.ok or result.skipped:
+        raise ApplyFailedError(
+            f"completing an escalation that landed in part failed: "
+            f"{result.error or 'the connector skipped it'}",
+            retryable=result.retryable if not result.ok else True,
+        )
+    return True
+
+
 def _complete(connector: Connector, ticket: Ticket, actions: Actions) -> None:
     """Finish an escalation that landed only in part before a crash.
 
@@ -468,11 +507,19 @@ class Processor:
         try:
             pending = lock.state.intent
             current = self._fetch(connector, instance, ticket_id if pending else ticket)
+            self._note_resolution(lock, current, now)
             if pending is not None:
                 assert pending.decision.actions is not None
-                if landed(current, pending.decision.actions):
-                    _complete(connector, current, pending.decision.actions)
-                    escalation = self._record(lock, pending, RECOVERED, job)
+                actions = pending.decision.actions
+                if landed(current, actions):
+                    _complete(connector, current, actions)
+                    recovered = True
+                else:
+                    recovered = partly_landed(current, actions) and _resume(
+                        connector, current, actions
+                    )
+                if recovered:
+                    escalation = self._record(lock, pending, RECOVERED, job, connector)
                     finished = True
                     log.warning(
                         "%s/%s: recorded an escalation applied before a crash: %s",
@@ -486,10 +533,16 @@ class Processor:
                 self.store.clear_intent(lock, now)  # it never reached the helpdesk
             decision = self.engine.decide(current, lock.history, now)
             if decision.escalate and decision.actions is not None:
-                intent = Intent(decision, current.created_at, job.id if job else None)
+                intent = Intent(
+                    decision,
+                    current.created_at,
+                    job.id if job else None,
+                    from_group=current.group,
+                    channel=current.channel.value,
+                )
                 applied = self._apply(connector, lock, current, intent, lock.history, now)
                 if applied is not None:
-                    escalation = self._record(lock, applied, APPLIED, job)
+                    escalation = self._record(lock, applied, APPLIED, job, connector)
                     finished = True
                     log.info("%s/%s: %s", instance, ticket_id, applied.decision.summary)
                     return Outcome(
@@ -535,7 +588,13 @@ class Processor:
             decision = self.engine.decide(fresh, history, now)
             if not decision.escalate or decision.actions is None:
                 return None
-            latest = Intent(decision, fresh.created_at, intent.job_id)
+            latest = Intent(
+                decision,
+                fresh.created_at,
+                intent.job_id,
+                from_group=intent.from_group,
+                channel=intent.channel,
+            )
             self.store.write_intent(lock, latest, now, lease=self.settings.lease)
             return decision.actions
 
@@ -549,8 +608,23 @@ class Processor:
             )
         return latest
 
+    def _note_resolution(self, lock: TicketLock, ticket: Ticket, now: datetime) -> None:
+        """Keep ``resolved_at`` in step with the ticket: set the first time it is seen solved
+        or closed (at its last change, else now), cleared when it is open again."""
+        resolved = ticket.status in (Status.SOLVED, Status.CLOSED)
+        if resolved and lock.state.resolved_at is None:
+            at = ticket.updated_at if ticket.updated_at <= now else now
+            self.store.set_resolved(lock, at, now)
+        elif not resolved and lock.state.resolved_at is not None:
+            self.store.set_resolved(lock, None, now)
+
     def _record(
-        self, lock: TicketLock, intent: Intent, outcome: str, job: Job | None
+        self,
+        lock: TicketLock,
+        intent: Intent,
+        outcome: str,
+        job: Job | None,
+        connector: Connector,
     ) -> StoredEscalation:
         job_outcome = "escalated" if outcome == APPLIED else outcome
         return self.store.record_escalation(
@@ -561,6 +635,7 @@ class Processor:
             cooldown=self.cooldown,
             job=job,
             job_outcome=job_outcome,
+            helpdesk=connector.info.name,
         )
 
     # --- the worker loop ------------------------------------------------------------------

@@ -141,6 +141,10 @@ class SandboxDriver(Protocol):
 
     def agent_adds_tags(self, ticket_id: str, tags: Sequence[str]) -> None: ...
 
+    def agent_solves(self, ticket_id: str) -> None:
+        """A human agent marks the ticket solved (the helpdesk fires its webhook)."""
+        ...
+
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until every webhook queued so far is delivered."""
         ...

@@ -24,6 +24,7 @@ from escbridge.processing import (
     Processor,
     backoff_delay,
     classify,
+    partly_landed,
     utcnow,
 )
 from escbridge.store import Store
@@ -482,3 +483,21 @@ def test_a_worker_outlives_a_database_outage(make, helpdesk, store, clock, monke
 
     assert outages == [0]
     assert report.outcomes == {"escalated": 1}
+
+
+def test_partly_landed_is_the_group_or_tags_of_an_intent_without_its_marker() -> None:
+    from datetime import UTC, datetime
+
+    from escbridge.model import Actions, Ticket
+
+    at = datetime(2026, 3, 11, 9, 0, tzinfo=UTC)
+    actions = Actions(level="l2", group="Tier 2", tags_add=("escalated",))
+
+    def ticket(**fields: Any) -> Ticket:
+        return Ticket(id="1", created_at=at, updated_at=at, **fields)
+
+    assert partly_landed(ticket(group="tier 2"), actions)  # the group moved, the marker did not
+    assert partly_landed(ticket(group="Tier 1", tags=frozenset({"escalated"})), actions)
+    assert not partly_landed(ticket(group="Tier 1"), actions)  # nothing landed
+    assert not partly_landed(ticket(group="Tier 2", level="l2"), actions)  # all of it landed
+    assert not partly_landed(ticket(group="Tier 2"), Actions(group="Tier 2"))  # no marker to miss

@@ -622,44 +622,110 @@ class TestStore:
         }
 
 
-def test_facts_a_newer_store_records_are_read_when_present(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """A store that adds the ticket's channel, source group and resolution time gets them
-    reported without a change here."""
-    import escbridge.store.schema as schema
+def test_facts_the_store_records_are_read() -> None:
+    """The ticket's channel, source group, helpdesk type and resolution time (revision 0003)
+    are reported from the store's own columns."""
+    from escbridge.store.schema import metadata
 
-    newer = sa.MetaData()
-    history_table = escalations.to_metadata(newer)
-    history_table.append_column(sa.Column("channel", sa.String(20)))
-    history_table.append_column(sa.Column("from_group", sa.String(255)))
-    state_table = ticket_state.to_metadata(newer)
-    state_table.append_column(sa.Column("resolved_at", schema.UtcDateTime()))
-    monkeypatch.setattr(schema, "escalations", history_table)
-    monkeypatch.setattr(schema, "ticket_state", state_table)
     engine = sa.create_engine("sqlite://")
-    newer.create_all(engine)
+    metadata.create_all(engine)
     t1 = row("T1", "l1", "l2", "vip", at(9, 10), at(9, 8))
     with engine.begin() as connection:
         connection.execute(
-            sa.insert(history_table).values(
+            sa.insert(escalations).values(
                 instance="support-eu", ticket_id="T1", from_level="l1", to_level="l2",
                 destination_kind="level", rule_id="vip", kind="hierarchical", actions={},
                 reasons=list(t1.reasons), summary="", ticket_created_at=t1.ticket_created_at,
                 decided_at=t1.decided_at, recorded_at=t1.decided_at, outcome="applied",
-                channel="chat", from_group="Support EU",
+                channel="chat", from_group="Support EU", helpdesk="zendesk",
             )
         )  # fmt: skip
         connection.execute(
-            sa.insert(state_table).values(
+            sa.insert(ticket_state).values(
                 instance="support-eu", ticket_id="T1", day_count=1, escalation_count=1,
                 updated_at=at(9, 14), resolved_at=at(9, 14),
             )
         )  # fmt: skip
         loaded = load_history(connection, WEEK.start, WEEK.end)
-    assert loaded.recorded == {"channel", "source_group", "resolved_at"}
+    assert loaded.recorded == {"channel", "source_group", "helpdesk", "resolved_at"}
     [got] = loaded.rows
-    assert (got.channel, got.source_group, got.resolved_at) == ("chat", "Support EU", at(9, 14))
+    assert (got.channel, got.source_group, got.helpdesk, got.resolved_at) == (
+        "chat",
+        "Support EU",
+        "zendesk",
+        at(9, 14),
+    )
+
+
+def test_resolution_figures_from_escalations_recorded_and_resolved_by_processing(
+    tmp_path: Path, matrix: Matrix
+) -> None:
+    """An escalation recorded through the store, then the ticket seen solved by processing:
+    the report's time to resolution and within-target share are numbers."""
+    from escbridge.model import Actions, Channel, Decision, Destination, Status, Ticket
+    from escbridge.processing import Processor
+    from escbridge.store import Intent, Store, upgrade
+
+    url = f"sqlite:///{tmp_path / 'escbridge.db'}"
+    upgrade(url)
+    decided = at(9, 10)
+    solved = at(9, 14)
+    ticket = Ticket(
+        id="T1", instance="support-eu", created_at=at(9, 0), updated_at=decided,
+        group="Support EU", channel=Channel.CHAT, level="l1", tags=frozenset({"vip"}),
+    )  # fmt: skip
+
+    class Helpdesk:
+        class info:
+            name = "zendesk"
+            capabilities: frozenset[str] = frozenset()
+
+        def __init__(self) -> None:
+            self.ticket = ticket
+
+        def fetch_ticket(self, ticket_id: str) -> Ticket:
+            return self.ticket
+
+        def is_own_change(self, _event: object) -> bool:
+            return False
+
+    class Engine:
+        def decide(self, ticket: Ticket, history: object, now: datetime) -> Decision:
+            return Decision(
+                ticket_id=ticket.id, instance=ticket.instance, at=now, escalate=False, summary="-"
+            )
+
+    helpdesk = Helpdesk()
+    with Store(url) as store:
+        lock = store.lock_ticket("support-eu", "T1", "test", decided, timedelta(minutes=5))
+        assert lock is not None
+        decision = Decision(
+            ticket_id="T1", instance="support-eu", at=decided, escalate=True, from_level="l1",
+            destination=Destination(
+                kind="level", id="l2", name="Senior", rank=2, group="Senior Support"
+            ),
+            rule_id="vip", kind="hierarchical", actions=Actions(level="l2", group="Senior Support"),
+            reasons=("tags have any of [vip]",), summary="l1 -> l2",
+        )  # fmt: skip
+        intent = Intent(decision, ticket.created_at, from_group="Support EU", channel="chat")
+        store.write_intent(lock, intent, decided)
+        store.record_escalation(lock, intent, outcome="applied", now=decided, helpdesk="zendesk")
+
+        helpdesk.ticket = ticket.model_copy(update={"status": Status.SOLVED, "updated_at": solved})
+        processor = Processor(store, Engine(), {"support-eu": helpdesk}, clock=lambda: solved)  # type: ignore[arg-type]
+        assert processor.process_ticket("support-eu", "T1", solved).status == "unchanged"
+        state = store.ticket_state("support-eu", "T1")
+        assert state is not None and state.resolved_at == solved
+
+        with store.engine.connect() as connection:
+            loaded = load_history(connection, WEEK.start, WEEK.end)
+    [got] = loaded.rows
+    assert (got.channel, got.source_group, got.helpdesk) == ("chat", "Support EU", "zendesk")
+    report = build_report(loaded.rows, WEEK, matrix=matrix, recorded=loaded.recorded)
+    [timing] = [t for t in report.timings if t.escalations]
+    assert timing.resolved == 1
+    assert timing.to_resolve.median is not None
+    assert timing.within_target == 1
 
 
 def cli(*argv: str) -> tuple[int, str, argparse.Namespace]:

@@ -167,3 +167,52 @@ def test_the_processing_section_is_validated_with_its_location(tmp_path, capsys)
 def test_processing_settings_have_safe_defaults():
     settings = ProcessingConfig()
     assert (settings.max_attempts, settings.lease_seconds, settings.concurrency) == (8, 300.0, 1)
+
+
+def test_db_upgrade_from_0002_keeps_the_rows_and_adds_the_report_facts(
+    empty_database_url, tmp_path, capsys
+):
+    import sqlalchemy as sa
+
+    from escbridge.errors import StoreSchemaError
+    from escbridge.store import Store
+
+    upgrade(empty_database_url, "0002")
+    engine = sa.create_engine(empty_database_url)
+    at = datetime(2026, 3, 11, 9, 0, tzinfo=UTC)
+    with engine.begin() as connection:
+        connection.execute(
+            sa.text(
+                "INSERT INTO escalations (instance, ticket_id, from_level, to_level, "
+                "destination_kind, actions, reasons, summary, decided_at, recorded_at, outcome) "
+                "VALUES ('eu', '7', 'l1', 'l2', 'level', '{}', '[]', 'l1 -> l2', :at, :at, "
+                "'applied')"
+            ),
+            {"at": at},
+        )
+        connection.execute(
+            sa.text(
+                "INSERT INTO ticket_state (instance, ticket_id, level, day_count, "
+                "escalation_count, updated_at) VALUES ('eu', '7', 'l2', 1, 1, :at)"
+            ),
+            {"at": at},
+        )
+    engine.dispose()
+    with Store(empty_database_url) as store, pytest.raises(StoreSchemaError):
+        store.check_schema()  # 0003 is needed
+
+    config = write_config(tmp_path, empty_database_url)
+    code, out = db(capsys, "upgrade", "--config", str(config))
+    assert code == 0 and "0002 → 0003" in out
+
+    with Store(empty_database_url) as store:
+        store.check_schema()
+        [kept] = store.escalations()
+        assert (kept.ticket_id, kept.to_level, kept.channel, kept.from_group) == (
+            "7",
+            "l2",
+            None,
+            None,
+        )
+        state = store.ticket_state("eu", "7")
+        assert state is not None and state.level == "l2" and state.resolved_at is None

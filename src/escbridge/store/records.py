@@ -59,6 +59,8 @@ class Intent:
     decision: Decision
     ticket_created_at: datetime | None = None
     job_id: int | None = None
+    from_group: str | None = None  # the ticket's group and channel when it was decided
+    channel: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -67,6 +69,8 @@ class Intent:
                 self.ticket_created_at.isoformat() if self.ticket_created_at else None
             ),
             "job_id": self.job_id,
+            "from_group": self.from_group,
+            "channel": self.channel,
         }
 
     @classmethod
@@ -76,6 +80,8 @@ class Intent:
             decision=Decision.model_validate(data["decision"]),
             ticket_created_at=datetime.fromisoformat(created) if created else None,
             job_id=data.get("job_id"),
+            from_group=data.get("from_group"),
+            channel=data.get("channel"),
         )
 
 
@@ -95,6 +101,7 @@ class TicketState:
     intent_at: datetime | None
     lock_owner: str | None
     lock_expires_at: datetime | None
+    resolved_at: datetime | None = None
 
     @classmethod
     def from_row(cls, row: Mapping[Any, Any]) -> TicketState:
@@ -112,6 +119,7 @@ class TicketState:
             intent_at=row["intent_at"],
             lock_owner=row["lock_owner"],
             lock_expires_at=row["lock_expires_at"],
+            resolved_at=row.get("resolved_at"),
         )
 
 
@@ -149,10 +157,13 @@ class StoredEscalation:
     recorded_at: datetime
     outcome: str
     job_id: int | None
+    channel: str | None = None
+    helpdesk: str | None = None
+    from_group: str | None = None
 
     @classmethod
     def from_row(cls, row: Mapping[Any, Any]) -> StoredEscalation:
-        values = {name: row[name] for name in cls.__dataclass_fields__}
+        values: dict[str, Any] = {name: row.get(name) for name in cls.__dataclass_fields__}
         values["actions"] = Actions.model_validate(row["actions"])
         values["reasons"] = tuple(row["reasons"])
         return cls(**values)

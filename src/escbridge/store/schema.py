@@ -120,6 +120,9 @@ escalations = sa.Table(
     sa.Column("recorded_at", UtcDateTime(), nullable=False),
     sa.Column("outcome", sa.String(20), nullable=False),
     sa.Column("job_id", BigId, nullable=True),
+    sa.Column("channel", sa.String(50), nullable=True),  # the ticket's, when escalated
+    sa.Column("helpdesk", sa.String(100), nullable=True),  # the connector type
+    sa.Column("from_group", sa.String(255), nullable=True),  # the ticket's group before it
     sa.Index(None, "instance", "ticket_id", "decided_at"),
     sa.Index(None, "decided_at"),
 )
@@ -155,4 +158,6 @@ ticket_state = sa.Table(
     sa.Column("intent", Json, nullable=True),
     sa.Column("intent_at", UtcDateTime(), nullable=True),
     sa.Column("updated_at", UtcDateTime(), nullable=False),
+    # When processing first saw the ticket solved or closed; cleared when it is open again.
+    sa.Column("resolved_at", UtcDateTime(), nullable=True),
 )

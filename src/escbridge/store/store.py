@@ -212,6 +212,9 @@ class _Sql:
             ),
         )
         self.clear_intent = held.values(intent=sa.null(), intent_at=None, updated_at=now)
+        self.set_resolved = held.values(
+            resolved_at=_param("resolved_at", UtcDateTime()), updated_at=now
+        )
         day = _param("day", sa.Date())
         self.record_state = held.values(
             level=_param("level"),
@@ -584,6 +587,7 @@ class Store:
         cooldown: timedelta | None = None,
         job: Job | None = None,
         job_outcome: str | None = None,
+        helpdesk: str | None = None,
     ) -> StoredEscalation:
         """Write one escalation to the history and the ticket's state, clear its intent and
         release the lock; with ``job``, also mark it done (``job_outcome``, else ``outcome``).
@@ -622,6 +626,9 @@ class Store:
             "recorded_at": now,
             "outcome": outcome,
             "job_id": intent.job_id,
+            "channel": intent.channel,
+            "helpdesk": helpdesk,
+            "from_group": intent.from_group,
         }
         with self._begin() as connection:
             if connection.execute(self._sql.record_state, state).rowcount != 1:
@@ -632,6 +639,13 @@ class Store:
                     connection, self._sql.complete, job, now=now, outcome=job_outcome or outcome
                 )
         return StoredEscalation.from_row({**row, "id": int(new_id)})
+
+    def set_resolved(self, lock: TicketLock, resolved_at: datetime | None, now: datetime) -> None:
+        """Note when the held ticket was seen solved or closed (None: it is open again)."""
+        with self._each() as connection:
+            connection.execute(
+                self._sql.set_resolved, self._lock_params(lock, resolved_at=resolved_at, now=now)
+            )
 
     def ticket_state(self, instance: str, ticket_id: str) -> TicketState | None:
         query = sa.select(ticket_state).where(

@@ -137,6 +137,9 @@ class FreshdeskDriver:
         current = list(self._sandbox.ticket(int(ticket_id))["tags"])
         self._sandbox.human_update(int(ticket_id), tags=[*current, *tags])
 
+    def agent_solves(self, ticket_id: str) -> None:
+        self._sandbox.human_update(int(ticket_id), status=_FD_STATUS[Status.SOLVED])
+
     def flush(self, timeout: float = 10.0) -> bool:
         return bool(self._sandbox.webhooks.flush(timeout))
 

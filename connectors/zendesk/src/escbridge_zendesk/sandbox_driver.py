@@ -141,6 +141,9 @@ class ZendeskDriver:
     def agent_adds_tags(self, ticket_id: str, tags: Sequence[str]) -> None:
         self._sandbox.human_update(int(ticket_id), additional_tags=list(tags))
 
+    def agent_solves(self, ticket_id: str) -> None:
+        self._sandbox.human_update(int(ticket_id), status=_ZD_STATUS[Status.SOLVED])
+
     def flush(self, timeout: float = 10.0) -> bool:
         return bool(self._sandbox.webhooks.flush(timeout))
 

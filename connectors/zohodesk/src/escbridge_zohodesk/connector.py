@@ -527,10 +527,14 @@ class ZohoDeskConnector:
 
         Those within ``note_dedupe_minutes`` of now, or not older than the ticket's last
         change (nothing happened to the ticket since: a retry of ours, however late). An older
-        note with the same marker belongs to an earlier escalation that a person undid.
+        note with the same marker belongs to an earlier escalation that a person undid — unless
+        the ticket already sits in the target team without the level field: the bulk path's
+        ``updateMany`` calls (made after the note, the level field last) were stopped in
+        between, and every comment is looked at, however late the retry.
         """
         if str(p.raw.get("commentCount", "1")) == "0":
             return []
+        resumed = self._bulk_partly_written(p)
         window_start = self._utcnow() - timedelta(minutes=self.config.note_dedupe_minutes)
         modified = p.fresh.updated_at - SAME_MOMENT
         out = []
@@ -541,11 +545,25 @@ class ZohoDeskConnector:
                 at = None
             if at is None:
                 continue
-            if at >= window_start or at >= modified:
+            if resumed or at >= window_start or at >= modified:
                 out.append(comment)
             elif at < min(window_start, modified):
                 break  # newest first: the rest are older still
         return out
+
+    def _bulk_partly_written(self, p: _Prepared) -> bool:
+        """The ticket is in the target team but lacks the target level: what a bulk write of
+        this escalation leaves when it stops before its last ``updateMany`` (the level field)."""
+        route = p.route
+        return bool(
+            route is not None
+            and route.team_id
+            and self.config.level_field
+            and p.actions.level
+            and p.fresh.level != p.actions.level
+            and str(p.raw.get("teamId") or "") == route.team_id
+            and str(p.raw.get("departmentId") or "") == route.department_id
+        )
 
     def _undo_comments(self, p: _Prepared) -> None:
         """Desk refused the update for good: a note saying "escalated" would be false."""

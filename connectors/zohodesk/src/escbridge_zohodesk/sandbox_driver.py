@@ -178,6 +178,17 @@ class ZohoDeskDriver:
 
         self._desk.tickets.update(ticket_id, mutate, actor=HUMAN_AGENT)
 
+    def agent_solves(self, ticket_id: str) -> None:
+        now = self._desk.now_iso()
+        status, status_type = _ZOHO_STATUS[Status.SOLVED]
+
+        def mutate(t: dict[str, Any]) -> None:
+            t.update(
+                status=status, statusType=status_type, modifiedTime=now, modifiedBy=HUMAN_AGENT
+            )
+
+        self._desk.tickets.update(ticket_id, mutate, actor=HUMAN_AGENT)
+
     def flush(self, timeout: float = 10.0) -> bool:
         return bool(self._desk.dispatcher.flush(timeout))
 
