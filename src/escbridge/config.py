@@ -114,15 +114,29 @@ class _ConfigSpec(BaseModel):
 
 
 def load_config(
-    path: str | Path = DEFAULT_CONFIG_FILE, env: Mapping[str, str] | None = None
+    path: str | Path = DEFAULT_CONFIG_FILE,
+    env: Mapping[str, str] | None = None,
+    *,
+    helpdesk_secrets: bool = True,
 ) -> Config:
-    """Read and validate escbridge.yaml; ConfigError lists every problem with file:line."""
+    """Read and validate escbridge.yaml; ConfigError lists every problem with file:line.
+
+    ``helpdesk_secrets=False`` is for commands that only use the store (db, jobs, report): an
+    instance's unset ``${VAR}`` is then read as empty instead of refusing the whole file, so an
+    operator can upgrade the schema or read a report without the helpdesks' API tokens.
+    """
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError([Problem(str(p), None, "", f"cannot read: {exc.strerror}")]) from None
-    return parse_config(text, source=str(p), base_dir=p.resolve().parent, env=env)
+    return parse_config(
+        text,
+        source=str(p),
+        base_dir=p.resolve().parent,
+        env=env,
+        helpdesk_secrets=helpdesk_secrets,
+    )
 
 
 def parse_config(
@@ -130,6 +144,8 @@ def parse_config(
     source: str = "<string>",
     base_dir: Path | None = None,
     env: Mapping[str, str] | None = None,
+    *,
+    helpdesk_secrets: bool = True,
 ) -> Config:
     """Validate config text. Relative paths are resolved against ``base_dir`` (the file's dir)."""
     from escbridge.errors import InvalidInputError
@@ -147,6 +163,8 @@ def parse_config(
     problems: list[Problem] = []
     secrets: dict[str, str] = {}
     resolved = _substitute(data, (), doc, env, problems, secrets)
+    if not helpdesk_secrets:
+        problems = [p for p in problems if not p.path.startswith("instances.")]
     if problems:
         raise ConfigError(problems)
     try:

@@ -26,7 +26,6 @@ import dataclasses
 import io
 import json
 import math
-import os
 import re
 import statistics
 import sys
@@ -1511,14 +1510,6 @@ def configure_report_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
 
 
-class _SecretsOptional(dict[str, str]):
-    """The environment, with unset variables read as empty-but-set: a report needs the store,
-    not the helpdesks' API tokens, so it must run where those are not exported."""
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return super().get(key, "unset")
-
-
 def _fail(message: str, code: int = EXIT_INVALID) -> int:
     print(f"escbridge report: {message}", file=sys.stderr)
     return code
@@ -1535,7 +1526,7 @@ def run_report(args: argparse.Namespace, out: TextIO | None = None) -> int:
     )
     try:
         if config_path is not None:
-            config = load_config(config_path, env=_SecretsOptional(os.environ))
+            config = load_config(config_path, helpdesk_secrets=False)
         matrix_path = Path(args.matrix) if args.matrix else (config.matrix_path if config else None)
         matrix = None
         if matrix_path is not None and (args.matrix or matrix_path.exists()):

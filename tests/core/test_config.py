@@ -96,3 +96,25 @@ def test_secret_in_a_wrong_top_level_value_is_masked() -> None:
 def test_missing_file() -> None:
     with pytest.raises(ConfigError, match="cannot read"):
         load_config("/nonexistent/escbridge.yaml")
+
+
+def test_store_only_commands_read_the_config_without_the_helpdesks_secrets(
+    tmp_path: Path,
+) -> None:
+    """`escbridge db upgrade` or `report` must not need the API tokens; the store's own
+    secret is still required."""
+    text = (
+        "store: postgresql+psycopg://esc:${DB_PASSWORD}@db/esc\n"
+        "instances:\n"
+        "  support:\n"
+        "    type: zendesk\n"
+        "    api_token: ${ZENDESK_API_TOKEN}\n"
+    )
+    config = parse_config(
+        text, "escbridge.yaml", tmp_path, {"DB_PASSWORD": "pw"}, helpdesk_secrets=False
+    )
+    assert "pw" in config.store_url
+    with pytest.raises(ConfigError, match="ZENDESK_API_TOKEN is not set"):
+        parse_config(text, "escbridge.yaml", tmp_path, {"DB_PASSWORD": "pw"})
+    with pytest.raises(ConfigError, match="DB_PASSWORD is not set"):
+        parse_config(text, "escbridge.yaml", tmp_path, {}, helpdesk_secrets=False)

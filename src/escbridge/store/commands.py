@@ -50,7 +50,7 @@ def store_url(args: argparse.Namespace) -> str:
         return str(args.store)
     from escbridge.config import load_config
 
-    return load_config(args.config).store_url
+    return load_config(args.config, helpdesk_secrets=False).store_url
 
 
 # --- escbridge db -----------------------------------------------------------------------
