@@ -1,9 +1,27 @@
-"""The typed errors of the whole project, so callers branch on types, never on message text."""
+"""The typed errors of the whole project, so callers branch on types, never on message text.
+
+Every error escbridge raises on purpose is defined here::
+
+    EscbridgeError
+    ├── InvalidInputError (carries Problem: file, line, key path, message)
+    │   ├── MatrixError · ConfigError · TicketError
+    ├── WebhookAuthError (401) · WebhookPayloadError (400)
+    ├── StoreUnavailableError (503 + Retry-After) ── StoreSchemaError
+    ├── ConnectorLoadError ── PluginLoadError
+    ├── UnknownGroupError (a matrix group the helpdesk does not have)
+    ├── ApiError (a helpdesk answered with an error; status, body excerpt, request id)
+    │   ├── AuthError (401) · PermissionDeniedError (403) · NotFound (404) · Conflict (409)
+    │   ├── RateLimited (429; retry_after, resume_at) · ValidationError (400/422; fields)
+    │   └── TransientError (5xx, timeout, connection failure after every retry)
+    └── …the processing, store and sync errors further down
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
 
 class EscbridgeError(Exception):
@@ -62,3 +80,120 @@ class StoreSchemaError(StoreUnavailableError):
 
 class ConnectorLoadError(EscbridgeError):
     """A connector plugin is missing or failed to import."""
+
+
+# --------------------------------------------------------------------------- helpdesk APIs
+
+
+@dataclass(frozen=True)
+class FieldError:
+    """One field a helpdesk rejected, e.g. ``("status", "closed prevents ticket update", ...)``."""
+
+    field: str
+    message: str
+    code: str | None = None
+
+
+class ApiError(EscbridgeError):
+    """A helpdesk answered with an error (or could not be reached).
+
+    Carries what a support engineer needs to find the call in the helpdesk's logs — status,
+    the start of the body, the request id — and never the credentials.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        body_excerpt: str = "",
+        request_id: str | None = None,
+        method: str = "",
+        url: str = "",
+        code: str | None = None,
+    ) -> None:
+        self.message = message
+        self.status = status
+        self.body_excerpt = body_excerpt
+        self.request_id = request_id
+        self.method = method
+        self.url = url
+        self.code = code
+        super().__init__(self._text())
+
+    def _text(self) -> str:
+        where = f"{self.method} {self.url}".strip()
+        status = f"HTTP {self.status}" if self.status is not None else "no response"
+        parts = [f"{where}: {status}: {self.message}" if where else f"{status}: {self.message}"]
+        if self.request_id:
+            parts.append(f"request id {self.request_id}")
+        return " — ".join(parts)
+
+
+class AuthError(ApiError):
+    """401: the credentials were not accepted (wrong, expired or revoked)."""
+
+
+class PermissionDeniedError(ApiError):
+    """403: authenticated, but this user may not do this (e.g. an agent token on an admin API).
+
+    Named so as not to shadow the builtin ``PermissionError``.
+    """
+
+
+class NotFound(ApiError):
+    """404: no such record (or not visible to this user)."""
+
+
+class Conflict(ApiError):
+    """409: the record changed since it was read (Zendesk safe_update); re-fetch and re-decide."""
+
+
+class RateLimited(ApiError):
+    """429 (or a spent quota) that retrying within the policy could not get past.
+
+    ``retry_after`` is in seconds; ``resume_at`` is the instant the quota comes back when the
+    helpdesk says so (Zoho's daily credits): sync stops and resumes there, losing nothing.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after: float | None = None,
+        resume_at: datetime | None = None,
+        **kw: Any,
+    ) -> None:
+        self.retry_after = retry_after
+        self.resume_at = resume_at
+        super().__init__(message, **kw)
+
+
+class ValidationError(ApiError):
+    """400/422: the helpdesk rejected the request's content; ``fields`` says which and why."""
+
+    def __init__(self, message: str, *, fields: tuple[FieldError, ...] = (), **kw: Any) -> None:
+        self.fields = fields
+        super().__init__(message, **kw)
+
+    def _text(self) -> str:
+        text = super()._text()
+        if self.fields:
+            text += " (" + "; ".join(f"{f.field}: {f.message}" for f in self.fields) + ")"
+        return text
+
+
+class TransientError(ApiError):
+    """5xx, timeout or connection failure that persisted through every retry allowed."""
+
+
+class UnknownGroupError(EscbridgeError):
+    """The matrix routes to a group (or team, department) this helpdesk instance does not have."""
+
+    def __init__(self, name: str, instance: str = "", known: Sequence[str] = ()) -> None:
+        self.name = name
+        self.instance = instance
+        self.known = tuple(known)
+        where = f" on {instance}" if instance else ""
+        hint = f" (known: {', '.join(sorted(self.known)[:20])})" if self.known else ""
+        super().__init__(f"no group named {name!r}{where}{hint}")

@@ -24,12 +24,22 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
-from urllib.parse import urlsplit, urlunsplit
 
 import requests
 from tenacity import RetryCallState, Retrying, retry_if_exception
 
-from escbridge.errors import EscbridgeError
+from escbridge.errors import (
+    ApiError,
+    AuthError,
+    Conflict,
+    FieldError,
+    NotFound,
+    PermissionDeniedError,
+    RateLimited,
+    TransientError,
+    ValidationError,
+)
+from escbridge.secrets import Redactor
 
 log = logging.getLogger(__name__)
 
@@ -51,104 +61,9 @@ __all__ = [
     "ValidationError",
     "default_error_parser",
     "parse_retry_after",
-    "redact",
 ]
 
 EXCERPT_CHARS = 500
-REDACTED = "***"
-
-
-# --------------------------------------------------------------------------- errors
-
-
-@dataclass(frozen=True)
-class FieldError:
-    """One field a helpdesk rejected, e.g. ``("status", "closed prevents ticket update", ...)``."""
-
-    field: str
-    message: str
-    code: str | None = None
-
-
-class ApiError(EscbridgeError):
-    """A helpdesk answered with an error (or could not be reached).
-
-    Carries what a support engineer needs to find the call in the helpdesk's logs — status,
-    the start of the body, the request id — and never the credentials.
-    """
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        status: int | None = None,
-        body_excerpt: str = "",
-        request_id: str | None = None,
-        method: str = "",
-        url: str = "",
-        code: str | None = None,
-    ) -> None:
-        self.message = message
-        self.status = status
-        self.body_excerpt = body_excerpt
-        self.request_id = request_id
-        self.method = method
-        self.url = url
-        self.code = code
-        super().__init__(self._text())
-
-    def _text(self) -> str:
-        where = f"{self.method} {self.url}".strip()
-        status = f"HTTP {self.status}" if self.status is not None else "no response"
-        parts = [f"{where}: {status}: {self.message}" if where else f"{status}: {self.message}"]
-        if self.request_id:
-            parts.append(f"request id {self.request_id}")
-        return " — ".join(parts)
-
-
-class AuthError(ApiError):
-    """401: the credentials were not accepted (wrong, expired or revoked)."""
-
-
-class PermissionDeniedError(ApiError):
-    """403: authenticated, but this user may not do this (e.g. an agent token on an admin API).
-
-    Named so as not to shadow the builtin ``PermissionError``.
-    """
-
-
-class NotFound(ApiError):
-    """404: no such record (or not visible to this user)."""
-
-
-class Conflict(ApiError):
-    """409: the record changed since it was read (Zendesk safe_update); re-fetch and re-decide."""
-
-
-class RateLimited(ApiError):
-    """429 that retrying within the policy could not get past; ``retry_after`` in seconds."""
-
-    def __init__(self, message: str, *, retry_after: float | None = None, **kw: Any) -> None:
-        self.retry_after = retry_after
-        super().__init__(message, **kw)
-
-
-class ValidationError(ApiError):
-    """400/422: the helpdesk rejected the request's content; ``fields`` says which and why."""
-
-    def __init__(self, message: str, *, fields: tuple[FieldError, ...] = (), **kw: Any) -> None:
-        self.fields = fields
-        super().__init__(message, **kw)
-
-    def _text(self) -> str:
-        text = super()._text()
-        if self.fields:
-            text += " (" + "; ".join(f"{f.field}: {f.message}" for f in self.fields) + ")"
-        return text
-
-
-class TransientError(ApiError):
-    """5xx, timeout or connection failure that persisted through every retry allowed."""
 
 
 @dataclass(frozen=True)
@@ -304,25 +219,6 @@ class CallStats:
     retry_wait_seconds: float = 0.0
 
 
-# --------------------------------------------------------------------------- redaction
-
-
-def redact(text: str, secrets: Iterable[str]) -> str:
-    """Mask every secret (and its URL-encoded form) in ``text``."""
-    from urllib.parse import quote
-
-    for secret in secrets:
-        if secret and len(secret) >= 4:
-            text = text.replace(secret, REDACTED).replace(quote(secret, safe=""), REDACTED)
-    return text
-
-
-def _safe_url(url: str, secrets: Iterable[str]) -> str:
-    parts = urlsplit(url)
-    netloc = parts.netloc.rsplit("@", 1)[-1]
-    return redact(urlunsplit((parts.scheme, netloc, parts.path, parts.query, "")), secrets)
-
-
 # --------------------------------------------------------------------------- the client
 
 _RETRYABLE_STATUS = frozenset({500, 502, 503, 504})
@@ -374,7 +270,7 @@ class ApiClient:
         self.session.headers.update({"User-Agent": user_agent, "Accept": "application/json"})
         if headers:
             self.session.headers.update(headers)
-        self._secrets = tuple(s for s in secrets if s)
+        self._redact = Redactor(secrets)
         self.timeout = timeout
         self.policy = policy or RetryPolicy()
         self._sleep = sleep
@@ -581,7 +477,7 @@ class ApiClient:
             "url": self._safe(response.url or ""),
             "code": details.code,
         }
-        message = redact(details.message, self._secrets)
+        message = self._redact(details.message)
         if status == 401:
             return AuthError(message, **kw)
         if status == 403:
@@ -663,7 +559,7 @@ class ApiClient:
             text = response.text
         except Exception:
             return ""
-        text = redact(text[: EXCERPT_CHARS * 2], self._secrets)
+        text = self._redact(text[: EXCERPT_CHARS * 2], limit=None)
         return text[:EXCERPT_CHARS]
 
     def _request_id(self, response: requests.Response) -> str | None:
@@ -674,7 +570,7 @@ class ApiClient:
         return None
 
     def _safe(self, url: str) -> str:
-        return _safe_url(url, self._secrets)
+        return self._redact.url(url)
 
     def __repr__(self) -> str:
         return f"ApiClient({self.base_url!r})"

@@ -7,8 +7,9 @@ Pure data, no I/O. Helpdesk-specific values (Zendesk's ``hold``, Freshdesk's sta
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     BaseModel,
@@ -18,6 +19,51 @@ from pydantic import (
     PlainSerializer,
     field_validator,
 )
+
+
+class LevelMarker:
+    """The one convention for how a ticket carries its escalation level: the tag ``escbridge_<id>``.
+
+    Written on every escalation (the previous marker removed), read back after a crash to see
+    that an escalation already landed. Tags are compared lower-cased, as every helpdesk stores
+    them. When several markers remain (a helpdesk that appended instead of replacing), the one
+    with the highest rank wins if ranks are known, else the lexicographically last, so the answer
+    never depends on the order a helpdesk lists tags in.
+    """
+
+    PREFIX: ClassVar[str] = "escbridge_"
+
+    @classmethod
+    def tag(cls, level: str) -> str:
+        """The marker tag for ``level``."""
+        return f"{cls.PREFIX}{level}".lower()
+
+    @classmethod
+    def is_marker(cls, tag: str) -> bool:
+        text = tag.strip().lower()
+        return text.startswith(cls.PREFIX) and len(text) > len(cls.PREFIX)
+
+    @classmethod
+    def level_of(cls, value: object) -> str | None:
+        """The level in one marker value: ``escbridge_l2`` or a bare ``l2`` (a custom field)."""
+        if value is None or isinstance(value, bool):
+            return None
+        text = str(value).strip().lower()
+        if not text or text in ("null", "none", "-none-"):
+            return None
+        return text.removeprefix(cls.PREFIX) or None
+
+    @classmethod
+    def from_tags(cls, tags: Iterable[str], ranks: Mapping[str, int] | None = None) -> str | None:
+        """The level a ticket's tags mark, or None; see the class docstring for the tie-break."""
+        levels = sorted(
+            str(t).strip().lower()[len(cls.PREFIX) :] for t in tags if cls.is_marker(str(t))
+        )
+        if not levels:
+            return None
+        if ranks:
+            return max(levels, key=lambda lv: (ranks.get(lv, -1), lv))
+        return levels[-1]
 
 
 class Priority(enum.IntEnum):

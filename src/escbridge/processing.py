@@ -56,6 +56,7 @@ from escbridge.http import (
 )
 from escbridge.matrix import MARKER_PREFIX
 from escbridge.model import Actions, Decision, EscalationRecord, Status, Ticket, TicketEvent
+from escbridge.secrets import redact
 from escbridge.store import (
     APPLIED,
     RECOVERED,
@@ -66,7 +67,6 @@ from escbridge.store import (
     Store,
     StoredEscalation,
     TicketLock,
-    redact,
 )
 
 if TYPE_CHECKING:

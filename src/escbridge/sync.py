@@ -59,7 +59,8 @@ from escbridge.errors import EscbridgeError, InvalidInputError, StoreUnavailable
 from escbridge.http import AuthError, RateLimited
 from escbridge.model import Actions, Ticket, TicketEvent
 from escbridge.processing import Outcome, Processor
-from escbridge.store import Store, TicketLock, redact
+from escbridge.secrets import redact
+from escbridge.store import Store, TicketLock
 
 if TYPE_CHECKING:
     from escbridge.config import Config, InstanceConfig

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import logging
 import random
 import re
@@ -30,8 +31,8 @@ from escbridge.http import (
     TransientError,
     ValidationError,
     parse_retry_after,
-    redact,
 )
+from escbridge.secrets import redact, safe_url
 
 BASE = "https://acme.example.com/api"
 SECRET = "s3cr3t-token-value"
@@ -413,7 +414,7 @@ def test_secrets_never_reach_errors_or_logs(
     err = info.value
     shown = " ".join([str(err), repr(err), err.url, err.body_excerpt, err.message])
     assert SECRET not in shown
-    assert "user:" not in err.url and "***" in err.url
+    assert "user:" not in err.url and "[redacted]" in err.url
     assert SECRET not in caplog.text
     # The Authorization header is sent, but never part of what the error keeps.
     sent = responses.calls[0].request.headers["Authorization"]
@@ -435,5 +436,19 @@ def test_connection_error_messages_do_not_echo_the_url_with_credentials(
     assert SECRET not in str(info.value) and SECRET not in caplog.text
 
 
-def test_redact_masks_plain_and_url_encoded() -> None:
-    assert redact("a=abc/def+g&b=abc%2Fdef%2Bg", ["abc/def+g"]) == "a=***&b=***"
+def test_redact_masks_plain_url_encoded_and_base64_forms() -> None:
+    assert redact("a=abc/def+g&b=abc%2Fdef%2Bg", ["abc/def+g"]) == "a=[redacted]&b=[redacted]"
+    basic = base64.b64encode(b"escbridge@acme.example/token:s3cr3t-t0k3n").decode()
+    assert "s3cr3t" not in redact(f"sent {basic}", ["escbridge@acme.example/token:s3cr3t-t0k3n"])
+
+
+def test_redact_keeps_ordinary_words_after_a_credential_key() -> None:
+    assert redact("token: no response") == "token: no response"
+    assert redact("password: required") == "password: required"
+    assert redact("api_key=Zx81kd0a2LmQ") == "api_key=[redacted]"
+
+
+def test_database_urls_are_masked_whatever_the_password_holds() -> None:
+    for password in ["p@ss@w:rd", "a/b#c", "x y"]:
+        shown = safe_url(f"postgresql+psycopg://app:{password}@db.internal:5432/esc")
+        assert password not in shown and shown.endswith("db.internal:5432/esc")

@@ -16,7 +16,6 @@ from escbridge.store.records import (
     TicketLock,
     TicketState,
 )
-from escbridge.store.redact import redact
 from escbridge.store.schema import DONE, FAILED, JOB_STATUSES, PENDING, PROCESSING
 from escbridge.store.store import APPLIED, RECOVERED, LockLostError, Store
 
@@ -42,7 +41,6 @@ __all__ = [
     "create_engine",
     "head_revision",
     "parse_url",
-    "redact",
     "safe_url",
     "upgrade",
 ]

@@ -26,7 +26,8 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.pool import StaticPool
 
 from escbridge.errors import StoreUnavailableError
-from escbridge.store.redact import redact
+from escbridge.secrets import redact
+from escbridge.secrets import safe_url as secrets_safe_url
 
 DEFAULT_URL = "sqlite:///escbridge.db"
 
@@ -45,8 +46,9 @@ def parse_url(url: str | URL) -> URL:
 
 
 def safe_url(url: str | URL) -> str:
-    """The URL with its password hidden, fit for logs and error messages."""
-    return make_url(url).render_as_string(hide_password=True)
+    """The URL with its password hidden (whatever characters it holds), fit for logs."""
+    text = url if isinstance(url, str) else url.render_as_string(hide_password=False)
+    return secrets_safe_url(text)
 
 
 def create_engine(url: str | URL, *, busy_timeout: float = 30.0) -> sa.Engine:

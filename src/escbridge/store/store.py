@@ -25,6 +25,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from escbridge.errors import EscbridgeError
 from escbridge.model import EscalationRecord, TicketEvent
+from escbridge.secrets import redact
 from escbridge.store import migrate
 from escbridge.store.database import (
     DEFAULT_URL,
@@ -42,7 +43,6 @@ from escbridge.store.records import (
     TicketLock,
     TicketState,
 )
-from escbridge.store.redact import redact
 from escbridge.store.schema import (
     CLAIMABLE,
     DONE,

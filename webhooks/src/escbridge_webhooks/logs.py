@@ -21,9 +21,8 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, TextIO
-from urllib.parse import quote
 
-from escbridge.http import REDACTED
+from escbridge.secrets import Redactor
 
 __all__ = [
     "JsonFormatter",
@@ -87,19 +86,15 @@ class JsonFormatter(logging.Formatter):
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         super().__init__()
-        self._masks: tuple[tuple[str, ...], ...] = ()
-        self.add_secrets(secrets)
+        self._redactor = Redactor(secrets)
+        self._mask = self._redactor.known
 
     def add_secrets(self, secrets: Iterable[str]) -> None:
-        known = {m[0] for m in self._masks}
-        fresh = [s for s in dict.fromkeys(secrets) if s and len(s) >= 4 and s not in known]
-        # Each secret and its URL-encoded form, longest first (as escbridge.http.redact does).
-        masks = [*self._masks, *((s, *{quote(s, safe="")} - {s}) for s in fresh)]
-        self._masks = tuple(sorted(masks, key=lambda m: -len(m[0])))
+        self._redactor.add(secrets)
 
     @property
     def secrets(self) -> tuple[str, ...]:
-        return tuple(m[0] for m in self._masks)
+        return self._redactor.secrets
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
@@ -117,13 +112,6 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             entry["exc"] = self._mask(self.formatException(record.exc_info))
         return json.dumps(entry, default=lambda v: self._mask(str(v)), ensure_ascii=False)
-
-    def _mask(self, text: str) -> str:
-        for forms in self._masks:
-            for secret in forms:
-                if secret in text:
-                    text = text.replace(secret, REDACTED)
-        return text
 
 
 def configure_logging(

@@ -40,8 +40,8 @@ from escbridge.http import (
     ValidationError,
     default_error_parser,
     parse_retry_after,
-    redact,
 )
+from escbridge.secrets import redact
 from escbridge_zohodesk.config import ZohoDeskConfig
 from escbridge_zohodesk.errors import CreditsExhausted
 from escbridge_zohodesk.oauth import TokenManager

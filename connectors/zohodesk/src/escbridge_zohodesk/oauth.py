@@ -26,7 +26,8 @@ from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import requests
 
-from escbridge.http import ApiClient, ApiError, AuthError, RetryPolicy, TransientError, redact
+from escbridge.http import ApiClient, ApiError, AuthError, RetryPolicy, TransientError
+from escbridge.secrets import redact
 from escbridge_zohodesk.errors import TokenLimitReached, WrongDataCentre
 from escbridge_zohodesk.hosts import DATA_CENTRES, HostPair, dc_of_api_domain
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TextIO
 
 from escbridge import __version__
+from escbridge.cli._common import EXIT_INVALID, EXIT_OK, EXIT_PROBLEM, Runner, parse_time
 from escbridge.errors import InvalidInputError, Problem, TicketError
 from escbridge.matrix import Matrix, load_matrix
 from escbridge.model import Decision, Ticket
@@ -29,27 +30,12 @@ from escbridge.render import (
 )
 from escbridge.yamlfile import parse_yaml, problems_from_validation
 
-EXIT_OK, EXIT_PROBLEM, EXIT_INVALID = 0, 1, 2
-
-Runner = Callable[[argparse.Namespace], int]
-
 
 def _out() -> TextIO:
     return sys.stdout
 
 
 # --- helpers shared by commands --------------------------------------------------------
-
-
-def parse_time(text: str) -> datetime:
-    """An ISO 8601 instant; without a zone it is UTC (said in --help)."""
-    try:
-        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f'"{text}" is not a time (e.g. 2026-03-11T15:00:00Z)'
-        ) from None
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 def load_tickets(path: Path) -> list[Ticket]:

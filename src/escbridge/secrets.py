@@ -1,0 +1,135 @@
+"""The one Redactor: keeps secrets out of every log line, error, job row and report.
+
+Known secret values (the configured tokens, in their plain, URL-encoded and base64 forms, so a
+token inside ``Authorization: Basic …`` is caught too) are replaced wherever they appear; on top
+of that, credentials in the shapes HTTP errors and URLs carry them (Authorization headers,
+``token=`` parameters, passwords in URLs, long opaque strings) are masked, so an unknown token is
+hidden as well. One mask, ``[redacted]``, everywhere.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import threading
+from collections.abc import Iterable
+from urllib.parse import quote, urlsplit, urlunsplit
+
+MASK = "[redacted]"
+MAX_LENGTH = 2000
+MIN_SECRET = 4  # shorter values would mask ordinary words
+
+# A credential value after a key: at least 8 characters and not a plain lower-case word, so
+# "token: no response" or "password: required" stay readable while real values are masked.
+_VALUE = r"(?=[^\s\"'&,;}]*(?-i:[0-9A-Z_+/=.~-]))[^\s\"'&,;}]{8,}"
+
+_RULES: tuple[tuple[re.Pattern[str], str], ...] = (
+    # Authorization: Bearer abc / Authorization: Zoho-oauthtoken abc / Basic dXNlcjpwYXNz
+    (
+        re.compile(
+            r"(?i)\b((?:proxy-)?authorization[\"']?\s*[:=]\s*[\"']?)"
+            r"(?:(?:bearer|basic|token|zoho-oauthtoken)\s+)?[^\s\"',;}]+"
+        ),
+        r"\1" + MASK,
+    ),
+    (
+        re.compile(r"(?i)\b(bearer|basic|zoho-oauthtoken)\s+[A-Za-z0-9._~+/=-]{6,}"),
+        r"\1 " + MASK,
+    ),
+    # api_key=..., "password": "...", token: ..., X-Api-Key: ...
+    (
+        re.compile(
+            r"(?i)\b((?:x-)?(?:api[_-]?key|api[_-]?token|access[_-]?token|refresh[_-]?token"
+            r"|client[_-]?secret|secret|password|passwd|token)[\"']?\s*[:=]\s*[\"']?)" + _VALUE
+        ),
+        r"\1" + MASK,
+    ),
+    # scheme://user:password@host — the password may hold any character but whitespace; the
+    # userinfo ends at the last "@" before the host.
+    (re.compile(r"(://[^/\s:@]+:)\S+@(?=[^@\s/]*(?:[/\s]|$))"), r"\1" + MASK + "@"),
+    # anything that looks like a token: 32+ characters of base64/hex without a space
+    (re.compile(r"(?<![A-Za-z0-9+/_-])[A-Za-z0-9+/_-]{32,}={0,2}"), MASK),
+)
+
+
+_HOST = re.compile(r"[A-Za-z0-9.\-]+(?::\d+)?(?:[/?]|$)|\[[0-9A-Fa-f:.]+\](?::\d+)?(?:[/?]|$)")
+
+
+def _forms(secret: str) -> list[str]:
+    """The ways a secret shows up in text: as is, URL-encoded, base64 (Basic auth)."""
+    forms = {secret, quote(secret, safe="")}
+    forms.add(base64.b64encode(secret.encode()).decode().rstrip("="))
+    return sorted(forms, key=len, reverse=True)
+
+
+class Redactor:
+    """Masks known secrets and credential-shaped values; safe to share between threads."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        self._lock = threading.Lock()
+        self._secrets: tuple[str, ...] = ()
+        self._forms: tuple[str, ...] = ()
+        self.add(secrets)
+
+    def add(self, secrets: Iterable[str]) -> None:
+        """Learn more secret values (e.g. an access token obtained at run time)."""
+        with self._lock:
+            fresh = [
+                s
+                for s in dict.fromkeys(secrets)
+                if s and len(s) >= MIN_SECRET and s not in self._secrets
+            ]
+            if not fresh:
+                return
+            self._secrets = (*self._secrets, *fresh)
+            forms = {f for s in self._secrets for f in _forms(s) if len(f) >= MIN_SECRET}
+            self._forms = tuple(sorted(forms, key=len, reverse=True))
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        return self._secrets
+
+    def known(self, text: str) -> str:
+        """Only the known secrets masked (for text whose shape the patterns would mangle)."""
+        for form in self._forms:
+            if form in text:
+                text = text.replace(form, MASK)
+        return text
+
+    def __call__(self, text: str, *, limit: int | None = MAX_LENGTH) -> str:
+        """``text`` with every known secret and credential-shaped value masked, shortened."""
+        text = self.known(text)
+        for pattern, replacement in _RULES:
+            text = pattern.sub(replacement, text)
+        if limit is not None and len(text) > limit:
+            text = text[: limit - 1] + "…"
+        return text
+
+    def url(self, url: str) -> str:
+        """A URL fit for a log line: no userinfo, no fragment, known secrets masked.
+
+        The userinfo is cut at the last ``@`` that is followed by a host, so a password holding
+        ``@``, ``/``, ``#`` or ``:`` unescaped (as admins write database URLs) is removed whole.
+        """
+        scheme, sep, rest = url.partition("://")
+        if sep:
+            for match in reversed(list(re.finditer("@", rest))):
+                if _HOST.match(rest, match.end()):
+                    rest = rest[match.end() :]
+                    break
+            url = f"{scheme}://{rest}"
+        parts = urlsplit(url)
+        return self.known(urlunsplit((parts.scheme, parts.netloc, parts.path, parts.query, "")))
+
+
+def redact(text: str, secrets: Iterable[str] = ()) -> str:
+    """``text`` with ``secrets`` and every credential-shaped value masked (one-off form)."""
+    return Redactor(secrets)(text)
+
+
+def safe_url(url: str, secrets: Iterable[str] = ()) -> str:
+    """A URL without its userinfo (whatever characters the password holds) or fragment."""
+    return Redactor(secrets).url(url)
+
+
+__all__ = ["MASK", "Redactor", "redact", "safe_url"]
