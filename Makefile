@@ -1,9 +1,11 @@
-# Two commands a new user needs: `make demo` and `make test`. Both set up .venv/ themselves.
+# Two commands a new user needs: `make demo` and `make test`. Both set up .venv/ themselves,
+# with every optional extra: charts (matplotlib), postgres (psycopg), sandbox (Flask emulators).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-DISTS := -e . -e connectors/zendesk -e connectors/freshdesk -e connectors/zohodesk -e webhooks
+DISTS := -e '.[dev,charts,postgres,sandbox]' -e 'connectors/zendesk[sandbox]' \
+	-e 'connectors/freshdesk[sandbox]' -e 'connectors/zohodesk[sandbox]' -e webhooks
 PROJECT_FILES := pyproject.toml connectors/zendesk/pyproject.toml connectors/freshdesk/pyproject.toml \
 	connectors/zohodesk/pyproject.toml webhooks/pyproject.toml
 
@@ -14,7 +16,7 @@ venv: $(STAMP)
 $(STAMP): $(PROJECT_FILES)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]' $(DISTS)
+	$(BIN)/python -m pip install --quiet $(DISTS)
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -19,9 +19,10 @@ from typing import Any
 
 import rule_engine
 
+from escbridge.conditions.evaluate import Context, compile_condition
 from escbridge.matrix import parse_matrix
 from escbridge.model import Channel, Priority, Status, Ticket
-from escbridge.policy import Engine, _compile, _Ctx
+from escbridge.policy import Engine
 
 NOW = datetime(2026, 3, 11, 15, 0, tzinfo=UTC)
 WORDS = [
@@ -234,12 +235,12 @@ def main(argv: list[str] | None = None) -> int:
 
     # Agreement check: the same rules match in both engines.
     compiled_re = [rule_engine.Rule(expr) for _, _, expr in rules]
-    tests = [_compile(r.condition) for r in matrix.rules]
+    tests = [compile_condition(r.condition) for r in matrix.rules]
     level1 = matrix.levels[0]
     for t in tickets[:2000]:
-        ctx = _Ctx(t, NOW, level1, ())
+        ctx = Context(t, NOW, level1, ())
         ours = [test(ctx) for test in tests]
-        generated = engine._match(_Ctx(t, NOW, level1, ()))
+        generated = engine._match(Context(t, NOW, level1, ()))
         theirs = [r.matches(as_record(t)) for r in compiled_re]
         if generated != [i for i, ok in enumerate(ours) if ok]:
             print(f"generated matcher disagrees with closures on ticket {t.id}", file=sys.stderr)
@@ -270,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
 
     start = time.perf_counter()
     for t in tickets:
-        engine._match(_Ctx(t, NOW, level1, ()))
+        engine._match(Context(t, NOW, level1, ()))
     match_s = time.perf_counter() - start
     match_rate = len(tickets) / match_s
 

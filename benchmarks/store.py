@@ -209,7 +209,10 @@ def main() -> None:
         if "postgresql" not in args.databases:
             pass
         elif pg_url is None:
-            from escbridge.store.tempserver import PostgresUnavailable, start_postgres
+            import sys
+
+            sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+            from pgserver import PostgresUnavailable, start_postgres  # test support
 
             try:
                 server = start_postgres()

@@ -18,10 +18,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pgserver import PostgresServer, PostgresUnavailable, start_postgres
 
 from escbridge.store import Store, head_revision, upgrade
 from escbridge.store.schema import metadata
-from escbridge.store.tempserver import PostgresServer, PostgresUnavailable, start_postgres
 
 BACKENDS = ("sqlite", "postgresql")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")

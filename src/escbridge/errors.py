@@ -197,3 +197,69 @@ class UnknownGroupError(EscbridgeError):
         where = f" on {instance}" if instance else ""
         hint = f" (known: {', '.join(sorted(self.known)[:20])})" if self.known else ""
         super().__init__(f"no group named {name!r}{where}{hint}")
+
+
+class ServerStoppedError(EscbridgeError):
+    """A server escbridge runs (the receiver of `escbridge serve`) stopped without being asked."""
+
+
+class DemoError(EscbridgeError):
+    """The demo cannot run here (a missing distribution such as escbridge-webhooks, …)."""
+
+
+class TicketChanged(Conflict):
+    """A concurrent edit a connector saw before writing: the ticket's ``updated_at`` moved since
+    the caller read it (helpdesks without a conditional update). ``current`` is the ticket as it
+    is now (an ``escbridge.model.Ticket``), so the re-decision needs no second read."""
+
+    def __init__(self, message: str, *, current: Any = None, **kw: Any) -> None:
+        self.current = current
+        super().__init__(message, **kw)
+
+
+class AmbiguousGroupError(UnknownGroupError):
+    """A matrix group name that matches several destinations (Zoho Desk: a team name used in
+    several departments); ``hint`` says how to write it unambiguously."""
+
+    def __init__(
+        self, name: str, instance: str = "", known: Sequence[str] = (), hint: str = ""
+    ) -> None:
+        super().__init__(name, instance, known)
+        self.hint = hint
+        where = f" on {instance}" if instance else ""
+        self.args = (f"group name {name!r} is ambiguous{where}" + (f": {hint}" if hint else ""),)
+
+
+# ----------------------------------------------------------------- processing, store, sync
+
+
+class ProcessingError(EscbridgeError):
+    """Processing one ticket failed; ``retryable`` says whether trying later may help."""
+
+    def __init__(self, message: str, *, retryable: bool) -> None:
+        self.retryable = retryable
+        super().__init__(message)
+
+
+class ApplyFailedError(ProcessingError):
+    """The connector answered an apply with a failure (a conflict past its retries included)
+    instead of raising."""
+
+
+class UnknownInstanceError(ProcessingError):
+    """An event or a sync names an instance this process has no connector for."""
+
+    def __init__(self, instance: str, known: Sequence[str] = ()) -> None:
+        self.instance = instance
+        names = ", ".join(sorted(known)) or "none"
+        super().__init__(
+            f"no connector for instance '{instance}' (configured: {names})", retryable=False
+        )
+
+
+class LockLostError(EscbridgeError):
+    """This worker's per-ticket lock expired and another worker took the ticket over."""
+
+
+class LeaseLostError(EscbridgeError):
+    """A sync run's lease expired and another run took the instance over: this run stops."""

@@ -4,7 +4,8 @@
 write twice: connect/read timeouts; retries (tenacity) with exponential backoff and jitter on
 connection errors, 5xx and 429; ``Retry-After`` honoured in seconds or as an HTTP date; proactive
 pacing from rate-limit headers, so a sync job slows down *before* it is throttled; a client-wide
-retry budget, so a struggling helpdesk is not hammered by retries; and typed errors.
+retry budget, so a struggling helpdesk is not hammered by retries; and the typed errors of
+``escbridge.errors`` (import them from there).
 
 What differs per helpdesk is passed in as two hooks: ``error_parser`` (the platform's error body
 -> message, code and field errors) and ``rate_limit_parser`` (headers -> remaining, limit, reset).
@@ -45,20 +46,11 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "ApiClient",
-    "ApiError",
-    "AuthError",
     "CallStats",
-    "Conflict",
     "ErrorDetails",
-    "FieldError",
-    "NotFound",
-    "PermissionDeniedError",
     "RateLimit",
-    "RateLimited",
     "RetryBudget",
     "RetryPolicy",
-    "TransientError",
-    "ValidationError",
     "default_error_parser",
     "parse_retry_after",
 ]

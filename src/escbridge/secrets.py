@@ -47,8 +47,9 @@ _RULES: tuple[tuple[re.Pattern[str], str], ...] = (
     # scheme://user:password@host — the password may hold any character but whitespace; the
     # userinfo ends at the last "@" before the host.
     (re.compile(r"(://[^/\s:@]+:)\S+@(?=[^@\s/]*(?:[/\s]|$))"), r"\1" + MASK + "@"),
-    # anything that looks like a token: 32+ characters of base64/hex without a space
-    (re.compile(r"(?<![A-Za-z0-9+/_-])[A-Za-z0-9+/_-]{32,}={0,2}"), MASK),
+    # anything that looks like a token: 32+ characters of base64/hex without a space (not a
+    # URL path: "/" ends a run)
+    (re.compile(r"(?<![A-Za-z0-9+/_-])[A-Za-z0-9+_-]{32,}={0,2}"), MASK),
 )
 
 
@@ -106,20 +107,24 @@ class Redactor:
         return text
 
     def url(self, url: str) -> str:
-        """A URL fit for a log line: no userinfo, no fragment, known secrets masked.
+        """A URL fit for a log line: no password, no fragment, known secrets masked.
 
         The userinfo is cut at the last ``@`` that is followed by a host, so a password holding
         ``@``, ``/``, ``#`` or ``:`` unescaped (as admins write database URLs) is removed whole.
         """
         scheme, sep, rest = url.partition("://")
+        shown = ""
         if sep:
             for match in reversed(list(re.finditer("@", rest))):
                 if _HOST.match(rest, match.end()):
+                    user, colon, _password = rest[: match.start()].partition(":")
+                    shown = f"{user}:{MASK}@" if colon else f"{user}@"
                     rest = rest[match.end() :]
                     break
             url = f"{scheme}://{rest}"
         parts = urlsplit(url)
-        return self.known(urlunsplit((parts.scheme, parts.netloc, parts.path, parts.query, "")))
+        netloc = shown + parts.netloc
+        return self.known(urlunsplit((parts.scheme, netloc, parts.path, parts.query, "")))
 
 
 def redact(text: str, secrets: Iterable[str] = ()) -> str:

@@ -15,9 +15,12 @@ path shares (:meth:`escbridge.processing.Processor.process_ticket`). Two passes 
     this is what makes "idle for 2h" and "SLA due within 1h" fire. Its own cursor lets an
     interrupted sweep resume; a finished sweep clears it.
 
-Writes are batched where the connector has a bulk API: the tickets of a page are processed
-concurrently, and their ``apply`` calls are gathered into one ``apply_many`` (see
-:class:`_BatchingConnector`), so a page of 100 escalations costs a few calls, not a hundred.
+A page goes through the processing phases (:mod:`escbridge.processing`) in a plain loop, with
+the store work done once per page: one statement locks the page's tickets, one transaction
+writes the intents of those to escalate, and one records them all (with the releases and the
+failures handed to workers). Writes are batched explicitly where the connector has a bulk API:
+the page's escalations go out ``batch_size`` at a time through ``connector.apply_many``, so a
+page of 100 escalations costs a few calls, not a hundred.
 
 Two runs for one instance never overlap: each holds a lease in the store (the store's
 per-ticket lock on a reserved ticket id, renewed while the run lasts). A run that finds the
@@ -32,39 +35,40 @@ in the inbox, where a worker retries it with backoff or dead-letters it (`escbri
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import hashlib
 import inspect
-import json
 import logging
 import os
-import signal
 import socket
-import sys
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from types import FrameType
-from typing import TYPE_CHECKING, Any, TextIO, cast
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
 import requests
 
-from escbridge.connector import CAP_BULK_UPDATE, ApplyResult, Registry
-from escbridge.errors import EscbridgeError, InvalidInputError, StoreUnavailableError
-from escbridge.http import AuthError, RateLimited
-from escbridge.model import Actions, Ticket, TicketEvent
-from escbridge.processing import Outcome, Processor
+from escbridge.connector import CAP_BULK_UPDATE, Registry
+from escbridge.errors import (
+    ApplyFailedError,
+    AuthError,
+    EscbridgeError,
+    LeaseLostError,
+    LockLostError,
+    RateLimited,
+    StoreUnavailableError,
+)
+from escbridge.model import Ticket, TicketEvent
+from escbridge.processing import Outcome, Plan, Processor, check
 from escbridge.secrets import redact
 from escbridge.store import Store, TicketLock
 
 if TYPE_CHECKING:
     from escbridge.config import Config, InstanceConfig
-    from escbridge.connector import ConflictHandler, Connector, TicketPage
+    from escbridge.connector import ApplyResult, Connector, TicketPage
 
 log = logging.getLogger(__name__)
 
@@ -75,13 +79,12 @@ __all__ = [
     "CallCounter",
     "InstanceResult",
     "LeaseLostError",
+    "ProgressEvent",
     "SyncLease",
     "SyncOptions",
     "SyncReport",
     "Syncer",
     "build_sync_processor",
-    "configure_sync_parser",
-    "run_sync",
 ]
 
 CHANGES, SWEEP = "changes", "sweep"
@@ -89,11 +92,6 @@ CHANGES, SWEEP = "changes", "sweep"
 STREAMS = {CHANGES: "tickets", SWEEP: "sweep"}
 #: The reserved ticket id whose per-ticket lock is an instance's sync lease.
 LEASE_TICKET_ID = "~escbridge-sync"
-EXIT_OK, EXIT_PROBLEM, EXIT_INVALID = 0, 1, 2
-
-
-class LeaseLostError(EscbridgeError):
-    """The run's lease expired and another run took the instance over: this run stops."""
 
 
 # --- options and results -------------------------------------------------------------------
@@ -360,120 +358,6 @@ class SyncLease:
                 log.warning("%s: could not release the sync lease: %s", self.lock.instance, error)
 
 
-# --- batching writes through the one processing path -------------------------------------------
-
-
-@dataclass
-class _Parked:
-    ticket: Ticket
-    actions: Actions
-    on_conflict: ConflictHandler | None
-    done: threading.Event = field(default_factory=threading.Event)
-    result: ApplyResult | None = None
-    error: BaseException | None = None
-
-
-class _BatchingConnector:
-    """A connector whose ``apply`` joins those of concurrent ``process_ticket`` calls into one
-    ``apply_many``.
-
-    Sync processes the tickets of a page on several threads, each inside :meth:`working`. A
-    thread that reaches ``apply`` parks its write; when every thread still working is parked
-    (or ``max_batch`` writes wait), the parked writes go out as one bulk call and each thread
-    gets its own result back. Deciding, the intent written before the call, and recording
-    after it stay in ``Processor.process_ticket``: nothing about them is written twice.
-    Everything else is the wrapped connector's.
-    """
-
-    def __init__(self, inner: Connector, max_batch: int) -> None:
-        self.inner = inner
-        self.instance = inner.instance
-        self.info = inner.info
-        self.max_batch = max(1, max_batch)
-        self.batch_sizes: list[int] = []
-        self._lock = threading.Lock()
-        self._active = 0
-        self._parked = 0
-        self._queue: list[_Parked] = []
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-    @contextlib.contextmanager
-    def working(self) -> Iterator[None]:
-        with self._lock:
-            self._active += 1
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._active -= 1
-                batch = self._take_ready()
-            if batch:
-                self._flush(batch)
-
-    def apply(
-        self, ticket: Ticket, actions: Actions, *, on_conflict: ConflictHandler | None = None
-    ) -> ApplyResult:
-        item = _Parked(ticket, actions, on_conflict)
-        with self._lock:
-            self._queue.append(item)
-            self._parked += 1
-            batch = self._take_ready()
-        if batch:
-            self._flush(batch)
-        item.done.wait()
-        with self._lock:
-            self._parked -= 1
-        if item.error is not None:
-            raise item.error
-        assert item.result is not None
-        return item.result
-
-    def _take_ready(self) -> list[_Parked]:
-        """The parked writes, when they should go now (call with the lock held)."""
-        if self._queue and (len(self._queue) >= self.max_batch or self._parked >= self._active):
-            batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch :]
-            return batch
-        return []
-
-    def _flush(self, batch: list[_Parked]) -> None:
-        self.batch_sizes.append(len(batch))
-        handlers = {p.ticket.id: p.on_conflict for p in batch if p.on_conflict is not None}
-
-        def on_conflict(fresh: Ticket) -> Actions | None:
-            handler = handlers.get(fresh.id)
-            return handler(fresh) if handler is not None else None
-
-        try:
-            if len(batch) == 1:
-                only = batch[0]
-                results = [
-                    self.inner.apply(only.ticket, only.actions, on_conflict=only.on_conflict)
-                ]
-            else:
-                results = self.inner.apply_many(
-                    [(p.ticket, p.actions) for p in batch], on_conflict=on_conflict
-                )
-            by_id = {r.ticket_id: r for r in results}
-            for index, parked in enumerate(batch):
-                found = results[index] if index < len(results) else None
-                if found is None or found.ticket_id != parked.ticket.id:
-                    found = by_id.get(parked.ticket.id)
-                parked.result = found or ApplyResult(
-                    parked.ticket.id,
-                    ok=False,
-                    retryable=True,
-                    error="the bulk update returned no result for this ticket",
-                )
-        except BaseException as error:  # handed to every thread of the batch, which raises it
-            for parked in batch:
-                parked.error = error
-        finally:
-            for parked in batch:
-                parked.done.set()
-
-
 # --- the run -----------------------------------------------------------------------------------
 
 #: Errors that concern the whole instance, not one ticket: the run of that instance stops and
@@ -484,10 +368,6 @@ _STOPS_THE_RUN: tuple[type[BaseException], ...] = (
     StoreUnavailableError,
     LeaseLostError,
 )
-
-
-class _Stop(Exception):
-    """Internal: a run-stopping error happened on another thread; this ticket was not started."""
 
 
 def default_owner() -> str:
@@ -551,10 +431,10 @@ class Syncer:
                 with lease.kept():
                     self._passes(instance, result, lease)
         except RateLimited as error:
-            resume = getattr(error, "resume_at", None)
-            if not isinstance(resume, datetime) and error.retry_after:
+            resume = error.resume_at
+            if resume is None and error.retry_after:
                 resume = self.processor.clock() + timedelta(seconds=float(error.retry_after))
-            result.resume_at = resume if isinstance(resume, datetime) else None
+            result.resume_at = resume
             result.stopped = f"throttled: {self._safe(error)}"
             log.warning("%s: sync stopped, cursor kept: %s", instance, result.stopped)
         except (AuthError, StoreUnavailableError, LeaseLostError) as error:
@@ -588,7 +468,7 @@ class Syncer:
         lease: SyncLease | None,
         seen: set[str],
     ) -> None:
-        connector = self.processor.connectors[instance]
+        connector = self.processor.connector(instance)
         stream = STREAMS[stage]
         started = self.processor.clock()
         stored = self.store.get_cursor(instance, stream)
@@ -642,105 +522,126 @@ class Syncer:
         tickets: Sequence[Ticket],
         result: InstanceResult,
     ) -> None:
-        connector = self.processor.connectors[instance]
-        bulk = CAP_BULK_UPDATE in connector.info.capabilities
-        batch = self.options.batch_size
-        done = 0
+        """Plan, apply and record the tickets of one page: one lock statement, one intent
+        transaction, the writes in bulk calls of ``batch_size``, one record transaction.
 
-        def tick() -> None:
+        A ticket that fails on its own is counted and handed to a worker; an error that stops
+        the run (``_STOPS_THE_RUN``) records what was written before it, gives back the other
+        locks with their intents (the next run checks what landed), and is raised.
+        """
+
+        def tick(done: int) -> None:
             if self.progress is not None:
                 self.progress(ProgressEvent(instance, stage, number, done, len(tickets), result))
 
-        tick()
-        if self.options.dry_run or not bulk or batch <= 1 or len(tickets) <= 1:
-            for ticket in tickets:
-                self._one(self.processor, instance, ticket, result)
-                done += 1
-                tick()
+        tick(0)
+        processor = self.processor
+        if self.options.dry_run:
+            for outcome in processor.dry_run(instance, tickets, processor.clock()):
+                result.count(outcome, dry_run=True)
+            tick(len(tickets))
             return
 
-        batcher = _BatchingConnector(connector, batch)
-        processor = self._with_connector(instance, batcher)
-        stop = threading.Event()
-        first_error: list[BaseException] = []
-        lock = threading.Lock()
-
-        def work(ticket: Ticket) -> None:
-            nonlocal done
-            if stop.is_set():
-                raise _Stop()
-            try:
-                with batcher.working():
-                    self._one(processor, instance, ticket, result)
-            except BaseException as error:
-                stop.set()
-                with lock:
-                    first_error.append(error)
-                raise
-            finally:
-                with lock:
-                    done += 1
-                tick()
-
-        workers = min(batch, len(tickets))
-        with ThreadPoolExecutor(workers, thread_name_prefix=f"sync-{instance}") as pool:
-            futures: list[Future[None]] = [pool.submit(work, t) for t in tickets]
-        for future in futures:
-            future.exception()  # all finished: the pool is shut down
-        result.batches += len(batcher.batch_sizes)
-        if first_error:
-            raise first_error[0]
-
-    def _with_connector(self, instance: str, connector: _BatchingConnector) -> Processor:
-        """The same processor (store, engine, clock, settings), writing through ``connector``."""
-        p = self.processor
-        return Processor(
-            p.store,
-            p.engine,
-            {**p.connectors, instance: cast("Connector", connector)},
-            settings=p.settings,
-            clock=p.clock,
-            rng=p.rng,
-            secrets=p.secrets,
-            worker_id=p.worker_id,
-            cooldown=p.cooldown,
-        )
-
-    def _one(
-        self, processor: Processor, instance: str, ticket: Ticket, result: InstanceResult
-    ) -> None:
-        """Process one ticket; a failure of this ticket alone is counted and handed to the inbox."""
+        now = processor.clock()
+        locks = processor.lock_page(instance, [t.id for t in tickets], now)
+        plans: list[Plan] = []
+        failures: list[tuple[Ticket, BaseException]] = []
+        unplanned: list[TicketLock] = []
         try:
-            outcome = processor.process_ticket(instance, ticket, dry_run=self.options.dry_run)
-        except _STOPS_THE_RUN:
+            for ticket in tickets:
+                lock = locks.get(ticket.id)
+                if lock is None:
+                    result.count(Outcome("busy", instance, ticket.id), dry_run=False)
+                    continue
+                try:
+                    plans.append(processor.plan(lock, ticket, now))
+                except _STOPS_THE_RUN:
+                    raise
+                except Exception as error:  # this ticket alone: counted, kept for a worker
+                    failures.append((ticket, error))
+                    unplanned.append(lock)
+            lost = {plan.ticket_id for plan in processor.write_intents(plans, now)}
+        except BaseException:
+            processor.release(list(locks.values()), processor.clock())
             raise
-        except Exception as error:  # one ticket's failure: counted, kept for a worker, not fatal
-            reason = self._safe(error)
+        for plan in plans:
+            if plan.ticket_id in lost:
+                failures.append((plan.ticket, LockLostError(f"lost the lock on {plan.ticket_id}")))
+        plans = [plan for plan in plans if plan.ticket_id not in lost]
+
+        ready = [plan for plan in plans if not plan.writes]
+        failed: list[Plan | TicketLock] = [*unplanned]
+        stop: BaseException | None = None
+        batches = self._batches(instance, plans)
+        for index, batch in enumerate(batches):
+            try:
+                results = self._write(batch, now)
+            except _STOPS_THE_RUN as error:
+                stop = error
+                failed.extend(plan for rest in batches[index:] for plan in rest)
+                break
+            except Exception as error:  # the whole call failed: each of its tickets did
+                failures.extend((plan.ticket, error) for plan in batch)
+                failed.extend(batch)
+                continue
+            result.batches += 1
+            for plan, answer in zip(batch, results, strict=True):
+                try:
+                    check(plan, answer)
+                except ApplyFailedError as error:
+                    failures.append((plan.ticket, error))
+                    failed.append(plan)
+                else:
+                    ready.append(plan)
+            tick(len(ready) + len(failures))
+
+        hand_off = [] if stop is not None else [self._hand_off(instance, t, e) for t, e in failures]
+        try:
+            recorded = processor.record(ready, processor.clock(), failed=failed, hand_off=hand_off)
+        except BaseException:
+            processor.release([*ready, *failed], processor.clock())  # intents kept
+            raise
+        for plan, settled in zip(ready, recorded, strict=True):
+            if isinstance(settled, LockLostError):
+                failures.append((plan.ticket, settled))
+            else:
+                result.count(settled, dry_run=False)
+        for ticket, problem in failures:
+            reason = self._safe(problem)
             log.warning("%s/%s: %s", instance, ticket.id, reason)
             result.fail(ticket.id, reason)
-            if not self.options.dry_run:
-                self._hand_to_worker(instance, ticket, reason)
-            return
-        result.count(outcome, self.options.dry_run)
+        tick(len(tickets))
+        if stop is not None:
+            raise stop
 
-    def _hand_to_worker(self, instance: str, ticket: Ticket, reason: str) -> None:
-        """Keep a failed ticket in the inbox: a worker retries it with backoff, or dead-letters
-        it where `escbridge jobs` shows it. One job per ticket version, however many runs fail."""
+    def _batches(self, instance: str, plans: Sequence[Plan]) -> list[list[Plan]]:
+        """The writes of a page, in the calls they go out in: a recovery each on its own (it
+        re-applies an intent as it is), new decisions ``batch_size`` at a time where the
+        connector has a bulk API, else one by one."""
+        bulk = CAP_BULK_UPDATE in self.processor.connector(instance).info.capabilities
+        size = max(1, self.options.batch_size) if bulk else 1
+        recoveries = [[plan] for plan in plans if plan.writes and plan.step != "apply"]
+        new = [plan for plan in plans if plan.step == "apply"]
+        return recoveries + [new[i : i + size] for i in range(0, len(new), size)]
+
+    def _write(self, batch: Sequence[Plan], now: datetime) -> list[ApplyResult]:
+        if len(batch) == 1:
+            return [self.processor.apply(batch[0], now)]
+        return self.processor.apply_many(batch, now)
+
+    def _hand_off(self, instance: str, ticket: Ticket, error: BaseException) -> TicketEvent:
+        """A failed ticket, kept in the inbox: a worker retries it with backoff, or
+        dead-letters it where `escbridge jobs` shows it. One job per ticket version, however
+        many runs fail."""
         version = ticket.version or ticket.updated_at.isoformat()
         digest = hashlib.sha256(f"{ticket.id}\0{version}".encode()).hexdigest()[:32]
-        event = TicketEvent(
+        return TicketEvent(
             instance=instance,
             ticket_id=ticket.id,
             dedupe_key=f"sync:{digest}",
             kind="sync.failed",
             occurred_at=ticket.updated_at,
         )
-        try:
-            self.processor.enqueue(event)
-        except StoreUnavailableError as error:
-            log.error(
-                "%s/%s: could not keep the failure for a worker: %s", instance, ticket.id, error
-            )
 
 
 # --- building the processor: counting API calls --------------------------------------------------
@@ -824,274 +725,3 @@ def build_sync_processor(
     from escbridge.processing import build_processor
 
     return build_processor(config, registry=_InstrumentedRegistry(counter, overrides), store=store)
-
-
-# --- output --------------------------------------------------------------------------------------
-
-
-class ProgressBar:
-    """One line on a terminal, redrawn as tickets finish."""
-
-    WIDTH = 24
-
-    def __init__(self, stream: TextIO) -> None:
-        self.stream = stream
-        self._last = 0.0
-        self._lock = threading.Lock()
-
-    def __call__(self, event: ProgressEvent) -> None:
-        now = time.monotonic()
-        final = event.done >= event.size
-        with self._lock:
-            if not final and now - self._last < 0.1:
-                return
-            self._last = now
-            filled = self.WIDTH if not event.size else self.WIDTH * event.done // event.size
-            bar = "█" * filled + "░" * (self.WIDTH - filled)
-            r = event.result
-            escalated = sum(r.escalated.values())
-            line = (
-                f"\r{event.instance} {event.stage} page {event.page} {bar} "
-                f"{event.done}/{event.size}  scanned {r.scanned}  escalated {escalated}  "
-                f"failed {r.failed}"
-            )
-            self.stream.write(line[: self._columns()] + "\x1b[K")
-            self.stream.flush()
-
-    def finish(self) -> None:
-        with self._lock:
-            self.stream.write("\r\x1b[K")
-            self.stream.flush()
-
-    @staticmethod
-    def _columns() -> int:
-        import shutil
-
-        return shutil.get_terminal_size((100, 20)).columns + 1
-
-
-def format_report(report: SyncReport) -> str:
-    """The summary a person reads at a terminal."""
-    lines: list[str] = []
-    mode = " (dry run: nothing was changed)" if report.dry_run else ""
-    for name, r in report.instances.items():
-        if r.locked_by:
-            lines.append(f"{name}: skipped — another sync is running ({r.locked_by})")
-            continue
-        levels = ", ".join(f"{n} to {dest}" for dest, n in sorted(r.escalated.items())) or "none"
-        verb = "would escalate" if report.dry_run else "escalated"
-        lines.append(
-            f"{name}: scanned {r.scanned}, {verb} {sum(r.escalated.values())} ({levels}), "
-            f"skipped {r.skipped}, failed {r.failed}, {r.api_calls} API calls"
-        )
-        if r.recovered:
-            lines.append(f"  {r.recovered} recorded after an earlier run stopped mid-way")
-        if r.stopped:
-            when = (
-                f"; resume after {r.resume_at.isoformat(timespec='seconds')}" if r.resume_at else ""
-            )
-            lines.append(f"  stopped early, the cursor is kept: {r.stopped}{when}")
-        for ticket_id, reason in r.failures[:10]:
-            lines.append(f"  failed #{ticket_id}: {reason}")
-    if report.dry_run and report.escalations:
-        lines.append("")
-        lines.append("would escalate:")
-        for e in report.escalations:
-            where = f" ({e.group})" if e.group else ""
-            lines.append(f"  {e.instance} #{e.ticket_id} → {e.destination}{where}: {e.summary}")
-    lines.append(f"done in {report.duration:.1f}s{mode}")
-    return "\n".join(lines) + "\n"
-
-
-# --- `escbridge sync` ----------------------------------------------------------------------------
-
-
-def _parse_since(text: str) -> datetime:
-    """An ISO time (UTC unless a zone is given), or a duration meaning "that long ago"."""
-    from escbridge.calendar import parse_duration
-
-    try:
-        return datetime.now(UTC) - parse_duration(text)
-    except ValueError:
-        pass
-    try:
-        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f'"{text}" is neither a time (2026-03-11T15:00:00Z) nor a duration (2h, 3d)'
-        ) from None
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
-
-
-def _parse_duration(text: str) -> timedelta:
-    from escbridge.calendar import parse_duration
-
-    try:
-        value = parse_duration(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
-    if value <= timedelta(0):
-        raise argparse.ArgumentTypeError(f'"{text}" must be longer than zero')
-    return value
-
-
-def configure_sync_parser(parser: argparse.ArgumentParser) -> None:
-    parser.description = (
-        "Scan the helpdesks for tickets a time limit has caught up with (idle, SLA, time at "
-        "level) and for changes a webhook missed; escalate them exactly as a webhook would. "
-        "On a terminal it shows progress; otherwise it prints one JSON summary line per run."
-    )
-    parser.add_argument("--config", default="escbridge.yaml", help="escbridge.yaml to use")
-    parser.add_argument(
-        "--instance",
-        action="append",
-        default=[],
-        metavar="NAME",
-        help="only this instance (repeatable; default: every instance)",
-    )
-    parser.add_argument(
-        "--dry-run",
-        action="store_true",
-        help="change nothing (no update, no record, no cursor) and print what would escalate",
-    )
-    parser.add_argument(
-        "--since",
-        type=_parse_since,
-        metavar="TIME",
-        help="scan changes since TIME (ISO 8601, or a duration such as 2h: that long ago) "
-        "instead of the stored cursor",
-    )
-    parser.add_argument(
-        "--lookback",
-        type=_parse_duration,
-        default=timedelta(days=14),
-        metavar="DURATION",
-        help="the sweep re-checks open tickets updated within this (default 14d)",
-    )
-    parser.add_argument(
-        "--no-sweep",
-        action="store_true",
-        help="only scan changes since the cursor (time-based rules then fire only on webhooks)",
-    )
-    parser.add_argument(
-        "--batch-size",
-        type=int,
-        default=50,
-        metavar="N",
-        help="tickets processed together, writes joined into bulk calls (default 50)",
-    )
-    parser.add_argument("--loop", action="store_true", help="run again every --interval")
-    parser.add_argument(
-        "--interval",
-        type=_parse_duration,
-        default=timedelta(seconds=60),
-        metavar="DURATION",
-        help="time between runs with --loop (default 60s)",
-    )
-    parser.add_argument("--json", action="store_true", help="JSON summary even on a terminal")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log each escalation")
-
-
-def run_sync(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:
-    """`escbridge sync`: 0 all scanned, 1 a ticket failed or an instance stopped early,
-    2 invalid input."""
-    from escbridge.config import load_config
-
-    out = out or sys.stdout
-    err = err or sys.stderr
-    if not logging.getLogger().handlers:
-        logging.basicConfig(
-            level=logging.INFO if args.verbose else logging.WARNING,
-            format="%(asctime)s %(levelname)s %(message)s",
-            stream=err,
-        )
-    if args.batch_size < 1:
-        print("escbridge sync: --batch-size must be at least 1", file=err)
-        return EXIT_INVALID
-    counter = CallCounter()
-    try:
-        config = load_config(args.config)
-        unknown = [name for name in args.instance if name not in config.instances]
-        if unknown:
-            known = ", ".join(sorted(config.instances)) or "none"
-            print(
-                f"escbridge sync: unknown instance {', '.join(unknown)} (configured: {known})",
-                file=err,
-            )
-            return EXIT_INVALID
-        processor = build_sync_processor(config, counter)
-        processor.store.check_schema()
-    except InvalidInputError as error:
-        for problem in error.problems:
-            print(f"error: {problem}", file=err)
-        return EXIT_INVALID
-    except EscbridgeError as error:
-        print(f"escbridge sync: {error}", file=err)
-        return EXIT_PROBLEM
-    interactive = not args.json and out.isatty()
-    bar = ProgressBar(err) if interactive and err.isatty() else None
-    options = SyncOptions(
-        dry_run=args.dry_run,
-        since=args.since,
-        lookback=args.lookback,
-        sweep=not args.no_sweep,
-        batch_size=args.batch_size,
-    )
-    syncer = Syncer(processor, options, api_calls=counter, progress=bar)
-    instances = args.instance or sorted(config.instances)
-    try:
-        if not args.loop:
-            report = syncer.run(instances)
-            _emit(report, out, bar, interactive)
-            return EXIT_OK if report.ok else EXIT_PROBLEM
-        return _loop(syncer, instances, args.interval, out, bar, interactive)
-    finally:
-        processor.store.close()
-        counter.close()
-
-
-def _emit(report: SyncReport, out: TextIO, bar: ProgressBar | None, interactive: bool) -> None:
-    if bar is not None:
-        bar.finish()
-    if interactive:
-        out.write(format_report(report))
-    else:
-        out.write(json.dumps(report.as_json(), default=str) + "\n")
-    out.flush()
-
-
-def _loop(
-    syncer: Syncer,
-    instances: Sequence[str],
-    interval: timedelta,
-    out: TextIO,
-    bar: ProgressBar | None,
-    interactive: bool,
-) -> int:
-    """Run until SIGTERM/SIGINT. An instance that ran out of API budget waits until it is back."""
-    stop = threading.Event()
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        log.info("received %s: stopping after this run", signal.Signals(signum).name)
-        stop.set()
-
-    previous = {}
-    if threading.current_thread() is threading.main_thread():
-        previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
-    not_before: dict[str, datetime] = {}
-    try:
-        while not stop.is_set():
-            now = syncer.processor.clock()
-            due = [n for n in instances if not_before.get(n, now) <= now]
-            report = syncer.run(due) if due else SyncReport(now, syncer.options.dry_run)
-            for name, result in report.instances.items():
-                if result.resume_at is not None:
-                    not_before[name] = result.resume_at
-                else:
-                    not_before.pop(name, None)
-            _emit(report, out, bar, interactive)
-            stop.wait(interval.total_seconds())
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    return EXIT_OK

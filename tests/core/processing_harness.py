@@ -23,19 +23,19 @@ import sqlite3
 import sys
 import threading
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, ClassVar
 
 from escbridge.connector import ApplyResult, CheckReport, ConflictHandler, ConnectorInfo
-from escbridge.http import Conflict, NotFound, TransientError
+from escbridge.errors import Conflict, NotFound, TransientError
 from escbridge.matrix import parse_matrix
 from escbridge.model import Actions, Priority, Ticket, TicketEvent
 from escbridge.policy import Engine
 from escbridge.processing import ProcessingConfig, Processor, RunReport
 from escbridge.store import Store
 from escbridge.store.database import SqliteWriterLock
+from escbridge.testing import FakeClock
 
 CREATED = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 
@@ -322,18 +322,7 @@ class FakeConnector:
         return None
 
 
-@dataclass
-class Clock:
-    """A clock tests move by hand."""
-
-    now: datetime = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **kwargs: float) -> datetime:
-        self.now += timedelta(**kwargs)
-        return self.now
+Clock = FakeClock  # the one fake clock: moved by hand with ``advance(minutes=…)``
 
 
 def event(

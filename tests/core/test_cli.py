@@ -89,6 +89,64 @@ def test_a_command_is_required(capsys: pytest.CaptureFixture[str]) -> None:
     assert "usage: escbridge" in capsys.readouterr().err
 
 
+# --- a core-only install ------------------------------------------------------------------------
+
+# What `pip install escbridge` (no extras, no connector, no receiver) lacks.
+OPTIONAL = ("flask", "werkzeug", "matplotlib", "psycopg", "escbridge_webhooks", "escbridge_zendesk")
+CORE_ONLY = f"""
+import importlib.abc, sys
+
+class NotInstalled(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in {OPTIONAL!r}:
+            raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
+        return None
+
+sys.meta_path.insert(0, NotInstalled())
+from escbridge.cli import main
+code = main(sys.argv[1:])
+loaded = sorted({{m.partition(".")[0] for m in sys.modules}} & set({OPTIONAL!r}))
+print("optional modules loaded:", loaded)
+sys.exit(code)
+"""
+
+
+def core_only(*args: str) -> subprocess.CompletedProcess[str]:
+    """``escbridge ARGS`` in a fresh interpreter where no optional distribution can be imported."""
+    return subprocess.run(
+        [sys.executable, "-c", CORE_ONLY, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_a_core_only_install_validates_and_explains(tmp_path: Path) -> None:
+    matrix = str(small_matrix(tmp_path))
+    validated = core_only("validate", matrix)
+    assert validated.returncode == 0, validated.stderr
+    assert "ok — 3 levels" in validated.stdout
+    assert "optional modules loaded: []" in validated.stdout
+
+    ticket = str(ticket_file(tmp_path))
+    explained = core_only(
+        "explain", ticket, "--matrix", matrix, "--at", AT, "--helpdesk", "zendesk", "--brief"
+    )
+    assert explained.returncode == 0, explained.stderr
+    assert "ESCALATE l1 → l2" in explained.stdout
+    assert "optional modules loaded: []" in explained.stdout
+
+    helped = core_only("--help")
+    assert helped.returncode == 0 and "serve" in helped.stdout, helped.stderr
+
+
+def test_serve_without_the_receiver_says_how_to_install_it(tmp_path: Path) -> None:
+    served = core_only("serve", "--config", str(tmp_path / "escbridge.yaml"))
+    assert served.returncode == 2
+    assert "pip install escbridge-webhooks" in served.stderr
+
+
 # --- init -------------------------------------------------------------------------------------
 
 

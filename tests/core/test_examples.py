@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from escbridge.cli import load_tickets, main
+from escbridge.cli import main
+from escbridge.cli.matrix import load_tickets
 from escbridge.matrix import Matrix, load_matrix
 from escbridge.model import Decision, Priority, Ticket
 from escbridge.policy import Engine

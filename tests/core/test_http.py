@@ -14,22 +14,24 @@ import pytest
 import requests
 import responses
 
-from escbridge.errors import EscbridgeError
-from escbridge.http import (
-    ApiClient,
+from escbridge.errors import (
     ApiError,
     AuthError,
     Conflict,
-    ErrorDetails,
+    EscbridgeError,
     FieldError,
     NotFound,
     PermissionDeniedError,
-    RateLimit,
     RateLimited,
-    RetryBudget,
-    RetryPolicy,
     TransientError,
     ValidationError,
+)
+from escbridge.http import (
+    ApiClient,
+    ErrorDetails,
+    RateLimit,
+    RetryBudget,
+    RetryPolicy,
     parse_retry_after,
 )
 from escbridge.secrets import redact, safe_url

@@ -297,6 +297,14 @@ class TestErrorMessages:
             "matrix.yaml:42 rules[0].when.any: expected a non-empty list of conditions"
         ]
 
+    def test_a_tag_condition_names_a_tag(self) -> None:
+        expected = (
+            "matrix.yaml:42 rules[0].when.tags: name at least one tag: [vip], "
+            "or {any: [...], all: [...], none: [...]}"
+        )
+        assert rule_problems(rule_yaml("{tags: []}")) == [expected]
+        assert rule_problems(rule_yaml("{tags: {any: [], none: []}}")) == [expected]
+
     def test_a_time_condition_needs_a_bound(self) -> None:
         assert rule_problems(rule_yaml("{idle: {time: calendar}}")) == [
             "matrix.yaml:42 rules[0].when.idle: needs over or under (e.g. over: 4h)"

@@ -17,8 +17,14 @@ from typing import Any
 import pytest
 from processing_harness import Clock, FakeConnector, FakeHelpdesk, engine, event
 
-from escbridge.errors import StoreUnavailableError
-from escbridge.http import AuthError, RateLimited, TransientError
+from escbridge.connector import ApplyResult
+from escbridge.errors import (
+    AuthError,
+    Conflict,
+    RateLimited,
+    StoreUnavailableError,
+    TransientError,
+)
 from escbridge.processing import (
     ProcessingConfig,
     Processor,
@@ -290,6 +296,44 @@ def test_a_concurrent_edit_is_decided_again_on_the_fresh_ticket(make, helpdesk, 
     assert store.escalations() == []
     state = store.ticket_state("fake", "12")
     assert state is not None and state.intent is None
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        ApplyResult("14", ok=False, error="conflict", retryable=True, conflict=True),
+        Conflict("HTTP 409: ticket 14 changed", status=409),
+    ],
+    ids=["conflict-past-the-retries", "conflict-raised"],
+)
+def test_a_conflict_the_connector_cannot_get_past_is_retried_later(
+    make, helpdesk, store, clock, monkeypatch, answer
+):
+    """Whether the connector answers a 409 it could not get past or raises it, the event is
+    retried later, never lost."""
+    helpdesk.add("14", tags=["vip"])
+    processor = make()
+    connector = processor.connectors["fake"]
+    real = connector.apply
+    first = [answer]
+
+    def apply(ticket, actions, *, on_conflict=None):
+        if first:
+            given = first.pop()
+            if isinstance(given, BaseException):
+                raise given
+            return given
+        return real(ticket, actions, on_conflict=on_conflict)
+
+    monkeypatch.setattr(connector, "apply", apply)
+    processor.enqueue(event("14"))
+
+    assert processor.run_once().retried == 1
+    [job] = store.jobs(["pending"])
+    assert "onflict" in (job.last_error or "")
+    clock.advance(hours=1)
+    assert processor.run_once().outcomes == {"escalated": 1}
+    assert helpdesk.applies() == {"14": 1}
 
 
 def test_a_job_whose_worker_died_comes_back_when_its_lease_ends(make, helpdesk, store, clock):

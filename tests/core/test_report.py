@@ -30,6 +30,7 @@ import json
 import re
 import subprocess
 import sys
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -39,23 +40,23 @@ import pytest
 import sqlalchemy as sa
 from html_checks import assert_valid_page
 
+from escbridge.cli.report import configure_report_parser, parse_since, run_report
 from escbridge.matrix import Matrix, parse_matrix
-from escbridge.report import (
+from escbridge.reports import (
+    CHARTS_NEED_MATPLOTLIB,
     EscalationRow,
     Report,
     Window,
     build_report,
-    configure_report_parser,
     human,
-    load_history,
-    parse_since,
     reason_key,
     render_csv,
     render_html,
     render_json,
     render_text,
-    run_report,
 )
+from escbridge.store import Store, escalation_counts
+from escbridge.store.reports import load_history
 from escbridge.store.schema import escalations, ticket_state
 
 H = timedelta(hours=1)
@@ -530,9 +531,20 @@ class TestHtml:
     def test_rendering_is_deterministic(self, report: Report, html: str) -> None:
         assert render_html(report) == html
 
+    def test_without_matplotlib_the_page_renders_and_says_how_to_get_the_charts(
+        self, report: Report, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` fails
+        page = assert_valid_page(render_html(report))
+        assert page.tags["svg"] == 0
+        assert CHARTS_NEED_MATPLOTLIB in page.visible_text
+        assert "pip install escbridge[charts]" in CHARTS_NEED_MATPLOTLIB
+        assert "Escalations 11 +6 (+120.0%) vs previous" in page.visible_text
+        assert "No escalations in this period" not in page.visible_text
+
     def test_the_command_and_the_package_import_without_matplotlib(self) -> None:
         code = (
-            "import sys, escbridge, escbridge.cli, escbridge.report, escbridge.render;"
+            "import sys, escbridge, escbridge.cli, escbridge.cli.report, escbridge.reports;"
             "assert 'matplotlib' not in sys.modules, 'matplotlib imported eagerly'"
         )
         subprocess.run([sys.executable, "-c", code], check=True)
@@ -581,12 +593,10 @@ class TestStore:
     def test_the_history_read_from_the_store_gives_the_same_figures(
         self, seeded: str, matrix: Matrix
     ) -> None:
-        engine = sa.create_engine(seeded)
-        with engine.connect() as connection:
+        with Store(seeded) as store:
             loaded = load_history(
-                connection, WEEK.previous.start, WEEK.end, helpdesks={"support-eu": "zendesk"}
+                store, WEEK.previous.start, WEEK.end, helpdesks={"support-eu": "zendesk"}
             )
-        engine.dispose()
         assert len(loaded.rows) == 16  # X1 and X2 are outside both weeks
         assert loaded.instances == {"support-eu", "support-us"}
         report = build_report(loaded.rows, WEEK, matrix=matrix, recorded=loaded.recorded)
@@ -612,23 +622,25 @@ class TestStore:
             assert any("when tickets were resolved" in n for n in report.notes)
 
     def test_filtering_by_instance(self, seeded: str) -> None:
-        engine = sa.create_engine(seeded)
-        with engine.connect() as connection:
-            loaded = load_history(connection, WEEK.start, WEEK.end, instances=["support-us"])
-        engine.dispose()
+        with Store(seeded) as store:
+            loaded = load_history(store, WEEK.start, WEEK.end, instances=["support-us"])
         assert {(r.ticket_id, r.instance) for r in loaded.rows} == {
             ("T3", "support-us"),
             ("T4", "support-us"),
         }
 
+    def test_escalations_counted_by_instance_and_destination(self, seeded: str) -> None:
+        """What /metrics shows as escbridge_escalations_total, read in one query."""
+        with Store(seeded) as store:
+            counts = escalation_counts(store)
+        assert counts == Counter((r.instance, r.to_level) for r in history())
+        assert counts["support-us", "billing"] == 2
 
-def test_facts_the_store_records_are_read() -> None:
+
+def test_facts_the_store_records_are_read(store_url: str) -> None:
     """The ticket's channel, source group, helpdesk type and resolution time (revision 0003)
     are reported from the store's own columns."""
-    from escbridge.store.schema import metadata
-
-    engine = sa.create_engine("sqlite://")
-    metadata.create_all(engine)
+    engine = sa.create_engine(store_url)
     t1 = row("T1", "l1", "l2", "vip", at(9, 10), at(9, 8))
     with engine.begin() as connection:
         connection.execute(
@@ -646,7 +658,9 @@ def test_facts_the_store_records_are_read() -> None:
                 updated_at=at(9, 14), resolved_at=at(9, 14),
             )
         )  # fmt: skip
-        loaded = load_history(connection, WEEK.start, WEEK.end)
+    engine.dispose()
+    with Store(store_url) as store:
+        loaded = load_history(store, WEEK.start, WEEK.end)
     assert loaded.recorded == {"channel", "source_group", "helpdesk", "resolved_at"}
     [got] = loaded.rows
     assert (got.channel, got.source_group, got.helpdesk, got.resolved_at) == (
@@ -712,13 +726,12 @@ def test_resolution_figures_from_escalations_recorded_and_resolved_by_processing
         store.record_escalation(lock, intent, outcome="applied", now=decided, helpdesk="zendesk")
 
         helpdesk.ticket = ticket.model_copy(update={"status": Status.SOLVED, "updated_at": solved})
-        processor = Processor(store, Engine(), {"support-eu": helpdesk}, clock=lambda: solved)  # type: ignore[arg-type]
+        processor = Processor(store, Engine(), {"support-eu": helpdesk}, clock=lambda: solved)  # type: ignore[dict-item]
         assert processor.process_ticket("support-eu", "T1", solved).status == "unchanged"
         state = store.ticket_state("support-eu", "T1")
         assert state is not None and state.resolved_at == solved
 
-        with store.engine.connect() as connection:
-            loaded = load_history(connection, WEEK.start, WEEK.end)
+        loaded = load_history(store, WEEK.start, WEEK.end)
     [got] = loaded.rows
     assert (got.channel, got.source_group, got.helpdesk) == ("chat", "Support EU", "zendesk")
     report = build_report(loaded.rows, WEEK, matrix=matrix, recorded=loaded.recorded)

@@ -5,41 +5,29 @@ from __future__ import annotations
 import pytest
 import requests
 
-from escbridge.sandbox import (
-    Change,
-    RecordStore,
-    SlidingWindowLimiter,
-    WebhookDispatcher,
-    serve,
-)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
+from escbridge.connector.kit import SlidingWindow
+from escbridge.sandbox import Change, RecordStore, WebhookDispatcher, serve
+from escbridge.testing import FakeClock
 
 
 def test_limiter_allows_up_to_the_limit_per_sliding_window() -> None:
-    clock = Clock()
-    lim = SlidingWindowLimiter(3, 60, clock)
+    clock = FakeClock()
+    lim = SlidingWindow(3, 60, clock.monotonic)
     assert [lim.acquire().allowed for _ in range(3)] == [True, True, True]
     refused = lim.acquire()
     assert not refused.allowed and refused.remaining == 0
     assert refused.retry_after == 60 and refused.retry_after_header == "60"
-    clock.now += 30
+    clock.advance(seconds=30)
     assert lim.peek().reset_seconds == 30
-    clock.now += 30  # the first three expire together
+    clock.advance(seconds=30)  # the first three expire together
     assert lim.acquire().allowed and lim.peek().remaining == 2
 
 
 def test_limiter_costs_and_the_wait_for_a_batch_to_fit() -> None:
-    clock = Clock()
-    lim = SlidingWindowLimiter(100, 60, clock)
+    clock = FakeClock()
+    lim = SlidingWindow(100, 60, clock.monotonic)
     assert lim.acquire(60).allowed
-    clock.now += 10
+    clock.advance(seconds=10)
     assert lim.acquire(30).allowed
     refused = lim.acquire(50)  # needs the first 60 to expire: 50 s from now
     assert not refused.allowed and refused.retry_after == pytest.approx(50)
@@ -47,7 +35,7 @@ def test_limiter_costs_and_the_wait_for_a_batch_to_fit() -> None:
     too_big = lim.acquire(101)
     assert not too_big.allowed and too_big.retry_after == 60
     with pytest.raises(ValueError):
-        SlidingWindowLimiter(0)
+        SlidingWindow(0)
 
 
 def test_record_store_updates_atomically_and_notifies_with_copies() -> None:

@@ -22,11 +22,17 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from escbridge.cli import main
+from escbridge.cli.sandbox import (
+    configure_demo_parser,
+    configure_sandbox_parser,
+    run_demo,
+    run_sandbox,
+)
 from escbridge.config import parse_config
-from escbridge.demo import configure_demo_parser, run_demo
 from escbridge.matrix import load_matrix
-from escbridge.sandbox_cli import SandboxSet, configure_sandbox_parser, run_sandbox
-from escbridge.sandbox_drivers import available_drivers
+from escbridge.sandbox.backlog import SandboxSet, default_matrix_path, realistic_backlog
+from escbridge.sandbox.driver import available_drivers
 
 pytestmark = pytest.mark.slow
 
@@ -148,9 +154,9 @@ def test_no_ticket_is_escalated_to_the_same_place_twice(demo: DemoRun) -> None:
     assert len(seen) == len(set(seen))
 
 
-def test_sync_runs_over_the_day_and_the_store_serves_escbridge_report(demo: DemoRun) -> None:
-    from escbridge.report import configure_report_parser, run_report
-
+def test_sync_runs_over_the_day_and_the_store_serves_escbridge_report(
+    demo: DemoRun, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert "Sync runs over the day" in demo.text
     times = re.findall(r"^  (\d\d:\d\d)  +\d+  +\d+ ", demo.text, flags=re.M)
     assert times == ["07:55", "09:00", "10:50", "12:30", "13:40", "16:00"]
@@ -158,12 +164,9 @@ def test_sync_runs_over_the_day_and_the_store_serves_escbridge_report(demo: Demo
     assert total >= len(demo.rows)
 
     assert f"escbridge report --store sqlite:///{demo.store}" in demo.text
-    parser = argparse.ArgumentParser()
-    configure_report_parser(parser)
-    out = io.StringIO()
-    args = parser.parse_args(["--store", f"sqlite:///{demo.store}", "--format", "json"])
-    assert run_report(args, out) == 0
-    assert str(total) in out.getvalue()
+    capsys.readouterr()
+    assert main(["report", "--store", f"sqlite:///{demo.store}", "--format", "json"]) == 0
+    assert str(total) in capsys.readouterr().out
 
 
 def test_nothing_is_left_running(demo: DemoRun) -> None:
@@ -179,8 +182,6 @@ def test_nothing_is_left_running(demo: DemoRun) -> None:
 
 
 def test_the_demo_enforces_the_example_matrix() -> None:
-    from escbridge.sandbox_cli import default_matrix_path
-
     shipped = default_matrix_path().read_text(encoding="utf-8")
     assert shipped == (ROOT / "examples" / "matrix.yaml").read_text(encoding="utf-8")
 
@@ -226,7 +227,6 @@ def test_the_backlog_is_realistic() -> None:
     from datetime import UTC, datetime
 
     from escbridge.model import Status
-    from escbridge.sandbox_cli import default_matrix_path, realistic_backlog
 
     matrix = load_matrix(default_matrix_path())
     now = datetime(2026, 3, 11, 9, 0, tzinfo=UTC)

@@ -184,7 +184,7 @@ def test_escbridge_serve_receives_and_escalates_in_one_process(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from escbridge_webhooks.serve import configure_serve_parser, run_serve
+    from escbridge.cli.serve import configure_serve_parser, run_serve
 
     sb, sandbox_server = sandbox
     config_path = make_config(tmp_path, sandbox_server.url)

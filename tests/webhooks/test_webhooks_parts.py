@@ -98,9 +98,9 @@ def test_json_lines_carry_the_request_id_extras_and_mask_secrets() -> None:
     finally:
         logger.removeHandler(handler)
     first, second, third = (json.loads(line) for line in stream.getvalue().splitlines())
-    assert first["msg"] == "calling with ***" and first["instance"] == "eu"
+    assert first["msg"] == "calling with [redacted]" and first["instance"] == "eu"
     assert first["request_id"] == second["request_id"] == "req-1"
-    assert "ValueError: *** in a traceback" in second["exc"]
+    assert "ValueError: [redacted] in a traceback" in second["exc"]
     assert third["request_id"] is None and third["level"] == "info"
     assert "tok-123456" not in stream.getvalue()
 

@@ -10,10 +10,14 @@ import argparse
 import contextlib
 import logging
 import signal
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from types import FrameType
+from typing import TextIO
+
+from escbridge.errors import EscbridgeError, InvalidInputError
 
 EXIT_OK, EXIT_PROBLEM, EXIT_INVALID = 0, 1, 2
 """0 ok; 1 the command ran and found a rule, ticket or readiness problem; 2 invalid input."""
@@ -50,6 +54,19 @@ def run_until_signal(
             signal.signal(sig, handler)
 
 
+def invalid(error: InvalidInputError) -> int:
+    """Print every problem of invalid input on stderr, one ``error: file:line …`` a line."""
+    for problem in error.problems:
+        print(f"error: {problem}", file=sys.stderr)
+    return EXIT_INVALID
+
+
+def failed(command: str, error: EscbridgeError, out: TextIO | None = None) -> int:
+    """Say why `escbridge COMMAND` could not do its work: 2 for invalid input, else 1."""
+    print(f"escbridge {command}: {error}", file=out or sys.stdout)
+    return EXIT_INVALID if isinstance(error, InvalidInputError) else EXIT_PROBLEM
+
+
 def parse_time(text: str) -> datetime:
     """An ISO 8601 instant for ``--at``/``--since``; without a zone it is UTC (said in --help)."""
     try:
@@ -66,6 +83,8 @@ __all__ = [
     "EXIT_OK",
     "EXIT_PROBLEM",
     "Runner",
+    "failed",
+    "invalid",
     "parse_time",
     "run_until_signal",
 ]

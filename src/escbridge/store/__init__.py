@@ -5,6 +5,7 @@ Only this package talks to the database. Schema versions are Alembic migrations 
 with the package: `escbridge db upgrade` (:func:`upgrade`) creates and upgrades the tables.
 """
 
+from escbridge.errors import LockLostError
 from escbridge.store.database import DEFAULT_URL, create_engine, parse_url, safe_url
 from escbridge.store.migrate import UpgradeResult, head_revision, upgrade
 from escbridge.store.records import (
@@ -17,7 +18,7 @@ from escbridge.store.records import (
     TicketState,
 )
 from escbridge.store.schema import DONE, FAILED, JOB_STATUSES, PENDING, PROCESSING
-from escbridge.store.store import APPLIED, RECOVERED, LockLostError, Store
+from escbridge.store.store import APPLIED, RECOVERED, Store, TicketWrites
 
 __all__ = [
     "APPLIED",
@@ -37,6 +38,7 @@ __all__ = [
     "SyncCursor",
     "TicketLock",
     "TicketState",
+    "TicketWrites",
     "UpgradeResult",
     "create_engine",
     "head_revision",
@@ -44,3 +46,10 @@ __all__ = [
     "safe_url",
     "upgrade",
 ]
+
+# Read-only queries for /metrics, and the inbox's size limits (escbridge.store.reports, the
+# report's history, is imported by name: it brings in the report's figures).
+from escbridge.store.limits import INBOX_LIMITS
+from escbridge.store.reads import escalation_counts
+
+__all__ += ["INBOX_LIMITS", "escalation_counts"]

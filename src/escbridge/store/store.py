@@ -8,7 +8,9 @@ so workers, tests and benchmarks decide what time it is. Database outages surfac
 The statements on the event path are built once per store (:class:`_Sql`) with bound
 parameters: building a SQLAlchemy statement costs more than running it on a local database.
 The event path also takes as few transactions as it can: lock + history, intent, and
-record + release + done are one transaction each.
+record + release + done are one transaction each. Sync does the same for a whole page of
+tickets: :meth:`Store.lock_tickets` locks them in one statement, and :meth:`Store.batch` puts
+the page's intents (then its records, releases and hand-offs) in one transaction each.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from escbridge.errors import EscbridgeError
+from escbridge.errors import LockLostError
 from escbridge.model import EscalationRecord, TicketEvent
 from escbridge.secrets import redact
 from escbridge.store import migrate
@@ -59,9 +61,8 @@ from escbridge.store.schema import (
 #: Outcomes written to the escalation history.
 APPLIED, RECOVERED = "applied", "recovered"
 
-
-class LockLostError(EscbridgeError):
-    """This worker's per-ticket lock expired and another worker took the ticket over."""
+#: Rows per multi-row statement: well inside both databases' limits on bound parameters.
+_CHUNK = 500
 
 
 def _param(name: str, type_: sa.types.TypeEngine[Any] | None = None) -> sa.BindParameter[Any]:
@@ -203,6 +204,9 @@ class _Sql:
         unlocked = {"lock_token": None, "lock_owner": None, "lock_expires_at": None}
         self.renew = held.values(lock_expires_at=_param("expires", UtcDateTime()))
         self.unlock = held.values(**unlocked)
+        self.unlock_clear = held.values(
+            intent=sa.null(), intent_at=None, updated_at=now, **unlocked
+        )
         self.write_intent = held.values(
             intent=_param("intent"),
             intent_at=now,
@@ -242,6 +246,160 @@ class _Sql:
             )
             .order_by(escalations.c.decided_at, escalations.c.id)
         )
+        self.histories = (
+            sa.select(
+                escalations.c.ticket_id,
+                escalations.c.decided_at,
+                escalations.c.to_level,
+                escalations.c.from_level,
+                escalations.c.rule_id,
+            )
+            .where(
+                escalations.c.instance == _param("instance"),
+                escalations.c.ticket_id.in_(sa.bindparam("p_ticket_ids", expanding=True)),
+            )
+            .order_by(escalations.c.ticket_id, escalations.c.decided_at, escalations.c.id)
+        )
+
+
+class TicketWrites:
+    """The per-ticket writes of one transaction (see :meth:`Store.batch`).
+
+    Each method acts only while its lock is held and says so: a lock another worker took over
+    writes nothing, and the others in the same transaction are unaffected.
+    """
+
+    def __init__(self, connection: sa.Connection, sql: _Sql) -> None:
+        self._connection = connection
+        self._sql = sql
+
+    def write_intent(
+        self, lock: TicketLock, intent: Intent, now: datetime, *, lease: timedelta | None = None
+    ) -> bool:
+        """Note the decision about to be applied, extending the lock by ``lease``; False (and
+        nothing written) when the lock was lost."""
+        params = _lock_params(
+            lock, intent=intent.to_json(), now=now, expires=None if lease is None else now + lease
+        )
+        return bool(self._connection.execute(self._sql.write_intent, params).rowcount == 1)
+
+    def clear_intent(self, lock: TicketLock, now: datetime) -> None:
+        self._connection.execute(self._sql.clear_intent, _lock_params(lock, now=now))
+
+    def set_resolved(self, lock: TicketLock, resolved_at: datetime | None, now: datetime) -> None:
+        self._connection.execute(
+            self._sql.set_resolved, _lock_params(lock, resolved_at=resolved_at, now=now)
+        )
+
+    def release(
+        self,
+        lock: TicketLock,
+        *,
+        clear_intent: bool = False,
+        job: Job | None = None,
+        outcome: str | None = None,
+        now: datetime | None = None,
+    ) -> bool:
+        """Release a lock (a no-op when already released or lost), forgetting its intent with
+        ``clear_intent``; with ``job``, mark it done with ``outcome``. False when the job's
+        claim was lost."""
+        if clear_intent:
+            if now is None:
+                raise ValueError("clearing an intent needs the time")
+            self._connection.execute(self._sql.unlock_clear, _lock_params(lock, now=now))
+        else:
+            self._connection.execute(self._sql.unlock, _lock_params(lock))
+        if job is None:
+            return True
+        if outcome is None or now is None:
+            raise ValueError("completing a job needs its outcome and the time")
+        return _end_claim(self._connection, self._sql.complete, job, now=now, outcome=outcome)
+
+    def record_escalation(
+        self,
+        lock: TicketLock,
+        intent: Intent,
+        *,
+        outcome: str,
+        now: datetime,
+        cooldown: timedelta | None = None,
+        job: Job | None = None,
+        job_outcome: str | None = None,
+        helpdesk: str | None = None,
+    ) -> StoredEscalation | None:
+        """Write one escalation to the history and the ticket's state, clear its intent and
+        release the lock; with ``job``, also mark it done. None, writing nothing, when the
+        lock was lost."""
+        decision = intent.decision
+        if not decision.escalate or decision.destination is None or decision.actions is None:
+            raise ValueError("only a decision to escalate can be recorded")
+        destination = decision.destination
+        at = decision.at
+        state = _lock_params(
+            lock,
+            level=destination.id,
+            at=at,
+            cooldown_until=at + cooldown if cooldown is not None else None,
+            day=at.date(),
+            now=now,
+        )
+        row = {
+            "instance": lock.instance,
+            "ticket_id": lock.ticket_id,
+            "from_level": decision.from_level,
+            "to_level": destination.id,
+            "destination_kind": destination.kind,
+            "to_group": destination.group,
+            "rule_id": decision.rule_id,
+            "kind": decision.kind,
+            "actions": decision.actions.model_dump(mode="json"),
+            "reasons": list(decision.reasons),
+            "summary": decision.summary,
+            "ticket_created_at": intent.ticket_created_at,
+            "decided_at": at,
+            "recorded_at": now,
+            "outcome": outcome,
+            "job_id": intent.job_id,
+            "channel": intent.channel,
+            "helpdesk": helpdesk,
+            "from_group": intent.from_group,
+        }
+        if self._connection.execute(self._sql.record_state, state).rowcount != 1:
+            return None
+        new_id = self._connection.execute(self._sql.insert_escalation, row).scalar_one()
+        if job is not None:
+            _end_claim(
+                self._connection, self._sql.complete, job, now=now, outcome=job_outcome or outcome
+            )
+        return StoredEscalation.from_row({**row, "id": int(new_id)})
+
+    def enqueue(self, event: TicketEvent, now: datetime) -> Enqueued:
+        """Keep ``event`` as a pending job, unless the same delivery was kept before."""
+        params = _p(
+            instance=event.instance,
+            ticket_id=event.ticket_id,
+            dedupe_key=event.dedupe_key,
+            kind=event.kind,
+            actor=event.actor,
+            occurred_at=event.occurred_at,
+            now=now,
+        )
+        new_id = self._connection.execute(self._sql.enqueue, params).scalar()
+        if new_id is not None:
+            return Enqueued(accepted=True, job_id=int(new_id))
+        existing = self._connection.execute(self._sql.find_job_by_key, params).scalar()
+        return Enqueued(accepted=False, job_id=None if existing is None else int(existing))
+
+
+def _lock_params(lock: TicketLock, **more: Any) -> dict[str, Any]:
+    return _p(instance=lock.instance, ticket_id=lock.ticket_id, token=lock.token, **more)
+
+
+def _end_claim(connection: sa.Connection, statement: sa.Update, job: Job, **params: Any) -> bool:
+    if job.claim_token is None:
+        raise ValueError(f"job {job.id} is not claimed")
+    result = connection.execute(statement, _p(job_id=job.id, held_token=job.claim_token, **params))
+    return bool(result.rowcount == 1)
 
 
 class Store:
@@ -329,21 +487,8 @@ class Store:
 
     def enqueue(self, event: TicketEvent, now: datetime) -> Enqueued:
         """Keep ``event`` as a pending job, unless the same delivery was kept before."""
-        params = _p(
-            instance=event.instance,
-            ticket_id=event.ticket_id,
-            dedupe_key=event.dedupe_key,
-            kind=event.kind,
-            actor=event.actor,
-            occurred_at=event.occurred_at,
-            now=now,
-        )
         with self._each() as connection:
-            new_id = connection.execute(self._sql.enqueue, params).scalar()
-            if new_id is not None:
-                return Enqueued(accepted=True, job_id=int(new_id))
-            existing = connection.execute(self._sql.find_job_by_key, params).scalar()
-        return Enqueued(accepted=False, job_id=None if existing is None else int(existing))
+            return TicketWrites(connection, self._sql).enqueue(event, now)
 
     def claim(
         self,
@@ -384,41 +529,25 @@ class Store:
             jobs = [Job.from_row(row) for row in rows]
         return sorted(jobs, key=lambda job: (job.received_at, job.id))
 
-    def _end_claim(
-        self, connection: sa.Connection, statement: sa.Update, job: Job, **params: Any
-    ) -> bool:
-        if job.claim_token is None:
-            raise ValueError(f"job {job.id} is not claimed")
-        result = connection.execute(
-            statement, _p(job_id=job.id, held_token=job.claim_token, **params)
-        )
-        return result.rowcount == 1
-
     def complete(self, job: Job, now: datetime, outcome: str) -> bool:
         """Mark a claimed job done; False when its claim was lost (another worker has it)."""
         with self._each() as connection:
-            return self._end_claim(
-                connection, self._sql.complete, job, now=now, outcome=outcome[:50]
-            )
+            return _end_claim(connection, self._sql.complete, job, now=now, outcome=outcome[:50])
 
     def retry_later(self, job: Job, at: datetime, error: str) -> bool:
         """Give a failed attempt back to the queue, due again at ``at``."""
         with self._each() as connection:
-            return self._end_claim(
-                connection, self._sql.retry_later, job, at=at, error=redact(error)
-            )
+            return _end_claim(connection, self._sql.retry_later, job, at=at, error=redact(error))
 
     def defer(self, job: Job, at: datetime) -> bool:
         """Put a job back untried (its ticket was busy): the claim does not count as an attempt."""
         with self._each() as connection:
-            return self._end_claim(connection, self._sql.defer, job, at=at)
+            return _end_claim(connection, self._sql.defer, job, at=at)
 
     def dead_letter(self, job: Job, now: datetime, error: str) -> bool:
         """Stop retrying a job; it stays listed in `escbridge jobs --failed` with ``error``."""
         with self._each() as connection:
-            return self._end_claim(
-                connection, self._sql.dead_letter, job, now=now, error=redact(error)
-            )
+            return _end_claim(connection, self._sql.dead_letter, job, now=now, error=redact(error))
 
     def job(self, job_id: int) -> Job | None:
         with self._begin() as connection:
@@ -520,17 +649,85 @@ class Store:
             history=history,
         )
 
-    @staticmethod
-    def _lock_params(lock: TicketLock, **more: Any) -> dict[str, Any]:
-        return _p(instance=lock.instance, ticket_id=lock.ticket_id, token=lock.token, **more)
+    def lock_tickets(
+        self,
+        instance: str,
+        ticket_ids: Sequence[str],
+        owner: str,
+        now: datetime,
+        lease: timedelta,
+    ) -> dict[str, TicketLock]:
+        """Hold every ticket of ``ticket_ids`` that is free until ``now + lease``, with its
+        state and history: the locks taken, by ticket id (a ticket another worker holds is
+        left out).
+
+        :meth:`lock_ticket` for a page of tickets: one statement per 500 tickets and one read
+        of their histories, all in one transaction.
+        """
+        token = str(uuid.uuid4())  # one holder: the locks share a token, each has its own row
+        expires = now + lease
+        ids = list(dict.fromkeys(ticket_ids))
+        states: dict[str, TicketState] = {}
+        with self._begin() as connection:
+            for start in range(0, len(ids), _CHUNK):
+                rows = [
+                    {
+                        "instance": instance,
+                        "ticket_id": ticket_id,
+                        "day_count": 0,
+                        "escalation_count": 0,
+                        "updated_at": now,
+                        "lock_token": token,
+                        "lock_owner": owner[:200],
+                        "lock_expires_at": expires,
+                    }
+                    for ticket_id in ids[start : start + _CHUNK]
+                ]
+                new_rows = self._sql.insert(ticket_state).values(rows)
+                statement = new_rows.on_conflict_do_update(
+                    index_elements=["instance", "ticket_id"],
+                    set_={
+                        name: new_rows.excluded[name]
+                        for name in ("lock_token", "lock_owner", "lock_expires_at")
+                    },
+                    # excluded.updated_at is `now`: free, or held by a lock that has expired.
+                    where=sa.or_(
+                        ticket_state.c.lock_token.is_(None),
+                        ticket_state.c.lock_expires_at <= new_rows.excluded.updated_at,
+                    ),
+                ).returning(*ticket_state.c)
+                for row in connection.execute(statement).mappings():
+                    state = TicketState.from_row(row)
+                    states[state.ticket_id] = state
+            escalated = [t for t, state in states.items() if state.escalation_count]
+            histories = self._histories(connection, instance, escalated)
+        return {
+            ticket_id: TicketLock(
+                instance=instance,
+                ticket_id=ticket_id,
+                token=token,
+                owner=owner,
+                expires_at=expires,
+                state=states[ticket_id],
+                history=tuple(histories.get(ticket_id, ())),
+            )
+            for ticket_id in ids
+            if ticket_id in states
+        }
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[TicketWrites]:
+        """Several tickets' writes in one transaction: a page's intents, or its records,
+        releases and hand-offs to workers. A lost lock writes nothing for its ticket and is
+        reported by the method's result; an error rolls the whole transaction back."""
+        with self._begin() as connection:
+            yield TicketWrites(connection, self._sql)
 
     def renew_lock(self, lock: TicketLock, now: datetime, lease: timedelta) -> bool:
         """Extend a held lock; False when it was lost (expired and taken over)."""
         with self._each() as connection:
-            result = connection.execute(
-                self._sql.renew, self._lock_params(lock, expires=now + lease)
-            )
-        return result.rowcount == 1
+            result = connection.execute(self._sql.renew, _lock_params(lock, expires=now + lease))
+        return bool(result.rowcount == 1)
 
     def release(
         self,
@@ -543,12 +740,9 @@ class Store:
         """Release a lock (a no-op when already released or lost) and, in the same
         transaction, mark ``job`` done with ``outcome``. False when the job's claim was lost."""
         with self._each() as connection:
-            connection.execute(self._sql.unlock, self._lock_params(lock))
-            if job is None:
-                return True
-            if outcome is None or now is None:
-                raise ValueError("completing a job needs its outcome and the time")
-            return self._end_claim(connection, self._sql.complete, job, now=now, outcome=outcome)
+            return TicketWrites(connection, self._sql).release(
+                lock, job=job, outcome=outcome, now=now
+            )
 
     def unlock(self, lock: TicketLock) -> None:
         """Release a lock (a no-op when it was already released or lost)."""
@@ -562,20 +756,14 @@ class Store:
         This is the fence before an apply: it raises LockLostError, writing nothing, when the
         lock expired and another worker took the ticket over.
         """
-        params = self._lock_params(
-            lock,
-            intent=intent.to_json(),
-            now=now,
-            expires=None if lease is None else now + lease,
-        )
         with self._each() as connection:
-            if connection.execute(self._sql.write_intent, params).rowcount != 1:
+            if not TicketWrites(connection, self._sql).write_intent(lock, intent, now, lease=lease):
                 raise LockLostError(f"lost the lock on ticket {lock.instance}/{lock.ticket_id}")
 
     def clear_intent(self, lock: TicketLock, now: datetime) -> None:
         """Forget an intent that is known not to have been applied."""
         with self._each() as connection:
-            connection.execute(self._sql.clear_intent, self._lock_params(lock, now=now))
+            TicketWrites(connection, self._sql).clear_intent(lock, now)
 
     def record_escalation(
         self,
@@ -596,56 +784,25 @@ class Store:
         A job whose claim was lost meanwhile is left to its new holder, which will find the
         escalation recorded.
         """
-        decision = intent.decision
-        if not decision.escalate or decision.destination is None or decision.actions is None:
-            raise ValueError("only a decision to escalate can be recorded")
-        destination = decision.destination
-        at = decision.at
-        state = self._lock_params(
-            lock,
-            level=destination.id,
-            at=at,
-            cooldown_until=at + cooldown if cooldown is not None else None,
-            day=at.date(),
-            now=now,
-        )
-        row = {
-            "instance": lock.instance,
-            "ticket_id": lock.ticket_id,
-            "from_level": decision.from_level,
-            "to_level": destination.id,
-            "destination_kind": destination.kind,
-            "to_group": destination.group,
-            "rule_id": decision.rule_id,
-            "kind": decision.kind,
-            "actions": decision.actions.model_dump(mode="json"),
-            "reasons": list(decision.reasons),
-            "summary": decision.summary,
-            "ticket_created_at": intent.ticket_created_at,
-            "decided_at": at,
-            "recorded_at": now,
-            "outcome": outcome,
-            "job_id": intent.job_id,
-            "channel": intent.channel,
-            "helpdesk": helpdesk,
-            "from_group": intent.from_group,
-        }
         with self._begin() as connection:
-            if connection.execute(self._sql.record_state, state).rowcount != 1:
-                raise LockLostError(f"lost the lock on ticket {lock.instance}/{lock.ticket_id}")
-            new_id = connection.execute(self._sql.insert_escalation, row).scalar_one()
-            if job is not None:
-                self._end_claim(
-                    connection, self._sql.complete, job, now=now, outcome=job_outcome or outcome
-                )
-        return StoredEscalation.from_row({**row, "id": int(new_id)})
+            stored = TicketWrites(connection, self._sql).record_escalation(
+                lock,
+                intent,
+                outcome=outcome,
+                now=now,
+                cooldown=cooldown,
+                job=job,
+                job_outcome=job_outcome,
+                helpdesk=helpdesk,
+            )
+        if stored is None:
+            raise LockLostError(f"lost the lock on ticket {lock.instance}/{lock.ticket_id}")
+        return stored
 
     def set_resolved(self, lock: TicketLock, resolved_at: datetime | None, now: datetime) -> None:
         """Note when the held ticket was seen solved or closed (None: it is open again)."""
         with self._each() as connection:
-            connection.execute(
-                self._sql.set_resolved, self._lock_params(lock, resolved_at=resolved_at, now=now)
-            )
+            TicketWrites(connection, self._sql).set_resolved(lock, resolved_at, now)
 
     def ticket_state(self, instance: str, ticket_id: str) -> TicketState | None:
         query = sa.select(ticket_state).where(
@@ -664,10 +821,35 @@ class Store:
         for at, to, from_level, rule_id in rows:
             yield EscalationRecord(at=at, to=to, from_level=from_level, rule_id=rule_id)
 
+    def _histories(
+        self, connection: sa.Connection, instance: str, ticket_ids: Sequence[str]
+    ) -> dict[str, list[EscalationRecord]]:
+        found: dict[str, list[EscalationRecord]] = {}
+        for start in range(0, len(ticket_ids), _CHUNK):
+            chunk = list(ticket_ids[start : start + _CHUNK])
+            params = {**_p(instance=instance), "p_ticket_ids": chunk}
+            for ticket_id, at, to, from_level, rule_id in connection.execute(
+                self._sql.histories, params
+            ):
+                found.setdefault(ticket_id, []).append(
+                    EscalationRecord(at=at, to=to, from_level=from_level, rule_id=rule_id)
+                )
+        return found
+
     def history(self, instance: str, ticket_id: str) -> list[EscalationRecord]:
         """A ticket's past escalations, oldest first: what the engine's guards reason about."""
         with self._begin() as connection:
             return list(self._history(connection, instance, ticket_id))
+
+    def histories(
+        self, instance: str, ticket_ids: Sequence[str]
+    ) -> dict[str, list[EscalationRecord]]:
+        """The past escalations of several tickets in one read, by ticket id (a ticket never
+        escalated is left out)."""
+        if not ticket_ids:
+            return {}
+        with self._begin() as connection:
+            return self._histories(connection, instance, list(dict.fromkeys(ticket_ids)))
 
     def escalations(
         self,

@@ -13,7 +13,7 @@ from escbridge_freshdesk.notes import escalation_ref, find_note
 from fake_account import Account
 from freshdesk_payloads import API_KEY, ESCALATIONS_ID, FRONTLINE_ID, open_ticket
 
-from escbridge.http import Conflict, TransientError
+from escbridge.errors import Conflict, TransientError
 from escbridge.model import Actions, Priority, Ticket
 
 ESCALATE = Actions(
@@ -131,7 +131,7 @@ def test_an_unknown_group_fails_clearly_before_anything_is_written(account: Acco
     ticket = ticket_in(account)
     result = connector().apply(ticket, ESCALATE.model_copy(update={"group": "Tier 9"}))
     assert not result.ok and not result.retryable
-    assert 'group "Tier 9" does not exist' in (result.error or "")
+    assert "no group named 'Tier 9'" in (result.error or "")
     assert "Escalations" in (result.error or "")  # names the groups that do exist
     assert account.calls("PUT") == [] and account.calls("POST") == []
 

@@ -21,7 +21,13 @@ from freshdesk_payloads import (
     open_ticket,
 )
 
-from escbridge.http import AuthError, NotFound, PermissionDeniedError, RateLimited, ValidationError
+from escbridge.errors import (
+    AuthError,
+    NotFound,
+    PermissionDeniedError,
+    RateLimited,
+    ValidationError,
+)
 
 
 class Clock:

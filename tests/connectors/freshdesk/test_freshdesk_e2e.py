@@ -141,7 +141,7 @@ def rig(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Rig]:
     upgrade(url)
     store = Store(url)
     engine = Engine(parse_matrix(MATRIX, "matrix.yaml"), helpdesks={"fd": "freshdesk"})
-    processor = Processor(store, engine, {"fd": connector}, secrets=config.secrets())
+    processor = Processor(store, engine, {"fd": connector}, secrets=config.secret_values())
     received: list[int] = []
     receiver = serve(make_receiver(connector, processor, received))
     sandbox.webhook_url = f"{receiver.url}/webhooks/fd"
@@ -179,7 +179,8 @@ def test_check_reports_a_wrong_key_without_showing_it(rig: Rig) -> None:
     settings = {**rig.connector.config.model_dump(), "api_key": "wrong-key-987654"}
     config = FreshdeskConfig.model_validate(settings)
     report = FreshdeskConnector(config, instance="fd", sleep=rig.clock.sleep).check([])
-    assert not report.ok and "rejected the API key" in report.problems[0]
+    assert not report.ok and "rejected the credentials" in report.problems[0]
+    assert "check api_key" in report.problems[0]
     assert "wrong-key-987654" not in " ".join(report.problems)
 
 

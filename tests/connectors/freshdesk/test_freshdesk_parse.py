@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from escbridge_freshdesk import FreshdeskConfig, FreshdeskConnector
 from escbridge_freshdesk.config import base_url_for
-from escbridge_freshdesk.parse import Lookups, level_from_tags, parse_ticket, status_category
+from escbridge_freshdesk.parse import Lookups, parse_ticket, status_category
 from freshdesk_payloads import (
     API_KEY,
     DOC_TICKET_20,
@@ -209,6 +209,7 @@ def test_an_unknown_group_id_is_kept_as_text_rather_than_lost() -> None:
     assert parse_ticket(open_ticket(group_id=555), LOOKUPS).group == "555"
 
 
-def test_the_newest_level_tag_wins_if_freshdesk_kept_an_old_one() -> None:
-    assert level_from_tags(["escbridge_l1", "x", "escbridge_l3"]) == "l3"
-    assert level_from_tags(["escbridge_", "other"]) is None
+def test_the_higher_level_tag_wins_if_freshdesk_kept_an_old_one() -> None:
+    kept = parse_ticket(open_ticket(tags=["escbridge_l3", "x", "escbridge_l1"]), LOOKUPS)
+    assert kept.level == "l3"  # LevelMarker's tie-break: not the order Freshdesk lists them in
+    assert parse_ticket(open_ticket(tags=["escbridge_", "other"]), LOOKUPS).level is None

@@ -31,7 +31,7 @@ from zendesk_payloads import (
 )
 
 from escbridge.connector import ApplyResult
-from escbridge.http import Conflict, NotFound, PermissionDeniedError
+from escbridge.errors import Conflict, NotFound, PermissionDeniedError
 from escbridge.model import Actions, Priority, Ticket
 
 BASE = "https://acme.zendesk.com/api/v2"
@@ -345,14 +345,16 @@ def test_apply_conflict_where_redecision_says_nothing_left_to_do(clock: Clock) -
 
 
 @responses.activate
-def test_apply_conflict_retries_are_bounded(clock: Clock) -> None:
+def test_apply_conflict_retries_are_bounded_then_reported_retryable(clock: Clock) -> None:
     groups()
     responses.put(f"{BASE}/tickets/35436.json", status=409, json=ERROR_409)
     responses.get(f"{BASE}/tickets/35436.json", json={"ticket": ticket()})
     comments()
-    with pytest.raises(Conflict):
-        make(clock, conflict_retries=2).apply(fetched(), ESCALATE, on_conflict=lambda t: ESCALATE)
-    assert len(puts("/tickets/35436.json")) == 3
+    result = make(clock, conflict_retries=2).apply(
+        fetched(), ESCALATE, on_conflict=lambda t: ESCALATE
+    )
+    assert not result.ok and result.conflict and result.retryable and result.conflicts == 3
+    assert len(puts("/tickets/35436.json")) == 3  # the first write and two retries
 
 
 @responses.activate
@@ -360,7 +362,7 @@ def test_apply_unknown_group_fails_clearly_without_writing(clock: Clock) -> None
     groups()
     result = make(clock).apply(fetched(), ESCALATE.model_copy(update={"group": "Tier 9"}))
     assert not result.ok and not result.retryable
-    assert result.error is not None and 'group "Tier 9" does not exist' in result.error
+    assert result.error is not None and "no group named 'Tier 9'" in result.error
     assert "Support, Tier 2" in result.error
     assert puts("/tickets") == []
 

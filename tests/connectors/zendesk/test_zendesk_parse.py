@@ -7,7 +7,6 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from escbridge_zendesk.parse import (
     job_result_outcomes,
-    level_from_tags,
     parse_error,
     parse_rate_limit,
     parse_ticket,
@@ -24,7 +23,8 @@ from zendesk_payloads import (
     ticket,
 )
 
-from escbridge.http import FieldError, RateLimit
+from escbridge.errors import FieldError
+from escbridge.http import RateLimit
 from escbridge.model import Channel, Priority, Status
 
 
@@ -81,8 +81,8 @@ def test_priorities(raw: str) -> None:
 def test_level_marker_from_tags_lexicographically_last() -> None:
     t = parse_ticket(ticket(tags=["vip", "escbridge_l2", "escbridge_l3"]))
     assert t.level == "l3"
-    assert level_from_tags(["escbridge_billing"]) == "billing"
-    assert level_from_tags(["escbridge_", "other"]) is None
+    assert parse_ticket(ticket(tags=["escbridge_billing"])).level == "billing"
+    assert parse_ticket(ticket(tags=["escbridge_", "other"])).level is None
 
 
 def test_envelope_with_sideloads_and_metric_set() -> None:

@@ -10,7 +10,7 @@ import responses
 from escbridge_zohodesk import CreditsExhausted
 from zohodesk_support import DESK, TICKET_ID, Clock, load, make_connector, ticket_json, token_reply
 
-from escbridge.http import Conflict
+from escbridge.errors import Conflict
 from escbridge.model import Actions, Priority
 
 TICKET = f"{DESK}/tickets/{TICKET_ID}"

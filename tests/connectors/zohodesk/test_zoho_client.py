@@ -11,7 +11,7 @@ import responses
 from escbridge_zohodesk import CreditsExhausted
 from zohodesk_support import DESK, TICKET_ID, Clock, make_connector, ticket_json, token_reply
 
-from escbridge.http import (
+from escbridge.errors import (
     AuthError,
     NotFound,
     PermissionDeniedError,

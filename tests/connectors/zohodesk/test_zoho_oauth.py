@@ -24,7 +24,7 @@ from zohodesk_support import (
     token_reply,
 )
 
-from escbridge.http import AuthError
+from escbridge.errors import AuthError
 
 INVALID_OAUTH = {
     "errorCode": "INVALID_OAUTH",

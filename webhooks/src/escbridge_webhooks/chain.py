@@ -29,8 +29,7 @@ from typing import Any, Protocol
 from escbridge.connector import Connector
 from escbridge.errors import StoreUnavailableError, WebhookAuthError, WebhookPayloadError
 from escbridge.model import TicketEvent
-from escbridge.store import Enqueued
-from escbridge.store.schema import inbox
+from escbridge.store import INBOX_LIMITS, Enqueued
 
 log = logging.getLogger(__name__)
 
@@ -184,19 +183,12 @@ class Verify:
 
 # --- 4. parsing ------------------------------------------------------------------------------
 
-# The inbox's column sizes: an event that does not fit is a bad payload, not a database error.
-_LIMITS = {
-    name: int(length)
-    for name in ("ticket_id", "dedupe_key", "kind", "actor")
-    if (length := getattr(inbox.c[name].type, "length", None))
-}
-
 
 def event_problem(event: TicketEvent, instance: str) -> str | None:
     """Why the store could not keep ``event`` as it is, or None."""
     if event.instance != instance:
         return f"event names instance {event.instance[:40]!r}, not this endpoint's"
-    for name, limit in _LIMITS.items():
+    for name, limit in INBOX_LIMITS.items():  # too long: a bad payload, not a database error
         value = getattr(event, name)
         if value is not None and len(value) > limit:
             return f"{name} is longer than {limit} characters"

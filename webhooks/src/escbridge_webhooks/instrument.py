@@ -11,7 +11,7 @@ from collections.abc import Collection, Iterator, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, cast
 
-from escbridge.http import ApiError
+from escbridge.errors import ApiError
 
 if TYPE_CHECKING:
     from prometheus_client import Counter

@@ -25,14 +25,13 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import sqlalchemy as sa
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
-from escbridge.store import PENDING, PROCESSING, Store
+from escbridge.store import PENDING, PROCESSING, Store, escalation_counts
 
 log = logging.getLogger(__name__)
 
@@ -218,22 +217,6 @@ class StoreCollector(Collector):
         for (instance, level), count in sorted(snap.escalations.items()):
             escalations.add_metric([instance, self.helpdesks.get(instance, ""), level], count)
         yield escalations
-
-
-def escalation_counts(store: Store) -> dict[tuple[str, str], int]:
-    """Recorded escalations by (instance, destination level): one GROUP BY, read-only.
-
-    The Store has no counting method for the history yet; this reads its table through the
-    store's own engine (as escbridge.report does) and belongs in ``Store`` when it gets one.
-    """
-    from escbridge.store.database import unavailable_as_typed
-    from escbridge.store.schema import escalations
-
-    query = sa.select(escalations.c.instance, escalations.c.to_level, sa.func.count()).group_by(
-        escalations.c.instance, escalations.c.to_level
-    )
-    with unavailable_as_typed(store.url), store.engine.connect() as connection:
-        return {(str(i), str(level)): int(n) for i, level, n in connection.execute(query)}
 
 
 class Exposition:

@@ -3,25 +3,28 @@
 The HTTP side is served by waitress, a production WSGI server that runs in-process on
 threads: it works wherever Python does (gunicorn is Unix-only and forks, which would leave
 the embedded worker threads behind in the parent), and it needs no separate config. The
-worker side is ``Processor.run`` on ``--workers`` threads, sharing the receiver's store.
+worker side is ``Processor.run`` on ``workers`` threads, sharing the receiver's store.
 
 For more than one machine — or more throughput — run gunicorn with
 ``escbridge_webhooks.wsgi:app`` and ``escbridge worker`` separately, on a PostgreSQL store
 (README, Receiving webhooks).
 
-Stopping (SIGTERM or Ctrl-C): stop accepting connections, let the workers finish the events in
-hand and the requests in flight finish (at most ``--grace`` seconds), then exit. An event is
-answered 202 only once stored, so one cut off by the exit is delivered again by the helpdesk.
+Stopping (``stop`` set, which `escbridge serve` does on SIGTERM or Ctrl-C): stop accepting
+connections, let the workers finish the events in hand and the requests in flight finish (at
+most ``grace`` seconds), then return. An event is answered 202 only once stored, so one cut off
+by the exit is delivered again by the helpdesk.
+
+The command line (arguments, exit codes, signals) is ``escbridge.cli.serve``.
 """
 
 from __future__ import annotations
 
-import argparse
+import importlib
 import logging
-import signal
 import threading
 import time
-from types import FrameType
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from escbridge_webhooks.app import ReceiverSettings, create_app, receiver_of
@@ -30,98 +33,64 @@ from escbridge_webhooks.logs import configure_logging, install_secrets
 
 log = logging.getLogger("escbridge_webhooks.serve")
 
-__all__ = ["configure_serve_parser", "run_serve"]
+__all__ = ["ServeOptions", "serve"]
 
 
-def configure_serve_parser(parser: argparse.ArgumentParser) -> None:
-    """Options of `escbridge serve` (the core's cli adds the sub-command and calls run_serve)."""
-    parser.description = (
-        "Receive helpdesk webhooks on POST /webhooks/<instance> and process them with an "
-        "embedded worker pool: everything on one machine. Production at scale: gunicorn "
-        "(escbridge_webhooks.wsgi:app) plus `escbridge worker` on a PostgreSQL store."
-    )
-    parser.add_argument("--config", default="escbridge.yaml", help="escbridge.yaml to use")
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    parser.add_argument("--port", type=int, default=8000, help="port to listen on (0: any free)")
-    parser.add_argument(
-        "--workers",
-        type=int,
-        default=None,
-        metavar="N",
-        help="embedded worker threads (default: processing.concurrency, else 1; "
-        "0: receive only, for when `escbridge worker` runs elsewhere)",
-    )
-    parser.add_argument(
-        "--threads", type=int, default=8, metavar="N", help="HTTP request threads (default 8)"
-    )
-    parser.add_argument(
-        "--max-body-bytes",
-        type=int,
-        default=ReceiverSettings.max_body_bytes,
-        metavar="BYTES",
-        help="larger webhook bodies are refused with 413 (default 1 MiB)",
-    )
-    parser.add_argument(
-        "--grace",
-        type=float,
-        default=30.0,
-        metavar="SECONDS",
-        help="on SIGTERM, how long in-flight requests may take to finish (default 30)",
-    )
-    parser.add_argument(
-        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
-    )
+@dataclass(frozen=True)
+class ServeOptions:
+    """What `escbridge serve` runs: where to listen, how many threads, how long to wind down."""
+
+    config: str = "escbridge.yaml"
+    host: str = "127.0.0.1"
+    port: int = 8000  # 0: any free port
+    workers: int | None = None  # None: processing.concurrency; 0: receive only
+    threads: int = 8  # HTTP request threads
+    max_body_bytes: int = ReceiverSettings.max_body_bytes
+    grace: float = 30.0
+    log_level: str = "INFO"
 
 
 def _secrets(config: Any) -> list[str]:
     return [value for i in config.instances.values() for value in i.secret_values]
 
 
-def run_serve(
-    args: argparse.Namespace,
+def serve(
+    options: ServeOptions,
     *,
-    ready: threading.Event | None = None,
-    stop: threading.Event | None = None,
-) -> int:
-    """`escbridge serve`: returns the exit code (2: bad config, 1: store not usable).
+    stop: threading.Event,
+    ready: Callable[[int], None] | None = None,
+    say: Callable[[str], None] = lambda line: print(line, flush=True),
+) -> None:
+    """Receive and process until ``stop`` is set; ``ready(port)`` once the server listens.
 
-    Runs until SIGTERM/SIGINT, or until ``stop`` is set (tests, embedding). ``ready`` is set
-    once the server listens; ``args.bound_port`` then holds the port.
+    Raises InvalidInputError (escbridge.yaml), StoreUnavailableError or another EscbridgeError
+    (the store is not usable) before listening, and ServerStoppedError when the HTTP server
+    dies on its own.
     """
-    import importlib
-
     from escbridge.config import load_config
-    from escbridge.errors import EscbridgeError, InvalidInputError, StoreUnavailableError
+    from escbridge.errors import ServerStoppedError
     from escbridge.processing import build_processor
 
-    for name, value, least in (("--workers", args.workers, 0), ("--threads", args.threads, 1)):
-        if value is not None and value < least:
-            print(f"escbridge serve: {name} must be at least {least}")
-            return 2
-    configure_logging(args.log_level)
+    configure_logging(options.log_level)
+    config = load_config(options.config)
+    install_secrets(_secrets(config))
+    processor = build_processor(config)
     try:
-        config = load_config(args.config)
-        install_secrets(_secrets(config))
-        processor = build_processor(config)
         processor.store.check_schema()
-    except InvalidInputError as error:
-        print(f"escbridge serve: {error}")
-        return 2
-    except (StoreUnavailableError, EscbridgeError) as error:
-        print(f"escbridge serve: {error}")
-        return 1
-    settings = ReceiverSettings(max_body_bytes=args.max_body_bytes)
+    except BaseException:
+        processor.store.close()
+        raise
+    settings = ReceiverSettings(max_body_bytes=options.max_body_bytes)
     app = create_app(config, processor=processor, settings=settings)
     helpdesks = {name: instance.type for name, instance in config.instances.items()}
     count_api_errors(processor, receiver_of(app).metrics.api_errors, helpdesks)
 
     waitress: Any = importlib.import_module("waitress")  # untyped: no stubs are needed
     server: Any = waitress.create_server(
-        app, host=args.host, port=args.port, threads=args.threads, ident="escbridge"
+        app, host=options.host, port=options.port, threads=options.threads, ident="escbridge"
     )
-    args.bound_port = int(server.effective_port)
-    stop = stop or threading.Event()
-    workers = processor.settings.concurrency if args.workers is None else args.workers
+    port = int(server.effective_port)
+    workers = processor.settings.concurrency if options.workers is None else options.workers
     pool: threading.Thread | None = None
     if workers > 0:
         pool = threading.Thread(
@@ -133,37 +102,22 @@ def run_serve(
         pool.start()
     http = threading.Thread(target=server.run, name="escbridge-http", daemon=True)
     http.start()
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        log.info("received %s: shutting down", signal.Signals(signum).name)
-        stop.set()
-
-    previous: dict[int, Any] = {}
-    if threading.current_thread() is threading.main_thread():
-        previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
-    print(
-        f"escbridge serve: listening on http://{args.host}:{args.bound_port} "
+    say(
+        f"escbridge serve: listening on http://{options.host}:{port} "
         f"({len(config.instances)} instance(s), {workers} worker thread(s), "
-        f"store {processor.store!r})",
-        flush=True,
+        f"store {processor.store!r})"
     )
-    log.info(
-        "listening",
-        extra={"host": args.host, "port": args.bound_port, "workers": workers},
-    )
+    log.info("listening", extra={"host": options.host, "port": port, "workers": workers})
     if ready is not None:
-        ready.set()
+        ready(port)
     try:
         while not stop.wait(0.5):
             if not http.is_alive():
                 log.error("the HTTP server stopped unexpectedly")
-                return 1
+                raise ServerStoppedError("the HTTP server stopped unexpectedly")
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        _shutdown(server, pool, stop, args.grace)
+        _shutdown(server, pool, stop, options.grace)
         processor.store.close()
-    return 0
 
 
 def _shutdown(
@@ -178,3 +132,9 @@ def _shutdown(
         pool.join(max(0.0, deadline - time.monotonic()))
     server.task_dispatcher.shutdown(timeout=max(0.1, deadline - time.monotonic()))
     log.info("stopped")
+
+
+# Moved to escbridge.cli.serve; kept until tests/webhooks/test_webhooks_parts.py imports it there.
+from escbridge.cli.serve import configure_serve_parser, run_serve  # noqa: E402
+
+__all__ += ["configure_serve_parser", "run_serve"]

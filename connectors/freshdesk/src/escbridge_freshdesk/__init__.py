@@ -3,17 +3,11 @@
 from __future__ import annotations
 
 from escbridge_freshdesk.config import FreshdeskConfig
-from escbridge_freshdesk.connector import (
-    CAP_RESUMABLE_APPLY,
-    FreshdeskConnector,
-    UnknownGroupError,
-    __version__,
-)
+from escbridge_freshdesk.connector import CAP_RESUMABLE_APPLY, FreshdeskConnector, __version__
 
 __all__ = [
     "CAP_RESUMABLE_APPLY",
     "FreshdeskConfig",
     "FreshdeskConnector",
-    "UnknownGroupError",
     "__version__",
 ]

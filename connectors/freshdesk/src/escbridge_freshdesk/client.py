@@ -6,25 +6,16 @@ asks for and the ``Link: <...>; rel="next"`` paging Freshdesk's list endpoints u
 
 from __future__ import annotations
 
-import random
 import re
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
 import requests
 
-from escbridge.http import (
-    ApiClient,
-    ApiError,
-    ErrorDetails,
-    FieldError,
-    RateLimit,
-    RetryBudget,
-    RetryPolicy,
-)
+from escbridge.connector.kit import Runtime
+from escbridge.errors import ApiError, FieldError
+from escbridge.http import ApiClient, ErrorDetails, RateLimit, RetryBudget, RetryPolicy
 
 from .config import FreshdeskConfig, base_url_for
 
@@ -130,28 +121,22 @@ class FreshdeskApi:
         self,
         config: FreshdeskConfig,
         *,
-        session: requests.Session | None = None,
-        sleep: Callable[[float], None] = time.sleep,
-        clock: Callable[[], float] = time.monotonic,
-        utcnow: Callable[[], datetime] = lambda: datetime.now(UTC),
-        rng: random.Random | None = None,
+        runtime: Runtime | None = None,
         policy: RetryPolicy | None = None,
     ) -> None:
-        session = session or requests.Session()
+        runtime = runtime or Runtime()
+        session = runtime.session or requests.Session()
         policy = policy or RetryPolicy(max_attempts=config.max_attempts)
         common: dict[str, Any] = {
+            **runtime.client_kwargs(),
             "session": session,
             "auth": (config.api_key.get_secret_value(), "X"),
             "headers": {"Content-Type": "application/json"},
-            "secrets": config.secrets(),
+            "secrets": config.secret_values(),
             "timeout": (config.connect_timeout, config.read_timeout),
             "error_parser": freshdesk_error_parser,
             "rate_limit_parser": make_rate_limit_parser(float(config.rate_limit_window)),
-            "budget": RetryBudget(clock=clock),
-            "sleep": sleep,
-            "clock": clock,
-            "utcnow": utcnow,
-            "rng": rng,
+            "budget": RetryBudget(clock=runtime.clock),
             "user_agent": "escbridge-freshdesk",
         }
         base = base_url_for(config)

@@ -112,12 +112,12 @@ class FreshdeskConfig(BaseModel):
             )
         return value.rstrip("/")
 
-    def secrets(self) -> tuple[str, ...]:
+    def secret_values(self) -> list[str]:
         """Every secret value, for masking in logs and errors."""
         values = [self.api_key.get_secret_value()]
         if self.webhook_secret is not None:
             values.append(self.webhook_secret.get_secret_value())
-        return tuple(v for v in values if v)
+        return [v for v in values if v]
 
 
 def _is_loopback(host: str) -> bool:

@@ -1,17 +1,21 @@
-"""FreshdeskConnector: escbridge's connector contract, spoken to the Freshdesk API v2."""
+"""FreshdeskConnector: escbridge's connector contract, spoken to the Freshdesk API v2.
+
+What is Freshdesk's own: no conditional update (a concurrent edit is an ``updated_at`` that moved
+since the caller read the ticket, checked on a re-read just before the PUT), an escalation in two
+calls (``PUT /tickets/{id}``, then the private note; see ``notes`` for why it is written exactly
+once), ``bulk_update`` for tickets that get the same change, and webhooks guarded by a shared
+secret. The apply loop, conflict semantics and group cache come from ``escbridge.connector``.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
-import random
-import threading
-import time
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import TYPE_CHECKING, Any, ClassVar
-
-import requests
 
 from escbridge.connector import (
     CAP_BULK_UPDATE,
@@ -20,23 +24,31 @@ from escbridge.connector import (
     CAP_SANDBOX,
     CAP_TRIGGER_WEBHOOKS,
     ApplyResult,
+    BaseConnector,
     CheckReport,
-    ConflictHandler,
+    Connector,
     ConnectorInfo,
+    Group,
+    GroupDirectory,
+    Runtime,
     TicketPage,
+    WebhookRequest,
+    check_identity,
+    poll_job,
 )
-from escbridge.http import (
+from escbridge.connector.kit import fields_text
+from escbridge.errors import (
     ApiError,
     AuthError,
     Conflict,
     NotFound,
     PermissionDeniedError,
     RateLimited,
-    RetryPolicy,
-    TransientError,
+    TicketChanged,
     ValidationError,
 )
-from escbridge.model import Actions, Ticket, TicketEvent
+from escbridge.http import RetryPolicy
+from escbridge.model import Actions, LevelMarker, Ticket, TicketEvent
 
 from . import notes, webhook
 from .client import FreshdeskApi
@@ -48,7 +60,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CAP_RESUMABLE_APPLY", "FreshdeskConnector", "UnknownGroupError"]
+__all__ = ["CAP_RESUMABLE_APPLY", "FreshdeskConnector"]
 
 __version__ = "0.1.0"
 
@@ -61,15 +73,23 @@ INCLUDE = "stats,requester"  # 2 extra credits each; stats give first response a
 _JOB_DONE = {"SUCCESS", "PARTIAL", "FAILED", "COMPLETED", "ERROR"}
 
 
-class UnknownGroupError(Exception):
-    """The matrix names a group this Freshdesk account does not have."""
+@dataclass(frozen=True)
+class _Write:
+    """One escalation after the re-read: the ticket as it is (``raw``), the PUT body, and
+    whether the PUT had already landed (``resumed``: only a missing note/reply is written)."""
+
+    ticket: Ticket
+    actions: Actions
+    raw: Mapping[str, Any]
+    body: dict[str, Any]
+    resumed: bool = False
 
 
-class FreshdeskConnector:
+class FreshdeskConnector(BaseConnector[FreshdeskConfig, _Write]):
     """Freshdesk, spoken in escbridge's normalised vocabulary.
 
-    Construct with the instance's ``FreshdeskConfig``; ``session``, ``sleep``, ``clock``,
-    ``utcnow`` and ``rng`` are injectable so tests neither sleep nor touch the network.
+    Construct with the instance's ``FreshdeskConfig``; ``runtime`` (or a test's ``session=``,
+    ``sleep=``, ``clock=``, ``utcnow=``, ``rng=``) keeps tests off the network and the clock.
     """
 
     info: ClassVar[ConnectorInfo] = ConnectorInfo(
@@ -94,31 +114,18 @@ class FreshdeskConnector:
         config: FreshdeskConfig,
         *,
         instance: str = "freshdesk",
-        session: requests.Session | None = None,
-        sleep: Callable[[float], None] = time.sleep,
-        clock: Callable[[], float] = time.monotonic,
-        utcnow: Callable[[], datetime] = lambda: datetime.now(UTC),
-        rng: random.Random | None = None,
+        runtime: Runtime | None = None,
         policy: RetryPolicy | None = None,
+        **test_overrides: Any,
     ) -> None:
-        self.config = config
-        self.instance = instance
-        self._sleep = sleep
-        self._clock = clock
-        self._utcnow = utcnow
-        self.api = FreshdeskApi(
-            config,
-            session=session,
-            sleep=sleep,
-            clock=clock,
-            utcnow=utcnow,
-            rng=rng,
-            policy=policy,
+        super().__init__(config, instance=instance, runtime=runtime, **test_overrides)
+        self.api = FreshdeskApi(config, runtime=self.runtime, policy=policy)
+        self.groups: GroupDirectory[int] = GroupDirectory(
+            lambda: [Group(int(g["id"]), str(g["name"])) for g in self.api.groups()],
+            instance=instance,
+            min_reload=LOOKUP_REFRESH_SECONDS,
+            clock=self.runtime.clock,
         )
-        self._lock = threading.Lock()
-        self._group_ids: dict[str, int] = {}  # casefolded name -> id
-        self._group_names: dict[int, str] = {}
-        self._groups_at: float | None = None
         self._status_names: dict[int, str] = {}
         self._field_names: set[str] = set()
         self._fields_at: float | None = None
@@ -132,16 +139,7 @@ class FreshdeskConnector:
     # ------------------------------------------------------------------ reference data
 
     def _stale(self, loaded_at: float | None, ttl: float) -> bool:
-        return loaded_at is None or self._clock() - loaded_at >= ttl
-
-    def _load_groups(self, force: bool = False) -> None:
-        if not force and not self._stale(self._groups_at, LOOKUP_REFRESH_SECONDS):
-            return
-        groups = self.api.groups()
-        with self._lock:
-            self._group_ids = {str(g["name"]).casefold(): int(g["id"]) for g in groups}
-            self._group_names = {int(g["id"]): str(g["name"]) for g in groups}
-            self._groups_at = self._clock()
+        return loaded_at is None or self.runtime.clock() - loaded_at >= ttl
 
     def _load_fields(self, force: bool = False) -> None:
         """Custom status names (field ``status``, ``choices``) and the custom field names."""
@@ -152,30 +150,17 @@ class FreshdeskConnector:
         for field in fields:
             if field.get("name") == "status":
                 statuses = _status_choices(field.get("choices"))
-        with self._lock:
-            self._status_names = statuses
-            self._field_names = {str(f.get("name")) for f in fields if f.get("name")}
-            self._fields_at = self._clock()
+        self._status_names = statuses
+        self._field_names = {str(f.get("name")) for f in fields if f.get("name")}
+        self._fields_at = self.runtime.clock()
 
     def group_id(self, name: str) -> int:
         """The id of a group by name (case-insensitive); reloaded once on a miss."""
-        key = name.casefold()
-        if self._groups_at is None or key not in self._group_ids:
-            self._load_groups()
-        if key not in self._group_ids:
-            known = ", ".join(sorted(self._group_names.values())) or "none"
-            raise UnknownGroupError(
-                f'group "{name}" does not exist in Freshdesk {self.config.domain} (groups: {known})'
-            )
-        return self._group_ids[key]
+        return self.groups.id_of(name)
 
-    def _prepare(self, raws: Sequence[Mapping[str, Any]]) -> None:
+    def _load_lookups(self, raws: Sequence[Mapping[str, Any]]) -> None:
         """Load what parsing these tickets needs: unknown group ids, unknown custom statuses."""
-        if self._groups_at is None or any(
-            r.get("group_id") is not None and int(r["group_id"]) not in self._group_names
-            for r in raws
-        ):
-            self._load_groups()
+        self.groups.note_ids(_group_ids(raws))
         custom = {int(r.get("status") or 2) for r in raws} - set(STATUSES)
         if custom and (
             self._stale(self._fields_at, STATUS_TTL_SECONDS)
@@ -185,7 +170,7 @@ class FreshdeskConnector:
 
     def _lookups(self) -> Lookups:
         return Lookups(
-            groups=dict(self._group_names),
+            groups=self.groups.names(),
             statuses=dict(self._status_names),
             status_categories=dict(self.config.status_categories),
         )
@@ -201,7 +186,7 @@ class FreshdeskConnector:
             try:
                 me = self.api.me()
             except ApiError as exc:
-                self._own_failed_at = self._clock()
+                self._own_failed_at = self.runtime.clock()
                 log.warning("cannot learn the API key's agent: %s", exc)
                 return None
             contact = me.get("contact") or {}
@@ -215,21 +200,15 @@ class FreshdeskConnector:
         where = f"{self.config.domain}.freshdesk.com"
         problems: list[str] = []
         notes_: list[str] = []
-        try:
-            me = self.api.me()
-        except AuthError as exc:
-            return CheckReport(
-                ok=False,
-                problems=(f"Freshdesk rejected the API key (HTTP 401: {exc.message}) at {where}",),
-            )
-        except NotFound:
-            return CheckReport(
-                ok=False, problems=(f"no Freshdesk account answers at {where}: check 'domain'",)
-            )
-        except TransientError as exc:
-            return CheckReport(ok=False, problems=(f"cannot reach {where}: {exc.message}",))
-        except ApiError as exc:
-            return CheckReport(ok=False, problems=(f"{where}: {exc}",))
+        me = check_identity(
+            self.api.me,
+            product="Freshdesk",
+            where=where,
+            credentials="api_key",
+            not_found="check 'domain'",
+        )
+        if isinstance(me, CheckReport):
+            return me
         contact = me.get("contact") or {}
         self._own = (str(me.get("id") or ""), str(contact.get("email") or "").lower())
         identity = (
@@ -240,8 +219,7 @@ class FreshdeskConnector:
 
         missing: list[str] = []
         try:
-            self._load_groups(force=True)
-            missing = [g for g in groups if g.casefold() not in self._group_ids]
+            missing = self.groups.missing(groups)
             self._load_fields(force=True)
         except PermissionDeniedError as exc:
             problems.append(f"cannot read groups or ticket fields: {exc.message}")
@@ -285,16 +263,16 @@ class FreshdeskConnector:
 
     def fetch_ticket(self, ticket_id: str) -> Ticket:
         raw = self.api.ticket(ticket_id, include=INCLUDE)
-        self._prepare([raw])
+        self._load_lookups([raw])
         return self.parse_ticket(raw)
 
-    # ------------------------------------------------------------------ apply
+    # ------------------------------------------------------------------ apply (platform part)
 
     def _landed(self, raw: Mapping[str, Any], actions: Actions) -> bool:
         """Whether the PUT of ``actions`` is already on the ticket: the level tag shows it."""
         tags = {str(t).lower() for t in raw.get("tags") or ()}
         if actions.level:
-            return notes.level_tag(actions.level) in tags
+            return LevelMarker.tag(actions.level) in tags
         checks: list[bool] = []
         if actions.group:
             checks.append(raw.get("group_id") == self.group_id(actions.group))
@@ -328,59 +306,32 @@ class FreshdeskConnector:
             body["custom_fields"] = {field: actions.level}
         return body
 
-    def apply(
-        self, ticket: Ticket, actions: Actions, *, on_conflict: ConflictHandler | None = None
-    ) -> ApplyResult:
-        """One escalation: ``PUT /tickets/{id}``, then the private note, then the reply.
-
-        The ticket is re-read first: its current tags are merged with ours, and Freshdesk
-        having no conditional update, an ``updated_at`` different from ``ticket.version`` is
-        how a concurrent edit is detected. Then, with ``on_conflict``: ask it for the actions
-        on the fresh ticket (None -> ``skipped``), up to ``conflict_retries`` times; without
-        it, raise ``Conflict``.
-
-        Resumable: when the level marker is already on the ticket, the PUT is skipped and only
-        a missing note/reply is written (see ``escbridge_freshdesk.notes``). Ticket-specific
-        refusals (unknown group, 404, 400) come back as a failed ApplyResult; auth, throttling
-        and outages raise.
-        """
-        conflicts = 0
-        try:
-            raw = self.api.ticket(ticket.id)
-            while True:
-                if self._landed(raw, actions):
-                    return self._write_notes(ticket.id, raw, actions, conflicts, resumed=True)
-                stamp = str(raw.get("updated_at") or "")
-                if ticket.version and stamp != ticket.version:
-                    conflicts += 1
-                    message = (
-                        f"ticket {ticket.id} changed since it was read "
-                        f"({ticket.version} -> {stamp})"
-                    )
-                    if on_conflict is None or conflicts > self.config.conflict_retries:
-                        raise Conflict(message, method="PUT", url=f"/tickets/{ticket.id}")
-                    log.info("%s: deciding again", message)
-                    self._prepare([raw])
-                    fresh = self.parse_ticket(raw)
-                    fresh_actions = on_conflict(fresh)
-                    if fresh_actions is None:
-                        return ApplyResult(
-                            ticket.id, ok=True, skipped=True, conflicts=conflicts, version=stamp
-                        )
-                    ticket, actions = fresh, fresh_actions
-                    continue
-                body = self._update_body(raw, actions)
-                if body:
-                    raw = self._put(ticket.id, body)
-                return self._write_notes(ticket.id, raw, actions, conflicts, resumed=False)
-        except UnknownGroupError as exc:
-            return ApplyResult(ticket.id, ok=False, error=str(exc), conflicts=conflicts)
-        except NotFound as exc:
-            return ApplyResult(
-                ticket.id, ok=False, error=f"ticket not found: {exc.message}", conflicts=conflicts
+    def _prepare(self, ticket: Ticket, actions: Actions) -> _Write:
+        """Re-read the ticket: for its current tags, to see whether the PUT already landed
+        (resumable), and — Freshdesk having no conditional update — to see a concurrent edit
+        as an ``updated_at`` different from ``ticket.version``."""
+        raw = self.api.ticket(ticket.id)
+        if self._landed(raw, actions):
+            return _Write(ticket, actions, raw, {}, resumed=True)
+        stamp = str(raw.get("updated_at") or "")
+        if ticket.version and stamp != ticket.version:
+            self._load_lookups([raw])
+            raise TicketChanged(
+                f"ticket {ticket.id} changed since it was read ({ticket.version} -> {stamp})",
+                current=self.parse_ticket(raw),
+                method="PUT",
+                url=f"/tickets/{ticket.id}",
             )
-        except ValidationError as exc:
-            return ApplyResult(ticket.id, ok=False, error=_fields_text(exc), conflicts=conflicts)
+        return _Write(ticket, actions, raw, self._update_body(raw, actions))
+
+    def _write_one(self, prepared: _Write) -> ApplyResult:
+        """``PUT /tickets/{id}`` (unless it landed), then the private note, then the reply."""
+        raw = prepared.raw
+        if prepared.body:
+            raw = self._put(prepared.ticket.id, prepared.body)
+        return self._write_notes(
+            prepared.ticket.id, raw, prepared.actions, resumed=prepared.resumed
+        )
 
     def _put(self, ticket_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
         """PUT, tolerating two UNCONFIRMED behaviours: ``responder_id: null`` refused (retried
@@ -395,7 +346,7 @@ class FreshdeskConnector:
                 "ticket %s: Freshdesk refused responder_id null (%s); escalating without "
                 "unassigning",
                 ticket_id,
-                _fields_text(exc),
+                fields_text(exc),
             )
             after = self.api.update_ticket(
                 ticket_id, {k: v for k, v in body.items() if k != "responder_id"}
@@ -418,7 +369,6 @@ class FreshdeskConnector:
         ticket_id: str,
         raw: Mapping[str, Any],
         actions: Actions,
-        conflicts: int,
         *,
         resumed: bool,
     ) -> ApplyResult:
@@ -467,7 +417,6 @@ class FreshdeskConnector:
             ok=True,
             actions=actions,
             version=str(raw.get("updated_at")) if raw.get("updated_at") else None,
-            conflicts=conflicts,
         )
 
     def _create(
@@ -492,7 +441,7 @@ class FreshdeskConnector:
                 if attempt == NOTE_ATTEMPTS or wait > self.api.client.policy.max_retry_after:
                     log.warning("ticket %s: %s not posted yet (throttled)", ticket_id, what)
                     raise
-                self._sleep(wait)
+                self.runtime.sleep(wait)
             except (AuthError, PermissionDeniedError, NotFound, ValidationError, Conflict):
                 log.warning("ticket %s: escalated, but the %s was refused", ticket_id, what)
                 raise
@@ -503,101 +452,43 @@ class FreshdeskConnector:
                 if attempt == NOTE_ATTEMPTS:
                     log.warning("ticket %s: escalated, but the %s failed: %s", ticket_id, what, exc)
                     raise
-                self._sleep(min(2.0**attempt, 30.0))
+                self.runtime.sleep(min(2.0**attempt, 30.0))
 
-    # ------------------------------------------------------------------ apply_many
+    # ------------------------------------------------------------------ bulk (platform part)
 
-    def apply_many(
-        self,
-        items: Sequence[tuple[Ticket, Actions]],
-        *,
-        on_conflict: ConflictHandler | None = None,
-    ) -> list[ApplyResult]:
-        """Bulk form: one ``POST /tickets/bulk_update`` per set of identical property changes.
+    def _bulk_key(self, prepared: _Write) -> str | None:
+        """Tickets whose whole PUT body is the same — same group, priority, unassign and
+        resulting tag list — share one ``bulk_update``; a resumed write goes alone."""
+        if prepared.resumed or not prepared.body:
+            return None
+        return json.dumps(prepared.body, sort_keys=True)
 
-        Each ticket is re-read (for its tags and the concurrent-edit check); tickets whose
-        whole PUT body is the same — same group, priority, unassign and resulting tag list —
-        share one bulk call (≤100 ids). Notes and replies are still per ticket (bulk has no
-        private notes). A lone ticket is a plain PUT (cheaper than a job). Conflicts,
-        resumptions and anything else go through ``apply`` one by one.
-        """
-        results: list[ApplyResult | None] = [None] * len(items)
-        batches: dict[str, list[tuple[int, Ticket, Actions, dict[str, Any]]]] = {}
-        for index, (ticket, actions) in enumerate(items):
-            try:
-                raw = self.api.ticket(ticket.id)
-                stamp = str(raw.get("updated_at") or "")
-                if self._landed(raw, actions) or (ticket.version and stamp != ticket.version):
-                    results[index] = self._apply_reporting_conflict(ticket, actions, on_conflict)
-                    continue
-                body = self._update_body(raw, actions)
-            except UnknownGroupError as exc:
-                results[index] = ApplyResult(ticket.id, ok=False, error=str(exc))
-                continue
-            except NotFound as exc:
-                results[index] = ApplyResult(ticket.id, ok=False, error=f"not found: {exc.message}")
-                continue
-            if not body:
-                results[index] = self._finish(ticket.id, raw, actions)
-                continue
-            key = json.dumps(body, sort_keys=True)
-            batches.setdefault(key, []).append((index, ticket, actions, body))
+    def _bulk_size(self) -> int:
+        return BULK_MAX
 
-        for members in batches.values():
-            for start in range(0, len(members), BULK_MAX):
-                chunk = members[start : start + BULK_MAX]
-                if len(chunk) == 1:
-                    index, ticket, actions, _ = chunk[0]
-                    results[index] = self._apply_reporting_conflict(ticket, actions, on_conflict)
-                    continue
-                for index, result in self._run_bulk(chunk):
-                    results[index] = result
-        return [r for r in results if r is not None]
-
-    def _finish(self, ticket_id: str, raw: Mapping[str, Any], actions: Actions) -> ApplyResult:
+    def _write_bulk(self, batch: Sequence[_Write]) -> list[ApplyResult]:
+        """One ``POST /tickets/bulk_update``; notes and replies are still per ticket (bulk has
+        no private notes). A refused call (too many ids, a property bulk does not take, …)
+        falls back to one PUT each, which gives every ticket its own answer."""
+        ids = [w.ticket.id for w in batch]
         try:
-            return self._write_notes(ticket_id, raw, actions, 0, resumed=False)
-        except ApiError as exc:
-            return _failed(ticket_id, exc)
-
-    def _apply_reporting_conflict(
-        self, ticket: Ticket, actions: Actions, on_conflict: ConflictHandler | None
-    ) -> ApplyResult:
-        try:
-            return self.apply(ticket, actions, on_conflict=on_conflict)
-        except Conflict as exc:
-            return ApplyResult(
-                ticket.id,
-                ok=False,
-                error=f"conflict: {exc.message}",
-                retryable=True,
-                conflict=True,
-                conflicts=1,
-            )
-
-    def _run_bulk(
-        self, chunk: Sequence[tuple[int, Ticket, Actions, dict[str, Any]]]
-    ) -> list[tuple[int, ApplyResult]]:
-        ids = [t.id for _, t, _, _ in chunk]
-        properties = chunk[0][3]
-        try:
-            answer = self.api.bulk_update(ids, properties)
+            answer = self.api.bulk_update(ids, batch[0].body)
             outcome = self._bulk_outcome(answer, ids)
         except ValidationError as exc:
-            # The whole call was refused (too many ids, a property bulk does not take, …):
-            # one PUT each gives every ticket its own answer.
-            log.info("bulk_update refused (%s): updating one by one", _fields_text(exc))
-            return [(i, self._apply_reporting_conflict(t, a, None)) for i, t, a, _ in chunk]
-        out: list[tuple[int, ApplyResult]] = []
-        for index, ticket, actions, body in chunk:
-            error = outcome.get(ticket.id, "unknown")
+            log.info("bulk_update refused (%s): updating one by one", fields_text(exc))
+            return [self._outcome(w.ticket.id, partial(self._write_one, w)) for w in batch]
+        out: list[ApplyResult] = []
+        for w in batch:
+            error = outcome.get(w.ticket.id, "unknown")
             if error == "unknown":
-                error = self._verify(ticket.id, body)
+                error = self._verify(w.ticket.id, w.body)
             if error is None:
-                raw = {"updated_at": None}
-                out.append((index, self._finish(ticket.id, raw, actions)))
+                written = partial(
+                    self._write_notes, w.ticket.id, {"updated_at": None}, w.actions, resumed=False
+                )
+                out.append(self._outcome(w.ticket.id, written))
             else:
-                out.append((index, ApplyResult(ticket.id, ok=False, error=error, retryable=True)))
+                out.append(ApplyResult(w.ticket.id, ok=False, error=error, retryable=True))
         return out
 
     def _bulk_outcome(self, answer: Any, ids: Sequence[str]) -> dict[str, str | None]:
@@ -613,26 +504,25 @@ class FreshdeskConnector:
             job_id = str(
                 answer.get("job_id") or str(answer.get("href")).rstrip("/").rsplit("/", 1)[-1]
             )
-            return self._wait_for_job(job_id, ids)
+            return self._job_outcome(job_id, ids)
         log.warning("bulk_update answered in an unknown shape; checking each ticket")
         return dict.fromkeys(ids, "unknown")
 
-    def _wait_for_job(self, job_id: str, ids: Sequence[str]) -> dict[str, str | None]:
-        delay = 0.5
-        deadline = self._clock() + self.config.job_timeout
-        while True:
-            job = self.api.job(job_id)
-            status = str(job.get("status") or "").upper()
-            if status in _JOB_DONE:
-                break
-            if self._clock() >= deadline:
-                log.warning(
-                    "bulk job %s still %s after %.0fs", job_id, status, self.config.job_timeout
-                )
-                return dict.fromkeys(ids, "unknown")
-            self._sleep(delay)
-            delay = min(delay * 2, 5.0)
-        per_ticket = _job_data(job.get("data"))
+    def _job_outcome(self, job_id: str, ids: Sequence[str]) -> dict[str, str | None]:
+        poll = poll_job(
+            lambda: self.api.job(job_id),
+            lambda j: str(j.get("status") or "").upper() in _JOB_DONE,
+            timeout=self.config.job_timeout,
+            clock=self.runtime.clock,
+            sleep=self.runtime.sleep,
+            delay=0.5,
+            max_delay=5.0,
+        )
+        status = str(poll.job.get("status") or "").upper()
+        if not poll.finished:
+            log.warning("bulk job %s still %s after %.0fs", job_id, status, self.config.job_timeout)
+            return dict.fromkeys(ids, "unknown")
+        per_ticket = _job_data(poll.job.get("data"))
         out: dict[str, str | None] = {}
         for ticket_id in ids:
             if ticket_id in per_ticket:
@@ -687,7 +577,7 @@ class FreshdeskConnector:
         elif since is not None:
             start = since
         else:
-            start = self._utcnow() - timedelta(days=self.config.sync_lookback_days)
+            start = self.runtime.utcnow() - timedelta(days=self.config.sync_lookback_days)
         restart = _iso(start)
         last_stamp = restart
         seen_at_stamp: set[str] = set()
@@ -714,7 +604,7 @@ class FreshdeskConnector:
                         last_stamp, seen_at_stamp = stamp, set()
                     seen_at_stamp.add(key)
                     fresh.append(raw)
-                self._prepare(fresh)
+                self._load_lookups(fresh)
                 tickets = [t for t in (self.parse_ticket(r) for r in fresh) if t.status.is_open]
                 more = next_url is not None
                 capped = more and page_number >= self.max_pages
@@ -738,23 +628,21 @@ class FreshdeskConnector:
 
     # ------------------------------------------------------------------ webhooks
 
-    def verify_webhook(
-        self, headers: Mapping[str, str], body: bytes, query: Mapping[str, str]
-    ) -> None:
+    def verify_request(self, request: WebhookRequest) -> None:
         secret = self.config.webhook_secret
         webhook.verify_webhook(
-            headers,
+            request.headers,
             secret=secret.get_secret_value() if secret is not None else None,
             username=self.config.webhook_username,
             header_name=self.config.webhook_header,
         )
 
-    def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> list[TicketEvent]:
+    def parse_request(self, request: WebhookRequest) -> list[TicketEvent]:
         return webhook.parse_webhook(
-            headers,
-            body,
+            request.headers,
+            request.body,
             instance=self.instance,
-            now=self._utcnow(),
+            now=self.runtime.utcnow(),
             window=self.config.webhook_dedupe_window,
         )
 
@@ -780,6 +668,15 @@ class FreshdeskConnector:
         from .sandbox_driver import FreshdeskDriver
 
         return FreshdeskDriver()
+
+
+def _conforms(connector: FreshdeskConnector) -> Connector:
+    """mypy proves here that FreshdeskConnector meets the Connector protocol."""
+    return connector
+
+
+def _group_ids(raws: Iterable[Mapping[str, Any]]) -> list[int]:
+    return [int(r["group_id"]) for r in raws if r.get("group_id") is not None]
 
 
 # --------------------------------------------------------------------------- helpers
@@ -845,14 +742,3 @@ def _errors_text(errors: Any) -> str:
             for e in errors
         )
     return str(errors) if errors else ""
-
-
-def _fields_text(exc: ValidationError) -> str:
-    if exc.fields:
-        return "; ".join(f"{f.field}: {f.message}" for f in exc.fields)
-    return exc.message
-
-
-def _failed(ticket_id: str, exc: ApiError) -> ApplyResult:
-    retryable = isinstance(exc, TransientError | RateLimited | Conflict)
-    return ApplyResult(ticket_id, ok=False, error=str(exc), retryable=retryable)

@@ -26,9 +26,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from escbridge.model import Actions
-
-from .parse import LEVEL_TAG_PREFIX
+from escbridge.model import Actions, LevelMarker
 
 __all__ = [
     "REF_LABEL",
@@ -47,13 +45,9 @@ _TAG = re.compile(r"<[^>]+>")
 _SPACE = re.compile(r"\s+")
 
 
-def level_tag(level: str) -> str:
-    return f"{LEVEL_TAG_PREFIX}{level}".lower()
-
-
 def tag_changes(actions: Actions) -> tuple[list[str], set[str]]:
     """Tags to add (the level marker last, so it ends last in the list) and tags to remove."""
-    marker = level_tag(actions.level) if actions.level else None
+    marker = LevelMarker.tag(actions.level) if actions.level else None
     add: list[str] = []
     for tag in actions.tags_add:
         text = tag.strip().lower()

@@ -11,21 +11,18 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from escbridge.model import Channel, Person, Priority, Status, Ticket
+from escbridge.model import Channel, LevelMarker, Person, Priority, Status, Ticket
 
 __all__ = [
     "CHANNELS",
     "EXTRA_PREFIX",
-    "LEVEL_TAG_PREFIX",
     "STATUSES",
     "Lookups",
-    "level_from_tags",
     "parse_ticket",
     "parse_time",
     "status_category",
 ]
 
-LEVEL_TAG_PREFIX = "escbridge_"
 EXTRA_PREFIX = "freshdesk."  # Freshdesk-only facts, kept in custom_fields under this prefix
 
 #: The four built-in statuses. Ids 6 and up are an account's custom statuses.
@@ -91,20 +88,6 @@ def status_category(code: int, lookups: Lookups) -> Status:
         if word in lowered:
             return status
     return Status.OPEN
-
-
-def level_from_tags(tags: Sequence[str]) -> str | None:
-    """escbridge's level marker (``escbridge_<level>``); the last one wins if several remain.
-
-    Several can remain only if Freshdesk appended instead of replacing tags on update
-    (UNCONFIRMED); the newest marker is appended last, so the last one is the current level.
-    """
-    level = None
-    for tag in tags:
-        text = str(tag).strip().lower()
-        if text.startswith(LEVEL_TAG_PREFIX) and len(text) > len(LEVEL_TAG_PREFIX):
-            level = text[len(LEVEL_TAG_PREFIX) :]
-    return level
 
 
 def parse_time(value: object) -> datetime | None:
@@ -177,6 +160,6 @@ def parse_ticket(raw: Mapping[str, Any], lookups: Lookups, instance: str = "defa
         last_customer_reply_at=parse_time(stats.get("requester_responded_at")),
         due_at=parse_time(raw.get("due_by")),
         reopen_count=1 if stats.get("reopened_at") else 0,
-        level=level_from_tags(tags),
+        level=LevelMarker.from_tags(tags),
         version=str(raw.get("updated_at")) if raw.get("updated_at") else None,
     )

@@ -22,7 +22,6 @@ Control endpoints under ``/__sandbox/`` create tickets and make "human" edits ov
 from __future__ import annotations
 
 import base64
-import binascii
 import html
 import itertools
 import re
@@ -36,12 +35,21 @@ from urllib.parse import urlencode
 
 from flask import Flask, Response, g, jsonify, request
 
+from escbridge.connector.kit import SlidingWindow
 from escbridge.sandbox import (
     Change,
     RecordStore,
     SandboxStats,
-    SlidingWindowLimiter,
     WebhookDispatcher,
+)
+from escbridge.sandbox.app import (
+    HttpError,
+    add_control_routes,
+    basic_credentials,
+    in_request,
+    install,
+    public,
+    respond,
 )
 
 from .parse import parse_time
@@ -89,21 +97,14 @@ def fd_time(value: datetime) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def validation_error(*errors: tuple[str, str, str]) -> _HttpError:
-    return _HttpError(
+def validation_error(*errors: tuple[str, str, str]) -> HttpError:
+    return HttpError(
         400,
         {
             "description": "Validation failed",
             "errors": [{"field": f, "message": m, "code": c} for f, m, c in errors],
         },
     )
-
-
-class _HttpError(Exception):
-    def __init__(self, status: int, body: Any, headers: Mapping[str, str] | None = None) -> None:
-        self.status = status
-        self.body = body
-        self.headers = dict(headers or {})
 
 
 @dataclass
@@ -203,7 +204,7 @@ class FreshdeskSandbox:
         self.tickets = RecordStore(first_id=1)
         self.stats = SandboxStats()
         kw: dict[str, Any] = {"clock": monotonic} if monotonic is not None else {}
-        self.limiter = SlidingWindowLimiter(rate_limit, window_seconds, **kw)
+        self.limiter = SlidingWindow(rate_limit, window_seconds, **kw)
         self.bulk_mode = bulk_mode
         self.job_polls = job_polls
         self.tags_mode = tags_mode
@@ -331,7 +332,7 @@ class FreshdeskSandbox:
             **extra,
         }
         record["id"] = self.tickets.next_id()
-        return _public(self.tickets.add(record, actor=None, notify=notify))
+        return public(self.tickets.add(record, actor=None, notify=notify))
 
     def seed_demo(self) -> None:
         """A few tickets for `escbridge demo`: one fresh, one overdue, one waiting, one closed."""
@@ -362,7 +363,7 @@ class FreshdeskSandbox:
 
     def human_update(self, ticket_id: int, **changes: Any) -> dict[str, Any]:
         """An agent edits the ticket in the UI (e.g. ``tags=[…]``, ``priority=3``)."""
-        return _public(self._update(ticket_id, changes, self.HUMAN_ID))
+        return public(self._update(ticket_id, changes, self.HUMAN_ID))
 
     def customer_reply(self, ticket_id: int, text: str) -> dict[str, Any]:
         """The requester answers by email: an incoming reply; a pending ticket reopens."""
@@ -373,7 +374,7 @@ class FreshdeskSandbox:
             if t["status"] == 3:
                 t["status"] = 2
 
-        return _public(self.tickets.update(ticket_id, mutate, actor=None))
+        return public(self.tickets.update(ticket_id, mutate, actor=None))
 
     # ------------------------------------------------------------------ update logic
 
@@ -433,12 +434,12 @@ class FreshdeskSandbox:
         return {"cf_escalation_level"}
 
     def _update(self, ticket_id: int, obj: Mapping[str, Any], actor: int) -> dict[str, Any]:
-        """Apply one partial update the way Freshdesk would; raise _HttpError on refusal."""
+        """Apply one partial update the way Freshdesk would; raise HttpError on refusal."""
         current = self.tickets.get(ticket_id)
         if current is None or current.get("_deleted"):
-            raise _HttpError(404, None)
+            raise HttpError(404, None)
         if not obj:
-            raise _HttpError(
+            raise HttpError(
                 400,
                 {
                     "description": "Validation failed",
@@ -502,7 +503,7 @@ class FreshdeskSandbox:
     def _converse(self, ticket_id: int, body: Any, *, private: bool, actor: int) -> dict[str, Any]:
         current = self.tickets.get(ticket_id)
         if current is None or current.get("_deleted"):
-            raise _HttpError(404, None)
+            raise HttpError(404, None)
         if not isinstance(body, dict) or not str(body.get("body") or "").strip():
             raise validation_error(("body", "Mandatory attribute missing", "missing_field"))
         unknown = set(body) - {"body", "private", "incoming", "user_id", "notify_emails"}
@@ -576,7 +577,7 @@ class FreshdeskSandbox:
             try:
                 self._update(int(raw_id), properties, actor)
                 succeeded.append(int(raw_id))
-            except _HttpError as exc:
+            except HttpError as exc:
                 errors = (exc.body or {}).get("errors") if isinstance(exc.body, dict) else None
                 failed.append(
                     {
@@ -597,7 +598,7 @@ class FreshdeskSandbox:
         with self._lock:
             job = self.jobs.get(job_id)
             if job is None:
-                raise _HttpError(404, None)
+                raise HttpError(404, None)
             job["polls"] += 1
             run = job["status"] in ("QUEUED", "IN_PROGRESS") and job["polls"] > self.job_polls
             if not run and job["status"] == "QUEUED":
@@ -682,7 +683,7 @@ class FreshdeskSandbox:
     # ------------------------------------------------------------------ listing
 
     def _api_root(self) -> str:
-        root = request.host_url.rstrip("/") if _in_request() else self.base_url
+        root = request.host_url.rstrip("/") if in_request() else self.base_url
         return f"{root}/api/v2"
 
     def _page_args(self, cap: int | None) -> tuple[int, int]:
@@ -773,7 +774,7 @@ class FreshdeskSandbox:
         return include
 
     def _render(self, record: Mapping[str, Any], includes: set[str]) -> dict[str, Any]:
-        out = _public(record)
+        out = public(record)
         if "stats" in includes:
             out["stats"] = dict(record["_stats"])
         if "requester" in includes:
@@ -791,15 +792,8 @@ class FreshdeskSandbox:
     # ------------------------------------------------------------------ the app
 
     def _authenticate(self) -> Agent | None:
-        header = request.headers.get("Authorization", "")
-        scheme, _, encoded = header.partition(" ")
-        if scheme.lower() != "basic" or not encoded:
-            return None
-        try:
-            user = base64.b64decode(encoded, validate=True).decode().partition(":")[0]
-        except (binascii.Error, UnicodeDecodeError):
-            return None
-        return self.agent_by_key(user)
+        credentials = basic_credentials()  # the API key as the user name, any password
+        return self.agent_by_key(credentials[0]) if credentials is not None else None
 
     def _take_fault(self, when_after: bool) -> Fault | None:
         path = request.path.removeprefix("/api/v2")
@@ -832,21 +826,21 @@ class FreshdeskSandbox:
                 return None
             sandbox.requests_log.append((request.method, request.path))
             if "Authorization" not in request.headers:
-                return _error(
-                    401,
+                return respond(
                     {
                         "code": "credentials_required",
                         "message": "Authentication header is needed to log in.",
                     },
+                    401,
                 )
             agent = sandbox._authenticate()
             if agent is None:
-                return _error(
-                    401,
+                return respond(
                     {
                         "code": "invalid_credentials",
                         "message": "You have to be logged in to perform this action.",
                     },
+                    401,
                 )
             g.agent = agent
             include = [i for i in request.args.get("include", "").split(",") if i]
@@ -855,15 +849,15 @@ class FreshdeskSandbox:
             if not decision.allowed:
                 sandbox.stats.count(request.path, throttled=True)
                 g.throttled = True
-                return _error(
-                    429,
+                return respond(
                     {"message": "You have exceeded the limit of requests per minute"},
+                    429,
                     {"Retry-After": decision.retry_after_header},
                 )
             g.cost = cost
             fault = sandbox._take_fault(when_after=False)
             if fault is not None:
-                return _error(fault.status, {"message": "sandbox fault"})
+                return respond({"message": "sandbox fault"}, fault.status)
             return None
 
         @app.after_request
@@ -876,27 +870,25 @@ class FreshdeskSandbox:
                 response.headers["X-Freshdesk-API-Version"] = "latest=v2; requested=v2"
                 sandbox.stats.count(request.url_rule.rule if request.url_rule else request.path)
                 if 200 <= response.status_code < 300 and sandbox._take_fault(when_after=True):
-                    lost = _error(504, {"message": "sandbox fault: the change was made"})
+                    lost = respond({"message": "sandbox fault: the change was made"}, 504)
                     lost.headers["X-RateLimit-Total"] = response.headers["X-RateLimit-Total"]
                     return lost
             return response
 
-        @app.errorhandler(_HttpError)
-        def http_error(exc: _HttpError) -> Response:
-            return _error(exc.status, exc.body, exc.headers)
+        install(app)
 
         @app.errorhandler(404)
         def not_found(_exc: Any) -> Response:
-            return _error(404, None)
+            return respond(None, 404)
 
         @app.errorhandler(405)
         def not_allowed(_exc: Any) -> Response:
-            return _error(
-                405,
+            return respond(
                 {
                     "message": f"{request.method} method is not allowed. "
                     "It should be one of these method(s): GET"
                 },
+                405,
             )
 
         @route("/agents/me", ["GET"])
@@ -957,7 +949,7 @@ class FreshdeskSandbox:
         def view_ticket(ticket_id: int) -> Any:
             record = sandbox.tickets.get(ticket_id)
             if record is None or record.get("_deleted"):
-                raise _HttpError(404, None)
+                raise HttpError(404, None)
             includes = sandbox._includes({"stats", "requester", "company", "conversations"})
             out = sandbox._render(record, includes)
             if "conversations" in includes:
@@ -971,7 +963,7 @@ class FreshdeskSandbox:
                 raise validation_error(
                     ("request", "Request body has invalid json format", "invalid_json")
                 )
-            return jsonify(_public(sandbox._update(ticket_id, body, g.agent.id)))
+            return jsonify(public(sandbox._update(ticket_id, body, g.agent.id)))
 
         @route("/tickets/<int:ticket_id>/notes", ["POST"])
         def create_note(ticket_id: int) -> Any:
@@ -997,7 +989,7 @@ class FreshdeskSandbox:
         def conversations(ticket_id: int) -> Any:
             record = sandbox.tickets.get(ticket_id)
             if record is None or record.get("_deleted"):
-                raise _HttpError(404, None)
+                raise HttpError(404, None)
             return sandbox._paged(
                 list(record["_conversations"]), f"/tickets/{ticket_id}/conversations"
             )
@@ -1013,38 +1005,22 @@ class FreshdeskSandbox:
         def job(job_id: str) -> Any:
             return jsonify(sandbox._job(job_id))
 
-        @app.post("/__sandbox/tickets")
-        def control_create() -> Any:
-            body = request.get_json(silent=True) or {}
-            return jsonify(sandbox.create_ticket(**body)), 201
-
-        @app.patch("/__sandbox/tickets/<int:ticket_id>")
-        def control_update(ticket_id: int) -> Any:
-            return jsonify(sandbox.human_update(ticket_id, **(request.get_json(silent=True) or {})))
-
-        @app.get("/__sandbox/stats")
-        def control_stats() -> Any:
-            return jsonify(
-                requests=sandbox.stats.requests,
-                throttled=sandbox.stats.throttled,
-                by_endpoint=dict(sandbox.stats.by_endpoint),
-                webhooks=len(sandbox.webhooks.deliveries),
-            )
+        add_control_routes(
+            app,
+            create=lambda body: sandbox.create_ticket(**body),
+            update=lambda ticket_id, body: sandbox.human_update(ticket_id, **body),
+            stats=lambda: {
+                "requests": sandbox.stats.requests,
+                "throttled": sandbox.stats.throttled,
+                "by_endpoint": dict(sandbox.stats.by_endpoint),
+                "webhooks": len(sandbox.webhooks.deliveries),
+            },
+        )
 
         return app
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _in_request() -> bool:
-    from flask import has_request_context
-
-    return has_request_context()
-
-
-def _public(record: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in record.items() if not k.startswith("_")}
 
 
 def _at(stamp: str) -> datetime:
@@ -1055,18 +1031,6 @@ def _at(stamp: str) -> datetime:
 
 def _text(body: str) -> str:
     return re.sub(r"\s+", " ", html.unescape(re.sub(r"<[^>]+>", " ", body))).strip()
-
-
-def _error(status: int, body: Any, headers: Mapping[str, str] | None = None) -> Response:
-    """Freshdesk's error answers: JSON bodies, except the empty body of a missing record."""
-    if body is None:
-        response = Response(b"", status=status)
-    else:
-        response = jsonify(body)
-        response.status_code = status
-    for key, value in (headers or {}).items():
-        response.headers[key] = value
-    return response
 
 
 def serve_sandbox(**options: Any) -> tuple[FreshdeskSandbox, Any]:

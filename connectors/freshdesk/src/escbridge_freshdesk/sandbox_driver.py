@@ -2,7 +2,7 @@
 
 Found by the core through :meth:`FreshdeskConnector.sandbox_driver
 <escbridge_freshdesk.connector.FreshdeskConnector.sandbox_driver>`; see
-:mod:`escbridge.sandbox_drivers` for the members a driver has.
+:mod:`escbridge.sandbox.driver` for the members a driver has.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 
 from escbridge.model import Channel, Status
 from escbridge.sandbox import ServerThread
-from escbridge.sandbox_drivers import SANDBOX_WEBHOOK_SECRET, SimClock, TicketSpec
+from escbridge.sandbox.driver import SANDBOX_WEBHOOK_SECRET, SimClock, TicketSpec
 
 from .sandbox import TEST_API_KEY, FreshdeskSandbox, fd_time
 

@@ -20,6 +20,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
+from escbridge.connector.contract import Headers
 from escbridge.errors import WebhookAuthError, WebhookPayloadError
 from escbridge.model import TicketEvent
 
@@ -37,14 +38,6 @@ _DIGITS = re.compile(r"^#?\s*(\d{1,19})$")
 _URL_ID = re.compile(r"/(?:helpdesk/|a/)?tickets/(\d{1,19})(?:[/?#]|$)")
 _PLACEHOLDER = re.compile(r"\{\{.*\}\}")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
-
-
-def _header(headers: Mapping[str, str], name: str) -> str | None:
-    wanted = name.lower()
-    for key, value in headers.items():
-        if key.lower() == wanted:
-            return value
-    return None
 
 
 def _same(given: str, expected: str) -> bool:
@@ -66,12 +59,13 @@ def verify_webhook(
     """
     if not secret:
         raise WebhookAuthError("no webhook_secret is configured for this instance")
-    supplied = _header(headers, header_name)
+    found = Headers(headers)
+    supplied = found.get(header_name)
     if supplied is not None:
         if _same(supplied.strip(), secret):
             return
         raise WebhookAuthError(f"wrong secret in the {header_name} header")
-    authorization = _header(headers, "Authorization")
+    authorization = found.get("Authorization")
     if authorization is None:
         raise WebhookAuthError(f"no credentials: expected basic auth or the {header_name} header")
     scheme, _, encoded = authorization.strip().partition(" ")
@@ -94,7 +88,7 @@ def verify_webhook(
 
 def parse_body(headers: Mapping[str, str], body: bytes) -> Mapping[str, Any]:
     """The rule's content as a mapping: JSON (recommended) or X-FORM-URLENCODED."""
-    content_type = (_header(headers, "Content-Type") or "").lower()
+    content_type = (Headers(headers).get("Content-Type") or "").lower()
     text = body.decode("utf-8", errors="replace").strip()
     if not text:
         raise WebhookPayloadError("empty body: set the rule's Content to the escbridge template")

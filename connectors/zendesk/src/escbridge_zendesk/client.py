@@ -7,14 +7,12 @@ pacing the Update Ticket limit does not slow reads.
 
 from __future__ import annotations
 
-import random
-import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from datetime import UTC, datetime
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import requests
 
+from escbridge.connector.kit import Runtime
 from escbridge.http import ApiClient, RetryPolicy
 from escbridge_zendesk.config import ZendeskConfig
 from escbridge_zendesk.parse import parse_error, parse_rate_limit
@@ -65,28 +63,20 @@ class ZendeskApi:
         self,
         config: ZendeskConfig,
         *,
-        session: requests.Session | None = None,
-        sleep: Callable[[float], None] = time.sleep,
-        clock: Callable[[], float] = time.monotonic,
-        utcnow: Callable[[], datetime] = lambda: datetime.now(UTC),
-        rng: random.Random | None = None,
+        runtime: Runtime | None = None,
         policy: RetryPolicy | None = None,
     ) -> None:
         self.config = config
         self.client = ApiClient(
             config.api_url,
-            session=session,
             auth=auth_for(config),
             secrets=config.secret_values(),
             timeout=(config.connect_timeout, config.read_timeout),
             policy=policy or RetryPolicy(max_attempts=config.max_attempts),
             error_parser=parse_error,
             rate_limit_parser=parse_rate_limit,
-            sleep=sleep,
-            clock=clock,
-            utcnow=utcnow,
-            rng=rng,
             user_agent="escbridge-zendesk",
+            **(runtime or Runtime()).client_kwargs(),
         )
 
     # -- users and groups ---------------------------------------------------------------------

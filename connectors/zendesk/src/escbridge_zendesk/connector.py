@@ -1,17 +1,18 @@
-"""ZendeskConnector: escbridge's connector contract, spoken to the Zendesk Support API."""
+"""ZendeskConnector: escbridge's connector contract, spoken to the Zendesk Support API.
+
+What is Zendesk's own: one ``PUT /tickets/{id}`` per escalation guarded by ``safe_update`` +
+``updated_stamp`` (a 409 is a concurrent edit), ``update_many`` jobs for bulk writes, the
+incremental export (admins) or search (agents) for sync, and signed webhooks. The apply loop,
+conflict semantics and group cache come from ``escbridge.connector``.
+"""
 
 from __future__ import annotations
 
 import logging
-import random
-import threading
-import time
-from collections import deque
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar
-
-import requests
 
 from escbridge.connector import (
     CAP_BULK_UPDATE,
@@ -21,23 +22,22 @@ from escbridge.connector import (
     CAP_SANDBOX,
     CAP_TRIGGER_WEBHOOKS,
     ApplyResult,
+    BaseConnector,
     CheckReport,
-    ConflictHandler,
     Connector,
     ConnectorInfo,
+    Group,
+    GroupDirectory,
+    Runtime,
+    SlidingWindow,
     TicketPage,
+    WebhookRequest,
+    check_identity,
+    poll_job,
 )
-from escbridge.http import (
-    ApiError,
-    AuthError,
-    Conflict,
-    NotFound,
-    PermissionDeniedError,
-    RetryPolicy,
-    TransientError,
-    ValidationError,
-)
-from escbridge.model import Actions, Ticket, TicketEvent
+from escbridge.errors import ApiError, NotFound, PermissionDeniedError, ValidationError
+from escbridge.http import RetryPolicy
+from escbridge.model import Actions, LevelMarker, Ticket, TicketEvent
 from escbridge_zendesk import webhook
 from escbridge_zendesk.client import MAX_BATCH, SEARCH_CAP, UPDATE_BUCKET, ZendeskApi
 from escbridge_zendesk.config import ZendeskConfig
@@ -45,7 +45,6 @@ from escbridge_zendesk.parse import (
     format_time,
     job_result_outcomes,
     latest_public_comment,
-    level_tag,
     parse_ticket,
     parse_time,
 )
@@ -61,46 +60,23 @@ INCREMENTAL_LAG = timedelta(seconds=60)  # Zendesk leaves out changes of the las
 GROUP_REFRESH_SECONDS = 60.0
 _INC, _SEARCH = "inc:", "search:"
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_JOB_DONE = ("completed", "failed", "killed")
 
 
-class UnknownGroupError(Exception):
-    """The matrix names a group this Zendesk account does not have."""
+@dataclass(frozen=True)
+class _Write:
+    """One escalation ready to go: the ``ticket`` object of its update."""
+
+    ticket: Ticket
+    actions: Actions
+    body: dict[str, Any]
 
 
-class _MinuteGate:
-    """Client-side cap for endpoints whose limit Zendesk does not announce in headers
-    (incremental exports: 10 requests per minute)."""
-
-    def __init__(
-        self, per_minute: int, clock: Callable[[], float], sleep: Callable[[float], None]
-    ) -> None:
-        self.per_minute = per_minute
-        self._clock = clock
-        self._sleep = sleep
-        self._calls: deque[float] = deque()
-        self._lock = threading.Lock()
-
-    def wait(self) -> float:
-        with self._lock:
-            now = self._clock()
-            while self._calls and now - self._calls[0] >= 60.0:
-                self._calls.popleft()
-            delay = 0.0
-            if len(self._calls) >= self.per_minute:
-                delay = self._calls[0] + 60.0 - now
-            if delay > 0:
-                self._sleep(delay)
-                now += delay
-                self._calls.popleft()
-            self._calls.append(now)
-            return delay
-
-
-class ZendeskConnector:
+class ZendeskConnector(BaseConnector[ZendeskConfig, _Write]):
     """Zendesk, spoken in escbridge's normalised vocabulary.
 
-    Construct with the instance's ``ZendeskConfig``; ``session``, ``sleep``, ``clock``, ``utcnow``
-    and ``rng`` are injectable so tests neither sleep nor touch the network.
+    Construct with the instance's ``ZendeskConfig``; ``runtime`` (or a test's ``session=``,
+    ``sleep=``, ``clock=``, ``utcnow=``, ``rng=``) keeps tests off the network and the clock.
     """
 
     info: ClassVar[ConnectorInfo] = ConnectorInfo(
@@ -126,32 +102,22 @@ class ZendeskConnector:
         config: ZendeskConfig,
         *,
         instance: str = "zendesk",
-        session: requests.Session | None = None,
-        sleep: Callable[[float], None] = time.sleep,
-        clock: Callable[[], float] = time.monotonic,
-        utcnow: Callable[[], datetime] = lambda: datetime.now(UTC),
-        rng: random.Random | None = None,
+        runtime: Runtime | None = None,
         policy: RetryPolicy | None = None,
+        **test_overrides: Any,
     ) -> None:
-        self.config = config
-        self.instance = instance
-        self._sleep = sleep
-        self._clock = clock
-        self._utcnow = utcnow
-        self.api = ZendeskApi(
-            config,
-            session=session,
-            sleep=sleep,
-            clock=clock,
-            utcnow=utcnow,
-            rng=rng,
-            policy=policy,
+        super().__init__(config, instance=instance, runtime=runtime, **test_overrides)
+        self.api = ZendeskApi(config, runtime=self.runtime, policy=policy)
+        # Incremental exports announce no limit in headers: 10 requests per minute.
+        self._incremental_gate = SlidingWindow(
+            config.incremental_per_minute, 60.0, self.runtime.clock
         )
-        self._incremental_gate = _MinuteGate(config.incremental_per_minute, clock, sleep)
-        self._lock = threading.Lock()
-        self._group_ids: dict[str, int] = {}  # casefolded name -> id
-        self._group_names: dict[int, str] = {}
-        self._groups_loaded_at: float | None = None
+        self.groups: GroupDirectory[int] = GroupDirectory(
+            self._load_groups,
+            instance=instance,
+            min_reload=GROUP_REFRESH_SECONDS,
+            clock=self.runtime.clock,
+        )
         self._own_id: str | None = (
             str(config.integration_user_id) if config.integration_user_id else None
         )
@@ -166,28 +132,16 @@ class ZendeskConnector:
         """Who we are, whether the account answers, and which matrix groups are missing."""
         problems: list[str] = []
         notes: list[str] = []
-        base = self.config.api_url
-        try:
-            me = self.api.me()
-        except AuthError as exc:
-            how = "oauth_token" if self.config.oauth_token else "email and api_token"
-            return CheckReport(
-                ok=False,
-                problems=(
-                    f"Zendesk rejected the credentials (HTTP 401: {exc.message}); "
-                    f"check {how} for {base}",
-                ),
-            )
-        except NotFound:
-            return CheckReport(
-                ok=False,
-                problems=(f"no Zendesk account answers at {base}: check the subdomain",),
-            )
-        except TransientError as exc:
-            return CheckReport(ok=False, problems=(f"cannot reach {base}: {exc.message}",))
-        except ApiError as exc:
-            return CheckReport(ok=False, problems=(f"{base}: {exc}",))
-
+        how = "oauth_token" if self.config.oauth_token else "email and api_token"
+        me = check_identity(
+            self.api.me,
+            product="Zendesk",
+            where=self.config.api_url,
+            credentials=how,
+            not_found="check the subdomain",
+        )
+        if isinstance(me, CheckReport):
+            return me
         if me.get("id") is None:
             return CheckReport(
                 ok=False,
@@ -224,13 +178,10 @@ class ZendeskConnector:
             notes.append("no webhook_secret: webhooks will be refused (sync still works)")
 
         missing: list[str] = []
-        if groups:
-            try:
-                self._load_groups(force=True)
-            except PermissionDeniedError as exc:
-                problems.append(f"cannot list groups: {exc.message}")
-            else:
-                missing = [g for g in groups if g.casefold() not in self._group_ids]
+        try:
+            missing = self.groups.missing(groups)
+        except PermissionDeniedError as exc:
+            problems.append(f"cannot list groups: {exc.message}")
         return CheckReport(
             ok=not problems and not missing,
             identity=identity,
@@ -239,44 +190,20 @@ class ZendeskConnector:
             notes=tuple(notes),
         )
 
-    # ------------------------------------------------------------------ groups
+    # ------------------------------------------------------------------ tickets
 
-    def _load_groups(self, force: bool = False) -> None:
-        with self._lock:
-            fresh = self._groups_loaded_at is not None and (
-                self._clock() - self._groups_loaded_at < GROUP_REFRESH_SECONDS
-            )
-            if fresh and not force:
-                return
-        groups = self.api.groups()
-        with self._lock:
-            self._group_ids = {
-                str(g["name"]).casefold(): int(g["id"]) for g in groups if not g.get("deleted")
-            }
-            self._group_names = {int(g["id"]): str(g["name"]) for g in groups}
-            self._groups_loaded_at = self._clock()
-
-    def _ensure_groups(self) -> None:
-        if self._groups_loaded_at is None:
-            self._load_groups()
+    def _load_groups(self) -> list[Group[int]]:
+        return [
+            Group(int(g["id"]), str(g["name"]), active=not g.get("deleted"))
+            for g in self.api.groups()
+        ]
 
     def group_id(self, name: str) -> int:
         """The id of a group by name (case-insensitive); refreshed once on a miss."""
-        self._ensure_groups()
-        key = name.casefold()
-        if key not in self._group_ids:
-            self._load_groups()
-        if key not in self._group_ids:
-            known = ", ".join(sorted(self._group_names.values())) or "none"
-            raise UnknownGroupError(
-                f'group "{name}" does not exist in Zendesk {self.config.api_url} (groups: {known})'
-            )
-        return self._group_ids[key]
-
-    # ------------------------------------------------------------------ tickets
+        return self.groups.id_of(name)
 
     def parse_ticket(self, raw: Mapping[str, Any]) -> Ticket:
-        return parse_ticket(raw, instance=self.instance, group_names=self._group_names)
+        return parse_ticket(raw, instance=self.instance, group_names=self.groups.names())
 
     def fetch_ticket(self, ticket_id: str) -> Ticket:
         """One ticket, fresh, with ``latest_comment`` (the event path: webhooks, re-fetches).
@@ -285,11 +212,9 @@ class ZendeskConnector:
         ``latest_comment`` is the newest public comment, internal notes skipped. If the comments
         cannot be read (404/403) the ticket comes back with ``latest_comment`` empty.
         """
-        self._ensure_groups()
+        self.groups.ensure()
         data = self.api.ticket(str(ticket_id), include="metric_sets")
-        raw = data.get("ticket") or {}
-        if raw.get("group_id") is not None and int(raw["group_id"]) not in self._group_names:
-            self._load_groups()  # a group created since we looked
+        self.groups.note_ids(_group_ids([data.get("ticket") or {}]))  # a group created since
         comment = ""
         try:
             comment = latest_public_comment(self.api.comments(str(ticket_id)))
@@ -300,10 +225,13 @@ class ZendeskConnector:
                 exc.status,
             )
         return parse_ticket(
-            data, instance=self.instance, group_names=self._group_names, latest_comment=comment
+            data,
+            instance=self.instance,
+            group_names=self.groups.names(),
+            latest_comment=comment,
         )
 
-    # ------------------------------------------------------------------ apply
+    # ------------------------------------------------------------------ apply (platform part)
 
     def _ticket_body(self, ticket: Ticket, actions: Actions) -> dict[str, Any]:
         """The ``ticket`` object of one update: everything in one write.
@@ -312,7 +240,7 @@ class ZendeskConnector:
         list computed from the fetched tags is safe — had a human changed any tag meanwhile,
         Zendesk answers 409 and we recompute from fresh tags. Without a stamp we send only
         ``additional_tags``/``remove_tags`` (documented for update_many, not for a single PUT:
-        ``apply`` checks the result and falls back to the Tags API).
+        ``_write_one`` checks the result and falls back to the Tags API).
         """
         body: dict[str, Any] = {}
         if actions.group:
@@ -339,63 +267,19 @@ class ZendeskConnector:
             body["updated_stamp"] = ticket.version
         return body
 
-    def apply(
-        self, ticket: Ticket, actions: Actions, *, on_conflict: ConflictHandler | None = None
-    ) -> ApplyResult:
-        """One escalation in one ``PUT /tickets/{id}`` with ``safe_update`` + ``updated_stamp``.
-
-        409 (someone changed the ticket since it was read): with ``on_conflict``, re-fetch the
-        ticket, ask ``on_conflict(fresh)`` for the actions now (None: nothing to do any more ->
-        ``skipped``) and retry, up to ``conflict_retries`` times; without it, raise ``Conflict``
-        so the caller re-fetches and re-decides. Ticket-specific refusals (unknown group, 404,
-        422) come back as a failed ApplyResult; auth, throttling and outages raise.
-        A ``customer_update`` next to a note needs a second PUT (one comment per update).
-        """
-        conflicts = 0
-        while True:
-            try:
-                return self._apply_once(ticket, actions, conflicts)
-            except Conflict:
-                conflicts += 1
-                if on_conflict is None or conflicts > self.config.conflict_retries:
-                    raise
-                log.info("ticket %s changed meanwhile (409): re-fetching", ticket.id)
-                ticket = self.fetch_ticket(ticket.id)
-                fresh_actions = on_conflict(ticket)
-                if fresh_actions is None:
-                    return ApplyResult(
-                        ticket.id,
-                        ok=True,
-                        skipped=True,
-                        conflicts=conflicts,
-                        version=ticket.version,
-                    )
-                actions = fresh_actions
-            except UnknownGroupError as exc:
-                return ApplyResult(ticket.id, ok=False, error=str(exc), conflicts=conflicts)
-            except NotFound as exc:
-                return ApplyResult(
-                    ticket.id,
-                    ok=False,
-                    error=f"ticket not found: {exc.message}",
-                    conflicts=conflicts,
-                )
-            except ValidationError as exc:
-                return ApplyResult(
-                    ticket.id, ok=False, error=_validation_text(exc), conflicts=conflicts
-                )
-
-    def _apply_once(self, ticket: Ticket, actions: Actions, conflicts: int) -> ApplyResult:
+    def _prepare(self, ticket: Ticket, actions: Actions) -> _Write | ApplyResult:
+        """No read needed: ``safe_update`` makes Zendesk itself refuse a stale write (409)."""
         body = self._ticket_body(ticket, actions)
         if not body:
             return ApplyResult(
-                ticket.id,
-                ok=True,
-                skipped=True,
-                actions=actions,
-                version=ticket.version,
-                conflicts=conflicts,
+                ticket.id, ok=True, skipped=True, actions=actions, version=ticket.version
             )
+        return _Write(ticket, actions, body)
+
+    def _write_one(self, prepared: _Write) -> ApplyResult:
+        """One ``PUT /tickets/{id}``; a ``customer_update`` next to a note needs a second PUT
+        (one comment per update)."""
+        ticket, actions, body = prepared.ticket, prepared.actions, prepared.body
         data = self.api.update_ticket(ticket.id, body)
         after = data.get("ticket") or {}
         version = after.get("updated_at") or ticket.version
@@ -407,9 +291,7 @@ class ZendeskConnector:
                 public |= {"safe_update": True, "updated_stamp": version}
             data = self.api.update_ticket(ticket.id, public)
             version = (data.get("ticket") or {}).get("updated_at") or version
-        return ApplyResult(
-            ticket.id, ok=True, actions=actions, version=version, conflicts=conflicts
-        )
+        return ApplyResult(ticket.id, ok=True, actions=actions, version=version)
 
     def _ensure_tags(
         self, ticket_id: str, after: Mapping[str, Any], body: Mapping[str, Any]
@@ -425,63 +307,12 @@ class ZendeskConnector:
         if present:
             self.api.remove_tags(ticket_id, present)
 
-    def apply_many(
-        self,
-        items: Sequence[tuple[Ticket, Actions]],
-        *,
-        on_conflict: ConflictHandler | None = None,
-    ) -> list[ApplyResult]:
-        """``PUT /tickets/update_many`` in the batch form (≤100 per job), then job_statuses.
+    def _bulk_key(self, prepared: _Write) -> str:
+        """Every update fits one ``update_many`` batch: each ticket carries its own body."""
+        return "update_many"
 
-        Batches are sized to the Update Ticket budget the last response announced. Each ticket
-        carries its own ``safe_update`` + ``updated_stamp`` (Zendesk requires both in a batch).
-        Results are mapped back by ticket id; a ticket missing from the results, or a failed
-        job, is a retryable failure. Conflicts are retried one by one through ``apply`` when
-        ``on_conflict`` is given. A single item is one plain PUT (cheaper than job + polling).
-        """
-        results: list[ApplyResult | None] = [None] * len(items)
-        pending: list[tuple[int, Ticket, Actions, dict[str, Any]]] = []
-        for index, (ticket, actions) in enumerate(items):
-            try:
-                body = self._ticket_body(ticket, actions)
-            except UnknownGroupError as exc:
-                results[index] = ApplyResult(ticket.id, ok=False, error=str(exc))
-                continue
-            if not body:
-                results[index] = ApplyResult(
-                    ticket.id, ok=True, skipped=True, actions=actions, version=ticket.version
-                )
-                continue
-            pending.append((index, ticket, actions, body))
-
-        if len(pending) == 1:
-            index, ticket, actions, _ = pending[0]
-            results[index] = self._apply_reporting_conflict(ticket, actions, on_conflict)
-            pending = []
-
-        while pending:
-            size = self._batch_size()
-            chunk, pending = pending[:size], pending[size:]
-            for index, result in self._run_batch(chunk, on_conflict):
-                results[index] = result
-        return [r for r in results if r is not None]
-
-    def _apply_reporting_conflict(
-        self, ticket: Ticket, actions: Actions, on_conflict: ConflictHandler | None
-    ) -> ApplyResult:
-        try:
-            return self.apply(ticket, actions, on_conflict=on_conflict)
-        except Conflict as exc:
-            return ApplyResult(
-                ticket.id,
-                ok=False,
-                error=f"conflict: {exc.message}",
-                retryable=True,
-                conflict=True,
-                conflicts=1,
-            )
-
-    def _batch_size(self) -> int:
+    def _bulk_size(self) -> int:
+        """≤100 per job, sized to the Update Ticket budget the last response announced."""
         rate = self.api.client.rate_limit(UPDATE_BUCKET)
         size = MAX_BATCH
         if rate is not None:
@@ -491,84 +322,63 @@ class ZendeskConnector:
                 size = rate.remaining
         return max(1, size)
 
-    def _run_batch(
-        self,
-        chunk: Sequence[tuple[int, Ticket, Actions, dict[str, Any]]],
-        on_conflict: ConflictHandler | None,
-    ) -> list[tuple[int, ApplyResult]]:
-        tickets = [{"id": int(t.id), **body} for _, t, _, body in chunk]
-        try:
-            job = self.api.update_many(tickets)
-            job = self._wait_for_job(job)
-        except (ValidationError, NotFound) as exc:
-            text = _validation_text(exc) if isinstance(exc, ValidationError) else str(exc)
-            return [(i, ApplyResult(t.id, ok=False, error=text)) for i, t, _, _ in chunk]
-        status = str(job.get("status") or "")
+    def _write_bulk(self, batch: Sequence[_Write]) -> list[ApplyResult]:
+        """``PUT /tickets/update_many`` in the batch form, then job_statuses until done.
+
+        Each ticket carries its own ``safe_update`` + ``updated_stamp`` (Zendesk requires both
+        in a batch). Results are mapped back by ticket id; a ticket missing from the results,
+        or a failed job, is a retryable failure; an ``UpdateConflict`` is a conflict.
+        """
+        job = self.api.update_many([{"id": int(w.ticket.id), **w.body} for w in batch])
+        job_id = job.get("id")
+        if not job_id:
+            raise ApiError("update_many answered without a job id")
+        poll = poll_job(
+            lambda: self.api.job_status(str(job_id)),
+            lambda j: str(j.get("status")) in _JOB_DONE,
+            first=job,
+            timeout=self.config.job_timeout,
+            clock=self.runtime.clock,
+            sleep=self.runtime.sleep,
+            delay=0.1,
+            max_delay=self.config.job_poll_max_interval,
+        )
+        done = poll.job
+        if not poll.finished:
+            done = {**done, "status": "timeout", "message": "still running; not waited for"}
+        status = str(done.get("status") or "")
         if status != "completed":
-            why = f"job {job.get('id')} {status or 'unknown'}: {job.get('message') or ''}".strip()
-            return [
-                (i, ApplyResult(t.id, ok=False, error=why, retryable=True)) for i, t, _, _ in chunk
-            ]
-        outcomes = job_result_outcomes(job.get("results"))
-        out: list[tuple[int, ApplyResult]] = []
-        for index, ticket, actions, _ in chunk:
-            outcome = outcomes.get(ticket.id)
+            why = f"job {job_id} {status or 'unknown'}: {done.get('message') or ''}".strip()
+            return [ApplyResult(w.ticket.id, ok=False, error=why, retryable=True) for w in batch]
+        outcomes = job_result_outcomes(done.get("results"))
+        out: list[ApplyResult] = []
+        for w in batch:
+            outcome = outcomes.get(w.ticket.id)
             if outcome is None:
                 out.append(
-                    (
-                        index,
-                        ApplyResult(
-                            ticket.id,
-                            ok=False,
-                            retryable=True,
-                            error=f"ticket missing from the results of job {job.get('id')}",
-                        ),
+                    ApplyResult(
+                        w.ticket.id,
+                        ok=False,
+                        retryable=True,
+                        error=f"ticket missing from the results of job {job_id}",
                     )
                 )
                 continue
             ok, error, conflict = outcome
             if ok:
-                out.append((index, ApplyResult(ticket.id, ok=True, actions=actions)))
-            elif conflict and on_conflict is not None:
-                fresh = self.fetch_ticket(ticket.id)
-                fresh_actions = on_conflict(fresh)
-                if fresh_actions is None:
-                    result = ApplyResult(ticket.id, ok=True, skipped=True, conflicts=1)
-                else:
-                    result = self._apply_reporting_conflict(fresh, fresh_actions, on_conflict)
-                    result = _add_conflict(result)
-                out.append((index, result))
+                out.append(ApplyResult(w.ticket.id, ok=True, actions=w.actions))
             else:
                 out.append(
-                    (
-                        index,
-                        ApplyResult(
-                            ticket.id,
-                            ok=False,
-                            error=error,
-                            retryable=conflict,
-                            conflict=conflict,
-                            conflicts=int(conflict),
-                        ),
+                    ApplyResult(
+                        w.ticket.id,
+                        ok=False,
+                        error=error,
+                        retryable=conflict,
+                        conflict=conflict,
+                        conflicts=int(conflict),
                     )
                 )
         return out
-
-    def _wait_for_job(self, job: dict[str, Any]) -> dict[str, Any]:
-        """Poll job_statuses until completed/failed (or the configured timeout)."""
-        job_id = job.get("id")
-        if not job_id:
-            raise ApiError("update_many answered without a job id")
-        delay = 0.1
-        deadline = self._clock() + self.config.job_timeout
-        while str(job.get("status")) not in ("completed", "failed", "killed"):
-            if self._clock() >= deadline:
-                job = {**job, "status": "timeout", "message": "still running; not waited for"}
-                break
-            self._sleep(delay)
-            delay = min(delay * 2, self.config.job_poll_max_interval)
-            job = self.api.job_status(str(job_id)) or job
-        return job
 
     # ------------------------------------------------------------------ sync
 
@@ -585,7 +395,7 @@ class ZendeskConnector:
         export nor search includes comments, and one List Comments call per ticket would break
         the rate-limit budget — so here it is empty; ``fetch_ticket`` (events) fills it.
         """
-        self._ensure_groups()
+        self.groups.ensure()
         mode = self._sync_mode
         if cursor and cursor.startswith(_SEARCH):
             mode = "search"
@@ -611,11 +421,11 @@ class ZendeskConnector:
     def _incremental(self, since: datetime | None, cursor: str | None) -> Iterator[TicketPage]:
         after = cursor[len(_INC) :] if cursor and cursor.startswith(_INC) else None
         while True:
-            self._incremental_gate.wait()
+            self._incremental_gate.wait(self.runtime.sleep)
             if after:
                 data = self.api.incremental(cursor=after)
             else:
-                latest = self._utcnow() - INCREMENTAL_LAG
+                latest = self.runtime.utcnow() - INCREMENTAL_LAG
                 start = min(since or EPOCH, latest)
                 try:
                     data = self.api.incremental(start_time=int(start.timestamp()))
@@ -623,8 +433,8 @@ class ZendeskConnector:
                     if "start_time" not in str(exc).lower():
                         raise
                     # "Too recent start_time" (undocumented): step back and try once more.
-                    self._incremental_gate.wait()
-                    start = self._utcnow() - 2 * INCREMENTAL_LAG
+                    self._incremental_gate.wait(self.runtime.sleep)
+                    start = self.runtime.utcnow() - 2 * INCREMENTAL_LAG
                     data = self.api.incremental(start_time=int(start.timestamp()))
             tickets = self._open_tickets(data.get("tickets") or [], data.get("metric_sets"))
             after = data.get("after_cursor") or after
@@ -683,11 +493,7 @@ class ZendeskConnector:
         by_ticket: dict[Any, Mapping[str, Any]] = {}
         if isinstance(metric_sets, list):
             by_ticket = {m.get("ticket_id"): m for m in metric_sets if isinstance(m, Mapping)}
-        if any(
-            r.get("group_id") is not None and int(r["group_id"]) not in self._group_names
-            for r in raws
-        ):
-            self._load_groups()
+        self.groups.note_ids(_group_ids(raws))
         out = []
         for raw in raws:
             if raw.get("status") == "deleted":
@@ -695,7 +501,7 @@ class ZendeskConnector:
             ticket = parse_ticket(
                 raw,
                 instance=self.instance,
-                group_names=self._group_names,
+                group_names=self.groups.names(),
                 metric_set=by_ticket.get(raw.get("id")),
             )
             if ticket.status.is_open:
@@ -704,20 +510,18 @@ class ZendeskConnector:
 
     # ------------------------------------------------------------------ webhooks
 
-    def verify_webhook(
-        self, headers: Mapping[str, str], body: bytes, query: Mapping[str, str]
-    ) -> None:
+    def verify_request(self, request: WebhookRequest) -> None:
         secret = self.config.webhook_secret
         webhook.verify(
-            headers,
-            body,
+            request.headers,
+            request.body,
             secret.get_secret_value() if secret is not None else None,
-            now=self._utcnow(),
+            now=self.runtime.utcnow(),
             window=timedelta(seconds=self.config.replay_window_seconds),
         )
 
-    def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> list[TicketEvent]:
-        return webhook.parse(headers, body, instance=self.instance)
+    def parse_request(self, request: WebhookRequest) -> list[TicketEvent]:
+        return webhook.parse(request.headers, request.body, instance=self.instance)
 
     def own_user_id(self) -> str | None:
         """The integration user's id: configured, or learned once from /users/me."""
@@ -750,24 +554,16 @@ class ZendeskConnector:
         return ZendeskDriver()
 
 
+def _group_ids(raws: Iterable[Mapping[str, Any]]) -> list[int]:
+    return [int(r["group_id"]) for r in raws if r.get("group_id") is not None]
+
+
 def _tag_changes(actions: Actions) -> tuple[set[str], set[str]]:
     add = {t.lower() for t in actions.tags_add}
     if actions.level:
-        add.add(level_tag(actions.level))
+        add.add(LevelMarker.tag(actions.level))
     remove = {t.lower() for t in actions.tags_remove} - add
     return add, remove
-
-
-def _validation_text(exc: ValidationError) -> str:
-    if exc.fields:
-        return "; ".join(f"{f.field}: {f.message}" for f in exc.fields)
-    return exc.message
-
-
-def _add_conflict(result: ApplyResult) -> ApplyResult:
-    from dataclasses import replace
-
-    return replace(result, conflicts=result.conflicts + 1)
 
 
 def _conforms(connector: ZendeskConnector) -> Connector:

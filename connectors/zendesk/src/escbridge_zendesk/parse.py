@@ -10,10 +10,10 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from escbridge.http import ErrorDetails, FieldError, RateLimit
-from escbridge.model import Channel, Person, Priority, Status, Ticket
-
-LEVEL_TAG_PREFIX = "escbridge_"
+from escbridge.connector.contract import Headers
+from escbridge.errors import FieldError
+from escbridge.http import ErrorDetails, RateLimit
+from escbridge.model import Channel, LevelMarker, Person, Priority, Status, Ticket
 
 STATUS = {
     "new": Status.NEW,
@@ -74,21 +74,6 @@ def parse_time(value: Any) -> datetime | None:
 def format_time(value: datetime) -> str:
     """The ``updated_at`` form Zendesk uses: seconds, UTC, ``Z``."""
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def level_from_tags(tags: Sequence[str] | frozenset[str]) -> str | None:
-    """escbridge's level marker: the id in a tag ``escbridge_<id>``.
-
-    With several markers the connector cannot know ranks, so it takes the lexicographically last;
-    the engine re-checks against the matrix.
-    """
-    ids = sorted(t[len(LEVEL_TAG_PREFIX) :] for t in tags if t.startswith(LEVEL_TAG_PREFIX))
-    ids = [i for i in ids if i]
-    return ids[-1] if ids else None
-
-
-def level_tag(level: str) -> str:
-    return f"{LEVEL_TAG_PREFIX}{level}".lower()
 
 
 def _id(value: Any) -> str | None:
@@ -194,7 +179,7 @@ def parse_ticket(
         last_customer_reply_at=last_customer,
         due_at=parse_time(raw.get("due_at")),
         reopen_count=reopens,
-        level=level_from_tags(tags),
+        level=LevelMarker.from_tags(tags),
         version=str(raw["updated_at"]) if raw.get("updated_at") else None,
     )
 
@@ -297,19 +282,19 @@ def parse_rate_limit(headers: Mapping[str, str]) -> RateLimit | None:
     ``Zendesk-RateLimit-<endpoint>`` / ``zendesk-rate-limit-<endpoint>``:
     ``total=100; remaining=99; resets=41``.
     """
-    lower = {k.lower(): v for k, v in headers.items()}
+    found = Headers(headers)
     readings: list[RateLimit] = []
     for limit_h, remaining_h, reset_h in (
         ("ratelimit-limit", "ratelimit-remaining", "ratelimit-reset"),
         ("rate-limit", "rate-limit-remaining", "rate-limit-reset"),
         ("x-rate-limit", "x-rate-limit-remaining", "x-rate-limit-reset"),
     ):
-        remaining = _int(lower.get(remaining_h))
+        remaining = _int(found.get(remaining_h))
         if remaining is not None:
-            reset = _float(lower.get(reset_h)) or _float(lower.get("ratelimit-reset"))
-            readings.append(RateLimit(remaining, _int(lower.get(limit_h)), reset))
-    for name, value in lower.items():
-        if name.startswith(("zendesk-ratelimit-", "zendesk-rate-limit-")):
+            reset = _float(found.get(reset_h)) or _float(found.get("ratelimit-reset"))
+            readings.append(RateLimit(remaining, _int(found.get(limit_h)), reset))
+    for name, value in found.items():
+        if name.lower().startswith(("zendesk-ratelimit-", "zendesk-rate-limit-")):
             kv = {k.lower(): v for k, v in _KV.findall(value)}
             if "remaining" in kv:
                 readings.append(

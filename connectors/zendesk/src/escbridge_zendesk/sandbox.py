@@ -36,12 +36,21 @@ from typing import Any
 
 from flask import Flask, Response, g, jsonify, request
 
+from escbridge.connector.kit import SlidingWindow
 from escbridge.sandbox import (
     Change,
     RecordStore,
     SandboxStats,
-    SlidingWindowLimiter,
     WebhookDispatcher,
+)
+from escbridge.sandbox.app import (
+    HttpError,
+    add_control_routes,
+    basic_credentials,
+    in_request,
+    install,
+    public,
+    respond,
 )
 from escbridge_zendesk.parse import format_time, parse_time
 from escbridge_zendesk.webhook import (
@@ -103,15 +112,8 @@ class SandboxUser:
         }
 
 
-class _HttpError(Exception):
-    def __init__(self, status: int, body: Any, headers: Mapping[str, str] | None = None) -> None:
-        self.status = status
-        self.body = body
-        self.headers = dict(headers or {})
-
-
-def _record_invalid(field: str, description: str, code: str = "InvalidValue") -> _HttpError:
-    return _HttpError(
+def _record_invalid(field: str, description: str, code: str = "InvalidValue") -> HttpError:
+    return HttpError(
         422,
         {
             "error": "RecordInvalid",
@@ -161,11 +163,9 @@ class ZendeskSandbox:
             self.add_group(name, default=(i == 0))
         self.tickets = RecordStore(first_id=1)
         self.stats = SandboxStats()
-        self.account = SlidingWindowLimiter(account_limit, window_seconds, monotonic)
-        self.update_limiter = SlidingWindowLimiter(update_limit, window_seconds, monotonic)
-        self.incremental_limiter = SlidingWindowLimiter(
-            incremental_limit, window_seconds, monotonic
-        )
+        self.account = SlidingWindow(account_limit, window_seconds, monotonic)
+        self.update_limiter = SlidingWindow(update_limit, window_seconds, monotonic)
+        self.incremental_limiter = SlidingWindow(incremental_limit, window_seconds, monotonic)
         self.incremental_lag = incremental_lag_seconds
         self.single_put_additional_tags = single_put_additional_tags
         self.webhook_url = webhook_url
@@ -314,7 +314,7 @@ class ZendeskSandbox:
             "_comments": thread,
             **extra,
         }
-        return _public(self.tickets.add(record, actor=self.CUSTOMER_ID, notify=notify))
+        return public(self.tickets.add(record, actor=self.CUSTOMER_ID, notify=notify))
 
     def seed(self, count: int, make: Callable[[int], Mapping[str, Any]]) -> None:
         """Many tickets at once without webhooks (``make(i)`` -> create_ticket kwargs)."""
@@ -336,9 +336,9 @@ class ZendeskSandbox:
     def _update(
         self, ticket_id: int, obj: Mapping[str, Any], actor: int, *, single: bool
     ) -> dict[str, Any]:
-        """Apply one ticket object the way Zendesk would; raise _HttpError on refusal."""
+        """Apply one ticket object the way Zendesk would; raise HttpError on refusal."""
         if ticket_id not in self.tickets:
-            raise _HttpError(404, {"error": "RecordNotFound", "description": "Not found"})
+            raise HttpError(404, {"error": "RecordNotFound", "description": "Not found"})
         unknown = set(obj) - _WRITABLE - ({"id"} if not single else set())
         if unknown:
             warn = (
@@ -346,10 +346,10 @@ class ZendeskSandbox:
                 f":unpermitted_keys=>{sorted('ticket.' + k for k in unknown)}}}}}"
             )
             self.api_warnings.append(warn)
-            if _in_request():
+            if in_request():
                 g.api_warn = warn
         if "updated_stamp" in obj and "safe_update" not in obj and not single:
-            raise _HttpError(
+            raise HttpError(
                 400,
                 {
                     "error": "InvalidValue",
@@ -361,7 +361,7 @@ class ZendeskSandbox:
         def mutate(t: dict[str, Any]) -> None:
             stamp = obj.get("updated_stamp")
             if "safe_update" in obj and stamp is not None and stamp != t["updated_at"]:
-                raise _HttpError(409, CONFLICT_BODY)
+                raise HttpError(409, CONFLICT_BODY)
             if t["status"] == "closed":
                 raise _record_invalid("status", "Status: closed prevents ticket update", "Closed")
             for key in (
@@ -454,7 +454,7 @@ class ZendeskSandbox:
                 results.append(
                     {"action": "update", "status": "Updated", "success": True, "id": tid}
                 )
-            except _HttpError as exc:
+            except HttpError as exc:
                 body = exc.body if isinstance(exc.body, Mapping) else {}
                 results.append(
                     {
@@ -529,12 +529,9 @@ class ZendeskSandbox:
         if header.startswith("Bearer "):
             token = header[7:].strip()
             return next((u for u in self.users if u.oauth_token and u.oauth_token == token), None)
-        if header.startswith("Basic "):
-            try:
-                decoded = base64.b64decode(header[6:]).decode()
-            except (binascii.Error, UnicodeDecodeError):
-                return None
-            login, _, secret = decoded.partition(":")
+        credentials = basic_credentials()
+        if credentials is not None:
+            login, secret = credentials
             if not login.endswith("/token"):
                 return None  # password auth is not emulated
             email = login.removesuffix("/token")
@@ -548,12 +545,12 @@ class ZendeskSandbox:
             )
         return None
 
-    def _limit(self, limiter: SlidingWindowLimiter, cost: int, header: str | None) -> None:
+    def _limit(self, limiter: SlidingWindow, cost: int, header: str | None) -> None:
         decision = limiter.acquire(cost)
         if header:
             g.endpoint_rate = (header, decision)
         if not decision.allowed:
-            raise _HttpError(429, THROTTLED_TEXT, {"Retry-After": decision.retry_after_header})
+            raise HttpError(429, THROTTLED_TEXT, {"Retry-After": decision.retry_after_header})
 
     def _make_app(self) -> Flask:
         app = Flask(f"zendesk-sandbox-{id(self)}")
@@ -589,15 +586,15 @@ class ZendeskSandbox:
                 ):
                     g.user = None  # Zendesk answers /users/me anonymously
                 else:
-                    return _error(
-                        401,
+                    return respond(
                         {"error": "Couldn't authenticate you"},
+                        401,
                         {"WWW-Authenticate": 'Basic realm="Web Password"'},
                     )
             g.user = user
             decision = sandbox.account.acquire(1)
             if not decision.allowed:
-                return _error(429, THROTTLED_TEXT, {"Retry-After": decision.retry_after_header})
+                return respond(THROTTLED_TEXT, 429, {"Retry-After": decision.retry_after_header})
             return None
 
         @app.after_request
@@ -624,16 +621,14 @@ class ZendeskSandbox:
             response.headers["X-Request-Id"] = g.get("request_id", "")
             return response
 
-        @app.errorhandler(_HttpError)
-        def http_error(exc: _HttpError) -> Response:
-            return _error(exc.status, exc.body, exc.headers)
+        install(app)
 
         def require_user() -> SandboxUser:
             user: SandboxUser | None = g.user
             if user is None:
-                raise _HttpError(401, {"error": "Couldn't authenticate you"})
+                raise HttpError(401, {"error": "Couldn't authenticate you"})
             if user.role == "end-user":
-                raise _HttpError(
+                raise HttpError(
                     403,
                     {"error": "Forbidden", "description": "You do not have access to this page."},
                 )
@@ -679,19 +674,19 @@ class ZendeskSandbox:
             require_user()
             record = sandbox.tickets.get(ticket_id)
             if record is None:
-                raise _HttpError(404, {"error": "RecordNotFound", "description": "Not found"})
-            return jsonify(ticket=_public(record))
+                raise HttpError(404, {"error": "RecordNotFound", "description": "Not found"})
+            return jsonify(ticket=public(record))
 
         @route("/tickets/<int:ticket_id>", ["PUT"])
         def update_ticket(ticket_id: int) -> Any:
             user = require_user()
             body = request.get_json(silent=True)
             if not isinstance(body, dict) or not isinstance(body.get("ticket"), dict):
-                raise _HttpError(400, {"error": "InvalidJSON", "description": "expected ticket"})
+                raise HttpError(400, {"error": "InvalidJSON", "description": "expected ticket"})
             sandbox._limit(sandbox.update_limiter, 1, "Zendesk-RateLimit-tickets-update")
             before = sandbox.tickets.get(ticket_id)
             after = sandbox._update(ticket_id, body["ticket"], user.id, single=True)
-            return jsonify(ticket=_public(after), audit=_audit(before, after, user.id))
+            return jsonify(ticket=public(after), audit=_audit(before, after, user.id))
 
         @route("/tickets/<int:ticket_id>/comments", ["GET"])
         def comments(ticket_id: int) -> Any:
@@ -700,10 +695,10 @@ class ZendeskSandbox:
             require_user()
             record = sandbox.tickets.get(ticket_id)
             if record is None:
-                raise _HttpError(404, {"error": "RecordNotFound", "description": "Not found"})
+                raise HttpError(404, {"error": "RecordNotFound", "description": "Not found"})
             order = request.args.get("sort_order", "asc")
             if order not in ("asc", "desc"):
-                raise _HttpError(
+                raise HttpError(
                     400, {"error": "InvalidValue", "description": "sort_order must be asc or desc"}
                 )
             page = max(1, int(request.args.get("page", 1) or 1))
@@ -726,7 +721,7 @@ class ZendeskSandbox:
         def tags(ticket_id: int) -> Any:
             user = require_user()
             if ticket_id not in sandbox.tickets:
-                raise _HttpError(404, {"error": "RecordNotFound", "description": "Not found"})
+                raise HttpError(404, {"error": "RecordNotFound", "description": "Not found"})
             if request.method == "GET":
                 return jsonify(tags=sandbox.ticket(ticket_id)["tags"])
             sandbox._limit(sandbox.update_limiter, 1, "Zendesk-RateLimit-tickets-update")
@@ -756,7 +751,7 @@ class ZendeskSandbox:
                 ids = [int(x) for x in request.args.get("ids", "").split(",") if x.strip()]
                 items = [(i, body.get("ticket") or {}) for i in ids]
             if len(items) > 100:
-                raise _HttpError(
+                raise HttpError(
                     400,
                     {
                         "error": "TooManyValues",
@@ -765,10 +760,10 @@ class ZendeskSandbox:
                     },
                 )
             if not items:
-                raise _HttpError(400, {"error": "InvalidValue", "description": "no tickets"})
+                raise HttpError(400, {"error": "InvalidValue", "description": "no tickets"})
             for _, obj in items:
                 if "updated_stamp" in obj and "safe_update" not in obj:
-                    raise _HttpError(
+                    raise HttpError(
                         400,
                         {
                             "error": "InvalidValue",
@@ -785,14 +780,14 @@ class ZendeskSandbox:
                 job = sandbox.jobs.get(job_id)
                 job = json.loads(json.dumps(job)) if job else None
             if job is None:
-                raise _HttpError(404, {"error": "RecordNotFound", "description": "Not found"})
+                raise HttpError(404, {"error": "RecordNotFound", "description": "Not found"})
             return jsonify(job_status=job)
 
         @route("/incremental/tickets/cursor", ["GET"])
         def incremental() -> Any:
             user = require_user()
             if user.role != "admin":
-                raise _HttpError(
+                raise HttpError(
                     403,
                     {
                         "error": "Forbidden",
@@ -810,25 +805,20 @@ class ZendeskSandbox:
 
         # -- control endpoints (not Zendesk): what customers and humans do --------------------
 
-        @app.post("/__sandbox/tickets")
-        def control_create() -> Any:
-            body = request.get_json(silent=True) or {}
-            return jsonify(ticket=sandbox.create_ticket(**body)), 201
-
-        @app.patch("/__sandbox/tickets/<int:ticket_id>")
-        def control_update(ticket_id: int) -> Any:
-            body = request.get_json(silent=True) or {}
-            return jsonify(ticket=_public(sandbox.human_update(ticket_id, **body)))
-
-        @app.get("/__sandbox/stats")
-        def control_stats() -> Any:
-            return jsonify(
-                requests=sandbox.stats.requests,
-                throttled=sandbox.stats.throttled,
-                by_endpoint=dict(sandbox.stats.by_endpoint),
-                updates_applied=sandbox.updates_applied,
-                webhooks=len(sandbox.webhooks.deliveries),
-            )
+        add_control_routes(
+            app,
+            create=lambda body: {"ticket": sandbox.create_ticket(**body)},
+            update=lambda ticket_id, body: {
+                "ticket": public(sandbox.human_update(ticket_id, **body))
+            },
+            stats=lambda: {
+                "requests": sandbox.stats.requests,
+                "throttled": sandbox.stats.throttled,
+                "by_endpoint": dict(sandbox.stats.by_endpoint),
+                "updates_applied": sandbox.updates_applied,
+                "webhooks": len(sandbox.webhooks.deliveries),
+            },
+        )
 
         @app.post("/__sandbox/webhook")
         def control_webhook() -> Any:
@@ -865,7 +855,7 @@ class ZendeskSandbox:
         cursor = _encode_cursor(after_seq)
         end = len(ready) <= per_page
         return {
-            "tickets": [_public(r) for _, r in page],
+            "tickets": [public(r) for _, r in page],
             "after_url": f"{self.base_url}/api/v2/incremental/tickets/cursor.json?cursor={cursor}",
             "before_url": None,
             "after_cursor": cursor,
@@ -878,7 +868,7 @@ class ZendeskSandbox:
         page = max(1, int(args.get("page", 1) or 1))
         per_page = min(max(1, int(args.get("per_page", 100) or 100)), 100)
         if page * per_page > 1000:
-            raise _HttpError(
+            raise HttpError(
                 422,
                 {
                     "error": "invalid",
@@ -897,7 +887,7 @@ class ZendeskSandbox:
         more = page * per_page < len(hits)
         base = f"{self.base_url}/api/v2/search.json"
         return {
-            "results": [{**_public(t), "result_type": "ticket"} for t in chunk],
+            "results": [{**public(t), "result_type": "ticket"} for t in chunk],
             "facets": None,
             "next_page": f"{base}?page={page + 1}&per_page={per_page}" if more else None,
             "previous_page": f"{base}?page={page - 1}" if page > 1 else None,
@@ -906,28 +896,6 @@ class ZendeskSandbox:
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _in_request() -> bool:
-    from flask import has_request_context
-
-    return has_request_context()
-
-
-def _public(record: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in record.items() if not k.startswith("_")}
-
-
-def _error(status: int, body: Any, headers: Mapping[str, str] | None = None) -> Response:
-    if isinstance(body, str):
-        response = Response(body, status=status, content_type="text/plain")
-    else:
-        response = Response(
-            json.dumps(body), status=status, content_type="application/json; charset=utf-8"
-        )
-    for key, value in (headers or {}).items():
-        response.headers[key] = value
-    return response
 
 
 def _encode_cursor(value: int) -> str:
@@ -940,7 +908,7 @@ def _decode_cursor(cursor: str | None) -> str | None:
     try:
         return base64.b64decode(cursor).decode().split(".")[0]
     except (binascii.Error, UnicodeDecodeError):
-        raise _HttpError(
+        raise HttpError(
             422, {"error": "InvalidPaginationParameter", "description": "cursor is invalid"}
         ) from None
 

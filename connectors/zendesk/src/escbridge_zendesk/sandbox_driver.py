@@ -2,7 +2,7 @@
 
 Found by the core through :meth:`ZendeskConnector.sandbox_driver
 <escbridge_zendesk.connector.ZendeskConnector.sandbox_driver>`; see
-:mod:`escbridge.sandbox_drivers` for the members a driver has.
+:mod:`escbridge.sandbox.driver` for the members a driver has.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 
 from escbridge.model import Channel, Status
 from escbridge.sandbox import ServerThread
-from escbridge.sandbox_drivers import SimClock, TicketSpec
+from escbridge.sandbox.driver import SimClock, TicketSpec
 from escbridge_zendesk.parse import format_time, parse_time
 from escbridge_zendesk.sandbox import TEST_SIGNING_SECRET, ZendeskSandbox
 

@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
+from escbridge.connector.contract import Headers
 from escbridge.errors import WebhookAuthError, WebhookPayloadError
 from escbridge.model import TicketEvent
 from escbridge_zendesk.parse import parse_time
@@ -53,14 +54,6 @@ def sign(secret: str, timestamp: str, body: bytes) -> str:
     return base64.b64encode(digest).decode()
 
 
-def _header(headers: Mapping[str, str], name: str) -> str | None:
-    lname = name.lower()
-    for key, value in headers.items():
-        if key.lower() == lname:
-            return value
-    return None
-
-
 def verify(
     headers: Mapping[str, str],
     body: bytes,
@@ -72,8 +65,9 @@ def verify(
     """Raise WebhookAuthError unless the request is signed with ``secret`` and recent."""
     if not secret:
         raise WebhookAuthError("no webhook_secret is configured for this instance")
-    signature = _header(headers, SIGNATURE_HEADER)
-    timestamp = _header(headers, TIMESTAMP_HEADER)
+    found = Headers(headers)
+    signature = found.get(SIGNATURE_HEADER)
+    timestamp = found.get(TIMESTAMP_HEADER)
     if not signature or not timestamp:
         raise WebhookAuthError(f"missing {SIGNATURE_HEADER} or {TIMESTAMP_HEADER}")
     expected = sign(secret, timestamp, body)
@@ -162,7 +156,8 @@ def _parse_trigger(
             f"ticket_id {str(raw_id)[:40]!r} is not a ticket id (is the placeholder "
             "{{ticket.id}} in the trigger body?)"
         )
-    invocation = _header(headers, INVOCATION_HEADER)
+    found = Headers(headers)
+    invocation = found.get(INVOCATION_HEADER)
     if invocation:
         dedupe = f"{instance}:zendesk-invocation:{invocation.strip()}"
     else:
@@ -170,7 +165,7 @@ def _parse_trigger(
         dedupe = f"{instance}:zendesk-body:{ticket_id}:{digest}"
     actor = _clean_id(data.get("actor_id", data.get("current_user_id")))
     try:
-        occurred = parse_time(_header(headers, TIMESTAMP_HEADER))
+        occurred = parse_time(found.get(TIMESTAMP_HEADER))
     except ValueError:
         occurred = None
     return TicketEvent(

@@ -6,7 +6,8 @@ One method per endpoint, returning Zoho's JSON (None for Desk's empty ``204``); 
 - every call carries ``Authorization: Zoho-oauthtoken …`` from the ``TokenManager`` and the
   mandatory ``orgId`` header (except ``/organizations``, which lists the orgs);
 - a 401 refreshes the token once and repeats the call;
-- a 429 ``THRESHOLD_EXCEEDED`` (daily credits gone) becomes ``CreditsExhausted`` at once: the
+- a 429 ``THRESHOLD_EXCEEDED`` (daily credits gone) becomes ``RateLimited`` with ``resume_at``
+  (the next UTC midnight, or what Retry-After says) at once: the
   shared client would otherwise retry it like the concurrency 429 ``TOO_MANY_REQUESTS``, and
   nothing changes for hours. A response hook on this client's own session does it, before the
   retry loop sees the response;
@@ -19,31 +20,33 @@ from __future__ import annotations
 import json
 import logging
 import threading
-import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import quote, urlsplit
 
 import requests
 
-from escbridge.http import (
-    ApiClient,
+from escbridge.connector.kit import Runtime
+from escbridge.errors import (
     ApiError,
     AuthError,
-    ErrorDetails,
     FieldError,
     NotFound,
+    RateLimited,
+    ValidationError,
+)
+from escbridge.http import (
+    ApiClient,
+    ErrorDetails,
     RateLimit,
     RetryPolicy,
-    ValidationError,
     default_error_parser,
     parse_retry_after,
 )
 from escbridge.secrets import redact
 from escbridge_zohodesk.config import ZohoDeskConfig
-from escbridge_zohodesk.errors import CreditsExhausted
 from escbridge_zohodesk.oauth import TokenManager
 
 log = logging.getLogger(__name__)
@@ -140,21 +143,18 @@ class DeskClient:
         config: ZohoDeskConfig,
         tokens: TokenManager,
         *,
-        session: requests.Session | None = None,
-        sleep: Callable[[float], None] = time.sleep,
-        clock: Callable[[], float] = time.monotonic,
-        utcnow: Callable[[], datetime] = lambda: datetime.now(UTC),
+        runtime: Runtime | None = None,
     ) -> None:
+        runtime = runtime or Runtime()
         self.config = config
         self.tokens = tokens
-        self._utcnow = utcnow
+        self._utcnow = runtime.utcnow
         self._local = threading.local()
         self.credits = Credits()
-        session = session or requests.Session()
+        session = runtime.session or requests.Session()
         session.hooks.setdefault("response", []).append(self._on_response)
         self.api = ApiClient(
             "",
-            session=session,
             auth=_ZohoAuth(tokens, config.org_id, self._local),
             secrets=config.secret_values(),
             timeout=(config.connect_timeout, config.read_timeout),
@@ -163,10 +163,8 @@ class DeskClient:
             ),
             error_parser=parse_error,
             rate_limit_parser=parse_rate_limit,
-            sleep=sleep,
-            clock=clock,
-            utcnow=utcnow,
             user_agent="escbridge-zohodesk",
+            **{**runtime.client_kwargs(), "session": session},
         )
         self._slots = threading.BoundedSemaphore(config.max_concurrency)
 
@@ -224,9 +222,7 @@ class DeskClient:
             self.credits.remaining = 0
             raise self._credits_error(response, body)
 
-    def _credits_error(
-        self, response: requests.Response, body: Mapping[str, Any]
-    ) -> CreditsExhausted:
+    def _credits_error(self, response: requests.Response, body: Mapping[str, Any]) -> RateLimited:
         now = self._utcnow()
         retry_after = parse_retry_after(response.headers.get("Retry-After"), now)
         resume_at = now + timedelta(seconds=retry_after) if retry_after is not None else None
@@ -234,7 +230,7 @@ class DeskClient:
             resume_at = next_utc_midnight(now)
             retry_after = (resume_at - now).total_seconds()
         secrets = self.config.secret_values()
-        return CreditsExhausted(
+        return RateLimited(
             "Zoho Desk's daily API credits for this portal are used up "
             f"({body.get('message') or 'THRESHOLD_EXCEEDED'}); escbridge stops and resumes at "
             f"{resume_at:%Y-%m-%d %H:%M} UTC",
@@ -253,7 +249,7 @@ class DeskClient:
         if reserve and remaining is not None and remaining <= reserve:
             now = self._utcnow()
             resume_at = next_utc_midnight(now)
-            raise CreditsExhausted(
+            raise RateLimited(
                 f"only {remaining} Zoho Desk API credits are left today, at or below the "
                 f"credit_reserve of {reserve}; escbridge stops syncing until "
                 f"{resume_at:%Y-%m-%d} UTC",

@@ -18,7 +18,6 @@ import logging
 import re
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -26,9 +25,10 @@ from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import requests
 
-from escbridge.http import ApiClient, ApiError, AuthError, RetryPolicy, TransientError
+from escbridge.connector.kit import SlidingWindow
+from escbridge.errors import ApiError, AuthError, RateLimited, TransientError
+from escbridge.http import ApiClient, RetryPolicy
 from escbridge.secrets import redact
-from escbridge_zohodesk.errors import TokenLimitReached, WrongDataCentre
 from escbridge_zohodesk.hosts import DATA_CENTRES, HostPair, dc_of_api_domain
 
 log = logging.getLogger(__name__)
@@ -99,7 +99,7 @@ class TokenManager:
         self._query_api = ApiClient("", session=requests.Session(), **common)
         self._lock = threading.Lock()
         self._token: AccessToken | None = None
-        self._requests: deque[float] = deque()
+        self._window = SlidingWindow(MAX_TOKEN_REQUESTS, TOKEN_WINDOW, clock)
         self._blocked_until = 0.0
         self._failure: tuple[float, ApiError] | None = None
         self._useless: tuple[str, float] | None = None
@@ -119,7 +119,7 @@ class TokenManager:
     def current(self) -> AccessToken | None:
         return self._token
 
-    def secrets(self) -> list[str]:
+    def secret_values(self) -> list[str]:
         """Secrets to mask, including the live access token."""
         out = [self._client_secret, self._refresh_token]
         if self._token is not None:
@@ -174,7 +174,7 @@ class TokenManager:
         self._admit(now)
         try:
             token = self._request_token()
-        except (AuthError, TokenLimitReached) as exc:
+        except (AuthError, RateLimited) as exc:
             self._failure = (self._clock(), exc)
             raise
         self._failure = None
@@ -185,15 +185,12 @@ class TokenManager:
 
     def _admit(self, now: float) -> None:
         """Count this request against Zoho's 10-per-10-minutes; refuse rather than get blocked."""
-        while self._requests and now - self._requests[0] >= TOKEN_WINDOW:
-            self._requests.popleft()
-        wait = 0.0
-        if now < self._blocked_until:
-            wait = self._blocked_until - now
-        elif len(self._requests) >= MAX_TOKEN_REQUESTS:
-            wait = self._requests[0] + TOKEN_WINDOW - now
+        wait = self._blocked_until - now if now < self._blocked_until else 0.0
+        if wait <= 0:
+            admitted = self._window.acquire()
+            wait = 0.0 if admitted.allowed else admitted.retry_after
         if wait > 0:
-            raise TokenLimitReached(
+            raise RateLimited(
                 f"Zoho allows {MAX_TOKEN_REQUESTS} access-token requests per 10 minutes and they "
                 f"are used up; the next one is possible in {wait:.0f}s. Another process using the "
                 "same OAuth client, or a token rejected again and again (check org_id and the "
@@ -202,7 +199,6 @@ class TokenManager:
                 status=None,
                 code="TOKEN_LIMIT",
             )
-        self._requests.append(now)
 
     def _request_token(self) -> AccessToken:
         candidates = (self._pair,) if self._pair is not None else self._pairs
@@ -260,7 +256,7 @@ class TokenManager:
             actual = dc_of_api_domain(api_domain)
             if actual is not None and actual != self.data_centre:
                 label = DATA_CENTRES[actual].label
-                raise WrongDataCentre(
+                raise AuthError(
                     f"the OAuth client belongs to the {label} data centre (api_domain "
                     f"{api_domain}), but data_centre is {self.data_centre!r}: set "
                     f"data_centre: {actual!r}",
@@ -294,7 +290,7 @@ class TokenManager:
         }
         if description.lower().startswith("you have made to") or error == "Access Denied":
             self._blocked_until = self._clock() + TOKEN_WINDOW
-            return TokenLimitReached(
+            return RateLimited(
                 f"{where} refuses new access tokens for now (too many requests in 10 minutes); "
                 "escbridge waits for the window to pass",
                 retry_after=TOKEN_WINDOW,
@@ -313,7 +309,7 @@ class TokenManager:
                 "API console is unknown here"
             )
         else:
-            detail = redact(description or error or "no token in the answer", self.secrets())
+            detail = redact(description or error or "no token in the answer", self.secret_values())
             message = f"{where} refused the token refresh: {detail}"
         return AuthError(message, **kw)
 

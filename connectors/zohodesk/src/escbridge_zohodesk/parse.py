@@ -12,10 +12,8 @@ from datetime import UTC, datetime
 from html.parser import HTMLParser
 from typing import Any
 
-from escbridge.model import Channel, Person, Priority, Status, Ticket
+from escbridge.model import Channel, LevelMarker, Person, Priority, Status, Ticket
 from escbridge_zohodesk.config import DEFAULT_PRIORITY_MAP
-
-MARKER_PREFIX = "escbridge_"
 
 STATUS_TYPES = {"open": Status.OPEN, "on hold": Status.ON_HOLD, "closed": Status.CLOSED}
 STATUS_NAMES = {
@@ -118,16 +116,6 @@ class PriorityMap:
 # --------------------------------------------------------------------------- level marker
 
 
-def level_from_value(value: Any) -> str | None:
-    """The level in the custom field: ``l2``, or the tag-like marker ``escbridge_l2``."""
-    if value is None or isinstance(value, bool):
-        return None
-    text = str(value).strip().lower()
-    if not text or text in ("null", "none", "-none-"):
-        return None
-    return text.removeprefix(MARKER_PREFIX) or None
-
-
 def tags_of(raw: Mapping[str, Any]) -> frozenset[str]:
     """Tags when the ticket JSON carries them (strings or ``{"name": …}``); Desk's ticket GET
     documents only ``tagCount``, so usually none."""
@@ -137,11 +125,6 @@ def tags_of(raw: Mapping[str, Any]) -> frozenset[str]:
         if isinstance(name, str) and name.strip():
             out.add(name.strip().lower())
     return frozenset(out)
-
-
-def level_from_tags(tags: Iterable[str]) -> str | None:
-    markers = sorted(t.removeprefix(MARKER_PREFIX) for t in tags if t.startswith(MARKER_PREFIX))
-    return markers[-1] if markers else None
 
 
 # --------------------------------------------------------------------------- ticket
@@ -208,9 +191,9 @@ def parse_ticket(
             custom[flag] = _bool(raw.get(key))
 
     tags = tags_of(raw)
-    level = level_from_value(cf.get(level_field)) if level_field else None
+    level = LevelMarker.level_of(cf.get(level_field)) if level_field else None
     if level is None:
-        level = level_from_tags(tags)
+        level = LevelMarker.from_tags(tags)
 
     created = parse_time(raw.get("createdTime"))
     updated = parse_time(raw.get("modifiedTime")) or created

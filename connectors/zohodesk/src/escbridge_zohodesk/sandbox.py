@@ -34,7 +34,9 @@ import requests
 from cryptography.hazmat.primitives.asymmetric import rsa
 from flask import Flask, Response, g, request
 
-from escbridge.sandbox import RecordStore, SandboxStats, SlidingWindowLimiter, WebhookDispatcher
+from escbridge.connector.kit import SlidingWindow
+from escbridge.sandbox import RecordStore, SandboxStats, WebhookDispatcher
+from escbridge.sandbox.app import respond
 from escbridge_zohodesk.parse import format_time, parse_time
 
 SANDBOX_ORG_ID = "2389290"
@@ -93,12 +95,8 @@ def _signing_key() -> tuple[rsa.RSAPrivateKey, str]:
 
 
 def _err(status: int, code: str, message: str, **extra: Any) -> Response:
-    body = {"errorCode": code, "message": message, **extra}
-    return Response(json.dumps(body), status=status, mimetype="application/json")
-
-
-def _json(body: Any, status: int = 200) -> Response:
-    return Response(json.dumps(body), status=status, mimetype="application/json")
+    """Zoho Desk's error answers: ``{"errorCode", "message", …}``."""
+    return respond({"errorCode": code, "message": message, **extra}, status)
 
 
 class DeskEmulator:
@@ -158,8 +156,8 @@ class DeskEmulator:
             str, tuple[float, frozenset[str], str]
         ] = {}  # token -> (expiry, scopes, agent)
         self.token_requests = 0
-        self.token_limiter = SlidingWindowLimiter(10, 600.0, clock=clock)
-        self.credits = SlidingWindowLimiter(daily_credits, 86400.0, clock=clock)
+        self.token_limiter = SlidingWindow(10, 600.0, clock=clock)
+        self.credits = SlidingWindow(daily_credits, 86400.0, clock=clock)
         self.concurrency = threading.BoundedSemaphore(max_concurrent)
         self._forced: list[str] = []
         self._failures: list[tuple[str, int]] = []
@@ -568,7 +566,7 @@ def create_app(**options: Any) -> Flask:
         args = {**request.args.to_dict(), **request.form.to_dict()}
         desk.token_requests += 1
         if not desk.token_limiter.acquire().allowed:
-            return _json(
+            return respond(
                 {
                     "error_description": "You have made too many requests continuously. "
                     "Please try again after some time.",
@@ -578,14 +576,14 @@ def create_app(**options: Any) -> Flask:
                 400,
             )
         if args.get("grant_type") != "refresh_token":
-            return _json({"error": "invalid_request"}, 400)
+            return respond({"error": "invalid_request"}, 400)
         if (
             args.get("client_id") != desk.client_id
             or args.get("client_secret") != desk.client_secret
         ):
-            return _json({"error": "invalid_client"})  # Zoho answers 200 with an error body
+            return respond({"error": "invalid_client"})  # Zoho answers 200 with an error body
         if args.get("refresh_token") != desk.refresh_token:
-            return _json({"error": "invalid_code"})
+            return respond({"error": "invalid_code"})
         value = f"1000.{secrets.token_hex(16)}.{secrets.token_hex(16)}"
         scopes = frozenset((desk.token_scopes or ALL_SCOPES).split())
         with desk._lock:
@@ -598,11 +596,11 @@ def create_app(**options: Any) -> Flask:
         }
         if desk.token_scopes is not None:
             body["scope"] = desk.token_scopes
-        return _json(body)
+        return respond(body)
 
     @app.get("/.well-known/jwks.json")
     def jwks() -> Response:
-        return _json(desk.public_jwks())
+        return respond(desk.public_jwks())
 
     # -- Desk API ----------------------------------------------------------------------------
 
@@ -617,14 +615,14 @@ def create_app(**options: Any) -> Flask:
             "portalName": "zylker",
             "edition": "ENTERPRISE",
         }
-        return finish(_json({"data": [org]}), meta)
+        return finish(respond({"data": [org]}), meta)
 
     @app.get("/api/v1/myinfo")
     def myinfo() -> Response:
         meta, agent = api("myinfo")
         if isinstance(meta, Response):
             return meta
-        return finish(_json(desk.agents.get(agent, {"id": agent})), meta)
+        return finish(respond(desk.agents.get(agent, {"id": agent})), meta)
 
     @app.get("/api/v1/tickets")
     def list_tickets() -> Response:
@@ -634,7 +632,7 @@ def create_app(**options: Any) -> Flask:
         limit = int(request.args.get("limit", 25))
         start = int(request.args.get("from", 0))
         items = [desk.listview(t) for t in desk.tickets.values()][start : start + limit]
-        return finish(_json({"data": items}) if items else Response(status=204), meta)
+        return finish(respond({"data": items}) if items else respond(None, 204), meta)
 
     @app.get("/api/v1/tickets/search")
     def search() -> Response:
@@ -668,9 +666,9 @@ def create_app(**options: Any) -> Flask:
         )
         page = tickets[start : start + limit]
         if not page:
-            return finish(Response(status=204), meta)
+            return finish(respond(None, 204), meta)
         return finish(
-            _json({"data": [desk.listview(t) for t in page], "count": len(tickets)}), meta
+            respond({"data": [desk.listview(t) for t in page], "count": len(tickets)}), meta
         )
 
     @app.get("/api/v1/tickets/<ticket_id>")
@@ -681,7 +679,7 @@ def create_app(**options: Any) -> Flask:
         ticket = desk.tickets.get(ticket_id)
         if ticket is None:
             return _err(404, "URL_NOT_FOUND", "The URL you requested could not be found.")
-        return finish(_json(desk.full_ticket(ticket)), meta)
+        return finish(respond(desk.full_ticket(ticket)), meta)
 
     @app.patch("/api/v1/tickets/<ticket_id>")
     def patch_ticket(ticket_id: str) -> Response:
@@ -705,7 +703,7 @@ def create_app(**options: Any) -> Flask:
         updated = desk.tickets.update(
             ticket_id, lambda t: desk.apply_update(t, body, agent), actor=agent
         )
-        return finish(_json(desk.full_ticket(updated)), meta)
+        return finish(respond(desk.full_ticket(updated)), meta)
 
     @app.post("/api/v1/tickets/<ticket_id>/move")
     def move(ticket_id: str) -> Response:
@@ -723,7 +721,7 @@ def create_app(**options: Any) -> Flask:
             lambda t: desk.apply_update(t, {"departmentId": dep, "teamId": None}, agent),
             actor=agent,
         )
-        return finish(Response(status=200), meta)
+        return finish(respond(None), meta)
 
     @app.get("/api/v1/tickets/<ticket_id>/comments")
     def list_comments(ticket_id: str) -> Response:
@@ -738,7 +736,7 @@ def create_app(**options: Any) -> Flask:
         start = int(request.args.get("from", 0))
         limit = int(request.args.get("limit", 50))
         page = items[start : start + limit]
-        return finish(_json({"data": page}) if page else Response(status=204), meta)
+        return finish(respond({"data": page}) if page else respond(None, 204), meta)
 
     @app.post("/api/v1/tickets/<ticket_id>/comments")
     def add_comment(ticket_id: str) -> Response:
@@ -774,7 +772,7 @@ def create_app(**options: Any) -> Flask:
                 t["modifiedTime"] = now
 
         desk.tickets.update(ticket_id, bump, actor=agent, notify=False)
-        return finish(_json(comment), meta)
+        return finish(respond(comment), meta)
 
     @app.delete("/api/v1/tickets/<ticket_id>/comments/<comment_id>")
     def delete_comment(ticket_id: str, comment_id: str) -> Response:
@@ -786,7 +784,7 @@ def create_app(**options: Any) -> Flask:
         if len(kept) == len(items):
             return _err(404, "URL_NOT_FOUND", "The URL you requested could not be found.")
         desk.comments[ticket_id] = kept
-        return finish(Response(status=204), meta)
+        return finish(respond(None, 204), meta)
 
     @app.post("/api/v1/tickets/updateMany")
     def update_many() -> Response:
@@ -811,14 +809,14 @@ def create_app(**options: Any) -> Flask:
             desk.tickets.update(
                 ticket_id, lambda t: desk.apply_update(t, change, agent), actor=agent
             )
-        return finish(Response(status=204), meta)
+        return finish(respond(None, 204), meta)
 
     @app.get("/api/v1/teams")
     def teams() -> Response:
         meta, _ = api("teams")
         if isinstance(meta, Response):
             return meta
-        return finish(_json({"teams": list(desk.teams.values())}), meta)
+        return finish(respond({"teams": list(desk.teams.values())}), meta)
 
     @app.get("/api/v1/departments")
     def departments() -> Response:
@@ -828,7 +826,7 @@ def create_app(**options: Any) -> Flask:
         start = int(request.args.get("from", 0))
         limit = int(request.args.get("limit", 10))
         page = list(desk.departments.values())[start : start + limit]
-        return finish(_json({"data": page}) if page else Response(status=204), meta)
+        return finish(respond({"data": page}) if page else respond(None, 204), meta)
 
     @app.get("/api/v1/<path>")
     def fields(path: str) -> Response:
@@ -837,7 +835,7 @@ def create_app(**options: Any) -> Flask:
         meta, _ = api("fields")
         if isinstance(meta, Response):
             return meta
-        return finish(_json({"data": desk.fields}), meta)
+        return finish(respond({"data": desk.fields}), meta)
 
     @app.post("/api/v1/webhooks")
     def create_webhook() -> Response:
@@ -849,7 +847,7 @@ def create_app(**options: Any) -> Flask:
             hook = desk.register_webhook(str(body.get("url")), body.get("subscriptions"))
         except ValueError as exc:
             return _err(422, "INVALID_DATA", str(exc))
-        return finish(_json(hook), meta)
+        return finish(respond(hook), meta)
 
     return app
 

@@ -2,7 +2,7 @@
 
 Found by the core through :meth:`ZohoDeskConnector.sandbox_driver
 <escbridge_zohodesk.connector.ZohoDeskConnector.sandbox_driver>`; see
-:mod:`escbridge.sandbox_drivers` for the members a driver has.
+:mod:`escbridge.sandbox.driver` for the members a driver has.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 
 from escbridge.model import Channel, Priority, Status
 from escbridge.sandbox import ServerThread
-from escbridge.sandbox_drivers import SimClock, TicketSpec
+from escbridge.sandbox.driver import SimClock, TicketSpec
 from escbridge_zohodesk.connector import ZohoDeskConnector
 from escbridge_zohodesk.parse import format_time
 from escbridge_zohodesk.sandbox import (

@@ -25,6 +25,7 @@ from typing import Any
 import jwt
 import requests
 
+from escbridge.connector.contract import Headers
 from escbridge.errors import WebhookAuthError, WebhookPayloadError
 from escbridge.model import TicketEvent
 from escbridge_zohodesk.parse import parse_time
@@ -151,13 +152,6 @@ def _seconds(value: Any) -> float | None:
     return number / 1000.0 if number >= 1e11 else number
 
 
-def find_header(headers: Mapping[str, str], name: str) -> str | None:
-    for key, value in headers.items():
-        if key.lower() == name:
-            return value
-    return None
-
-
 class WebhookVerifier:
     """The URL secret, then the JWT: signature, issuer, audience and lifetime."""
 
@@ -189,7 +183,7 @@ class WebhookVerifier:
             raise WebhookAuthError("webhook_token is not configured for this instance")
         if not self.url_token_ok(query):
             raise WebhookAuthError("the webhook URL token is missing or wrong")
-        token = find_header(headers, JWT_HEADER)
+        token = Headers(headers).get(JWT_HEADER)
         if not token:
             if not _has_events(body):
                 return  # Desk's URL-validation POST: nothing in it can cause an action

@@ -4,7 +4,7 @@ What runs: the helpdesk emulator of every installed connector (seeded with a rea
 backlog), the webhook receiver on 127.0.0.1, a worker, and `escbridge sync` — the same code as
 in production, on an embedded SQLite store, with no credentials. What is simulated is the
 clock: the day is a recent business day of the matrix's calendar, every emulator, connector and
-the processor read one :class:`~escbridge.sandbox_drivers.SimClock`, and the script jumps it
+the processor read one :class:`~escbridge.sandbox.driver.SimClock`, and the script jumps it
 from one moment to the next, so "idle for two hours" takes no time at all.
 
 The script: a customer asks for a manager, a VIP ticket goes idle, a billing dispute arrives, a
@@ -16,27 +16,23 @@ where and why, and where to look next; then it stops everything it started.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import logging
 import shutil
-import signal
-import sys
 import tempfile
-import threading
 import time as _time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
-from types import FrameType
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any
 
+from escbridge.errors import DemoError
 from escbridge.model import Channel, Priority, Status
-from escbridge.sandbox import ServerThread, quiet_werkzeug
-from escbridge.sandbox_cli import SandboxSet, config_yaml, default_matrix_path
-from escbridge.sandbox_drivers import SandboxDriver, SimClock, TicketSpec
+from escbridge.sandbox.backlog import SandboxSet, config_yaml, default_matrix_path
+from escbridge.sandbox.driver import SandboxDriver, SimClock, TicketSpec
+from escbridge.sandbox.emulator import ServerThread, quiet_werkzeug
 from escbridge.sync import CallCounter, Syncer, SyncOptions, SyncReport, build_sync_processor
 
 if TYPE_CHECKING:
@@ -48,15 +44,16 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "DEFAULT_STORE",
+    "DEMO_TICKETS",
+    "DemoError",
     "DemoOptions",
     "DemoResult",
-    "configure_demo_parser",
-    "run_demo",
+    "format_result",
     "run_demo_day",
     "simulated_day",
 ]
 
-EXIT_OK, EXIT_PROBLEM, EXIT_INVALID = 0, 1, 2
 DEFAULT_STORE = "escbridge-demo.db"
 DEMO_TICKETS = 100  # per helpdesk: a few hundred in all, and the demo stays well under a minute
 
@@ -435,7 +432,7 @@ def run_demo_day(
             for r in sandboxes.running:
                 result.sandboxes[r.instance] = r.driver.url
                 result.access[r.instance] = r.driver.access_hint()
-                r.driver.connect_webhooks(r.driver.webhook_url(receiver.url, r.instance))
+            sandboxes.connect_webhooks(receiver.url)
             _Day(matrix, sandboxes, processor, counter, day, result, say).play()
             result.escalations = processor.store.escalations()
             _collect(result, matrix)
@@ -468,10 +465,6 @@ def _receiver(config: Any, processor: Processor) -> Iterator[ServerThread]:
         yield server
     finally:
         server.stop()
-
-
-class DemoError(Exception):
-    """The demo cannot run here (a missing distribution, no free port, …)."""
 
 
 def _collect(result: DemoResult, matrix: Matrix) -> None:
@@ -616,100 +609,3 @@ def format_result(result: DemoResult, matrix: Matrix, *, running: bool = False) 
     left = "the sandboxes are still up" if running else "nothing is left running"
     out.append(f"Done in {result.duration:.1f}s; {left}.")
     return "\n".join(out) + "\n"
-
-
-# --- `escbridge demo` ----------------------------------------------------------------------------
-
-
-def configure_demo_parser(parser: argparse.ArgumentParser) -> None:
-    parser.description = (
-        "Run escbridge end to end against built-in sandbox helpdesks, with no credentials: a "
-        "simulated support day of webhooks and sync runs, then a table of what was escalated, "
-        "where and why. Finishes in under a minute and leaves nothing running."
-    )
-    parser.add_argument(
-        "--store",
-        default=DEFAULT_STORE,
-        metavar="PATH",
-        help=f"SQLite file for the demo's store, replaced on each run (default {DEFAULT_STORE})",
-    )
-    parser.add_argument("--matrix", help="matrix to enforce (default: the demo matrix)")
-    parser.add_argument(
-        "--tickets",
-        type=int,
-        default=DEMO_TICKETS,
-        metavar="N",
-        help=f"backlog per helpdesk (default {DEMO_TICKETS})",
-    )
-    parser.add_argument(
-        "--day", type=date.fromisoformat, help="the simulated day (default: a recent business day)"
-    )
-    parser.add_argument(
-        "--keep", action="store_true", help="keep the working directory (its escbridge.yaml)"
-    )
-    parser.add_argument(
-        "--keep-running",
-        action="store_true",
-        help="keep the sandboxes and the receiver up after the demo, until Ctrl-C",
-    )
-
-
-def run_demo(args: argparse.Namespace, out: TextIO | None = None) -> int:
-    """`escbridge demo`: 0 the day went as scripted, 1 it did not, 2 invalid input."""
-    from escbridge.errors import InvalidInputError
-    from escbridge.matrix import load_matrix
-
-    out = out or sys.stdout
-    if args.tickets < 0:
-        print("escbridge demo: --tickets must not be negative", file=sys.stderr)
-        return EXIT_INVALID
-    options = DemoOptions(
-        store=Path(args.store),
-        matrix=Path(args.matrix) if args.matrix else None,
-        tickets=args.tickets,
-        keep=args.keep,
-        day=args.day,
-    )
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        matrix = load_matrix((options.matrix or default_matrix_path()).resolve())
-    except InvalidInputError as error:
-        for problem in error.problems:
-            print(f"error: {problem}", file=sys.stderr)
-        return EXIT_INVALID
-    print("escbridge demo: starting the sandbox helpdesks and the receiver …", file=sys.stderr)
-
-    def hold(result: DemoResult) -> None:
-        out.write(format_result(result, matrix, running=True))
-        out.flush()
-        print("sandboxes and receiver are up; Ctrl-C stops them", file=sys.stderr)
-        _wait_for_signal()
-
-    def say(line: str) -> None:
-        if sys.stderr.isatty():
-            print(f"  {line}", file=sys.stderr)
-
-    try:
-        result = run_demo_day(options, on_ready=hold if args.keep_running else None, say=say)
-    except (DemoError, OSError) as error:
-        print(f"escbridge demo: {error}", file=sys.stderr)
-        return EXIT_PROBLEM
-    if not args.keep_running:
-        out.write(format_result(result, matrix))
-        out.flush()
-    return EXIT_OK if result.ok else EXIT_PROBLEM
-
-
-def _wait_for_signal() -> None:
-    stop = threading.Event()
-
-    def on_signal(_signum: int, _frame: FrameType | None) -> None:
-        stop.set()
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        stop.wait()
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)

@@ -1,12 +1,12 @@
 """Shared machinery for helpdesk emulators (the connectors' ``sandbox()`` apps).
 
 Each connector's sandbox is a Flask app that speaks its helpdesk's API; what they all need is
-here, so three emulators do not grow three subtly different rate limiters:
+here, so three emulators do not grow three different versions of it (their rate limits are
+:class:`escbridge.connector.kit.SlidingWindow`, the window the connectors pace themselves with;
+the Flask side — JSON errors, auth, control routes — is :mod:`escbridge.sandbox.app`):
 
 - ``RecordStore``: thread-safe in-memory records (tickets, groups, …) with change sequence
   numbers and change listeners (to fire webhooks when a ticket changes);
-- ``SlidingWindowLimiter``: "N units per window" with the remaining/reset figures a helpdesk
-  puts in its rate-limit headers and the Retry-After it sends with a 429;
 - ``WebhookDispatcher``: posts signed webhook bodies from a background thread;
 - ``ServerThread`` / ``serve``: runs a WSGI app on 127.0.0.1 (port 0 = any free port) in a
   background thread and gives back its URL, for end-to-end tests, benchmarks and the demo.
@@ -20,11 +20,10 @@ from __future__ import annotations
 import copy
 import itertools
 import logging
-import math
 import queue
 import threading
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,97 +35,13 @@ log = logging.getLogger(__name__)
 __all__ = [
     "Change",
     "Delivery",
-    "LimitDecision",
     "RecordStore",
     "SandboxStats",
     "ServerThread",
-    "SlidingWindowLimiter",
     "WebhookDispatcher",
     "quiet_werkzeug",
     "serve",
 ]
-
-
-# --------------------------------------------------------------------------- rate limiter
-
-
-@dataclass(frozen=True)
-class LimitDecision:
-    """The outcome of asking the limiter for ``cost`` units, with the figures for the headers."""
-
-    allowed: bool
-    limit: int
-    remaining: int
-    reset_seconds: float  # until the oldest unit in the window expires (0 when the window is empty)
-    retry_after: float  # 0 when allowed; else until enough units have expired to fit the cost
-
-    @property
-    def retry_after_header(self) -> str:
-        """Whole seconds, rounded up, as helpdesks send it."""
-        return str(max(1, math.ceil(self.retry_after)))
-
-    @property
-    def reset_header(self) -> str:
-        return str(math.ceil(self.reset_seconds))
-
-
-class SlidingWindowLimiter:
-    """At most ``limit`` units in any ``window`` seconds (a sliding log of what was spent).
-
-    A request costing more than is left is refused whole, with the time until it would fit.
-    """
-
-    def __init__(
-        self, limit: int, window: float = 60.0, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        if limit < 1 or window <= 0:
-            raise ValueError("limit must be >= 1 and window > 0")
-        self.limit = limit
-        self.window = window
-        self._clock = clock
-        self._spent: deque[tuple[float, int]] = deque()
-        self._lock = threading.Lock()
-
-    def acquire(self, cost: int = 1) -> LimitDecision:
-        """Spend ``cost`` units if they fit now."""
-        with self._lock:
-            now = self._clock()
-            self._expire(now)
-            used = sum(c for _, c in self._spent)
-            if used + cost <= self.limit:
-                self._spent.append((now, cost))
-                return self._decision(True, now, used + cost, 0.0)
-            return self._decision(False, now, used, self._wait_for(now, used, cost))
-
-    def peek(self) -> LimitDecision:
-        with self._lock:
-            now = self._clock()
-            self._expire(now)
-            used = sum(c for _, c in self._spent)
-            return self._decision(True, now, used, 0.0)
-
-    def reset(self) -> None:
-        with self._lock:
-            self._spent.clear()
-
-    def _expire(self, now: float) -> None:
-        while self._spent and now - self._spent[0][0] >= self.window:
-            self._spent.popleft()
-
-    def _wait_for(self, now: float, used: int, cost: int) -> float:
-        if cost > self.limit:
-            return self.window  # never fits; say "a window" rather than "never"
-        need = used + cost - self.limit
-        freed = 0
-        for at, c in self._spent:
-            freed += c
-            if freed >= need:
-                return max(0.0, at + self.window - now)
-        return self.window
-
-    def _decision(self, allowed: bool, now: float, used: int, retry: float) -> LimitDecision:
-        reset = self._spent[0][0] + self.window - now if self._spent else 0.0
-        return LimitDecision(allowed, self.limit, max(0, self.limit - used), reset, retry)
 
 
 # --------------------------------------------------------------------------- records

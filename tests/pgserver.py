@@ -1,4 +1,5 @@
-"""A throw-away PostgreSQL server, for the test-suite and the benchmarks.
+"""A throw-away PostgreSQL server, for the test-suite and the benchmarks (test support: it is
+not part of the escbridge distribution).
 
 Started in a temporary directory, listening on 127.0.0.1 (a free port) and a unix socket in
 that directory, with durability off (fsync, synchronous commit, full-page writes): it is
@@ -25,12 +26,10 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from escbridge.errors import EscbridgeError
-
 __all__ = ["PostgresServer", "PostgresUnavailable", "find_postgres_bin", "start_postgres"]
 
 
-class PostgresUnavailable(EscbridgeError):
+class PostgresUnavailable(RuntimeError):
     """The PostgreSQL server binaries are missing or the server would not start."""
 
 

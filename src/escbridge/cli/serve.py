@@ -1,0 +1,106 @@
+"""`escbridge serve`: the webhook receiver with an embedded worker pool, until Ctrl-C.
+
+The receiver is another distribution (escbridge-webhooks); it is imported only when the command
+runs, and a core-only install is told how to get it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+
+from escbridge.cli._common import EXIT_INVALID, EXIT_OK, failed, run_until_signal
+from escbridge.errors import EscbridgeError
+
+__all__ = ["configure_serve_parser", "run_serve"]
+
+_ONE_MIB = 1024 * 1024
+
+
+def configure_serve_parser(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Receive helpdesk webhooks on POST /webhooks/<instance> and process them with an "
+        "embedded worker pool: everything on one machine. Production at scale: gunicorn "
+        "(escbridge_webhooks.wsgi:app) plus `escbridge worker` on a PostgreSQL store."
+    )
+    parser.add_argument("--config", default="escbridge.yaml", help="escbridge.yaml to use")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    parser.add_argument("--port", type=int, default=8000, help="port to listen on (0: any free)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="embedded worker threads (default: processing.concurrency, else 1; "
+        "0: receive only, for when `escbridge worker` runs elsewhere)",
+    )
+    parser.add_argument(
+        "--threads", type=int, default=8, metavar="N", help="HTTP request threads (default 8)"
+    )
+    parser.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=_ONE_MIB,
+        metavar="BYTES",
+        help="larger webhook bodies are refused with 413 (default 1 MiB)",
+    )
+    parser.add_argument(
+        "--grace",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="on SIGTERM, how long in-flight requests may take to finish (default 30)",
+    )
+    parser.add_argument(
+        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
+    )
+
+
+def run_serve(
+    args: argparse.Namespace,
+    *,
+    ready: threading.Event | None = None,
+    stop: threading.Event | None = None,
+) -> int:
+    """`escbridge serve`: 0 stopped, 1 store not usable (or the server died), 2 bad input.
+
+    Runs until SIGTERM/SIGINT, or until ``stop`` is set (tests, embedding). ``ready`` is set
+    once the server listens; ``args.bound_port`` then holds the port.
+    """
+    for name, value, least in (("--workers", args.workers, 0), ("--threads", args.threads, 1)):
+        if value is not None and value < least:
+            print(f"escbridge serve: {name} must be at least {least}")
+            return EXIT_INVALID
+    try:
+        from escbridge_webhooks.serve import ServeOptions, serve
+    except ImportError as error:
+        print(
+            f"escbridge serve needs the escbridge-webhooks distribution ({error}).\n"
+            "Install it with: pip install escbridge-webhooks",
+            file=sys.stderr,
+        )
+        return EXIT_INVALID
+    options = ServeOptions(
+        config=args.config,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        threads=args.threads,
+        max_body_bytes=args.max_body_bytes,
+        grace=args.grace,
+        log_level=args.log_level,
+    )
+    stop = stop or threading.Event()
+
+    def listening(port: int) -> None:
+        args.bound_port = port
+        if ready is not None:
+            ready.set()
+
+    try:
+        with run_until_signal("shutting down", on_stop=stop.set):
+            serve(options, stop=stop, ready=listening)
+    except EscbridgeError as error:
+        return failed("serve", error)
+    return EXIT_OK

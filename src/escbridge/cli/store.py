@@ -1,0 +1,231 @@
+"""`escbridge db …` and `escbridge jobs …`: the store's commands.
+
+Exit codes: 0 done, 1 the command ran into a problem (store unavailable, nothing to retry),
+2 invalid input (escbridge.yaml). The work is the store's (:class:`~escbridge.store.Store`,
+:mod:`escbridge.store.migrate`); this module parses and prints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import TextIO
+
+from escbridge.cli._common import EXIT_INVALID, EXIT_OK, EXIT_PROBLEM, failed
+from escbridge.errors import InvalidInputError, StoreSchemaError, StoreUnavailableError
+from escbridge.store import (
+    DONE,
+    FAILED,
+    JOB_STATUSES,
+    PENDING,
+    PROCESSING,
+    Job,
+    Store,
+    head_revision,
+    safe_url,
+    upgrade,
+)
+
+__all__ = ["configure_db_parser", "configure_jobs_parser", "run_db", "run_jobs", "store_url"]
+
+
+def _out() -> TextIO:
+    return sys.stdout
+
+
+def _add_store_arguments(parser: argparse.ArgumentParser, *, nested: bool = False) -> None:
+    # A nested subcommand repeats the options without defaults, so `jobs --config X retry 5`
+    # and `jobs retry --config X 5` both work.
+    parser.add_argument(
+        "--config",
+        default=argparse.SUPPRESS if nested else "escbridge.yaml",
+        help="escbridge.yaml naming the store",
+    )
+    parser.add_argument(
+        "--store",
+        metavar="URL",
+        default=argparse.SUPPRESS if nested else None,
+        help="store URL, instead of the one in --config (sqlite:///PATH, postgresql+psycopg://…)",
+    )
+
+
+def store_url(args: argparse.Namespace) -> str:
+    """The store URL: --store, else escbridge.yaml's ``store`` (ConfigError when unreadable)."""
+    if args.store:
+        return str(args.store)
+    from escbridge.config import load_config
+
+    return load_config(args.config, helpdesk_secrets=False).store_url
+
+
+# --- escbridge db -----------------------------------------------------------------------
+
+
+def configure_db_parser(parser: argparse.ArgumentParser) -> None:
+    parser.description = "Create or upgrade the store's tables, or show their schema version."
+    commands = parser.add_subparsers(dest="db_command", metavar="COMMAND", required=True)
+    upgrade = commands.add_parser(
+        "upgrade", help="create the tables or bring them to this version (safe to repeat)"
+    )
+    _add_store_arguments(upgrade)
+    status = commands.add_parser("status", help="the schema version of the store")
+    _add_store_arguments(status)
+
+
+def run_db(args: argparse.Namespace) -> int:
+    out = _out()
+    try:
+        url = store_url(args)
+        if args.db_command == "upgrade":
+            result = upgrade(url)
+            if result.changed:
+                before = result.before or "empty"
+                print(f"store {result.url}: upgraded {before} → {result.after}", file=out)
+            else:
+                print(f"store {result.url}: already at {result.after}", file=out)
+            return EXIT_OK
+        with Store(url, check_schema=False) as store:
+            try:
+                store.check_schema()
+            except StoreSchemaError as error:
+                print(str(error), file=out)
+                return EXIT_PROBLEM
+        print(f"store {safe_url(url)}: at {head_revision()} (current)", file=out)
+        return EXIT_OK
+    except (InvalidInputError, StoreUnavailableError) as error:
+        return failed("db", error, out)
+
+
+# --- escbridge jobs ------------------------------------------------------------------------
+
+
+def configure_jobs_parser(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Events waiting, in progress or dead-lettered (failed for good). "
+        "`escbridge jobs retry` replays failed ones."
+    )
+    _add_store_arguments(parser)
+    shown = parser.add_mutually_exclusive_group()
+    shown.add_argument("--failed", action="store_true", help="only dead-lettered jobs")
+    shown.add_argument("--all", action="store_true", help="done jobs too")
+    parser.add_argument("--instance", help="only this helpdesk instance")
+    parser.add_argument("--ticket", help="only this ticket id")
+    parser.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
+    parser.add_argument("--format", choices=("table", "json"), default="table")
+    commands = parser.add_subparsers(dest="jobs_command", metavar="COMMAND")
+    retry = commands.add_parser("retry", help="replay dead-lettered jobs with fresh attempts")
+    _add_store_arguments(retry, nested=True)
+    which = retry.add_mutually_exclusive_group(required=True)
+    which.add_argument("ids", nargs="*", type=int, default=[], metavar="ID", help="job ids")
+    which.add_argument("--all-failed", action="store_true", help="every dead-lettered job")
+
+
+def run_jobs(args: argparse.Namespace) -> int:
+    out = _out()
+    try:
+        with Store(store_url(args)) as store:
+            if getattr(args, "jobs_command", None) == "retry":
+                return _retry(store, args, out)
+            return _list(store, args, out)
+    except (InvalidInputError, StoreUnavailableError) as error:
+        return failed("jobs", error, out)
+
+
+def _retry(store: Store, args: argparse.Namespace, out: TextIO) -> int:
+    if args.all_failed:
+        requeued = store.retry_jobs(None, datetime.now(UTC))
+        print(f"requeued {len(requeued)} failed job(s)", file=out)
+        return EXIT_OK
+    if not args.ids:
+        print("escbridge jobs retry: name job ids or --all-failed", file=out)
+        return EXIT_INVALID
+    requeued = store.retry_jobs(args.ids, datetime.now(UTC))
+    if requeued:
+        print(f"requeued job(s) {', '.join(map(str, requeued))}", file=out)
+    for job_id in args.ids:
+        if job_id in requeued:
+            continue
+        job = store.job(job_id)
+        why = "no such job" if job is None else f"it is {job.status}, not failed"
+        print(f"job {job_id} not requeued: {why}", file=out)
+    return EXIT_OK if len(requeued) == len(set(args.ids)) else EXIT_PROBLEM
+
+
+def _list(store: Store, args: argparse.Namespace, out: TextIO) -> int:
+    statuses: Sequence[str] = (PENDING, PROCESSING, FAILED)
+    if args.failed:
+        statuses = (FAILED,)
+    elif args.all:
+        statuses = JOB_STATUSES
+    jobs = store.jobs(statuses, instance=args.instance, ticket_id=args.ticket, limit=args.limit)
+    counts = store.job_counts()
+    if args.format == "json":
+        json.dump({"counts": counts, "jobs": [_job_json(job) for job in jobs]}, out, indent=2)
+        print(file=out)
+        return EXIT_OK
+    summary = ", ".join(f"{counts[s]} {s}" for s in (PENDING, PROCESSING, FAILED, DONE))
+    print(f"jobs: {summary}", file=out)
+    if not jobs:
+        print("no failed jobs" if args.failed else "nothing to show", file=out)
+        return EXIT_OK
+    rows = [("ID", "STATUS", "TRIES", "TICKET", "WHEN", "LAST ERROR / OUTCOME")]
+    for job in jobs:
+        rows.append(
+            (
+                str(job.id),
+                job.status,
+                str(job.attempts),
+                f"{job.instance}/{job.ticket_id}",
+                _when(job),
+                (job.last_error if job.status != DONE else job.outcome) or "",
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+    for row in rows:
+        cells = [cell.ljust(width) for cell, width in zip(row[:5], widths, strict=True)]
+        print("  ".join([*cells, _one_line(row[5])]).rstrip(), file=out)
+    if args.failed or counts[FAILED]:
+        print(
+            "replay with `escbridge jobs retry ID…` or `escbridge jobs retry --all-failed`",
+            file=out,
+        )
+    return EXIT_OK
+
+
+def _when(job: Job) -> str:
+    """What the time column means depends on the status: due, lease end, or finish."""
+    if job.status == PENDING:
+        return f"due {_time(job.next_attempt_at)}"
+    if job.status == PROCESSING:
+        return f"held by {job.lease_owner} until {_time(job.next_attempt_at)}"
+    return f"ended {_time(job.finished_at)}" if job.finished_at else ""
+
+
+def _time(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%SZ") if value else "-"
+
+
+def _one_line(text: str, width: int = 120) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= width else line[: width - 1] + "…"
+
+
+def _job_json(job: Job) -> dict[str, object]:
+    return {
+        "id": job.id,
+        "instance": job.instance,
+        "ticket_id": job.ticket_id,
+        "dedupe_key": job.dedupe_key,
+        "kind": job.kind,
+        "status": job.status,
+        "attempts": job.attempts,
+        "received_at": job.received_at.isoformat(),
+        "next_attempt_at": job.next_attempt_at.isoformat(),
+        "lease_owner": job.lease_owner,
+        "last_error": job.last_error,
+        "outcome": job.outcome,
+        "finished_at": job.finished_at.isoformat() if job.finished_at else None,
+    }

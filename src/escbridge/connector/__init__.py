@@ -1,0 +1,83 @@
+"""Connectors: the contract a helpdesk plugin meets, the registry that finds plugins, and the
+toolkit they are built with.
+
+- ``contract``: the ``Connector`` protocol, its results (``ApplyResult``, ``TicketPage``,
+  ``CheckReport``, ``ConnectorInfo``, capabilities), the conflict semantics, ``WebhookRequest``;
+- ``registry``: plugins found by entry point (``escbridge.connectors``), loaded one by one;
+- ``base``: ``BaseConnector``, with ``apply``/``apply_many`` written once;
+- ``kit``: ``Runtime``, ``GroupDirectory``, ``poll_job``, ``check_identity``, ``SlidingWindow``.
+
+The README's "Writing a connector" and ``examples/acmedesk`` show a plugin built on them.
+"""
+
+from __future__ import annotations
+
+from escbridge.config import InstanceConfig
+from escbridge.connector.base import BaseConnector
+from escbridge.connector.contract import (
+    CAP_BULK_UPDATE,
+    CAP_EVENT_WEBHOOKS,
+    CAP_INCREMENTAL_SYNC,
+    CAP_RESUMABLE_APPLY,
+    CAP_SAFE_UPDATE,
+    CAP_SANDBOX,
+    CAP_TRIGGER_WEBHOOKS,
+    ApplyResult,
+    CheckReport,
+    ConflictHandler,
+    Connector,
+    ConnectorInfo,
+    Headers,
+    TicketPage,
+    WebhookRequest,
+)
+from escbridge.connector.kit import (
+    Group,
+    GroupDirectory,
+    Runtime,
+    SlidingWindow,
+    check_identity,
+    poll_job,
+)
+from escbridge.connector.registry import (
+    ENTRY_POINT_GROUP,
+    Plugin,
+    PluginLoadError,
+    PluginStatus,
+    Registry,
+    create_connector,
+    default_registry,
+)
+
+__all__ = [
+    "CAP_BULK_UPDATE",
+    "CAP_EVENT_WEBHOOKS",
+    "CAP_INCREMENTAL_SYNC",
+    "CAP_RESUMABLE_APPLY",
+    "CAP_SAFE_UPDATE",
+    "CAP_SANDBOX",
+    "CAP_TRIGGER_WEBHOOKS",
+    "ENTRY_POINT_GROUP",
+    "ApplyResult",
+    "BaseConnector",
+    "CheckReport",
+    "ConflictHandler",
+    "Connector",
+    "ConnectorInfo",
+    "Group",
+    "GroupDirectory",
+    "Headers",
+    "InstanceConfig",
+    "Plugin",
+    "PluginLoadError",
+    "PluginStatus",
+    "Registry",
+    "Runtime",
+    "SlidingWindow",
+    "TicketPage",
+    "WebhookRequest",
+    "check_identity",
+    "create_connector",
+    "default_registry",
+    "poll_job",
+]

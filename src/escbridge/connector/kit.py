@@ -1,0 +1,429 @@
+"""What every connector needs and nobody should write twice.
+
+- ``Runtime``: the clock, sleep, HTTP session and random source a connector runs on, in one
+  object, so tests (and the demo's simulated time) replace them all at once;
+- ``GroupDirectory``: group name -> id, cached, reloaded on a miss (a group created a minute ago)
+  at most every ``min_reload`` seconds; an unknown name raises ``UnknownGroupError``;
+- ``poll_job``: waits for a helpdesk's asynchronous bulk job with capped exponential back-off;
+- ``check_identity``: the ``check()`` step "who am I", with the API errors turned into the
+  problems `escbridge check` shows;
+- ``SlidingWindow``: "at most N units per window" — a client-side gate for limits a helpdesk
+  does not announce in headers, and the limiter of the emulators.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Collection, Hashable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, fields, replace
+from datetime import UTC, datetime
+from typing import Any, Generic, Protocol, TypeVar
+
+import requests
+
+from escbridge.connector.contract import CheckReport
+from escbridge.errors import (
+    ApiError,
+    AuthError,
+    NotFound,
+    PermissionDeniedError,
+    TransientError,
+    UnknownGroupError,
+    ValidationError,
+)
+
+__all__ = [
+    "Group",
+    "GroupDirectory",
+    "JobPoll",
+    "LimitDecision",
+    "Runtime",
+    "SlidingWindow",
+    "check_identity",
+    "fields_text",
+    "poll_job",
+]
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+# --------------------------------------------------------------------------- runtime
+
+
+class SimulatedClock(Protocol):
+    """What ``escbridge.testing.FakeClock`` (and the demo's clock) offer."""
+
+    def __call__(self) -> datetime: ...
+
+    def monotonic(self) -> float: ...
+
+    def sleep(self, seconds: float) -> None: ...
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """The environment a connector runs in; every field has the real thing as its default.
+
+    ``clock`` is monotonic seconds (TTLs, deadlines, pacing), ``utcnow`` the aware wall-clock
+    time (sync windows, replay windows), ``wallclock`` epoch seconds (token expiry claims).
+    ``session`` is the ``requests.Session`` for the helpdesk's API (None: a new one).
+    """
+
+    clock: Callable[[], float] = time.monotonic
+    sleep: Callable[[float], None] = time.sleep
+    utcnow: Callable[[], datetime] = _utcnow
+    wallclock: Callable[[], float] = time.time
+    session: requests.Session | None = None
+    rng: random.Random | None = None
+
+    @classmethod
+    def simulated(cls, clock: SimulatedClock, **overrides: Any) -> Runtime:
+        """A runtime whose every clock is ``clock`` (a FakeClock): sleeping moves it on."""
+        return cls(
+            clock=clock.monotonic,
+            sleep=clock.sleep,
+            utcnow=clock,
+            wallclock=lambda: clock().timestamp(),
+        ).with_(**overrides)
+
+    def with_(self, **overrides: Any) -> Runtime:
+        """This runtime with some fields replaced; an unknown name is a TypeError."""
+        known = {f.name for f in fields(self)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            have = ", ".join(sorted(known))
+            raise TypeError(f"Runtime has no {', '.join(unknown)} (it has {have})")
+        return replace(self, **overrides)
+
+    def client_kwargs(self) -> dict[str, Any]:
+        """What ``escbridge.http.ApiClient`` takes from the runtime, as keyword arguments."""
+        return {
+            "session": self.session,
+            "sleep": self.sleep,
+            "clock": self.clock,
+            "utcnow": self.utcnow,
+            "rng": self.rng,
+        }
+
+    @classmethod
+    def build(cls, runtime: Runtime | None = None, **overrides: Any) -> Runtime:
+        """``runtime`` (or the real one) with the constructor's test overrides applied."""
+        return (runtime or cls()).with_(**overrides)
+
+
+# --------------------------------------------------------------------------- groups
+
+K = TypeVar("K", bound=Hashable)
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class Group(Generic[K]):
+    """One routing destination of a helpdesk: a group, or a team/department (``kind``).
+
+    ``parent`` is the id of the entry it belongs to (Zoho: a team's department); ``active``
+    False keeps a deleted group's name for display without routing to it.
+    """
+
+    id: K
+    name: str
+    kind: str = "group"
+    parent: K | None = None
+    active: bool = True
+
+
+class GroupDirectory(Generic[K]):
+    """Group names -> ids for one helpdesk instance, cached and thread-safe.
+
+    ``load`` returns every group. The list is loaded on first use, again after ``ttl`` seconds
+    (None: only on a miss), and at once when a name or id is not found — at most every
+    ``min_reload`` seconds, so a typo in the matrix does not cost a call per ticket.
+    Names compare case-insensitively.
+    """
+
+    def __init__(
+        self,
+        load: Callable[[], Iterable[Group[K]]],
+        *,
+        instance: str = "",
+        ttl: float | None = None,
+        min_reload: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._load = load
+        self.instance = instance
+        self.ttl = ttl
+        self.min_reload = min_reload
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._groups: tuple[Group[K], ...] = ()
+        self._loaded_at: float | None = None
+
+    @property
+    def loaded(self) -> bool:
+        return self._loaded_at is not None
+
+    def names(self) -> dict[K, str]:
+        """Id -> name of every group known so far (deleted ones too; no call is made)."""
+        return {g.id: g.name for g in self._groups}
+
+    def groups(self) -> tuple[Group[K], ...]:
+        self.ensure()
+        return self._groups
+
+    def refresh(self) -> None:
+        """Load the list now (``escbridge check``, or a caller that knows it changed)."""
+        groups = tuple(self._load())
+        with self._lock:
+            self._groups = groups
+            self._loaded_at = self._clock()
+
+    def ensure(self) -> None:
+        """Load the list if it never was, or is older than ``ttl``."""
+        at = self._loaded_at
+        if at is None or (self.ttl is not None and self._clock() - at >= self.ttl):
+            self.refresh()
+
+    def reload_on_miss(self) -> bool:
+        """Reload unless the last load is younger than ``min_reload``; whether it reloaded."""
+        at = self._loaded_at
+        if at is not None and self._clock() - at < self.min_reload:
+            return False
+        self.refresh()
+        return True
+
+    def note_ids(self, ids: Iterable[K | None]) -> None:
+        """Tickets name these group ids: reload (throttled) if one is new to us."""
+        self.ensure()
+        known = self.names()
+        if any(i is not None and i not in known for i in ids):
+            self.reload_on_miss()
+
+    def resolve(self, name: str, find: Callable[[Sequence[Group[K]]], R]) -> R:
+        """``find(groups)`` on the cached list, and once more after a reload if it raises
+        ``UnknownGroupError`` (for destinations richer than a name, e.g. "Department/Team")."""
+        self.ensure()
+        try:
+            return find(self._groups)
+        except UnknownGroupError:
+            if not self.reload_on_miss():
+                raise
+        return find(self._groups)
+
+    def id_of(self, name: str) -> K:
+        """The id of the active group called ``name``; UnknownGroupError naming the known."""
+
+        def find(groups: Sequence[Group[K]]) -> K:
+            key = name.strip().casefold()
+            for group in groups:
+                if group.active and group.name.casefold() == key:
+                    return group.id
+            raise UnknownGroupError(
+                name, self.instance, sorted({g.name for g in groups if g.active})
+            )
+
+        return self.resolve(name, find)
+
+    def missing(self, names: Collection[str]) -> list[str]:
+        """The names with no active group, after loading the list afresh (for ``check``)."""
+        if not names:
+            return []
+        self.refresh()
+        have = {g.name.casefold() for g in self._groups if g.active}
+        return [n for n in dict.fromkeys(names) if n.strip().casefold() not in have]
+
+
+# --------------------------------------------------------------------------- bulk jobs
+
+
+@dataclass(frozen=True)
+class JobPoll:
+    """The last job status read, and whether it finished before the timeout."""
+
+    job: Mapping[str, Any]
+    finished: bool
+
+
+def poll_job(
+    fetch: Callable[[], Mapping[str, Any] | None],
+    finished: Callable[[Mapping[str, Any]], bool],
+    *,
+    timeout: float,
+    clock: Callable[[], float],
+    sleep: Callable[[float], None],
+    first: Mapping[str, Any] | None = None,
+    delay: float = 0.5,
+    max_delay: float = 5.0,
+) -> JobPoll:
+    """Read a job's status until ``finished(job)`` or ``timeout`` seconds have passed.
+
+    ``first`` is a status already in hand (the answer that created the job), looked at before
+    the first read. Waits double from ``delay`` up to ``max_delay``. A read that returns None
+    keeps the previous status. A timeout is not an error: the caller checks what landed.
+    """
+    deadline = clock() + timeout
+    job: Mapping[str, Any] = first if first is not None else (fetch() or {})
+    while not finished(job):
+        if clock() >= deadline:
+            return JobPoll(job, finished=False)
+        sleep(delay)
+        delay = min(delay * 2, max_delay)
+        job = fetch() or job
+    return JobPoll(job, finished=True)
+
+
+# --------------------------------------------------------------------------- check
+
+
+def check_identity(
+    who: Callable[[], R],
+    *,
+    product: str,
+    where: str,
+    credentials: str = "the credentials",
+    not_found: str = "check the address",
+) -> R | CheckReport:
+    """The first step of ``check()``: ``who()`` (e.g. GET /users/me), or the failed report.
+
+    401 names ``credentials`` (what the admin should look at), 404 says no account answers at
+    ``where`` (``not_found`` is the hint), 403 that the user may not read itself, an outage that
+    ``where`` cannot be reached; any other API error is shown as it is.
+    """
+    try:
+        return who()
+    except AuthError as exc:
+        problem = (
+            f"{product} rejected the credentials (HTTP 401: {exc.message}); "
+            f"check {credentials} for {where}"
+        )
+    except PermissionDeniedError as exc:
+        problem = (
+            f"{product} at {where} refused to say whom the credentials belong to "
+            f"(HTTP 403: {exc.message})"
+        )
+    except NotFound:
+        problem = f"no {product} account answers at {where}: {not_found}"
+    except TransientError as exc:
+        problem = f"cannot reach {where}: {exc.message}"
+    except ApiError as exc:
+        problem = f"{where}: {exc}"
+    return CheckReport(ok=False, problems=(problem,))
+
+
+def fields_text(exc: ValidationError) -> str:
+    """A helpdesk's refusal as an admin reads it: ``field: message; …``, else its message."""
+    if exc.fields:
+        return "; ".join(f"{f.field}: {f.message}" for f in exc.fields)
+    return exc.message
+
+
+# --------------------------------------------------------------------------- sliding window
+
+
+@dataclass(frozen=True)
+class LimitDecision:
+    """The outcome of asking a ``SlidingWindow`` for ``cost`` units, with the figures a
+    helpdesk puts in its rate-limit headers."""
+
+    allowed: bool
+    limit: int
+    remaining: int
+    reset_seconds: float  # until the oldest unit in the window expires (0 when the window is empty)
+    retry_after: float  # 0 when allowed; else until enough units have expired to fit the cost
+
+    @property
+    def retry_after_header(self) -> str:
+        """Whole seconds, rounded up, as helpdesks send it."""
+        return str(max(1, math.ceil(self.retry_after)))
+
+    @property
+    def reset_header(self) -> str:
+        return str(math.ceil(self.reset_seconds))
+
+
+class SlidingWindow:
+    """At most ``limit`` units in any ``window`` seconds (a sliding log of what was spent).
+
+    ``acquire(cost)`` spends if the cost fits now and otherwise refuses whole, saying how long
+    until it would fit (an emulator answers 429 with that); ``wait(cost, sleep)`` blocks until it
+    fits and spends (a client pacing itself). Thread-safe.
+    """
+
+    def __init__(
+        self, limit: int, window: float = 60.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        if limit < 1 or window <= 0:
+            raise ValueError("limit must be >= 1 and window > 0")
+        self.limit = limit
+        self.window = window
+        self._clock = clock
+        self._spent: deque[tuple[float, int]] = deque()
+        self._lock = threading.Lock()
+
+    def acquire(self, cost: int = 1) -> LimitDecision:
+        """Spend ``cost`` units if they fit now."""
+        with self._lock:
+            return self._acquire(self._clock(), cost)
+
+    def wait(self, sleep: Callable[[float], None], cost: int = 1) -> float:
+        """Sleep until ``cost`` units fit, then spend them; the seconds slept.
+
+        Waiters queue on the lock, so concurrent callers are let through one by one.
+        """
+        if cost > self.limit:
+            raise ValueError(f"a cost of {cost} never fits a limit of {self.limit}")
+        with self._lock:
+            now = self._clock()
+            self._expire(now)
+            used = sum(c for _, c in self._spent)
+            delay = 0.0 if used + cost <= self.limit else self._wait_for(now, used, cost)
+            if delay > 0:
+                sleep(delay)
+                now += delay
+                self._expire(now)
+            self._spent.append((now, cost))
+            return delay
+
+    def peek(self) -> LimitDecision:
+        with self._lock:
+            now = self._clock()
+            self._expire(now)
+            used = sum(c for _, c in self._spent)
+            return self._decision(True, now, used, 0.0)
+
+    def reset(self) -> None:
+        with self._lock:
+            self._spent.clear()
+
+    def _acquire(self, now: float, cost: int) -> LimitDecision:
+        self._expire(now)
+        used = sum(c for _, c in self._spent)
+        if used + cost <= self.limit:
+            self._spent.append((now, cost))
+            return self._decision(True, now, used + cost, 0.0)
+        return self._decision(False, now, used, self._wait_for(now, used, cost))
+
+    def _expire(self, now: float) -> None:
+        while self._spent and now - self._spent[0][0] >= self.window:
+            self._spent.popleft()
+
+    def _wait_for(self, now: float, used: int, cost: int) -> float:
+        if cost > self.limit:
+            return self.window  # never fits; say "a window" rather than "never"
+        need = used + cost - self.limit
+        freed = 0
+        for at, c in self._spent:
+            freed += c
+            if freed >= need:
+                return max(0.0, at + self.window - now)
+        return self.window
+
+    def _decision(self, allowed: bool, now: float, used: int, retry: float) -> LimitDecision:
+        reset = self._spent[0][0] + self.window - now if self._spent else 0.0
+        return LimitDecision(allowed, self.limit, max(0, self.limit - used), reset, retry)

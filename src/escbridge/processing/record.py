@@ -1,0 +1,174 @@
+"""Record: what a plan came to, kept in one transaction with the lock given back.
+
+An escalation that was written (or found on the ticket after a crash) goes to the history and
+the ticket's state, its intent is cleared, its lock released and its job marked done, all at
+once. A plan with nothing to write only gives its lock back. Several plans — a sync page —
+are recorded in one transaction, together with the locks of tickets that failed (their intents
+kept, for the next attempt to check) and the failures handed to workers through the inbox.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Literal
+
+from escbridge.errors import LockLostError
+from escbridge.model import Decision, Ticket, TicketEvent
+from escbridge.processing.plan import Plan
+
+if TYPE_CHECKING:
+    from escbridge.store import Store, StoredEscalation, TicketLock, TicketWrites
+
+log = logging.getLogger("escbridge.processing")
+
+OutcomeStatus = Literal["escalated", "recovered", "unchanged", "dry_run", "busy", "own_change"]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What processing one ticket came to.
+
+    ``escalated``: applied and recorded now. ``recovered``: an earlier apply had landed but was
+    not recorded (the worker died); recorded now. ``unchanged``: the engine found nothing to
+    do (``decision.summary`` says why). ``dry_run``: the decision, with nothing written.
+    ``busy``: another worker holds the ticket; it will see the same state.
+    """
+
+    status: OutcomeStatus
+    instance: str
+    ticket_id: str
+    decision: Decision | None = None
+    ticket: Ticket | None = None
+    escalation: StoredEscalation | None = None
+
+    @property
+    def summary(self) -> str:
+        if self.status == "busy":
+            return "another worker is processing this ticket"
+        if self.status == "own_change":
+            return "escbridge's own change: ignored"
+        return self.decision.summary if self.decision is not None else self.status
+
+
+class Recorder:
+    """The record phase on one store."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def record(
+        self,
+        plans: Sequence[Plan],
+        now: datetime,
+        *,
+        cooldown: timedelta | None = None,
+        helpdesk: str | None = None,
+        failed: Sequence[Plan | TicketLock] = (),
+        hand_off: Sequence[TicketEvent] = (),
+    ) -> list[Outcome | LockLostError]:
+        """Record ``plans`` (each written, or with nothing to write), release the locks of the
+        ``failed`` ones keeping their intents, and keep ``hand_off`` events in the inbox: one
+        transaction. One result per plan: its outcome, or LockLostError when its lock was
+        taken over meanwhile (nothing of it written; the new holder sees the same ticket)."""
+        from escbridge.store import APPLIED, RECOVERED
+
+        results: list[Outcome | LockLostError] = []
+        if not plans and not failed and not hand_off:
+            return results
+        with self.store.batch() as batch:
+            for plan in plans:
+                _note_resolution(batch, plan, now)
+                if plan.step == "release":
+                    done = batch.release(
+                        plan.lock,
+                        clear_intent=plan.clear_intent,
+                        job=plan.job,
+                        outcome="unchanged",
+                        now=now,
+                    )
+                    _completed(done, plan)
+                    results.append(
+                        Outcome(
+                            "unchanged", plan.instance, plan.ticket_id, plan.decision, plan.ticket
+                        )
+                    )
+                    continue
+                assert plan.intent is not None
+                outcome = APPLIED if plan.step == "apply" else RECOVERED
+                stored = batch.record_escalation(
+                    plan.lock,
+                    plan.intent,
+                    outcome=outcome,
+                    now=now,
+                    cooldown=cooldown,
+                    job=plan.job,
+                    job_outcome="escalated" if outcome == APPLIED else outcome,
+                    helpdesk=helpdesk,
+                )
+                if stored is None:
+                    results.append(
+                        LockLostError(f"lost the lock on ticket {plan.instance}/{plan.ticket_id}")
+                    )
+                    continue
+                status: OutcomeStatus = "escalated" if outcome == APPLIED else "recovered"
+                results.append(
+                    Outcome(
+                        status,
+                        plan.instance,
+                        plan.ticket_id,
+                        plan.intent.decision,
+                        plan.ticket,
+                        stored,
+                    )
+                )
+            for item in failed:
+                if isinstance(item, Plan):
+                    _note_resolution(batch, item, now)
+                    batch.release(item.lock)
+                else:
+                    batch.release(item)
+            for event in hand_off:
+                batch.enqueue(event, now)
+        for result in results:
+            if isinstance(result, Outcome) and result.status == "escalated":
+                log.info("%s/%s: %s", result.instance, result.ticket_id, result.summary)
+            elif isinstance(result, Outcome) and result.status == "recovered":
+                log.warning(
+                    "%s/%s: recorded an escalation applied before a crash: %s",
+                    result.instance,
+                    result.ticket_id,
+                    result.summary,
+                )
+        return results
+
+    def record_one(
+        self,
+        plan: Plan,
+        now: datetime,
+        *,
+        cooldown: timedelta | None = None,
+        helpdesk: str | None = None,
+    ) -> Outcome:
+        """:meth:`record` for one plan; LockLostError when its lock was lost."""
+        [result] = self.record([plan], now, cooldown=cooldown, helpdesk=helpdesk)
+        if isinstance(result, LockLostError):
+            raise result
+        return result
+
+    def release(self, failed: Sequence[Plan | TicketLock], now: datetime) -> None:
+        """Give back the locks of plans that failed, keeping their intents (the next attempt
+        re-reads the ticket to learn whether a write landed)."""
+        self.record((), now, failed=failed)
+
+
+def _note_resolution(batch: TicketWrites, plan: Plan, now: datetime) -> None:
+    if plan.resolved_changed:
+        batch.set_resolved(plan.lock, plan.resolved, now)
+
+
+def _completed(done: bool, plan: Plan) -> None:
+    if not done and plan.job is not None:
+        log.warning("job %s: lease lost before completion (another worker has it)", plan.job.id)

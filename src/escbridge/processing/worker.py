@@ -1,0 +1,479 @@
+"""The Processor: the inbox's worker loop, and one ticket through plan -> apply -> record.
+
+Both paths meet here. A webhook event (through the inbox and a worker) and a scheduled scan
+(``escbridge sync``, which runs the same phases a page at a time) lock the ticket, fetch it,
+let the engine decide, write an *intent*, apply, and record.
+
+Why each step is there (ARCHITECTURE.md, "Exactly-once in effect"):
+
+- the inbox's unique dedupe key drops a redelivered webhook at the door;
+- a per-ticket lock stops two workers, handling two events of one ticket, from both seeing it
+  un-escalated and both applying;
+- the intent is written before the connector is called; a worker that dies between apply and
+  record leaves it behind, and the retry records what landed instead of applying it again
+  (:mod:`escbridge.processing.plan`);
+- failures are retried with exponential backoff and jitter; permanent ones (and those that
+  keep failing) are dead-lettered with a redacted reason, listed by `escbridge jobs` and
+  replayed by `escbridge jobs retry`.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+from escbridge.errors import (
+    AuthError,
+    Conflict,
+    InvalidInputError,
+    LockLostError,
+    NotFound,
+    PermissionDeniedError,
+    ProcessingError,
+    RateLimited,
+    StoreUnavailableError,
+    TransientError,
+    UnknownInstanceError,
+    ValidationError,
+)
+from escbridge.model import Actions, Ticket, TicketEvent
+from escbridge.processing.apply import apply_plan, apply_plans, check
+from escbridge.processing.plan import DecisionEngine, Plan, Planner, as_instance
+from escbridge.processing.record import Outcome, OutcomeStatus, Recorder
+from escbridge.processing.settings import Clock, ProcessingConfig, default_worker_id, utcnow
+from escbridge.secrets import redact
+from escbridge.store import Enqueued, Job, Store, TicketLock
+
+if TYPE_CHECKING:
+    from escbridge.config import Config
+    from escbridge.connector import ApplyResult, Connector, Registry
+
+log = logging.getLogger("escbridge.processing")
+
+
+@dataclass
+class RunReport:
+    """What one pass over the inbox did, for logs, tests and the benchmark."""
+
+    claimed: int = 0
+    done: int = 0
+    retried: int = 0
+    dead: int = 0
+    deferred: int = 0
+    outcomes: dict[str, int] = field(default_factory=dict)
+
+    def add(self, other: RunReport) -> None:
+        self.claimed += other.claimed
+        self.done += other.done
+        self.retried += other.retried
+        self.dead += other.dead
+        self.deferred += other.deferred
+        for key, count in other.outcomes.items():
+            self.outcomes[key] = self.outcomes.get(key, 0) + count
+
+
+# --- errors and how they are retried --------------------------------------------------------
+
+_PERMANENT: tuple[type[BaseException], ...] = (
+    AuthError,
+    PermissionDeniedError,
+    NotFound,
+    ValidationError,
+    InvalidInputError,
+)
+
+
+@dataclass(frozen=True)
+class Failure:
+    """How a failed attempt continues: retried (not before ``min_delay``) or dead-lettered."""
+
+    retryable: bool
+    reason: str
+    min_delay: float = 0.0
+
+
+def classify(error: BaseException) -> Failure:
+    """Retry what time can cure (5xx, timeouts, 429, conflicts, outages); not what it can't."""
+    reason = f"{type(error).__name__}: {error}"
+    if isinstance(error, RateLimited):
+        return Failure(True, reason, float(error.retry_after or 0.0))
+    if isinstance(error, TransientError | Conflict | StoreUnavailableError | LockLostError):
+        return Failure(True, reason)
+    if isinstance(error, ProcessingError):
+        return Failure(error.retryable, reason)
+    if isinstance(error, _PERMANENT):
+        return Failure(False, reason)
+    # Anything unforeseen (a network error a connector let through, a bug): retried, and
+    # dead-lettered after max_attempts, so it is never dropped and never loops forever.
+    return Failure(True, reason)
+
+
+def backoff_delay(attempt: int, settings: ProcessingConfig, rng: random.Random) -> float:
+    """Seconds before retry ``attempt`` (1-based): exponential, capped, with "equal jitter"."""
+    growth: float = 2.0 ** (attempt - 1)
+    ceiling = min(settings.max_backoff_seconds, settings.backoff_seconds * growth)
+    return ceiling / 2 + rng.uniform(0, ceiling / 2)
+
+
+# --- the processor ---------------------------------------------------------------------------
+
+
+class Processor:
+    """Turns events and tickets into recorded escalations.
+
+    Thread-safe: one Processor may serve several worker threads (each with its own id).
+    ``clock`` and ``rng`` are injectable so tests and benchmarks control time and jitter.
+    The phases are public for the sync path: :meth:`plan`, :meth:`write_intents`,
+    :meth:`apply`, :meth:`apply_many` and :meth:`record`.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        engine: DecisionEngine,
+        connectors: Mapping[str, Connector],
+        *,
+        settings: ProcessingConfig | None = None,
+        clock: Clock = utcnow,
+        rng: random.Random | None = None,
+        secrets: Collection[str] = (),
+        worker_id: str | None = None,
+        cooldown: timedelta | None = None,
+    ) -> None:
+        self.store = store
+        self.engine = engine
+        self.connectors = dict(connectors)
+        self.settings = settings or ProcessingConfig()
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self.secrets = tuple(secrets)
+        self.worker_id = worker_id or default_worker_id()
+        matrix = getattr(engine, "matrix", None)
+        self.cooldown = cooldown if cooldown is not None else getattr(matrix, "cooldown", None)
+        self.planner = Planner(store, engine)
+        self.recorder = Recorder(store)
+        self._rng_lock = threading.Lock()
+
+    def connector(self, instance: str) -> Connector:
+        try:
+            return self.connectors[instance]
+        except KeyError:
+            raise UnknownInstanceError(instance, list(self.connectors)) from None
+
+    # --- the phases ---------------------------------------------------------------------
+
+    def lock_page(
+        self, instance: str, ticket_ids: Sequence[str], now: datetime
+    ) -> dict[str, TicketLock]:
+        """Lock a page of tickets in one statement; busy tickets are left out."""
+        return self.planner.lock_page(
+            instance, ticket_ids, self.worker_id, now, self.settings.lease
+        )
+
+    def plan(
+        self, lock: TicketLock, ticket: str | Ticket, now: datetime, *, job: Job | None = None
+    ) -> Plan:
+        """Fetch, recover and decide one locked ticket (no store write)."""
+        return self.planner.plan(self.connector(lock.instance), lock, ticket, now, job=job)
+
+    def write_intents(self, plans: Sequence[Plan], now: datetime) -> list[Plan]:
+        """The intents of the plans that will write, in one transaction; the plans whose lock
+        was lost come back (they must not be applied)."""
+        return self.planner.write_intents(plans, now, self.settings.lease)
+
+    def apply(self, plan: Plan, now: datetime) -> ApplyResult:
+        """Write one plan through its connector (a conflict is re-decided at ``now``)."""
+        return apply_plan(self.connector(plan.instance), plan, self._redecide(now))
+
+    def apply_many(self, plans: Sequence[Plan], now: datetime) -> list[ApplyResult]:
+        """Write several new decisions of one instance in one bulk call."""
+        if not plans:
+            return []
+        return apply_plans(self.connector(plans[0].instance), plans, self._redecide(now))
+
+    def record(
+        self,
+        plans: Sequence[Plan],
+        now: datetime,
+        *,
+        failed: Sequence[Plan | TicketLock] = (),
+        hand_off: Sequence[TicketEvent] = (),
+    ) -> list[Outcome | LockLostError]:
+        """Record the plans, release the failed ones' locks and keep ``hand_off`` events for
+        workers: one transaction."""
+        helpdesk = self._helpdesk(plans[0].instance) if plans else None
+        return self.recorder.record(
+            plans, now, cooldown=self.cooldown, helpdesk=helpdesk, failed=failed, hand_off=hand_off
+        )
+
+    def release(self, failed: Sequence[Plan | TicketLock], now: datetime) -> None:
+        """Give back locks, keeping any intent; an outage is logged (the locks expire)."""
+        if not failed:
+            return
+        try:
+            self.recorder.release(failed, now)
+        except StoreUnavailableError as error:
+            log.warning("could not release %d lock(s): %s", len(failed), error)
+
+    def _redecide(self, now: datetime) -> Callable[[Plan, Ticket], Actions | None]:
+        lease = self.settings.lease
+
+        def redecide(plan: Plan, fresh: Ticket) -> Actions | None:
+            return self.planner.redecide(plan, fresh, now, lease)
+
+        return redecide
+
+    def _helpdesk(self, instance: str) -> str | None:
+        connector = self.connectors.get(instance)
+        return connector.info.name if connector is not None else None
+
+    # --- the event path: in through the inbox ---------------------------------------------
+
+    def enqueue(self, event: TicketEvent) -> Enqueued:
+        """Keep a webhook event for a worker; a redelivery comes back as a duplicate.
+
+        Raises StoreUnavailableError when the database cannot take it: the receiver answers
+        503 so the helpdesk delivers again later. Nothing is ever dropped silently.
+        """
+        return self.store.enqueue(event, self.clock())
+
+    def run_once(self, worker_id: str | None = None, limit: int | None = None) -> RunReport:
+        """Claim a batch of due events and process each; what happened, counted."""
+        worker = worker_id or self.worker_id
+        report = RunReport()
+        jobs = self.store.claim(
+            worker,
+            self.clock(),
+            limit=limit or self.settings.batch_size,
+            lease=self.settings.lease,
+            max_attempts=self.settings.max_attempts,
+        )
+        report.claimed = len(jobs)
+        for job in jobs:
+            self._handle(job, worker, report)
+        return report
+
+    def _handle(self, job: Job, worker: str, report: RunReport) -> None:
+        try:
+            outcome = self._process_job(job, worker)
+        except Exception as error:  # every failure is retried or dead-lettered, never lost
+            self._fail(job, error, report)
+            return
+        if outcome.status == "busy":
+            # Not an attempt: the other worker sees the same ticket. Try again shortly.
+            delay = min(self.settings.lease_seconds, 0.5 + self._uniform(0, 1.5))
+            self.store.defer(job, self.clock() + timedelta(seconds=delay))
+            report.deferred += 1
+            return
+        report.done += 1
+        report.outcomes[outcome.status] = report.outcomes.get(outcome.status, 0) + 1
+
+    def _process_job(self, job: Job, worker: str) -> Outcome:
+        """Process a claimed job; unless the ticket is busy, the job is done when this returns."""
+        connector = self.connector(job.instance)
+        event = TicketEvent(
+            instance=job.instance,
+            ticket_id=job.ticket_id,
+            dedupe_key=job.dedupe_key,
+            kind=job.kind,
+            actor=job.actor,
+            occurred_at=job.occurred_at,
+        )
+        if connector.is_own_change(event):
+            if not self.store.complete(job, self.clock(), "own_change"):
+                log.warning("job %s: lease lost before completion (another worker has it)", job.id)
+            return Outcome("own_change", job.instance, job.ticket_id)
+        return self._process(job.instance, job.ticket_id, self.clock(), worker=worker, job=job)
+
+    def _fail(self, job: Job, error: BaseException, report: RunReport) -> None:
+        failure = classify(error)
+        reason = redact(failure.reason, self.secrets)
+        now = self.clock()
+        where = f"job {job.id} ({job.instance}/{job.ticket_id}, attempt {job.attempts})"
+        try:
+            if not failure.retryable or job.attempts >= self.settings.max_attempts:
+                why = (
+                    reason
+                    if not failure.retryable
+                    else f"gave up after {job.attempts} attempts: {reason}"
+                )
+                self.store.dead_letter(job, now, why)
+                report.dead += 1
+                log.error("%s dead-lettered: %s", where, why)
+                return
+            with self._rng_lock:
+                delay = max(failure.min_delay, backoff_delay(job.attempts, self.settings, self.rng))
+            self.store.retry_later(job, now + timedelta(seconds=delay), reason)
+            report.retried += 1
+            log.warning("%s failed, retrying in %.1fs: %s", where, delay, reason)
+        except StoreUnavailableError as store_error:
+            # The row keeps its lease and comes back when it expires: still not lost.
+            log.error("%s failed (%s) and could not be rescheduled: %s", where, reason, store_error)
+
+    def _uniform(self, low: float, high: float) -> float:
+        with self._rng_lock:
+            return self.rng.uniform(low, high)
+
+    # --- one ticket, phase by phase -------------------------------------------------------
+
+    def process_ticket(
+        self,
+        instance: str,
+        ticket: str | Ticket,
+        now: datetime | None = None,
+        *,
+        dry_run: bool = False,
+    ) -> Outcome:
+        """Decide one ticket and, unless ``dry_run``, apply and record the escalation.
+
+        A Ticket is used as given unless a pending intent needs a fresh look; connector errors
+        propagate, typed, to the caller.
+        """
+        now = now or self.clock()
+        if dry_run:
+            return self.dry_run(instance, [ticket], now)[0]
+        return self._process(instance, ticket, now, worker=self.worker_id)
+
+    def dry_run(
+        self, instance: str, tickets: Sequence[str | Ticket], now: datetime
+    ) -> list[Outcome]:
+        """What the engine decides for each ticket, with nothing written: the histories are
+        read once for all of them, and a ticket id is fetched."""
+        connector = self.connector(instance)
+        current = [
+            as_instance(t if isinstance(t, Ticket) else connector.fetch_ticket(t), instance)
+            for t in tickets
+        ]
+        histories = self.store.histories(instance, [t.id for t in current])
+        outcomes: list[Outcome] = []
+        for ticket in current:
+            decision = self.engine.decide(ticket, histories.get(ticket.id, []), now)
+            status: OutcomeStatus = "dry_run" if decision.escalate else "unchanged"
+            outcomes.append(Outcome(status, instance, ticket.id, decision, ticket))
+        return outcomes
+
+    def _process(
+        self,
+        instance: str,
+        ticket: str | Ticket,
+        now: datetime,
+        *,
+        worker: str,
+        job: Job | None = None,
+    ) -> Outcome:
+        connector = self.connector(instance)
+        ticket_id = ticket.id if isinstance(ticket, Ticket) else str(ticket)
+        lease = self.settings.lease
+        lock = self.planner.lock(instance, ticket_id, worker, now, lease)
+        if lock is None:
+            return Outcome("busy", instance, ticket_id)
+        held: Plan | TicketLock = lock
+        try:
+            plan = self.planner.plan(connector, lock, ticket, now, job=job)
+            held = plan
+            self.planner.write_intent(plan, now, lease)
+            if plan.writes:
+                check(plan, apply_plan(connector, plan, self._redecide(now)))
+            outcome = self.recorder.record_one(
+                plan, self.clock(), cooldown=self.cooldown, helpdesk=connector.info.name
+            )
+        except BaseException:
+            self.release([held], self.clock())
+            raise
+        return outcome
+
+    # --- the worker loop ------------------------------------------------------------------
+
+    def run(
+        self,
+        *,
+        stop: threading.Event | None = None,
+        concurrency: int | None = None,
+        drain: bool = False,
+    ) -> RunReport:
+        """Process the inbox until ``stop`` is set (or, with ``drain``, until it is empty).
+
+        ``concurrency`` threads each claim their own batches. A database outage does not end
+        the loop: it is logged and retried with backoff.
+        """
+        stop = stop or threading.Event()
+        count = concurrency or self.settings.concurrency
+        total = RunReport()
+        total_lock = threading.Lock()
+
+        def loop(worker: str) -> None:
+            pause = self.settings.poll_seconds
+            while not stop.is_set():
+                try:
+                    report = self.run_once(worker)
+                except StoreUnavailableError as error:
+                    log.error("%s: %s; retrying in %.0fs", worker, error, pause)
+                    stop.wait(pause)
+                    pause = min(pause * 2, 60.0)
+                    continue
+                except Exception:  # a bug must not silently end a worker thread
+                    log.exception("%s: unexpected error; carrying on in %.0fs", worker, pause)
+                    stop.wait(pause)
+                    pause = min(pause * 2, 60.0)
+                    continue
+                pause = self.settings.poll_seconds
+                with total_lock:
+                    total.add(report)
+                if report.claimed:
+                    continue
+                if drain and self._drained():
+                    return
+                stop.wait(self.settings.poll_seconds)
+
+        if count == 1:
+            loop(self.worker_id)
+            return total
+        threads = [
+            threading.Thread(target=loop, args=(f"{self.worker_id}/{i}",), name=f"worker-{i}")
+            for i in range(count)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return total
+
+    def _drained(self) -> bool:
+        counts = self.store.job_counts()
+        return counts["pending"] == 0 and counts["processing"] == 0
+
+
+# --- building a processor from escbridge.yaml --------------------------------------------------
+
+
+def build_processor(
+    config: Config,
+    *,
+    registry: Registry | None = None,
+    store: Store | None = None,
+    settings: ProcessingConfig | None = None,
+) -> Processor:
+    """The Processor escbridge.yaml describes: its store, matrix, and one connector per instance."""
+    from escbridge.connector import create_connector
+    from escbridge.matrix import load_matrix
+    from escbridge.policy import Engine
+
+    matrix = load_matrix(config.matrix_path)
+    engine = Engine(matrix, helpdesks={name: i.type for name, i in config.instances.items()})
+    connectors = {
+        name: create_connector(instance, registry=registry)
+        for name, instance in config.instances.items()
+    }
+    secrets = {value for i in config.instances.values() for value in i.secret_values}
+    return Processor(
+        store or Store(config.store_url),
+        engine,
+        connectors,
+        settings=settings or ProcessingConfig.from_config(config),
+        secrets=secrets,
+    )

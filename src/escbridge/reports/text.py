@@ -1,0 +1,165 @@
+"""The report for a terminal (``--format text``), and the wording of figures every form shares."""
+
+from __future__ import annotations
+
+import io
+from datetime import UTC, timedelta, tzinfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from escbridge.reports.figures import Change, Report, Window
+from escbridge.views import text_table
+
+
+def pct(share: float | None) -> str:
+    return "—" if share is None else f"{share * 100:.1f}%"
+
+
+def human(delta: timedelta | None) -> str:
+    """A duration for a report: the two largest units, to the minute ("1d 4h", "3h 20m")."""
+    if delta is None:
+        return "—"
+    minutes = round(delta.total_seconds() / 60)
+    if minutes < 1:
+        return "<1m" if delta.total_seconds() > 0 else "0m"
+    days, rest = divmod(minutes, 1440)
+    hours, mins = divmod(rest, 60)
+    parts = [f"{n}{u}" for n, u in ((days, "d"), (hours, "h"), (mins, "m")) if n]
+    return " ".join(parts[:2])
+
+
+def change_text(change: Change) -> str:
+    """``+3 (+25.0%)``, ``−2 (−10.0%)``, ``+4 (new)``, ``no change``."""
+    if change.delta == 0:
+        return "no change"
+    sign = "+" if change.delta > 0 else "−"
+    ratio = change.ratio
+    rel = "new" if ratio is None else f"{sign}{abs(ratio) * 100:.1f}%"
+    return f"{sign}{abs(change.delta)} ({rel})"
+
+
+def period_text(report: Report) -> str:
+    tz = _zone(report.timezone)
+    start = report.window.start.astimezone(tz)
+    end = report.window.end.astimezone(tz)
+    return f"{start:%Y-%m-%d %H:%M} – {end:%Y-%m-%d %H:%M} ({report.timezone})"
+
+
+def length_text(window: Window) -> str:
+    days = window.length / timedelta(days=1)
+    if days >= 1 and days == int(days):
+        return f"{int(days)} day{'s' if days != 1 else ''}"
+    return human(window.length)
+
+
+def _zone(name: str) -> tzinfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return UTC
+
+
+def render_text(report: Report) -> str:
+    out = io.StringIO()
+
+    def w(line: str = "") -> None:
+        out.write(line + "\n")
+
+    w(report.title)
+    w(
+        f"{period_text(report)}, {length_text(report.window)}, against the previous "
+        f"{length_text(report.window)}"
+    )
+    if report.instances:
+        w(f"Instances: {', '.join(report.instances)}")
+    w()
+    within, measured = report.within_target
+    w(f"Escalations           {report.escalations.count}  ({change_text(report.escalations)})")
+    w(f"Tickets escalated     {report.tickets.count}  ({change_text(report.tickets)})")
+    w(
+        f"Time to escalation    median {human(report.time_to_escalate.median)}, "
+        f"90% within {human(report.time_to_escalate.p90)}"
+    )
+    if measured:
+        w(f"Resolved within target  {within} of {measured} ({pct(within / measured)})")
+    r = report.repeats
+    w(f"Repeat escalations    {r.repeated} of {r.tickets} tickets ({pct(r.share)})")
+    for b in report.breakdowns:
+        w()
+        w(f"By {b.title.lower()}")
+        if not b.recorded:
+            w("  not recorded by the store")
+            continue
+        shares = [
+            (s.label, str(s.count), pct(s.share), str(s.previous), change_text(s.change))
+            for s in b.items
+        ]
+        w(text_table(("", "count", "share", "previous", "change"), shares).rstrip())
+    w()
+    w("Time at each level")
+    rows = [
+        (
+            t.label,
+            str(t.escalations),
+            human(t.to_escalate.median),
+            human(t.expected) + (" (business)" if t.business and t.expected else ""),
+            str(t.resolved) if t.resolution_recorded else "—",
+            human(t.to_resolve.median),
+            pct(t.within_share),
+            str(t.moved_on),
+            f"{t.open} ({t.open_past_target} late)" if t.resolution_recorded else "—",
+        )
+        for t in report.timings
+    ]
+    headers = (
+        "",
+        "escalations",
+        "to escalate (median)",
+        "expected",
+        "resolved",
+        "to resolve (median)",
+        "within target",
+        "moved on",
+        "open",
+    )
+    w(text_table(headers, rows).rstrip())
+    w()
+    w(f"Trend per {report.trend.unit} (previous period in brackets)")
+    w(
+        text_table(
+            ("", "count", "previous"),
+            [(p.label, str(p.count), str(p.previous)) for p in report.trend.points],
+        ).rstrip()
+    )
+    w()
+    w(
+        f"Repeat escalations: {r.repeated} ticket(s) escalated more than once "
+        f"(previous period {r.previous_repeated})"
+    )
+    if r.top:
+        w(
+            text_table(
+                ("ticket", "escalations", "path", "last"),
+                [
+                    (
+                        f"{t.instance}/{t.ticket_id}",
+                        str(t.count),
+                        " → ".join(t.path),
+                        f"{t.last:%Y-%m-%d %H:%M}",
+                    )
+                    for t in r.top
+                ],
+            ).rstrip()
+        )
+    w()
+    w("Top reasons")
+    w(
+        text_table(
+            ("reason", "count", "share", "rules"),
+            [(x.text, str(x.count), pct(x.share), ", ".join(x.rules)) for x in report.reasons],
+        ).rstrip()
+    )
+    if report.notes:
+        w()
+        for note in report.notes:
+            w(f"Note: {note}")
+    return out.getvalue()
