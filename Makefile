@@ -5,9 +5,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DISTS := -e '.[dev,charts,postgres,sandbox]' -e 'connectors/zendesk[sandbox]' \
-	-e 'connectors/freshdesk[sandbox]' -e 'connectors/zohodesk[sandbox]' -e webhooks
+	-e 'connectors/freshdesk[sandbox]' -e 'connectors/zohodesk[sandbox]' -e webhooks \
+	-e 'examples/acmedesk[sandbox]'
 PROJECT_FILES := pyproject.toml connectors/zendesk/pyproject.toml connectors/freshdesk/pyproject.toml \
-	connectors/zohodesk/pyproject.toml webhooks/pyproject.toml
+	connectors/zohodesk/pyproject.toml webhooks/pyproject.toml examples/acmedesk/pyproject.toml
 
 .PHONY: demo test lint typecheck unit venv clean
 
@@ -27,7 +28,8 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 typecheck: $(STAMP)
-	$(BIN)/mypy --strict src connectors/zendesk/src connectors/freshdesk/src connectors/zohodesk/src webhooks/src
+	$(BIN)/mypy --strict src connectors/zendesk/src connectors/freshdesk/src connectors/zohodesk/src \
+		webhooks/src examples/acmedesk/src
 
 unit: $(STAMP)
 	bash scripts/ensure-postgres.sh

@@ -19,8 +19,9 @@ A page goes through the processing phases (:mod:`escbridge.processing`) in a pla
 the store work done once per page: one statement locks the page's tickets, one transaction
 writes the intents of those to escalate, and one records them all (with the releases and the
 failures handed to workers). Writes are batched explicitly where the connector has a bulk API:
-the page's escalations go out ``batch_size`` at a time through ``connector.apply_many``, so a
-page of 100 escalations costs a few calls, not a hundred.
+the page's escalations go to ``connector.apply_many`` together (at most ``batch_size`` per
+call when set), which splits them into the bulk calls its API takes, so a page of 100
+escalations costs a call or two, not a hundred.
 
 Two runs for one instance never overlap: each holds a lease in the store (the store's
 per-ticket lock on a reserved ticket id, renewed while the run lasts). A run that finds the
@@ -99,13 +100,15 @@ LEASE_TICKET_ID = "~escbridge-sync"
 
 @dataclass(frozen=True)
 class SyncOptions:
-    """What one run does. ``since`` replaces the stored cursor of the changes pass."""
+    """What one run does. ``since`` replaces the stored cursor of the changes pass;
+    ``batch_size`` caps the writes per ``apply_many`` call (None: a page's writes go in one,
+    and the connector splits them as its bulk API requires)."""
 
     dry_run: bool = False
     since: datetime | None = None
     lookback: timedelta = timedelta(days=14)
     sweep: bool = True
-    batch_size: int = 50
+    batch_size: int | None = None
     lease: timedelta = timedelta(minutes=10)
 
 
@@ -523,7 +526,7 @@ class Syncer:
         result: InstanceResult,
     ) -> None:
         """Plan, apply and record the tickets of one page: one lock statement, one intent
-        transaction, the writes in bulk calls of ``batch_size``, one record transaction.
+        transaction, the writes in explicit bulk calls, one record transaction.
 
         A ticket that fails on its own is counted and handed to a worker; an error that stops
         the run (``_STOPS_THE_RUN``) records what was written before it, gives back the other
@@ -615,14 +618,14 @@ class Syncer:
             raise stop
 
     def _batches(self, instance: str, plans: Sequence[Plan]) -> list[list[Plan]]:
-        """The writes of a page, in the calls they go out in: a recovery each on its own (it
-        re-applies an intent as it is), new decisions ``batch_size`` at a time where the
-        connector has a bulk API, else one by one."""
+        """The writes of a page, in the calls they go out in: together where the connector has
+        a bulk API (``batch_size`` at most per call; recoveries of an earlier run first), else
+        one by one."""
+        writing = sorted((p for p in plans if p.writes), key=lambda p: p.step == "apply")
         bulk = CAP_BULK_UPDATE in self.processor.connector(instance).info.capabilities
-        size = max(1, self.options.batch_size) if bulk else 1
-        recoveries = [[plan] for plan in plans if plan.writes and plan.step != "apply"]
-        new = [plan for plan in plans if plan.step == "apply"]
-        return recoveries + [new[i : i + size] for i in range(0, len(new), size)]
+        cap = self.options.batch_size
+        size = (max(1, cap) if cap is not None else max(1, len(writing))) if bulk else 1
+        return [writing[i : i + size] for i in range(0, len(writing), size)]
 
     def _write(self, batch: Sequence[Plan], now: datetime) -> list[ApplyResult]:
         if len(batch) == 1:

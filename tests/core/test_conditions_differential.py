@@ -4,14 +4,14 @@ trees, the closures, the generated matcher and the explanations give the same ve
 Why it matters: the engine picks rules with the generated matcher, while `escbridge explain`
 and the escalation note show the explanations. If they disagreed, an admin would read "✗ no
 match" for a rule that escalated the ticket (or the reverse). The trees are written as the
-admin writes them (YAML, through the real loader), so every shorthand is covered as parsed.
+admin writes them (the YAML data, through the loader's parser), so every shorthand is covered
+as parsed.
 
 Deterministic for CI: derandomized, no example database, a bounded number of examples.
 """
 
 from __future__ import annotations
 
-import json
 from datetime import timedelta
 from typing import Any
 
@@ -19,15 +19,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from matrix_helpers import LADDER, NOW
 
-from escbridge.conditions.ast import TEXT_FIELDS, TIME_MEASURES, Condition
+from escbridge.conditions.ast import TEXT_FIELDS, TIME_MEASURES, Condition, walk
 from escbridge.conditions.describe import describe_condition
 from escbridge.conditions.evaluate import Context, build_matcher, compile_condition
 from escbridge.conditions.explain import MATCHED, MISSED, explain
-from escbridge.matrix import Matrix, parse_matrix
+from escbridge.conditions.parse import ConditionParser
+from escbridge.matrix import parse_matrix
 from escbridge.model import Channel, EscalationRecord, Priority, Status, Ticket
 
 DIFFERENTIAL = settings(
-    max_examples=1000,
+    max_examples=300,
     deadline=None,
     derandomize=True,
     database=None,
@@ -42,14 +43,19 @@ SEPARATORS = [" ", ", ", "-", "! ", "\n", "_"]
 TAGS = ["vip", "billing", "outage", "beta", "escbridge_l2"]
 RUNGS = ["l1", "l2", "l3", "billing", "security"]
 
-texts = st.lists(st.sampled_from(WORDS), max_size=6).flatmap(
-    lambda words: st.lists(
-        st.sampled_from(SEPARATORS), min_size=len(words), max_size=len(words)
-    ).map(lambda seps: "".join(w + s for w, s in zip(words, seps, strict=True)))
+texts = st.lists(st.tuples(st.sampled_from(WORDS), st.sampled_from(SEPARATORS)), max_size=6).map(
+    lambda pairs: "".join(word + sep for word, sep in pairs)
 )
-minutes = st.integers(min_value=0, max_value=60 * 24 * 10)
+# Spans of exactly a condition's bound come up often: "over 4h" must be false at 4h sharp.
+BOUNDS = [0, 30, 90, 240, 1440, 4320]
+minutes = st.sampled_from(BOUNDS) | st.integers(min_value=0, max_value=60 * 24 * 10)
 maybe_minutes = st.none() | minutes
-custom_values = st.sampled_from([None, 5, 9000.5, "1,200", "abc", True, "", "Gold", "gold", 0])
+due_minutes = st.none() | st.sampled_from([-b for b in BOUNDS] + BOUNDS) | st.integers(-4320, 4320)
+custom_fields = st.dictionaries(
+    st.sampled_from(["amount", "plan"]),
+    st.sampled_from([None, 5, 9000.5, "1,200", "abc", True, "", "Gold", "gold", 0]),
+    max_size=2,
+)
 persons = st.fixed_dictionaries(
     {
         "id": st.sampled_from([None, "u1", "U2", "o1"]),
@@ -57,45 +63,45 @@ persons = st.fixed_dictionaries(
         "email": st.sampled_from([None, "", "dana@example.com", "DANA@Example.COM", "x@other.org"]),
     }
 )
+ticket_fields = st.fixed_dictionaries(
+    {
+        "instance": st.sampled_from(["support-eu", "Other"]),
+        "subject": texts,
+        "description": texts,
+        "latest_comment": texts,
+        "requester": persons,
+        "organization": st.none() | persons,
+        # Few tags, so that a ticket's tags often equal a condition's set exactly.
+        "tags": st.frozensets(st.sampled_from(TAGS[:3])) | st.frozensets(st.sampled_from(TAGS)),
+        "custom_fields": custom_fields,
+        "channel": st.sampled_from(list(Channel)),
+        "status": st.sampled_from(list(Status)),
+        "priority": st.sampled_from(list(Priority)),
+        "group": st.sampled_from([None, "", "Support", "Billing", "senior support"]),
+        "assignee": st.sampled_from([None, "Alex"]),
+        "reopen_count": st.integers(min_value=0, max_value=4),
+    }
+)
 
 
 @st.composite
 def tickets(draw: st.DrawFn) -> Ticket:
     age = draw(minutes)
-    since_update = draw(st.integers(min_value=0, max_value=age))
+    since_update = min(draw(minutes), age)
 
     def before_now(offset: int | None) -> Any:
         return None if offset is None else NOW - timedelta(minutes=min(offset, age))
 
-    due = draw(st.none() | st.integers(min_value=-60 * 24 * 3, max_value=60 * 24 * 3))
-    custom = {
-        key: value
-        for key, value in draw(
-            st.dictionaries(st.sampled_from(["amount", "plan"]), custom_values, max_size=2)
-        ).items()
-    }
+    due = draw(due_minutes)
     return Ticket.model_validate(
         {
+            **draw(ticket_fields),
             "id": "t",
-            "instance": draw(st.sampled_from(["support-eu", "Other"])),
-            "subject": draw(texts),
-            "description": draw(texts),
-            "latest_comment": draw(texts),
-            "requester": draw(persons),
-            "organization": draw(st.none() | persons),
-            "tags": draw(st.frozensets(st.sampled_from(TAGS))),
-            "custom_fields": custom,
-            "channel": draw(st.sampled_from(list(Channel))),
-            "status": draw(st.sampled_from(list(Status))),
-            "priority": draw(st.sampled_from(list(Priority))),
-            "group": draw(st.sampled_from([None, "", "Support", "Billing", "senior support"])),
-            "assignee": draw(st.sampled_from([None, "Alex"])),
             "created_at": NOW - timedelta(minutes=age),
             "updated_at": NOW - timedelta(minutes=since_update),
             "first_response_at": before_now(draw(maybe_minutes)),
             "last_customer_reply_at": before_now(draw(maybe_minutes)),
             "due_at": None if due is None else NOW + timedelta(minutes=due),
-            "reopen_count": draw(st.integers(min_value=0, max_value=4)),
         }
     )
 
@@ -123,6 +129,7 @@ def subsets(values: list[str], min_size: int = 0) -> st.SearchStrategy[list[str]
 
 tag_conditions = st.one_of(
     subsets(TAGS, 1).map(lambda tags: {"tags": tags}),
+    subsets(TAGS[:3], 1).map(lambda tags: {"tags": {"all": tags}}),
     st.fixed_dictionaries(
         {},
         optional={"any": subsets(TAGS), "all": subsets(TAGS), "none": subsets(TAGS)},
@@ -166,64 +173,77 @@ shorthand_conditions = st.one_of(
 )
 
 
-@st.composite
-def field_conditions(draw: st.DrawFn) -> dict[str, Any]:
-    field = draw(st.sampled_from([*PLAIN_FIELDS, "channel", "status", "priority"]))
-    enum = {"channel": CHANNELS, "status": STATUSES, "priority": PRIORITIES}.get(field)
-    ops = ["exists", "in", "not_in", "equals", "not_equals", "contains", "regex"]
-    if enum is None or field == "priority":
-        ops += ["gt", "gte", "lt", "lte"]
-    op = draw(st.sampled_from(ops))
-    value: Any
+ENUMS = {"channel": CHANNELS, "status": STATUSES, "priority": PRIORITIES}
+TEXT_OPS = ("exists", "in", "not_in", "equals", "not_equals", "contains", "regex")
+NUMBER_OPS = ("gt", "gte", "lt", "lte")
+
+
+def field_values(field: str, op: str) -> st.SearchStrategy[Any]:
+    """Literals the loader accepts for ``field`` and ``op``."""
+    enum = ENUMS.get(field)
     if op == "exists":
-        value = draw(st.booleans())
-    elif op == "regex":
-        value = draw(st.sampled_from(PATTERNS))
-    elif op == "contains":
-        value = draw(st.sampled_from(["a", "dana", "Gold", "example", "5", "l"]))
-    elif enum is not None and op in ("in", "not_in"):
-        value = draw(subsets(enum, 1))
-    elif enum is not None:
-        value = draw(st.sampled_from(enum))
-    elif op in ("in", "not_in"):
-        value = draw(st.lists(literals, min_size=1, max_size=3))
-    elif op in ("gt", "gte", "lt", "lte"):
-        value = draw(numbers)
-    else:
-        value = draw(literals)
-    return {"field": field, op: value}
+        return st.booleans()
+    if op == "regex":
+        return st.sampled_from(PATTERNS)
+    if op == "contains":
+        return st.sampled_from(["a", "dana", "Gold", "example", "5", "l"])
+    if enum is not None:
+        return subsets(enum, 1) if op in ("in", "not_in") else st.sampled_from(enum)
+    if op in ("in", "not_in"):
+        return st.lists(literals, min_size=1, max_size=3)
+    return numbers if op in NUMBER_OPS else literals
 
 
-@st.composite
-def time_conditions(draw: st.DrawFn) -> dict[str, Any]:
-    measure = draw(st.sampled_from(list(TIME_MEASURES)))
-    if draw(st.booleans()):
-        return {measure: draw(st.sampled_from(DURATIONS))}  # the shorthand
-    spec: dict[str, Any] = draw(
-        st.fixed_dictionaries(
-            {},
-            optional={
-                "over": st.sampled_from(DURATIONS),
-                "under": st.sampled_from(DURATIONS),
-                "time": st.sampled_from(["business", "calendar"]),
-                "calendar": st.just("office"),
-            },
-        )
+field_conditions = st.one_of(
+    [
+        field_values(field, op).map(lambda value, field=field, op=op: {"field": field, op: value})
+        for field in [*PLAIN_FIELDS, *ENUMS]
+        for op in (TEXT_OPS if field in ("channel", "status") else (*TEXT_OPS, *NUMBER_OPS))
+    ]
+)
+
+
+time_conditions = st.builds(
+    lambda measure, bounds, extra: {measure: {**bounds, **extra}},
+    st.sampled_from(list(TIME_MEASURES)),
+    st.fixed_dictionaries({"over": st.sampled_from(DURATIONS)})
+    | st.fixed_dictionaries({"under": st.sampled_from(DURATIONS)})
+    | st.fixed_dictionaries(
+        {"over": st.sampled_from(DURATIONS), "under": st.sampled_from(DURATIONS)}
+    ),
+    # Calendar time most often: its spans have inline forms in the matcher.
+    st.fixed_dictionaries(
+        {"time": st.sampled_from(["calendar", "calendar", "business"])},
+        optional={"calendar": st.just("office")},
     )
-    spec.setdefault("over", "0m")
-    return {measure: spec}
+    | st.fixed_dictionaries({}, optional={"calendar": st.just("office")}),
+) | st.builds(  # the shorthand
+    lambda measure, duration: {measure: duration},
+    st.sampled_from(list(TIME_MEASURES)),
+    st.sampled_from(DURATIONS),
+)
 
 
-leaves = st.one_of(
+LEAF_FAMILIES = (
     tag_conditions,
     keyword_conditions,
     priority_conditions,
     shorthand_conditions,
-    field_conditions(),
-    time_conditions(),
+    field_conditions,
+    time_conditions,
+    time_conditions,  # twice: they have the most inline forms to check
 )
+
+
+@st.composite
+def leaves(draw: st.DrawFn) -> Any:
+    """A family first, then a leaf of it: one flat one_of would let the many field comparisons
+    crowd out tags, keywords and time."""
+    return draw(draw(st.sampled_from(LEAF_FAMILIES)))
+
+
 condition_trees = st.recursive(
-    leaves,
+    leaves(),
     lambda inner: st.one_of(
         st.lists(inner, min_size=1, max_size=3).map(lambda items: {"all": items}),
         st.lists(inner, min_size=1, max_size=3).map(lambda items: {"any": items}),
@@ -234,13 +254,25 @@ condition_trees = st.recursive(
 )
 
 
-def matrix_of(conditions: list[Any]) -> Matrix:
-    """The test ladder with one rule per condition (YAML is a superset of JSON)."""
-    rules = "".join(
-        f"  - {{id: r{i}, kind: hierarchical, to: next, when: {json.dumps(when)}}}\n"
-        for i, when in enumerate(conditions)
+LADDER_MATRIX = parse_matrix(LADDER + "rules: []\n", "differential.yaml")
+
+
+def _refuse(path: object, message: str) -> None:
+    raise AssertionError(f"the generator wrote an invalid condition: {path}: {message}")
+
+
+def parse(written: Any) -> Condition:
+    """A condition as the matrix loader parses it (office calendar, business time)."""
+    calendars = LADDER_MATRIX.calendars
+    parser = ConditionParser(
+        _refuse,
+        lambda name, _path: calendars[name],
+        LADDER_MATRIX.default_calendar,
+        business=True,
     )
-    return parse_matrix(LADDER + "rules:\n" + rules, "differential.yaml")
+    cond = parser.parse(written, ("when",))
+    assert cond is not None
+    return cond
 
 
 @st.composite
@@ -249,7 +281,7 @@ def situations(draw: st.DrawFn) -> tuple[Ticket, str, tuple[EscalationRecord, ..
     t = draw(tickets())
     rung = draw(st.sampled_from(RUNGS))
     history: tuple[EscalationRecord, ...] = ()
-    arrived = draw(st.none() | st.integers(min_value=0, max_value=60 * 24 * 4))
+    arrived = draw(maybe_minutes)
     if arrived is not None:
         at = NOW - timedelta(minutes=arrived)
         history = (EscalationRecord(at=at, to=rung, from_level="l1", rule_id="earlier"),)
@@ -267,12 +299,13 @@ def situations(draw: st.DrawFn) -> tuple[Ticket, str, tuple[EscalationRecord, ..
 def test_closures_matcher_and_explanations_agree(
     written: list[Any], cases: list[tuple[Ticket, str, tuple[EscalationRecord, ...]]]
 ) -> None:
-    m = matrix_of(written)
-    conditions: list[Condition] = [rule.condition for rule in m.rules]
+    # Every part of every tree is compared on its own too: a wrong leaf cannot hide behind
+    # an `any` that another leaf already decided.
+    conditions = [part for w in written for part in walk(parse(w))]
     closures = [compile_condition(c) for c in conditions]
     matcher = build_matcher(conditions)
     for t, rung_id, history in cases:
-        rung = m.rung(rung_id)
+        rung = LADDER_MATRIX.rung(rung_id)
         assert rung is not None
 
         def ctx(t: Ticket = t, rung: Any = rung, history: Any = history) -> Context:
@@ -280,18 +313,17 @@ def test_closures_matcher_and_explanations_agree(
 
         by_closure = [test(ctx()) for test in closures]
         by_matcher = matcher(ctx())
-        assert by_matcher == [i for i, ok in enumerate(by_closure) if ok], (written, t)
-        for i, cond in enumerate(conditions):
+        assert by_matcher == [i for i, ok in enumerate(by_closure) if ok], (conditions, t)
+        for cond, expected in zip(conditions, by_closure, strict=True):
             verdict, lines = explain(cond, ctx())
-            assert verdict == by_closure[i], (written[i], t)
+            assert verdict == expected, (cond, t)
             mark = MATCHED if verdict else MISSED
-            assert lines, written[i]
-            assert all(line.startswith(mark + " ") for line in lines), (written[i], lines)
+            assert lines, cond
+            assert all(line.startswith(mark + " ") for line in lines), (cond, lines)
 
 
-@DIFFERENTIAL
+@settings(DIFFERENTIAL, max_examples=100)
 @given(condition_trees)
 def test_every_tree_reads_back_in_words(written: Any) -> None:
-    cond = matrix_of([written]).rules[0].condition
-    text = describe_condition(cond)
+    text = describe_condition(parse(written))
     assert text and "<" not in text and "object at" not in text

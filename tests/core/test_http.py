@@ -35,25 +35,11 @@ from escbridge.http import (
     parse_retry_after,
 )
 from escbridge.secrets import redact, safe_url
+from escbridge.testing import FakeClock
 
 BASE = "https://acme.example.com/api"
 SECRET = "s3cr3t-token-value"
 NOW = datetime(2026, 3, 11, 15, 0, tzinfo=UTC)
-
-
-class FakeClock:
-    """Monotonic clock + sleep that advance together, so nothing really sleeps."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
 
 
 def rate_headers(headers: Any) -> RateLimit | None:
@@ -71,8 +57,8 @@ def make_client(clock: FakeClock, **kw: Any) -> ApiClient:
         auth=("agent@acme.example/token", SECRET),
         secrets=[SECRET],
         sleep=clock.sleep,
-        clock=clock,
-        utcnow=lambda: NOW,
+        clock=clock.monotonic,
+        utcnow=clock,
         rng=random.Random(7),
         **kw,
     )
@@ -80,7 +66,7 @@ def make_client(clock: FakeClock, **kw: Any) -> ApiClient:
 
 @pytest.fixture
 def clock() -> FakeClock:
-    return FakeClock()
+    return FakeClock(NOW)
 
 
 @responses.activate
@@ -360,16 +346,16 @@ def test_rate_limit_reading_counts_down_and_refills(clock: FakeClock) -> None:
     )
     client = make_client(clock)
     client.call("GET", "/x")
-    clock.now += 5
+    clock.advance(seconds=5)
     assert client.rate_limit() == RateLimit(3, 10, 15.0)
-    clock.now += 20
+    clock.advance(seconds=20)
     assert client.rate_limit() == RateLimit(10, 10, 0.0)
 
 
 @responses.activate
 def test_retry_budget_fails_fast_when_spent(clock: FakeClock) -> None:
     responses.get(f"{BASE}/x", status=503)
-    budget = RetryBudget(ratio=0.0, min_per_window=2, window=60, clock=clock)
+    budget = RetryBudget(ratio=0.0, min_per_window=2, window=60, clock=clock.monotonic)
     client = make_client(clock, budget=budget, policy=RetryPolicy(max_attempts=10))
     with pytest.raises(TransientError):
         client.call("GET", "/x")
@@ -384,7 +370,7 @@ def test_waiting_out_retry_after_does_not_spend_the_retry_budget(clock: FakeCloc
     responses.get(f"{BASE}/x", status=429, headers={"Retry-After": "1"})
     responses.get(f"{BASE}/x", status=429, headers={"Retry-After": "1"})
     responses.get(f"{BASE}/x", json={})
-    budget = RetryBudget(ratio=0.0, min_per_window=0, window=60, clock=clock)
+    budget = RetryBudget(ratio=0.0, min_per_window=0, window=60, clock=clock.monotonic)
     client = make_client(clock, budget=budget)
     assert client.call("GET", "/x") == {}
     assert client.stats.throttled == 2
@@ -416,7 +402,8 @@ def test_secrets_never_reach_errors_or_logs(
     err = info.value
     shown = " ".join([str(err), repr(err), err.url, err.body_excerpt, err.message])
     assert SECRET not in shown
-    assert "user:" not in err.url and "[redacted]" in err.url
+    # the user name stays (it tells which account); the password is masked
+    assert "user:[redacted]@acme.example.com" in err.url and "api_key=[redacted]" in err.url
     assert SECRET not in caplog.text
     # The Authorization header is sent, but never part of what the error keeps.
     sent = responses.calls[0].request.headers["Authorization"]

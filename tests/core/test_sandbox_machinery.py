@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import logging
+import sys
+import types
+from importlib.metadata import EntryPoint
+from typing import Any, ClassVar
+
 import pytest
 import requests
 
+from escbridge.connector import CAP_SANDBOX, ENTRY_POINT_GROUP, ConnectorInfo, Registry
 from escbridge.connector.kit import SlidingWindow
 from escbridge.sandbox import Change, RecordStore, WebhookDispatcher, serve
+from escbridge.sandbox.driver import available_drivers
 from escbridge.testing import FakeClock
 
 
@@ -99,3 +107,103 @@ def test_server_thread_serves_on_loopback_and_webhooks_are_delivered_in_order() 
     dispatcher.close()
     with pytest.raises(requests.ConnectionError):
         requests.get(server.url, timeout=1)
+
+
+# --- finding the drivers --------------------------------------------------------------------------
+
+DRIVER = object()  # what a connector's sandbox_driver() returns, as far as finding goes
+
+
+def _sandbox_plugin(name: str, driver: Any) -> type:
+    class Plugin:
+        info: ClassVar[ConnectorInfo] = ConnectorInfo(
+            name=name, version="1", display_name=name, capabilities=frozenset({CAP_SANDBOX})
+        )
+
+        @classmethod
+        def sandbox_driver(cls) -> Any:
+            if isinstance(driver, BaseException):
+                raise driver
+            return driver
+
+    return Plugin
+
+
+def test_a_connector_without_its_sandbox_extra_is_left_out_with_how_to_install_it(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    module = types.ModuleType("escbridge_test_sandboxes")
+    module.Ready = _sandbox_plugin("ready", DRIVER)  # type: ignore[attr-defined]
+    module.NoFlask = _sandbox_plugin(  # type: ignore[attr-defined]
+        "noflask", ModuleNotFoundError("No module named 'flask'", name="flask")
+    )
+    module.NoDriver = _sandbox_plugin("nodriver", NotImplementedError())  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "escbridge_test_sandboxes", module)
+    registry = Registry(
+        [
+            EntryPoint(name, f"escbridge_test_sandboxes:{attr}", ENTRY_POINT_GROUP)
+            for name, attr in (("ready", "Ready"), ("noflask", "NoFlask"), ("nodriver", "NoDriver"))
+        ]
+    )
+    with caplog.at_level(logging.INFO, logger="escbridge.sandbox.driver"):
+        assert available_drivers(registry) == [DRIVER]
+    assert "install escbridge-noflask[sandbox]" in caplog.text
+    assert "nodriver has a sandbox but no driver" in caplog.text
+
+
+# --- the Flask side every emulator shares ---------------------------------------------------
+
+
+def test_an_emulator_answers_refusals_in_its_helpdesk_shape_and_offers_control_routes() -> None:
+    from flask import Flask
+
+    from escbridge.sandbox.app import (
+        HttpError,
+        add_control_routes,
+        basic_credentials,
+        install,
+        respond,
+    )
+
+    app = Flask("emulator")
+    install(app)
+    tickets: dict[int, dict[str, Any]] = {}
+
+    @app.get("/refuse/<kind>")
+    def refuse(kind: str) -> Any:
+        bodies = {"json": {"error": "RecordInvalid"}, "text": "Too many requests", "empty": None}
+        raise HttpError(429 if kind == "text" else 404, bodies[kind], {"Retry-After": "7"})
+
+    @app.get("/me")
+    def me() -> Any:
+        return respond({"login": (basic_credentials() or ("", ""))[0]})
+
+    def create(body: dict[str, Any]) -> dict[str, Any]:
+        tickets[len(tickets) + 1] = {"id": len(tickets) + 1, **body}
+        return {"ticket": tickets[len(tickets)]}
+
+    def update(ticket_id: int, body: dict[str, Any]) -> dict[str, Any]:
+        tickets[ticket_id].update(body)
+        return {"ticket": tickets[ticket_id]}
+
+    add_control_routes(app, create=create, update=update, stats=lambda: {"tickets": len(tickets)})
+    client = app.test_client()
+
+    as_json = client.get("/refuse/json")
+    assert as_json.status_code == 404 and as_json.json == {"error": "RecordInvalid"}
+    assert as_json.headers["Retry-After"] == "7"
+    as_text = client.get("/refuse/text")
+    assert as_text.status_code == 429 and as_text.content_type.startswith("text/plain")
+    assert as_text.text == "Too many requests"
+    assert client.get("/refuse/empty").data == b""
+
+    assert client.get("/me", headers={"Authorization": "Basic YWdlbnQ6WA=="}).json == {
+        "login": "agent"
+    }
+    assert client.get("/me", headers={"Authorization": "Basic not base64!"}).json == {"login": ""}
+
+    created = client.post("/__sandbox/tickets", json={"subject": "Help"})
+    assert created.status_code == 201 and created.json == {"ticket": {"id": 1, "subject": "Help"}}
+    edited = client.patch("/__sandbox/tickets/1", json={"status": "open"})
+    assert edited.json == {"ticket": {"id": 1, "subject": "Help", "status": "open"}}
+    assert client.get("/__sandbox/stats").json == {"tickets": 1}

@@ -36,7 +36,7 @@ from escbridge.matrix import load_matrix
 from escbridge.model import Actions, Priority, Status, Ticket, TicketEvent
 from escbridge.policy import Engine
 from escbridge.processing import Processor
-from escbridge.sandbox_cli import default_matrix_path
+from escbridge.sandbox.backlog import default_matrix_path
 from escbridge.store import PENDING, Store, TicketWrites
 from escbridge.sync import LEASE_TICKET_ID, STREAMS, Syncer, SyncLease, SyncOptions
 from escbridge.testing import FakeClock
@@ -381,24 +381,24 @@ def test_a_crash_between_apply_and_record_loses_no_ticket_and_escalates_none_twi
 ) -> None:
     desk = MemoryDesk(page_size=6)
     hot = flagged(desk, 18)
-    real = TicketWrites.record_escalation
-    recorded = 0
+    real = TicketWrites.record_escalations
+    pages = 0
 
     def record_then_die(*args: Any, **kwargs: Any) -> Any:
-        nonlocal recorded
-        recorded += 1
-        if recorded == 9:  # page 2, written to the helpdesk in two bulk calls, not recorded
+        nonlocal pages
+        pages += 1
+        if pages == 2:  # page 2, written to the helpdesk in two bulk calls, not recorded
             raise Crash()
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(TicketWrites, "record_escalation", record_then_die)
+    monkeypatch.setattr(TicketWrites, "record_escalations", record_then_die)
     syncer = Syncer(processor(store, engine, desk, clock), SyncOptions(sweep=False, batch_size=4))
     with pytest.raises(Crash):
         syncer.run()
     assert store.get_cursor(INSTANCE, STREAMS["changes"]).cursor == "6"  # type: ignore[union-attr]
     assert desk.bulk_calls == [4, 2, 4, 2]  # page 2 reached the helpdesk
 
-    monkeypatch.setattr(TicketWrites, "record_escalation", real)
+    monkeypatch.setattr(TicketWrites, "record_escalations", real)
     clock.advance(minutes=11)  # the dead run's lease and ticket locks have expired
     report = syncer.run()
 

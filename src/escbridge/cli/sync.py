@@ -174,9 +174,10 @@ def configure_sync_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--batch-size",
         type=int,
-        default=50,
+        default=None,
         metavar="N",
-        help="tickets processed together, writes joined into bulk calls (default 50)",
+        help="at most N writes per bulk call (default: a page's writes together, split as the "
+        "helpdesk's bulk API requires)",
     )
     parser.add_argument("--loop", action="store_true", help="run again every --interval")
     parser.add_argument(
@@ -203,7 +204,7 @@ def run_sync(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | 
             format="%(asctime)s %(levelname)s %(message)s",
             stream=err,
         )
-    if args.batch_size < 1:
+    if args.batch_size is not None and args.batch_size < 1:
         print("escbridge sync: --batch-size must be at least 1", file=err)
         return EXIT_INVALID
     counter = CallCounter()

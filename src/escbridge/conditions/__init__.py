@@ -24,7 +24,9 @@ from escbridge.conditions.ast import (
     NotOf,
     TagTest,
     TimeTest,
+    children,
     is_level_relative,
+    walk,
 )
 
 __all__ = [
@@ -45,5 +47,7 @@ __all__ = [
     "NotOf",
     "TagTest",
     "TimeTest",
+    "children",
     "is_level_relative",
+    "walk",
 ]

@@ -8,6 +8,7 @@ members, enum values), so the walkers compare without converting.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -112,11 +113,23 @@ Condition = AllOf | AnyOf | NotOf | FieldTest | TagTest | KeywordTest | TimeTest
 Leaf = FieldTest | TagTest | KeywordTest | TimeTest
 
 
+def children(cond: Condition) -> tuple[Condition, ...]:
+    """The direct sub-conditions of a group or a ``not``; none for a leaf."""
+    if isinstance(cond, AllOf | AnyOf):
+        return cond.items
+    if isinstance(cond, NotOf):
+        return (cond.item,)
+    return ()
+
+
+def walk(cond: Condition) -> Iterator[Condition]:
+    """The condition and every condition inside it, depth first."""
+    yield cond
+    for child in children(cond):
+        yield from walk(child)
+
+
 def is_level_relative(cond: Condition) -> bool:
     """Whether a condition measures time at the current level, so it starts afresh after each
     escalation (and its rule may fire again at the next level)."""
-    if isinstance(cond, AllOf | AnyOf):
-        return any(is_level_relative(c) for c in cond.items)
-    if isinstance(cond, NotOf):
-        return is_level_relative(cond.item)
-    return isinstance(cond, TimeTest) and cond.measure in LEVEL_RELATIVE
+    return any(isinstance(c, TimeTest) and c.measure in LEVEL_RELATIVE for c in walk(cond))

@@ -219,7 +219,9 @@ class ConditionParser:
             sets[key] = frozenset(t.strip().lower() for t in value)
         if not any(sets.values()):
             # With nothing to look for the test would mean "always" (or "never"): refuse it.
-            self.fail(path, "name at least one tag: [vip], or {any: [...], all: [...], none: [...]}")
+            self.fail(
+                path, "name at least one tag: [vip], or {any: [...], all: [...], none: [...]}"
+            )
             return None
         return TagTest(sets["any"], sets["all"], sets["none"], format_path(path))
 

@@ -25,6 +25,11 @@ and optionally, for a real bulk API:
     Which errors concern only this ticket (a failed ApplyResult) and which are raised (None).
     The default: an unknown group, 404 and 400/422 are the ticket's; the rest is raised.
 
+A ``_write_bulk`` that falls back to writing items one by one wraps each write in
+``self._outcome(ticket_id, write)``, which turns its error into that item's result as
+``apply_many`` would. ``TicketChanged`` without ``current`` makes the base re-read the ticket
+(``fetch_ticket``), as it does after a plain ``Conflict``.
+
 A subclass is ``class AcmeConnector(BaseConnector[AcmeConfig, AcmeWrite])``. The constructor
 is ``cls(config, *, instance, runtime=None, **test_overrides)``: ``runtime``
 (``escbridge.connector.kit.Runtime``) carries clock, sleep, session and rng; test overrides
@@ -83,7 +88,6 @@ P = TypeVar("P")
 class _Item(Generic[P]):
     index: int
     ticket: Ticket
-    actions: Actions
     prepared: P
 
 
@@ -234,7 +238,7 @@ class BaseConnector(ABC, Generic[C, P]):
             if isinstance(prepared, ApplyResult):
                 results[index] = prepared
                 continue
-            item = _Item(index, ticket, actions, prepared)
+            item = _Item(index, ticket, prepared)
             key = self._bulk_key(prepared)
             if key is None:
                 results[index] = self._write_alone(item, on_conflict)

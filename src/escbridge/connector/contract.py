@@ -108,6 +108,24 @@ class CheckReport:
     problems: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()  # facts worth knowing that are not problems (e.g. sync mode)
 
+    @classmethod
+    def of(
+        cls,
+        identity: str,
+        *,
+        problems: Sequence[str] = (),
+        missing_groups: Sequence[str] = (),
+        notes: Sequence[str] = (),
+    ) -> CheckReport:
+        """The report of a check that got through: ready exactly when nothing is wrong."""
+        return cls(
+            ok=not problems and not missing_groups,
+            identity=identity,
+            missing_groups=tuple(missing_groups),
+            problems=tuple(problems),
+            notes=tuple(notes),
+        )
+
 
 class Headers(Mapping[str, str]):
     """HTTP headers with case-insensitive lookup (``Content-Type`` = ``content-type``).

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import random
 import threading
@@ -22,6 +23,7 @@ from collections.abc import Callable, Collection, Hashable, Iterable, Mapping, S
 from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime
 from typing import Any, Generic, Protocol, TypeVar
+from urllib.parse import urlsplit
 
 import requests
 
@@ -45,6 +47,7 @@ __all__ = [
     "SlidingWindow",
     "check_identity",
     "fields_text",
+    "is_loopback_url",
     "poll_job",
 ]
 
@@ -155,8 +158,10 @@ class GroupDirectory(Generic[K]):
         ttl: float | None = None,
         min_reload: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
+        parse_id: Callable[[Any], K] | None = None,
     ) -> None:
         self._load = load
+        self._parse_id = parse_id
         self.instance = instance
         self.ttl = ttl
         self.min_reload = min_reload
@@ -169,9 +174,12 @@ class GroupDirectory(Generic[K]):
     def loaded(self) -> bool:
         return self._loaded_at is not None
 
-    def names(self) -> dict[K, str]:
-        """Id -> name of every group known so far (deleted ones too; no call is made)."""
-        return {g.id: g.name for g in self._groups}
+    def names(self, kind: str | None = None) -> dict[K, str]:
+        """Id -> name of every group known so far, deleted ones too, of one ``kind`` if given.
+
+        No call is made: parsing a ticket stays pure.
+        """
+        return {g.id: g.name for g in self._groups if kind is None or g.kind == kind}
 
     def groups(self) -> tuple[Group[K], ...]:
         self.ensure()
@@ -204,6 +212,12 @@ class GroupDirectory(Generic[K]):
         known = self.names()
         if any(i is not None and i not in known for i in ids):
             self.reload_on_miss()
+
+    def note_tickets(self, raws: Iterable[Mapping[str, Any]], field: str) -> None:
+        """``note_ids`` for the group ids in ``field`` of raw tickets (read with ``parse_id``)."""
+        values = [raw.get(field) for raw in raws]
+        parse = self._parse_id
+        self.note_ids([parse(v) if parse is not None else v for v in values if v not in (None, "")])
 
     def resolve(self, name: str, find: Callable[[Sequence[Group[K]]], R]) -> R:
         """``find(groups)`` on the cached list, and once more after a reload if it raises
@@ -299,13 +313,13 @@ def check_identity(
         return who()
     except AuthError as exc:
         problem = (
-            f"{product} rejected the credentials (HTTP 401: {exc.message}); "
+            f"{product} rejected the credentials ({_status(exc)}{exc.message}); "
             f"check {credentials} for {where}"
         )
     except PermissionDeniedError as exc:
         problem = (
             f"{product} at {where} refused to say whom the credentials belong to "
-            f"(HTTP 403: {exc.message})"
+            f"({_status(exc)}{exc.message})"
         )
     except NotFound:
         problem = f"no {product} account answers at {where}: {not_found}"
@@ -316,11 +330,30 @@ def check_identity(
     return CheckReport(ok=False, problems=(problem,))
 
 
+def _status(exc: ApiError) -> str:
+    return f"HTTP {exc.status}: " if exc.status is not None else ""
+
+
 def fields_text(exc: ValidationError) -> str:
     """A helpdesk's refusal as an admin reads it: ``field: message; …``, else its message."""
     if exc.fields:
         return "; ".join(f"{f.field}: {f.message}" for f in exc.fields)
     return exc.message
+
+
+def is_loopback_url(url: str) -> bool:
+    """True for http(s) URLs on 127.0.0.0/8, ::1 or localhost: where sandboxes run (a config's
+    ``api_url`` override may point only there, never at another real host)."""
+    parts = urlsplit(url)
+    host = parts.hostname
+    if parts.scheme not in ("http", "https") or not host:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 # --------------------------------------------------------------------------- sliding window

@@ -49,10 +49,6 @@ from escbridge.matrix.spec import (
     TimeMode,
 )
 from escbridge.matrix.templates import DEFAULT_NOTE, TEMPLATE_VARIABLES, compile_template
-from escbridge.model import LevelMarker
-
-#: Kept for callers written before ``escbridge.model.LevelMarker``; use ``LevelMarker`` instead.
-MARKER_PREFIX = LevelMarker.PREFIX
 
 __all__ = [
     "DEFAULT_NOTE",
@@ -62,7 +58,6 @@ __all__ = [
     "ID_PATTERN",
     "LEVEL_MEASURES",
     "LEVEL_RELATIVE",
-    "MARKER_PREFIX",
     "PRIORITY_OPS",
     "TEMPLATE_VARIABLES",
     "TEXT_FIELDS",

@@ -6,8 +6,8 @@ anything else to be ready). A conflict (409) reaches the plan's re-decision thro
 ``on_conflict``; a conflict still there after the connector's bounded retries comes back as
 ``ApplyResult(ok=False, conflict=True, retryable=True)`` and, like every failed write, becomes
 an :class:`~escbridge.errors.ApplyFailedError` the caller retries later: the event is never lost.
-A connector that raises :class:`~escbridge.errors.Conflict` instead (no handler given: the
-``complete`` and ``resume`` steps, which re-apply an intent as it is) is retried the same way.
+A recovery (``complete``, ``resume``) re-applies its intent as it is on the fresh ticket; a
+:class:`~escbridge.errors.Conflict` raised by a connector is retried later the same way.
 """
 
 from __future__ import annotations
@@ -26,35 +26,39 @@ Redecide = Callable[[Plan, Ticket], Actions | None]
 """Asked, with the re-fetched ticket, what a plan should write after a conflict (None: nothing)."""
 
 
-def apply_plan(connector: Connector, plan: Plan, redecide: Redecide | None) -> ApplyResult:
-    """Write one plan. Only a new decision (``apply``) is re-decided on a conflict."""
-    handler = None
-    if redecide is not None and plan.step == "apply":
+def on_conflict(plan: Plan, fresh: Ticket, redecide: Redecide) -> Actions | None:
+    """What ``plan`` writes on the ticket as a concurrent edit left it: a new decision is
+    decided again; a recovery re-applies its intent as it is (a resumable connector writes only
+    what is still missing, and a one-call connector's write is whole or absent)."""
+    if plan.step == "apply":
+        return redecide(plan, fresh)
+    return plan.actions
 
-        def handler(fresh: Ticket) -> Actions | None:
-            return redecide(plan, fresh)
+
+def apply_plan(connector: Connector, plan: Plan, redecide: Redecide) -> ApplyResult:
+    """Write one plan."""
+
+    def handler(fresh: Ticket) -> Actions | None:
+        return on_conflict(plan, fresh, redecide)
 
     return connector.apply(plan.ticket, plan.actions, on_conflict=handler)
 
 
 def apply_plans(
-    connector: Connector, plans: Sequence[Plan], redecide: Redecide | None
+    connector: Connector, plans: Sequence[Plan], redecide: Redecide
 ) -> list[ApplyResult]:
-    """Write several ``apply`` plans of one instance in one bulk call; one result per plan, in
-    order (a plan the connector gave no result for is a retryable failure)."""
+    """Write several plans of one instance in one bulk call; one result per plan, in order
+    (a plan the connector gave no result for is a retryable failure)."""
     if len(plans) == 1:
         return [apply_plan(connector, plans[0], redecide)]
-    if any(p.step != "apply" for p in plans):
-        raise ValueError("only new decisions are written in bulk")
     by_id = {plan.ticket_id: plan for plan in plans}
 
     def handler(fresh: Ticket) -> Actions | None:
         plan = by_id.get(fresh.id)
-        return None if plan is None or redecide is None else redecide(plan, fresh)
+        return None if plan is None else on_conflict(plan, fresh, redecide)
 
     results = connector.apply_many(
-        [(plan.ticket, plan.actions) for plan in plans],
-        on_conflict=handler if redecide is not None else None,
+        [(plan.ticket, plan.actions) for plan in plans], on_conflict=handler
     )
     return _aligned(plans, results)
 

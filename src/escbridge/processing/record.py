@@ -73,23 +73,29 @@ class Recorder:
         ``failed`` ones keeping their intents, and keep ``hand_off`` events in the inbox: one
         transaction. One result per plan: its outcome, or LockLostError when its lock was
         taken over meanwhile (nothing of it written; the new holder sees the same ticket)."""
-        from escbridge.store import APPLIED, RECOVERED
+        from escbridge.store import APPLIED, RECOVERED, ToRecord
 
-        results: list[Outcome | LockLostError] = []
+        results: list[Outcome | LockLostError | None] = []
+        escalating: list[ToRecord] = []
         if not plans and not failed and not hand_off:
-            return results
+            return []
+        kept: list[TicketLock] = []  # locks given back as they are (intent kept, no job)
+        cleared: list[TicketLock] = []  # locks given back with their stale intent forgotten
         with self.store.batch() as batch:
             for plan in plans:
                 _note_resolution(batch, plan, now)
                 if plan.step == "release":
-                    done = batch.release(
-                        plan.lock,
-                        clear_intent=plan.clear_intent,
-                        job=plan.job,
-                        outcome="unchanged",
-                        now=now,
-                    )
-                    _completed(done, plan)
+                    if plan.job is None:
+                        (cleared if plan.clear_intent else kept).append(plan.lock)
+                    else:
+                        completed = batch.release(
+                            plan.lock,
+                            clear_intent=plan.clear_intent,
+                            job=plan.job,
+                            outcome="unchanged",
+                            now=now,
+                        )
+                        _completed(completed, plan)
                     results.append(
                         Outcome(
                             "unchanged", plan.instance, plan.ticket_id, plan.decision, plan.ticket
@@ -98,41 +104,43 @@ class Recorder:
                     continue
                 assert plan.intent is not None
                 outcome = APPLIED if plan.step == "apply" else RECOVERED
-                stored = batch.record_escalation(
-                    plan.lock,
-                    plan.intent,
-                    outcome=outcome,
-                    now=now,
-                    cooldown=cooldown,
-                    job=plan.job,
-                    job_outcome="escalated" if outcome == APPLIED else outcome,
-                    helpdesk=helpdesk,
-                )
-                if stored is None:
-                    results.append(
-                        LockLostError(f"lost the lock on ticket {plan.instance}/{plan.ticket_id}")
+                job_outcome = "escalated" if outcome == APPLIED else outcome
+                escalating.append(ToRecord(plan.lock, plan.intent, outcome, plan.job, job_outcome))
+                results.append(None)
+            stored = batch.record_escalations(
+                escalating, now=now, cooldown=cooldown, helpdesk=helpdesk
+            )
+            recorded = iter(zip(escalating, stored, strict=True))
+            for index, plan in enumerate(plans):
+                if results[index] is not None:
+                    continue
+                entry, escalation = next(recorded)
+                if escalation is None:
+                    results[index] = LockLostError(
+                        f"lost the lock on ticket {plan.instance}/{plan.ticket_id}"
                     )
                     continue
-                status: OutcomeStatus = "escalated" if outcome == APPLIED else "recovered"
-                results.append(
-                    Outcome(
-                        status,
-                        plan.instance,
-                        plan.ticket_id,
-                        plan.intent.decision,
-                        plan.ticket,
-                        stored,
-                    )
+                status: OutcomeStatus = "escalated" if entry.outcome == APPLIED else "recovered"
+                results[index] = Outcome(
+                    status,
+                    plan.instance,
+                    plan.ticket_id,
+                    entry.intent.decision,
+                    plan.ticket,
+                    escalation,
                 )
             for item in failed:
                 if isinstance(item, Plan):
                     _note_resolution(batch, item, now)
-                    batch.release(item.lock)
+                    kept.append(item.lock)
                 else:
-                    batch.release(item)
+                    kept.append(item)
+            batch.release_many(kept)
+            batch.release_many(cleared, clear_intent=True, now=now)
             for event in hand_off:
                 batch.enqueue(event, now)
-        for result in results:
+        settled = [result for result in results if result is not None]
+        for result in settled:
             if isinstance(result, Outcome) and result.status == "escalated":
                 log.info("%s/%s: %s", result.instance, result.ticket_id, result.summary)
             elif isinstance(result, Outcome) and result.status == "recovered":
@@ -142,7 +150,7 @@ class Recorder:
                     result.ticket_id,
                     result.summary,
                 )
-        return results
+        return settled
 
     def record_one(
         self,

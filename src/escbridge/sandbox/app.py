@@ -4,7 +4,9 @@ An emulator answers like its helpdesk: JSON bodies, the odd text/plain 429 or em
 raises :class:`HttpError` for any refusal and :func:`install` turns it into that answer;
 :func:`basic_credentials` is the auth hook for helpdesks that take HTTP Basic auth; and
 :func:`add_control_routes` adds the ``/__sandbox/`` endpoints through which tests and the demo
-act as customers and agents over HTTP.
+act as customers and agents over HTTP. :class:`Emulator` puts these together with the state
+every emulator keeps (tickets, request counts, the webhook sender); the rate limits are
+:class:`escbridge.connector.kit.SlidingWindow`.
 
 Flask is imported here, so only the connectors' sandboxes import this module (behind their
 ``[sandbox]`` extra); the core never does.
@@ -20,7 +22,10 @@ from typing import Any
 
 from flask import Flask, Response, has_request_context, request
 
+from escbridge.sandbox.emulator import RecordStore, SandboxStats, WebhookDispatcher
+
 __all__ = [
+    "Emulator",
     "HttpError",
     "add_control_routes",
     "basic_credentials",
@@ -116,3 +121,50 @@ def in_request() -> bool:
 def public(record: Mapping[str, Any]) -> dict[str, Any]:
     """A record as the API shows it: without the emulator's private ``_`` keys."""
     return {k: v for k, v in record.items() if not k.startswith("_")}
+
+
+class Emulator:
+    """The state every helpdesk emulator keeps, and its Flask app with the shared parts in place.
+
+    A subclass adds the helpdesk: its routes on :meth:`new_app`'s app, and what the control
+    routes do (:meth:`control_create`, :meth:`control_update`, :meth:`control_stats`).
+    """
+
+    def __init__(self, *, first_id: int = 1) -> None:
+        self.tickets = RecordStore(first_id=first_id)
+        self.stats = SandboxStats()
+        self.webhooks = WebhookDispatcher()
+
+    def new_app(self, name: str) -> Flask:
+        """A Flask app answering :class:`HttpError` and serving the ``/__sandbox/`` routes."""
+        app = Flask(name)
+        install(app)
+        add_control_routes(
+            app, create=self.control_create, update=self.control_update, stats=self.control_stats
+        )
+        app.extensions["escbridge_sandbox"] = self
+        return app
+
+    def ticket(self, ticket_id: Any) -> dict[str, Any]:
+        """A copy of the stored ticket, private keys included; KeyError when there is none."""
+        record = self.tickets.get(ticket_id)
+        if record is None:
+            raise KeyError(ticket_id)
+        return record
+
+    def control_create(self, body: dict[str, Any]) -> Any:
+        """The answer of ``POST /__sandbox/tickets``: a customer opens a ticket."""
+        raise NotImplementedError
+
+    def control_update(self, ticket_id: int, body: dict[str, Any]) -> Any:
+        """The answer of ``PATCH /__sandbox/tickets/<id>``: an agent edits it."""
+        raise NotImplementedError
+
+    def control_stats(self) -> dict[str, Any]:
+        """The answer of ``GET /__sandbox/stats``: what the emulator has seen."""
+        return {
+            "requests": self.stats.requests,
+            "throttled": self.stats.throttled,
+            "by_endpoint": dict(self.stats.by_endpoint),
+            "webhooks": len(self.webhooks.deliveries),
+        }

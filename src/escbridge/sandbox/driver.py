@@ -28,10 +28,12 @@ from typing import Any, Protocol
 
 from escbridge.connector import CAP_SANDBOX, Registry
 from escbridge.model import Channel, Priority, Status
+from escbridge.sandbox.emulator import SandboxStats, ServerThread, WebhookDispatcher
 
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "EmulatorDriver",
     "SandboxDriver",
     "SimClock",
     "TicketSpec",
@@ -160,6 +162,47 @@ class SandboxDriver(Protocol):
         ...
 
 
+class EmulatorDriver:
+    """What every :class:`SandboxDriver` does the same way, for a connector's driver to subclass.
+
+    It serves the emulator's WSGI app on a loopback port (:meth:`serve`), stops it and its
+    webhook sender, waits for webhooks, counts requests, and posts webhooks to the receiver's
+    ``/webhooks/<instance>``. What is left to the subclass is the helpdesk's knowledge: its
+    settings, its ticket JSON, and what its customers and agents do.
+    """
+
+    helpdesk: str = ""
+    display_name: str = ""
+    url: str = ""
+    _server: ServerThread | None = None
+    _webhooks: WebhookDispatcher | None = None
+    _stats: SandboxStats | None = None
+
+    def serve(
+        self, app: Any, *, port: int, webhooks: WebhookDispatcher, stats: SandboxStats
+    ) -> str:
+        """Start ``app`` on 127.0.0.1:``port`` (0: any free port); its URL."""
+        self._webhooks, self._stats = webhooks, stats
+        self._server = ServerThread(app, port=port).start()
+        self.url = self._server.url
+        return self.url
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.stop()
+        if self._webhooks is not None:
+            self._webhooks.close()
+
+    def webhook_url(self, receiver_url: str, instance: str) -> str:
+        return f"{receiver_url}/webhooks/{instance}"
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        return self._webhooks.flush(timeout) if self._webhooks is not None else True
+
+    def requests(self) -> int:
+        return self._stats.requests if self._stats is not None else 0
+
+
 # --- finding them ---------------------------------------------------------------------------------
 
 
@@ -169,8 +212,9 @@ def available_drivers(
     """A driver for every installed connector plugin that has a sandbox, in name order.
 
     Each comes from its plugin class's ``sandbox_driver()`` (part of the connector contract for
-    a plugin that declares the sandbox capability); a plugin that fails to load, or whose
-    emulator's web stack (its ``[sandbox]`` extra) is not installed, is left out (logged).
+    a plugin that declares the sandbox capability); a plugin that fails to load, has no driver
+    (NotImplementedError), or whose emulator's web stack (its ``[sandbox]`` extra) is not
+    installed, is left out (logged).
     """
     from escbridge.connector import PluginLoadError, default_registry
 
@@ -189,13 +233,11 @@ def available_drivers(
             continue
         try:
             drivers.append(plugin.cls.sandbox_driver())
+        except NotImplementedError:
+            log.info("connector %s has a sandbox but no driver for the demo", name)
         except ImportError as error:  # the emulator's web stack is the connector's extra
-            log.warning(
-                "no sandbox for %s: %s (install %s[sandbox])",
-                name,
-                error,
-                plugin.distribution or f"escbridge-{name}",
-            )
+            package = (plugin.distribution or f"escbridge-{name}").split()[0]  # "name version"
+            log.warning("no sandbox for %s: %s (install %s[sandbox])", name, error, package)
     return drivers
 
 

@@ -16,6 +16,7 @@ from escbridge.store.records import (
     SyncCursor,
     TicketLock,
     TicketState,
+    ToRecord,
 )
 from escbridge.store.schema import DONE, FAILED, JOB_STATUSES, PENDING, PROCESSING
 from escbridge.store.store import APPLIED, RECOVERED, Store, TicketWrites
@@ -39,6 +40,7 @@ __all__ = [
     "TicketLock",
     "TicketState",
     "TicketWrites",
+    "ToRecord",
     "UpgradeResult",
     "create_engine",
     "head_revision",

@@ -137,6 +137,18 @@ class TicketLock:
 
 
 @dataclass(frozen=True)
+class ToRecord:
+    """One escalation to record while its lock is held: the intent that was applied (or found
+    on the ticket), the history's ``outcome``, and the job to mark done with it."""
+
+    lock: TicketLock
+    intent: Intent
+    outcome: str
+    job: Job | None = None
+    job_outcome: str | None = None
+
+
+@dataclass(frozen=True)
 class StoredEscalation:
     """One row of the escalation history."""
 

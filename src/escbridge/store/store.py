@@ -44,6 +44,7 @@ from escbridge.store.records import (
     SyncCursor,
     TicketLock,
     TicketState,
+    ToRecord,
 )
 from escbridge.store.schema import (
     CLAIMABLE,
@@ -200,6 +201,17 @@ class _Sql:
                 ticket_state.c.lock_token.is_(None), ticket_state.c.lock_expires_at <= now
             ),
         ).returning(*ticket_state.c)
+        # The same for many tickets, run with one parameter set per ticket (SQLAlchemy sends
+        # them as multi-row VALUES): the only bound values are the rows', so "expired" compares
+        # with the row's own `now` (excluded.updated_at).
+        self.lock_many = new_row.on_conflict_do_update(
+            index_elements=["instance", "ticket_id"],
+            set_={name: new_row.excluded[name] for name in lock_values},
+            where=sa.or_(
+                ticket_state.c.lock_token.is_(None),
+                ticket_state.c.lock_expires_at <= new_row.excluded.updated_at,
+            ),
+        ).returning(*ticket_state.c)
         held = sa.update(ticket_state).where(key, ticket_state.c.lock_token == _param("token"))
         unlocked = {"lock_token": None, "lock_owner": None, "lock_expires_at": None}
         self.renew = held.values(lock_expires_at=_param("expires", UtcDateTime()))
@@ -232,7 +244,16 @@ class _Sql:
             updated_at=now,
             **unlocked,
         )
-        self.insert_escalation = sa.insert(escalations).returning(escalations.c.id)
+        self.insert_escalations = sa.insert(escalations).returning(
+            escalations.c.id, sort_by_parameter_order=True
+        )
+        tokens = sa.select(ticket_state.c.ticket_id, ticket_state.c.lock_token).where(
+            ticket_state.c.instance == _param("instance"),
+            ticket_state.c.ticket_id.in_(sa.bindparam("p_ticket_ids", expanding=True)),
+        )
+        # PostgreSQL: the rows stay locked until the transaction ends (SQLite holds the whole
+        # database for a write transaction already).
+        self.lock_tokens = tokens.with_for_update() if dialect == "postgresql" else tokens
         self.history = (
             sa.select(
                 escalations.c.decided_at,
@@ -315,6 +336,24 @@ class TicketWrites:
             raise ValueError("completing a job needs its outcome and the time")
         return _end_claim(self._connection, self._sql.complete, job, now=now, outcome=outcome)
 
+    def release_many(
+        self,
+        locks: Sequence[TicketLock],
+        *,
+        clear_intent: bool = False,
+        now: datetime | None = None,
+    ) -> None:
+        """:meth:`release` for many locks without jobs, in one round of statements."""
+        if not locks:
+            return
+        if clear_intent:
+            if now is None:
+                raise ValueError("clearing an intent needs the time")
+            params = [_lock_params(lock, now=now) for lock in locks]
+            self._connection.execute(self._sql.unlock_clear, params)
+        else:
+            self._connection.execute(self._sql.unlock, [_lock_params(lock) for lock in locks])
+
     def record_escalation(
         self,
         lock: TicketLock,
@@ -330,48 +369,107 @@ class TicketWrites:
         """Write one escalation to the history and the ticket's state, clear its intent and
         release the lock; with ``job``, also mark it done. None, writing nothing, when the
         lock was lost."""
-        decision = intent.decision
-        if not decision.escalate or decision.destination is None or decision.actions is None:
-            raise ValueError("only a decision to escalate can be recorded")
-        destination = decision.destination
-        at = decision.at
-        state = _lock_params(
-            lock,
-            level=destination.id,
-            at=at,
-            cooldown_until=at + cooldown if cooldown is not None else None,
-            day=at.date(),
-            now=now,
-        )
-        row = {
-            "instance": lock.instance,
-            "ticket_id": lock.ticket_id,
-            "from_level": decision.from_level,
-            "to_level": destination.id,
-            "destination_kind": destination.kind,
-            "to_group": destination.group,
-            "rule_id": decision.rule_id,
-            "kind": decision.kind,
-            "actions": decision.actions.model_dump(mode="json"),
-            "reasons": list(decision.reasons),
-            "summary": decision.summary,
-            "ticket_created_at": intent.ticket_created_at,
-            "decided_at": at,
-            "recorded_at": now,
-            "outcome": outcome,
-            "job_id": intent.job_id,
-            "channel": intent.channel,
-            "helpdesk": helpdesk,
-            "from_group": intent.from_group,
-        }
-        if self._connection.execute(self._sql.record_state, state).rowcount != 1:
-            return None
-        new_id = self._connection.execute(self._sql.insert_escalation, row).scalar_one()
-        if job is not None:
-            _end_claim(
-                self._connection, self._sql.complete, job, now=now, outcome=job_outcome or outcome
+        entry = ToRecord(lock, intent, outcome, job, job_outcome)
+        [stored] = self.record_escalations([entry], now=now, cooldown=cooldown, helpdesk=helpdesk)
+        return stored
+
+    def record_escalations(
+        self,
+        entries: Sequence[ToRecord],
+        *,
+        now: datetime,
+        cooldown: timedelta | None = None,
+        helpdesk: str | None = None,
+    ) -> list[StoredEscalation | None]:
+        """:meth:`record_escalation` for many tickets, one result each (None: its lock was
+        lost and nothing of it was written), in a few statements whatever their number.
+
+        Which locks are still held is read first, the rows locked (PostgreSQL) or the whole
+        database held (SQLite's write transaction), so nobody can take one over before the
+        writes that follow.
+        """
+        held = self._held([entry.lock for entry in entries])
+        states: list[dict[str, Any]] = []
+        rows: list[dict[str, Any]] = []
+        kept: list[ToRecord] = []
+        for entry in entries:
+            decision = entry.intent.decision
+            if not decision.escalate or decision.destination is None or decision.actions is None:
+                raise ValueError("only a decision to escalate can be recorded")
+            if (entry.lock.instance, entry.lock.ticket_id, entry.lock.token) not in held:
+                continue
+            destination = decision.destination
+            at = decision.at
+            states.append(
+                _lock_params(
+                    entry.lock,
+                    level=destination.id,
+                    at=at,
+                    cooldown_until=at + cooldown if cooldown is not None else None,
+                    day=at.date(),
+                    now=now,
+                )
             )
-        return StoredEscalation.from_row({**row, "id": int(new_id)})
+            rows.append(
+                {
+                    "instance": entry.lock.instance,
+                    "ticket_id": entry.lock.ticket_id,
+                    "from_level": decision.from_level,
+                    "to_level": destination.id,
+                    "destination_kind": destination.kind,
+                    "to_group": destination.group,
+                    "rule_id": decision.rule_id,
+                    "kind": decision.kind,
+                    "actions": decision.actions.model_dump(mode="json"),
+                    "reasons": list(decision.reasons),
+                    "summary": decision.summary,
+                    "ticket_created_at": entry.intent.ticket_created_at,
+                    "decided_at": at,
+                    "recorded_at": now,
+                    "outcome": entry.outcome,
+                    "job_id": entry.intent.job_id,
+                    "channel": entry.intent.channel,
+                    "helpdesk": helpdesk,
+                    "from_group": entry.intent.from_group,
+                }
+            )
+            kept.append(entry)
+        stored: dict[int, StoredEscalation] = {}
+        if kept:
+            self._connection.execute(self._sql.record_state, states)
+            ids = self._connection.execute(self._sql.insert_escalations, rows).scalars().all()
+            for entry, row, new_id in zip(kept, rows, ids, strict=True):
+                if entry.job is not None:
+                    _end_claim(
+                        self._connection,
+                        self._sql.complete,
+                        entry.job,
+                        now=now,
+                        outcome=entry.job_outcome or entry.outcome,
+                    )
+                # The Actions as decided (already validated), not their JSON form read back.
+                actions = entry.intent.decision.actions
+                stored[id(entry)] = StoredEscalation.from_row(
+                    {**row, "id": int(new_id), "actions": actions}
+                )
+        return [stored.get(id(entry)) for entry in entries]
+
+    def _held(self, locks: Sequence[TicketLock]) -> set[tuple[str, str, str]]:
+        """(instance, ticket id, token) of the locks among ``locks`` still held."""
+        found: set[tuple[str, str, str]] = set()
+        by_instance: dict[str, list[str]] = {}
+        for lock in locks:
+            by_instance.setdefault(lock.instance, []).append(lock.ticket_id)
+        for instance, ticket_ids in by_instance.items():
+            for start in range(0, len(ticket_ids), _CHUNK):
+                params = {
+                    **_p(instance=instance),
+                    "p_ticket_ids": ticket_ids[start : start + _CHUNK],
+                }
+                for ticket_id, token in self._connection.execute(self._sql.lock_tokens, params):
+                    if token is not None:
+                        found.add((instance, ticket_id, token))
+        return found
 
     def enqueue(self, event: TicketEvent, now: datetime) -> Enqueued:
         """Keep ``event`` as a pending job, unless the same delivery was kept before."""
@@ -670,33 +768,18 @@ class Store:
         states: dict[str, TicketState] = {}
         with self._begin() as connection:
             for start in range(0, len(ids), _CHUNK):
-                rows = [
-                    {
-                        "instance": instance,
-                        "ticket_id": ticket_id,
-                        "day_count": 0,
-                        "escalation_count": 0,
-                        "updated_at": now,
-                        "lock_token": token,
-                        "lock_owner": owner[:200],
-                        "lock_expires_at": expires,
-                    }
+                params = [
+                    _p(
+                        instance=instance,
+                        ticket_id=ticket_id,
+                        token=token,
+                        owner=owner[:200],
+                        expires=expires,
+                        now=now,
+                    )
                     for ticket_id in ids[start : start + _CHUNK]
                 ]
-                new_rows = self._sql.insert(ticket_state).values(rows)
-                statement = new_rows.on_conflict_do_update(
-                    index_elements=["instance", "ticket_id"],
-                    set_={
-                        name: new_rows.excluded[name]
-                        for name in ("lock_token", "lock_owner", "lock_expires_at")
-                    },
-                    # excluded.updated_at is `now`: free, or held by a lock that has expired.
-                    where=sa.or_(
-                        ticket_state.c.lock_token.is_(None),
-                        ticket_state.c.lock_expires_at <= new_rows.excluded.updated_at,
-                    ),
-                ).returning(*ticket_state.c)
-                for row in connection.execute(statement).mappings():
+                for row in connection.execute(self._sql.lock_many, params).mappings():
                     state = TicketState.from_row(row)
                     states[state.ticket_id] = state
             escalated = [t for t, state in states.items() if state.escalation_count]

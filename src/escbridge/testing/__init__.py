@@ -3,7 +3,8 @@
 - ``FakeClock``: wall and monotonic time that move only when a test says so;
 - ``FakeHelpdesk`` / ``FakeConnector``: an in-process helpdesk and a connector over it, with
   fault injection (``escbridge.testing.fakes``);
-- ``WebhookCatcher``: a loopback receiver that records the webhooks an emulator sends;
+- ``escbridge.testing.wsgi``: ``WebhookCatcher`` (a loopback receiver recording the webhooks
+  an emulator sends) and ``Outage`` (an emulator answering every request with a 5xx);
 - ``escbridge.testing.conformance``: the pytest suite every connector plugin must pass
   (imported on demand: it needs pytest).
 

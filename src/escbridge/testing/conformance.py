@@ -63,12 +63,18 @@ __all__ = [
 ]
 
 
+FLUSH_SECONDS = 60.0
+"""How long ``LoopbackHarness.webhooks`` waits for an emulator's deliveries at most."""
+
+
 @dataclass(frozen=True)
 class HelpdeskTicket:
     """One ticket as the helpdesk holds it, read by the harness from the helpdesk's own data.
 
-    ``markers``: every escbridge level marker the ticket carries (tags or a custom field);
-    ``notes``: the texts of its internal (private) notes, oldest first.
+    ``markers``: the distinct level markers the ticket carries, as marker tags, sorted — from
+    its tags and from a level custom field (a field's ``l2`` counts as ``escbridge_l2``), so a
+    ticket marked consistently in both places has one; ``notes``: the texts of its internal
+    (private) notes, oldest first.
     """
 
     tags: frozenset[str]
@@ -137,10 +143,11 @@ class LoopbackHarness:
     """The half of a harness every emulator shares: the emulator's API served on 127.0.0.1
     behind an ``Outage`` switch, and a ``WebhookCatcher`` for the webhooks it sends.
 
-    ``flush`` waits until the emulator has sent every webhook queued so far (its dispatcher's
-    ``flush``); ``validate`` answers a validation GET to the webhook URL, if the helpdesk
-    makes one. A subclass adds the connector, tickets and reading (``ConformanceHarness``).
-    Use it as a context manager; ``close()`` stops both servers.
+    ``flush(timeout)`` waits until the emulator has sent every webhook queued so far (its
+    dispatcher's ``flush``; given a minute, so a loaded machine is waited for, not failed).
+    ``validate`` answers a validation GET to the webhook URL, if the helpdesk makes one.
+    A subclass adds the connector, tickets and reading (``ConformanceHarness``). Use it as a
+    context manager; ``close()`` stops both servers.
     """
 
     groups: Sequence[str] = ()
@@ -150,7 +157,7 @@ class LoopbackHarness:
         self,
         app: WsgiApp,
         *,
-        flush: Callable[[], bool],
+        flush: Callable[[float], bool],
         validate: Callable[[Mapping[str, str]], int] | None = None,
     ) -> None:
         self._outage = Outage(app)
@@ -170,7 +177,7 @@ class LoopbackHarness:
         return self._hook_server.url
 
     def webhooks(self) -> list[WebhookRequest]:
-        assert self._flush(), "the emulator did not deliver its webhooks"
+        assert self._flush(FLUSH_SECONDS), "the emulator did not deliver its webhooks"
         return self._catcher.take()
 
     def outage(self, status: int = 500) -> AbstractContextManager[None]:

@@ -21,6 +21,7 @@ from freshdesk_payloads import (
     open_ticket,
 )
 
+from escbridge.connector import Runtime
 from escbridge.errors import (
     AuthError,
     NotFound,
@@ -28,25 +29,13 @@ from escbridge.errors import (
     RateLimited,
     ValidationError,
 )
+from escbridge.testing import FakeClock
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.slept: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.now += seconds
-
-
-def connector(clock: Clock | None = None, **settings: Any) -> FreshdeskConnector:
-    clock = clock or Clock()
+def connector(clock: FakeClock | None = None, **settings: Any) -> FreshdeskConnector:
+    clock = clock or FakeClock()
     cfg = FreshdeskConfig.model_validate({"domain": "acme", "api_key": API_KEY, **settings})
-    return FreshdeskConnector(cfg, instance="fd", sleep=clock.sleep, clock=clock)
+    return FreshdeskConnector(cfg, instance="fd", runtime=Runtime.simulated(clock))
 
 
 @responses.activate
@@ -111,11 +100,11 @@ def test_the_error_parser_is_lenient_with_unknown_bodies() -> None:
 
 @responses.activate
 def test_429_waits_for_retry_after_then_succeeds() -> None:
-    clock = Clock()
+    clock = FakeClock()
     responses.get(f"{BASE}/tickets/1234", json=ERROR_429, status=429, headers={"Retry-After": "7"})
     responses.get(f"{BASE}/tickets/1234", json=open_ticket())
     assert connector(clock).api.ticket("1234")["id"] == 1234
-    assert len(clock.slept) == 1 and 7 <= clock.slept[0] < 7.5
+    assert len(clock.sleeps) == 1 and 7 <= clock.sleeps[0] < 7.5
 
 
 @responses.activate
@@ -130,7 +119,7 @@ def test_a_long_retry_after_is_raised_so_the_job_is_rescheduled() -> None:
 
 @responses.activate
 def test_calls_slow_down_when_few_credits_remain() -> None:
-    clock = Clock()
+    clock = FakeClock()
     conn = connector(clock)
     responses.get(
         f"{BASE}/tickets/1",
@@ -145,10 +134,10 @@ def test_calls_slow_down_when_few_credits_remain() -> None:
     responses.get(f"{BASE}/tickets/3", json=open_ticket(3))
     conn.api.ticket("1")
     conn.api.ticket("2")
-    assert clock.slept == []  # plenty left before the second call
+    assert clock.sleeps == []  # plenty left before the second call
     conn.api.ticket("3")
     # 9 of 200 left in a 60 s window: the next call waits about 60/10 s.
-    assert len(clock.slept) == 1 and 5.0 < clock.slept[0] <= 6.0
+    assert len(clock.sleeps) == 1 and 5.0 < clock.sleeps[0] <= 6.0
 
 
 @responses.activate

@@ -30,6 +30,7 @@ from escbridge.policy import Engine
 from escbridge.processing import Processor
 from escbridge.sandbox import ServerThread, quiet_werkzeug, serve
 from escbridge.store import Store, upgrade
+from escbridge.testing import FakeClock
 
 API_KEY = "sandbox-api-key-e2e-0123"
 SECRET = "e2e-webhook-secret-456789"
@@ -58,21 +59,6 @@ rules:
     to: l2
     actions: {priority: urgent}
 """
-
-
-class FakeClock:
-    """The emulator's rate-limit clock, advanced by the connector's (injected) sleeps."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.slept: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.now += seconds
 
 
 @dataclass
@@ -125,8 +111,8 @@ def make_receiver(
 def rig(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Rig]:
     quiet_werkzeug()
     options: dict[str, Any] = getattr(request, "param", {})
-    clock = FakeClock()
-    sandbox, api = serve_sandbox(api_key=API_KEY, monotonic=clock, **options)
+    clock = FakeClock()  # the emulator's rate-limit clock, moved by the connector's sleeps
+    sandbox, api = serve_sandbox(api_key=API_KEY, monotonic=clock.monotonic, **options)
     config = FreshdeskConfig.model_validate(
         {
             "domain": "sandbox",
@@ -370,5 +356,5 @@ def test_a_throttled_account_is_waited_for_not_hammered(rig: Rig) -> None:
     fetched = [rig.connector.fetch_ticket(str(i)) for i in range(1, 5)]  # 5 credits each
     assert [t.id for t in fetched] == ["1", "2", "3", "4"]
     assert rig.sandbox.stats.throttled >= 1
-    assert rig.clock.slept and max(rig.clock.slept) <= 61  # Retry-After, not a fixed minute
-    assert sum(rig.clock.slept) >= 60  # it really waited for the window
+    assert rig.clock.sleeps and max(rig.clock.sleeps) <= 61  # Retry-After, not a fixed minute
+    assert sum(rig.clock.sleeps) >= 60  # it really waited for the window

@@ -30,9 +30,10 @@ from zendesk_payloads import (
     ticket,
 )
 
-from escbridge.connector import ApplyResult
+from escbridge.connector import ApplyResult, Runtime
 from escbridge.errors import Conflict, NotFound, PermissionDeniedError
 from escbridge.model import Actions, Priority, Ticket
+from escbridge.testing import FakeClock
 
 BASE = "https://acme.zendesk.com/api/v2"
 TOKEN = "tok-zendesk-secret-123"
@@ -47,25 +48,12 @@ ESCALATE = Actions(
 )
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
-
-
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
+def clock() -> FakeClock:
+    return FakeClock(NOW)
 
 
-def make(clock: Clock, **settings: Any) -> ZendeskConnector:
+def make(clock: FakeClock, **settings: Any) -> ZendeskConnector:
     base: dict[str, Any] = {
         "subdomain": "acme",
         "email": "escbridge@acme.example",
@@ -78,9 +66,7 @@ def make(clock: Clock, **settings: Any) -> ZendeskConnector:
     return ZendeskConnector(
         cfg,
         instance="eu",
-        sleep=clock.sleep,
-        clock=clock,
-        utcnow=lambda: NOW + timedelta(seconds=clock.now),
+        runtime=Runtime.simulated(clock),
     )
 
 
@@ -113,7 +99,7 @@ def fetched(**changes: Any) -> Ticket:
 
 
 @responses.activate
-def test_api_token_auth_is_email_slash_token(clock: Clock) -> None:
+def test_api_token_auth_is_email_slash_token(clock: FakeClock) -> None:
     responses.get(f"{BASE}/users/me.json", json=ME_ADMIN)
     make(clock).check([])
     sent = responses.calls[0].request.headers["Authorization"]
@@ -123,14 +109,14 @@ def test_api_token_auth_is_email_slash_token(clock: Clock) -> None:
 
 
 @responses.activate
-def test_oauth_bearer_auth(clock: Clock) -> None:
+def test_oauth_bearer_auth(clock: FakeClock) -> None:
     responses.get(f"{BASE}/users/me.json", json=ME_ADMIN)
     make(clock, oauth_token="oauth-xyz-789").check([])
     assert responses.calls[0].request.headers["Authorization"] == "Bearer oauth-xyz-789"
 
 
 @responses.activate
-def test_check_ready_resolves_groups_case_insensitively(clock: Clock) -> None:
+def test_check_ready_resolves_groups_case_insensitively(clock: FakeClock) -> None:
     responses.get(f"{BASE}/users/me.json", json=ME_ADMIN)
     groups()
     report = make(clock, webhook_secret="whsec-1234").check(["Support", "tier 2"])
@@ -140,7 +126,7 @@ def test_check_ready_resolves_groups_case_insensitively(clock: Clock) -> None:
 
 
 @responses.activate
-def test_check_lists_every_group_that_does_not_exist_including_deleted(clock: Clock) -> None:
+def test_check_lists_every_group_that_does_not_exist_including_deleted(clock: FakeClock) -> None:
     responses.get(f"{BASE}/users/me.json", json=ME_ADMIN)
     groups()
     report = make(clock).check(["Support", "Managers", "Old team"])
@@ -151,7 +137,7 @@ def test_check_lists_every_group_that_does_not_exist_including_deleted(clock: Cl
 
 @responses.activate
 def test_check_wrong_credentials_says_what_to_fix_without_the_token(
-    clock: Clock, caplog: pytest.LogCaptureFixture
+    clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
     responses.get(f"{BASE}/users/me.json", status=401, json=ERROR_401)
@@ -164,7 +150,7 @@ def test_check_wrong_credentials_says_what_to_fix_without_the_token(
 
 
 @responses.activate
-def test_check_anonymous_answer_means_credentials_not_accepted(clock: Clock) -> None:
+def test_check_anonymous_answer_means_credentials_not_accepted(clock: FakeClock) -> None:
     responses.get(
         f"{BASE}/users/me.json",
         json={"user": {"id": None, "name": "Anonymous user", "role": "end-user"}},
@@ -174,7 +160,9 @@ def test_check_anonymous_answer_means_credentials_not_accepted(clock: Clock) -> 
 
 
 @responses.activate
-def test_check_agent_token_notes_search_fallback_and_end_user_is_a_problem(clock: Clock) -> None:
+def test_check_agent_token_notes_search_fallback_and_end_user_is_a_problem(
+    clock: FakeClock,
+) -> None:
     agent = {"user": {**ME_ADMIN["user"], "role": "agent"}}
     responses.get(f"{BASE}/users/me.json", json=agent)
     report = make(clock).check([])
@@ -191,7 +179,7 @@ def test_check_agent_token_notes_search_fallback_and_end_user_is_a_problem(clock
 
 
 @responses.activate
-def test_check_unreachable_and_unknown_subdomain(clock: Clock) -> None:
+def test_check_unreachable_and_unknown_subdomain(clock: FakeClock) -> None:
     responses.get(f"{BASE}/users/me.json", body=requests.ConnectionError("no route"))
     report = make(clock, max_attempts=2).check([])
     assert not report.ok and report.problems[0].startswith(f"cannot reach {BASE}")
@@ -215,7 +203,7 @@ def test_config_errors_are_precise() -> None:
 
 
 @responses.activate
-def test_fetch_ticket_names_the_group_and_asks_for_metric_sets(clock: Clock) -> None:
+def test_fetch_ticket_names_the_group_and_asks_for_metric_sets(clock: FakeClock) -> None:
     groups()
     responses.get(f"{BASE}/tickets/35436.json", json={"ticket": ticket()})
     comments()
@@ -226,7 +214,7 @@ def test_fetch_ticket_names_the_group_and_asks_for_metric_sets(clock: Clock) -> 
 
 @responses.activate
 def test_fetch_ticket_latest_comment_is_the_newest_public_one_not_a_newer_note(
-    clock: Clock,
+    clock: FakeClock,
 ) -> None:
     groups()
     responses.get(f"{BASE}/tickets/35436.json", json={"ticket": ticket()})
@@ -243,7 +231,9 @@ def test_fetch_ticket_latest_comment_is_the_newest_public_one_not_a_newer_note(
 
 
 @responses.activate
-def test_fetch_ticket_without_a_public_comment_has_an_empty_latest_comment(clock: Clock) -> None:
+def test_fetch_ticket_without_a_public_comment_has_an_empty_latest_comment(
+    clock: FakeClock,
+) -> None:
     groups()
     responses.get(f"{BASE}/tickets/35436.json", json={"ticket": ticket()})
     comments(35436, comment(1, "internal only", public=False, created_at="2026-03-11T14:00:00Z"))
@@ -252,7 +242,7 @@ def test_fetch_ticket_without_a_public_comment_has_an_empty_latest_comment(clock
 
 @responses.activate
 def test_fetch_ticket_whose_comments_are_not_found_still_returns_the_ticket(
-    clock: Clock, caplog: pytest.LogCaptureFixture
+    clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     groups()
     responses.get(f"{BASE}/tickets/35436.json", json={"ticket": ticket()})
@@ -263,7 +253,7 @@ def test_fetch_ticket_whose_comments_are_not_found_still_returns_the_ticket(
 
 
 @responses.activate
-def test_fetch_missing_ticket_raises_not_found(clock: Clock) -> None:
+def test_fetch_missing_ticket_raises_not_found(clock: FakeClock) -> None:
     groups()
     responses.get(f"{BASE}/tickets/1.json", status=404, json=ERROR_404)
     with pytest.raises(NotFound) as info:
@@ -275,7 +265,7 @@ def test_fetch_missing_ticket_raises_not_found(clock: Clock) -> None:
 
 
 @responses.activate
-def test_apply_is_one_safe_put_with_private_note_and_no_id(clock: Clock) -> None:
+def test_apply_is_one_safe_put_with_private_note_and_no_id(clock: FakeClock) -> None:
     groups()
     responses.put(
         f"{BASE}/tickets/35436.json",
@@ -297,7 +287,7 @@ def test_apply_is_one_safe_put_with_private_note_and_no_id(clock: Clock) -> None
 
 
 @responses.activate
-def test_apply_conflict_without_callback_raises_for_the_caller(clock: Clock) -> None:
+def test_apply_conflict_without_callback_raises_for_the_caller(clock: FakeClock) -> None:
     groups()
     responses.put(f"{BASE}/tickets/35436.json", status=409, json=ERROR_409)
     with pytest.raises(Conflict):
@@ -306,7 +296,9 @@ def test_apply_conflict_without_callback_raises_for_the_caller(clock: Clock) -> 
 
 
 @responses.activate
-def test_apply_conflict_refetches_redecides_and_keeps_the_tag_a_human_added(clock: Clock) -> None:
+def test_apply_conflict_refetches_redecides_and_keeps_the_tag_a_human_added(
+    clock: FakeClock,
+) -> None:
     groups()
     responses.put(f"{BASE}/tickets/35436.json", status=409, json=ERROR_409)
     responses.put(
@@ -334,7 +326,7 @@ def test_apply_conflict_refetches_redecides_and_keeps_the_tag_a_human_added(cloc
 
 
 @responses.activate
-def test_apply_conflict_where_redecision_says_nothing_left_to_do(clock: Clock) -> None:
+def test_apply_conflict_where_redecision_says_nothing_left_to_do(clock: FakeClock) -> None:
     groups()
     responses.put(f"{BASE}/tickets/35436.json", status=409, json=ERROR_409)
     responses.get(f"{BASE}/tickets/35436.json", json={"ticket": ticket(status="solved")})
@@ -345,7 +337,7 @@ def test_apply_conflict_where_redecision_says_nothing_left_to_do(clock: Clock) -
 
 
 @responses.activate
-def test_apply_conflict_retries_are_bounded_then_reported_retryable(clock: Clock) -> None:
+def test_apply_conflict_retries_are_bounded_then_reported_retryable(clock: FakeClock) -> None:
     groups()
     responses.put(f"{BASE}/tickets/35436.json", status=409, json=ERROR_409)
     responses.get(f"{BASE}/tickets/35436.json", json={"ticket": ticket()})
@@ -358,7 +350,7 @@ def test_apply_conflict_retries_are_bounded_then_reported_retryable(clock: Clock
 
 
 @responses.activate
-def test_apply_unknown_group_fails_clearly_without_writing(clock: Clock) -> None:
+def test_apply_unknown_group_fails_clearly_without_writing(clock: FakeClock) -> None:
     groups()
     result = make(clock).apply(fetched(), ESCALATE.model_copy(update={"group": "Tier 9"}))
     assert not result.ok and not result.retryable
@@ -368,7 +360,7 @@ def test_apply_unknown_group_fails_clearly_without_writing(clock: Clock) -> None
 
 
 @responses.activate
-def test_apply_validation_error_becomes_a_failed_result_with_the_field(clock: Clock) -> None:
+def test_apply_validation_error_becomes_a_failed_result_with_the_field(clock: FakeClock) -> None:
     groups()
     responses.put(f"{BASE}/tickets/35436.json", status=422, json=ERROR_422_CLOSED)
     result = make(clock).apply(fetched(), ESCALATE)
@@ -376,7 +368,7 @@ def test_apply_validation_error_becomes_a_failed_result_with_the_field(clock: Cl
 
 
 @responses.activate
-def test_apply_on_a_deleted_ticket(clock: Clock) -> None:
+def test_apply_on_a_deleted_ticket(clock: FakeClock) -> None:
     groups()
     responses.put(f"{BASE}/tickets/35436.json", status=404, json=ERROR_404)
     result = make(clock).apply(fetched(), ESCALATE)
@@ -384,7 +376,7 @@ def test_apply_on_a_deleted_ticket(clock: Clock) -> None:
 
 
 @responses.activate
-def test_apply_without_a_stamp_adds_tags_and_falls_back_to_the_tags_api(clock: Clock) -> None:
+def test_apply_without_a_stamp_adds_tags_and_falls_back_to_the_tags_api(clock: FakeClock) -> None:
     groups()
     # The single PUT ignored additional_tags/remove_tags (undocumented either way).
     responses.put(
@@ -405,7 +397,7 @@ def test_apply_without_a_stamp_adds_tags_and_falls_back_to_the_tags_api(clock: C
 
 
 @responses.activate
-def test_apply_without_a_stamp_when_the_put_honours_additional_tags(clock: Clock) -> None:
+def test_apply_without_a_stamp_when_the_put_honours_additional_tags(clock: FakeClock) -> None:
     groups()
     responses.put(
         f"{BASE}/tickets/35436.json", json={"ticket": ticket(tags=["vip", "escbridge_l2"])}
@@ -416,7 +408,7 @@ def test_apply_without_a_stamp_when_the_put_honours_additional_tags(clock: Clock
 
 
 @responses.activate
-def test_customer_update_next_to_a_note_is_a_second_public_comment(clock: Clock) -> None:
+def test_customer_update_next_to_a_note_is_a_second_public_comment(clock: FakeClock) -> None:
     groups()
     responses.put(
         f"{BASE}/tickets/35436.json", json={"ticket": ticket(updated_at="2026-03-11T15:00:01Z")}
@@ -434,7 +426,7 @@ def test_customer_update_next_to_a_note_is_a_second_public_comment(clock: Clock)
 
 
 @responses.activate
-def test_throttled_put_waits_retry_after_then_succeeds(clock: Clock) -> None:
+def test_throttled_put_waits_retry_after_then_succeeds(clock: FakeClock) -> None:
     groups()
     responses.put(
         f"{BASE}/tickets/35436.json",
@@ -479,7 +471,7 @@ def job_status_callback(request: Any) -> tuple[int, dict[str, str], str]:
 
 
 @responses.activate
-def test_apply_many_batches_at_most_100_and_maps_results_back(clock: Clock) -> None:
+def test_apply_many_batches_at_most_100_and_maps_results_back(clock: FakeClock) -> None:
     job_callback.jobs = []  # type: ignore[attr-defined]
     groups()
     responses.add_callback(responses.PUT, f"{BASE}/tickets/update_many.json", callback=job_callback)
@@ -501,7 +493,7 @@ def test_apply_many_batches_at_most_100_and_maps_results_back(clock: Clock) -> N
 
 
 @responses.activate
-def test_apply_many_polls_until_the_job_completes(clock: Clock) -> None:
+def test_apply_many_polls_until_the_job_completes(clock: FakeClock) -> None:
     groups()
     responses.put(f"{BASE}/tickets/update_many.json", json=JOB_QUEUED)
     url = f"{BASE}/job_statuses/V3-47ed1567a1b2.json"
@@ -516,7 +508,7 @@ def test_apply_many_polls_until_the_job_completes(clock: Clock) -> None:
 
 
 @responses.activate
-def test_apply_many_reports_failed_missing_and_conflicting_tickets(clock: Clock) -> None:
+def test_apply_many_reports_failed_missing_and_conflicting_tickets(clock: FakeClock) -> None:
     groups()
     responses.put(f"{BASE}/tickets/update_many.json", json=JOB_QUEUED)
     results_body = [
@@ -546,7 +538,7 @@ def test_apply_many_reports_failed_missing_and_conflicting_tickets(clock: Clock)
 
 
 @responses.activate
-def test_apply_many_conflict_is_redecided_one_by_one_with_the_callback(clock: Clock) -> None:
+def test_apply_many_conflict_is_redecided_one_by_one_with_the_callback(clock: FakeClock) -> None:
     groups()
     responses.put(f"{BASE}/tickets/update_many.json", json=JOB_QUEUED)
     results_body = [
@@ -565,7 +557,7 @@ def test_apply_many_conflict_is_redecided_one_by_one_with_the_callback(clock: Cl
 
 
 @responses.activate
-def test_apply_many_failed_job_is_retryable_for_every_ticket(clock: Clock) -> None:
+def test_apply_many_failed_job_is_retryable_for_every_ticket(clock: FakeClock) -> None:
     groups()
     responses.put(f"{BASE}/tickets/update_many.json", json=JOB_QUEUED)
     responses.get(
@@ -577,7 +569,7 @@ def test_apply_many_failed_job_is_retryable_for_every_ticket(clock: Clock) -> No
 
 
 @responses.activate
-def test_apply_many_sizes_batches_to_the_announced_update_budget(clock: Clock) -> None:
+def test_apply_many_sizes_batches_to_the_announced_update_budget(clock: FakeClock) -> None:
     job_callback.jobs = []  # type: ignore[attr-defined]
     groups()
     responses.put(
@@ -597,7 +589,7 @@ def test_apply_many_sizes_batches_to_the_announced_update_budget(clock: Clock) -
 
 
 @responses.activate
-def test_apply_many_single_item_is_a_plain_put(clock: Clock) -> None:
+def test_apply_many_single_item_is_a_plain_put(clock: FakeClock) -> None:
     groups()
     responses.put(f"{BASE}/tickets/5.json", json={"ticket": ticket(id=5)})
     (result,) = make(clock).apply_many(batch_items(1, start=5))
@@ -619,7 +611,7 @@ def export_page(ids: list[int], cursor: str, end: bool, status: str = "open") ->
 
 
 @responses.activate
-def test_incremental_export_pages_until_end_of_stream_and_skips_closed(clock: Clock) -> None:
+def test_incremental_export_pages_until_end_of_stream_and_skips_closed(clock: FakeClock) -> None:
     groups()
     url = f"{BASE}/incremental/tickets/cursor.json"
     page1 = export_page([1, 2], "c1", False)
@@ -638,7 +630,7 @@ def test_incremental_export_pages_until_end_of_stream_and_skips_closed(clock: Cl
 
 
 @responses.activate
-def test_incremental_start_time_is_never_inside_the_last_minute(clock: Clock) -> None:
+def test_incremental_start_time_is_never_inside_the_last_minute(clock: FakeClock) -> None:
     groups()
     responses.get(f"{BASE}/incremental/tickets/cursor.json", json=export_page([], "c0", True))
     list(make(clock).iter_tickets(NOW - timedelta(seconds=5), None))
@@ -647,7 +639,7 @@ def test_incremental_start_time_is_never_inside_the_last_minute(clock: Clock) ->
 
 
 @responses.activate
-def test_incremental_too_recent_start_time_error_steps_back(clock: Clock) -> None:
+def test_incremental_too_recent_start_time_error_steps_back(clock: FakeClock) -> None:
     groups()
     url = f"{BASE}/incremental/tickets/cursor.json"
     responses.get(
@@ -661,7 +653,7 @@ def test_incremental_too_recent_start_time_error_steps_back(clock: Clock) -> Non
 
 
 @responses.activate
-def test_incremental_resumes_from_a_saved_cursor(clock: Clock) -> None:
+def test_incremental_resumes_from_a_saved_cursor(clock: FakeClock) -> None:
     groups()
     responses.get(f"{BASE}/incremental/tickets/cursor.json", json=export_page([9], "c9", True))
     (page,) = make(clock).iter_tickets(None, "inc:c8")
@@ -670,7 +662,7 @@ def test_incremental_resumes_from_a_saved_cursor(clock: Clock) -> None:
 
 
 @responses.activate
-def test_incremental_keeps_to_ten_requests_a_minute(clock: Clock) -> None:
+def test_incremental_keeps_to_ten_requests_a_minute(clock: FakeClock) -> None:
     groups()
     url = f"{BASE}/incremental/tickets/cursor.json"
     for n in range(11):
@@ -681,7 +673,9 @@ def test_incremental_keeps_to_ten_requests_a_minute(clock: Clock) -> None:
 
 
 @responses.activate
-def test_non_admin_token_falls_back_to_search_and_slides_past_the_1000_cap(clock: Clock) -> None:
+def test_non_admin_token_falls_back_to_search_and_slides_past_the_1000_cap(
+    clock: FakeClock,
+) -> None:
     groups()
     responses.get(
         f"{BASE}/incremental/tickets/cursor.json",
@@ -734,7 +728,7 @@ def test_non_admin_token_falls_back_to_search_and_slides_past_the_1000_cap(clock
 
 
 @responses.activate
-def test_search_mode_keeps_only_open_tickets_and_resumes_from_its_cursor(clock: Clock) -> None:
+def test_search_mode_keeps_only_open_tickets_and_resumes_from_its_cursor(clock: FakeClock) -> None:
     groups()
     results = [
         {**ticket(id=1, status="open"), "result_type": "ticket"},
@@ -749,7 +743,7 @@ def test_search_mode_keeps_only_open_tickets_and_resumes_from_its_cursor(clock: 
 
 
 @responses.activate
-def test_forced_incremental_does_not_fall_back(clock: Clock) -> None:
+def test_forced_incremental_does_not_fall_back(clock: FakeClock) -> None:
     groups()
     responses.get(
         f"{BASE}/incremental/tickets/cursor.json", status=403, json={"error": "Forbidden"}
@@ -759,7 +753,7 @@ def test_forced_incremental_does_not_fall_back(clock: Clock) -> None:
 
 
 @responses.activate
-def test_search_steps_past_a_second_holding_more_than_1000_tickets(clock: Clock) -> None:
+def test_search_steps_past_a_second_holding_more_than_1000_tickets(clock: FakeClock) -> None:
     groups()
     queries: list[str] = []
 

@@ -20,6 +20,7 @@ from escbridge.commands_connectors import run_check
 from escbridge.errors import WebhookAuthError
 from escbridge.model import Actions, Priority, TicketEvent
 from escbridge.sandbox import ServerThread, serve
+from escbridge.testing import FakeClock
 
 ADMIN = {"email": "escbridge@sandbox.example", "api_token": "sandbox-admin-token"}
 AGENT = {"email": "agent@sandbox.example", "api_token": "sandbox-agent-token"}
@@ -181,31 +182,20 @@ def test_bulk_escalation_uses_update_many_and_job_statuses() -> None:
     assert sb.ticket(1)["_comments"][-1]["public"] is False
 
 
-class WallClock:
-    def __init__(self, start: datetime) -> None:
-        self.now = start.timestamp()
-
-    def __call__(self) -> float:
-        return self.now
-
-    def utc(self) -> datetime:
-        return datetime.fromtimestamp(self.now, UTC)
-
-
 def test_incremental_sync_holds_back_the_last_minute_and_resumes_from_its_cursor() -> None:
-    wall = WallClock(datetime.now(UTC))
-    sb = ZendeskSandbox(wall_clock=wall)
-    sb.seed(5, lambda i: {"at": wall.utc() - timedelta(hours=1, seconds=-i)})
+    wall = FakeClock(datetime.now(UTC))
+    sb = ZendeskSandbox(wall_clock=lambda: wall().timestamp())
+    sb.seed(5, lambda i: {"at": wall() - timedelta(hours=1, seconds=-i)})
     sb.create_ticket(subject="just now")  # inside Zendesk's one-minute lag
-    sb.create_ticket(subject="already solved", status="solved", at=wall.utc() - timedelta(hours=1))
+    sb.create_ticket(subject="already solved", status="solved", at=wall() - timedelta(hours=1))
     with serve(sb.app) as server:
         cfg = ZendeskConfig.model_validate({"base_url": server.url, **ADMIN})
-        conn = ZendeskConnector(cfg, instance="eu", utcnow=wall.utc)
+        conn = ZendeskConnector(cfg, instance="eu", utcnow=wall)
         pages = list(conn.iter_tickets(None, None))
         assert [t.id for p in pages for t in p.tickets] == ["1", "2", "3", "4", "5"]
         cursor = pages[-1].cursor
         assert pages[-1].done and cursor is not None and cursor.startswith("inc:")
-        wall.now += 61
+        wall.advance(seconds=61)
         (page,) = conn.iter_tickets(None, cursor)
         assert [t.subject for t in page.tickets] == ["just now"]
 

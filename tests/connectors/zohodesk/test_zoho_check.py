@@ -82,9 +82,9 @@ def test_unresolved_teams_and_departments(rsps, clock):
     install(rsps)
     report = make_connector(clock).check(["L2 Support", "Tier 3", "Leads", "Sales/Leads"])
     assert report.missing_groups == ("Tier 3", "Leads", "Sales/Leads")
-    assert any('"Tier 3" is no team or department' in p for p in report.problems)
+    assert any("no group named 'Tier 3'" in p for p in report.problems)
     assert any("several departments (Billing, Support)" in p for p in report.problems)
-    assert any('no department "Sales"' in p for p in report.problems)
+    assert any("no group named 'Sales/Leads'" in p for p in report.problems)
 
 
 def test_a_missing_level_field_is_a_problem(rsps, clock):

@@ -8,7 +8,6 @@ from datetime import UTC, datetime
 
 import pytest
 import responses
-from escbridge_zohodesk import CreditsExhausted
 from zohodesk_support import DESK, TICKET_ID, Clock, make_connector, ticket_json, token_reply
 
 from escbridge.errors import (
@@ -113,7 +112,7 @@ def test_daily_credits_gone_stops_at_once_with_the_resume_time(rsps, connector, 
         json={"errorCode": "THRESHOLD_EXCEEDED", "message": "API credit limit exceeded"},
         headers={"Retry-After": "7200", "X-Rate-Limit-Remaining-v3": "0"},
     )
-    with pytest.raises(CreditsExhausted) as err:
+    with pytest.raises(RateLimited) as err:
         connector.fetch_ticket(TICKET_ID)
     assert ticket.call_count == 1  # no retry: nothing changes for hours
     assert clock.sleeps == []
@@ -126,7 +125,7 @@ def test_daily_credits_gone_stops_at_once_with_the_resume_time(rsps, connector, 
 
 def test_without_retry_after_the_sync_resumes_the_next_utc_day(rsps, connector):
     rsps.get(TICKET, status=429, json={"errorCode": "THRESHOLD_EXCEEDED", "message": "exceeded"})
-    with pytest.raises(CreditsExhausted) as err:
+    with pytest.raises(RateLimited) as err:
         connector.fetch_ticket(TICKET_ID)
     assert err.value.resume_at == datetime(2026, 10, 6, 0, 0, tzinfo=UTC)
     assert err.value.retry_after == 6 * 3600
@@ -148,7 +147,7 @@ def test_the_credit_reserve_stops_a_sync_before_other_integrations_starve(rsps, 
     connector = make_connector(clock, credit_reserve=500)
     rsps.get(TICKET, json=ticket_json(), headers={"X-Rate-Limit-Remaining-v3": "499"})
     connector.fetch_ticket(TICKET_ID)
-    with pytest.raises(CreditsExhausted, match="credit_reserve of 500") as err:
+    with pytest.raises(RateLimited, match="credit_reserve of 500") as err:
         connector.client.ensure_credits(500)
     assert err.value.resume_at == datetime(2026, 10, 6, tzinfo=UTC)
 

@@ -10,7 +10,6 @@ from urllib.parse import parse_qs
 import pytest
 import requests
 import responses
-from escbridge_zohodesk import TokenLimitReached, WrongDataCentre
 from zohodesk_support import (
     CLIENT_SECRET,
     DESK,
@@ -24,7 +23,7 @@ from zohodesk_support import (
     token_reply,
 )
 
-from escbridge.errors import AuthError
+from escbridge.errors import AuthError, RateLimited
 
 INVALID_OAUTH = {
     "errorCode": "INVALID_OAUTH",
@@ -66,7 +65,7 @@ def test_the_token_is_reused_until_shortly_before_it_expires(rsps, clock):
         connector.fetch_ticket(TICKET_ID)
     assert grants.call_count == 1
 
-    clock.advance(3600 - 100)  # inside the refresh margin: the next call gets a new token
+    clock.advance(seconds=3600 - 100)  # inside the refresh margin: the next call gets a new token
     rsps.replace(
         responses.POST, TOKEN_URL, json={"access_token": "1000.tok.two", "expires_in": 3600}
     )
@@ -80,7 +79,9 @@ def test_a_token_that_expires_mid_run_is_refreshed_once_and_the_call_repeated(rs
     connector = make_connector(clock)
     rsps.get(f"{DESK}/tickets/{TICKET_ID}", json=ticket_json())
     connector.fetch_ticket(TICKET_ID)
-    clock.advance(600)  # Desk revokes the token early (e.g. an 11th token for the same client)
+    clock.advance(
+        seconds=600
+    )  # Desk revokes the token early (e.g. an 11th token for the same client)
 
     rsps.replace(responses.GET, f"{DESK}/tickets/{TICKET_ID}", json=INVALID_OAUTH, status=401)
     rsps.add(responses.GET, f"{DESK}/tickets/{TICKET_ID}", json=ticket_json())
@@ -102,7 +103,7 @@ def test_a_new_token_that_is_refused_too_stops_the_refreshing(rsps, clock):
         with pytest.raises(AuthError, match="a new access token was refused too: check org_id"):
             connector.fetch_ticket(TICKET_ID)
     assert grants.call_count == 2  # the first token and one replacement, not one per call
-    clock.advance(31)
+    clock.advance(seconds=31)
     with pytest.raises(AuthError):
         connector.fetch_ticket(TICKET_ID)
     assert grants.call_count == 3  # tried again after a pause
@@ -172,7 +173,7 @@ def test_threads_hit_by_the_same_401_share_one_refresh(rsps, clock):
     )
     connector = make_connector(clock)
     connector.tokens.token()
-    clock.advance(300)
+    clock.advance(seconds=300)
 
     def desk(request):
         if request.headers["Authorization"].endswith("tok.one"):
@@ -191,7 +192,7 @@ def test_threads_hit_by_the_same_401_share_one_refresh(rsps, clock):
 
 def test_a_token_from_another_data_centre_is_refused_with_the_fix(rsps, clock):
     token_reply(rsps, api_domain="https://www.zohoapis.com")
-    with pytest.raises(WrongDataCentre, match=r"US data centre .* set data_centre: 'com'"):
+    with pytest.raises(AuthError, match=r"US data centre .* set data_centre: 'com'"):
         make_connector(clock).tokens.token()
 
 
@@ -208,7 +209,7 @@ def test_a_revoked_refresh_token_is_named_and_not_asked_again_by_every_caller(rs
         with pytest.raises(AuthError, match="did not accept the refresh token"):
             connector.fetch_ticket(TICKET_ID)
     assert grants.call_count == 1
-    clock.advance(31)
+    clock.advance(seconds=31)
     with pytest.raises(AuthError):
         connector.fetch_ticket(TICKET_ID)
     assert grants.call_count == 2
@@ -220,12 +221,12 @@ def test_escbridge_stops_at_ten_token_requests_in_ten_minutes(rsps, clock):
     connector = make_connector(clock)
     for _ in range(10):
         connector.tokens.token()
-        clock.advance(5)
-    with pytest.raises(TokenLimitReached) as err:
+        clock.advance(seconds=5)
+    with pytest.raises(RateLimited) as err:
         connector.tokens.token()
     assert grants.call_count == 10
     assert 540 < (err.value.retry_after or 0) <= 600
-    clock.advance(err.value.retry_after or 0)
+    clock.advance(seconds=err.value.retry_after or 0)
     connector.tokens.token()
     assert grants.call_count == 11
 
@@ -242,11 +243,11 @@ def test_zohos_token_block_is_respected_for_the_rest_of_the_window(rsps, clock):
         status=400,
     )
     connector = make_connector(clock)
-    with pytest.raises(TokenLimitReached) as err:
+    with pytest.raises(RateLimited) as err:
         connector.tokens.token()
     assert err.value.retry_after == 600
-    clock.advance(120)
-    with pytest.raises(TokenLimitReached):
+    clock.advance(seconds=120)
+    with pytest.raises(RateLimited):
         connector.tokens.token()
     assert grants.call_count == 1
 
@@ -297,7 +298,7 @@ def test_secrets_never_reach_errors_or_logs(rsps, clock, caplog):
     rsps.replace(
         responses.POST, TOKEN_URL, json={"access_token": "1000.live.token", "expires_in": 3600}
     )
-    clock.advance(60)
+    clock.advance(seconds=60)
     rsps.get(f"{DESK}/tickets/{TICKET_ID}", json=INVALID_OAUTH, status=401)
     with pytest.raises(AuthError) as err2:
         connector.fetch_ticket(TICKET_ID)

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from escbridge_zohodesk import CreditsExhausted, WrongDataCentre, ZohoDeskConfig, ZohoDeskConnector
+from escbridge_zohodesk import ZohoDeskConfig, ZohoDeskConnector
 from escbridge_zohodesk.parse import format_time
 from escbridge_zohodesk.sandbox import (
     ESCBRIDGE_AGENT,
@@ -21,7 +21,7 @@ from escbridge_zohodesk.sandbox import (
 )
 from flask import Flask, request
 
-from escbridge.errors import WebhookAuthError
+from escbridge.errors import AuthError, RateLimited, WebhookAuthError
 from escbridge.model import Actions, Priority, TicketEvent
 from escbridge.sandbox import ServerThread, serve
 
@@ -254,7 +254,7 @@ def test_both_kinds_of_429(desk):
     assert len(desk.sleeps) == slept + 1  # it backed off (without really sleeping)
 
     desk.state.throttle_next("THRESHOLD_EXCEEDED")
-    with pytest.raises(CreditsExhausted) as err:
+    with pytest.raises(RateLimited) as err:
         list(connector.iter_tickets(None, format_time(datetime.now(UTC))))
     assert err.value.retry_after == 3600
     assert err.value.resume_at > datetime.now(UTC) + timedelta(minutes=59)
@@ -267,7 +267,7 @@ def test_credit_headers_and_the_reserve():
         for _ in range(20):
             connector.fetch_ticket(raw["id"])
         assert connector.client.credits.remaining == 10
-        with pytest.raises(CreditsExhausted, match="credit_reserve"):
+        with pytest.raises(RateLimited, match="credit_reserve"):
             list(connector.iter_tickets(None, format_time(datetime.now(UTC))))
 
 
@@ -279,7 +279,7 @@ def test_check_against_the_emulator(desk):
 
 
 def test_wrong_data_centre_against_the_emulator(desk):
-    with pytest.raises(WrongDataCentre, match="set data_centre: 'com'"):
+    with pytest.raises(AuthError, match="set data_centre: 'com'"):
         desk.connector(data_centre="eu").fetch_ticket("1")
 
 

@@ -9,9 +9,10 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import responses
-from escbridge_zohodesk import CreditsExhausted
 from escbridge_zohodesk.parse import format_time, parse_time
 from zohodesk_support import DESK, Clock, load, make_connector, ticket_json, token_reply
+
+from escbridge.errors import RateLimited
 
 START = datetime(2026, 10, 5, 12, 0, tzinfo=UTC)
 SEARCH = f"{DESK}/tickets/search"
@@ -189,13 +190,13 @@ def test_credits_running_out_stops_the_scan_and_the_next_day_loses_nothing(rsps,
     install(rsps, desk)
     connector = make_connector(clock, search_result_cap=200)
     seen, last_cursor = [], None
-    with pytest.raises(CreditsExhausted):
+    with pytest.raises(RateLimited):
         for page in connector.iter_tickets(START, None):
             seen.extend(t.id for t in page.tickets)
             last_cursor = page.cursor
     assert last_cursor is not None and len(seen) < len(data)
 
-    clock.advance(86400)  # the next day, from the saved cursor
+    clock.advance(seconds=86400)  # the next day, from the saved cursor
     desk.credits_after = None
     for page in connector.iter_tickets(None, last_cursor):
         seen.extend(t.id for t in page.tickets)

@@ -38,7 +38,7 @@ def jwks(*pairs) -> dict:
 
 
 def token(clock: Clock, *, key=KEY, kid=KID, unit=1, **claims) -> str:
-    now = clock.wall()
+    now = clock().timestamp()
     body = {
         "iss": f"orgId:{ORG_ID}",
         "aud": f"webhookId:{WEBHOOK_ID}",
@@ -81,18 +81,18 @@ def test_a_token_signed_by_another_key_is_refused(keys, connector, clock):
 
 
 def test_an_expired_token_is_refused(keys, connector, clock):
-    old = token(clock, exp=int(clock.wall() - 120))
+    old = token(clock, exp=int(clock().timestamp() - 120))
     with pytest.raises(WebhookAuthError, match="JWT expired 120s ago"):
         connector.verify_webhook({"X-ZDesk-JWT": old}, body(), QUERY)
     late = token(clock)
-    clock.advance(300 + 31)  # past exp and the 30 s leeway
+    clock.advance(seconds=300 + 31)  # past exp and the 30 s leeway
     with pytest.raises(WebhookAuthError, match="expired"):
         connector.verify_webhook({"X-ZDesk-JWT": late}, body(), QUERY)
 
 
 def test_times_in_milliseconds_as_documented_are_understood(keys, connector, clock):
     connector.verify_webhook({"X-ZDesk-JWT": token(clock, unit=1000)}, body(), QUERY)
-    stale = token(clock, unit=1000, exp=int((clock.wall() - 120) * 1000))
+    stale = token(clock, unit=1000, exp=int((clock().timestamp() - 120) * 1000))
     with pytest.raises(WebhookAuthError, match="expired"):  # ms must not read as "far future"
         connector.verify_webhook({"X-ZDesk-JWT": stale}, body(), QUERY)
 
@@ -102,7 +102,7 @@ def test_a_token_from_the_future_is_refused(keys, connector, clock):
         connector.verify_webhook(
             {
                 "X-ZDesk-JWT": token(
-                    clock, iat=int(clock.wall() + 3600), exp=int(clock.wall() + 3900)
+                    clock, iat=int(clock().timestamp() + 3600), exp=int(clock().timestamp() + 3900)
                 )
             },
             body(),
@@ -124,7 +124,11 @@ def test_several_webhooks_can_be_configured(keys, clock):
 
 def test_only_rs256_is_accepted(keys, connector, clock):
     forged = jwt.encode(
-        {"iss": f"orgId:{ORG_ID}", "aud": f"webhookId:{WEBHOOK_ID}", "exp": int(clock.wall() + 60)},
+        {
+            "iss": f"orgId:{ORG_ID}",
+            "aud": f"webhookId:{WEBHOOK_ID}",
+            "exp": int(clock().timestamp() + 60),
+        },
         "a-shared-secret-of-32-bytes-long!!",
         algorithm="HS256",
         headers={"kid": KID},
@@ -144,7 +148,7 @@ def test_a_rotated_key_is_fetched_once_and_random_kids_cannot_hammer_desk(rsps, 
     keys = rsps.get(JWKS_URL, json=jwks((KID, KEY)))
     connector.verify_webhook({"X-ZDesk-JWT": token(clock)}, body(), QUERY)
     rsps.replace("GET", JWKS_URL, json=jwks((KID, KEY), ("desk-2026-11", OTHER_KEY)))
-    clock.advance(31)
+    clock.advance(seconds=31)
     connector.verify_webhook(
         {"X-ZDesk-JWT": token(clock, key=OTHER_KEY, kid="desk-2026-11")}, body(), QUERY
     )
@@ -154,7 +158,7 @@ def test_a_rotated_key_is_fetched_once_and_random_kids_cannot_hammer_desk(rsps, 
         with pytest.raises(WebhookAuthError, match="not among Desk's published keys"):
             connector.verify_webhook({"X-ZDesk-JWT": token(clock, kid=kid)}, body(), QUERY)
     assert connector.jwks.fetches == fetches  # just refetched for the rotation: not again yet
-    clock.advance(31)
+    clock.advance(seconds=31)
     with pytest.raises(WebhookAuthError):
         connector.verify_webhook({"X-ZDesk-JWT": token(clock, kid="x4")}, body(), QUERY)
     assert connector.jwks.fetches == fetches + 1  # at most one refetch every 30 s
@@ -165,7 +169,7 @@ def test_when_desk_is_unreachable_cached_keys_still_verify(rsps, clock):
     rsps.get(JWKS_URL, json=jwks((KID, KEY)))
     connector.verify_webhook({"X-ZDesk-JWT": token(clock)}, body(), QUERY)
     rsps.replace("GET", JWKS_URL, body=requests.ConnectTimeout("slow"))
-    clock.advance(3600)
+    clock.advance(seconds=3600)
     connector.verify_webhook({"X-ZDesk-JWT": token(clock)}, body(), QUERY)
 
 

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import copy
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import responses
 from escbridge_zohodesk import ZohoDeskConfig, ZohoDeskConnector
+
+from escbridge.connector import Runtime
+from escbridge.testing import FakeClock
 
 FIXTURES = Path(__file__).parent / "fixtures"
 DESK = "https://desk.zoho.eu/api/v1"
@@ -40,30 +43,11 @@ def ticket_json(**changes: Any) -> dict[str, Any]:
     return raw
 
 
-class Clock:
-    """Monotonic, wall and UTC time moving together; ``sleep`` advances instead of waiting."""
+class Clock(FakeClock):
+    """``escbridge.testing.FakeClock`` starting on the day the fixtures were recorded."""
 
     def __init__(self, start: datetime = datetime(2026, 10, 5, 18, 0, tzinfo=UTC)) -> None:
-        self.now = start
-        self.mono = 10_000.0
-        self.sleeps: list[float] = []
-
-    def monotonic(self) -> float:
-        return self.mono
-
-    def utcnow(self) -> datetime:
-        return self.now
-
-    def wall(self) -> float:
-        return self.now.timestamp()
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.advance(seconds)
-
-    def advance(self, seconds: float) -> None:
-        self.mono += seconds
-        self.now += timedelta(seconds=seconds)
+        super().__init__(start)
 
 
 def settings(**overrides: Any) -> dict[str, Any]:
@@ -85,10 +69,7 @@ def make_connector(clock: Clock, **overrides: Any) -> ZohoDeskConnector:
     return ZohoDeskConnector(
         ZohoDeskConfig.model_validate(settings(**overrides)),
         instance="support-eu",
-        sleep=clock.sleep,
-        clock=clock.monotonic,
-        utcnow=clock.utcnow,
-        wallclock=clock.wall,
+        runtime=Runtime.simulated(clock),
     )
 
 

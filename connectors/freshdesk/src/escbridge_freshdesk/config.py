@@ -16,19 +16,18 @@ typo or a hostile config must never send it to another host. The only exception 
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
+from escbridge.connector.kit import is_loopback_url
 from escbridge.model import Status
 
 __all__ = ["FreshdeskConfig", "base_url_for"]
 
 _LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 _SUFFIX = ".freshdesk.com"
-_LOOPBACK_NAMES = frozenset({"localhost"})
 
 
 class FreshdeskConfig(BaseModel):
@@ -103,9 +102,7 @@ class FreshdeskConfig(BaseModel):
     def _loopback_only(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        parts = urlsplit(value)
-        host = parts.hostname or ""
-        if parts.scheme not in ("http", "https") or not _is_loopback(host) or parts.username:
+        if not is_loopback_url(value) or urlsplit(value).username:
             raise ValueError(
                 "api_url may only point at a loopback sandbox (http://127.0.0.1:<port>); "
                 "real accounts are reached through 'domain'"
@@ -118,15 +115,6 @@ class FreshdeskConfig(BaseModel):
         if self.webhook_secret is not None:
             values.append(self.webhook_secret.get_secret_value())
         return [v for v in values if v]
-
-
-def _is_loopback(host: str) -> bool:
-    if host in _LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def base_url_for(config: FreshdeskConfig) -> str:

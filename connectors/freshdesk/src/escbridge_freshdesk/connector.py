@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -125,6 +125,7 @@ class FreshdeskConnector(BaseConnector[FreshdeskConfig, _Write]):
             instance=instance,
             min_reload=LOOKUP_REFRESH_SECONDS,
             clock=self.runtime.clock,
+            parse_id=int,
         )
         self._status_names: dict[int, str] = {}
         self._field_names: set[str] = set()
@@ -160,7 +161,7 @@ class FreshdeskConnector(BaseConnector[FreshdeskConfig, _Write]):
 
     def _load_lookups(self, raws: Sequence[Mapping[str, Any]]) -> None:
         """Load what parsing these tickets needs: unknown group ids, unknown custom statuses."""
-        self.groups.note_ids(_group_ids(raws))
+        self.groups.note_tickets(raws, "group_id")
         custom = {int(r.get("status") or 2) for r in raws} - set(STATUSES)
         if custom and (
             self._stale(self._fields_at, STATUS_TTL_SECONDS)
@@ -235,13 +236,7 @@ class FreshdeskConnector(BaseConnector[FreshdeskConfig, _Write]):
                 )
         if self.config.webhook_secret is None:
             notes_.append("no webhook_secret: webhooks will be refused (sync still works)")
-        return CheckReport(
-            ok=not problems and not missing,
-            identity=identity,
-            missing_groups=tuple(missing),
-            problems=tuple(problems),
-            notes=tuple(notes_),
-        )
+        return CheckReport.of(identity, problems=problems, missing_groups=missing, notes=notes_)
 
     def _level_field(self) -> str | None:
         """The configured level field as the API names it (with or without ``cf_``)."""
@@ -673,10 +668,6 @@ class FreshdeskConnector(BaseConnector[FreshdeskConfig, _Write]):
 def _conforms(connector: FreshdeskConnector) -> Connector:
     """mypy proves here that FreshdeskConnector meets the Connector protocol."""
     return connector
-
-
-def _group_ids(raws: Iterable[Mapping[str, Any]]) -> list[int]:
-    return [int(r["group_id"]) for r in raws if r.get("group_id") is not None]
 
 
 # --------------------------------------------------------------------------- helpers

@@ -36,18 +36,12 @@ from urllib.parse import urlencode
 from flask import Flask, Response, g, jsonify, request
 
 from escbridge.connector.kit import SlidingWindow
-from escbridge.sandbox import (
-    Change,
-    RecordStore,
-    SandboxStats,
-    WebhookDispatcher,
-)
+from escbridge.sandbox import Change
 from escbridge.sandbox.app import (
+    Emulator,
     HttpError,
-    add_control_routes,
     basic_credentials,
     in_request,
-    install,
     public,
     respond,
 )
@@ -154,7 +148,7 @@ class Agent:
         }
 
 
-class FreshdeskSandbox:
+class FreshdeskSandbox(Emulator):
     """The emulator's state and its Flask ``app``. Thread-safe; time is injectable."""
 
     ESCBRIDGE_ID, HUMAN_ID, REQUESTER_ID, COMPANY_ID = (
@@ -188,6 +182,7 @@ class FreshdeskSandbox:
     ) -> None:
         if bulk_mode not in ("sync", "job") or tags_mode not in ("replace", "append"):
             raise ValueError("bulk_mode is sync|job and tags_mode is replace|append")
+        super().__init__(first_id=1)
         self.domain = domain
         self.agents = [
             Agent(self.ESCBRIDGE_ID, "escbridge", agent_email, api_key),
@@ -201,8 +196,6 @@ class FreshdeskSandbox:
             if custom_statuses is not None
             else {6: "Waiting on Customer", 7: "Waiting on Third Party"}
         )
-        self.tickets = RecordStore(first_id=1)
-        self.stats = SandboxStats()
         kw: dict[str, Any] = {"clock": monotonic} if monotonic is not None else {}
         self.limiter = SlidingWindow(rate_limit, window_seconds, **kw)
         self.bulk_mode = bulk_mode
@@ -213,7 +206,6 @@ class FreshdeskSandbox:
         self.webhook_url = webhook_url
         self.webhook_auth = dict(webhook_auth or {})
         self.webhook_template = webhook_template
-        self.webhooks = WebhookDispatcher()
         self.jobs: dict[str, dict[str, Any]] = {}
         self.faults: list[Fault] = []
         self.requests_log: list[tuple[str, str]] = []
@@ -222,7 +214,6 @@ class FreshdeskSandbox:
         self._conversation_ids = itertools.count(67100000001)
         self.tickets.subscribe(self._on_change)
         self.app = self._make_app()
-        self.app.extensions["escbridge_sandbox"] = self
         if seed:
             self.seed_demo()
 
@@ -349,11 +340,11 @@ class FreshdeskSandbox:
         self.create_ticket(subject="Invoice copy", status=6, group="Billing", notify=False)
         self.create_ticket(subject="Thanks!", status=5, notify=False)
 
-    def ticket(self, ticket_id: int) -> dict[str, Any]:
-        record = self.tickets.get(ticket_id)
-        if record is None:
-            raise KeyError(ticket_id)
-        return record
+    def control_create(self, body: dict[str, Any]) -> Any:
+        return self.create_ticket(**body)
+
+    def control_update(self, ticket_id: int, body: dict[str, Any]) -> Any:
+        return self.human_update(ticket_id, **body)
 
     def conversations(self, ticket_id: int) -> list[dict[str, Any]]:
         return list(self.ticket(ticket_id)["_conversations"])
@@ -810,7 +801,7 @@ class FreshdeskSandbox:
         return None
 
     def _make_app(self) -> Flask:
-        app = Flask(f"freshdesk-sandbox-{self.domain}")
+        app = self.new_app(f"freshdesk-sandbox-{self.domain}")
         sandbox = self
 
         def route(rule: str, methods: list[str]) -> Callable[[Any], Any]:
@@ -874,8 +865,6 @@ class FreshdeskSandbox:
                     lost.headers["X-RateLimit-Total"] = response.headers["X-RateLimit-Total"]
                     return lost
             return response
-
-        install(app)
 
         @app.errorhandler(404)
         def not_found(_exc: Any) -> Response:
@@ -1004,18 +993,6 @@ class FreshdeskSandbox:
         @route("/jobs/<job_id>", ["GET"])
         def job(job_id: str) -> Any:
             return jsonify(sandbox._job(job_id))
-
-        add_control_routes(
-            app,
-            create=lambda body: sandbox.create_ticket(**body),
-            update=lambda ticket_id, body: sandbox.human_update(ticket_id, **body),
-            stats=lambda: {
-                "requests": sandbox.stats.requests,
-                "throttled": sandbox.stats.throttled,
-                "by_endpoint": dict(sandbox.stats.by_endpoint),
-                "webhooks": len(sandbox.webhooks.deliveries),
-            },
-        )
 
         return app
 

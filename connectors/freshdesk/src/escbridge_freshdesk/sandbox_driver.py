@@ -12,8 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from escbridge.model import Channel, Status
-from escbridge.sandbox import ServerThread
-from escbridge.sandbox.driver import SANDBOX_WEBHOOK_SECRET, SimClock, TicketSpec
+from escbridge.sandbox.driver import SANDBOX_WEBHOOK_SECRET, EmulatorDriver, SimClock, TicketSpec
 
 from .sandbox import TEST_API_KEY, FreshdeskSandbox, fd_time
 
@@ -41,12 +40,10 @@ _FD_SECRET_HEADER = "X-Escbridge-Secret"
 
 
 @dataclass
-class FreshdeskDriver:
+class FreshdeskDriver(EmulatorDriver):
     helpdesk: str = "freshdesk"
     display_name: str = "Freshdesk"
-    url: str = ""
     _sandbox: Any = None
-    _server: ServerThread | None = None
 
     def start(
         self, clock: SimClock, groups: Sequence[str], *, port: int = 0, **options: Any
@@ -58,16 +55,8 @@ class FreshdeskDriver:
             "clock": clock.now,
             "monotonic": clock.monotonic,
         }
-        self._sandbox = FreshdeskSandbox(**{**settings, **options})
-        self._server = ServerThread(self._sandbox.app, port=port).start()
-        self.url = self._server.url
-        return self.url
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.stop()
-        if self._sandbox is not None:
-            self._sandbox.webhooks.close()
+        sandbox = self._sandbox = FreshdeskSandbox(**{**settings, **options})
+        return self.serve(sandbox.app, port=port, webhooks=sandbox.webhooks, stats=sandbox.stats)
 
     def instance_settings(self) -> dict[str, Any]:
         return {
@@ -78,9 +67,6 @@ class FreshdeskDriver:
             "webhook_secret": SANDBOX_WEBHOOK_SECRET,
             "webhook_header": _FD_SECRET_HEADER,
         }
-
-    def webhook_url(self, receiver_url: str, instance: str) -> str:
-        return f"{receiver_url}/webhooks/{instance}"
 
     def connect_webhooks(self, url: str) -> None:
         self._sandbox.webhook_url = url
@@ -140,14 +126,8 @@ class FreshdeskDriver:
     def agent_solves(self, ticket_id: str) -> None:
         self._sandbox.human_update(int(ticket_id), status=_FD_STATUS[Status.SOLVED])
 
-    def flush(self, timeout: float = 10.0) -> bool:
-        return bool(self._sandbox.webhooks.flush(timeout))
-
     def ticket_url(self, ticket_id: str) -> str:
         return f"{self.url}/api/v2/tickets/{ticket_id}"
 
     def access_hint(self) -> str:
         return f"curl -u {TEST_API_KEY}:X {self.url}/api/v2/tickets/ID"
-
-    def requests(self) -> int:
-        return int(self._sandbox.stats.requests)

@@ -9,7 +9,7 @@ conflict semantics and group cache come from ``escbridge.connector``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -117,6 +117,7 @@ class ZendeskConnector(BaseConnector[ZendeskConfig, _Write]):
             instance=instance,
             min_reload=GROUP_REFRESH_SECONDS,
             clock=self.runtime.clock,
+            parse_id=int,
         )
         self._own_id: str | None = (
             str(config.integration_user_id) if config.integration_user_id else None
@@ -182,13 +183,7 @@ class ZendeskConnector(BaseConnector[ZendeskConfig, _Write]):
             missing = self.groups.missing(groups)
         except PermissionDeniedError as exc:
             problems.append(f"cannot list groups: {exc.message}")
-        return CheckReport(
-            ok=not problems and not missing,
-            identity=identity,
-            missing_groups=tuple(missing),
-            problems=tuple(problems),
-            notes=tuple(notes),
-        )
+        return CheckReport.of(identity, problems=problems, missing_groups=missing, notes=notes)
 
     # ------------------------------------------------------------------ tickets
 
@@ -214,7 +209,7 @@ class ZendeskConnector(BaseConnector[ZendeskConfig, _Write]):
         """
         self.groups.ensure()
         data = self.api.ticket(str(ticket_id), include="metric_sets")
-        self.groups.note_ids(_group_ids([data.get("ticket") or {}]))  # a group created since
+        self.groups.note_tickets([data.get("ticket") or {}], "group_id")  # one created since
         comment = ""
         try:
             comment = latest_public_comment(self.api.comments(str(ticket_id)))
@@ -245,8 +240,8 @@ class ZendeskConnector(BaseConnector[ZendeskConfig, _Write]):
         body: dict[str, Any] = {}
         if actions.group:
             body["group_id"] = self.group_id(actions.group)
-        if actions.priority is not None:
-            body["priority"] = actions.priority.label
+        if actions.priority is not None and actions.priority > ticket.priority:
+            body["priority"] = actions.priority.label  # never lowered
         if actions.unassign:
             body["assignee_id"] = None
         note = actions.note or actions.customer_update
@@ -268,7 +263,13 @@ class ZendeskConnector(BaseConnector[ZendeskConfig, _Write]):
         return body
 
     def _prepare(self, ticket: Ticket, actions: Actions) -> _Write | ApplyResult:
-        """No read needed: ``safe_update`` makes Zendesk itself refuse a stale write (409)."""
+        """No read needed: ``safe_update`` makes Zendesk itself refuse a stale write (409).
+
+        One PUT carries the whole escalation, so a ticket that already has the target level's
+        marker has all of it (a retry after a crash): nothing is written again.
+        """
+        if actions.level and ticket.level == actions.level.lower():
+            return ApplyResult(ticket.id, ok=True, actions=actions, version=ticket.version)
         body = self._ticket_body(ticket, actions)
         if not body:
             return ApplyResult(
@@ -493,7 +494,7 @@ class ZendeskConnector(BaseConnector[ZendeskConfig, _Write]):
         by_ticket: dict[Any, Mapping[str, Any]] = {}
         if isinstance(metric_sets, list):
             by_ticket = {m.get("ticket_id"): m for m in metric_sets if isinstance(m, Mapping)}
-        self.groups.note_ids(_group_ids(raws))
+        self.groups.note_tickets(raws, "group_id")
         out = []
         for raw in raws:
             if raw.get("status") == "deleted":
@@ -552,10 +553,6 @@ class ZendeskConnector(BaseConnector[ZendeskConfig, _Write]):
         from escbridge_zendesk.sandbox_driver import ZendeskDriver
 
         return ZendeskDriver()
-
-
-def _group_ids(raws: Iterable[Mapping[str, Any]]) -> list[int]:
-    return [int(r["group_id"]) for r in raws if r.get("group_id") is not None]
 
 
 def _tag_changes(actions: Actions) -> tuple[set[str], set[str]]:

@@ -37,18 +37,12 @@ from typing import Any
 from flask import Flask, Response, g, jsonify, request
 
 from escbridge.connector.kit import SlidingWindow
-from escbridge.sandbox import (
-    Change,
-    RecordStore,
-    SandboxStats,
-    WebhookDispatcher,
-)
+from escbridge.sandbox import Change
 from escbridge.sandbox.app import (
+    Emulator,
     HttpError,
-    add_control_routes,
     basic_credentials,
     in_request,
-    install,
     public,
     respond,
 )
@@ -123,7 +117,7 @@ def _record_invalid(field: str, description: str, code: str = "InvalidValue") ->
     )
 
 
-class ZendeskSandbox:
+class ZendeskSandbox(Emulator):
     """The emulator's state and its Flask ``app``. Thread-safe; time is injectable."""
 
     ADMIN_ID, AGENT_ID, HUMAN_ID, CUSTOMER_ID = 9001, 9002, 9003, 9100
@@ -151,6 +145,7 @@ class ZendeskSandbox:
         wall_clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
+        super().__init__(first_id=1)
         self.subdomain = subdomain
         self.users = [
             SandboxUser(self.ADMIN_ID, "escbridge", admin_email, "admin", admin_token, oauth_token),
@@ -161,8 +156,6 @@ class ZendeskSandbox:
         self.groups: list[dict[str, Any]] = []
         for i, name in enumerate(groups):
             self.add_group(name, default=(i == 0))
-        self.tickets = RecordStore(first_id=1)
-        self.stats = SandboxStats()
         self.account = SlidingWindow(account_limit, window_seconds, monotonic)
         self.update_limiter = SlidingWindow(update_limit, window_seconds, monotonic)
         self.incremental_limiter = SlidingWindow(incremental_limit, window_seconds, monotonic)
@@ -172,7 +165,6 @@ class ZendeskSandbox:
         self.webhook_secret = webhook_secret
         self.webhook_mode = webhook_mode
         self.webhook_id = "01HSANDBOXWEBHOOK0000000000"
-        self.webhooks = WebhookDispatcher()
         self.job_seconds_per_ticket = job_seconds_per_ticket
         self.jobs: dict[str, dict[str, Any]] = {}
         self.api_warnings: list[str] = []
@@ -183,7 +175,6 @@ class ZendeskSandbox:
         self._comment_ids = itertools.count(40000000001)
         self.tickets.subscribe(self._on_change)
         self.app = self._make_app()
-        self.app.extensions["escbridge_sandbox"] = self
 
     # ------------------------------------------------------------------ data helpers
 
@@ -325,11 +316,14 @@ class ZendeskSandbox:
         """An agent edits the ticket in the UI (no safe update), e.g. ``additional_tags=[…]``."""
         return self._update(ticket_id, changes, self.HUMAN_ID, single=False)
 
-    def ticket(self, ticket_id: int) -> dict[str, Any]:
-        record = self.tickets.get(ticket_id)
-        if record is None:
-            raise KeyError(ticket_id)
-        return record
+    def control_create(self, body: dict[str, Any]) -> Any:
+        return {"ticket": self.create_ticket(**body)}
+
+    def control_update(self, ticket_id: int, body: dict[str, Any]) -> Any:
+        return {"ticket": public(self.human_update(ticket_id, **body))}
+
+    def control_stats(self) -> dict[str, Any]:
+        return {**super().control_stats(), "updates_applied": self.updates_applied}
 
     # ------------------------------------------------------------------ update logic
 
@@ -553,7 +547,7 @@ class ZendeskSandbox:
             raise HttpError(429, THROTTLED_TEXT, {"Retry-After": decision.retry_after_header})
 
     def _make_app(self) -> Flask:
-        app = Flask(f"zendesk-sandbox-{id(self)}")
+        app = self.new_app(f"zendesk-sandbox-{id(self)}")
         sandbox = self
 
         def route(rule: str, methods: list[str]) -> Callable[[Any], Any]:
@@ -620,8 +614,6 @@ class ZendeskSandbox:
                 )
             response.headers["X-Request-Id"] = g.get("request_id", "")
             return response
-
-        install(app)
 
         def require_user() -> SandboxUser:
             user: SandboxUser | None = g.user
@@ -804,21 +796,6 @@ class ZendeskSandbox:
             return jsonify(sandbox._search(request.args))
 
         # -- control endpoints (not Zendesk): what customers and humans do --------------------
-
-        add_control_routes(
-            app,
-            create=lambda body: {"ticket": sandbox.create_ticket(**body)},
-            update=lambda ticket_id, body: {
-                "ticket": public(sandbox.human_update(ticket_id, **body))
-            },
-            stats=lambda: {
-                "requests": sandbox.stats.requests,
-                "throttled": sandbox.stats.throttled,
-                "by_endpoint": dict(sandbox.stats.by_endpoint),
-                "updates_applied": sandbox.updates_applied,
-                "webhooks": len(sandbox.webhooks.deliveries),
-            },
-        )
 
         @app.post("/__sandbox/webhook")
         def control_webhook() -> Any:

@@ -13,8 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from escbridge.model import Channel, Status
-from escbridge.sandbox import ServerThread
-from escbridge.sandbox.driver import SimClock, TicketSpec
+from escbridge.sandbox.driver import EmulatorDriver, SimClock, TicketSpec
 from escbridge_zendesk.parse import format_time, parse_time
 from escbridge_zendesk.sandbox import TEST_SIGNING_SECRET, ZendeskSandbox
 
@@ -40,12 +39,10 @@ _ZD_CHANNEL = {
 
 
 @dataclass
-class ZendeskDriver:
+class ZendeskDriver(EmulatorDriver):
     helpdesk: str = "zendesk"
     display_name: str = "Zendesk"
-    url: str = ""
     _sandbox: Any = None
-    _server: ServerThread | None = None
 
     def start(
         self, clock: SimClock, groups: Sequence[str], *, port: int = 0, **options: Any
@@ -58,16 +55,8 @@ class ZendeskDriver:
             "wall_clock": clock.wall,
             "monotonic": clock.monotonic,
         }
-        self._sandbox = ZendeskSandbox(**{**settings, **options})
-        self._server = ServerThread(self._sandbox.app, port=port).start()
-        self.url = self._server.url
-        return self.url
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.stop()
-        if self._sandbox is not None:
-            self._sandbox.webhooks.close()
+        sandbox = self._sandbox = ZendeskSandbox(**{**settings, **options})
+        return self.serve(sandbox.app, port=port, webhooks=sandbox.webhooks, stats=sandbox.stats)
 
     def instance_settings(self) -> dict[str, Any]:
         admin = self._sandbox.users[0]
@@ -80,9 +69,6 @@ class ZendeskDriver:
             "integration_user_id": admin.id,
             "incremental_per_minute": 1000,
         }
-
-    def webhook_url(self, receiver_url: str, instance: str) -> str:
-        return f"{receiver_url}/webhooks/{instance}"
 
     def connect_webhooks(self, url: str) -> None:
         self._sandbox.webhook_url = url
@@ -144,18 +130,12 @@ class ZendeskDriver:
     def agent_solves(self, ticket_id: str) -> None:
         self._sandbox.human_update(int(ticket_id), status=_ZD_STATUS[Status.SOLVED])
 
-    def flush(self, timeout: float = 10.0) -> bool:
-        return bool(self._sandbox.webhooks.flush(timeout))
-
     def ticket_url(self, ticket_id: str) -> str:
         return f"{self.url}/api/v2/tickets/{ticket_id}.json"
 
     def access_hint(self) -> str:
         admin = self._sandbox.users[0]
         return f"curl -u {admin.email}/token:{admin.api_token} {self.url}/api/v2/tickets/ID.json"
-
-    def requests(self) -> int:
-        return int(self._sandbox.stats.requests)
 
 
 def _zendesk_metrics(

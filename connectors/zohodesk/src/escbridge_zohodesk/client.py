@@ -45,7 +45,7 @@ from escbridge.http import (
     default_error_parser,
     parse_retry_after,
 )
-from escbridge.secrets import redact
+from escbridge.secrets import redact, safe_url
 from escbridge_zohodesk.config import ZohoDeskConfig
 from escbridge_zohodesk.oauth import TokenManager
 
@@ -240,7 +240,7 @@ class DeskClient:
             code="THRESHOLD_EXCEEDED",
             body_excerpt=redact(response.text[:500], secrets),
             method=(response.request.method or "") if response.request is not None else "",
-            url=redact((response.url or "").split("?", 1)[0], secrets),
+            url=safe_url((response.url or "").split("?", 1)[0], secrets),
         )
 
     def ensure_credits(self, reserve: int) -> None:

@@ -13,12 +13,12 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from escbridge.connector.kit import is_loopback_url
 from escbridge.model import Priority, Status
 from escbridge_zohodesk.hosts import (
     DATA_CENTRES,
     DataCentreName,
     HostPair,
-    is_loopback_url,
     is_zoho_url,
 )
 

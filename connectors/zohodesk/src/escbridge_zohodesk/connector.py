@@ -1,10 +1,11 @@
 """ZohoDeskConnector: Zoho Desk in escbridge's vocabulary (the plugin class).
 
-Writing one escalation (``apply``) is, in this order:
+Writing one escalation (``_prepare`` then ``_write_one``; the loop around them, with its conflict
+semantics, is ``escbridge.connector.BaseConnector``'s) is, in this order:
 
 1. re-read the ticket: a level field already holding the target level means an earlier attempt
    got to the end (the PATCH is the last write), so nothing is written again; a ``modifiedTime``
-   that moved since the caller read the ticket is a concurrent edit (re-decide or ``Conflict``);
+   that moved since the caller read the ticket is a concurrent edit (``TicketChanged``);
 2. resolve the group name to a team/department (an unknown name fails before any write);
 3. the private note — unless a retry finds its own note, recognised by a unique marker;
 4. the public reply, when the rule asks for one — unless a retry finds the same text;
@@ -19,11 +20,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import time
-from collections import defaultdict
 from collections.abc import Callable, Collection, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import requests
@@ -35,35 +34,33 @@ from escbridge.connector import (
     CAP_RESUMABLE_APPLY,
     CAP_SANDBOX,
     ApplyResult,
+    BaseConnector,
     CheckReport,
-    ConflictHandler,
+    Connector,
     ConnectorInfo,
+    Runtime,
     TicketPage,
+    WebhookRequest,
+    check_identity,
 )
-from escbridge.http import (
+from escbridge.errors import (
     ApiError,
     AuthError,
-    Conflict,
     NotFound,
     PermissionDeniedError,
     RateLimited,
+    TicketChanged,
     TransientError,
+    UnknownGroupError,
     ValidationError,
 )
-from escbridge.model import Actions, Ticket, TicketEvent
+from escbridge.model import Actions, LevelMarker, Ticket, TicketEvent
 from escbridge_zohodesk.client import UPDATE_MANY_MAX, DeskClient
 from escbridge_zohodesk.config import ZohoDeskConfig
 from escbridge_zohodesk.directory import Directory, Route
-from escbridge_zohodesk.errors import CreditsExhausted, UnknownGroup
 from escbridge_zohodesk.hosts import DATA_CENTRES
 from escbridge_zohodesk.oauth import TokenManager
-from escbridge_zohodesk.parse import (
-    MARKER_PREFIX,
-    PriorityMap,
-    format_time,
-    parse_ticket,
-    parse_time,
-)
+from escbridge_zohodesk.parse import PriorityMap, format_time, parse_ticket, parse_time
 from escbridge_zohodesk.webhook import JwksCache, WebhookVerifier, parse_events
 
 if TYPE_CHECKING:
@@ -96,22 +93,26 @@ def scope_granted(scope: str, granted: Collection[str]) -> bool:
 
 
 @dataclass
+@dataclass
 class _Prepared:
     """One escalation after the re-read: what remains to be written."""
 
-    index: int
     ticket: Ticket
     actions: Actions
     raw: dict[str, Any]
     fresh: Ticket
     route: Route | None
     body: dict[str, Any]
-    conflicts: int = 0
     posted: list[str] = field(default_factory=list)  # comment ids written by this attempt
 
 
-class ZohoDeskConnector:
-    """Zoho Desk, spoken in escbridge's normalised vocabulary."""
+class ZohoDeskConnector(BaseConnector[ZohoDeskConfig, _Prepared]):
+    """Zoho Desk, spoken in escbridge's normalised vocabulary.
+
+    Construct with the instance's ``ZohoDeskConfig``; ``runtime`` (or a test's ``session=``,
+    ``sleep=``, ``clock=``, ``utcnow=``, ``wallclock=``) keeps tests off the network and the
+    clock; ``token_session``/``jwks_session`` are the sessions for Zoho Accounts and the JWKS.
+    """
 
     info: ClassVar[ConnectorInfo] = ConnectorInfo(
         name="zohodesk",
@@ -135,17 +136,14 @@ class ZohoDeskConnector:
         config: ZohoDeskConfig,
         *,
         instance: str = "default",
-        session: requests.Session | None = None,
+        runtime: Runtime | None = None,
         token_session: requests.Session | None = None,
         jwks_session: requests.Session | None = None,
-        sleep: Callable[[float], None] = time.sleep,
-        clock: Callable[[], float] = time.monotonic,
-        utcnow: Callable[[], datetime] = lambda: datetime.now(UTC),
-        wallclock: Callable[[], float] = time.time,
+        **test_overrides: Any,
     ) -> None:
-        self.config = config
-        self.instance = instance
-        self._utcnow = utcnow
+        super().__init__(config, instance=instance, runtime=runtime, **test_overrides)
+        self.bulk_min_batch = config.bulk_min_batch
+        clock = self.runtime.clock
         self.tokens = TokenManager(
             data_centre=config.data_centre,
             client_id=config.client_id,
@@ -154,14 +152,14 @@ class ZohoDeskConnector:
             pairs=config.host_pairs,
             session=token_session,
             clock=clock,
-            sleep=sleep,
+            sleep=self.runtime.sleep,
             timeout=(config.connect_timeout, config.read_timeout),
         )
-        self.client = DeskClient(
-            config, self.tokens, session=session, sleep=sleep, clock=clock, utcnow=utcnow
-        )
+        self.client = DeskClient(config, self.tokens, runtime=self.runtime)
         self.priorities = PriorityMap(config.priority_map)
-        self.directory = Directory(self.client.teams, self.client.departments, clock=clock)
+        self.directory = Directory(
+            self.client.teams, self.client.departments, instance=instance, clock=clock
+        )
         self._agent_id = config.agent_id
         jwks_urls = [config.jwks_url_for(p) for p in config.host_pairs]
         self.jwks = JwksCache(
@@ -178,7 +176,7 @@ class ZohoDeskConnector:
             url_token=token,
             jwks=self.jwks,
             leeway=config.jwt_leeway_seconds,
-            wallclock=wallclock,
+            wallclock=self.runtime.wallclock,
         )
 
     def __repr__(self) -> str:
@@ -188,6 +186,10 @@ class ZohoDeskConnector:
     def agent_id(self) -> str | None:
         """The agent escbridge writes as: configured, else learned from its own updates."""
         return self._agent_id
+
+    def secret_values(self) -> list[str]:
+        """The configured secrets and the live access token."""
+        return [*self.config.secret_values(), *self.tokens.secret_values()]
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -212,10 +214,10 @@ class ZohoDeskConnector:
         The range from the cursor (less ``sync_overlap_seconds``, for Desk's search index lag)
         to now is cut into windows small enough that none reaches the search result cap: a
         window whose ``count`` exceeds it is halved first. A page's cursor is the start of its
-        window until the window is complete, so stopping anywhere (``CreditsExhausted``)
-        loses nothing: the next run starts again from there.
+        window until the window is complete, so stopping anywhere (the day's credits spent:
+        ``RateLimited`` with ``resume_at``) loses nothing: the next run starts again from there.
         """
-        now = self._utcnow()
+        now = self.runtime.utcnow()
         if cursor:
             start = _parse_cursor(cursor) - timedelta(seconds=self.config.sync_overlap_seconds)
         elif since is not None:
@@ -305,106 +307,34 @@ class ZohoDeskConnector:
                 out.append(ticket)
         return out
 
-    # -- writing -------------------------------------------------------------------------------
+    # -- writing (the platform's part of BaseConnector's apply) ------------------------------------
 
-    def apply(
-        self, ticket: Ticket, actions: Actions, *, on_conflict: ConflictHandler | None = None
-    ) -> ApplyResult:
-        """Write one escalation (see the module docstring for the order and why).
-
-        Per-ticket failures come back as a failed ApplyResult; failures that concern every
-        ticket (credentials: ``AuthError``; daily credits: ``CreditsExhausted``) are raised.
-        """
-        prepared = self._prepare_or_result(0, ticket, actions, on_conflict)
-        if isinstance(prepared, ApplyResult):
-            return prepared
-        return self._write_one(prepared)
-
-    def apply_many(
-        self,
-        items: Sequence[tuple[Ticket, Actions]],
-        *,
-        on_conflict: ConflictHandler | None = None,
-    ) -> list[ApplyResult]:
-        """Like ``apply`` for each item, but tickets that get the same changes share
-        ``updateMany`` calls (one field per call, at most 50 ids) when that saves calls.
-
-        Notes and replies are still one call per ticket (Desk has no bulk comment), posted
-        before the bulk updates, and the level field goes last, so the crash rule holds.
-        """
-        results: list[ApplyResult | None] = [None] * len(items)
-        batches: dict[tuple[Any, ...], list[_Prepared]] = defaultdict(list)
-        for index, (ticket, actions) in enumerate(items):
-            prepared = self._prepare_or_result(index, ticket, actions, on_conflict)
-            if isinstance(prepared, ApplyResult):
-                results[index] = prepared
-                continue
-            key = self._bulk_key(prepared.body)
-            if key is None:
-                results[index] = self._write_one(prepared)
-            else:
-                batches[key].append(prepared)
-        for members in batches.values():
-            if len(members) < self.config.bulk_min_batch:
-                for p in members:
-                    results[p.index] = self._write_one(p)
-                continue
-            for start in range(0, len(members), UPDATE_MANY_MAX):
-                for p, result in self._write_bulk(members[start : start + UPDATE_MANY_MAX]):
-                    results[p.index] = result
-        return [r for r in results if r is not None]
-
-    def _prepare_or_result(
-        self, index: int, ticket: Ticket, actions: Actions, on_conflict: ConflictHandler | None
-    ) -> _Prepared | ApplyResult:
-        try:
-            return self._prepare(index, ticket, actions, on_conflict)
-        except (AuthError, CreditsExhausted, Conflict):
-            raise
-        except UnknownGroup as exc:
-            return ApplyResult(ticket.id, ok=False, error=str(exc), retryable=False)
-        except ApiError as exc:
-            return _failed(ticket.id, exc)
-
-    def _prepare(
-        self, index: int, ticket: Ticket, actions: Actions, on_conflict: ConflictHandler | None
-    ) -> _Prepared | ApplyResult:
-        conflicts = 0
-        expected = ticket.version
-        while True:
-            raw = self.client.ticket(ticket.id)
-            fresh = self.parse_ticket(raw)
-            if self._already_applied(fresh, actions):
-                return ApplyResult(
-                    ticket.id, ok=True, actions=actions, version=fresh.version, conflicts=conflicts
-                )
-            if expected is None or fresh.version == expected:
-                break
-            if on_conflict is None:
-                raise Conflict(
-                    f"ticket {ticket.id} changed since it was read "
-                    f"(modifiedTime {expected} -> {fresh.version})",
-                    status=None,
-                    code="MODIFIED",
-                )
-            conflicts += 1
-            if conflicts > self.config.conflict_retries:
-                return ApplyResult(
-                    ticket.id,
-                    ok=False,
-                    error=f"ticket {ticket.id} kept changing while escbridge tried to update it",
-                    retryable=True,
-                    conflicts=conflicts,
-                    conflict=True,
-                )
-            redo = on_conflict(fresh)
-            if redo is None:
-                return ApplyResult(ticket.id, ok=True, skipped=True, conflicts=conflicts)
-            actions, expected = redo, fresh.version
+    def _prepare(self, ticket: Ticket, actions: Actions) -> _Prepared | ApplyResult:
+        raw = self.client.ticket(ticket.id)
+        fresh = self.parse_ticket(raw)
+        if self._already_applied(fresh, actions):
+            return ApplyResult(ticket.id, ok=True, actions=actions, version=fresh.version)
+        if ticket.version is not None and fresh.version != ticket.version:
+            raise TicketChanged(
+                f"ticket {ticket.id} changed since it was read "
+                f"(modifiedTime {ticket.version} -> {fresh.version})",
+                current=fresh,
+                status=None,
+                code="MODIFIED",
+            )
         self._warn_unsupported(actions)
         route = self.directory.resolve(actions.group) if actions.group else None
         body = self._patch_body(raw, fresh, actions, route)
-        return _Prepared(index, ticket, actions, raw, fresh, route, body, conflicts)
+        return _Prepared(ticket, actions, raw, fresh, route, body)
+
+    def _refused(self, ticket_id: str, exc: Exception) -> ApplyResult | None:
+        """Per ticket: every API error but the two that concern every ticket (credentials:
+        ``AuthError``; the day's credits: ``RateLimited`` with ``resume_at``)."""
+        if isinstance(exc, UnknownGroupError):
+            return ApplyResult(ticket_id, ok=False, error=str(exc), retryable=False)
+        if isinstance(exc, ApiError) and not _concerns_every_ticket(exc):
+            return _failed(ticket_id, exc)
+        return None
 
     def _already_applied(self, fresh: Ticket, actions: Actions) -> bool:
         """The level field is written last: holding the target level means all was written."""
@@ -427,11 +357,11 @@ class ZohoDeskConnector:
             if str(raw.get("priority") or "") != value:
                 body["priority"] = value
         if self.config.level_field and actions.level:
-            body["cf"] = {self.config.level_field: MARKER_PREFIX + actions.level}
+            body["cf"] = {self.config.level_field: LevelMarker.tag(actions.level)}
         return body
 
     def _warn_unsupported(self, actions: Actions) -> None:
-        extra = [t for t in actions.tags_add if not t.startswith(MARKER_PREFIX)]
+        extra = [t for t in actions.tags_add if not LevelMarker.is_marker(t)]
         if extra:
             log.info(
                 "zohodesk: tags %s not written (Desk's ticket API has no documented tags; "
@@ -442,17 +372,20 @@ class ZohoDeskConnector:
 
     # -- the single path -------------------------------------------------------------------------
 
-    def _write_one(self, p: _Prepared, *, comments_posted: bool = False) -> ApplyResult:
+    def _write_one(self, prepared: _Prepared) -> ApplyResult:
+        return self._write(prepared, comments_posted=False)
+
+    def _write(self, p: _Prepared, *, comments_posted: bool) -> ApplyResult:
         try:
             if not comments_posted:
                 self._post_comments(p)
             updated = self._patch(p) if p.body else p.raw
-        except (AuthError, CreditsExhausted):
-            raise
         except ApiError as exc:
+            if _concerns_every_ticket(exc):
+                raise
             if not _retryable(exc):
                 self._undo_comments(p)
-            return _failed(p.ticket.id, exc, conflicts=p.conflicts)
+            return _failed(p.ticket.id, exc)
         self._learn_agent(updated.get("modifiedBy"))
         version = updated.get("modifiedTime")
         return ApplyResult(
@@ -460,7 +393,6 @@ class ZohoDeskConnector:
             ok=True,
             actions=p.actions,
             version=str(version) if version else p.fresh.version,
-            conflicts=p.conflicts,
         )
 
     def _patch(self, p: _Prepared) -> dict[str, Any]:
@@ -535,7 +467,7 @@ class ZohoDeskConnector:
         if str(p.raw.get("commentCount", "1")) == "0":
             return []
         resumed = self._bulk_partly_written(p)
-        window_start = self._utcnow() - timedelta(minutes=self.config.note_dedupe_minutes)
+        window_start = self.runtime.utcnow() - timedelta(minutes=self.config.note_dedupe_minutes)
         modified = p.fresh.updated_at - SAME_MOMENT
         out = []
         for comment in self.client.comments(p.ticket.id):
@@ -581,12 +513,13 @@ class ZohoDeskConnector:
 
     # -- the bulk path ----------------------------------------------------------------------------
 
-    def _bulk_key(self, body: Mapping[str, Any]) -> tuple[Any, ...] | None:
+    def _bulk_key(self, prepared: _Prepared) -> tuple[Any, ...] | None:
         """Changes updateMany can make (team, priority, level field), as a grouping key.
 
         Department moves and unassigning go one by one: whether updateMany does them (and
         takes a null) is not documented.
         """
+        body = prepared.body
         if not body or "departmentId" in body or "assigneeId" in body:
             return None
         if "teamId" in body and body["teamId"] is None:
@@ -594,48 +527,52 @@ class ZohoDeskConnector:
         cf = body.get("cf") or {}
         return (body.get("teamId"), body.get("priority"), tuple(sorted(cf.items())))
 
-    def _write_bulk(self, members: list[_Prepared]) -> list[tuple[_Prepared, ApplyResult]]:
-        written: list[_Prepared] = []
-        out: list[tuple[_Prepared, ApplyResult]] = []
-        for p in members:
+    def _bulk_size(self) -> int:
+        return UPDATE_MANY_MAX
+
+    def _write_bulk(self, batch: Sequence[_Prepared]) -> list[ApplyResult]:
+        """Notes and replies one call per ticket (Desk has no bulk comment), then ``updateMany``
+        calls (one field per call) with the level field last, so the crash rule holds."""
+        results: dict[int, ApplyResult] = {}
+        written: list[tuple[int, _Prepared]] = []
+        for index, p in enumerate(batch):
             try:
                 self._post_comments(p)
-            except (AuthError, CreditsExhausted):
-                raise
             except ApiError as exc:
-                out.append((p, _failed(p.ticket.id, exc, conflicts=p.conflicts)))
+                if _concerns_every_ticket(exc):
+                    raise
+                results[index] = _failed(p.ticket.id, exc)
                 continue
-            written.append(p)
-        if not written:
-            return out
-        ids = [p.ticket.id for p in written]
-        body = written[0].body
-        steps: list[tuple[str, Any, bool]] = []
-        if "teamId" in body:
-            steps.append(("teamId", body["teamId"], False))
-        if "priority" in body:
-            steps.append(("priority", body["priority"], False))
-        for name, value in (body.get("cf") or {}).items():
-            steps.append((name, value, True))  # last: the level field marks the work as done
-        try:
-            for name, value, custom in steps:
-                self.client.update_many(name, ids, value, custom=custom)
-        except (AuthError, CreditsExhausted):
-            raise
-        except ApiError as exc:
-            # Which ids a failed updateMany changed is not documented: fall back to a PATCH
-            # per ticket, which is idempotent and reports per ticket.
-            log.info(
-                "zohodesk: updateMany failed (%s); updating %s tickets one by one", exc, len(ids)
-            )
-            for p in written:
-                out.append((p, self._write_one(p, comments_posted=True)))
-            return out
-        for p in written:
-            out.append(
-                (p, ApplyResult(p.ticket.id, ok=True, actions=p.actions, conflicts=p.conflicts))
-            )
-        return out
+            written.append((index, p))
+        if written:
+            ids = [p.ticket.id for _, p in written]
+            body = written[0][1].body
+            steps: list[tuple[str, Any, bool]] = []
+            if "teamId" in body:
+                steps.append(("teamId", body["teamId"], False))
+            if "priority" in body:
+                steps.append(("priority", body["priority"], False))
+            for name, value in (body.get("cf") or {}).items():
+                steps.append((name, value, True))  # last: the level field marks the work as done
+            try:
+                for name, value, custom in steps:
+                    self.client.update_many(name, ids, value, custom=custom)
+            except ApiError as exc:
+                if _concerns_every_ticket(exc):
+                    raise
+                # Which ids a failed updateMany changed is not documented: fall back to a PATCH
+                # per ticket, which is idempotent and reports per ticket.
+                log.info(
+                    "zohodesk: updateMany failed (%s); updating %s tickets one by one",
+                    exc,
+                    len(ids),
+                )
+                for index, p in written:
+                    results[index] = self._write(p, comments_posted=True)
+            else:
+                for index, p in written:
+                    results[index] = ApplyResult(p.ticket.id, ok=True, actions=p.actions)
+        return [results[i] for i in range(len(batch))]
 
     # -- check ----------------------------------------------------------------------------------
 
@@ -643,10 +580,14 @@ class ZohoDeskConnector:
         """Credentials, org, scopes, group names, level field, priorities, credits, webhooks."""
         problems: list[str] = []
         notes: list[str] = []
-        try:
-            self.tokens.token()
-        except ApiError as exc:
-            return CheckReport(ok=False, problems=(str(exc),))
+        signed_in = check_identity(
+            self.tokens.token,
+            product="Zoho Accounts",
+            where=f"the {self.config.data_centre!r} data centre",
+            credentials="client_id, client_secret and refresh_token",
+        )
+        if isinstance(signed_in, CheckReport):
+            return signed_in
         pair = self.tokens.pair
         dc = DATA_CENTRES[self.config.data_centre]
         identity = f"Zoho Desk {pair.desk} ({dc.label} data centre), org {self.config.org_id}"
@@ -692,12 +633,8 @@ class ZohoDeskConnector:
                 "webhooks not configured (webhook_token and webhook_id): escalations come from "
                 "the scheduled sync only"
             )
-        return CheckReport(
-            ok=not problems and not missing_groups,
-            identity=identity,
-            missing_groups=tuple(missing_groups),
-            problems=tuple(problems),
-            notes=tuple(notes),
+        return CheckReport.of(
+            identity, problems=problems, missing_groups=missing_groups, notes=notes
         )
 
     def _missing_scopes(self, notes: list[str]) -> list[str]:
@@ -777,13 +714,11 @@ class ZohoDeskConnector:
         """The status for Desk's URL-validation GET: 200 when the URL carries our token."""
         return 200 if self.verifier.url_token_ok(query) else 401
 
-    def verify_webhook(
-        self, headers: Mapping[str, str], body: bytes, query: Mapping[str, str]
-    ) -> None:
-        self.verifier.verify(headers, body, query)
+    def verify_request(self, request: WebhookRequest) -> None:
+        self.verifier.verify(request.headers, request.body, request.query)
 
-    def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> list[TicketEvent]:
-        return parse_events(body, self.instance)
+    def parse_request(self, request: WebhookRequest) -> list[TicketEvent]:
+        return parse_events(request.body, self.instance)
 
     def is_own_change(self, event: TicketEvent) -> bool:
         return self._agent_id is not None and event.actor == self._agent_id
@@ -825,9 +760,14 @@ def _retryable(exc: ApiError) -> bool:
     return isinstance(exc, TransientError | RateLimited) or exc.status is None
 
 
-def _failed(ticket_id: str, exc: ApiError, *, conflicts: int = 0) -> ApplyResult:
-    if isinstance(exc, CreditsExhausted):
-        raise exc
+def _concerns_every_ticket(exc: ApiError) -> bool:
+    """Credentials refused, or the portal's credits spent for the day: stop, do not go on."""
+    return isinstance(exc, AuthError) or (
+        isinstance(exc, RateLimited) and exc.resume_at is not None
+    )
+
+
+def _failed(ticket_id: str, exc: ApiError) -> ApplyResult:
     kind = (
         "not found"
         if isinstance(exc, NotFound)
@@ -835,13 +775,12 @@ def _failed(ticket_id: str, exc: ApiError, *, conflicts: int = 0) -> ApplyResult
         if isinstance(exc, PermissionDeniedError)
         else "refused"
     )
-    return ApplyResult(
-        ticket_id,
-        ok=False,
-        error=f"{kind}: {exc}",
-        retryable=_retryable(exc),
-        conflicts=conflicts,
-    )
+    return ApplyResult(ticket_id, ok=False, error=f"{kind}: {exc}", retryable=_retryable(exc))
+
+
+def _conforms(connector: ZohoDeskConnector) -> Connector:
+    """mypy proves here that ZohoDeskConnector meets the Connector protocol."""
+    return connector
 
 
 __all__ = ["REQUIRED_SCOPES", "ZohoDeskConnector", "scope_granted"]

@@ -1,4 +1,4 @@
-"""Team and department names -> ids, cached: the matrix names groups, Desk wants ids.
+"""Team and department names -> ids: the matrix names groups, Desk wants ids.
 
 A matrix group for Zoho Desk is written as one of:
 
@@ -6,19 +6,22 @@ A matrix group for Zoho Desk is written as one of:
 - ``"Department/Team"`` — the same, for a team name used in several departments;
 - ``"Department"`` — a department, no team (the ticket's team is cleared).
 
-Names compare case-insensitively. The lists are read once and again after ``ttl`` seconds, or
-at once when a name is not found (a team created a minute ago), at most every ``min_reload``.
+Names compare case-insensitively. Caching (read again after ``ttl`` seconds, or at once when a
+name is not found, at most every ``min_reload``) is ``escbridge.connector.GroupDirectory``'s;
+what is Zoho's is only how a name becomes a route.
 """
 
 from __future__ import annotations
 
-import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from escbridge_zohodesk.errors import UnknownGroup
+from escbridge.connector import Group, GroupDirectory
+from escbridge.errors import AmbiguousGroupError, UnknownGroupError
+
+TEAM, DEPARTMENT = "team", "department"
 
 
 @dataclass(frozen=True)
@@ -30,13 +33,6 @@ class Route:
     team_id: str | None
 
 
-@dataclass(frozen=True)
-class _Entry:
-    id: str
-    name: str
-    department_id: str | None
-
-
 class Directory:
     """Teams and departments of one portal."""
 
@@ -45,131 +41,93 @@ class Directory:
         load_teams: Callable[[], list[dict[str, Any]]],
         load_departments: Callable[[], list[dict[str, Any]]],
         *,
+        instance: str = "",
         ttl: float = 600.0,
         min_reload: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._load_teams = load_teams
-        self._load_departments = load_departments
-        self._ttl = ttl
-        self._min_reload = min_reload
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._teams: list[_Entry] = []
-        self._departments: list[_Entry] = []
-        self._loaded_at: float | None = None
+        def load() -> list[Group[str]]:
+            teams = [
+                Group(str(t["id"]), str(t.get("name") or ""), TEAM, _opt(t.get("departmentId")))
+                for t in load_teams()
+                if t.get("id") is not None
+            ]
+            departments = [
+                Group(str(d["id"]), str(d.get("name") or ""), DEPARTMENT)
+                for d in load_departments()
+                if d.get("id") is not None
+            ]
+            return teams + departments
 
-    # -- lookups -------------------------------------------------------------------------------
+        self.instance = instance
+        self.groups: GroupDirectory[str] = GroupDirectory(
+            load, instance=instance, ttl=ttl, min_reload=min_reload, clock=clock
+        )
 
     @property
     def loaded(self) -> bool:
-        return self._loaded_at is not None
+        return self.groups.loaded
+
+    def refresh(self) -> None:
+        self.groups.refresh()
 
     def team_names(self) -> dict[str, str]:
-        return {t.id: t.name for t in self._teams}
+        return self.groups.names(TEAM)
 
     def department_names(self) -> dict[str, str]:
-        return {d.id: d.name for d in self._departments}
+        return self.groups.names(DEPARTMENT)
 
     def resolve(self, name: str) -> Route:
-        """The route for a group name; UnknownGroup (naming what exists) when there is none."""
-        self._ensure()
-        try:
-            return self._resolve(name)
-        except UnknownGroup:
-            if not self._reload_allowed():
-                raise
-        self._ensure(force=True)
-        return self._resolve(name)
+        """The route for a group name; UnknownGroupError (naming what exists) when there is none."""
+        return self.groups.resolve(name, lambda entries: self._route(name, entries))
 
     def try_resolve(self, name: str) -> Route | str:
         """The route, or the reason there is none (for `escbridge check`)."""
         try:
             return self.resolve(name)
-        except UnknownGroup as exc:
+        except UnknownGroupError as exc:
             return str(exc)
 
-    # -- internals -----------------------------------------------------------------------------
-
-    def _resolve(self, name: str) -> Route:
+    def _route(self, name: str, entries: Sequence[Group[str]]) -> Route:
         wanted = name.strip()
+        teams = [g for g in entries if g.kind == TEAM]
+        departments = [g for g in entries if g.kind == DEPARTMENT]
         if "/" in wanted:
             dept_name, _, team_name = wanted.partition("/")
-            dept = self._one(self._departments, dept_name, "department")
-            teams = [
-                t
-                for t in self._teams
-                if t.name.lower() == team_name.strip().lower() and t.department_id == dept.id
-            ]
-            if not teams:
-                raise UnknownGroup(
-                    f'no team "{team_name.strip()}" in department "{dept.name}"'
-                    f"{self._known(self._teams_in(dept.id), 'teams there')}"
-                )
-            return Route(wanted, dept.id, teams[0].id)
-        teams = [t for t in self._teams if t.name.lower() == wanted.lower()]
-        if len(teams) > 1:
-            dept_names = self.department_names()
-            where = ", ".join(sorted(dept_names.get(t.department_id or "", "?") for t in teams))
-            raise UnknownGroup(
-                f'team "{wanted}" exists in several departments ({where}); '
-                f'write "Department/{wanted}"'
+            dept = _one(departments, dept_name)
+            in_dept = [t for t in teams if t.parent == (dept.id if dept else None)]
+            team = _one(in_dept, team_name)
+            if dept is None or team is None:
+                known = _names(in_dept) if dept else _names(departments)
+                raise UnknownGroupError(wanted, self.instance, known)
+            return Route(wanted, dept.id, team.id)
+        same = [t for t in teams if t.name.casefold() == wanted.casefold()]
+        if len(same) > 1:
+            by_id = {d.id: d.name for d in departments}
+            where = ", ".join(sorted(by_id.get(t.parent or "", "?") for t in same))
+            raise AmbiguousGroupError(
+                wanted,
+                self.instance,
+                hint=f'team "{wanted}" exists in several departments ({where}); '
+                f'write "Department/{wanted}"',
             )
-        if teams:
-            team = teams[0]
-            if not team.department_id:
-                raise UnknownGroup(f'team "{wanted}" has no department in Desk\'s answer')
-            return Route(wanted, team.department_id, team.id)
-        depts = [d for d in self._departments if d.name.lower() == wanted.lower()]
-        if depts:
-            return Route(wanted, depts[0].id, None)
-        names = sorted({t.name for t in self._teams} | {d.name for d in self._departments})
-        raise UnknownGroup(
-            f'"{wanted}" is no team or department of this Zoho Desk portal'
-            f"{self._known(names, 'known')}"
-        )
+        if same:
+            if not same[0].parent:
+                raise UnknownGroupError(wanted, self.instance)  # a team Desk lists without one
+            return Route(wanted, same[0].parent, same[0].id)
+        department = _one(departments, wanted)
+        if department is not None:
+            return Route(wanted, department.id, None)
+        raise UnknownGroupError(wanted, self.instance, _names(entries))
 
-    def _teams_in(self, department_id: str) -> list[str]:
-        return sorted(t.name for t in self._teams if t.department_id == department_id)
 
-    @staticmethod
-    def _known(names: list[str], label: str) -> str:
-        if not names:
-            return ""
-        shown = ", ".join(names[:10]) + (" …" if len(names) > 10 else "")
-        return f" ({label}: {shown})"
+def _one(entries: Iterable[Group[str]], name: str) -> Group[str] | None:
+    key = name.strip().casefold()
+    return next((e for e in entries if e.name.casefold() == key), None)
 
-    def _one(self, entries: list[_Entry], name: str, kind: str) -> _Entry:
-        for entry in entries:
-            if entry.name.lower() == name.strip().lower():
-                return entry
-        raise UnknownGroup(
-            f'no {kind} "{name.strip()}"{self._known(sorted(e.name for e in entries), "known")}'
-        )
 
-    def _reload_allowed(self) -> bool:
-        return self._loaded_at is None or self._clock() - self._loaded_at >= self._min_reload
-
-    def _ensure(self, *, force: bool = False) -> None:
-        with self._lock:
-            now = self._clock()
-            if not force and self._loaded_at is not None and now - self._loaded_at < self._ttl:
-                return
-            teams = [
-                _Entry(str(t["id"]), str(t.get("name") or ""), _opt(t.get("departmentId")))
-                for t in self._load_teams()
-                if t.get("id") is not None
-            ]
-            departments = [
-                _Entry(str(d["id"]), str(d.get("name") or ""), str(d["id"]))
-                for d in self._load_departments()
-                if d.get("id") is not None
-            ]
-            self._teams, self._departments = teams, departments
-            self._loaded_at = now
-
-    def refresh(self) -> None:
-        self._ensure(force=True)
+def _names(entries: Iterable[Group[str]]) -> list[str]:
+    return sorted({e.name for e in entries})
 
 
 def _opt(value: Any) -> str | None:

@@ -11,7 +11,6 @@ the Desk host of the same pair, since accounts and Desk must be in the same data
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import urlsplit
@@ -84,20 +83,6 @@ def dc_of_api_domain(api_domain: str) -> str | None:
         ):
             best = dc.name
     return best
-
-
-def is_loopback_url(url: str) -> bool:
-    """True for http(s) URLs on 127.0.0.0/8, ::1 or localhost: where sandboxes run."""
-    parts = urlsplit(url)
-    host = parts.hostname
-    if parts.scheme not in ("http", "https") or not host:
-        return False
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def is_zoho_url(url: str) -> bool:

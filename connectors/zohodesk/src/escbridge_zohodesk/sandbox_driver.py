@@ -14,8 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from escbridge.model import Channel, Priority, Status
-from escbridge.sandbox import ServerThread
-from escbridge.sandbox.driver import SimClock, TicketSpec
+from escbridge.sandbox.driver import EmulatorDriver, SimClock, TicketSpec
 from escbridge_zohodesk.connector import ZohoDeskConnector
 from escbridge_zohodesk.parse import format_time
 from escbridge_zohodesk.sandbox import (
@@ -61,12 +60,10 @@ _ZOHO_PRIORITY = {
 
 
 @dataclass
-class ZohoDeskDriver:
+class ZohoDeskDriver(EmulatorDriver):
     helpdesk: str = "zohodesk"
     display_name: str = "Zoho Desk"
-    url: str = ""
     _desk: Any = None
-    _server: ServerThread | None = None
     _groups: dict[str, tuple[str, str | None]] = field(default_factory=dict)  # name -> dept, team
 
     def start(
@@ -87,15 +84,7 @@ class ZohoDeskDriver:
             else:
                 team = desk.add_team(name, support)
                 self._groups[name] = (support, team["id"])
-        self._server = ServerThread(app, port=port).start()
-        self.url = self._server.url
-        return self.url
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.stop()
-        if self._desk is not None:
-            self._desk.dispatcher.close()
+        return self.serve(app, port=port, webhooks=desk.dispatcher, stats=desk.stats)
 
     def instance_settings(self) -> dict[str, Any]:
         return {
@@ -189,9 +178,6 @@ class ZohoDeskDriver:
 
         self._desk.tickets.update(ticket_id, mutate, actor=HUMAN_AGENT)
 
-    def flush(self, timeout: float = 10.0) -> bool:
-        return bool(self._desk.dispatcher.flush(timeout))
-
     def ticket_url(self, ticket_id: str) -> str:
         return f"{self.url}/api/v1/tickets/{ticket_id}"
 
@@ -201,6 +187,3 @@ class ZohoDeskDriver:
             f"GET {self.url}/api/v1/tickets/ID with 'Authorization: Zoho-oauthtoken …' and "
             "'orgId'"
         )
-
-    def requests(self) -> int:
-        return int(self._desk.stats.requests)

@@ -1,0 +1,243 @@
+"""AcmeDeskConnector: Acme Desk in escbridge's vocabulary — only what is Acme's own.
+
+Acme Desk writes one escalation in one ``PATCH /tickets/{id}`` (team, priority, labels and the
+note together) guarded by ``if_revision`` (409 when someone changed the ticket), and signs its
+webhooks with an HMAC of the body. Everything else — the apply loop and its conflict
+semantics, retries and typed errors, the team cache, the `check` wording — comes from
+``escbridge.connector`` and ``escbridge.http``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from collections.abc import Collection, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, SecretStr
+
+from escbridge.connector import (
+    CAP_INCREMENTAL_SYNC,
+    CAP_SAFE_UPDATE,
+    CAP_SANDBOX,
+    CAP_TRIGGER_WEBHOOKS,
+    ApplyResult,
+    BaseConnector,
+    CheckReport,
+    ConnectorInfo,
+    Group,
+    GroupDirectory,
+    Runtime,
+    TicketPage,
+    WebhookRequest,
+    check_identity,
+)
+from escbridge.errors import ApiError, WebhookAuthError, WebhookPayloadError
+from escbridge.http import ApiClient
+from escbridge.model import Actions, LevelMarker, Priority, Status, Ticket, TicketEvent
+
+__version__ = "0.1.0"
+
+SIGNATURE_HEADER = "X-Acme-Signature"
+
+
+class AcmeDeskConfig(BaseModel):
+    """The instance's settings in escbridge.yaml (secrets as SecretStr, typos rejected)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    url: str
+    api_key: SecretStr
+    webhook_secret: SecretStr
+    conflict_retries: int = 3
+
+    def secret_values(self) -> list[str]:
+        """Masked in every error and log line."""
+        return [self.api_key.get_secret_value(), self.webhook_secret.get_secret_value()]
+
+
+def signature(secret: str, body: bytes) -> str:
+    """What Acme Desk puts in ``X-Acme-Signature`` (the emulator signs with it too)."""
+    return hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+@dataclass(frozen=True)
+class _Patch:
+    ticket: Ticket
+    actions: Actions
+    body: dict[str, Any]
+
+
+class AcmeDeskConnector(BaseConnector[AcmeDeskConfig, _Patch]):
+    """Acme Desk, spoken in escbridge's normalised vocabulary."""
+
+    info: ClassVar[ConnectorInfo] = ConnectorInfo(
+        name="acmedesk",
+        version=__version__,
+        display_name="Acme Desk",
+        capabilities=frozenset(
+            {CAP_SAFE_UPDATE, CAP_TRIGGER_WEBHOOKS, CAP_INCREMENTAL_SYNC, CAP_SANDBOX}
+        ),
+        signature_scheme="HMAC-SHA256 of the body, hex, in X-Acme-Signature",
+        config_model=AcmeDeskConfig,
+    )
+
+    def __init__(
+        self,
+        config: AcmeDeskConfig,
+        *,
+        instance: str,
+        runtime: Runtime | None = None,
+        **test_overrides: Any,
+    ) -> None:
+        super().__init__(config, instance=instance, runtime=runtime, **test_overrides)
+        self.api = ApiClient(
+            f"{config.url.rstrip('/')}/api/v1",
+            headers={"X-Api-Key": config.api_key.get_secret_value()},
+            secrets=config.secret_values(),
+            user_agent=f"escbridge-acmedesk/{__version__}",
+            **self.runtime.client_kwargs(),
+        )
+        self.teams: GroupDirectory[int] = GroupDirectory(
+            self._load_teams, instance=instance, clock=self.runtime.clock
+        )
+        self._own_id: str | None = None
+
+    def _load_teams(self) -> list[Group[int]]:
+        teams = self.api.call("GET", "/teams")["teams"]
+        return [Group(int(t["id"]), str(t["name"])) for t in teams]
+
+    # ------------------------------------------------------------------ check
+
+    def check(self, groups: Collection[str]) -> CheckReport:
+        me = check_identity(
+            lambda: self.api.call("GET", "/me"),
+            product="Acme Desk",
+            where=self.config.url,
+            credentials="api_key",
+        )
+        if isinstance(me, CheckReport):
+            return me
+        self._own_id = str(me["id"])
+        missing = tuple(self.teams.missing(groups))
+        return CheckReport(
+            ok=not missing, identity=f"{me['name']} <{me['email']}>", missing_groups=missing
+        )
+
+    # ------------------------------------------------------------------ tickets
+
+    def parse_ticket(self, raw: Mapping[str, Any]) -> Ticket:
+        labels = [str(label).lower() for label in raw.get("labels") or ()]
+        return Ticket(
+            id=str(raw["id"]),
+            instance=self.instance,
+            subject=str(raw.get("title") or ""),
+            tags=frozenset(labels),
+            status=Status.OPEN if raw.get("status") == "open" else Status.CLOSED,
+            priority=Priority.parse(raw.get("priority") or "normal"),
+            group=self.teams.names().get(int(raw["team_id"])) if raw.get("team_id") else None,
+            created_at=datetime.fromisoformat(raw["created"]),
+            updated_at=datetime.fromisoformat(raw["modified"]),
+            level=LevelMarker.from_tags(labels),
+            version=str(raw["revision"]),
+        )
+
+    def fetch_ticket(self, ticket_id: str) -> Ticket:
+        raw = self.api.call("GET", f"/tickets/{ticket_id}")["ticket"]
+        self.teams.note_ids([raw.get("team_id")])
+        return self.parse_ticket(raw)
+
+    def iter_tickets(self, since: datetime | None, cursor: str | None) -> Iterator[TicketPage]:
+        """Open tickets in change order; the cursor is Acme's change sequence."""
+        while True:
+            params = {"open": 1, "after": cursor or "", "since": since.isoformat() if since else ""}
+            page = self.api.call("GET", "/tickets", params=params)
+            self.teams.note_ids([t.get("team_id") for t in page["tickets"]])
+            cursor = page["next"] or cursor
+            tickets = [self.parse_ticket(t) for t in page["tickets"]]
+            yield TicketPage(tickets, cursor, done=not page["has_more"])
+            if not page["has_more"]:
+                return
+
+    # ------------------------------------------------------------------ apply
+
+    def _prepare(self, ticket: Ticket, actions: Actions) -> _Patch | ApplyResult:
+        """One PATCH holds the whole escalation, so a ticket that carries the level already
+        has all of it (a retry after a lost answer writes nothing)."""
+        if actions.level and ticket.level == actions.level:
+            return ApplyResult(ticket.id, ok=True, actions=actions, version=ticket.version)
+        add = list(dict.fromkeys(t.lower() for t in actions.tags_add))
+        if actions.level and LevelMarker.tag(actions.level) not in add:
+            add.append(LevelMarker.tag(actions.level))
+        body: dict[str, Any] = {
+            "if_revision": ticket.version,
+            "add_labels": add,
+            "remove_labels": [t.lower() for t in actions.tags_remove if t.lower() not in add],
+            "notes": [],
+        }
+        if actions.group:
+            body["team_id"] = self.teams.id_of(actions.group)
+        if actions.priority is not None and actions.priority > ticket.priority:
+            body["priority"] = actions.priority.label  # never lowered
+        if actions.unassign:
+            body["assignee_id"] = None
+        if actions.note:
+            body["notes"].append({"text": actions.note, "private": True})
+        if actions.customer_update:
+            body["notes"].append({"text": actions.customer_update, "private": False})
+        return _Patch(ticket, actions, body)
+
+    def _write_one(self, prepared: _Patch) -> ApplyResult:
+        path = f"/tickets/{prepared.ticket.id}"
+        after = self.api.call("PATCH", path, json=prepared.body, bucket="writes")["ticket"]
+        return ApplyResult(
+            prepared.ticket.id, ok=True, actions=prepared.actions, version=str(after["revision"])
+        )
+
+    # ------------------------------------------------------------------ webhooks
+
+    def verify_request(self, request: WebhookRequest) -> None:
+        sent = request.header(SIGNATURE_HEADER)
+        if not sent:
+            raise WebhookAuthError(f"no {SIGNATURE_HEADER} header")
+        expected = signature(self.config.webhook_secret.get_secret_value(), request.body)
+        if not hmac.compare_digest(expected, sent.strip()):
+            raise WebhookAuthError("signature does not match (wrong secret or altered body)")
+
+    def parse_request(self, request: WebhookRequest) -> list[TicketEvent]:
+        try:
+            data = json.loads(request.body)
+            ticket_id, delivery = str(data["ticket_id"]), str(data["delivery_id"])
+        except (ValueError, TypeError, KeyError):
+            raise WebhookPayloadError(
+                "not an Acme Desk webhook: expected JSON with ticket_id and delivery_id"
+            ) from None
+        return [
+            TicketEvent(
+                instance=self.instance,
+                ticket_id=ticket_id,
+                dedupe_key=f"{self.instance}:acmedesk:{delivery}",
+                kind=str(data.get("event") or "ticket.updated"),
+                actor=str(data["actor"]) if data.get("actor") else None,
+            )
+        ]
+
+    def is_own_change(self, event: TicketEvent) -> bool:
+        if self._own_id is None:
+            try:
+                self._own_id = str(self.api.call("GET", "/me")["id"])
+            except ApiError:
+                return False  # unknown: process it; the level marker stops a second write
+        return event.actor == self._own_id
+
+    # ------------------------------------------------------------------ sandbox
+
+    @classmethod
+    def sandbox(cls, **options: Any) -> Any:
+        """The Acme Desk emulator's Flask app (needs the ``[sandbox]`` extra)."""
+        from escbridge_acmedesk.sandbox import AcmeDeskSandbox
+
+        return AcmeDeskSandbox(**options).app
