@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from matrix_helpers import LADDER, NOW
 
-from escbridge.conditions.ast import TEXT_FIELDS, TIME_MEASURES, Condition, walk
+from escbridge.conditions.ast import TEXT_FIELDS, TIME_MEASURES, Condition, KeywordTest, walk
 from escbridge.conditions.describe import describe_condition
 from escbridge.conditions.evaluate import Context, build_matcher, compile_condition
 from escbridge.conditions.explain import MATCHED, MISSED, explain
@@ -320,6 +320,8 @@ def test_closures_matcher_and_explanations_agree(
             mark = MATCHED if verdict else MISSED
             assert lines, cond
             assert all(line.startswith(mark + " ") for line in lines), (cond, lines)
+            if isinstance(cond, KeywordTest):  # a match names the phrase and where it is
+                assert ("appears in the" in lines[0]) == verdict, (cond, lines)
 
 
 @settings(DIFFERENTIAL, max_examples=100)

@@ -15,11 +15,11 @@ from escbridge_webhooks.app import ReceiverSettings
 from escbridge_webhooks.instrument import CountingConnector
 from escbridge_webhooks.logs import JsonFormatter, new_request_id, request_context
 from escbridge_webhooks.metrics import WebhookMetrics
-from escbridge_webhooks.serve import configure_serve_parser, run_serve
 from webhook_support import API_TOKEN, write_config
 
+from escbridge.cli.serve import configure_serve_parser, run_serve
 from escbridge.connector import ApplyResult
-from escbridge.http import RateLimited, TransientError
+from escbridge.errors import RateLimited, TransientError
 from escbridge.model import Actions
 
 

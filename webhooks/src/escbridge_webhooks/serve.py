@@ -132,9 +132,3 @@ def _shutdown(
         pool.join(max(0.0, deadline - time.monotonic()))
     server.task_dispatcher.shutdown(timeout=max(0.1, deadline - time.monotonic()))
     log.info("stopped")
-
-
-# Moved to escbridge.cli.serve; kept until tests/webhooks/test_webhooks_parts.py imports it there.
-from escbridge.cli.serve import configure_serve_parser, run_serve  # noqa: E402
-
-__all__ += ["configure_serve_parser", "run_serve"]
