@@ -82,6 +82,15 @@ class ConnectorLoadError(EscbridgeError):
     """A connector plugin is missing or failed to import."""
 
 
+class PluginLoadError(ConnectorLoadError):
+    """One plugin could not be loaded; the others still work."""
+
+    def __init__(self, plugin: str, reason: str) -> None:
+        self.plugin = plugin
+        self.reason = reason
+        super().__init__(f"connector plugin '{plugin}': {reason}")
+
+
 # --------------------------------------------------------------------------- helpdesk APIs
 
 

@@ -574,6 +574,7 @@ class Syncer:
 
         ready = [plan for plan in plans if not plan.writes]
         failed: list[Plan | TicketLock] = [*unplanned]
+        unsent: list[Plan] = []
         stop: BaseException | None = None
         batches = self._batches(instance, plans)
         for index, batch in enumerate(batches):
@@ -581,7 +582,8 @@ class Syncer:
                 results = self._write(batch, now)
             except _STOPS_THE_RUN as error:
                 stop = error
-                failed.extend(plan for rest in batches[index:] for plan in rest)
+                failed.extend(batch)  # it may have landed in part: the next run looks
+                unsent = [plan for rest in batches[index + 1 :] for plan in rest]
                 break
             except Exception as error:  # the whole call failed: each of its tickets did
                 failures.extend((plan.ticket, error) for plan in batch)
@@ -600,9 +602,11 @@ class Syncer:
 
         hand_off = [] if stop is not None else [self._hand_off(instance, t, e) for t, e in failures]
         try:
-            recorded = processor.record(ready, processor.clock(), failed=failed, hand_off=hand_off)
+            recorded = processor.record(
+                ready, processor.clock(), failed=failed, unsent=unsent, hand_off=hand_off
+            )
         except BaseException:
-            processor.release([*ready, *failed], processor.clock())  # intents kept
+            processor.release([*ready, *failed, *unsent], processor.clock())  # intents kept
             raise
         for plan, settled in zip(ready, recorded, strict=True):
             if isinstance(settled, LockLostError):
@@ -618,10 +622,9 @@ class Syncer:
             raise stop
 
     def _batches(self, instance: str, plans: Sequence[Plan]) -> list[list[Plan]]:
-        """The writes of a page, in the calls they go out in: together where the connector has
-        a bulk API (``batch_size`` at most per call; recoveries of an earlier run first), else
-        one by one."""
-        writing = sorted((p for p in plans if p.writes), key=lambda p: p.step == "apply")
+        """The writes of a page in the page's order, in the calls they go out in: together
+        where the connector has a bulk API (``batch_size`` at most per call), else one by one."""
+        writing = [plan for plan in plans if plan.writes]
         bulk = CAP_BULK_UPDATE in self.processor.connector(instance).info.capabilities
         cap = self.options.batch_size
         size = (max(1, cap) if cap is not None else max(1, len(writing))) if bulk else 1

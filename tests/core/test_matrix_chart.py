@@ -11,9 +11,11 @@ from pathlib import Path
 
 import pytest
 from html_checks import assert_valid_page, parse
+from matrix_helpers import NOW, rule_yaml, ticket
 
 from escbridge.conditions.describe import describe_condition
 from escbridge.matrix import Matrix, load_matrix, parse_matrix
+from escbridge.policy import Engine
 from escbridge.views import matrix_html, matrix_mermaid, mermaid_text, routes
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -66,15 +68,34 @@ def hostile() -> Matrix:
 
 
 class TestRoutes:
-    def test_every_route_is_one_the_engine_would_take(self, example: Matrix) -> None:
-        drawn = {(r.source.id, r.target.id, rule.id) for r in routes(example) for rule in r.rules}
-        expected = set()
-        for source in example.rungs:
-            for rule in example.rules:
-                target = example.resolve(rule, source)  # what Engine.decide asks too
-                if not isinstance(target, str):
-                    expected.add((source.id, target.id, rule.id))
-        assert drawn == expected
+    def test_every_route_drawn_is_one_the_engine_takes(self, example: Matrix) -> None:
+        # The example's ladder with one rule per destination, each fired by its own tag: a
+        # ticket sitting on each rung with each tag shows where the engine really sends it.
+        rules = [rule_yaml("{tags: [up]}", rule_id="up", to="next")]
+        rules += [
+            rule_yaml(f"{{tags: [to-{lv.id}]}}", rule_id=f"to-{lv.id}", to=lv.id)
+            for lv in example.levels
+        ]
+        rules += [
+            rule_yaml(
+                f"{{tags: [to-{t}]}}", rule_id=f"to-{t}", kind="functional", to=f"{{team: {t}}}"
+            )
+            for t in example.teams
+        ]
+        head = (ROOT / "examples" / "matrix.yaml").read_text(encoding="utf-8")
+        m = parse_matrix(head.split("\nrules:")[0] + "\nrules:\n" + "".join(rules), "m.yaml")
+        engine = Engine(m, {"support-eu": "zendesk"})
+        taken = set()
+        for source in m.rungs:
+            for rule in m.rules:
+                t = ticket(level=source.id, tags=[rule.id], priority="urgent")
+                decision = engine.decide(t, (), NOW)
+                if decision.escalate:
+                    assert decision.destination is not None
+                    taken.add((source.id, decision.destination.id, rule.id))
+        drawn = {(r.source.id, r.target.id, rule.id) for r in routes(m) for rule in r.rules}
+        assert drawn == taken
+        assert ("l2", "l1") not in {(s, t) for s, t, _ in drawn}  # never down
 
     def test_the_example_ladder(self, example: Matrix) -> None:
         by_pair = {(r.source.id, r.target.id): r for r in routes(example)}

@@ -18,20 +18,11 @@ from pydantic import ValidationError as PydanticValidationError
 
 from escbridge.config import InstanceConfig
 from escbridge.connector.contract import Connector, ConnectorInfo
-from escbridge.errors import ConfigError, ConnectorLoadError
+from escbridge.errors import ConfigError, PluginLoadError
 
 log = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "escbridge.connectors"
-
-
-class PluginLoadError(ConnectorLoadError):
-    """One plugin could not be loaded; the others still work."""
-
-    def __init__(self, plugin: str, reason: str) -> None:
-        self.plugin = plugin
-        self.reason = reason
-        super().__init__(f"connector plugin '{plugin}': {reason}")
 
 
 @dataclass(frozen=True)

@@ -67,17 +67,21 @@ class Recorder:
         cooldown: timedelta | None = None,
         helpdesk: str | None = None,
         failed: Sequence[Plan | TicketLock] = (),
+        unsent: Sequence[Plan] = (),
         hand_off: Sequence[TicketEvent] = (),
     ) -> list[Outcome | LockLostError]:
         """Record ``plans`` (each written, or with nothing to write), release the locks of the
-        ``failed`` ones keeping their intents, and keep ``hand_off`` events in the inbox: one
-        transaction. One result per plan: its outcome, or LockLostError when its lock was
-        taken over meanwhile (nothing of it written; the new holder sees the same ticket)."""
+        ``failed`` ones keeping their intents (a write may have landed), release the
+        ``unsent`` ones forgetting the intents of new decisions (no connector call was made
+        for them: the next run decides afresh without re-reading the ticket), and keep
+        ``hand_off`` events in the inbox: one transaction. One result per plan: its outcome,
+        or LockLostError when its lock was taken over meanwhile (nothing of it written; the
+        new holder sees the same ticket)."""
         from escbridge.store import APPLIED, RECOVERED, ToRecord
 
         results: list[Outcome | LockLostError | None] = []
         escalating: list[ToRecord] = []
-        if not plans and not failed and not hand_off:
+        if not plans and not failed and not unsent and not hand_off:
             return []
         kept: list[TicketLock] = []  # locks given back as they are (intent kept, no job)
         cleared: list[TicketLock] = []  # locks given back with their stale intent forgotten
@@ -135,6 +139,9 @@ class Recorder:
                     kept.append(item.lock)
                 else:
                     kept.append(item)
+            for plan in unsent:
+                _note_resolution(batch, plan, now)
+                (cleared if plan.step == "apply" else kept).append(plan.lock)
             batch.release_many(kept)
             batch.release_many(cleared, clear_intent=True, now=now)
             for event in hand_off:

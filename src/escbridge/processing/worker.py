@@ -202,13 +202,20 @@ class Processor:
         now: datetime,
         *,
         failed: Sequence[Plan | TicketLock] = (),
+        unsent: Sequence[Plan] = (),
         hand_off: Sequence[TicketEvent] = (),
     ) -> list[Outcome | LockLostError]:
-        """Record the plans, release the failed ones' locks and keep ``hand_off`` events for
-        workers: one transaction."""
+        """Record the plans, release the locks of the failed and the unsent ones and keep
+        ``hand_off`` events for workers: one transaction (see :meth:`Recorder.record`)."""
         helpdesk = self._helpdesk(plans[0].instance) if plans else None
         return self.recorder.record(
-            plans, now, cooldown=self.cooldown, helpdesk=helpdesk, failed=failed, hand_off=hand_off
+            plans,
+            now,
+            cooldown=self.cooldown,
+            helpdesk=helpdesk,
+            failed=failed,
+            unsent=unsent,
+            hand_off=hand_off,
         )
 
     def release(self, failed: Sequence[Plan | TicketLock], now: datetime) -> None:
