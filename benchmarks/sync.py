@@ -12,7 +12,9 @@ its defaults (changes pass + sweep, the demo matrix):
 
 The difference is what a real run adds: the helpdesk writes and escbridge's store. Printed per
 round and as the median over rounds: both times, their ratio (target: real <= 1.5x dry run),
-escalations, API calls, and the store transactions per ticket the real run took.
+escalations, API calls, the store transactions per ticket the real run took, and where the
+real run's time went: in the helpdesk's writes (``apply``/``apply_many``, including the wait
+for Zendesk's bulk jobs) and in the store's page work (lock, intents, record).
 
     .venv/bin/python benchmarks/sync.py                      # 10,000 tickets, 3 rounds
     .venv/bin/python benchmarks/sync.py --tickets 2000 --rounds 1 --helpdesk freshdesk
@@ -36,6 +38,7 @@ from zoneinfo import ZoneInfo
 
 from escbridge.config import parse_config
 from escbridge.matrix import Matrix, load_matrix
+from escbridge.processing import Processor
 from escbridge.sandbox.backlog import config_yaml, default_matrix_path, realistic_backlog
 from escbridge.sandbox.driver import SandboxDriver, SimClock, available_drivers
 from escbridge.sandbox.emulator import quiet_werkzeug
@@ -54,6 +57,8 @@ class Round:
     escalated: int
     api_calls: int
     transactions: int
+    writing: float  # seconds of the real run spent in the helpdesk's writes
+    storing: float  # seconds of the real run spent in the store's page work
 
     @property
     def ratio(self) -> float:
@@ -74,6 +79,24 @@ class TransactionCounter:
                 yield connection
 
         store._begin = counted  # type: ignore[method-assign]
+
+
+class PhaseTimer:
+    """Seconds spent in some of a Processor's phase methods (wrapped on the instance)."""
+
+    def __init__(self, processor: Processor, names: tuple[str, ...]) -> None:
+        self.seconds = 0.0
+        for name in names:
+            real = getattr(processor, name)
+
+            def timed(*args: Any, _real: Any = real, **kwargs: Any) -> Any:
+                began = time.perf_counter()
+                try:
+                    return _real(*args, **kwargs)
+                finally:
+                    self.seconds += time.perf_counter() - began
+
+            setattr(processor, name, timed)
 
 
 def seeded(helpdesk: str, matrix: Matrix, tickets: int) -> tuple[SandboxDriver, SimClock]:
@@ -103,6 +126,8 @@ def one_round(helpdesk: str, matrix: Matrix, tickets: int, batch_size: int | Non
         try:
             processor.store.check_schema()  # connect before the clock starts
             reports: dict[bool, tuple[float, SyncReport, int]] = {}
+            writing = PhaseTimer(processor, ("apply", "apply_many"))
+            storing = PhaseTimer(processor, ("lock_page", "write_intents", "record"))
             for dry_run in (True, False):
                 transactions = TransactionCounter(processor.store)
                 syncer = Syncer(
@@ -123,7 +148,16 @@ def one_round(helpdesk: str, matrix: Matrix, tickets: int, batch_size: int | Non
     done = sum(result.escalated.values())
     if not report.ok or done != would:
         raise SystemExit(f"the real run did not do what the dry run said: {report.as_json()}")
-    return Round(dry, real, result.scanned, done, result.api_calls, transactions)
+    return Round(
+        dry,
+        real,
+        result.scanned,
+        done,
+        result.api_calls,
+        transactions,
+        writing.seconds,
+        storing.seconds,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -142,18 +176,25 @@ def main(argv: list[str] | None = None) -> int:
     rounds: list[Round] = []
     print(f"{args.tickets} {args.helpdesk} sandbox tickets, `escbridge sync` defaults")
     print(f"{'round':>5} {'dry run':>9} {'real':>9} {'ratio':>6} {'scanned':>8} "
-          f"{'escalated':>9} {'API calls':>9} {'store tx/ticket':>15}")  # fmt: skip
+          f"{'escalated':>9} {'API calls':>9} {'store tx/ticket':>15} "
+          f"{'of real: writes':>15} {'store':>7}")  # fmt: skip
     for number in range(1, args.rounds + 1):
         r = one_round(args.helpdesk, matrix, args.tickets, args.batch_size)
         rounds.append(r)
         per_ticket = r.transactions / r.scanned if r.scanned else 0.0
         print(f"{number:>5} {r.dry:>8.2f}s {r.real:>8.2f}s {r.ratio:>6.2f} {r.scanned:>8} "
-              f"{r.escalated:>9} {r.api_calls:>9} {per_ticket:>15.3f}")  # fmt: skip
+              f"{r.escalated:>9} {r.api_calls:>9} {per_ticket:>15.3f} "
+              f"{r.writing:>14.2f}s {r.storing:>6.2f}s")  # fmt: skip
 
     dry = statistics.median(r.dry for r in rounds)
     real = statistics.median(r.real for r in rounds)
     ratio = statistics.median(r.ratio for r in rounds)
+    writing = statistics.median(r.writing for r in rounds)
+    storing = statistics.median(r.storing for r in rounds)
     print(f"median: dry run {dry:.2f} s, real sync {real:.2f} s, real / dry run {ratio:.2f}")
+    print(
+        f"        of the real run: {writing:.2f} s in helpdesk writes, {storing:.2f} s in the store"
+    )
     ok = ratio <= 1.5
     print(f"{'PASS' if ok else 'FAIL'}  real sync <= 1.5x its dry run")
     return 0 if ok else 1

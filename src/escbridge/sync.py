@@ -1,8 +1,8 @@
 """`escbridge sync`: the time path. Scan each helpdesk for tickets a time limit has caught up with.
 
 A webhook says a ticket *changed*; nothing says a ticket *stayed the same* for two hours. So a
-scheduled scan looks at tickets, and hands each to the one decide -> apply -> record step every
-path shares (:meth:`escbridge.processing.Processor.process_ticket`). Two passes per instance:
+scheduled scan looks at tickets, and runs them through the plan -> apply -> record phases every
+path shares (:mod:`escbridge.processing`). Two passes per instance:
 
 ``changes``
     open tickets changed since the stored cursor (``iter_tickets(since, cursor)``); catches what
@@ -155,44 +155,41 @@ class InstanceResult:
     locked_by: str | None = None  # another run holds this instance's lease
     escalations: list[Escalation] = field(default_factory=list)
     failures: list[tuple[str, str]] = field(default_factory=list)  # (ticket id, reason)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     @property
     def complete(self) -> bool:
         return self.stopped is None and self.locked_by is None
 
     def count(self, outcome: Outcome, dry_run: bool) -> None:
-        with self._lock:
-            self.scanned += 1
-            decision = outcome.decision
-            if outcome.status in ("escalated", "recovered", "dry_run") and decision is not None:
-                destination = decision.destination
-                dest = destination.id if destination is not None else "?"
-                self.escalated[dest] += 1
-                if outcome.status == "recovered":
-                    self.recovered += 1
-                status = "would_escalate" if dry_run else outcome.status
-                ticket = outcome.ticket
-                self.escalations.append(
-                    Escalation(
-                        outcome.instance,
-                        outcome.ticket_id,
-                        ticket.subject if ticket is not None else "",
-                        dest,
-                        destination.group if destination is not None else None,
-                        decision.rule_id,
-                        decision.summary,
-                        status,
-                    )
+        self.scanned += 1
+        decision = outcome.decision
+        if outcome.status in ("escalated", "recovered", "dry_run") and decision is not None:
+            destination = decision.destination
+            dest = destination.id if destination is not None else "?"
+            self.escalated[dest] += 1
+            if outcome.status == "recovered":
+                self.recovered += 1
+            status = "would_escalate" if dry_run else outcome.status
+            ticket = outcome.ticket
+            self.escalations.append(
+                Escalation(
+                    outcome.instance,
+                    outcome.ticket_id,
+                    ticket.subject if ticket is not None else "",
+                    dest,
+                    destination.group if destination is not None else None,
+                    decision.rule_id,
+                    decision.summary,
+                    status,
                 )
-            else:
-                self.skipped += 1
+            )
+        else:
+            self.skipped += 1
 
     def fail(self, ticket_id: str, reason: str) -> None:
-        with self._lock:
-            self.scanned += 1
-            self.failed += 1
-            self.failures.append((ticket_id, reason))
+        self.scanned += 1
+        self.failed += 1
+        self.failures.append((ticket_id, reason))
 
     def as_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -577,30 +574,34 @@ class Syncer:
         unsent: list[Plan] = []
         stop: BaseException | None = None
         batches = self._batches(instance, plans)
-        for index, batch in enumerate(batches):
-            try:
-                results = self._write(batch, now)
-            except _STOPS_THE_RUN as error:
-                stop = error
-                failed.extend(batch)  # it may have landed in part: the next run looks
-                unsent = [plan for rest in batches[index + 1 :] for plan in rest]
-                break
-            except Exception as error:  # the whole call failed: each of its tickets did
-                failures.extend((plan.ticket, error) for plan in batch)
-                failed.extend(batch)
-                continue
-            result.batches += 1
-            for plan, answer in zip(batch, results, strict=True):
+        try:
+            for index, batch in enumerate(batches):
                 try:
-                    check(plan, answer)
-                except ApplyFailedError as error:
-                    failures.append((plan.ticket, error))
-                    failed.append(plan)
-                else:
-                    ready.append(plan)
-            tick(len(ready) + len(failures))
+                    results = self._write(batch, now)
+                except _STOPS_THE_RUN as error:
+                    stop = error
+                    failed.extend(batch)  # it may have landed in part: the next run looks
+                    unsent = [plan for rest in batches[index + 1 :] for plan in rest]
+                    break
+                except Exception as error:  # the whole call failed: each of its tickets did
+                    failures.extend((plan.ticket, error) for plan in batch)
+                    failed.extend(batch)
+                    continue
+                result.batches += 1
+                for plan, answer in zip(batch, results, strict=True):
+                    try:
+                        check(plan, answer)
+                    except ApplyFailedError as error:
+                        failures.append((plan.ticket, error))
+                        failed.append(plan)
+                    else:
+                        ready.append(plan)
+                tick(len(ready) + len(failures))
+        except BaseException:  # interrupted: every lock back, intents kept for the next run
+            processor.release([*plans, *unplanned], processor.clock())
+            raise
 
-        hand_off = [] if stop is not None else [self._hand_off(instance, t, e) for t, e in failures]
+        hand_off = [self._hand_off(instance, ticket, error) for ticket, error in failures]
         try:
             recorded = processor.record(
                 ready, processor.clock(), failed=failed, unsent=unsent, hand_off=hand_off

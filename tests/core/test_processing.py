@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from processing_harness import Clock, FakeConnector, FakeHelpdesk, engine, event
+from processing_harness import engine, event
 
 from escbridge.connector import ApplyResult
 from escbridge.errors import (
@@ -34,6 +34,7 @@ from escbridge.processing import (
     utcnow,
 )
 from escbridge.store import Store
+from escbridge.testing import FakeClock, FakeConnector, FakeHelpdesk
 
 TOKEN = "zd-s3cr3t-api-token-0123456789"
 
@@ -44,12 +45,12 @@ def helpdesk(tmp_path: Path) -> FakeHelpdesk:
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
+def clock() -> FakeClock:
+    return FakeClock()
 
 
 @pytest.fixture
-def make(store: Store, helpdesk: FakeHelpdesk, clock: Clock) -> Callable[..., Processor]:
+def make(store: Store, helpdesk: FakeHelpdesk, clock: FakeClock) -> Callable[..., Processor]:
     """A processor over the test store and helpdesk; keyword arguments go to the connector,
     ``settings`` to the processor."""
 
@@ -85,7 +86,11 @@ def failing(
 
 
 def drain(
-    processor: Processor, clock: Clock, *, step: timedelta = timedelta(hours=1), rounds: int = 50
+    processor: Processor,
+    clock: FakeClock,
+    *,
+    step: timedelta = timedelta(hours=1),
+    rounds: int = 50,
 ) -> None:
     """Run the worker until nothing is pending, moving the clock past every backoff."""
     for _ in range(rounds):

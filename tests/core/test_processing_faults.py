@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from processing_harness import FakeHelpdesk, event
+from processing_harness import event
 
 from escbridge.store import Store
+from escbridge.testing import FakeHelpdesk
 
 HARNESS = Path(__file__).with_name("processing_harness.py")
 DEADLINE = 300.0  # seconds: a hang fails the test instead of blocking the suite

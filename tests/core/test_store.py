@@ -371,6 +371,48 @@ def test_a_locked_ticket_comes_with_its_history_oldest_first(store):
     ]
 
 
+def test_a_page_of_tickets_is_locked_at_once_leaving_out_those_another_worker_holds(store):
+    store.record_escalation(
+        store.lock_ticket("zd", "2", "w0", NOW, LEASE),  # type: ignore[arg-type]
+        Intent(decision(ticket_id="2")),
+        outcome="applied",
+        now=NOW,
+    )
+    held = store.lock_ticket("zd", "3", "other", NOW, LEASE)
+    dead = store.lock_ticket("zd", "4", "dead", NOW - LEASE, LEASE)  # expired at NOW
+    assert held is not None and dead is not None
+
+    locks = store.lock_tickets("zd", ["1", "2", "3", "4", "1"], "sync", NOW, LEASE)
+
+    assert sorted(locks) == ["1", "2", "4"]  # 3 is busy; 4's holder is presumed dead
+    assert [h.to for h in locks["2"].history] == ["l2"] and locks["1"].history == ()
+    assert store.lock_ticket("zd", "1", "w2", NOW, LEASE) is None  # really held
+    with store.batch() as batch:
+        assert not batch.write_intent(dead, Intent(decision(ticket_id="4")), NOW)  # fenced
+        assert batch.write_intent(locks["4"], Intent(decision(ticket_id="4")), NOW)
+        batch.release_many([locks["1"], locks["2"]])
+    state = store.ticket_state("zd", "4")
+    assert state is not None and state.intent is not None and state.lock_owner == "sync"
+    assert store.lock_ticket("zd", "1", "w2", NOW, LEASE) is not None  # released
+
+
+def test_escalations_of_a_page_are_recorded_together_except_where_the_lock_was_lost(store):
+    from escbridge.store import ToRecord
+
+    locks = store.lock_tickets("zd", ["1", "2", "3"], "sync", NOW, LEASE)
+    later = NOW + LEASE
+    assert store.lock_ticket("zd", "2", "thief", later, LEASE) is not None  # 2 was taken over
+    entries = [ToRecord(locks[t], Intent(decision(ticket_id=t)), "applied") for t in "123"]
+
+    with store.batch() as batch:
+        stored = batch.record_escalations(entries, now=later)
+
+    assert [s is not None for s in stored] == [True, False, True]
+    assert sorted(e.ticket_id for e in store.escalations()) == ["1", "3"]
+    assert stored[0] is not None and stored[0].to_level == "l2" and stored[0].id > 0
+    assert store.ticket_state("zd", "2").escalation_count == 0  # type: ignore[union-attr]
+
+
 def test_times_come_back_as_the_same_instant_in_utc(store):
     berlin = timezone(timedelta(hours=1))
     store.enqueue(event(), datetime(2026, 3, 2, 13, 0, tzinfo=berlin))

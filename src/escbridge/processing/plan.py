@@ -219,13 +219,10 @@ class Planner:
         writing = [p for p in plans if p.step == "apply"]
         if not writing:
             return []
-        lost: list[Plan] = []
+        intents = [(plan.lock, plan.intent) for plan in writing if plan.intent is not None]
         with self.store.batch() as batch:
-            for plan in writing:
-                assert plan.intent is not None
-                if not batch.write_intent(plan.lock, plan.intent, now, lease=lease):
-                    lost.append(plan)
-        return lost
+            written = batch.write_intents(intents, now, lease=lease)
+        return [plan for plan, ok in zip(writing, written, strict=True) if not ok]
 
     def write_intent(self, plan: Plan, now: datetime, lease: timedelta) -> None:
         """:meth:`write_intents` for one plan; LockLostError when its lock was lost."""

@@ -304,6 +304,27 @@ class TicketWrites:
         )
         return bool(self._connection.execute(self._sql.write_intent, params).rowcount == 1)
 
+    def write_intents(
+        self,
+        intents: Sequence[tuple[TicketLock, Intent]],
+        now: datetime,
+        *,
+        lease: timedelta | None = None,
+    ) -> list[bool]:
+        """:meth:`write_intent` for many tickets in a few statements: whether each was written
+        (False: its lock was lost, and nothing was written for it)."""
+        held = self._held([lock for lock, _ in intents])
+        written = [(lock.instance, lock.ticket_id, lock.token) in held for lock, _ in intents]
+        expires = None if lease is None else now + lease
+        params = [
+            _lock_params(lock, intent=intent.to_json(), now=now, expires=expires)
+            for (lock, intent), ok in zip(intents, written, strict=True)
+            if ok
+        ]
+        if params:
+            self._connection.execute(self._sql.write_intent, params)
+        return written
+
     def clear_intent(self, lock: TicketLock, now: datetime) -> None:
         self._connection.execute(self._sql.clear_intent, _lock_params(lock, now=now))
 
