@@ -243,7 +243,7 @@ class Connector(Protocol):
     @classmethod
     def sandbox_driver(cls) -> Any:
         """The emulator driven for `escbridge sandbox`/`demo` (an
-        ``escbridge.sandbox_drivers.SandboxDriver``); raise NotImplementedError without one."""
+        ``escbridge.sandbox.driver.SandboxDriver``); raise NotImplementedError without one."""
         ...
 
 

@@ -29,7 +29,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Literal, Protocol
 
-from escbridge.errors import LockLostError
 from escbridge.model import Actions, Decision, EscalationRecord, LevelMarker, Status, Ticket
 
 if TYPE_CHECKING:
@@ -219,15 +218,15 @@ class Planner:
         writing = [p for p in plans if p.step == "apply"]
         if not writing:
             return []
-        intents = [(plan.lock, plan.intent) for plan in writing if plan.intent is not None]
         with self.store.batch() as batch:
-            written = batch.write_intents(intents, now, lease=lease)
+            written = batch.write_intents([(p.lock, _intent(p)) for p in writing], now, lease=lease)
         return [plan for plan, ok in zip(writing, written, strict=True) if not ok]
 
     def write_intent(self, plan: Plan, now: datetime, lease: timedelta) -> None:
-        """:meth:`write_intents` for one plan; LockLostError when its lock was lost."""
-        if self.write_intents([plan], now, lease):
-            raise LockLostError(f"lost the lock on ticket {plan.instance}/{plan.ticket_id}")
+        """:meth:`write_intents` for one plan (one statement, the event path's hot spot);
+        LockLostError when its lock was lost."""
+        if plan.step == "apply":
+            self.store.write_intent(plan.lock, _intent(plan), now, lease=lease)
 
     def redecide(
         self, plan: Plan, fresh: Ticket, now: datetime, lease: timedelta
@@ -251,6 +250,12 @@ class Planner:
         self.store.write_intent(plan.lock, intent, now, lease=lease)  # LockLostError: stop
         plan.intent, plan.decision = intent, decision
         return decision.actions
+
+
+def _intent(plan: Plan) -> Intent:
+    if plan.intent is None:
+        raise ValueError(f"{plan.instance}/{plan.ticket_id}: an apply plan without an intent")
+    return plan.intent
 
 
 def _resolution(lock: TicketLock, ticket: Ticket, now: datetime) -> tuple[datetime | None, bool]:

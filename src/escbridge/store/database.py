@@ -56,6 +56,13 @@ def create_engine(url: str | URL, *, busy_timeout: float = 30.0) -> sa.Engine:
     parsed = parse_url(url)
     if parsed.get_backend_name() == "sqlite":
         return _sqlite_engine(parsed, busy_timeout)
+    try:
+        import psycopg  # noqa: F401  (the driver SQLAlchemy loads for postgresql+psycopg)
+    except ImportError:
+        raise ValueError(
+            f"store {safe_url(parsed)} needs the PostgreSQL driver: install escbridge with its "
+            "[postgres] extra (pip install './[postgres]' from a checkout)"
+        ) from None
     engine = sa.create_engine(
         parsed,
         pool_size=10,

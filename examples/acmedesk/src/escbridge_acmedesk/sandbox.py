@@ -1,4 +1,6 @@
-"""A small Acme Desk emulator (Flask) for tests and `escbridge demo`.
+"""A small Acme Desk emulator (Flask) for its conformance tests.
+
+It has no demo driver, so `escbridge demo` and `escbridge sandbox` leave it out.
 
 It speaks the API the connector uses — ``X-Api-Key`` auth, ``/me``, ``/teams``, tickets with a
 ``revision`` (409 on a stale ``if_revision``), one PATCH per escalation, open tickets in change
