@@ -296,3 +296,46 @@ def test_sliding_window_refuses_or_waits_until_a_unit_expires() -> None:
     assert window.peek().remaining == 1  # the first two expired together; the wait spent one
     with pytest.raises(ValueError):
         window.wait(clock.sleep, cost=3)
+
+
+def test_a_job_whose_first_wait_has_passed_is_read_at_once() -> None:
+    """Jobs submitted together are polled together: the second is not waited for again."""
+    clock = FakeClock()
+    submitted = clock.monotonic()
+    clock.sleep(0.3)  # the first job's poll took this long
+    reads = []
+
+    def fetch() -> dict[str, str]:
+        reads.append(clock.monotonic())
+        return {"status": "completed"}
+
+    poll = poll_job(
+        fetch,
+        lambda j: j.get("status") == "completed",
+        first={"status": "queued"},
+        submitted_at=submitted,
+        timeout=60,
+        clock=clock.monotonic,
+        sleep=clock.sleep,
+        delay=0.1,
+    )
+    assert poll.finished and clock.sleeps == [0.3] and len(reads) == 1
+
+
+def test_polling_waits_the_rest_of_the_first_delay_then_doubles() -> None:
+    clock = FakeClock()
+    submitted = clock.monotonic()
+    clock.sleep(0.04)
+    answers = iter([{"status": "working"}, {"status": "working"}, {"status": "completed"}])
+    poll = poll_job(
+        lambda: next(answers),
+        lambda j: j.get("status") == "completed",
+        first={"status": "queued"},
+        submitted_at=submitted,
+        timeout=60,
+        clock=clock.monotonic,
+        sleep=clock.sleep,
+        delay=0.1,
+    )
+    assert poll.finished
+    assert [round(s, 3) for s in clock.sleeps] == [0.04, 0.06, 0.2, 0.4]

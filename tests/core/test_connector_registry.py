@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 import pytest
 from pydantic import BaseModel, ConfigDict, SecretStr
 
-from escbridge.commands_connectors import run_check, run_connectors
+from escbridge.cli.connectors import run_check, run_connectors
 from escbridge.config import parse_config
 from escbridge.connector import (
     ENTRY_POINT_GROUP,

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 from processing_harness import MATRIX
 
+from escbridge.cli.store import configure_db_parser, configure_jobs_parser, run_db, run_jobs
 from escbridge.cli.worker import configure_worker_parser, run_worker
 from escbridge.model import TicketEvent
 from escbridge.processing import ProcessingConfig
 from escbridge.store import Store, head_revision, upgrade
-from escbridge.store.commands import configure_db_parser, configure_jobs_parser, run_db, run_jobs
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 

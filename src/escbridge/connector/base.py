@@ -162,6 +162,16 @@ class BaseConnector(ABC, Generic[C, P]):
         """One bulk call for ``batch``; one ApplyResult per item, in order."""
         return [self._write_one(p) for p in batch]
 
+    def _submit_bulk(self, batch: Sequence[P]) -> Callable[[], Sequence[ApplyResult]]:
+        """Start one bulk call; the returned function finishes it (its results, in order).
+
+        The default writes at once (``_write_bulk``). A helpdesk whose bulk API is a job to poll
+        (Zendesk ``update_many``) submits here and polls in the returned function, so the jobs
+        of several chunks run at the same time.
+        """
+        written = self._write_bulk(batch)
+        return lambda: written
+
     def _refused(self, ticket_id: str, exc: Exception) -> ApplyResult | None:
         """A failed ApplyResult for an error that concerns only this ticket, else None."""
         if isinstance(exc, UnknownGroupError):
@@ -250,11 +260,16 @@ class BaseConnector(ABC, Generic[C, P]):
                 for item in members:
                     results[item.index] = self._write_alone(item, on_conflict)
                 continue
+            # Every chunk is started before the first is collected, so an asynchronous bulk
+            # API (a job to poll) works on all of a page's jobs while the first is waited for.
+            finishers = []
             pending = members
             while pending:
                 size = max(1, self._bulk_size())
                 chunk, pending = pending[:size], pending[size:]
-                for item, result in self._write_chunk(chunk, on_conflict):
+                finishers.append(self._start_chunk(chunk, on_conflict))
+            for finish in finishers:
+                for item, result in finish():
                     results[item.index] = result
         return [r for r in results if r is not None]
 
@@ -370,27 +385,38 @@ class BaseConnector(ABC, Generic[C, P]):
             item.ticket, on_conflict, functools.partial(self._write_one, item.prepared)
         )
 
-    def _write_chunk(
+    def _start_chunk(
         self, chunk: Sequence[_Item[P]], on_conflict: ConflictHandler | None
-    ) -> list[tuple[_Item[P], ApplyResult]]:
+    ) -> Callable[[], list[tuple[_Item[P], ApplyResult]]]:
+        """Submit one chunk; the returned function collects its results (settling conflicts)."""
         if len(chunk) == 1:
-            return [(chunk[0], self._write_alone(chunk[0], on_conflict))]
+            alone = [(chunk[0], self._write_alone(chunk[0], on_conflict))]
+            return lambda: alone
         try:
-            written = list(self._write_bulk([item.prepared for item in chunk]))
+            finish = self._submit_bulk([item.prepared for item in chunk])
         except ApiError as exc:
-            return [(item, self._failed_in_batch(item.ticket.id, exc)) for item in chunk]
-        if len(written) != len(chunk):
-            raise RuntimeError(
-                f"{type(self).__name__}._write_bulk returned {len(written)} results "
-                f"for {len(chunk)} items"
-            )
-        out = []
-        for item, result in zip(chunk, written, strict=True):
-            if result.conflict and not result.ok and on_conflict is not None:
-                conflict = Conflict(result.error or "the ticket changed during the bulk update")
-                result = self._settle_in_batch(item.ticket, on_conflict, _raising(conflict))
-            out.append((item, result))
-        return out
+            failed = [(item, self._failed_in_batch(item.ticket.id, exc)) for item in chunk]
+            return lambda: failed
+
+        def collect() -> list[tuple[_Item[P], ApplyResult]]:
+            try:
+                written = list(finish())
+            except ApiError as exc:
+                return [(item, self._failed_in_batch(item.ticket.id, exc)) for item in chunk]
+            if len(written) != len(chunk):
+                raise RuntimeError(
+                    f"{type(self).__name__} bulk write returned {len(written)} results "
+                    f"for {len(chunk)} items"
+                )
+            out = []
+            for item, result in zip(chunk, written, strict=True):
+                if result.conflict and not result.ok and on_conflict is not None:
+                    conflict = Conflict(result.error or "the ticket changed during the bulk update")
+                    result = self._settle_in_batch(item.ticket, on_conflict, _raising(conflict))
+                out.append((item, result))
+            return out
+
+        return collect
 
 
 def _raising(exc: Exception) -> Callable[[], ApplyResult]:

@@ -272,23 +272,30 @@ def poll_job(
     clock: Callable[[], float],
     sleep: Callable[[float], None],
     first: Mapping[str, Any] | None = None,
+    submitted_at: float | None = None,
     delay: float = 0.5,
     max_delay: float = 5.0,
 ) -> JobPoll:
     """Read a job's status until ``finished(job)`` or ``timeout`` seconds have passed.
 
     ``first`` is a status already in hand (the answer that created the job), looked at before
-    the first read. Waits double from ``delay`` up to ``max_delay``. A read that returns None
-    keeps the previous status. A timeout is not an error: the caller checks what landed.
+    the first read. Waits double from ``delay`` up to ``max_delay``; the first wait counts from
+    ``submitted_at`` (a ``clock()`` reading), so a job submitted while another was polled is
+    read at once when its first wait has already passed. A read that returns None keeps the
+    previous status. A timeout is not an error: the caller checks what landed.
     """
-    deadline = clock() + timeout
+    now = clock()
+    deadline = now + timeout
     job: Mapping[str, Any] = first if first is not None else (fetch() or {})
+    wait = delay if submitted_at is None else max(0.0, delay - (now - submitted_at))
     while not finished(job):
         if clock() >= deadline:
             return JobPoll(job, finished=False)
-        sleep(delay)
-        delay = min(delay * 2, max_delay)
+        if wait > 0:
+            sleep(wait)
         job = fetch() or job
+        delay = min(delay * 2, max_delay)
+        wait = delay
     return JobPoll(job, finished=True)
 
 

@@ -16,7 +16,7 @@ from escbridge_zendesk import ZendeskConfig, ZendeskConnector
 from escbridge_zendesk.sandbox import TEST_SIGNING_SECRET, ZendeskSandbox
 from flask import Flask, request
 
-from escbridge.commands_connectors import run_check
+from escbridge.cli.connectors import run_check
 from escbridge.errors import WebhookAuthError
 from escbridge.model import Actions, Priority, TicketEvent
 from escbridge.sandbox import ServerThread, serve

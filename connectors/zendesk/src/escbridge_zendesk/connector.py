@@ -9,7 +9,7 @@ conflict semantics and group cache come from ``escbridge.connector``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -323,8 +323,11 @@ class ZendeskConnector(BaseConnector[ZendeskConfig, _Write]):
                 size = rate.remaining
         return max(1, size)
 
-    def _write_bulk(self, batch: Sequence[_Write]) -> list[ApplyResult]:
-        """``PUT /tickets/update_many`` in the batch form, then job_statuses until done.
+    def _write_bulk(self, batch: Sequence[_Write]) -> Sequence[ApplyResult]:
+        return self._submit_bulk(batch)()
+
+    def _submit_bulk(self, batch: Sequence[_Write]) -> Callable[[], Sequence[ApplyResult]]:
+        """``PUT /tickets/update_many`` in the batch form; the job is polled when collected.
 
         Each ticket carries its own ``safe_update`` + ``updated_stamp`` (Zendesk requires both
         in a batch). Results are mapped back by ticket id; a ticket missing from the results,
@@ -334,10 +337,18 @@ class ZendeskConnector(BaseConnector[ZendeskConfig, _Write]):
         job_id = job.get("id")
         if not job_id:
             raise ApiError("update_many answered without a job id")
+        submitted = self.runtime.clock()
+        return lambda: self._job_results(batch, str(job_id), job, submitted)
+
+    def _job_results(
+        self, batch: Sequence[_Write], job_id: str, job: Mapping[str, Any], submitted: float
+    ) -> list[ApplyResult]:
+        """Poll the job until done and map its results back to the batch's tickets."""
         poll = poll_job(
-            lambda: self.api.job_status(str(job_id)),
+            lambda: self.api.job_status(job_id),
             lambda j: str(j.get("status")) in _JOB_DONE,
             first=job,
+            submitted_at=submitted,
             timeout=self.config.job_timeout,
             clock=self.runtime.clock,
             sleep=self.runtime.sleep,
