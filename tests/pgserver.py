@@ -103,6 +103,10 @@ class PostgresServer:
             "initdb", "-D", str(self.data), "-U", "postgres", "-A", "trust", "-E", "UTF8",
             "--locale=C", "--no-sync",
         )  # fmt: skip
+        self.resume()
+
+    def resume(self) -> None:
+        """Start the server on its data directory and port (again, after :meth:`pause`)."""
         options = " ".join(
             [
                 f"-p {self.port}",
@@ -119,6 +123,13 @@ class PostgresServer:
         self._run(
             "pg_ctl", "-D", str(self.data), "-l", log, "-o", options, "-w", "-t", "60", "start"
         )
+
+    def pause(self) -> None:
+        """Stop the server, keeping its data: an outage that :meth:`resume` ends.
+
+        ``fast`` shutdown: the server ends every session (its clients see the connection
+        dropped), as when an operator restarts it."""
+        self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "-t", "60", "stop")
 
     def stop(self) -> None:
         """Stop the server and delete its directory (safe to call twice)."""

@@ -4,16 +4,19 @@ Every error escbridge raises on purpose is defined here::
 
     EscbridgeError
     ├── InvalidInputError (carries Problem: file, line, key path, message)
-    │   ├── MatrixError · ConfigError · TicketError
+    │   └── MatrixError · ConfigError · TicketError
     ├── WebhookAuthError (401) · WebhookPayloadError (400)
     ├── StoreUnavailableError (503 + Retry-After) ── StoreSchemaError
-    ├── ConnectorLoadError ── PluginLoadError
-    ├── UnknownGroupError (a matrix group the helpdesk does not have)
+    ├── ConnectorLoadError ── PluginLoadError (one plugin; the others still work)
+    ├── UnknownGroupError (a matrix group the helpdesk does not have) ── AmbiguousGroupError
     ├── ApiError (a helpdesk answered with an error; status, body excerpt, request id)
-    │   ├── AuthError (401) · PermissionDeniedError (403) · NotFound (404) · Conflict (409)
+    │   ├── AuthError (401) · PermissionDeniedError (403) · NotFound (404)
+    │   ├── Conflict (409) ── TicketChanged (carries the fresh ticket)
     │   ├── RateLimited (429; retry_after, resume_at) · ValidationError (400/422; fields)
     │   └── TransientError (5xx, timeout, connection failure after every retry)
-    └── …the processing, store and sync errors further down
+    ├── ProcessingError ── ApplyFailedError · UnknownInstanceError
+    ├── LockLostError · LeaseLostError (another worker or run took over)
+    └── ServerStoppedError · DemoError
 """
 
 from __future__ import annotations
@@ -272,3 +275,12 @@ class LockLostError(EscbridgeError):
 
 class LeaseLostError(EscbridgeError):
     """A sync run's lease expired and another run took the instance over: this run stops."""
+
+
+class OutcomeUnknown(TransientError):
+    """A write whose request may have reached the helpdesk, but whose answer did not come back
+    (read timeout, connection reset after sending, 500/502/504, an answer cut off): it may have
+    been carried out. Never repeated blindly: the connector waits for an in-flight request to
+    finish, reads the ticket again and writes only what is missing. A ``TransientError``, so code
+    that does not know it still treats it as "retry later"; ``method`` and ``url`` (credentials
+    removed) name the call."""

@@ -2,13 +2,24 @@
 
 ``ApiClient`` wraps a ``requests.Session`` with what every helpdesk API needs and nobody should
 write twice: connect/read timeouts; retries (tenacity) with exponential backoff and jitter on
-connection errors, 5xx and 429; ``Retry-After`` honoured in seconds or as an HTTP date; proactive
+connection errors, 5xx and 429 — for a write only when it provably was not carried out (see
+"Writes" below); ``Retry-After`` honoured in seconds or as an HTTP date; proactive
 pacing from rate-limit headers, so a sync job slows down *before* it is throttled; a client-wide
 retry budget, so a struggling helpdesk is not hammered by retries; and the typed errors of
 ``escbridge.errors`` (import them from there).
 
 What differs per helpdesk is passed in as two hooks: ``error_parser`` (the platform's error body
 -> message, code and field errors) and ``rate_limit_parser`` (headers -> remaining, limit, reset).
+
+Writes: a call other than GET/HEAD/OPTIONS (unless the caller passes ``idempotent=True``) is
+repeated only after a failure that says the helpdesk did not process it: the connection could
+not be made (refused, connect timeout, name not resolved), 429, 503 ("not now", with or without
+``Retry-After``: what a helpdesk, its load balancer and the fault proxies answer before the
+request is handled), or a status the caller listed in ``retry_statuses``. A failure after the
+request may have reached the helpdesk — read timeout, connection reset after sending,
+500/502/504, an answer cut off — raises ``OutcomeUnknown`` at once: repeating it could write
+twice (a second note, a second e-mail to the customer). The connector decides what to do
+(``escbridge.connector.BaseConnector``: wait, re-read, write only what is missing).
 
 Credentials never appear in a log line or an error: URLs lose their userinfo, and every string
 given in ``secrets`` is masked in URLs and body excerpts.
@@ -19,6 +30,7 @@ from __future__ import annotations
 import email.utils
 import logging
 import random
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -27,6 +39,7 @@ from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 import requests
+import urllib3.exceptions
 from tenacity import RetryCallState, Retrying, retry_if_exception
 
 from escbridge.errors import (
@@ -35,6 +48,7 @@ from escbridge.errors import (
     Conflict,
     FieldError,
     NotFound,
+    OutcomeUnknown,
     PermissionDeniedError,
     RateLimited,
     TransientError,
@@ -214,7 +228,14 @@ class CallStats:
 # --------------------------------------------------------------------------- the client
 
 _RETRYABLE_STATUS = frozenset({500, 502, 503, 504})
-_IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+_SAFE = frozenset({"GET", "HEAD", "OPTIONS"})
+# A connection error caused by one of these happened before a byte of the request was sent.
+_NOT_SENT = (
+    urllib3.exceptions.NewConnectionError,
+    urllib3.exceptions.ConnectTimeoutError,
+    ConnectionRefusedError,
+    socket.gaierror,
+)
 REQUEST_ID_HEADERS = ("x-request-id", "x-zendesk-request-id", "x-amzn-requestid", "x-requestid")
 
 
@@ -288,12 +309,16 @@ class ApiClient:
         json: Any = None,
         bucket: str = "default",
         retry_statuses: Iterable[int] = (),
+        idempotent: bool | None = None,
     ) -> requests.Response:
         """Send one logical call (with retries); return the 2xx response or raise a typed error.
 
-        ``retry_statuses`` adds statuses worth retrying for this call only.
+        ``retry_statuses`` adds statuses worth retrying for this call only. ``idempotent``
+        (default: GET, HEAD and OPTIONS only) says that sending the call twice does no harm, so
+        it is retried after ambiguous failures too; otherwise those raise ``OutcomeUnknown``.
         """
         method = method.upper()
+        repeatable = method in _SAFE if idempotent is None else idempotent
         url = path if path.startswith(("http://", "https://")) else f"{self.base_url}{path}"
         extra = frozenset(retry_statuses)
         first = True
@@ -305,7 +330,7 @@ class ApiClient:
                     self.stats.retries += 1
             first = False
             self.pace(bucket)
-            return self._attempt(method, url, params, json, bucket, extra)
+            return self._attempt(method, url, params, json, bucket, extra, repeatable)
 
         retrying = Retrying(
             retry=retry_if_exception(lambda e: isinstance(e, _Retry)),
@@ -328,9 +353,12 @@ class ApiClient:
         params: Mapping[str, Any] | None = None,
         json: Any = None,
         bucket: str = "default",
+        idempotent: bool | None = None,
     ) -> Any:
         """Like ``request`` but returns the parsed JSON body (None for an empty body)."""
-        response = self.request(method, path, params=params, json=json, bucket=bucket)
+        response = self.request(
+            method, path, params=params, json=json, bucket=bucket, idempotent=idempotent
+        )
         if not response.content or response.status_code == 204:
             return None
         try:
@@ -394,6 +422,7 @@ class ApiClient:
         json: Any,
         bucket: str,
         extra_retry: frozenset[int],
+        repeatable: bool,
     ) -> requests.Response:
         safe_url = self._safe(url)
         with self._lock:
@@ -404,28 +433,37 @@ class ApiClient:
                 method, url, params=params, json=json, timeout=self.timeout
             )
         except requests.ConnectionError as exc:
-            # ConnectTimeout is a ConnectionError: the request never reached the server.
-            # A read timeout is not: retry it only for idempotent methods.
-            kind = "timed out" if isinstance(exc, requests.Timeout) else "could not connect"
-            unreachable = TransientError(
-                f"{kind} ({type(exc).__name__})", method=method, url=safe_url
-            )
-            log.warning("%s %s: %s", method, safe_url, kind)
-            raise _Retry(unreachable) from None
-        except requests.Timeout as exc:
-            timeout = TransientError(
-                f"no response within {self.timeout[1]:g}s ({type(exc).__name__})",
+            # ConnectTimeout is a ConnectionError: the request never reached the server. A
+            # connection reset after sending is one too, and may hide a write carried out.
+            if repeatable or _not_sent(exc):
+                kind = "timed out" if isinstance(exc, requests.Timeout) else "could not connect"
+                unreachable = TransientError(
+                    f"{kind} ({type(exc).__name__})", method=method, url=safe_url
+                )
+                log.warning("%s %s: %s", method, safe_url, kind)
+                raise _Retry(unreachable) from None
+            log.warning("%s %s: connection lost after sending: outcome unknown", method, safe_url)
+            raise OutcomeUnknown(
+                f"the connection was lost after the request was sent ({type(exc).__name__}); "
+                "it may have been carried out",
                 method=method,
                 url=safe_url,
-            )
-            log.warning("%s %s: read timeout", method, safe_url)
-            if method in _IDEMPOTENT:
-                raise _Retry(timeout) from None
-            raise timeout from None
-        except requests.RequestException as exc:
-            raise ApiError(
-                f"request failed ({type(exc).__name__})", method=method, url=safe_url
             ) from None
+        except requests.Timeout as exc:
+            message = f"no answer within {self.timeout[1]:g}s ({type(exc).__name__})"
+            log.warning("%s %s: read timeout", method, safe_url)
+            if repeatable:
+                raise _Retry(TransientError(message, method=method, url=safe_url)) from None
+            raise OutcomeUnknown(
+                f"{message}; it may have been carried out", method=method, url=safe_url
+            ) from None
+        except requests.RequestException as exc:
+            message = f"request failed ({type(exc).__name__})"
+            if not repeatable:  # e.g. the answer was cut off: the write may have been made
+                raise OutcomeUnknown(
+                    f"{message}; it may have been carried out", method=method, url=safe_url
+                ) from None
+            raise ApiError(message, method=method, url=safe_url) from None
 
         self._record_rate(bucket, response)
         status = response.status_code
@@ -439,14 +477,15 @@ class ApiClient:
             assert isinstance(error, RateLimited)
             log.info("%s %s: throttled, retry after %s s", method, safe_url, error.retry_after)
             raise _Retry(error, error.retry_after)
-        # A POST answered 500/502/504 may have been carried out (the answer was lost on the
-        # way): retrying could write twice, so only 503 ("not now") is retried for it.
-        if status in extra_retry or (
-            status in _RETRYABLE_STATUS and (method in _IDEMPOTENT or status == 503)
-        ):
+        retry_after = parse_retry_after(response.headers.get("Retry-After"), self._utcnow())
+        if status in extra_retry or (status in _RETRYABLE_STATUS and (repeatable or status == 503)):
             log.warning("%s %s: HTTP %s, will retry", method, safe_url, status)
-            retry_after = parse_retry_after(response.headers.get("Retry-After"), self._utcnow())
             raise _Retry(error, retry_after)
+        if status in _RETRYABLE_STATUS:
+            # A write answered 500/502/504 may have been carried out, the answer lost on the
+            # way: it is not repeated.
+            log.warning("%s %s: HTTP %s: outcome unknown", method, safe_url, status)
+            raise _unknown(error)
         raise error
 
     def _error(self, method: str, response: requests.Response) -> ApiError:
@@ -566,3 +605,35 @@ class ApiClient:
 
     def __repr__(self) -> str:
         return f"ApiClient({self.base_url!r})"
+
+
+def _not_sent(exc: BaseException) -> bool:
+    """Whether a connection error provably happened before the request was sent (refused,
+    connect timeout, name not resolved): looked for along the chain of wrapped errors."""
+    if isinstance(exc, requests.ConnectTimeout):
+        return True
+    seen: set[int] = set()
+    stack: list[BaseException] = [exc]
+    while stack:
+        error = stack.pop()
+        if id(error) in seen:
+            continue
+        seen.add(id(error))
+        if isinstance(error, _NOT_SENT):
+            return True
+        linked = [*error.args, getattr(error, "reason", None), error.__cause__, error.__context__]
+        stack.extend(e for e in linked if isinstance(e, BaseException))
+    return False
+
+
+def _unknown(error: ApiError) -> OutcomeUnknown:
+    """``error`` (a 5xx answer to a write) as the OutcomeUnknown it is."""
+    return OutcomeUnknown(
+        f"{error.message}; the write may have been carried out",
+        status=error.status,
+        body_excerpt=error.body_excerpt,
+        request_id=error.request_id,
+        method=error.method,
+        url=error.url,
+        code=error.code,
+    )

@@ -24,10 +24,12 @@ from escbridge.connector import (
     check_identity,
     poll_job,
 )
+from escbridge.connector.base import DEFAULT_WRITE_SETTLE_ROUNDS, DEFAULT_WRITE_SETTLE_SECONDS
 from escbridge.errors import (
     AuthError,
     Conflict,
     NotFound,
+    OutcomeUnknown,
     RateLimited,
     TicketChanged,
     TransientError,
@@ -339,3 +341,179 @@ def test_polling_waits_the_rest_of_the_first_delay_then_doubles() -> None:
     )
     assert poll.finished
     assert [round(s, 3) for s in clock.sleeps] == [0.04, 0.06, 0.2, 0.4]
+
+
+# --------------------------------------------------------------------------- lost answers
+
+
+@dataclass
+class LossyDesk:
+    """A helpdesk whose writes may be carried out without the answer arriving.
+
+    ``faults`` are taken one per write: ``lost`` (carried out, then OutcomeUnknown), ``late``
+    (OutcomeUnknown now, carried out when the caller next sleeps), ``dropped`` (never carried
+    out), ``conflict-landed`` (carried out by a late twin, so this write meets a 409).
+    """
+
+    levels: dict[str, str | None] = field(default_factory=dict)
+    versions: dict[str, int] = field(default_factory=dict)
+    faults: list[str] = field(default_factory=list)
+    late: list[str] = field(default_factory=list)
+    arrived: list[str] = field(default_factory=list)
+
+    def land(self, ticket_id: str) -> None:
+        self.levels[ticket_id] = "l2"
+        self.versions[ticket_id] = self.versions.get(ticket_id, 1) + 1
+        self.arrived.append(ticket_id)
+
+    def sleep(self, clock: FakeClock) -> Any:
+        def sleep(seconds: float) -> None:
+            for ticket_id in self.late:
+                self.land(ticket_id)
+            self.late.clear()
+            clock.sleep(seconds)
+
+        return sleep
+
+
+class LossyConnector(DeskConnector):
+    """DeskConnector on a LossyDesk: the marker is the level; ``_prepare`` reads the ticket."""
+
+    def __init__(
+        self,
+        lossy: LossyDesk,
+        clock: FakeClock,
+        *,
+        bulk: bool = False,
+        config: PlainConfig | None = None,
+    ) -> None:
+        runtime = Runtime.simulated(clock, sleep=lossy.sleep(clock))
+        BaseConnector.__init__(self, config or PlainConfig(), instance="t", runtime=runtime)
+        self.desk, self.bulk, self.lossy = Desk(), bulk, lossy
+
+    def fetch_ticket(self, ticket_id: str) -> Ticket:
+        version = f"v{self.lossy.versions.setdefault(ticket_id, 1)}"
+        return ticket(ticket_id, version).model_copy(
+            update={"level": self.lossy.levels.get(ticket_id)}
+        )
+
+    def _prepare(self, ticket: Ticket, actions: Actions) -> Write | ApplyResult:  # type: ignore[override]
+        fresh = self.fetch_ticket(ticket.id)
+        if fresh.level == actions.level:
+            return ApplyResult(ticket.id, ok=True, actions=actions, recovered=True)
+        if fresh.version != ticket.version:
+            raise TicketChanged("changed", current=fresh)
+        return Write(ticket, actions)
+
+    def _write_one(self, prepared: Write) -> ApplyResult:
+        ticket_id = prepared.ticket.id
+        fault = self.lossy.faults.pop(0) if self.lossy.faults else None
+        if fault == "conflict-landed":
+            self.lossy.land(ticket_id)
+            raise Conflict("409: stale updated_stamp", status=409)
+        if fault in (None, "lost"):
+            self.lossy.land(ticket_id)
+        if fault == "late":
+            self.lossy.late.append(ticket_id)
+        if fault is not None:
+            raise OutcomeUnknown("no answer within 30s (ReadTimeout)", method="PUT", url="/t")
+        return ApplyResult(ticket_id, ok=True, actions=prepared.actions)
+
+    def _write_bulk(self, batch: Sequence[Write]) -> list[ApplyResult]:
+        fault = self.lossy.faults.pop(0) if self.lossy.faults else None
+        self.desk.bulk_calls.append([w.ticket.id for w in batch])
+        for w in batch:
+            if fault != "late":
+                self.lossy.land(w.ticket.id)
+            else:
+                self.lossy.late.append(w.ticket.id)
+        if fault is not None:
+            raise OutcomeUnknown("bulk: no answer", method="PUT", url="/bulk")
+        return [ApplyResult(w.ticket.id, ok=True, actions=w.actions) for w in batch]
+
+
+@pytest.mark.parametrize("fault", ["lost", "late"])
+def test_a_write_whose_answer_was_lost_is_settled_read_again_and_not_repeated(
+    fault: str,
+) -> None:
+    clock, lossy = FakeClock(), LossyDesk(faults=[fault])
+    result = LossyConnector(lossy, clock).apply(ticket(version="v1"), ESCALATE)
+    assert result.ok and result.recovered
+    assert lossy.arrived == ["7"]  # carried out once
+    assert clock.sleeps == [DEFAULT_WRITE_SETTLE_SECONDS]  # one wait, on the FakeClock
+
+
+def test_a_write_that_never_arrived_is_made_once_after_the_wait() -> None:
+    clock, lossy = FakeClock(), LossyDesk(faults=["dropped"])
+    result = LossyConnector(lossy, clock).apply(ticket(version="v1"), ESCALATE)
+    assert result.ok and not result.recovered
+    assert lossy.arrived == ["7"]
+
+
+def test_an_outcome_that_stays_unknown_is_a_bounded_retryable_failure() -> None:
+    clock, lossy = FakeClock(), LossyDesk(faults=["dropped"] * 10)
+    result = LossyConnector(lossy, clock).apply(ticket(version="v1"), ESCALATE)
+    assert not result.ok and result.retryable and result.unknown
+    assert "outcome unknown after 3 re-reads" in (result.error or "")
+    assert clock.sleeps == [DEFAULT_WRITE_SETTLE_SECONDS] * DEFAULT_WRITE_SETTLE_ROUNDS
+    assert lossy.arrived == []
+
+
+def test_the_settle_wait_and_rounds_come_from_the_config() -> None:
+    class Settled(PlainConfig):
+        write_settle_seconds: float = 45.0
+        write_settle_rounds: int = 1
+
+    clock, lossy = FakeClock(), LossyDesk(faults=["dropped"] * 3)
+    result = LossyConnector(lossy, clock, config=Settled()).apply(ticket(version="v1"), ESCALATE)
+    assert result.unknown and clock.sleeps == [45.0]
+
+
+def test_a_409_after_a_lost_answer_is_our_own_write_not_a_redecision() -> None:
+    clock, lossy = FakeClock(), LossyDesk(faults=["dropped", "conflict-landed"])
+    asked: list[Ticket] = []
+
+    def on_conflict(fresh: Ticket) -> Actions | None:
+        asked.append(fresh)
+        return None
+
+    result = LossyConnector(lossy, clock).apply(
+        ticket(version="v1"), ESCALATE, on_conflict=on_conflict
+    )
+    assert result.ok and result.recovered and not result.skipped and result.conflicts == 1
+    assert asked == []  # the escalation was found on the ticket: not decided again
+
+
+def test_a_409_without_an_ambiguous_write_is_decided_again_even_at_the_same_level() -> None:
+    """A person who set the very level escbridge was about to set is a person's edit."""
+    clock, lossy = FakeClock(), LossyDesk(faults=["conflict-landed"])
+    result = LossyConnector(lossy, clock).apply(
+        ticket(version="v1"), ESCALATE, on_conflict=lambda fresh: None
+    )
+    assert result.ok and result.skipped and not result.recovered
+
+
+@pytest.mark.parametrize("fault", ["lost", "late"])
+def test_a_bulk_write_whose_answer_was_lost_waits_once_for_the_whole_chunk(fault: str) -> None:
+    clock, lossy = FakeClock(), LossyDesk(faults=[fault])
+    items = [(ticket(str(i), "v1"), ESCALATE) for i in range(1, 5)]
+    results = LossyConnector(lossy, clock, bulk=True).apply_many(items)
+    assert [r.ok for r in results] == [True] * 4 and all(r.recovered for r in results)
+    assert sorted(lossy.arrived) == ["1", "2", "3", "4"]  # each carried out once
+    assert clock.sleeps == [DEFAULT_WRITE_SETTLE_SECONDS]
+
+
+def test_a_bulk_item_whose_write_never_arrived_is_written_alone_after_the_wait() -> None:
+    clock, lossy = FakeClock(), LossyDesk(faults=["late"])
+    connector = LossyConnector(lossy, clock, bulk=True)
+    original = lossy.sleep(clock)
+    connector.runtime = connector.runtime.with_(sleep=lambda s: (lossy.late.clear(), original(s)))
+    results = connector.apply_many([(ticket(str(i), "v1"), ESCALATE) for i in range(1, 3)])
+    assert all(r.ok and not r.recovered for r in results)  # never landed: written after all
+    assert sorted(lossy.arrived) == ["1", "2"]
+
+
+def test_without_a_handler_a_409_after_a_lost_answer_is_still_found_landed() -> None:
+    clock, lossy = FakeClock(), LossyDesk(faults=["dropped", "conflict-landed"])
+    result = LossyConnector(lossy, clock).apply(ticket(version="v1"), ESCALATE)
+    assert result.ok and result.recovered  # not raised as a Conflict: it was our own write

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import requests
 import responses
+import urllib3.exceptions
 
 from escbridge.errors import (
     ApiError,
@@ -21,6 +22,7 @@ from escbridge.errors import (
     EscbridgeError,
     FieldError,
     NotFound,
+    OutcomeUnknown,
     PermissionDeniedError,
     RateLimited,
     TransientError,
@@ -163,28 +165,121 @@ def test_connection_errors_are_retried_then_transient_error(clock: FakeClock) ->
 
 
 @responses.activate
-def test_read_timeout_is_not_retried_for_post(clock: FakeClock) -> None:
+def test_read_timeout_on_a_write_is_outcome_unknown_and_not_retried(clock: FakeClock) -> None:
     responses.post(f"{BASE}/x", body=requests.ReadTimeout("slow"))
     client = make_client(clock)
-    with pytest.raises(TransientError):
+    with pytest.raises(OutcomeUnknown) as info:
         client.call("POST", "/x", json={})
+    assert client.stats.calls == 1
+    assert isinstance(info.value, TransientError)  # code that does not know it: "retry later"
+    assert (info.value.method, info.value.url) == ("POST", f"{BASE}/x")
+
+
+@responses.activate
+@pytest.mark.parametrize("method", ["POST", "PUT", "PATCH", "DELETE"])
+@pytest.mark.parametrize("status", [500, 502, 504])
+def test_a_write_answered_500_502_504_is_outcome_unknown_and_sent_once(
+    clock: FakeClock, method: str, status: int
+) -> None:
+    responses.add(method, f"{BASE}/w", status=status, json={"error": "boom"})
+    responses.add(method, f"{BASE}/w", json={"done": 1})
+    client = make_client(clock)
+    with pytest.raises(OutcomeUnknown) as info:
+        client.call(method, "/w", json={})
+    assert info.value.status == status and info.value.method == method
+    assert client.stats.calls == 1 and clock.sleeps == []
+
+
+@responses.activate
+@pytest.mark.parametrize(
+    "failure",
+    [
+        requests.ConnectionError(
+            ConnectionResetError(104, "Connection reset by peer")
+        ),  # reset after sending
+        requests.ReadTimeout("read timed out"),
+        requests.exceptions.ChunkedEncodingError("answer cut off"),
+    ],
+    ids=["reset", "read-timeout", "cut-off"],
+)
+def test_a_write_whose_answer_was_lost_is_outcome_unknown(
+    clock: FakeClock, failure: Exception
+) -> None:
+    responses.post(f"{BASE}/w", body=failure)
+    client = make_client(clock)
+    with pytest.raises(OutcomeUnknown):
+        client.call("POST", "/w", json={})
     assert client.stats.calls == 1
 
 
 @responses.activate
-def test_500_and_504_on_post_are_not_retried_but_503_is(clock: FakeClock) -> None:
-    responses.post(f"{BASE}/a", status=500, json={"error": "boom"})
-    responses.post(f"{BASE}/c", status=504, body="gateway timeout")  # may have been done
+@pytest.mark.parametrize(
+    "failure",
+    [
+        requests.ConnectTimeout("connect timed out"),
+        requests.ConnectionError(
+            urllib3.exceptions.MaxRetryError(
+                None,  # type: ignore[arg-type]
+                "/w",
+                urllib3.exceptions.NewConnectionError(
+                    None,  # type: ignore[arg-type]
+                    "Failed to establish a new connection: [Errno 111] Connection refused",
+                ),
+            )
+        ),
+        requests.ConnectionError(ConnectionRefusedError(111, "Connection refused")),
+    ],
+    ids=["connect-timeout", "new-connection", "refused"],
+)
+def test_a_write_that_never_reached_the_helpdesk_is_retried(
+    clock: FakeClock, failure: Exception
+) -> None:
+    responses.post(f"{BASE}/w", body=failure)
+    responses.post(f"{BASE}/w", json={"done": 1})
+    client = make_client(clock)
+    assert client.call("POST", "/w", json={}) == {"done": 1}
+    assert client.stats.calls == 2
+
+
+@responses.activate
+def test_a_write_refused_with_429_or_503_retry_after_is_retried(clock: FakeClock) -> None:
+    responses.post(f"{BASE}/w", status=429, headers={"Retry-After": "3"})
+    responses.post(f"{BASE}/w", status=503, headers={"Retry-After": "2"})
+    responses.post(f"{BASE}/w", json={"done": 1})
+    client = make_client(clock)
+    assert client.call("POST", "/w", json={}) == {"done": 1}
+    assert client.stats.calls == 3
+
+
+@responses.activate
+def test_503_on_a_write_means_not_now_and_is_retried(clock: FakeClock) -> None:
     responses.post(f"{BASE}/b", status=503)
     responses.post(f"{BASE}/b", json={"done": 1})
     client = make_client(clock)
-    with pytest.raises(TransientError) as info:
-        client.call("POST", "/a", json={})
-    assert info.value.status == 500
-    with pytest.raises(TransientError):
-        client.call("POST", "/c", json={})
     assert client.call("POST", "/b", json={}) == {"done": 1}
-    assert client.stats.calls == 4
+    assert client.stats.calls == 2
+
+
+@responses.activate
+def test_a_write_marked_idempotent_is_retried_after_an_ambiguous_failure(
+    clock: FakeClock,
+) -> None:
+    responses.put(f"{BASE}/tags", status=504)
+    responses.put(f"{BASE}/tags", body=requests.ReadTimeout("slow"))
+    responses.put(f"{BASE}/tags", json={"tags": ["a"]})
+    client = make_client(clock)
+    assert client.call("PUT", "/tags", json={}, idempotent=True) == {"tags": ["a"]}
+    assert client.stats.calls == 3
+
+
+@responses.activate
+def test_reads_are_retried_after_5xx_and_read_timeouts(clock: FakeClock) -> None:
+    responses.get(f"{BASE}/r", status=504)
+    responses.get(f"{BASE}/r", body=requests.ReadTimeout("slow"))
+    responses.get(f"{BASE}/r", json={"ok": 1})
+    client = make_client(clock)
+    assert client.call("GET", "/r") == {"ok": 1}
+    assert client.stats.calls == 3
 
 
 @pytest.mark.parametrize(

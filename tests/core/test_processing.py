@@ -550,3 +550,29 @@ def test_partly_landed_is_the_group_or_tags_of_an_intent_without_its_marker() ->
     assert not partly_landed(ticket(group="Tier 1"), actions)  # nothing landed
     assert not partly_landed(ticket(group="Tier 2", level="l2"), actions)  # all of it landed
     assert not partly_landed(ticket(group="Tier 2"), Actions(group="Tier 2"))  # no marker to miss
+
+
+@pytest.mark.parametrize("skipped", [False, True], ids=["found", "found-nothing-to-write"])
+def test_an_escalation_the_connector_found_on_the_ticket_is_recorded_as_recovered(
+    make, helpdesk, store, clock, monkeypatch, skipped
+):
+    """A write whose answer was lost, found on the ticket by the connector (``recovered``):
+    recorded — an audit row, seen by the cooldown and the daily cap — never "unchanged"."""
+    helpdesk.add("15", tags=["vip"])
+    processor = make()
+    connector = processor.connectors["fake"]
+    real = connector.apply
+
+    def apply(ticket, actions, *, on_conflict=None):
+        real(ticket, actions, on_conflict=on_conflict)  # it landed; the answer was lost
+        return ApplyResult(ticket.id, ok=True, actions=actions, recovered=True, skipped=skipped)
+
+    monkeypatch.setattr(connector, "apply", apply)
+    processor.enqueue(event("15"))
+
+    assert processor.run_once().outcomes == {"recovered": 1}
+    [record] = store.escalations(ticket_id="15")
+    assert (record.outcome, record.rule_id, record.to_level) == ("recovered", "vip", "l2")
+    state = store.ticket_state("fake", "15")
+    assert state is not None and state.intent is None
+    assert helpdesk.applies() == {"15": 1}

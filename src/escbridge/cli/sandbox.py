@@ -21,6 +21,7 @@ from escbridge.errors import InvalidInputError
 from escbridge.matrix import load_matrix
 from escbridge.sandbox.backlog import DEFAULT_TICKETS, SandboxSet, config_yaml, default_matrix_path
 from escbridge.sandbox.emulator import quiet_werkzeug
+from escbridge.sandbox.faults import FaultPlan, parse_fault
 
 __all__ = ["configure_demo_parser", "configure_sandbox_parser", "run_demo", "run_sandbox"]
 
@@ -73,6 +74,20 @@ def configure_sandbox_parser(parser: argparse.ArgumentParser) -> None:
         "webhooks to URL/webhooks/<instance>",
     )
     parser.add_argument("--seed", type=int, default=7, help="seed of the generated backlog")
+    parser.add_argument(
+        "--fault",
+        action="append",
+        default=[],
+        metavar="'METHOD PATH=KIND[,OPTION=VALUE...]'",
+        help="a network fault in every emulator whose paths match (repeatable), e.g. "
+        "'PUT /api/v2/tickets/*=lost_answer' or 'POST /api/v2/tickets/*/notes=late,delay=8'; "
+        "kinds: lost_answer late slow error throttle reset; options: times (or always), "
+        "probability, status, answer (504|reset|hang), delay, retry_after. A running "
+        "emulator takes more at POST /__sandbox/faults",
+    )
+    parser.add_argument(
+        "--fault-seed", type=int, default=0, help="seed of the faults' probability draws"
+    )
 
 
 def run_sandbox(
@@ -86,6 +101,13 @@ def run_sandbox(
     out = out or sys.stdout
     if args.tickets < 0 or not 0 <= args.port <= 65535:
         print("escbridge sandbox: --tickets and --port must not be negative", file=sys.stderr)
+        return EXIT_INVALID
+    faults = list(getattr(args, "fault", None) or [])
+    try:
+        for spec in faults:
+            parse_fault(spec)
+    except ValueError as error:
+        print(f"escbridge sandbox: --fault: {error}", file=sys.stderr)
         return EXIT_INVALID
     matrix_path = Path(args.matrix) if args.matrix else default_matrix_path()
     try:
@@ -113,6 +135,7 @@ def run_sandbox(
             return EXIT_PROBLEM
         if args.webhook_url:
             sandboxes.connect_webhooks(args.webhook_url)
+        _script_faults(sandboxes, faults, getattr(args, "fault_seed", 0))
         text = config_yaml(sandboxes.instances(), matrix_path.resolve(), args.store)
         if args.write_config:
             Path(args.write_config).write_text(text, encoding="utf-8")
@@ -124,12 +147,24 @@ def run_sandbox(
     return EXIT_OK
 
 
+def _script_faults(sandboxes: SandboxSet, specs: list[str], seed: int) -> None:
+    """Give every running emulator the ``--fault`` rules (each matches only its own paths)."""
+    for running in sandboxes.running:
+        plan = getattr(running.driver, "faults", None)
+        if isinstance(plan, FaultPlan):
+            plan.seed = seed
+            for spec in specs:
+                plan.add_spec(spec)
+
+
 def _describe(sandboxes: SandboxSet, text: str, args: argparse.Namespace, out: TextIO) -> None:
     count = len(sandboxes.running)
     out.write(f"escbridge sandbox: {count} helpdesk emulator(s) on 127.0.0.1 (Ctrl-C stops them)\n")
     for r in sandboxes.running:
         out.write(f"  {r.instance:<10} {r.driver.url:<24} {r.seeded} tickets\n")
         out.write(f"             {r.driver.access_hint()}\n")
+    for spec in getattr(args, "fault", None) or []:
+        out.write(f"  fault: {spec}\n")
     if args.write_config:
         out.write(f"\nescbridge.yaml for them: {args.write_config}\n")
         out.write(

@@ -25,6 +25,17 @@ and optionally, for a real bulk API:
     Which errors concern only this ticket (a failed ApplyResult) and which are raised (None).
     The default: an unknown group, 404 and 400/422 are the ticket's; the rest is raised.
 
+Writes whose outcome is unknown (``escbridge.errors.OutcomeUnknown``: a read timeout, a
+connection reset after sending, a 5xx to a write — the helpdesk may have carried it out) are
+never repeated blindly. The base waits ``write_settle_seconds`` (config, default 30) for an
+in-flight request to finish, then ``_recheck(ticket, actions)``: by default the attempt again,
+whose ``_prepare`` re-reads the ticket, sees what landed (the level marker; the note's reference
+line) and leaves only what is missing to write — a connector whose ``_prepare`` does not read
+overrides ``_recheck``. Still unknown after ``write_settle_rounds`` (default 3): a retryable
+failure (``unknown=True``). A bulk item whose result is ``unknown=True`` is settled the same way,
+one wait for the whole chunk. A connector that finds the escalation already on the ticket marks
+its result ``recovered=True``.
+
 A ``_write_bulk`` that falls back to writing items one by one wraps each write in
 ``self._outcome(ticket_id, write)``, which turns its error into that item's result as
 ``apply_many`` would. ``TicketChanged`` without ``current`` makes the base re-read the ticket
@@ -59,12 +70,13 @@ from escbridge.connector.contract import (
     TicketPage,
     WebhookRequest,
 )
-from escbridge.connector.kit import Runtime, fields_text
+from escbridge.connector.kit import Runtime, fields_text, landed
 from escbridge.errors import (
     ApiError,
     AuthError,
     Conflict,
     NotFound,
+    OutcomeUnknown,
     PermissionDeniedError,
     RateLimited,
     TicketChanged,
@@ -76,9 +88,22 @@ from escbridge.model import Actions, Ticket, TicketEvent
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_CONFLICT_RETRIES", "BaseConnector"]
+__all__ = [
+    "DEFAULT_CONFLICT_RETRIES",
+    "DEFAULT_WRITE_SETTLE_ROUNDS",
+    "DEFAULT_WRITE_SETTLE_SECONDS",
+    "BaseConnector",
+]
 
 DEFAULT_CONFLICT_RETRIES = 3
+#: How long to wait after a write whose outcome is unknown before reading the ticket again.
+#: Longer than a helpdesk takes to finish a request escbridge gave up on: the helpdesks' own
+#: request limits are about 10 s (Zendesk's and Freshdesk's webhook/proxy timeouts), the slow
+#: answers seen under fault injection 7 s; 30 s leaves room for a loaded helpdesk and equals
+#: the default read timeout, so a request is waited for as long again as it was listened to.
+DEFAULT_WRITE_SETTLE_SECONDS = 30.0
+#: Waits and re-reads before a write whose outcome stays unknown becomes a retryable failure.
+DEFAULT_WRITE_SETTLE_ROUNDS = 3
 
 C = TypeVar("C", bound=BaseModel)
 P = TypeVar("P")
@@ -88,6 +113,7 @@ P = TypeVar("P")
 class _Item(Generic[P]):
     index: int
     ticket: Ticket
+    actions: Actions
     prepared: P
 
 
@@ -113,6 +139,14 @@ class BaseConnector(ABC, Generic[C, P]):
         self.runtime = Runtime.build(runtime, **test_overrides)
         retries = getattr(config, "conflict_retries", None)
         self.conflict_retries = int(retries) if retries is not None else DEFAULT_CONFLICT_RETRIES
+        settle = getattr(config, "write_settle_seconds", None)
+        self.write_settle_seconds = (
+            float(settle) if settle is not None else DEFAULT_WRITE_SETTLE_SECONDS
+        )
+        rounds = getattr(config, "write_settle_rounds", None)
+        self.write_settle_rounds = (
+            max(1, int(rounds)) if rounds is not None else DEFAULT_WRITE_SETTLE_ROUNDS
+        )
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(instance={self.instance!r})"
@@ -149,6 +183,16 @@ class BaseConnector(ABC, Generic[C, P]):
     @abstractmethod
     def _write_one(self, prepared: P) -> ApplyResult:
         """Write one prepared escalation; a 409 raises ``Conflict``."""
+
+    def _recheck(self, ticket: Ticket, actions: Actions) -> ApplyResult:
+        """After a write whose outcome was unknown (and the settle wait): write what is missing.
+
+        The default runs the attempt again: ``_prepare`` re-reads the ticket, finds what landed
+        and leaves only the rest. ``ticket`` is the one the attempt was decided on, so a
+        concurrent edit still shows as ``TicketChanged``. A connector whose ``_prepare`` does not
+        read the ticket overrides this (re-read, compare, then write or not).
+        """
+        return self._attempt(ticket, actions)
 
     def _bulk_key(self, prepared: P) -> Hashable | None:
         """Items with equal keys may share a bulk call; None (the default): written alone."""
@@ -218,7 +262,9 @@ class BaseConnector(ABC, Generic[C, P]):
         is re-decided and written again, at most ``conflict_retries`` times, after which the
         result is ``ok=False, conflict=True, retryable=True``.
         """
-        return self._settle(ticket, on_conflict, functools.partial(self._attempt, ticket, actions))
+        return self._settle(
+            ticket, actions, on_conflict, functools.partial(self._attempt, ticket, actions)
+        )
 
     def apply_many(
         self,
@@ -240,7 +286,7 @@ class BaseConnector(ABC, Generic[C, P]):
             try:
                 prepared = self._prepare(ticket, actions)
             except Conflict as exc:
-                results[index] = self._settle_in_batch(ticket, on_conflict, _raising(exc))
+                results[index] = self._settle_in_batch(ticket, actions, on_conflict, _raising(exc))
                 continue
             except (ApiError, UnknownGroupError) as exc:
                 results[index] = self._failed_in_batch(ticket.id, exc)
@@ -248,7 +294,7 @@ class BaseConnector(ABC, Generic[C, P]):
             if isinstance(prepared, ApplyResult):
                 results[index] = prepared
                 continue
-            item = _Item(index, ticket, prepared)
+            item = _Item(index, ticket, actions, prepared)
             key = self._bulk_key(prepared)
             if key is None:
                 results[index] = self._write_alone(item, on_conflict)
@@ -284,16 +330,40 @@ class BaseConnector(ABC, Generic[C, P]):
     def _settle(
         self,
         ticket: Ticket,
+        actions: Actions,
         on_conflict: ConflictHandler | None,
         attempt: Callable[[], ApplyResult],
+        *,
+        ambiguous: bool = False,
     ) -> ApplyResult:
-        """Run ``attempt``; after a conflict, re-decide and write again (bounded)."""
+        """Run ``attempt``; after a conflict, re-decide and write again (bounded); after a
+        write whose outcome is unknown, wait, re-read and write only what is missing.
+
+        A conflict met after such a write (``ambiguous``) is first compared with the write:
+        a 409 that answers our own escalation, landed late, is not a person's edit — the
+        escalation is finished (what is missing written) and ``recovered``, not re-decided.
+        """
         conflicts = 0
         while True:
             try:
                 result = attempt()
+            except OutcomeUnknown as exc:
+                ambiguous = True
+                attempt = functools.partial(
+                    self._after_unknown, ticket, actions, str(exc), self.runtime.clock()
+                )
             except Conflict as exc:
                 conflicts += 1
+                fresh = self._current(ticket, exc) if ambiguous else None
+                if fresh is not None and landed(fresh, actions):
+                    log.info(
+                        "%s: ticket %s: the conflict is our own write, landed late",
+                        self.instance,
+                        ticket.id,
+                    )
+                    ticket, ambiguous = fresh, False
+                    attempt = functools.partial(self._recovered, fresh, actions)
+                    continue
                 if on_conflict is None:
                     raise
                 if conflicts > self.conflict_retries:
@@ -312,16 +382,16 @@ class BaseConnector(ABC, Generic[C, P]):
                         conflict=True,
                         conflicts=conflicts,
                     )
+                fresh = fresh or self._current(ticket, exc)
                 log.info(
                     "%s: ticket %s changed meanwhile: deciding again", self.instance, ticket.id
                 )
-                fresh = self._current(ticket, exc)
                 redo = on_conflict(fresh)
                 if redo is None:
                     return ApplyResult(
                         ticket.id, ok=True, skipped=True, conflicts=conflicts, version=fresh.version
                     )
-                ticket = fresh
+                ticket, actions = fresh, redo
                 attempt = functools.partial(self._attempt, fresh, redo)
             except (ApiError, UnknownGroupError) as exc:
                 refused = self._refused(ticket.id, exc)
@@ -330,6 +400,46 @@ class BaseConnector(ABC, Generic[C, P]):
                 return _counted(refused, conflicts)
             else:
                 return _counted(result, conflicts)
+
+    def _recovered(self, ticket: Ticket, actions: Actions) -> ApplyResult:
+        """The attempt on a ticket that carries the escalation already: the connector writes
+        only what is missing; the result is ``recovered`` whatever it says."""
+        result = self._attempt(ticket, actions)
+        return replace(result, recovered=True) if result.ok else result
+
+    def _after_unknown(
+        self, ticket: Ticket, actions: Actions, reason: str, since: float
+    ) -> ApplyResult:
+        """Settle a write whose outcome is unknown: wait until ``write_settle_seconds`` have
+        passed ``since`` the failure (an in-flight request has finished by then), re-read and
+        write what is missing (``_recheck``); at most ``write_settle_rounds`` times, then a
+        retryable failure — never a blind repeat. A conflict met on the way is raised into
+        ``_settle``'s re-decision."""
+        for round_ in range(1, self.write_settle_rounds + 1):
+            wait = since + self.write_settle_seconds - self.runtime.clock()
+            log.warning(
+                "%s: ticket %s: a write's outcome is unknown (%s); reading the ticket again in "
+                "%.0fs (round %d of %d)",
+                self.instance,
+                ticket.id,
+                reason,
+                max(0.0, wait),
+                round_,
+                self.write_settle_rounds,
+            )
+            if wait > 0:
+                self.runtime.sleep(wait)
+            try:
+                return self._recheck(ticket, actions)
+            except OutcomeUnknown as again:
+                reason, since = str(again), self.runtime.clock()
+        return ApplyResult(
+            ticket.id,
+            ok=False,
+            error=f"outcome unknown after {self.write_settle_rounds} re-reads: {reason}",
+            retryable=True,
+            unknown=True,
+        )
 
     def _current(self, ticket: Ticket, exc: Conflict) -> Ticket:
         """The ticket as it is now: carried by ``TicketChanged``, else read again."""
@@ -340,11 +450,17 @@ class BaseConnector(ABC, Generic[C, P]):
     def _settle_in_batch(
         self,
         ticket: Ticket,
+        actions: Actions,
         on_conflict: ConflictHandler | None,
         attempt: Callable[[], ApplyResult],
+        *,
+        ambiguous: bool = False,
     ) -> ApplyResult:
         return self._outcome(
-            ticket.id, functools.partial(self._settle, ticket, on_conflict, attempt)
+            ticket.id,
+            functools.partial(
+                self._settle, ticket, actions, on_conflict, attempt, ambiguous=ambiguous
+            ),
         )
 
     def _outcome(self, ticket_id: str, write: Callable[[], ApplyResult]) -> ApplyResult:
@@ -352,10 +468,13 @@ class BaseConnector(ABC, Generic[C, P]):
         for a ``_write_bulk`` that falls back to writing some items one by one.
 
         A conflict becomes ``conflict=True, retryable=True`` (re-decided by the caller when it
-        has ``on_conflict``); errors that concern every item are raised.
+        has ``on_conflict``), a write whose outcome is unknown ``unknown=True`` (settled by the
+        base: wait, re-read, write what is missing); errors that concern every item are raised.
         """
         try:
             return write()
+        except OutcomeUnknown as exc:
+            return _unknown(ticket_id, exc)
         except Conflict as exc:
             return ApplyResult(
                 ticket_id,
@@ -382,7 +501,10 @@ class BaseConnector(ABC, Generic[C, P]):
 
     def _write_alone(self, item: _Item[P], on_conflict: ConflictHandler | None) -> ApplyResult:
         return self._settle_in_batch(
-            item.ticket, on_conflict, functools.partial(self._write_one, item.prepared)
+            item.ticket,
+            item.actions,
+            on_conflict,
+            functools.partial(self._write_one, item.prepared),
         )
 
     def _start_chunk(
@@ -394,6 +516,9 @@ class BaseConnector(ABC, Generic[C, P]):
             return lambda: alone
         try:
             finish = self._submit_bulk([item.prepared for item in chunk])
+        except OutcomeUnknown as exc:
+            lost = [_unknown(item.ticket.id, exc) for item in chunk]
+            finish = lambda: lost  # noqa: E731 - settled in collect() like per-item unknowns
         except ApiError as exc:
             failed = [(item, self._failed_in_batch(item.ticket.id, exc)) for item in chunk]
             return lambda: failed
@@ -401,6 +526,8 @@ class BaseConnector(ABC, Generic[C, P]):
         def collect() -> list[tuple[_Item[P], ApplyResult]]:
             try:
                 written = list(finish())
+            except OutcomeUnknown as exc:
+                written = [_unknown(item.ticket.id, exc) for item in chunk]
             except ApiError as exc:
                 return [(item, self._failed_in_batch(item.ticket.id, exc)) for item in chunk]
             if len(written) != len(chunk):
@@ -408,11 +535,25 @@ class BaseConnector(ABC, Generic[C, P]):
                     f"{type(self).__name__} bulk write returned {len(written)} results "
                     f"for {len(chunk)} items"
                 )
+            since = self.runtime.clock()  # one settle wait for the whole chunk
             out = []
             for item, result in zip(chunk, written, strict=True):
-                if result.conflict and not result.ok and on_conflict is not None:
+                if result.unknown and not result.ok:
+                    settle = functools.partial(
+                        self._after_unknown,
+                        item.ticket,
+                        item.actions,
+                        result.error or "bulk write",
+                        since,
+                    )
+                    result = self._settle_in_batch(
+                        item.ticket, item.actions, on_conflict, settle, ambiguous=True
+                    )
+                elif result.conflict and not result.ok and on_conflict is not None:
                     conflict = Conflict(result.error or "the ticket changed during the bulk update")
-                    result = self._settle_in_batch(item.ticket, on_conflict, _raising(conflict))
+                    result = self._settle_in_batch(
+                        item.ticket, item.actions, on_conflict, _raising(conflict)
+                    )
                 out.append((item, result))
             return out
 
@@ -426,6 +567,11 @@ def _raising(exc: Exception) -> Callable[[], ApplyResult]:
         raise exc
 
     return attempt
+
+
+def _unknown(ticket_id: str, exc: OutcomeUnknown) -> ApplyResult:
+    """A bulk item whose write's outcome is unknown, to be settled by ``_after_unknown``."""
+    return ApplyResult(ticket_id, ok=False, error=str(exc), retryable=True, unknown=True)
 
 
 def _counted(result: ApplyResult, conflicts: int) -> ApplyResult:

@@ -76,6 +76,13 @@ class ApplyResult:
     is nothing left to do. Not ``ok``: ``error`` says why; ``retryable`` says whether trying the
     same thing later may work (``conflict`` marks a concurrent edit that was not resolved).
     ``conflicts`` counts the concurrent edits met on the way.
+
+    ``recovered``: the escalation was found on the ticket already (an earlier write whose
+    answer was lost, or a crash after it): only what was missing was written, and the caller
+    records it as recovered. ``unknown``: a write whose outcome is unknown
+    (``escbridge.errors.OutcomeUnknown``); ``BaseConnector`` settles it (waits, re-reads,
+    writes only what is missing), so a caller sees it only on a retryable failure after the
+    bounded settle rounds.
     """
 
     ticket_id: str
@@ -87,6 +94,8 @@ class ApplyResult:
     conflicts: int = 0
     skipped: bool = False
     conflict: bool = False
+    recovered: bool = False
+    unknown: bool = False
 
 
 @dataclass(frozen=True)

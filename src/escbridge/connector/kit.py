@@ -37,6 +37,7 @@ from escbridge.errors import (
     UnknownGroupError,
     ValidationError,
 )
+from escbridge.model import Actions, LevelMarker, Ticket
 
 __all__ = [
     "Group",
@@ -48,12 +49,29 @@ __all__ = [
     "check_identity",
     "fields_text",
     "is_loopback_url",
+    "landed",
     "poll_job",
 ]
 
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def landed(ticket: Ticket, actions: Actions) -> bool:
+    """Whether ``actions`` are visible on ``ticket``: the level marker, or failing that its effects.
+
+    The marker (the reference every escalation write carries) is authoritative. Without one (a
+    decision that sets no level), the group and the added tags must all be there.
+    """
+    if actions.level:
+        return ticket.level == actions.level or LevelMarker.tag(actions.level) in ticket.tags
+    checks: list[bool] = []
+    if actions.group:
+        checks.append((ticket.group or "").lower() == actions.group.lower())
+    if actions.tags_add:
+        checks.append(all(tag.lower() in ticket.tags for tag in actions.tags_add))
+    return bool(checks) and all(checks)
 
 
 # --------------------------------------------------------------------------- runtime

@@ -86,14 +86,18 @@ def _aligned(plans: Sequence[Plan], results: Sequence[ApplyResult]) -> list[Appl
 
 def check(plan: Plan, result: ApplyResult) -> None:
     """Fold the connector's answer into ``plan``: a re-decision that found nothing left to do
-    turns it into a release; a failed write raises ApplyFailedError (retryable when the
-    connector says so, and always for a conflict)."""
+    turns it into a release; an escalation the connector found on the ticket already
+    (``recovered``: the answer to its write was lost) is recorded as recovered; a failed write
+    raises ApplyFailedError (retryable when the connector says so, and always for a conflict
+    or an outcome still unknown)."""
     reason = result.error or ("a concurrent edit" if result.conflict else "no reason given")
-    retryable = result.retryable or result.conflict
+    retryable = result.retryable or result.conflict or result.unknown
     if plan.step == "apply":
         if not result.ok:
             raise ApplyFailedError(f"apply failed: {reason}", retryable=retryable)
-        if result.skipped:
+        if result.recovered:  # found on the ticket (skipped or not): recorded, not "unchanged"
+            plan.recovered = True
+        elif result.skipped:
             plan.step, plan.clear_intent = "release", True
         return
     if plan.step == "complete" and not result.ok:

@@ -29,7 +29,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Literal, Protocol
 
-from escbridge.model import Actions, Decision, EscalationRecord, LevelMarker, Status, Ticket
+from escbridge.connector.kit import landed as landed  # re-exported: processing.landed
+from escbridge.model import Actions, Decision, EscalationRecord, Status, Ticket
 
 if TYPE_CHECKING:
     from escbridge.connector import Connector
@@ -56,7 +57,9 @@ class Plan:
     ``decision`` is what the outcome reports (the engine's, or the recovered intent's);
     ``intent`` what is applied and recorded (a conflict re-decision replaces both).
     ``resolved`` is the ticket's new ``resolved_at`` when it changed (``resolved_changed``),
-    noted when the lock is given back.
+    noted when the lock is given back. ``recovered``: an ``apply`` whose intent was found on
+    the ticket already (the answer to its write was lost, or a re-decision met it there): it is
+    recorded as recovered, never as "unchanged".
     """
 
     instance: str
@@ -69,6 +72,7 @@ class Plan:
     clear_intent: bool = False
     resolved: datetime | None = None
     resolved_changed: bool = False
+    recovered: bool = False
 
     @property
     def ticket_id(self) -> str:
@@ -84,22 +88,6 @@ class Plan:
         if self.intent is None or self.intent.decision.actions is None:
             raise ValueError(f"{self.instance}/{self.ticket_id}: a {self.step} plan has no actions")
         return self.intent.decision.actions
-
-
-def landed(ticket: Ticket, actions: Actions) -> bool:
-    """Whether ``actions`` are visible on ``ticket``: the level marker, or failing that its effects.
-
-    The marker is authoritative. Without one (a decision that sets no level), the group and
-    the added tags must all be there.
-    """
-    if actions.level:
-        return ticket.level == actions.level or LevelMarker.tag(actions.level) in ticket.tags
-    checks: list[bool] = []
-    if actions.group:
-        checks.append((ticket.group or "").lower() == actions.group.lower())
-    if actions.tags_add:
-        checks.append(all(tag.lower() in ticket.tags for tag in actions.tags_add))
-    return bool(checks) and all(checks)
 
 
 def partly_landed(ticket: Ticket, actions: Actions) -> bool:
@@ -232,7 +220,14 @@ class Planner:
         self, plan: Plan, fresh: Ticket, now: datetime, lease: timedelta
     ) -> Actions | None:
         """A connector met a concurrent edit (409): decide again on the ticket as it is now and
-        make the intent say so before the connector writes it. None: nothing left to do."""
+        make the intent say so before the connector writes it. None: nothing left to do.
+
+        A 409 that answers the repeat of our own write whose answer was lost never gets here:
+        ``BaseConnector`` compares the fresh ticket with the pending write first (``landed``)
+        and, when it landed, returns it ``recovered`` — recorded, never "unchanged". A 409
+        without an ambiguous write before it is a person's edit, even one that set the same
+        level: it is decided again (and, nothing being left to do, found unchanged).
+        """
         from escbridge.store import Intent
 
         fresh = as_instance(fresh, plan.instance)

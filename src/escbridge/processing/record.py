@@ -107,7 +107,7 @@ class Recorder:
                     )
                     continue
                 assert plan.intent is not None
-                outcome = APPLIED if plan.step == "apply" else RECOVERED
+                outcome = APPLIED if plan.step == "apply" and not plan.recovered else RECOVERED
                 job_outcome = "escalated" if outcome == APPLIED else outcome
                 escalating.append(ToRecord(plan.lock, plan.intent, outcome, plan.job, job_outcome))
                 results.append(None)

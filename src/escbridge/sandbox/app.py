@@ -4,7 +4,8 @@ An emulator answers like its helpdesk: JSON bodies, the odd text/plain 429 or em
 raises :class:`HttpError` for any refusal and :func:`install` turns it into that answer;
 :func:`basic_credentials` is the auth hook for helpdesks that take HTTP Basic auth; and
 :func:`add_control_routes` adds the ``/__sandbox/`` endpoints through which tests and the demo
-act as customers and agents over HTTP. :class:`Emulator` puts these together with the state
+act as customers and agents over HTTP (``/__sandbox/faults`` scripts network faults, see
+:mod:`escbridge.sandbox.faults`). :class:`Emulator` puts these together with the state
 every emulator keeps (tickets, request counts, the webhook sender); the rate limits are
 :class:`escbridge.connector.kit.SlidingWindow`.
 
@@ -23,6 +24,8 @@ from typing import Any
 from flask import Flask, Response, has_request_context, request
 
 from escbridge.sandbox.emulator import RecordStore, SandboxStats, WebhookDispatcher
+from escbridge.sandbox.faults import FaultPlan
+from escbridge.sandbox.faults import install as install_faults
 
 __all__ = [
     "Emulator",
@@ -130,15 +133,19 @@ class Emulator:
     routes do (:meth:`control_create`, :meth:`control_update`, :meth:`control_stats`).
     """
 
-    def __init__(self, *, first_id: int = 1) -> None:
+    def __init__(self, *, first_id: int = 1, fault_seed: int = 0) -> None:
         self.tickets = RecordStore(first_id=first_id)
         self.stats = SandboxStats()
         self.webhooks = WebhookDispatcher()
+        #: network faults in front of the app (:mod:`escbridge.sandbox.faults`)
+        self.faults = FaultPlan(seed=fault_seed)
 
     def new_app(self, name: str) -> Flask:
-        """A Flask app answering :class:`HttpError` and serving the ``/__sandbox/`` routes."""
+        """A Flask app answering :class:`HttpError` and serving the ``/__sandbox/`` routes,
+        behind this emulator's :attr:`faults`."""
         app = Flask(name)
         install(app)
+        install_faults(app, self.faults)
         add_control_routes(
             app, create=self.control_create, update=self.control_update, stats=self.control_stats
         )

@@ -29,6 +29,7 @@ from typing import Any, Protocol
 from escbridge.connector import CAP_SANDBOX, Registry
 from escbridge.model import Channel, Priority, Status
 from escbridge.sandbox.emulator import SandboxStats, ServerThread, WebhookDispatcher
+from escbridge.sandbox.faults import FaultPlan
 
 log = logging.getLogger(__name__)
 
@@ -177,17 +178,23 @@ class EmulatorDriver:
     _server: ServerThread | None = None
     _webhooks: WebhookDispatcher | None = None
     _stats: SandboxStats | None = None
+    #: the served emulator's network faults (``escbridge sandbox --fault``), once started
+    faults: FaultPlan | None = None
 
     def serve(
         self, app: Any, *, port: int, webhooks: WebhookDispatcher, stats: SandboxStats
     ) -> str:
         """Start ``app`` on 127.0.0.1:``port`` (0: any free port); its URL."""
         self._webhooks, self._stats = webhooks, stats
+        plan = getattr(app, "extensions", {}).get("escbridge_faults")
+        self.faults = plan if isinstance(plan, FaultPlan) else None
         self._server = ServerThread(app, port=port).start()
         self.url = self._server.url
         return self.url
 
     def stop(self) -> None:
+        if self.faults is not None:
+            self.faults.close()  # no client waits on a slow or hanging answer any more
         if self._server is not None:
             self._server.stop()
         if self._webhooks is not None:

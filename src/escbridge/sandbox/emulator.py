@@ -268,18 +268,59 @@ class WebhookDispatcher:
 # --------------------------------------------------------------------------- server
 
 
+def _request_handler() -> Any:
+    """werkzeug's request handler, able to reset a connection for real (see ``faults``).
+
+    A fault that resets calls ``environ[RESET_HOOK]`` and raises a ConnectionResetError; the
+    handler writes nothing, and once werkzeug has closed its files it closes the socket with
+    ``SO_LINGER`` 0 — a TCP RST, before any FIN — so the client sees ECONNRESET.
+    """
+    import socket
+    import struct
+
+    from werkzeug.serving import WSGIRequestHandler
+
+    from escbridge.sandbox.faults import RESET_HOOK
+
+    class ResettingHandler(WSGIRequestHandler):
+        _reset = False
+
+        def make_environ(self) -> Any:
+            environ = super().make_environ()
+            environ[RESET_HOOK] = self._arrange_reset
+            return environ
+
+        def _arrange_reset(self) -> None:
+            self._reset = True
+            self.close_connection = True
+
+        def finish(self) -> None:
+            super().finish()
+            if self._reset:
+                linger = struct.pack("ii", 1, 0)
+                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+                self.connection.close()
+
+    return ResettingHandler
+
+
 class ServerThread:
     """A WSGI app served on a loopback port from a background thread (threaded server)."""
 
     def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0) -> None:
         from werkzeug.serving import make_server
 
-        self._server = make_server(host, port, app, threaded=True)
+        self._server = make_server(
+            host, port, app, threaded=True, request_handler=_request_handler()
+        )
         self.host = host
         self.port = self._server.server_port
         self.url = f"http://{host}:{self.port}"
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, name=f"sandbox-{self.port}", daemon=True
+        self._thread = threading.Thread(  # a short poll: stop() returns at once, not in 0.5 s
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name=f"sandbox-{self.port}",
+            daemon=True,
         )
 
     def start(self) -> ServerThread:

@@ -55,3 +55,8 @@ from escbridge.store.limits import INBOX_LIMITS
 from escbridge.store.reads import escalation_counts
 
 __all__ += ["INBOX_LIMITS", "escalation_counts"]
+
+# Whether the next write would get in (the receiver's /readyz), and how long it may wait.
+from escbridge.store.database import PROBE_TIMEOUT, probe_write  # noqa: E402
+
+__all__ += ["PROBE_TIMEOUT", "probe_write"]

@@ -7,6 +7,10 @@ SQLite cannot upgrade a read lock while another writer holds the database.
 
 Database trouble that a retry may cure (refused connection, lock timeout, dropped server)
 becomes :class:`~escbridge.errors.StoreUnavailableError`, which callers answer with a 503.
+A connection that met such trouble is discarded, not pooled again (:func:`_discard_failed`):
+a SQLite connection opened while its file was read-only stays read-only for good, and one
+to a PostgreSQL server that went away is dead; either would keep refusing writes after the
+database is back. :func:`probe_write` tells whether the next write would get in (``/readyz``).
 """
 
 from __future__ import annotations
@@ -72,6 +76,8 @@ def create_engine(url: str | URL, *, busy_timeout: float = 30.0) -> sa.Engine:
         connect_args={"connect_timeout": max(1, min(10, int(busy_timeout)))},
     )
     _ping_when_idle(engine)
+    _drop_read_only_sessions(engine)
+    _discard_failed(engine)
     return engine
 
 
@@ -110,6 +116,28 @@ def _ping_when_idle(engine: sa.Engine) -> None:
         record.info["escbridge_used_at"] = time.monotonic()
 
 
+def _drop_read_only_sessions(engine: sa.Engine) -> None:
+    """Never pool a PostgreSQL session that began read-only.
+
+    A session opened on a hot standby, or while the database was set read-only
+    (``default_transaction_read_only``), refuses every write for its whole life, while its
+    reads succeed; pooled again, it would refuse writes after the primary is back. The
+    server reports both settings when the session starts (PostgreSQL 14 and later), so such
+    a session is marked then at no cost, used for what it is checked out for, and closed.
+    """
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, record: Any) -> None:
+        status = dbapi_connection.info.parameter_status
+        reported = (status("default_transaction_read_only"), status("in_hot_standby"))
+        record.info["escbridge_read_only"] = "on" in reported
+
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(dbapi_connection: Any, record: Any) -> None:
+        if dbapi_connection is not None and record.info.get("escbridge_read_only"):
+            record.invalidate()
+
+
 def _sqlite_engine(url: URL, busy_timeout: float) -> sa.Engine:
     memory = url.database in (None, "", ":memory:")
     kwargs: dict[str, Any] = {"connect_args": {"timeout": busy_timeout}}
@@ -137,7 +165,43 @@ def _sqlite_engine(url: URL, busy_timeout: float) -> sa.Engine:
     def _on_begin(connection: sa.Connection) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
+    if not memory:  # (the one in-memory connection *is* the database: it is never discarded)
+        _reopen_when_writable(engine, str(url.database))
+        _discard_failed(engine)
     return engine
+
+
+def _file_writable(path: str) -> bool:
+    """Whether this process may open the database and its WAL for writing now, as SQLite
+    tries to: when it may not, SQLite opens the connection read-only, silently."""
+    for name in (path, f"{path}-wal"):
+        try:
+            fd = os.open(name, os.O_RDWR)
+        except FileNotFoundError:
+            continue  # SQLite creates it: nothing read-only to remember
+        except OSError:
+            return False
+        os.close(fd)
+    return True
+
+
+def _reopen_when_writable(engine: sa.Engine, path: str) -> None:
+    """Never hand out a read-only SQLite connection once its file is writable again.
+
+    SQLite opens a file it may not write read-only, silently, and the connection stays so
+    after the file is writable again. Reads on it succeed (``/metrics``, reports), so it
+    would go back to the pool and refuse the next write. Such a connection is marked when
+    opened and replaced at its next checkout once the file can be written.
+    """
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(_dbapi_connection: Any, record: Any) -> None:
+        record.info["escbridge_read_only"] = not _file_writable(path)
+
+    @event.listens_for(engine, "checkout")
+    def _on_checkout(_dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        if record.info.get("escbridge_read_only") and _file_writable(path):
+            raise exc.DisconnectionError("opened read-only; the database file is writable now")
 
 
 class SqliteWriterLock:
@@ -188,6 +252,106 @@ class SqliteWriterLock:
         if self._fd is not None and self._pid == os.getpid():
             os.close(self._fd)
         self._fd = None
+
+
+#: SQLite result codes (the primary code, low byte of the extended one) after which the
+#: file itself is the trouble, so every pooled connection is suspect: READONLY, IOERR,
+#: FULL, CANTOPEN, PROTOCOL.
+_SQLITE_FILE_TROUBLE = frozenset({8, 10, 13, 14, 15})
+#: ... and after which only the connection that met it is replaced: BUSY, LOCKED.
+_SQLITE_LOCK_TROUBLE = frozenset({5, 6})
+#: PostgreSQL SQLSTATE classes and codes after which the server (or which server) changed:
+#: connection exceptions, insufficient resources (disk full, too many connections), system
+#: errors (I/O), shut down or starting up, read-only transaction (failed over to a standby).
+_PG_SERVER_CLASSES = ("08", "53", "58")
+_PG_SERVER_CODES = frozenset({"57P01", "57P02", "57P03", "25006"})
+
+
+def _trouble(error: BaseException, dbapi: Any) -> str | None:
+    """``"store"`` when ``error`` says the database cannot take writes now (discard every
+    pooled connection), ``"connection"`` when only this connection is suspect, else None
+    (a wrong statement, a deadlock, a timeout: the connection is fine)."""
+    if isinstance(error, sqlite3.Error):
+        code = getattr(error, "sqlite_errorcode", None)
+        if code is None:
+            return None
+        if code & 0xFF in _SQLITE_FILE_TROUBLE:
+            return "store"
+        return "connection" if code & 0xFF in _SQLITE_LOCK_TROUBLE else None
+    state = getattr(error, "sqlstate", None)
+    if isinstance(state, str):
+        if state in _PG_SERVER_CODES or state[:2] in _PG_SERVER_CLASSES:
+            return "store"
+        return None
+    # A driver error with no SQLSTATE is the client's side of a broken connection.
+    broken = isinstance(error, dbapi.OperationalError | dbapi.InterfaceError)
+    return "connection" if broken else None
+
+
+def _discard_failed(engine: sa.Engine) -> None:
+    """Discard a connection that met database trouble instead of pooling it again.
+
+    SQLAlchemy discards connections only for the disconnects it recognises; a read-only,
+    full or locked database, or a failed-over server, leaves the connection in the pool, and
+    every later write on it fails the same way after the database is back. Marking the error
+    a disconnect makes SQLAlchemy close the connection (and, when the file or server is the
+    trouble, every connection pooled before it); the next checkout opens a new one.
+    """
+
+    @event.listens_for(engine, "handle_error")
+    def _on_error(context: sa.engine.ExceptionContext) -> None:
+        if context.is_disconnect:
+            return  # SQLAlchemy already discards it, and the pool with it
+        trouble = _trouble(context.original_exception, context.dialect.loaded_dbapi)
+        if trouble is None:
+            return
+        context.is_disconnect = True
+        context.invalidate_pool_on_disconnect = trouble == "store"
+
+
+#: How long ``/readyz``'s write probe waits for a lock before saying "not ready" (seconds).
+PROBE_TIMEOUT = 2.0
+#: The probe's write: one row of a table every current schema has, set to itself.
+_PROBE = sa.text("UPDATE alembic_version SET version_num = version_num")
+
+
+def probe_write(engine: sa.Engine, url: str | URL, *, timeout: float = PROBE_TIMEOUT) -> None:
+    """Raise StoreUnavailableError unless a write would get in now; nothing is kept.
+
+    A real write in a transaction that is rolled back, on a pooled connection (the one the
+    next write would use): a read-only SQLite connection or file, a lock held past
+    ``timeout``, a server gone or read-only all fail it; a connection that fails it is
+    discarded like any other. The database must be at the current schema (``check_schema``).
+    """
+    millis = max(1, int(timeout * 1000))
+    with unavailable_as_typed(url), engine.connect() as connection:
+        if engine.dialect.name == "sqlite":
+            raw: Any = connection.connection.driver_connection
+            try:  # the lock wait is the connection's busy timeout: shortened for the probe
+                previous = int(raw.execute("PRAGMA busy_timeout").fetchone()[0])
+                raw.execute(f"PRAGMA busy_timeout = {min(millis, previous)}")
+            except sqlite3.Error as error:
+                connection.invalidate(error)
+                raise StoreUnavailableError(
+                    f"store unavailable ({safe_url(url)}): {error}"
+                ) from error
+            try:
+                _write_and_roll_back(connection)
+            finally:
+                if not connection.invalidated:
+                    raw.execute(f"PRAGMA busy_timeout = {previous}")
+            return
+        with connection.begin() as transaction:
+            connection.exec_driver_sql(f"SET LOCAL lock_timeout = {millis}")
+            connection.exec_driver_sql(f"SET LOCAL statement_timeout = {millis}")
+            connection.execute(_PROBE)
+            transaction.rollback()
+
+
+def _write_and_roll_back(connection: sa.Connection) -> None:
+    with connection.begin() as transaction:  # BEGIN IMMEDIATE: the write lock, at most `timeout`
+        connection.execute(_PROBE)  # a read-only connection fails here, not at BEGIN
+        transaction.rollback()
 
 
 def is_unavailable(error: BaseException) -> bool:

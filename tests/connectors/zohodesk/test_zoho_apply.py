@@ -209,7 +209,8 @@ def test_a_crash_between_note_and_update_neither_loses_nor_doubles_the_note(rsps
         return 200, {}, json.dumps(comment)
 
     rsps.add_callback(responses.POST, COMMENTS, callback=add_comment)
-    rsps.patch(TICKET, body=requests.ConnectionError("worker lost the network"))
+    # the PATCH never reaches Desk (the connection is refused): retried, then a failure
+    rsps.patch(TICKET, body=requests.ConnectionError(ConnectionRefusedError(111, "refused")))
     first = connector.apply(connector.parse_ticket(raw), TO_L2)
     assert not first.ok and first.retryable
     assert len(posted) == 1

@@ -19,6 +19,7 @@ from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from escbridge.errors import StoreSchemaError, StoreUnavailableError
+from escbridge.store import PROBE_TIMEOUT, probe_write
 from escbridge_webhooks.chain import (
     Context,
     Enqueuer,
@@ -58,6 +59,7 @@ class ReceiverSettings:
     max_body_bytes: int = 1 * MiB  # helpdesk payloads are a few KiB; ids only, see connectors
     retry_after_seconds: int = 30  # what a 503 asks the helpdesk to wait
     metrics_cache_seconds: float = 10.0  # how stale store-derived metrics may be
+    ready_timeout_seconds: float = PROBE_TIMEOUT  # how long /readyz's write may wait for a lock
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ReceiverSettings:
@@ -82,6 +84,7 @@ class ReceiverSettings:
             metrics_cache_seconds=number(
                 "METRICS_CACHE_SECONDS", defaults.metrics_cache_seconds, zero_ok=True
             ),
+            ready_timeout_seconds=number("READY_TIMEOUT", defaults.ready_timeout_seconds),
         )
 
 
@@ -163,7 +166,13 @@ class Receiver:
         return reply
 
     def readiness(self) -> list[str]:
-        """What stops this receiver from taking events; empty when ready."""
+        """What stops this receiver from taking events; empty when ready.
+
+        Asked of the database each time, never of what the pool remembers: the schema, then a
+        write that is rolled back (``probe_write``), so "ready" means the next delivery's
+        write would get in. A connection that fails either is discarded, so the answer turns
+        back to "ready" as soon as the database takes writes again, without a restart.
+        """
         try:
             self.store.check_schema()
         except StoreSchemaError as error:
@@ -172,6 +181,13 @@ class Receiver:
         except StoreUnavailableError as error:
             log.warning("not ready: %s", error)
             return ["store unreachable"]
+        try:
+            probe_write(
+                self.store.engine, self.store.url, timeout=self.settings.ready_timeout_seconds
+            )
+        except StoreUnavailableError as error:
+            log.warning("not ready: %s", error)
+            return ["store does not take writes"]
         return []
 
 

@@ -112,9 +112,9 @@ class FreshdeskApi:
     """One method per Freshdesk endpoint escbridge uses, returning Freshdesk's JSON.
 
     Two ApiClients share one session: ``client`` for reads and idempotent writes (retried),
-    ``once`` for creating notes and replies. ``once`` never retries by itself: a POST whose
-    answer was lost (timeout, 504, reset) may have created the note, and only the caller can
-    look at the ticket before trying again.
+    ``once`` for creating notes and replies. ``once`` never retries by itself, and a POST whose
+    answer was lost (timeout, 504, reset) raises ``OutcomeUnknown``: it may have created the
+    note, and only the caller can look at the ticket (after a wait) before trying again.
     """
 
     def __init__(
@@ -211,10 +211,11 @@ class FreshdeskApi:
     def bulk_update(self, ids: Sequence[str], properties: Mapping[str, Any]) -> Any:
         """``POST /tickets/bulk_update`` with the ``bulk_action`` wrapper.
 
-        Re-sending the same properties is harmless, so the shared client may retry it.
+        Re-sending the same properties is harmless (no note, no e-mail), so it is marked
+        idempotent: retried after a lost answer too.
         """
         payload = {"bulk_action": {"ids": [int(i) for i in ids], "properties": dict(properties)}}
-        return self.client.call("POST", "/tickets/bulk_update", json=payload)
+        return self.client.call("POST", "/tickets/bulk_update", json=payload, idempotent=True)
 
     def job(self, job_id: str) -> dict[str, Any]:
         """``GET /jobs/{id}``. Always built from the id on our own base URL: following the

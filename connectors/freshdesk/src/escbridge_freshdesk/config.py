@@ -77,6 +77,10 @@ class FreshdeskConfig(BaseModel):
     read_timeout: float = Field(default=30.0, gt=0)
     max_attempts: int = Field(default=5, ge=1, le=20)
     conflict_retries: int = Field(default=3, ge=0, le=10)
+    write_settle_seconds: float = Field(
+        default=30.0, ge=0, le=600, description="wait before re-reading after a lost answer"
+    )
+    write_settle_rounds: int = Field(default=3, ge=1, le=10)
     job_timeout: float = Field(default=120.0, gt=0, description="seconds to wait for a bulk job")
     api_url: str | None = Field(
         default=None,

@@ -42,6 +42,7 @@ from escbridge.errors import (
     AuthError,
     Conflict,
     NotFound,
+    OutcomeUnknown,
     PermissionDeniedError,
     RateLimited,
     TicketChanged,
@@ -71,6 +72,7 @@ STATUS_TTL_SECONDS = 3600.0  # custom statuses are renamed rarely
 NOTE_ATTEMPTS = 3
 INCLUDE = "stats,requester"  # 2 extra credits each; stats give first response and reopen times
 _JOB_DONE = {"SUCCESS", "PARTIAL", "FAILED", "COMPLETED", "ERROR"}
+_RUNNING = "running"  # a bulk job's outcome for its tickets while it has not finished
 
 
 @dataclass(frozen=True)
@@ -377,12 +379,7 @@ class FreshdeskConnector(BaseConnector[FreshdeskConfig, _Write]):
             anchor = notes.find_note(conversations, ref) if resumed else None
             if anchor is None:
                 text = notes.note_html(actions.note, ref)
-                self._create(
-                    "note",
-                    ticket_id,
-                    lambda: self.api.create_note(ticket_id, text),
-                    lambda: notes.find_note(self.api.conversations(ticket_id), ref) is not None,
-                )
+                self._create("note", ticket_id, lambda: self.api.create_note(ticket_id, text))
                 conversations, anchor = [], -1
         if actions.customer_update:
             update = actions.customer_update
@@ -391,17 +388,8 @@ class FreshdeskConnector(BaseConnector[FreshdeskConfig, _Write]):
             )
             if not sent:
                 reply = notes.reply_html(update)
-
-                def reply_there() -> bool:
-                    convs = self.api.conversations(ticket_id)
-                    start = notes.find_note(convs, ref) if actions.note else -1
-                    return start is not None and notes.reply_after(convs, start, update)
-
                 self._create(
-                    "customer update",
-                    ticket_id,
-                    lambda: self.api.create_reply(ticket_id, reply),
-                    reply_there,
+                    "customer update", ticket_id, lambda: self.api.create_reply(ticket_id, reply)
                 )
         if resumed:
             log.info(
@@ -412,20 +400,18 @@ class FreshdeskConnector(BaseConnector[FreshdeskConfig, _Write]):
             ok=True,
             actions=actions,
             version=str(raw.get("updated_at")) if raw.get("updated_at") else None,
+            recovered=resumed,
         )
 
-    def _create(
-        self,
-        what: str,
-        ticket_id: str,
-        post: Callable[[], Any],
-        exists: Callable[[], bool],
-    ) -> None:
-        """POST once; after an ambiguous failure, look before posting again.
+    def _create(self, what: str, ticket_id: str, post: Callable[[], Any]) -> None:
+        """POST once; repeated only after a failure that proves it was not carried out.
 
-        429 means the POST was refused, so it is simply repeated after ``Retry-After``. A lost
-        answer (timeout, connection reset, 5xx) may hide a note that was created: the
-        conversations are read and it is posted again only if it is not there.
+        429 means the POST was refused, so it is repeated after ``Retry-After``; so is any
+        other failure that proves it was not carried out (could not connect, 503). A lost
+        answer (timeout, connection reset, 5xx: ``OutcomeUnknown``)
+        may hide a note that was created, or one that is still being created: it is raised,
+        and ``BaseConnector`` waits, re-reads the conversations and posts only what is not
+        there (the note by its reference line, the reply after our note).
         """
         for attempt in range(1, NOTE_ATTEMPTS + 1):
             try:
@@ -440,10 +426,10 @@ class FreshdeskConnector(BaseConnector[FreshdeskConfig, _Write]):
             except (AuthError, PermissionDeniedError, NotFound, ValidationError, Conflict):
                 log.warning("ticket %s: escalated, but the %s was refused", ticket_id, what)
                 raise
+            except OutcomeUnknown:
+                log.warning("ticket %s: the %s's answer was lost: looking later", ticket_id, what)
+                raise
             except ApiError as exc:
-                if exists():
-                    log.info("ticket %s: the %s had been created (%s)", ticket_id, what, exc)
-                    return
                 if attempt == NOTE_ATTEMPTS:
                     log.warning("ticket %s: escalated, but the %s failed: %s", ticket_id, what, exc)
                     raise
@@ -475,7 +461,8 @@ class FreshdeskConnector(BaseConnector[FreshdeskConfig, _Write]):
         out: list[ApplyResult] = []
         for w in batch:
             error = outcome.get(w.ticket.id, "unknown")
-            if error == "unknown":
+            unknown = error == _RUNNING  # a job still running may yet write: settled by the base
+            if error in ("unknown", _RUNNING):
                 error = self._verify(w.ticket.id, w.body)
             if error is None:
                 written = partial(
@@ -483,11 +470,14 @@ class FreshdeskConnector(BaseConnector[FreshdeskConfig, _Write]):
                 )
                 out.append(self._outcome(w.ticket.id, written))
             else:
-                out.append(ApplyResult(w.ticket.id, ok=False, error=error, retryable=True))
+                out.append(
+                    ApplyResult(w.ticket.id, ok=False, error=error, retryable=True, unknown=unknown)
+                )
         return out
 
     def _bulk_outcome(self, answer: Any, ids: Sequence[str]) -> dict[str, str | None]:
-        """Ticket id -> None (updated), an error, or "unknown" (to be checked on the ticket).
+        """Ticket id -> None (updated), an error, or "unknown" (to be checked on the ticket;
+        ``_RUNNING`` when the job had not finished, so the change may yet come).
 
         Two shapes are documented: ``{"succeeded": [ids], "failed": [{"id", "errors"}]}`` and
         ``{"job_id", "href"}`` for an asynchronous job polled at ``/jobs/{id}`` until
@@ -516,7 +506,7 @@ class FreshdeskConnector(BaseConnector[FreshdeskConfig, _Write]):
         status = str(poll.job.get("status") or "").upper()
         if not poll.finished:
             log.warning("bulk job %s still %s after %.0fs", job_id, status, self.config.job_timeout)
-            return dict.fromkeys(ids, "unknown")
+            return dict.fromkeys(ids, _RUNNING)
         per_ticket = _job_data(poll.job.get("data"))
         out: dict[str, str | None] = {}
         for ticket_id in ids:

@@ -11,7 +11,9 @@ ticket escalated without its note nor one with two notes. The design:
   change when the engine decides again;
 - when the level tag is already there (a retry), the ticket's conversations are read first and
   the note is posted only if the latest escbridge note does not carry this reference;
-- a POST whose answer was lost (timeout, 5xx) is never blindly repeated: the conversations are
+- a POST whose answer was lost (timeout, reset, 500/502/504: ``OutcomeUnknown``) is never
+  blindly repeated: after a wait long enough for a late POST to complete
+  (``write_settle_seconds``, in ``escbridge.connector.BaseConnector``) the conversations are
   read and it is posted again only if it is not there.
 
 A customer update (public reply) is written after the note, so "a public reply by us after our

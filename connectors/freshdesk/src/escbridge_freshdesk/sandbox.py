@@ -14,7 +14,8 @@ with the configured auth (basic or a secret header) whenever a ticket is created
 Where Freshdesk's behaviour is UNCONFIRMED the emulator takes one side per option, so tests
 prove the connector handles both: ``bulk_mode`` ("sync": ``succeeded``/``failed``; "job":
 ``job_id``/``href``), ``tags_mode`` ("replace" or "append"), ``accept_null_responder``.
-``faults`` make one call fail before or after it takes effect (a lost answer).
+``faults`` (:mod:`escbridge.sandbox.faults`, shared by every emulator) make calls fail before or
+after they take effect; :func:`Fault` writes a rule in this module's older terms.
 
 Control endpoints under ``/__sandbox/`` create tickets and make "human" edits over HTTP.
 """
@@ -45,6 +46,7 @@ from escbridge.sandbox.app import (
     public,
     respond,
 )
+from escbridge.sandbox.faults import FaultRule
 
 from .parse import parse_time
 
@@ -101,16 +103,14 @@ def validation_error(*errors: tuple[str, str, str]) -> HttpError:
     )
 
 
-@dataclass
-class Fault:
-    """Make matching calls fail: ``after`` True lets the call take effect and loses the answer
-    (what a timeout or a 504 from a proxy looks like to the client)."""
-
-    method: str
-    path: str  # regular expression on the path after /api/v2
-    status: int = 504
-    after: bool = False
-    times: int = 1
+def Fault(
+    method: str, path: str, status: int = 504, after: bool = False, times: int = 1
+) -> FaultRule:
+    """A rule for :attr:`FreshdeskSandbox.faults` with ``path`` a regular expression on the
+    path after /api/v2: an ``error`` of ``status``, or with ``after`` a ``lost_answer`` (the
+    call takes effect, the client gets ``status``: what a proxy's 504 looks like)."""
+    kind = "lost_answer" if after else "error"
+    return FaultRule(method, f"re:/api/v2{path}", kind, times=times, status=status)
 
 
 @dataclass
@@ -207,7 +207,6 @@ class FreshdeskSandbox(Emulator):
         self.webhook_auth = dict(webhook_auth or {})
         self.webhook_template = webhook_template
         self.jobs: dict[str, dict[str, Any]] = {}
-        self.faults: list[Fault] = []
         self.requests_log: list[tuple[str, str]] = []
         self._now = clock
         self._lock = threading.Lock()
@@ -786,20 +785,6 @@ class FreshdeskSandbox(Emulator):
         credentials = basic_credentials()  # the API key as the user name, any password
         return self.agent_by_key(credentials[0]) if credentials is not None else None
 
-    def _take_fault(self, when_after: bool) -> Fault | None:
-        path = request.path.removeprefix("/api/v2")
-        with self._lock:
-            for fault in self.faults:
-                if (
-                    fault.times > 0
-                    and fault.after == when_after
-                    and fault.method == request.method
-                    and re.fullmatch(fault.path, path)
-                ):
-                    fault.times -= 1
-                    return fault
-        return None
-
     def _make_app(self) -> Flask:
         app = self.new_app(f"freshdesk-sandbox-{self.domain}")
         sandbox = self
@@ -846,9 +831,6 @@ class FreshdeskSandbox(Emulator):
                     {"Retry-After": decision.retry_after_header},
                 )
             g.cost = cost
-            fault = sandbox._take_fault(when_after=False)
-            if fault is not None:
-                return respond({"message": "sandbox fault"}, fault.status)
             return None
 
         @app.after_request
@@ -860,10 +842,6 @@ class FreshdeskSandbox(Emulator):
                 response.headers["X-RateLimit-Used-CurrentRequest"] = str(g.get("cost", 1))
                 response.headers["X-Freshdesk-API-Version"] = "latest=v2; requested=v2"
                 sandbox.stats.count(request.url_rule.rule if request.url_rule else request.path)
-                if 200 <= response.status_code < 300 and sandbox._take_fault(when_after=True):
-                    lost = respond({"message": "sandbox fault: the change was made"}, 504)
-                    lost.headers["X-RateLimit-Total"] = response.headers["X-RateLimit-Total"]
-                    return lost
             return response
 
         @app.errorhandler(404)

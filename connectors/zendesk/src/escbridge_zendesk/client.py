@@ -129,7 +129,9 @@ class ZendeskApi:
         return list((data or {}).get("comments") or [])
 
     def update_ticket(self, ticket_id: str, ticket: Mapping[str, Any]) -> dict[str, Any]:
-        """``PUT /tickets/{id}`` with ``{"ticket": …}`` (the body never carries ``id``)."""
+        """``PUT /tickets/{id}`` with ``{"ticket": …}`` (the body never carries ``id``).
+
+        Not repeated after a lost answer (``OutcomeUnknown``): it may add a comment."""
         assert "id" not in ticket, "Zendesk rejects ticket.id in the PUT body"
         data: dict[str, Any] = self.client.call(
             "PUT", f"/tickets/{ticket_id}.json", json={"ticket": dict(ticket)}, bucket=UPDATE_BUCKET
@@ -141,8 +143,12 @@ class ZendeskApi:
         body: dict[str, Any] = {"tags": list(tags)}
         if stamp:
             body |= {"safe_update": "true", "updated_stamp": stamp}
-        data = self.client.call(
-            "PUT", f"/tickets/{ticket_id}/tags.json", json=body, bucket=UPDATE_BUCKET
+        data = self.client.call(  # adding tags twice adds nothing: safe to repeat
+            "PUT",
+            f"/tickets/{ticket_id}/tags.json",
+            json=body,
+            bucket=UPDATE_BUCKET,
+            idempotent=True,
         )
         return list((data or {}).get("tags") or [])
 
@@ -152,6 +158,7 @@ class ZendeskApi:
             f"/tickets/{ticket_id}/tags.json",
             json={"tags": list(tags)},
             bucket=UPDATE_BUCKET,
+            idempotent=True,
         )
         return list((data or {}).get("tags") or [])
 

@@ -37,6 +37,10 @@ class ZendeskConfig(BaseModel):
     read_timeout: float = Field(default=30.0, gt=0)
     max_attempts: int = Field(default=5, ge=1, le=20)
     conflict_retries: int = Field(default=3, ge=0, le=10)
+    write_settle_seconds: float = Field(
+        default=30.0, ge=0, le=600, description="wait before re-reading after a lost answer"
+    )
+    write_settle_rounds: int = Field(default=3, ge=1, le=10)
     job_timeout: float = Field(default=600.0, gt=0)
     job_poll_max_interval: float = Field(default=2.0, gt=0)
 

@@ -3,7 +3,9 @@
 What is Zendesk's own: one ``PUT /tickets/{id}`` per escalation guarded by ``safe_update`` +
 ``updated_stamp`` (a 409 is a concurrent edit), ``update_many`` jobs for bulk writes, the
 incremental export (admins) or search (agents) for sync, and signed webhooks. The apply loop,
-conflict semantics and group cache come from ``escbridge.connector``.
+conflict semantics, group cache and the settling of writes whose outcome is unknown come from
+``escbridge.connector``; the reference an escalation write carries here is its level marker tag
+(written in the same PUT as the note), so a ticket that has it has the whole first PUT.
 """
 
 from __future__ import annotations
@@ -35,7 +37,14 @@ from escbridge.connector import (
     check_identity,
     poll_job,
 )
-from escbridge.errors import ApiError, NotFound, PermissionDeniedError, ValidationError
+from escbridge.connector.kit import landed
+from escbridge.errors import (
+    ApiError,
+    NotFound,
+    PermissionDeniedError,
+    TicketChanged,
+    ValidationError,
+)
 from escbridge.http import RetryPolicy
 from escbridge.model import Actions, LevelMarker, Ticket, TicketEvent
 from escbridge_zendesk import webhook
@@ -266,10 +275,11 @@ class ZendeskConnector(BaseConnector[ZendeskConfig, _Write]):
         """No read needed: ``safe_update`` makes Zendesk itself refuse a stale write (409).
 
         One PUT carries the whole escalation, so a ticket that already has the target level's
-        marker has all of it (a retry after a crash): nothing is written again.
+        marker has all of it (a retry after a crash, a lost answer): nothing is written again
+        but a customer update that needed a second PUT (``_landed_result``).
         """
         if actions.level and ticket.level == actions.level.lower():
-            return ApplyResult(ticket.id, ok=True, actions=actions, version=ticket.version)
+            return self._landed_result(ticket, actions)
         body = self._ticket_body(ticket, actions)
         if not body:
             return ApplyResult(
@@ -293,6 +303,55 @@ class ZendeskConnector(BaseConnector[ZendeskConfig, _Write]):
             data = self.api.update_ticket(ticket.id, public)
             version = (data.get("ticket") or {}).get("updated_at") or version
         return ApplyResult(ticket.id, ok=True, actions=actions, version=version)
+
+    def _recheck(self, ticket: Ticket, actions: Actions) -> ApplyResult:
+        """After a write whose outcome is unknown: ``_prepare`` does not read, so read here.
+
+        The level marker there: the PUT landed (recorded, ``recovered``). Else a ticket that
+        changed since ``ticket`` was read is a concurrent edit (``TicketChanged``, re-decided);
+        an unchanged one never got the write, which is made now (``safe_update`` with the old
+        stamp still guards it: were the first PUT to land after all, this one gets a 409).
+        """
+        fresh = self.fetch_ticket(ticket.id)
+        if landed(fresh, actions):
+            log.info("ticket %s: the escalation whose answer was lost had landed", ticket.id)
+            return self._landed_result(fresh, actions)
+        if ticket.version and fresh.version != ticket.version:
+            raise TicketChanged(
+                f"ticket {ticket.id} changed since it was read ({ticket.version} -> "
+                f"{fresh.version})",
+                current=fresh,
+                method="PUT",
+                url=f"/tickets/{ticket.id}",
+            )
+        return self._attempt(ticket, actions)
+
+    def _landed_result(self, ticket: Ticket, actions: Actions) -> ApplyResult:
+        """The escalation's PUT is on ``ticket``; a customer update that goes in a second PUT
+        (next to a note) is sent now unless it follows the note already."""
+        version = ticket.version
+        if (
+            actions.note
+            and actions.customer_update
+            and not self._reply_sent(ticket.id, actions.note, actions.customer_update)
+        ):
+            public: dict[str, Any] = {"comment": {"body": actions.customer_update, "public": True}}
+            if version:
+                public |= {"safe_update": True, "updated_stamp": version}
+            data = self.api.update_ticket(ticket.id, public)
+            version = (data.get("ticket") or {}).get("updated_at") or version
+        return ApplyResult(ticket.id, ok=True, actions=actions, version=version, recovered=True)
+
+    def _reply_sent(self, ticket_id: str, note: str, reply: str) -> bool:
+        """Whether a public comment with ``reply`` is newer than the latest note ``note``."""
+        wanted, ours = _words(reply)[:200], _words(note)[:200]
+        for comment in self.api.comments(ticket_id):  # newest first
+            body = _words(str(comment.get("plain_body") or comment.get("body") or ""))
+            if comment.get("public") and wanted and wanted in body:
+                return True
+            if not comment.get("public") and ours and ours in body:
+                return False  # reached our note: nothing public after it
+        return False
 
     def _ensure_tags(
         self, ticket_id: str, after: Mapping[str, Any], body: Mapping[str, Any]
@@ -361,7 +420,13 @@ class ZendeskConnector(BaseConnector[ZendeskConfig, _Write]):
         status = str(done.get("status") or "")
         if status != "completed":
             why = f"job {job_id} {status or 'unknown'}: {done.get('message') or ''}".strip()
-            return [ApplyResult(w.ticket.id, ok=False, error=why, retryable=True) for w in batch]
+            # A job still running may yet write: settled (wait, re-read) like a lost answer.
+            return [
+                ApplyResult(
+                    w.ticket.id, ok=False, error=why, retryable=True, unknown=not poll.finished
+                )
+                for w in batch
+            ]
         outcomes = job_result_outcomes(done.get("results"))
         out: list[ApplyResult] = []
         for w in batch:
@@ -564,6 +629,10 @@ class ZendeskConnector(BaseConnector[ZendeskConfig, _Write]):
         from escbridge_zendesk.sandbox_driver import ZendeskDriver
 
         return ZendeskDriver()
+
+
+def _words(text: str) -> str:
+    return " ".join(text.split()).casefold()
 
 
 def _tag_changes(actions: Actions) -> tuple[set[str], set[str]]:

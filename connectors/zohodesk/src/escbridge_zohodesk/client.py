@@ -181,12 +181,21 @@ class DeskClient:
         *,
         params: Mapping[str, Any] | None = None,
         json: Any = None,
+        idempotent: bool | None = None,
     ) -> Any:
-        """One Desk call: JSON body, or None for 204/empty; refreshes the token once on 401."""
+        """One Desk call: JSON body, or None for 204/empty; refreshes the token once on 401.
+
+        ``idempotent`` as ``ApiClient.call``: a write so marked is repeated after a lost answer.
+        """
         with self._slots:
             try:
                 return self.api.call(
-                    method, self.root + path, params=params, json=json, bucket=CREDITS
+                    method,
+                    self.root + path,
+                    params=params,
+                    json=json,
+                    bucket=CREDITS,
+                    idempotent=idempotent,
                 )
             except AuthError as exc:
                 if exc.code in NO_REFRESH_CODES:
@@ -197,7 +206,12 @@ class DeskClient:
                 log.info("zohodesk: access token refused (%s); refreshed and retrying", exc.code)
                 try:
                     return self.api.call(
-                        method, self.root + path, params=params, json=json, bucket=CREDITS
+                        method,
+                        self.root + path,
+                        params=params,
+                        json=json,
+                        bucket=CREDITS,
+                        idempotent=idempotent,
                     )
                 except AuthError as again:
                     if again.code not in NO_REFRESH_CODES:
@@ -288,6 +302,7 @@ class DeskClient:
             f"/tickets/{_seg(ticket_id)}/move",
             params={"departmentId": department_id},
             json={"departmentId": department_id},
+            idempotent=True,  # moving to the department it is in changes nothing
         )
 
     def comments(self, ticket_id: str) -> Iterator[dict[str, Any]]:
@@ -315,12 +330,18 @@ class DeskClient:
         return dict(body) if isinstance(body, Mapping) else {}
 
     def delete_comment(self, ticket_id: str, comment_id: str) -> None:
-        self.call("DELETE", f"/tickets/{_seg(ticket_id)}/comments/{_seg(comment_id)}")
+        self.call(
+            "DELETE", f"/tickets/{_seg(ticket_id)}/comments/{_seg(comment_id)}", idempotent=True
+        )
 
     def update_many(
         self, field: str, ids: Sequence[str], value: Any, *, custom: bool = False
     ) -> None:
-        """One field on up to 50 tickets (Desk answers 204 with no body)."""
+        """One field on up to 50 tickets (Desk answers 204 with no body).
+
+        Setting a field to a value twice creates nothing (no comment, no e-mail): marked
+        idempotent, so a lost answer is simply repeated.
+        """
         if not 0 < len(ids) <= UPDATE_MANY_MAX:
             raise ValueError(f"updateMany takes 1 to {UPDATE_MANY_MAX} ids, not {len(ids)}")
         self.call(
@@ -332,6 +353,7 @@ class DeskClient:
                 "ids": list(ids),
                 "fieldValue": value,
             },
+            idempotent=True,
         )
 
     def search(self, params: Mapping[str, Any]) -> tuple[list[dict[str, Any]], int | None]:

@@ -97,6 +97,15 @@ class ZohoDeskConfig(BaseModel):
     read_timeout: float = Field(default=30.0, gt=0)
     max_attempts: int = Field(default=5, ge=1, le=20)
     conflict_retries: int = Field(default=3, ge=0, le=10)
+    write_settle_seconds: float = Field(
+        default=30.0, ge=0, le=600, description="wait before re-reading after a lost answer"
+    )
+    write_settle_rounds: int = Field(default=3, ge=1, le=10)
+    token_cache: str | None = Field(
+        default=None,
+        description="directory of the access token shared by all processes (default "
+        '$XDG_STATE_HOME/escbridge/zohodesk-tokens; "" keeps it per process)',
+    )
 
     @field_validator("org_id", mode="before")
     @classmethod

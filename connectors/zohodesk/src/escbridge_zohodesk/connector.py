@@ -13,7 +13,9 @@ semantics, is ``escbridge.connector.BaseConnector``'s) is, in this order:
    If Desk refuses it for good, the note and reply just posted are deleted again.
 
 So a crash anywhere leaves either nothing, or comments a retry recognises, or the full
-escalation; never a missing or a doubled note.
+escalation; never a missing or a doubled note. A comment POST or the PATCH whose answer was lost
+(``OutcomeUnknown``) is not repeated: ``BaseConnector`` waits, then the attempt runs again, and
+its re-read finds the note by its marker, the reply by its text, the PATCH by the level field.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import logging
 from collections.abc import Callable, Collection, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import requests
@@ -47,6 +50,7 @@ from escbridge.errors import (
     ApiError,
     AuthError,
     NotFound,
+    OutcomeUnknown,
     PermissionDeniedError,
     RateLimited,
     TicketChanged,
@@ -313,7 +317,9 @@ class ZohoDeskConnector(BaseConnector[ZohoDeskConfig, _Prepared]):
         raw = self.client.ticket(ticket.id)
         fresh = self.parse_ticket(raw)
         if self._already_applied(fresh, actions):
-            return ApplyResult(ticket.id, ok=True, actions=actions, version=fresh.version)
+            return ApplyResult(
+                ticket.id, ok=True, actions=actions, version=fresh.version, recovered=True
+            )
         if ticket.version is not None and fresh.version != ticket.version:
             raise TicketChanged(
                 f"ticket {ticket.id} changed since it was read "
@@ -380,6 +386,8 @@ class ZohoDeskConnector(BaseConnector[ZohoDeskConfig, _Prepared]):
             if not comments_posted:
                 self._post_comments(p)
             updated = self._patch(p) if p.body else p.raw
+        except OutcomeUnknown:
+            raise  # BaseConnector settles it: wait, re-read, write only what is missing
         except ApiError as exc:
             if _concerns_every_ticket(exc):
                 raise
@@ -394,6 +402,41 @@ class ZohoDeskConnector(BaseConnector[ZohoDeskConfig, _Prepared]):
             actions=p.actions,
             version=str(version) if version else p.fresh.version,
         )
+
+    def _recheck(self, ticket: Ticket, actions: Actions) -> ApplyResult:
+        """The attempt again after a lost answer (``BaseConnector``), knowing that Desk moves
+        ``modifiedTime`` when a comment is added: the note this escalation posted before the
+        answer to its PATCH was lost would look like a concurrent edit. When nothing a decision
+        reads changed and every comment since ``ticket`` was read is ours, the attempt goes on
+        from the fresh ticket (its note found by the marker, so only the PATCH is written)."""
+        try:
+            return self._attempt(ticket, actions)
+        except TicketChanged as exc:
+            fresh = exc.current
+            if isinstance(fresh, Ticket) and self._only_our_comments(ticket, fresh, actions):
+                return self._attempt(fresh, actions)
+            raise
+
+    def _only_our_comments(self, ticket: Ticket, fresh: Ticket, actions: Actions) -> bool:
+        """Whether ``fresh`` differs from ``ticket`` only by comments of this escalation."""
+        fields = ("status", "priority", "group", "assignee", "level", "tags")
+        if any(getattr(ticket, name) != getattr(fresh, name) for name in fields):
+            return False
+        marker = self._marker(ticket.id, fresh.level, actions)
+        reply = (actions.customer_update or "").strip()[:NOTE_LIMIT]
+        ours = 0
+        for comment in self.client.comments(ticket.id):  # newest first
+            try:
+                at = parse_time(comment.get("commentedTime"))
+            except ValueError:
+                return False
+            if at is None or at < ticket.updated_at:
+                break
+            content = str(comment.get("content") or "")
+            if marker not in content and not (reply and content.strip() == reply):
+                return False
+            ours += 1
+        return ours > 0
 
     def _patch(self, p: _Prepared) -> dict[str, Any]:
         """PATCH the ticket, with the fallbacks for what the reference could not confirm.
@@ -427,8 +470,11 @@ class ZohoDeskConnector(BaseConnector[ZohoDeskConfig, _Prepared]):
 
     def note_marker(self, p: _Prepared) -> str:
         """A marker unique to this escalation of this ticket (from-level, destination)."""
-        to = p.actions.level or p.actions.group or "?"
-        seed = f"{self.instance}|{p.ticket.id}|{p.fresh.level or ''}|{to}"
+        return self._marker(p.ticket.id, p.fresh.level, p.actions)
+
+    def _marker(self, ticket_id: str, from_level: str | None, actions: Actions) -> str:
+        to = actions.level or actions.group or "?"
+        seed = f"{self.instance}|{ticket_id}|{from_level or ''}|{to}"
         digest = hashlib.sha256(seed.encode()).hexdigest()[:12]
         return f"[escbridge {to} ref:{digest}]"
 
@@ -538,6 +584,11 @@ class ZohoDeskConnector(BaseConnector[ZohoDeskConfig, _Prepared]):
         for index, p in enumerate(batch):
             try:
                 self._post_comments(p)
+            except OutcomeUnknown as exc:  # settled by BaseConnector, like a lost answer alone
+                results[index] = ApplyResult(
+                    p.ticket.id, ok=False, error=str(exc), retryable=True, unknown=True
+                )
+                continue
             except ApiError as exc:
                 if _concerns_every_ticket(exc):
                     raise
@@ -568,7 +619,9 @@ class ZohoDeskConnector(BaseConnector[ZohoDeskConfig, _Prepared]):
                     len(ids),
                 )
                 for index, p in written:
-                    results[index] = self._write(p, comments_posted=True)
+                    results[index] = self._outcome(
+                        p.ticket.id, partial(self._write, p, comments_posted=True)
+                    )
             else:
                 for index, p in written:
                     results[index] = ApplyResult(p.ticket.id, ok=True, actions=p.actions)

@@ -1,10 +1,13 @@
-"""Zoho OAuth: one access token per process, refreshed from one place for all threads.
+"""Zoho OAuth: one access token per instance, refreshed from one place for all threads.
 
 Zoho Accounts allows 10 access-token requests per 10 minutes per client and blocks the rest of
 the window when it is exceeded, so the token is cached until shortly before it expires, a
 refresh is single-flight (threads wait for the one in progress and share its result), a 401 on
 the Desk API refreshes once (unless another thread already did), and escbridge counts its own
-requests so it stops *before* Zoho blocks it.
+requests so it stops *before* Zoho blocks it. With a ``TokenCache`` (token_cache.py) the token
+is shared by every process of the instance too: a process first reads the cache, and refreshes
+only while holding the cache's lock, after reading the cache once more (another process may
+have just refreshed it).
 
 The refresh grant goes to the data centre's accounts server as a form body, so the client secret
 and refresh token never sit in a URL (access logs, proxies). Zoho's documentation shows them as
@@ -30,6 +33,7 @@ from escbridge.errors import ApiError, AuthError, RateLimited, TransientError
 from escbridge.http import ApiClient, RetryPolicy
 from escbridge.secrets import redact
 from escbridge_zohodesk.hosts import DATA_CENTRES, HostPair, dc_of_api_domain
+from escbridge_zohodesk.token_cache import CachedToken, TokenCache
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +65,10 @@ def parse_scopes(value: Any) -> frozenset[str] | None:
 
 
 class TokenManager:
-    """Hands out a valid access token; thread-safe; asks Zoho Accounts as rarely as possible."""
+    """Hands out a valid access token; thread-safe; asks Zoho Accounts as rarely as possible.
+
+    ``cache`` (None: the token lives in this process only) shares it between processes.
+    """
 
     def __init__(
         self,
@@ -76,8 +83,10 @@ class TokenManager:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
         timeout: tuple[float, float] = (5.0, 30.0),
+        cache: TokenCache | None = None,
     ) -> None:
         self.data_centre = data_centre
+        self.cache = cache
         self._client_id = client_id
         self._client_secret = client_secret
         self._refresh_token = refresh_token
@@ -104,6 +113,7 @@ class TokenManager:
         self._failure: tuple[float, ApiError] | None = None
         self._useless: tuple[str, float] | None = None
         self.refreshes = 0  # how many tokens were obtained (tests and `escbridge check` show it)
+        self.adopted = 0  # how many tokens were taken from the shared cache instead
 
     # -- public ------------------------------------------------------------------------------
 
@@ -135,7 +145,7 @@ class TokenManager:
             current = self._token
             if current is not None and self._fresh(current):
                 return current.value
-            return self._refresh_locked().value
+            return self._obtain(rejected=None).value
 
     def refresh_after_rejection(self, rejected: str | None) -> str | None:
         """The Desk API refused ``rejected`` (401): a replacement, or None if none would help.
@@ -155,7 +165,7 @@ class TokenManager:
                 and self._clock() - self._useless[1] < FAILURE_MEMORY
             ):
                 return None
-            return self._refresh_locked().value
+            return self._obtain(rejected=rejected).value
 
     def mark_refused(self, token: str) -> None:
         """A token obtained because of a 401 was refused as well."""
@@ -166,6 +176,66 @@ class TokenManager:
 
     def _fresh(self, token: AccessToken) -> bool:
         return self._clock() < token.expires_at - REFRESH_MARGIN
+
+    def _obtain(self, rejected: str | None) -> AccessToken:
+        """A token from the shared cache, else a new one (one process at a time asks Zoho).
+
+        Called with ``self._lock`` held. ``rejected`` (refused by Desk) is never taken from the
+        cache: only a different, fresh token there means another process already replaced it.
+        """
+        cache = self.cache
+        if cache is None:
+            return self._refresh_locked()
+        shared = self._adopt(cache, rejected)
+        if shared is not None:
+            return shared
+        with cache.refreshing() as locked:
+            if locked:  # another process may have refreshed while this one waited for the lock
+                shared = self._adopt(cache, rejected)
+                if shared is not None:
+                    return shared
+            token = self._refresh_locked()
+            assert self._pair is not None
+            now = cache.wallclock()
+            cache.write(
+                CachedToken(
+                    value=token.value,
+                    expires_at=now + (token.expires_at - self._clock()),
+                    scopes=token.scopes,
+                    api_domain=token.api_domain,
+                    accounts=self._pair.accounts,
+                    desk=self._pair.desk,
+                    obtained_at=now,
+                )
+            )
+            return token
+
+    def _adopt(self, cache: TokenCache, rejected: str | None) -> AccessToken | None:
+        """The cached token if it is fresh, not ``rejected`` and for one of our host pairs."""
+        entry = cache.read()
+        if entry is None or entry.value == rejected:
+            return None
+        left = cache.seconds_left(entry)
+        if left <= REFRESH_MARGIN:
+            return None
+        pair = next(
+            (p for p in self._pairs if p.accounts == entry.accounts and p.desk == entry.desk),
+            None,
+        )
+        if pair is None:
+            return None
+        token = AccessToken(
+            value=entry.value,
+            expires_at=self._clock() + left,
+            scopes=entry.scopes,
+            api_domain=entry.api_domain,
+        )
+        self._pair = pair
+        self._token = token
+        self._failure = None
+        self.adopted += 1
+        log.debug("zohodesk: using the shared access token (valid %.0fs)", left)
+        return token
 
     def _refresh_locked(self) -> AccessToken:
         now = self._clock()

@@ -13,7 +13,8 @@ Where the reference is unsure, an option picks the behaviour so tests cover both
 ``jwt_time_unit``, ``token_scopes``).
 
 The state is ``app.extensions["zohodesk"]`` (a ``DeskEmulator``); tests drive it directly
-(``add_ticket``, ``throttle_next``, ``revoke_tokens``, ``dispatcher.flush()``).
+(``add_ticket``, ``throttle_next``, ``revoke_tokens``, ``dispatcher.flush()``); its network
+faults are ``desk.faults`` (:mod:`escbridge.sandbox.faults`, shared by every emulator).
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ from flask import Flask, Response, g, request
 from escbridge.connector.kit import SlidingWindow
 from escbridge.sandbox import RecordStore, SandboxStats, WebhookDispatcher
 from escbridge.sandbox.app import respond
+from escbridge.sandbox.faults import FaultPlan
+from escbridge.sandbox.faults import install as install_faults
 from escbridge_zohodesk.parse import format_time, parse_time
 
 SANDBOX_ORG_ID = "2389290"
@@ -126,6 +129,7 @@ class DeskEmulator:
         webhook_timeout: float = 5.0,
         clock: Callable[[], float] = time.time,
         seed: bool = True,
+        fault_seed: int = 0,
     ) -> None:
         self.org_id = org_id
         self.data_centre = data_centre
@@ -145,6 +149,8 @@ class DeskEmulator:
         self.jwt_ttl = jwt_ttl
         self.clock = clock
         self.stats = SandboxStats()
+        #: network faults in front of the app, as every emulator has them
+        self.faults = FaultPlan(seed=fault_seed)
         self.tickets = RecordStore()
         self.comments: dict[str, list[dict[str, Any]]] = {}
         self.departments: dict[str, dict[str, Any]] = {}
@@ -526,6 +532,7 @@ def create_app(**options: Any) -> Flask:
     desk = DeskEmulator(**options)
     app = Flask("escbridge_zohodesk.sandbox")
     app.extensions["zohodesk"] = desk
+    install_faults(app, desk.faults)
 
     def api(kind: str, cost: int = 1) -> tuple[Response | dict[str, str], str]:
         denied, agent = desk.authorise(kind)
