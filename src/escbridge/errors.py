@@ -14,6 +14,7 @@ Every error escbridge raises on purpose is defined here::
     │   ├── Conflict (409) ── TicketChanged (carries the fresh ticket)
     │   ├── RateLimited (429; retry_after, resume_at) · ValidationError (400/422; fields)
     │   └── TransientError (5xx, timeout, connection failure after every retry)
+    │       └── OutcomeUnknown (a write that may have landed: never repeated blindly)
     ├── ProcessingError ── ApplyFailedError · UnknownInstanceError
     ├── LockLostError · LeaseLostError (another worker or run took over)
     └── ServerStoppedError · DemoError

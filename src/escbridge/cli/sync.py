@@ -83,7 +83,9 @@ def format_report(report: SyncReport) -> str:
             f"skipped {r.skipped}, failed {r.failed}, {r.api_calls} API calls"
         )
         if r.recovered:
-            lines.append(f"  {r.recovered} recorded after an earlier run stopped mid-way")
+            lines.append(
+                f"  {r.recovered} found already on the helpdesk (a lost answer or an earlier run stopped mid-way) and recorded"
+            )
         if r.stopped:
             when = (
                 f"; resume after {r.resume_at.isoformat(timespec='seconds')}" if r.resume_at else ""

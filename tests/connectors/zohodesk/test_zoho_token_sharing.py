@@ -65,10 +65,7 @@ def connector_with_cache(clock: Clock, directory: Path, **overrides: Any) -> Zoh
     """A connector as a separate process would build it: same config, same cache directory."""
     config = ZohoDeskConfig.model_validate(settings(token_cache=str(directory), **overrides))
     runtime = Runtime.simulated(clock)
-    connector = ZohoDeskConnector(config, instance=INSTANCE, runtime=runtime)
-    if connector.tokens.cache is None:  # until connector.py passes token_cache_for() itself
-        connector.tokens.cache = token_cache_for(config, INSTANCE, runtime)
-    return connector
+    return ZohoDeskConnector(config, instance=INSTANCE, runtime=runtime)
 
 
 def grants(rsps: responses.RequestsMock) -> int:
@@ -253,10 +250,6 @@ def test_where_the_cache_lives(tmp_path):
     assert token_cache_for(sandbox, INSTANCE) is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="connector.py must pass cache=token_cache_for(config, instance, self.runtime)",
-)
 def test_the_connector_builds_its_token_manager_with_the_shared_cache(tmp_path):
     config = ZohoDeskConfig.model_validate(settings(token_cache=str(tmp_path)))
     connector = ZohoDeskConnector(config, instance=INSTANCE)
@@ -276,8 +269,6 @@ from escbridge_zohodesk.token_cache import token_cache_for
 config_file, barrier, name = sys.argv[1], sys.argv[2], sys.argv[3]
 config = ZohoDeskConfig.model_validate(json.loads(Path(config_file).read_text()))
 connector = ZohoDeskConnector(config, instance="support")
-if connector.tokens.cache is None:  # until connector.py passes token_cache_for() itself
-    connector.tokens.cache = token_cache_for(config, "support", connector.runtime)
 if barrier != "-":
     Path(barrier, "ready-" + name).touch()
     go = Path(barrier, "go")

@@ -65,6 +65,7 @@ from escbridge_zohodesk.directory import Directory, Route
 from escbridge_zohodesk.hosts import DATA_CENTRES
 from escbridge_zohodesk.oauth import TokenManager
 from escbridge_zohodesk.parse import PriorityMap, format_time, parse_ticket, parse_time
+from escbridge_zohodesk.token_cache import token_cache_for
 from escbridge_zohodesk.webhook import JwksCache, WebhookVerifier, parse_events
 
 if TYPE_CHECKING:
@@ -158,6 +159,7 @@ class ZohoDeskConnector(BaseConnector[ZohoDeskConfig, _Prepared]):
             clock=clock,
             sleep=self.runtime.sleep,
             timeout=(config.connect_timeout, config.read_timeout),
+            cache=token_cache_for(config, instance, self.runtime),
         )
         self.client = DeskClient(config, self.tokens, runtime=self.runtime)
         self.priorities = PriorityMap(config.priority_map)

@@ -306,7 +306,9 @@ class TokenManager:
         self, api: ApiClient, pair: HostPair, url: str, form: Mapping[str, str]
     ) -> Mapping[str, Any]:
         try:
-            body = api.call("POST", url, params=form, bucket="accounts")
+            # A refresh whose answer was lost only costs one of the 10 grants per 10 minutes:
+            # asking again costs at most one more, and a retried grant is never an escalation.
+            body = api.call("POST", url, params=form, bucket="accounts", idempotent=True)
         except ApiError as exc:
             if isinstance(exc, TransientError) or exc.status is None:
                 raise
