@@ -84,7 +84,8 @@ def format_report(report: SyncReport) -> str:
         )
         if r.recovered:
             lines.append(
-                f"  {r.recovered} found already on the helpdesk (a lost answer or an earlier run stopped mid-way) and recorded"
+                f"  {r.recovered} found already on the helpdesk (a lost answer, or an earlier "
+                "run stopped mid-way) and recorded"
             )
         if r.stopped:
             when = (
