@@ -15,6 +15,7 @@ from escbridge.connector import (
     BaseConnector,
     CheckReport,
     ConnectorInfo,
+    ConnectorSettings,
     Group,
     GroupDirectory,
     Runtime,
@@ -51,7 +52,7 @@ ESCALATE = Actions(group="Tier 2", priority=Priority.HIGH, level="l2")
 # --------------------------------------------------------------------------- a tiny helpdesk
 
 
-class PlainConfig(BaseModel):
+class PlainConfig(ConnectorSettings):
     conflict_retries: int = 2
     token: str = "tok-123456"
 
@@ -517,3 +518,16 @@ def test_without_a_handler_a_409_after_a_lost_answer_is_still_found_landed() -> 
     clock, lossy = FakeClock(), LossyDesk(faults=["dropped", "conflict-landed"])
     result = LossyConnector(lossy, clock).apply(ticket(version="v1"), ESCALATE)
     assert result.ok and result.recovered  # not raised as a Conflict: it was our own write
+
+
+def test_a_config_that_is_not_connector_settings_gets_the_defaults() -> None:
+    class Bare(BaseModel):
+        token: str = "tok-123456"
+
+        def secret_values(self) -> list[str]:
+            return [self.token]
+
+    connector = DeskConnector(Desk())
+    BaseConnector.__init__(connector, Bare(), instance="t")  # type: ignore[arg-type]
+    assert connector.conflict_retries == ConnectorSettings().conflict_retries
+    assert connector.write_settle_seconds == ConnectorSettings().write_settle_seconds

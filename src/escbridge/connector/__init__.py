@@ -32,6 +32,7 @@ from escbridge.connector.contract import (
     WebhookRequest,
 )
 from escbridge.connector.kit import (
+    ConnectorSettings,
     Group,
     GroupDirectory,
     Runtime,
@@ -64,6 +65,7 @@ __all__ = [
     "ConflictHandler",
     "Connector",
     "ConnectorInfo",
+    "ConnectorSettings",
     "Group",
     "GroupDirectory",
     "Headers",

@@ -70,7 +70,7 @@ from escbridge.connector.contract import (
     TicketPage,
     WebhookRequest,
 )
-from escbridge.connector.kit import Runtime, fields_text, landed
+from escbridge.connector.kit import ConnectorSettings, Runtime, fields_text, landed
 from escbridge.errors import (
     ApiError,
     AuthError,
@@ -95,15 +95,16 @@ __all__ = [
     "BaseConnector",
 ]
 
-DEFAULT_CONFLICT_RETRIES = 3
+_DEFAULTS = ConnectorSettings()
+DEFAULT_CONFLICT_RETRIES = _DEFAULTS.conflict_retries
 #: How long to wait after a write whose outcome is unknown before reading the ticket again.
 #: Longer than a helpdesk takes to finish a request escbridge gave up on: the helpdesks' own
 #: request limits are about 10 s (Zendesk's and Freshdesk's webhook/proxy timeouts), the slow
 #: answers seen under fault injection 7 s; 30 s leaves room for a loaded helpdesk and equals
 #: the default read timeout, so a request is waited for as long again as it was listened to.
-DEFAULT_WRITE_SETTLE_SECONDS = 30.0
+DEFAULT_WRITE_SETTLE_SECONDS = _DEFAULTS.write_settle_seconds
 #: Waits and re-reads before a write whose outcome stays unknown becomes a retryable failure.
-DEFAULT_WRITE_SETTLE_ROUNDS = 3
+DEFAULT_WRITE_SETTLE_ROUNDS = _DEFAULTS.write_settle_rounds
 
 C = TypeVar("C", bound=BaseModel)
 P = TypeVar("P")
@@ -137,16 +138,11 @@ class BaseConnector(ABC, Generic[C, P]):
         self.config = config
         self.instance = instance
         self.runtime = Runtime.build(runtime, **test_overrides)
-        retries = getattr(config, "conflict_retries", None)
-        self.conflict_retries = int(retries) if retries is not None else DEFAULT_CONFLICT_RETRIES
-        settle = getattr(config, "write_settle_seconds", None)
-        self.write_settle_seconds = (
-            float(settle) if settle is not None else DEFAULT_WRITE_SETTLE_SECONDS
-        )
-        rounds = getattr(config, "write_settle_rounds", None)
-        self.write_settle_rounds = (
-            max(1, int(rounds)) if rounds is not None else DEFAULT_WRITE_SETTLE_ROUNDS
-        )
+        # Plugins whose config subclasses kit.ConnectorSettings get these from escbridge.yaml.
+        settings = config if isinstance(config, ConnectorSettings) else _DEFAULTS
+        self.conflict_retries = settings.conflict_retries
+        self.write_settle_seconds = settings.write_settle_seconds
+        self.write_settle_rounds = settings.write_settle_rounds
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(instance={self.instance!r})"

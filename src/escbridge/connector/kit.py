@@ -26,6 +26,7 @@ from typing import Any, Generic, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 import requests
+from pydantic import BaseModel, ConfigDict, Field
 
 from escbridge.connector.contract import CheckReport
 from escbridge.errors import (
@@ -315,6 +316,28 @@ def poll_job(
         delay = min(delay * 2, max_delay)
         wait = delay
     return JobPoll(job, finished=True)
+
+
+# --------------------------------------------------------------------------- settings
+
+
+class ConnectorSettings(BaseModel):
+    """The settings every connector has, in one place: a connector's config model subclasses it.
+
+    ``BaseConnector`` reads the conflict and settle settings from here; ``ApiClient`` takes the
+    timeouts and attempts. Unknown keys are errors (a typo in escbridge.yaml is caught).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    connect_timeout: float = Field(default=5.0, gt=0)
+    read_timeout: float = Field(default=30.0, gt=0)
+    max_attempts: int = Field(default=5, ge=1, le=20)
+    conflict_retries: int = Field(default=3, ge=0, le=10)
+    write_settle_seconds: float = Field(
+        default=30.0, ge=0, le=600, description="wait before re-reading after a lost answer"
+    )
+    write_settle_rounds: int = Field(default=3, ge=1, le=10)
 
 
 # --------------------------------------------------------------------------- check

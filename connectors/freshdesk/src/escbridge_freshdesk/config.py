@@ -19,9 +19,9 @@ from __future__ import annotations
 import re
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator
 
-from escbridge.connector.kit import is_loopback_url
+from escbridge.connector.kit import ConnectorSettings, is_loopback_url
 from escbridge.model import Status
 
 __all__ = ["FreshdeskConfig", "base_url_for"]
@@ -30,10 +30,8 @@ _LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 _SUFFIX = ".freshdesk.com"
 
 
-class FreshdeskConfig(BaseModel):
+class FreshdeskConfig(ConnectorSettings):
     """One Freshdesk account, validated before any call is made."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     domain: str = Field(
         description="the account's subdomain: 'acme' for acme.freshdesk.com "
@@ -73,14 +71,6 @@ class FreshdeskConfig(BaseModel):
         description="optional custom field (e.g. cf_escalation_level) that also gets the level, "
         "for Freshdesk views and reports; the tag stays authoritative",
     )
-    connect_timeout: float = Field(default=5.0, gt=0)
-    read_timeout: float = Field(default=30.0, gt=0)
-    max_attempts: int = Field(default=5, ge=1, le=20)
-    conflict_retries: int = Field(default=3, ge=0, le=10)
-    write_settle_seconds: float = Field(
-        default=30.0, ge=0, le=600, description="wait before re-reading after a lost answer"
-    )
-    write_settle_rounds: int = Field(default=3, ge=1, le=10)
     job_timeout: float = Field(default=120.0, gt=0, description="seconds to wait for a bulk job")
     api_url: str | None = Field(
         default=None,

@@ -5,20 +5,20 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
+
+from escbridge.connector.kit import ConnectorSettings
 
 _SUBDOMAIN = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 
 
-class ZendeskConfig(BaseModel):
+class ZendeskConfig(ConnectorSettings):
     """One Zendesk account.
 
     Auth is either an API token (``email`` + ``api_token``, sent as ``{email}/token:{token}``)
     or an OAuth access token (``oauth_token``). ``base_url`` replaces ``subdomain`` to point at
     a sandbox or a proxy.
     """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     subdomain: str | None = None
     base_url: str | None = None
@@ -33,14 +33,6 @@ class ZendeskConfig(BaseModel):
     sync: Literal["auto", "incremental", "search"] = "auto"
     incremental_per_minute: int = Field(default=10, ge=1, le=1000)
     search_filter: str = Field(default="", description="extra search terms for the search fallback")
-    connect_timeout: float = Field(default=5.0, gt=0)
-    read_timeout: float = Field(default=30.0, gt=0)
-    max_attempts: int = Field(default=5, ge=1, le=20)
-    conflict_retries: int = Field(default=3, ge=0, le=10)
-    write_settle_seconds: float = Field(
-        default=30.0, ge=0, le=600, description="wait before re-reading after a lost answer"
-    )
-    write_settle_rounds: int = Field(default=3, ge=1, le=10)
     job_timeout: float = Field(default=600.0, gt=0)
     job_poll_max_interval: float = Field(default=2.0, gt=0)
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
-from escbridge.connector.kit import is_loopback_url
+from escbridge.connector.kit import ConnectorSettings, is_loopback_url
 from escbridge.model import Priority, Status
 from escbridge_zohodesk.hosts import (
     DATA_CENTRES,
@@ -32,10 +32,8 @@ DEFAULT_PRIORITY_MAP: dict[str, Priority] = {
 }
 
 
-class ZohoDeskConfig(BaseModel):
+class ZohoDeskConfig(ConnectorSettings):
     """One Zoho Desk portal (organisation), reached through an OAuth self-client."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     data_centre: DataCentreName = Field(
         default="com", description="com, eu, in, com.au, jp, ca, sa, uk or com.cn"
@@ -93,14 +91,6 @@ class ZohoDeskConfig(BaseModel):
         description="a retry finds its own note this long; keep it below the matrix cooldown",
     )
     bulk_min_batch: int = Field(default=3, ge=2, le=50)
-    connect_timeout: float = Field(default=5.0, gt=0)
-    read_timeout: float = Field(default=30.0, gt=0)
-    max_attempts: int = Field(default=5, ge=1, le=20)
-    conflict_retries: int = Field(default=3, ge=0, le=10)
-    write_settle_seconds: float = Field(
-        default=30.0, ge=0, le=600, description="wait before re-reading after a lost answer"
-    )
-    write_settle_rounds: int = Field(default=3, ge=1, le=10)
     token_cache: str | None = Field(
         default=None,
         description="directory of the access token shared by all processes (default "

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, SecretStr
+from pydantic import SecretStr
 
 from escbridge.connector import (
     CAP_INCREMENTAL_SYNC,
@@ -28,6 +28,7 @@ from escbridge.connector import (
     BaseConnector,
     CheckReport,
     ConnectorInfo,
+    ConnectorSettings,
     Group,
     GroupDirectory,
     Runtime,
@@ -44,15 +45,16 @@ __version__ = "0.1.0"
 SIGNATURE_HEADER = "X-Acme-Signature"
 
 
-class AcmeDeskConfig(BaseModel):
-    """The instance's settings in escbridge.yaml (secrets as SecretStr, typos rejected)."""
+class AcmeDeskConfig(ConnectorSettings):
+    """The instance's settings in escbridge.yaml (secrets as SecretStr, typos rejected).
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    ``ConnectorSettings`` brings the settings every connector has (timeouts, attempts,
+    ``conflict_retries``, ``write_settle_seconds``/``_rounds``) and rejects unknown keys.
+    """
 
     url: str
     api_key: SecretStr
     webhook_secret: SecretStr
-    conflict_retries: int = 3
 
     def secret_values(self) -> list[str]:
         """Masked in every error and log line."""
