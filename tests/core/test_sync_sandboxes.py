@@ -30,6 +30,7 @@ from escbridge.sandbox.backlog import config_yaml, default_matrix_path
 from escbridge.sandbox.driver import SandboxDriver, SimClock, TicketSpec, available_drivers
 from escbridge.store import TicketWrites, upgrade
 from escbridge.sync import CallCounter, Syncer, SyncOptions, SyncReport, build_sync_processor
+from escbridge.testing import FakeClock
 
 HELPDESKS = ("zendesk", "freshdesk", "zohodesk")
 START = datetime(2026, 3, 11, 10, 0, tzinfo=ZoneInfo("Europe/Berlin"))  # a Wednesday morning
@@ -39,30 +40,12 @@ class Crash(BaseException):
     """The process dies here."""
 
 
-class FakeTime:
-    """A monotonic clock that only the HTTP layer's sleeps move (no real waiting)."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.slept: list[float] = []
-        self._lock = threading.Lock()
-
-    def monotonic(self) -> float:
-        with self._lock:
-            return self.now
-
-    def sleep(self, seconds: float) -> None:
-        with self._lock:
-            self.slept.append(seconds)
-            self.now += max(0.0, seconds)
-
-
 @dataclass
 class Rig:
     helpdesk: str
     driver: SandboxDriver
     clock: SimClock
-    time: FakeTime
+    time: FakeClock
     processor: Processor
     counter: CallCounter
     matrix: Matrix
@@ -141,9 +124,9 @@ def rig(helpdesk: str, matrix: Matrix, tmp_path: Path) -> Iterator[RigFactory]:
     """Start ``helpdesk``'s emulator (options: its constructor's) and a processor for it."""
     started: list[Rig] = []
 
-    def make(emulator: Callable[[FakeTime], dict[str, Any]] | None = None, **settings: Any) -> Rig:
+    def make(emulator: Callable[[FakeClock], dict[str, Any]] | None = None, **settings: Any) -> Rig:
         clock = SimClock(START)
-        fake = FakeTime()
+        fake = FakeClock()
         [driver] = available_drivers(only=[helpdesk])
         groups = [g for r in matrix.rungs if (g := r.group_for(helpdesk, helpdesk))]
         driver.start(clock, groups, **(emulator(fake) if emulator else {}))
@@ -269,11 +252,11 @@ def test_a_dry_run_changes_nothing(rig: RigFactory) -> None:
     assert store.job_counts()["pending"] == 0
 
 
-def _throttled(helpdesk: str) -> Callable[[FakeTime], dict[str, Any]]:
+def _throttled(helpdesk: str) -> Callable[[FakeClock], dict[str, Any]]:
     """Emulator options for a 429 storm: tiny rate limits on the fake clock (Zoho: forced 429s
     on the next calls, its per-minute limits being undocumented)."""
 
-    def options(fake: FakeTime) -> dict[str, Any]:
+    def options(fake: FakeClock) -> dict[str, Any]:
         if helpdesk == "zendesk":
             return {"account_limit": 12, "window_seconds": 60.0, "monotonic": fake.monotonic}
         if helpdesk == "freshdesk":
@@ -292,7 +275,7 @@ def test_a_429_storm_slows_the_run_but_loses_nothing(rig: RigFactory, helpdesk: 
     reports = run_until_complete(r, batch_size=5)
 
     assert_each_escalated_once(r, tickets)
-    assert r.time.slept and sum(r.time.slept) > 0, "no 429 was met: the test proves nothing"
+    assert r.time.sleeps and sum(r.time.sleeps) > 0, "no 429 was met: the test proves nothing"
     assert sum(rep.instances[r.instance].failed for rep in reports) == 0
     assert reports[-1].instances[r.instance].api_calls > 0
 

@@ -12,7 +12,6 @@ in-flight write to settle sees it land; one that retries blindly writes twice.
 from __future__ import annotations
 
 import re
-import threading
 from collections import Counter
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -32,6 +31,7 @@ from escbridge.sandbox.driver import SandboxDriver, SimClock, TicketSpec, availa
 from escbridge.sandbox.emulator import Change
 from escbridge.sandbox.faults import FaultPlan
 from escbridge.sync import CallCounter, build_sync_processor
+from escbridge.testing import FakeClock
 
 HELPDESKS = ("zendesk", "freshdesk", "zohodesk")
 START = datetime(2026, 3, 11, 9, 0, tzinfo=UTC)  # a Wednesday morning
@@ -74,33 +74,6 @@ rules:
 _LEVEL = re.compile(r"^escbridge_(l\d+)$")
 
 
-class FakeTime:
-    """The HTTP layer's monotonic clock: only sleeps (and the rig) move it; each move runs the
-    hooks (late writes landing)."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.slept: list[float] = []
-        self.hooks: list[Callable[[float], None]] = []
-        self._lock = threading.Lock()
-
-    def monotonic(self) -> float:
-        with self._lock:
-            return self.now
-
-    def sleep(self, seconds: float) -> None:
-        with self._lock:
-            self.slept.append(seconds)
-        self.advance(seconds)
-
-    def advance(self, seconds: float) -> None:
-        with self._lock:
-            self.now += max(0.0, seconds)
-            now = self.now
-        for hook in self.hooks:
-            hook(now)
-
-
 @dataclass
 class Outcome:
     """What one ticket came to, on the helpdesk's side and in the store."""
@@ -129,7 +102,7 @@ class FaultRig:
     helpdesk: str
     driver: SandboxDriver
     clock: SimClock
-    time: FakeTime
+    time: FakeClock
     processor: Processor
     counter: CallCounter
     receiver: ServerThread
@@ -220,7 +193,7 @@ class FaultRig:
 
     def let_time_pass(self, seconds: float) -> None:
         self.clock.advance_to(self.clock.now() + timedelta(seconds=seconds))
-        self.time.advance(seconds)
+        self.time.advance(seconds=seconds)
 
     def work(self, *, rounds: int = 400, until: Callable[[], bool] | None = None) -> int:
         """Worker rounds (``WORKERS`` threads each claim a batch) until the inbox is drained
@@ -290,13 +263,13 @@ RigFactory = Callable[..., FaultRig]
 
 def start_rig(helpdesk: str, store_url: str, tmp_path: Path, *, fault_seed: int = 0) -> FaultRig:
     clock = SimClock(START)
-    fake = FakeTime()
+    fake = FakeClock()
     [driver] = available_drivers(only=[helpdesk])
     driver.start(clock, GROUPS)
     plan = getattr(driver, "faults", None)
     assert isinstance(plan, FaultPlan), "the driver's emulator has no fault plan"
     plan.seed, plan.clock = fault_seed, fake.monotonic
-    fake.hooks.append(lambda now: plan.release_late(held_before=now - LATE_SECONDS))
+    fake.on_move(lambda now: plan.release_late(held_before=now - LATE_SECONDS))
     matrix = tmp_path / "matrix.yaml"
     matrix.write_text(MATRIX, encoding="utf-8")
     settings = {**driver.instance_settings(), "read_timeout": READ_TIMEOUT}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 __all__ = ["FakeClock"]
@@ -24,6 +25,20 @@ class FakeClock:
         self._now = start.astimezone(UTC)
         self._monotonic = 1000.0
         self.sleeps: list[float] = []
+        self._listeners: list[Callable[[float], None]] = []
+
+    def on_move(self, listener: Callable[[float], None]) -> None:
+        """Call ``listener(monotonic)`` after every sleep or advance, outside the clock's lock.
+
+        For what time makes happen in a test's world (an emulator's held write landing after
+        ten simulated seconds), so it happens exactly when the code under test waits.
+        """
+        self._listeners.append(listener)
+
+    def _moved(self) -> None:
+        now = self.monotonic()
+        for listener in list(self._listeners):
+            listener(now)
 
     def __call__(self) -> datetime:
         with self._lock:
@@ -54,6 +69,7 @@ class FakeClock:
             self.sleeps.append(seconds)
             self._now += timedelta(seconds=seconds)
             self._monotonic += seconds
+        self._moved()
 
     def advance(self, delta: timedelta | None = None, **kwargs: float) -> datetime:
         """Move time on by ``delta`` and/or timedelta keywords (``minutes=5``); the new now.
@@ -65,7 +81,9 @@ class FakeClock:
         with self._lock:
             self._now += step
             self._monotonic += max(step.total_seconds(), 0.0)
-            return self._now
+            now = self._now
+        self._moved()
+        return now
 
     def __repr__(self) -> str:
         return f"FakeClock({self().isoformat()})"

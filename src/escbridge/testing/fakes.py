@@ -22,8 +22,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict
-
 from escbridge.connector import (
     ApplyResult,
     BaseConnector,
@@ -32,6 +30,7 @@ from escbridge.connector import (
     TicketPage,
     WebhookRequest,
 )
+from escbridge.connector.kit import ConnectorSettings
 from escbridge.errors import Conflict, NotFound, TicketChanged
 from escbridge.model import Actions, Priority, Ticket, TicketEvent
 from escbridge.store.database import SqliteWriterLock
@@ -226,12 +225,8 @@ def _ticket(row: Sequence[Any], instance: str) -> Ticket:
     )
 
 
-class FakeConfig(BaseModel):
+class FakeConfig(ConnectorSettings):
     """The settings of a FakeConnector (it needs no credentials)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    conflict_retries: int = 3
 
 
 @dataclass(frozen=True)
