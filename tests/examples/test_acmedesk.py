@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import time
 from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,16 +15,16 @@ from escbridge_acmedesk.sandbox import AcmeDeskSandbox
 from escbridge.config import load_config
 from escbridge.connector import ApplyResult, Registry, WebhookRequest, create_connector
 from escbridge.model import Actions, LevelMarker, Priority, Ticket
-from escbridge.testing.conformance import ConnectorConformance, HelpdeskTicket, LoopbackHarness
+from escbridge.testing.conformance import (
+    ConnectorConformance,
+    HelpdeskTicket,
+    LoopbackHarness,
+    brief_sleep,
+)
 
 API_KEY = "acme-conformance-key-5e1f"
 WRONG_KEY = "acme-revoked-key-77b2"
 WEBHOOK_SECRET = "acme-conformance-webhook-secret-c0de"
-
-
-def brief_sleep(seconds: float) -> None:
-    """Retries wait a moment, not their full back-off."""
-    time.sleep(min(seconds, 0.02))
 
 
 class AcmeHarness(LoopbackHarness):

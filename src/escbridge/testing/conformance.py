@@ -40,6 +40,7 @@ Tests must not depend on timing: harnesses give connectors a sleep that does not
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
@@ -59,6 +60,7 @@ __all__ = [
     "ConnectorConformance",
     "HelpdeskTicket",
     "LoopbackHarness",
+    "brief_sleep",
     "escalation",
 ]
 
@@ -137,6 +139,14 @@ class ConformanceHarness(Protocol):
     def outage(self, status: int = 500) -> AbstractContextManager[None]:
         """While the block runs, the helpdesk answers every API request with ``status``."""
         ...
+
+
+def brief_sleep(seconds: float) -> None:
+    """A harness's ``sleep``: retries and job polls wait a moment, not their full back-off.
+
+    Emulators run their bulk jobs in a thread, so some real time must pass; 20 ms at most.
+    """
+    time.sleep(min(seconds, 0.02))
 
 
 class LoopbackHarness:

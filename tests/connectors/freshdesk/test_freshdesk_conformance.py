@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import itertools
-import time
 from collections.abc import Collection, Iterator
 from datetime import UTC, datetime
 
@@ -15,17 +14,17 @@ from escbridge_freshdesk.sandbox import FreshdeskSandbox
 from escbridge.connector import WebhookRequest
 from escbridge.model import LevelMarker, Priority
 from escbridge.testing import FakeClock
-from escbridge.testing.conformance import ConnectorConformance, HelpdeskTicket, LoopbackHarness
+from escbridge.testing.conformance import (
+    ConnectorConformance,
+    HelpdeskTicket,
+    LoopbackHarness,
+    brief_sleep,
+)
 
 API_KEY = "fd-conformance-api-key-3b9e"
 WRONG_KEY = "fd-revoked-api-key-0c4d"
 SECRET = "fd-conformance-webhook-secret-81aa"
 LEVEL_FIELD = "cf_escalation_level"
-
-
-def brief_sleep(seconds: float) -> None:
-    """Retries and job polls wait a moment, not their full back-off."""
-    time.sleep(min(seconds, 0.02))
 
 
 class FreshdeskHarness(LoopbackHarness):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Collection, Iterator
 
 import pytest
@@ -12,15 +11,15 @@ from escbridge_zendesk.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 
 from escbridge.connector import Runtime, WebhookRequest
 from escbridge.model import LevelMarker, Priority
-from escbridge.testing.conformance import ConnectorConformance, HelpdeskTicket, LoopbackHarness
+from escbridge.testing.conformance import (
+    ConnectorConformance,
+    HelpdeskTicket,
+    LoopbackHarness,
+    brief_sleep,
+)
 
 ADMIN_EMAIL, ADMIN_TOKEN = "escbridge@sandbox.example", "sandbox-admin-token-7d1c"
 WRONG_TOKEN = "revoked-token-55e0a9"
-
-
-def brief_sleep(seconds: float) -> None:
-    """Retries and job polls wait a moment, not their full back-off (a job runs in a thread)."""
-    time.sleep(min(seconds, 0.02))
 
 
 class ZendeskHarness(LoopbackHarness):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Collection, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 
@@ -21,7 +20,12 @@ from escbridge_zohodesk.sandbox import (
 
 from escbridge.connector import WebhookRequest
 from escbridge.model import LevelMarker, Priority
-from escbridge.testing.conformance import ConnectorConformance, HelpdeskTicket, LoopbackHarness
+from escbridge.testing.conformance import (
+    ConnectorConformance,
+    HelpdeskTicket,
+    LoopbackHarness,
+    brief_sleep,
+)
 
 URL_TOKEN = "zoho-conformance-url-token-6f2d"
 WRONG_REFRESH_TOKEN = "1000.revoked-refresh.9a8b7c6d5e"
@@ -31,11 +35,6 @@ LEVEL_FIELD = "cf_escalation_level"
 ZOHO_PRIORITY = {Priority.LOW: "Low", Priority.NORMAL: "Medium", Priority.HIGH: "High"}
 ZOHO_PRIORITY[Priority.URGENT] = "High"
 FROM_ZOHO = {"Low": Priority.LOW, "Medium": Priority.NORMAL, "High": Priority.HIGH}
-
-
-def brief_sleep(seconds: float) -> None:
-    """Retries wait a moment, not their full back-off."""
-    time.sleep(min(seconds, 0.02))
 
 
 def url_token(query: Mapping[str, str]) -> int:
