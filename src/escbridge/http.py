@@ -124,6 +124,8 @@ class RateLimit(NamedTuple):
 
 
 RateLimitParser = Callable[[Mapping[str, str]], RateLimit | None]
+# Sees every HTTP response received (any status, each attempt): method, redacted URL, response.
+ResponseHook = Callable[[str, str, requests.Response], None]
 """Headers (case-insensitive mapping) -> the most constraining limit they report, or None."""
 
 
@@ -253,7 +255,9 @@ class ApiClient:
 
     ``base_url`` is prefixed to relative paths. ``bucket`` on a call names the rate-limit scope
     its response headers describe (e.g. Zendesk's ``tickets-update``), so pacing the update
-    endpoint does not slow down reads.
+    endpoint does not slow down reads. ``on_response`` sees every response received (method,
+    redacted URL, response), for headers a connector wants to act on (e.g. Zendesk's
+    ``x-zendesk-api-warn``); ``call`` returns only the body.
     """
 
     def __init__(
@@ -275,6 +279,7 @@ class ApiClient:
         utcnow: Callable[[], datetime] = lambda: datetime.now(UTC),
         rng: random.Random | None = None,
         user_agent: str = "escbridge",
+        on_response: ResponseHook | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.session = session or requests.Session()
@@ -292,6 +297,7 @@ class ApiClient:
         self.budget = budget or RetryBudget(clock=clock)
         self._error_parser = error_parser
         self._rate_parser = rate_limit_parser
+        self._on_response = on_response
         self._request_id_headers = tuple(request_id_headers)
         self._rng = rng or random.Random()
         self._lock = threading.Lock()
@@ -466,6 +472,8 @@ class ApiClient:
             raise ApiError(message, method=method, url=safe_url) from None
 
         self._record_rate(bucket, response)
+        if self._on_response is not None:
+            self._on_response(method, safe_url, response)
         status = response.status_code
         log.debug("%s %s -> %s in %.3fs", method, safe_url, status, self._clock() - started)
         if status < 400:

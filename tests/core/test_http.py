@@ -72,6 +72,25 @@ def clock() -> FakeClock:
 
 
 @responses.activate
+def test_on_response_sees_every_response_with_method_and_redacted_url(clock: FakeClock) -> None:
+    """The hook gets each attempt's response (headers a connector acts on), URL redacted."""
+    seen: list[tuple[str, str, int, str | None]] = []
+    client = make_client(
+        clock,
+        on_response=lambda m, u, r: seen.append((m, u, r.status_code, r.headers.get("x-note"))),
+    )
+    url = f"{BASE}/things"
+    responses.get(url, status=503, headers={"x-note": "busy"})
+    responses.get(url, json={"ok": True}, headers={"x-note": "fine"})
+    assert client.call("GET", "/things", params={"key": SECRET}) == {"ok": True}
+    assert [(m, code, note) for m, _, code, note in seen] == [
+        ("GET", 503, "busy"),
+        ("GET", 200, "fine"),
+    ]
+    assert all(u.startswith(f"{BASE}/things") and SECRET not in u for _, u, _, _ in seen)
+
+
+@responses.activate
 def test_retries_5xx_with_growing_jittered_backoff_then_succeeds(clock: FakeClock) -> None:
     url = f"{BASE}/tickets/1"
     responses.get(url, status=503, body="upstream down")

@@ -110,6 +110,24 @@ def test_a_partial_job_names_the_tickets_that_failed(account: Account) -> None:
     assert account.notes(61) == []
 
 
+@pytest.mark.parametrize(
+    "error",
+    ["Group does not exist", {"field": "group_id", "message": "Group does not exist"}],
+)
+def test_a_job_item_error_in_the_singular_keeps_its_reason(account: Account, error: Any) -> None:
+    """Job data items say ``error`` (singular), as real client code polling
+    ``GET /api/v2/jobs/{id}`` reads them (api-audit.md #15): the reason reaches the result."""
+    account.bulk_mode = "job"
+    account.job_status_sequence = ["PARTIAL"]
+    account.refuse_in_bulk = {63}
+    account.job_data = [{"id": 62, "success": True}, {"id": 63, "success": False, "error": error}]
+    items = [(t, ESCALATE) for t in tickets(account, [62, 63])]
+    ok, failed = connector().apply_many(items)
+    assert ok.ok and not failed.ok
+    assert "Group does not exist" in (failed.error or "")
+    assert account.notes(63) == []
+
+
 def test_a_job_without_per_ticket_data_is_checked_on_the_tickets(account: Account) -> None:
     account.bulk_mode = "job"
     account.job_status_sequence = ["PARTIAL"]

@@ -168,6 +168,8 @@ def test_an_admin_mapping_of_custom_statuses_wins_by_id_or_name() -> None:
         (9, "web"),
         (10, "email"),
         (13, "chat"),
+        (14, "other"),  # undocumented
+        (15, "chat"),  # web chat (chatwoot/chatwoot #15261)
         (42, "other"),
     ],
 )

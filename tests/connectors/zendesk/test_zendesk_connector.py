@@ -287,6 +287,32 @@ def test_apply_is_one_safe_put_with_private_note_and_no_id(clock: FakeClock) -> 
 
 
 @responses.activate
+def test_apply_logs_the_keys_zendesk_ignored_with_the_request(
+    clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``x-zendesk-api-warn`` as recorded on a real single PUT (facetoe/zenpy update-single
+    cassette) is logged at WARNING with the method and path it answered, no secrets."""
+    warn = (
+        '{:allowed_parameters=>{:controller=>"tickets", :action=>"update", '
+        ':unpermitted_keys=>["ticket.id"], :invalid_values=>[]}}'
+    )
+    groups()
+    responses.put(
+        f"{BASE}/tickets/35436.json",
+        json={"ticket": ticket(updated_at="2026-03-11T15:00:01Z"), "audit": {}},
+        headers={"x-zendesk-api-warn": warn},
+    )
+    caplog.set_level(logging.WARNING, logger="escbridge_zendesk")
+    assert make(clock).apply(fetched(), ESCALATE).ok
+    (record,) = [r for r in caplog.records if "x-zendesk-api-warn" in r.getMessage()]
+    assert record.levelno == logging.WARNING
+    message = record.getMessage()
+    assert "PUT /api/v2/tickets/35436.json" in message
+    assert 'unpermitted_keys=>["ticket.id"]' in message
+    assert TOKEN not in caplog.text
+
+
+@responses.activate
 def test_apply_conflict_without_callback_raises_for_the_caller(clock: FakeClock) -> None:
     groups()
     responses.put(f"{BASE}/tickets/35436.json", status=409, json=ERROR_409)
@@ -566,6 +592,26 @@ def test_apply_many_failed_job_is_retryable_for_every_ticket(clock: FakeClock) -
     )
     results = make(clock).apply_many(batch_items(2))
     assert all(not r.ok and r.retryable and "failed" in (r.error or "") for r in results)
+
+
+@responses.activate
+def test_apply_many_failed_job_reads_per_item_results_mapped_by_index(clock: FakeClock) -> None:
+    """A real failed job (zendesk-java-client issue #98): status "failed", and the failed
+    entry carries only its ``index`` in the batch. The ticket that did update is done (not
+    re-sent); the one that failed validation fails with Zendesk's reason, not retried."""
+    groups()
+    responses.put(f"{BASE}/tickets/update_many.json", json=JOB_QUEUED)
+    results_body = [
+        {"index": 0, "error": "TicketCreateFailed", "details": "Description: cannot be blank"},
+        {"action": "update", "status": "Updated", "success": True, "id": 2},
+    ]
+    responses.get(f"{BASE}/job_statuses/V3-47ed1567a1b2.json", json=job("failed", results_body))
+    r1, r2 = make(clock).apply_many(batch_items(2))
+    assert not r1.ok and not r1.retryable
+    assert r1.error == "TicketCreateFailed: Description: cannot be blank"
+    assert r2.ok
+    assert len(puts("/tickets/update_many.json")) == 1
+    assert puts("/tickets/1.json") == [] and puts("/tickets/2.json") == []
 
 
 @responses.activate

@@ -182,6 +182,26 @@ def test_bulk_escalation_uses_update_many_and_job_statuses() -> None:
     assert sb.ticket(1)["_comments"][-1]["public"] is False
 
 
+def test_a_failed_job_with_index_only_entries_fails_one_ticket_and_keeps_the_rest() -> None:
+    """The real failed-job shape (zendesk-java-client issue #98): status "failed", the failed
+    entry carries only its ``index``. The closed ticket fails with Zendesk's reason and is not
+    retried; the others are done and not sent again."""
+    sb = ZendeskSandbox(job_failures_by_index=True)
+    sb.seed(3, lambda i: {"subject": f"t{i}", "at": PAST + timedelta(seconds=i)})
+    sb.create_ticket(subject="closed", status="closed", at=PAST)
+    with serve(sb.app) as server:
+        conn = connect(server.url)
+        items = [(conn.fetch_ticket(str(i)), L2) for i in (1, 4, 2, 3)]
+        results = conn.apply_many(items)
+        assert any(j["status"] == "failed" for j in sb.jobs.values())
+    by_id = {r.ticket_id: r for r in results}
+    assert all(by_id[i].ok for i in ("1", "2", "3"))
+    assert not by_id["4"].ok and not by_id["4"].retryable
+    assert "closed prevents ticket update" in (by_id["4"].error or "")
+    assert sb.stats.by_endpoint["/api/v2/tickets/update_many.json"] == 1
+    assert [c["public"] for c in sb.ticket(1)["_comments"][1:]] == [False]  # one note, once
+
+
 def test_incremental_sync_holds_back_the_last_minute_and_resumes_from_its_cursor() -> None:
     wall = FakeClock(datetime.now(UTC))
     sb = ZendeskSandbox(wall_clock=lambda: wall().timestamp())

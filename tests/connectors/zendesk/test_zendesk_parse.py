@@ -186,3 +186,19 @@ def test_job_results_success_failure_and_conflict_shapes() -> None:
     assert outcomes["3"] == (False, "RecordInvalid: Status: closed prevents ticket update", False)
     assert outcomes["4"][0] is False and outcomes["4"][2] is False
     assert len(outcomes) == 4
+
+
+def test_job_results_entries_with_only_an_index_map_to_the_submitted_ticket() -> None:
+    """zendesk-java-client issue #98: a real failed entry has ``index``, no ``id``."""
+    outcomes = job_result_outcomes(
+        [
+            {"index": 1, "error": "TicketCreateFailed", "details": "Description: cannot be blank"},
+            {"action": "update", "status": "Updated", "success": True, "id": 7},
+            {"index": 9, "error": "RecordInvalid"},  # outside the batch: ignored
+        ],
+        ["7", "8"],
+    )
+    assert outcomes == {
+        "8": (False, "TicketCreateFailed: Description: cannot be blank", False),
+        "7": (True, None, False),
+    }

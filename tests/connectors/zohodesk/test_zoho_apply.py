@@ -123,7 +123,51 @@ def test_a_department_name_routes_to_the_department_and_clears_the_team(rsps, co
     rsps.get(TICKET, json=raw)
     rsps.patch(TICKET, json=patched(raw, departmentId=BILLING, teamId=None))
     assert connector.apply(connector.parse_ticket(raw), Actions(group="billing")).ok
-    assert bodies(rsps, "PATCH", TICKET) == [{"departmentId": BILLING, "teamId": None}]
+    # zohodesk-oas v1.0/Ticket.json: teamId matches ([0-9]*|null|undefined), JSON null does not
+    assert bodies(rsps, "PATCH", TICKET) == [{"departmentId": BILLING, "teamId": "null"}]
+
+
+TO_SUPPORT = Actions(group="Support", note="Back to the whole Support department", level="l1")
+
+
+def test_a_department_only_destination_clears_the_team_with_the_string_null(rsps, connector):
+    raw = ticket_json(teamId=L2)  # already in Support: only the team changes
+    rsps.get(TICKET, json=raw)
+    rsps.post(COMMENTS, json=comment_reply("x"))
+    rsps.patch(TICKET, json=patched(raw, teamId=None))
+    assert connector.apply(connector.parse_ticket(raw), TO_SUPPORT).ok
+    assert [b["teamId"] for b in bodies(rsps, "PATCH", TICKET)] == ["null"]
+
+
+def test_when_desk_refuses_the_string_null_the_team_is_cleared_with_json_null(rsps, connector):
+    """api-audit.md #3 is unconfirmed: a 422 on teamId "null" is retried once with JSON null,
+    and the handover note just posted stays."""
+    raw = ticket_json(teamId=L2)
+    rsps.get(TICKET, json=raw)
+    rsps.post(COMMENTS, json=comment_reply("x", comment_id="c-note"))
+    refused = {
+        "errorCode": "INVALID_DATA",
+        "message": "The data does not comply to the validation restrictions defined.",
+        "errors": [{"fieldName": "/teamId", "errorType": "invalid"}],
+    }
+    rsps.patch(TICKET, json=refused, status=422)
+    rsps.patch(TICKET, json=patched(raw, teamId=None))
+    assert connector.apply(connector.parse_ticket(raw), TO_SUPPORT).ok
+    assert [b["teamId"] for b in bodies(rsps, "PATCH", TICKET)] == ["null", None]
+    assert not [w for w in writes(rsps) if w.startswith("DELETE")]
+
+
+def test_when_desk_refuses_both_forms_each_is_tried_once_and_the_note_undone(rsps, connector):
+    raw = ticket_json(teamId=L2)
+    rsps.get(TICKET, json=raw)
+    rsps.post(COMMENTS, json=comment_reply("x", comment_id="c-note"))
+    rsps.delete(f"{COMMENTS}/c-note", status=204)
+    refused = {"errorCode": "INVALID_DATA", "message": "invalid",
+               "errors": [{"fieldName": "/teamId", "errorType": "invalid"}]}  # fmt: skip
+    rsps.patch(TICKET, json=refused, status=422)
+    result = connector.apply(connector.parse_ticket(raw), TO_SUPPORT)
+    assert not result.ok and not result.retryable
+    assert [b["teamId"] for b in bodies(rsps, "PATCH", TICKET)] == ["null", None]
 
 
 def test_a_team_name_used_in_two_departments_needs_the_department(rsps, connector):

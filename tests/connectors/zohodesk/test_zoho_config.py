@@ -24,6 +24,9 @@ from escbridge.model import Priority
         ("jp", "https://accounts.zoho.jp", "https://desk.zoho.jp"),
         ("ca", "https://accounts.zohocloud.ca", "https://desk.zohocloud.ca"),
         ("sa", "https://accounts.zoho.sa", "https://desk.zoho.sa"),
+        # api-audit.md #4: Desk's ten data centres include Singapore and the UAE
+        ("sg", "https://accounts.zoho.sg", "https://desk.zoho.sg"),
+        ("ae", "https://accounts.zoho.ae", "https://desk.zoho.ae"),
         ("uk", "https://accounts.zoho.uk", "https://desk.zoho.uk"),
         ("com.cn", "https://accounts.zoho.com.cn", "https://desk.zoho.com.cn"),
     ],
@@ -46,6 +49,8 @@ def test_canada_keeps_both_unconfirmed_hosts_in_order():
         ("https://www.zohoapis.com.au", "com.au"),
         ("https://www.zohoapis.in", "in"),
         ("https://www.zohoapis.com.cn", "com.cn"),
+        ("https://www.zohoapis.sg", "sg"),
+        ("https://www.zohoapis.ae", "ae"),
         ("https://example.org", None),
     ],
 )
@@ -107,6 +112,19 @@ def test_mistakes_are_explained(key, value, message):
         ZohoDeskConfig.model_validate(settings(**{key: value}))
 
 
+def test_uk_is_still_accepted_but_marked_unconfirmed():
+    config = ZohoDeskConfig.model_validate(settings(data_centre="uk"))
+    assert config.host_pairs[0].desk == "https://desk.zoho.uk"
+    field = ZohoDeskConfig.model_fields["data_centre"]
+    assert field.description is not None and "uk (unconfirmed for Desk)" in field.description
+
+
+def test_a_search_result_cap_past_what_desk_pages_to_is_refused():
+    """Desk's search takes ``from`` 0..999 (zohodesk-oas v1.0/Search.json)."""
+    with pytest.raises(ValidationError, match="less than or equal to 1000"):
+        ZohoDeskConfig.model_validate(settings(search_result_cap=2000))
+
+
 def test_defaults():
     config = ZohoDeskConfig.model_validate(settings())
     assert config.priority_map == {
@@ -115,7 +133,7 @@ def test_defaults():
         "High": Priority.HIGH,
     }
     assert config.level_field == "cf_escalation_level"
-    assert config.search_result_cap == 2000
+    assert config.search_result_cap == 1000  # Desk pages no further than from=999
     assert config.webhook_ids == ("55430000001230001",)
     assert ZohoDeskConfig.model_validate(settings(webhook_id=[1, "2"])).webhook_ids == ("1", "2")
 

@@ -21,7 +21,7 @@ from escbridge_zohodesk.sandbox import (
 )
 from flask import Flask, request
 
-from escbridge.errors import AuthError, RateLimited, WebhookAuthError
+from escbridge.errors import AuthError, RateLimited, ValidationError, WebhookAuthError
 from escbridge.model import Actions, Priority, TicketEvent
 from escbridge.sandbox import ServerThread, serve
 
@@ -287,3 +287,48 @@ def test_missing_scopes_against_the_emulator():
     for desk in start(token_scopes="Desk.tickets.READ Desk.tickets.UPDATE Desk.basic.READ"):
         report = desk.connector().check([])
         assert any(p.startswith("scope Desk.search.READ is missing") for p in report.problems)
+
+
+def test_the_emulator_refuses_search_from_past_999_like_desk(desk):
+    """zohodesk-oas v1.0/Search.json: ``from`` 0..999, ``limit`` 1..100 (api-audit.md #1)."""
+    client = desk.connector().client
+    window = "2026-01-01T00:00:00.000Z,2026-01-02T00:00:00.000Z"
+    params = {"modifiedTimeRange": window, "sortBy": "modifiedTime", "limit": 100}
+    client.search({**params, "from": 999})  # the last offset Desk takes
+    with pytest.raises(ValidationError) as refused:
+        client.search({**params, "from": 1000})
+    assert refused.value.status == 422
+    with pytest.raises(ValidationError):
+        client.search({**params, "from": 0, "limit": 101})
+
+
+@pytest.mark.parametrize("team_null", ["string", "json"])
+def test_a_department_only_destination_clears_the_team_either_way(team_null):
+    """zohodesk-oas v1.0/Ticket.json allows teamId "null", not JSON null (api-audit.md #3,
+    unconfirmed): the emulator takes one form, the connector gets there with either."""
+    for desk in start(team_null=team_null):
+        connector = desk.connector()
+        raw = desk.state.add_ticket(teamId=desk.state.team_id("L2 Support"))
+        actions = Actions(group="Support", note="back to the department", level="l1")
+        result = connector.apply(connector.fetch_ticket(raw["id"]), actions)
+        assert result.ok, result.error
+        stored = desk.state.tickets.get(raw["id"])
+        assert stored["teamId"] is None
+        assert stored["departmentId"] == desk.state.department_id("Support")
+        assert len(desk.state.comments[raw["id"]]) == 1  # the handover note stays
+        sent = [b["teamId"] for m, _, b in desk.state.requests_log if m == "PATCH" and b]
+        assert sent == (["null"] if team_null == "string" else ["null", None])
+
+
+def test_the_emulator_validates_team_id_like_the_update_schema(desk):
+    connector = desk.connector()
+    raw = desk.state.add_ticket()
+    l1 = desk.state.team_id("L1 Support")
+    for refused in (None, "none", True, [l1]):
+        with pytest.raises(ValidationError) as exc:
+            connector.client.update_ticket(raw["id"], {"teamId": refused})
+        assert exc.value.status == 422 and [f.field for f in exc.value.fields] == ["teamId"]
+    assert connector.client.update_ticket(raw["id"], {"teamId": int(l1)})["teamId"] == l1
+    assert connector.client.update_ticket(raw["id"], {"teamId": "null"})["teamId"] is None
+    assert connector.client.update_ticket(raw["id"], {"teamId": l1})["teamId"] == l1
+    assert connector.client.update_ticket(raw["id"], {"teamId": "undefined"})["teamId"] is None

@@ -35,7 +35,7 @@ class SearchDesk:
         self.ranges.append((q["modifiedTimeRange"], start))
         if self.credits_after is not None and len(self.ranges) > self.credits_after:
             return 429, {}, '{"errorCode":"THRESHOLD_EXCEEDED","message":"credits"}'
-        if start + limit > self.cap:
+        if start > 999 or start + limit > self.cap:  # Desk: from 0..999 (v1.0/Search.json)
             return 422, {}, '{"errorCode":"UNPROCESSABLE_ENTITY","message":"from is invalid"}'
         lo, hi = (parse_time(x) for x in q["modifiedTimeRange"].split(","))
         hits = sorted(
@@ -136,11 +136,22 @@ def test_a_window_over_the_cap_is_halved_until_none_reaches_it(rsps, clock):
     assert cursors == sorted(cursors)  # the cursor never moves backwards
 
 
+def test_a_window_of_1500_is_read_whole_without_asking_past_from_999(rsps, clock):
+    """Desk's search takes ``from`` 0..999 (zohodesk-oas v1.0/Search.json, api-audit.md #1)."""
+    data = tickets(1500, every=timedelta(seconds=2))
+    desk = SearchDesk(data, cap=100_000, full_items=True)
+    install(rsps, desk)
+    pages, ids = scan(make_connector(clock), since=START)
+    assert sorted(ids) == sorted(t["id"] for t in data) and len(ids) == len(set(ids))
+    assert max(start for _, start in desk.ranges) <= 999
+    assert pages[-1].done
+
+
 def test_without_a_count_the_cap_or_desks_refusal_splits_the_window(rsps, clock):
     data = tickets(300, every=timedelta(seconds=30))
     desk = SearchDesk(data, cap=200, with_count=False, full_items=True)
     install(rsps, desk)
-    _, ids = scan(make_connector(clock, search_result_cap=5000), since=START)
+    _, ids = scan(make_connector(clock, search_result_cap=1000), since=START)
     assert set(ids) == {t["id"] for t in data}
 
 

@@ -693,33 +693,47 @@ def _succeeded_failed(answer: Mapping[str, Any], ids: Sequence[str]) -> dict[str
         out[str(item.get("id") if isinstance(item, Mapping) else item)] = None
     for item in answer.get("failed") or ():
         if isinstance(item, Mapping):
-            out[str(item.get("id"))] = _errors_text(item.get("errors")) or "failed"
+            out[str(item.get("id"))] = (
+                _errors_text(item.get("errors") or item.get("error")) or "failed"
+            )
         else:
             out[str(item)] = "failed"
     return out
 
 
 def _job_data(data: Any) -> dict[str, str | None]:
-    """Per-ticket entries of a finished job, leniently: ``{"id", "success"|"status", "errors"}``."""
+    """Per-ticket entries of a finished job, leniently: ``{"id", "success"|"status", "error"}``.
+
+    Real client code polling ``GET /api/v2/jobs/{id}`` reads ``data[].id``, ``success`` and
+    ``error`` (singular) — api-audit.md #15 — so the reason is taken from ``error``, and from
+    ``errors`` too in case some answers use the plural.
+    """
     out: dict[str, str | None] = {}
     if not isinstance(data, list):
         return out
     for entry in data:
         if not isinstance(entry, Mapping) or entry.get("id") is None:
             continue
+        reason = "; ".join(
+            text for text in (_errors_text(entry.get(k)) for k in ("error", "errors")) if text
+        )
         failed = (
             entry.get("success") is False
             or str(entry.get("status") or "").lower() in ("failed", "failure", "error")
-            or bool(entry.get("errors"))
+            or bool(reason)
         )
-        out[str(entry["id"])] = (_errors_text(entry.get("errors")) or "failed") if failed else None
+        out[str(entry["id"])] = (reason or "failed") if failed else None
     return out
 
 
 def _errors_text(errors: Any) -> str:
+    """Freshdesk's error(s) as text: a list of ``{field, message}``, one such object, or text."""
     if isinstance(errors, list):
-        return "; ".join(
-            f"{e.get('field')}: {e.get('message')}" if isinstance(e, Mapping) else str(e)
-            for e in errors
-        )
+        return "; ".join(_errors_text(e) for e in errors if e)
+    if isinstance(errors, Mapping):
+        message = errors.get("message") or errors.get("description") or errors.get("code")
+        field = errors.get("field")
+        if message is None:
+            return str(dict(errors)) if errors else ""
+        return f"{field}: {message}" if field else str(message)
     return str(errors) if errors else ""

@@ -33,7 +33,10 @@ STATUSES: Mapping[int, Status] = {
     5: Status.CLOSED,
 }
 
-#: ``source`` codes (1 Email … 13 WhatsApp); anything newer is ``other``.
+#: ``source`` codes: 1–13 as listed by a recorded account's ticket fields (airbytehq/airbyte
+#: source-freshdesk ``expected_records.jsonl``, see ../shared/reference/freshdesk.md), 15 web
+#: chat (chatwoot/chatwoot issue #15261, api-audit.md #17). Any other code (14, newer ones) is
+#: undocumented and stays ``other``.
 CHANNELS: Mapping[int, Channel] = {
     1: Channel.EMAIL,  # Email
     2: Channel.WEB,  # Portal
@@ -48,6 +51,7 @@ CHANNELS: Mapping[int, Channel] = {
     11: Channel.OTHER,  # Ecommerce
     12: Channel.CHAT,  # Bot
     13: Channel.CHAT,  # WhatsApp
+    15: Channel.CHAT,  # Web chat
 }
 
 # Custom status names -> category when the admin did not map them (first match wins).

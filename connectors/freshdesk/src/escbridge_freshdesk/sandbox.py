@@ -595,8 +595,10 @@ class FreshdeskSandbox(Emulator):
                 job["status"] = "IN_PROGRESS"
         if run:
             outcome = self._run_bulk(job["ids"], job["properties"], job["actor"])
+            # Job data items carry ``error`` (singular): what real client code polling
+            # GET /api/v2/jobs/{id} reads (api-audit.md #15); its value's shape is a guess.
             data = [{"id": i, "success": True} for i in outcome["succeeded"]] + [
-                {"id": f["id"], "success": False, "errors": f["errors"]} for f in outcome["failed"]
+                {"id": f["id"], "success": False, "error": f["errors"]} for f in outcome["failed"]
             ]
             with self._lock:
                 job["data"] = data

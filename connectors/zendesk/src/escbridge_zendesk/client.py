@@ -7,21 +7,27 @@ pacing the Update Ticket limit does not slow reads.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 
 from escbridge.connector.kit import Runtime
 from escbridge.http import ApiClient, RetryPolicy
+from escbridge.secrets import redact
 from escbridge_zendesk.config import ZendeskConfig
 from escbridge_zendesk.parse import parse_error, parse_rate_limit
+
+log = logging.getLogger(__name__)
 
 UPDATE_BUCKET = "tickets-update"
 INCREMENTAL_BUCKET = "incremental"
 SEARCH_BUCKET = "search"
 MAX_BATCH = 100  # update_many and show_many take at most 100 tickets
 SEARCH_CAP = 1000  # search returns at most 1,000 results per query
+API_WARN_HEADER = "x-zendesk-api-warn"
 COMMENTS_PER_PAGE = 25  # newest comments read per event: enough to get past escbridge's notes
 
 
@@ -76,8 +82,27 @@ class ZendeskApi:
             error_parser=parse_error,
             rate_limit_parser=parse_rate_limit,
             user_agent="escbridge-zendesk",
+            on_response=self._log_api_warning,
             **(runtime or Runtime()).client_kwargs(),
         )
+
+    def _log_api_warning(self, method: str, url: str, response: requests.Response) -> None:
+        """Log Zendesk's ``x-zendesk-api-warn`` header at WARNING, with the request it answers.
+
+        Real responses name request keys Zendesk ignored in it, e.g. ``{:allowed_parameters=>
+        {:controller=>"tickets", :action=>"update", :unpermitted_keys=>["ticket.id"], ...}}``
+        (recorded in facetoe/zenpy's update-single betamax cassette): a sign that part of a
+        write was silently dropped. ``url`` is already redacted; only its path is logged.
+        """
+        warning = response.headers.get(API_WARN_HEADER)
+        if warning:
+            log.warning(
+                "Zendesk ignored part of %s %s: %s: %s",
+                method,
+                urlsplit(url).path,
+                API_WARN_HEADER,
+                redact(warning, self.config.secret_values())[:500],
+            )
 
     # -- users and groups ---------------------------------------------------------------------
 

@@ -389,8 +389,9 @@ class ZendeskConnector(BaseConnector[ZendeskConfig, _Write]):
         """``PUT /tickets/update_many`` in the batch form; the job is polled when collected.
 
         Each ticket carries its own ``safe_update`` + ``updated_stamp`` (Zendesk requires both
-        in a batch). Results are mapped back by ticket id; a ticket missing from the results,
-        or a failed job, is a retryable failure; an ``UpdateConflict`` is a conflict.
+        in a batch). Results are mapped back by ticket id, or by ``index`` (position in the
+        batch) when an entry has no id; a ticket missing from the results, or a failed job
+        without per-item results, is a retryable failure; an ``UpdateConflict`` is a conflict.
         """
         job = self.api.update_many([{"id": int(w.ticket.id), **w.body} for w in batch])
         job_id = job.get("id")
@@ -418,8 +419,15 @@ class ZendeskConnector(BaseConnector[ZendeskConfig, _Write]):
         if not poll.finished:
             done = {**done, "status": "timeout", "message": "still running; not waited for"}
         status = str(done.get("status") or "")
-        if status != "completed":
-            why = f"job {job_id} {status or 'unknown'}: {done.get('message') or ''}".strip()
+        why = f"job {job_id} {status or 'unknown'}: {done.get('message') or ''}".strip()
+        results = done.get("results")
+        # A failed job may still carry per-item results (zendesk-java-client issue #98:
+        # status "failed" with results [{"index": 0, "error": ...}]): read them, so tickets
+        # that did update are not sent again.
+        per_item = status == "completed" or (
+            status == "failed" and isinstance(results, list) and bool(results)
+        )
+        if not per_item:
             # A job still running may yet write: settled (wait, re-read) like a lost answer.
             return [
                 ApplyResult(
@@ -427,17 +435,21 @@ class ZendeskConnector(BaseConnector[ZendeskConfig, _Write]):
                 )
                 for w in batch
             ]
-        outcomes = job_result_outcomes(done.get("results"))
+        outcomes = job_result_outcomes(results, [w.ticket.id for w in batch])
         out: list[ApplyResult] = []
         for w in batch:
             outcome = outcomes.get(w.ticket.id)
             if outcome is None:
+                # Missing from a failed job's results: it may or may not have been written,
+                # so it is settled (re-read, write what is missing) rather than re-sent.
                 out.append(
                     ApplyResult(
                         w.ticket.id,
                         ok=False,
                         retryable=True,
-                        error=f"ticket missing from the results of job {job_id}",
+                        error=f"ticket missing from the results of job {job_id}"
+                        + (f" ({why})" if status != "completed" else ""),
+                        unknown=status != "completed",
                     )
                 )
                 continue

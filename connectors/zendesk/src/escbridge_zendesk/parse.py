@@ -326,21 +326,29 @@ def _float(value: str | None) -> float | None:
 # --------------------------------------------------------------------------- job results
 
 
-def job_result_outcomes(results: Any) -> dict[str, tuple[bool, str | None, bool]]:
+def job_result_outcomes(
+    results: Any, ids: Sequence[str] = ()
+) -> dict[str, tuple[bool, str | None, bool]]:
     """update_many job results -> ``{ticket id: (ok, error, is_conflict)}``.
 
     Success is recorded as ``{"action": "update", "status": "Updated", "success": true, "id": N}``.
     The failure shape for tickets is not documented, so any of ``success: false``,
     ``status: "Failed"`` or an ``error`` key counts as a failure, and ``UpdateConflict`` or a
-    mention of safe update marks a concurrent edit.
+    mention of safe update marks a concurrent edit. A real failed entry may carry only
+    ``index`` (its position in the submitted batch), no ``id`` — e.g.
+    ``{"index": 0, "error": "TicketCreateFailed", "details": "Description: cannot be blank"}``
+    (cloudbees-oss/zendesk-java-client issue #98) — so an entry without ``id`` is mapped to
+    ``ids[index]``, ``ids`` being the submitted tickets in order.
     """
     out: dict[str, tuple[bool, str | None, bool]] = {}
     if not isinstance(results, list):
         return out
     for entry in results:
-        if not isinstance(entry, Mapping) or entry.get("id") is None:
+        if not isinstance(entry, Mapping):
             continue
-        ticket_id = str(entry["id"])
+        ticket_id = _result_ticket_id(entry, ids)
+        if ticket_id is None:
+            continue
         failed = (
             entry.get("success") is False
             or str(entry.get("status", "")).lower() in ("failed", "error")
@@ -357,3 +365,13 @@ def job_result_outcomes(results: Any) -> dict[str, tuple[bool, str | None, bool]
         )
         out[ticket_id] = (False, text, conflict)
     return out
+
+
+def _result_ticket_id(entry: Mapping[str, Any], ids: Sequence[str]) -> str | None:
+    """The ticket a job result entry is about: its ``id``, else ``ids[index]``."""
+    if entry.get("id") is not None:
+        return str(entry["id"])
+    index = entry.get("index")
+    if isinstance(index, int) and not isinstance(index, bool) and 0 <= index < len(ids):
+        return str(ids[index])
+    return None

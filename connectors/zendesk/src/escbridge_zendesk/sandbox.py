@@ -13,7 +13,8 @@ event-subscription payloads or the trigger body — fired to a URL whenever a ti
 
 Where Zendesk's behaviour is undocumented the emulator picks one side and says so, and the
 connector handles both: the 409 body; ``additional_tags`` on a single PUT
-(``single_put_additional_tags``); the failed-entry shape of job results; whether job items
+(``single_put_additional_tags``); the failed-entry shape of job results (the real one —
+``index`` only, job ``failed`` — with ``job_failures_by_index``); whether job items
 count against the Update Ticket limit (here: each ticket costs one unit, the cautious reading).
 
 Control endpoints under ``/__sandbox/`` create tickets and make "human" edits over HTTP.
@@ -142,6 +143,7 @@ class ZendeskSandbox(Emulator):
         webhook_secret: str = TEST_SIGNING_SECRET,
         webhook_mode: str = "events",
         job_seconds_per_ticket: float = 0.0,
+        job_failures_by_index: bool = False,
         wall_clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -166,6 +168,7 @@ class ZendeskSandbox(Emulator):
         self.webhook_mode = webhook_mode
         self.webhook_id = "01HSANDBOXWEBHOOK0000000000"
         self.job_seconds_per_ticket = job_seconds_per_ticket
+        self.job_failures_by_index = job_failures_by_index
         self.jobs: dict[str, dict[str, Any]] = {}
         self.api_warnings: list[str] = []
         self.updates_applied = 0
@@ -449,26 +452,49 @@ class ZendeskSandbox(Emulator):
                     {"action": "update", "status": "Updated", "success": True, "id": tid}
                 )
             except HttpError as exc:
-                body = exc.body if isinstance(exc.body, Mapping) else {}
-                results.append(
-                    {
-                        "action": "update",
-                        "id": tid,
-                        "status": "Failed",
-                        "success": False,
-                        "error": body.get("error", "Failed"),
-                        "details": body.get("description", ""),
-                    }
-                )
+                results.append(self._failed_entry(n - 1, tid, exc))
             with self._lock:
                 self.jobs[job_id].update(progress=n, message=f"Updating ticket #{tid}")
+        failed = self.job_failures_by_index and any("index" in r for r in results)
         with self._lock:
             self.jobs[job_id].update(
-                status="completed",
+                status="failed" if failed else "completed",
                 progress=len(items),
                 results=results,
                 message=f"Completed at {datetime.now(UTC):%Y-%m-%d %H:%M:%S +0000}",
             )
+
+    def _failed_entry(self, index: int, tid: int, exc: HttpError) -> dict[str, Any]:
+        """A job result entry for an item that failed.
+
+        Default: the emulator's own guess (``id``, ``status``, ``success``). With
+        ``job_failures_by_index``: the shape of a real failed job (cloudbees-oss/
+        zendesk-java-client issue #98) — only ``index`` (position in the batch), ``error`` and
+        ``details`` — and the job's status becomes ``failed``.
+        """
+        body = exc.body if isinstance(exc.body, Mapping) else {}
+        error = body.get("error", "Failed")
+        if not self.job_failures_by_index:
+            return {
+                "action": "update",
+                "id": tid,
+                "status": "Failed",
+                "success": False,
+                "error": error,
+                "details": body.get("description", ""),
+            }
+        details = body.get("details")
+        reasons = [
+            str(d.get("description"))
+            for field in (details.values() if isinstance(details, Mapping) else ())
+            for d in (field if isinstance(field, list) else ())
+            if isinstance(d, Mapping) and d.get("description")
+        ]
+        return {
+            "index": index,
+            "error": error,
+            "details": "; ".join(reasons) or body.get("description", ""),
+        }
 
     # ------------------------------------------------------------------ webhooks
 

@@ -36,7 +36,8 @@ class ZohoDeskConfig(ConnectorSettings):
     """One Zoho Desk portal (organisation), reached through an OAuth self-client."""
 
     data_centre: DataCentreName = Field(
-        default="com", description="com, eu, in, com.au, jp, ca, sa, uk or com.cn"
+        default="com",
+        description="com, eu, in, com.au, jp, ca, sa, sg, ae, uk (unconfirmed for Desk) or com.cn",
     )
     org_id: str = Field(description="the Desk organisation id (GET /api/v1/organizations)")
     client_id: str = Field(min_length=1)
@@ -77,7 +78,14 @@ class ZohoDeskConfig(ConnectorSettings):
     jwt_leeway_seconds: float = Field(default=30.0, ge=0, le=300)
 
     # sync and limits
-    search_result_cap: int = Field(default=2000, ge=100, le=5000)
+    # /tickets/search takes ``from`` 0..999 and ``limit`` 1..100 (zohodesk-oas v1.0/Search.json),
+    # so no window can be read past its 1,000th hit: a window with more is split.
+    search_result_cap: int = Field(
+        default=1000,
+        ge=100,
+        le=1000,
+        description="most hits one search window may have (Desk pages no further than from=999)",
+    )
     sync_overlap_seconds: int = Field(default=60, ge=0, le=3600)
     sync_start_days: int = Field(default=30, ge=1, le=3650)
     credit_reserve: int = Field(

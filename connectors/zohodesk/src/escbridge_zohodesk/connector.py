@@ -75,7 +75,17 @@ log = logging.getLogger(__name__)
 
 __version__ = "0.1.0"
 
-SEARCH_PAGE = 100
+# How a PATCH clears the team (a department-only destination). zohodesk-oas v1.0/Ticket.json
+# types ``updateTicketRequest.teamId`` as string/integer with pattern ``([0-9]*|null|undefined)``:
+# the string "null" is allowed, JSON null is not (api-audit.md #3). That is UNCONFIRMED against a
+# real account, so ``_patch`` sends the string first, as the published schema says, and retries
+# once with JSON null when Desk refuses the teamId (what escbridge sent before; if the schema is
+# wrong, that is the other form a client could mean).
+TEAM_NONE = "null"
+SEARCH_PAGE = 100  # /tickets/search ``limit`` is 1..100 (zohodesk-oas v1.0/Search.json)
+# /tickets/search ``from`` is 0..999 (zohodesk-oas v1.0/Search.json; api-audit.md #1): from=900
+# with limit=100 is the last page, so at most 1,000 hits of one window can be read.
+SEARCH_MAX_FROM = 999
 MIN_WINDOW = timedelta(seconds=1)  # Desk's times are whole seconds: a window cannot be split finer
 NOTE_LIMIT = 32000
 SAME_MOMENT = timedelta(seconds=2)
@@ -243,7 +253,8 @@ class ZohoDeskConnector(BaseConnector[ZohoDeskConfig, _Prepared]):
         self, lo: datetime, hi: datetime, *, last: bool, seen: set[tuple[str, str | None]]
     ) -> Generator[TicketPage, None, list[tuple[datetime, datetime]] | None]:
         """Pages of one window; returns the two halves instead when the window is too big."""
-        cap = self.config.search_result_cap
+        # never more than Desk's from-limit allows, whatever the (validated) setting says
+        cap = min(self.config.search_result_cap, SEARCH_MAX_FROM + 1)
         splittable = hi - lo > MIN_WINDOW
         offset = 0
         while True:
@@ -272,7 +283,7 @@ class ZohoDeskConnector(BaseConnector[ZohoDeskConfig, _Prepared]):
                 )
             offset += len(items)
             complete = len(items) < SEARCH_PAGE or (count is not None and offset >= count)
-            if not complete and offset + SEARCH_PAGE > cap:
+            if not complete and (offset + SEARCH_PAGE > cap or offset > SEARCH_MAX_FROM):
                 if splittable and count is None:
                     return _halves(lo, hi)
                 complete = True
@@ -357,7 +368,7 @@ class ZohoDeskConnector(BaseConnector[ZohoDeskConfig, _Prepared]):
                 body["departmentId"] = route.department_id
             current_team = raw.get("teamId")
             if (str(current_team) if current_team else None) != route.team_id:
-                body["teamId"] = route.team_id
+                body["teamId"] = route.team_id if route.team_id else TEAM_NONE
         if actions.unassign and raw.get("assigneeId"):
             body["assigneeId"] = None
         if actions.priority is not None and actions.priority > fresh.priority:
@@ -445,17 +456,27 @@ class ZohoDeskConnector(BaseConnector[ZohoDeskConfig, _Prepared]):
 
         - PATCH may not move departments: the documented ``/move`` endpoint does, then the
           rest is PATCHed;
-        - JSON null may not unassign: the schema's pattern names the string ``"null"``.
+        - JSON null may not unassign: the schema's pattern names the string ``"null"``;
+        - the string ``"null"`` may not clear the team after all: JSON null is tried once
+          (see ``TEAM_NONE``).
         """
         ticket_id, body = p.ticket.id, dict(p.body)
-        for _ in range(3):
+        for _ in range(4):
             if not body:
                 return self.client.ticket(ticket_id)
             try:
                 return self.client.update_ticket(ticket_id, body)
             except ValidationError as exc:
                 rejected = {f.field for f in exc.fields}
-                if "departmentId" in body and (
+                team_refused = (
+                    "teamId" in rejected and "departmentId" not in rejected
+                    if rejected
+                    else "departmentId" not in body  # an unnamed refusal: the team is the suspect
+                )
+                if body.get("teamId") == TEAM_NONE and team_refused:
+                    log.info('zohodesk: PATCH refused teamId "null"; clearing the team with null')
+                    body["teamId"] = None
+                elif "departmentId" in body and (
                     not rejected or rejected & {"departmentId", "teamId"}
                 ):
                     log.info("zohodesk: PATCH refused the department change; using /move")
@@ -570,7 +591,7 @@ class ZohoDeskConnector(BaseConnector[ZohoDeskConfig, _Prepared]):
         body = prepared.body
         if not body or "departmentId" in body or "assigneeId" in body:
             return None
-        if "teamId" in body and body["teamId"] is None:
+        if "teamId" in body and body["teamId"] in (None, TEAM_NONE):
             return None
         cf = body.get("cf") or {}
         return (body.get("teamId"), body.get("priority"), tuple(sorted(cf.items())))

@@ -7,6 +7,12 @@ portal must all be used there. The token response's ``api_domain`` (``www.zohoap
 Where the reference could not confirm a host (Canada: ``zohocloud.ca`` or ``zoho.ca``), the data
 centre lists both pairs; the connector uses the first whose accounts server answers and keeps
 the Desk host of the same pair, since accounts and Desk must be in the same data centre.
+
+Sources (api-audit.md #4): Zoho Desk's data-centre table as quoted in public client code lists
+ten data centres (US, EU, IN, AU, JP, CA, CN, SA, SG, AE); the Singapore and UAE hosts
+(``accounts.zoho.sg``/``desk.zoho.sg``, ``accounts.zoho.ae``/``desk.zoho.ae``) come only from
+such second-hand sources. No source confirms a Desk host for "uk": it is still accepted, for an
+account that finds it works, but it is UNCONFIRMED.
 """
 
 from __future__ import annotations
@@ -15,7 +21,9 @@ from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import urlsplit
 
-DataCentreName = Literal["com", "eu", "in", "com.au", "jp", "ca", "sa", "uk", "com.cn"]
+DataCentreName = Literal[
+    "com", "eu", "in", "com.au", "jp", "ca", "sa", "sg", "ae", "uk", "com.cn"
+]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -52,6 +60,10 @@ DATA_CENTRES: dict[str, DataCentre] = {
     # UNCONFIRMED which Canada host is right: zohocloud.ca (Zoho FSM page) first, zoho.ca second.
     "ca": DataCentre("ca", "Canada", (_pair("zohocloud.ca"), _pair("zoho.ca")), "zohoapis.ca"),
     "sa": DataCentre("sa", "Saudi Arabia", (_pair("zoho.sa"),), "zohoapis.sa"),
+    # SG and AE: hosts from public client code quoting Desk's DC table; api_domain by the pattern
+    "sg": DataCentre("sg", "Singapore", (_pair("zoho.sg"),), "zohoapis.sg"),
+    "ae": DataCentre("ae", "United Arab Emirates", (_pair("zoho.ae"),), "zohoapis.ae"),
+    # UNCONFIRMED for Desk: Zoho's accounts server exists, but no source names a Desk host.
     "uk": DataCentre("uk", "United Kingdom", (_pair("zoho.uk"),), "zohoapis.uk"),
     "com.cn": DataCentre("com.cn", "China", (_pair("zoho.com.cn"),), "zohoapis.com.cn"),
 }
@@ -67,6 +79,8 @@ ZOHO_DOMAINS = (
     "zohocloud.ca",
     "zoho.ca",
     "zoho.sa",
+    "zoho.sg",
+    "zoho.ae",
     "zoho.uk",
     "zoho.com.cn",
 )

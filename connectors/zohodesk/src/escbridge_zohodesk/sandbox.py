@@ -9,8 +9,8 @@ fields, 204 for empty lists, daily credits with ``X-Rate-Limit-*-v3`` headers an
 events signed with an RS256 ``X-ZDesk-JWT`` posted on every ticket change.
 
 Where the reference is unsure, an option picks the behaviour so tests cover both
-(``patch_moves_department``, ``null_unassigns``, ``fields_path``, ``search_full_items``,
-``jwt_time_unit``, ``token_scopes``).
+(``patch_moves_department``, ``null_unassigns``, ``team_null``, ``fields_path``,
+``search_full_items``, ``jwt_time_unit``, ``token_scopes``).
 
 The state is ``app.extensions["zohodesk"]`` (a ``DeskEmulator``); tests drive it directly
 (``add_ticket``, ``throttle_next``, ``revoke_tokens``, ``dispatcher.flush()``); its network
@@ -97,6 +97,18 @@ def _signing_key() -> tuple[rsa.RSAPrivateKey, str]:
         return _KEY
 
 
+# the string forms Desk's update schema allows for "no team" (v1.0/Ticket.json); what Desk does
+# with "undefined" is not documented: the emulator treats it like "null"
+_TEAM_NONE = ("null", "undefined")
+
+
+def _team_value(value: Any) -> str | None:
+    """The stored teamId for a written value: no team for null, "", "null" or "undefined"."""
+    if value is None or value == "" or value in _TEAM_NONE:
+        return None
+    return str(value)
+
+
 def _err(status: int, code: str, message: str, **extra: Any) -> Response:
     """Zoho Desk's error answers: ``{"errorCode", "message", …}``."""
     return respond({"errorCode": code, "message": message, **extra}, status)
@@ -118,11 +130,12 @@ class DeskEmulator:
         daily_credits: int = 50000,
         credits_retry_after: int | None = 3600,
         max_concurrent: int = 15,
-        search_cap: int = 2000,
+        search_cap: int | None = None,
         search_full_items: bool = False,
         fields_path: str = "organizationFields",
         patch_moves_department: bool = True,
         null_unassigns: bool = True,
+        team_null: str = "string",
         comment_bumps_modified: bool = True,
         jwt_time_unit: str = "s",
         jwt_ttl: float = 300.0,
@@ -139,11 +152,18 @@ class DeskEmulator:
         self.token_scopes = token_scopes
         self.token_ttl = token_ttl
         self.credits_retry_after = credits_retry_after
+        #: an extra, lower result cap for tests; Desk's own rule (from <= 999) always applies
         self.search_cap = search_cap
         self.search_full_items = search_full_items
         self.fields_path = fields_path
         self.patch_moves_department = patch_moves_department
         self.null_unassigns = null_unassigns
+        #: how a PATCH clears the team. "string" (default): as zohodesk-oas v1.0/Ticket.json
+        #: ``updateTicketRequest.teamId`` (pattern ``([0-9]*|null|undefined)``) says, the string
+        #: "null" and a JSON null is refused; "json": the reverse, for the unconfirmed other case.
+        if team_null not in ("string", "json"):
+            raise ValueError('team_null is "string" or "json"')
+        self.team_null = team_null
         self.comment_bumps_modified = comment_bumps_modified
         self.jwt_time_unit = jwt_time_unit
         self.jwt_ttl = jwt_ttl
@@ -489,7 +509,9 @@ class DeskEmulator:
             errors.append({"fieldName": "/departmentId", "errorType": "invalid"})
         department = str(body.get("departmentId") or ticket.get("departmentId"))
         team_id = body.get("teamId", None if "departmentId" in body else ticket.get("teamId"))
-        if team_id not in (None, ""):
+        if "teamId" in body and not self._team_id_valid(body["teamId"]):
+            errors.append({"fieldName": "/teamId", "errorType": "invalid"})
+        elif _team_value(team_id) is not None:
             team = self.teams.get(str(team_id))
             if team is None or team["departmentId"] != department:
                 errors.append({"fieldName": "/teamId", "errorType": "invalid"})
@@ -506,13 +528,27 @@ class DeskEmulator:
                 errors.append({"fieldName": f"/cf/{key}", "errorType": "invalid"})
         return errors
 
+    def _team_id_valid(self, value: Any) -> bool:
+        """``teamId`` as Desk's update schema types it: string or integer, pattern
+        ``([0-9]*|null|undefined)`` (zohodesk-oas v1.0/Ticket.json); JSON null only with
+        ``team_null="json"``, which in turn refuses the string forms."""
+        if value is None:
+            return self.team_null == "json"
+        if isinstance(value, bool) or not isinstance(value, str | int):
+            return False
+        if value in _TEAM_NONE:
+            return self.team_null == "string"
+        return str(value).isdigit() or value == ""
+
     def apply_update(self, ticket: dict[str, Any], body: Mapping[str, Any], agent: str) -> None:
         for key, value in body.items():
             if key == "cf":
                 ticket["cf"] = {**(ticket.get("cf") or {}), **value}
             elif key == "assigneeId":
                 ticket["assigneeId"] = None if value in (None, "null") else str(value)
-            elif key in ("teamId", "departmentId"):
+            elif key == "teamId":
+                ticket[key] = _team_value(value)
+            elif key == "departmentId":
                 ticket[key] = str(value) if value not in (None, "") else None
             else:
                 ticket[key] = value
@@ -653,7 +689,9 @@ def create_app(**options: Any) -> Flask:
             "priority", "assigneeId", "departmentId", "subject", "ticketNumber", "_all",
         }  # fmt: skip
         unknown = set(request.args) - known
-        if unknown or not 1 <= limit <= 100 or start < 0 or start + limit > desk.search_cap:
+        # Desk's bounds: ``from`` 0..999, ``limit`` 1..100 (zohodesk-oas v1.0/Search.json)
+        over_cap = desk.search_cap is not None and start + limit > desk.search_cap
+        if unknown or not 1 <= limit <= 100 or not 0 <= start <= 999 or over_cap:
             return _err(
                 422,
                 "UNPROCESSABLE_ENTITY",
