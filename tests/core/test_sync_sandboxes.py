@@ -29,8 +29,9 @@ from escbridge.processing import Processor
 from escbridge.sandbox.backlog import config_yaml, default_matrix_path
 from escbridge.sandbox.driver import SandboxDriver, SimClock, TicketSpec, available_drivers
 from escbridge.store import TicketWrites, upgrade
-from escbridge.sync import CallCounter, Syncer, SyncOptions, SyncReport, build_sync_processor
+from escbridge.sync import CallCounter, Syncer, SyncOptions, SyncReport
 from escbridge.testing import FakeClock
+from escbridge.testing.simulated import simulated_processor
 
 HELPDESKS = ("zendesk", "freshdesk", "zohodesk")
 START = datetime(2026, 3, 11, 10, 0, tzinfo=ZoneInfo("Europe/Berlin"))  # a Wednesday morning
@@ -135,18 +136,7 @@ def rig(helpdesk: str, matrix: Matrix, tmp_path: Path) -> Iterator[RigFactory]:
         instance = {**driver.instance_settings(), "max_attempts": 8, **settings}
         text = config_yaml({helpdesk: instance}, default_matrix_path(), url)
         config = parse_config(text, str(tmp_path / "escbridge.yaml"), tmp_path)
-        counter = CallCounter()
-        processor = build_sync_processor(
-            config,
-            counter,
-            overrides={
-                "utcnow": clock.now,
-                "wallclock": clock.wall,
-                "clock": fake.monotonic,
-                "sleep": fake.sleep,
-            },
-        )
-        processor.clock = clock.now
+        processor, counter = simulated_processor(config, clock, fake)
         made = Rig(helpdesk, driver, clock, fake, processor, counter, matrix)
         started.append(made)
         return made

@@ -30,8 +30,9 @@ from escbridge.sandbox.backlog import config_yaml
 from escbridge.sandbox.driver import SandboxDriver, SimClock, TicketSpec, available_drivers
 from escbridge.sandbox.emulator import Change
 from escbridge.sandbox.faults import FaultPlan
-from escbridge.sync import CallCounter, build_sync_processor
+from escbridge.sync import CallCounter
 from escbridge.testing import FakeClock
+from escbridge.testing.simulated import simulated_processor
 
 HELPDESKS = ("zendesk", "freshdesk", "zohodesk")
 START = datetime(2026, 3, 11, 9, 0, tzinfo=UTC)  # a Wednesday morning
@@ -275,18 +276,7 @@ def start_rig(helpdesk: str, store_url: str, tmp_path: Path, *, fault_seed: int 
     settings = {**driver.instance_settings(), "read_timeout": READ_TIMEOUT}
     text = config_yaml({helpdesk: settings}, matrix, store_url)
     config = parse_config(text, str(tmp_path / "escbridge.yaml"), tmp_path)
-    counter = CallCounter()
-    processor = build_sync_processor(
-        config,
-        counter,
-        overrides={
-            "utcnow": clock.now,
-            "wallclock": clock.wall,
-            "clock": fake.monotonic,
-            "sleep": fake.sleep,
-        },
-    )
-    processor.clock = clock.now
+    processor, counter = simulated_processor(config, clock, fake)
     receiver = serve(create_app(config, processor=processor))
     driver.connect_webhooks(driver.webhook_url(receiver.url, helpdesk))
     rig = FaultRig(helpdesk, driver, clock, fake, processor, counter, receiver, plan)
