@@ -351,10 +351,7 @@ class ConnectorConformance:
     def test_a_concurrent_edit_reaches_on_conflict_with_the_fresh_ticket(
         self, harness: ConformanceHarness
     ) -> None:
-        connector = harness.connector()
-        ticket_id = harness.create_ticket()
-        stale = connector.fetch_ticket(ticket_id)
-        harness.human_edit(ticket_id, tags=["hannah_looked"])
+        connector, ticket_id, stale = _read_then_edited(harness, tags=["hannah_looked"])
         seen: list[Ticket] = []
         actions = escalation(group=harness.groups[1])
 
@@ -373,10 +370,7 @@ class ConnectorConformance:
             assert "hannah_looked" in fresh.tags and "hannah_looked" in after.tags
 
     def test_a_conflict_decided_away_writes_nothing(self, harness: ConformanceHarness) -> None:
-        connector = harness.connector()
-        ticket_id = harness.create_ticket()
-        stale = connector.fetch_ticket(ticket_id)
-        harness.human_edit(ticket_id)
+        connector, ticket_id, stale = _read_then_edited(harness)
 
         result = connector.apply(
             stale, escalation(group=harness.groups[1]), on_conflict=lambda fresh: None
@@ -389,10 +383,7 @@ class ConnectorConformance:
     def test_a_conflict_without_a_handler_raises_and_writes_nothing(
         self, harness: ConformanceHarness
     ) -> None:
-        connector = harness.connector()
-        ticket_id = harness.create_ticket()
-        stale = connector.fetch_ticket(ticket_id)
-        harness.human_edit(ticket_id)
+        connector, ticket_id, stale = _read_then_edited(harness)
 
         with pytest.raises(Conflict):
             connector.apply(stale, escalation(group=harness.groups[1]))
@@ -403,10 +394,7 @@ class ConnectorConformance:
     def test_a_ticket_that_keeps_changing_is_given_up_as_retryable(
         self, harness: ConformanceHarness
     ) -> None:
-        connector = harness.connector()
-        ticket_id = harness.create_ticket()
-        stale = connector.fetch_ticket(ticket_id)
-        harness.human_edit(ticket_id)
+        connector, ticket_id, stale = _read_then_edited(harness)
         asked: list[Ticket] = []
         actions = escalation(group=harness.groups[1])
 
@@ -551,3 +539,14 @@ class ConnectorConformance:
 
         texts = [*_texts_of(failed.value), *written, repr(connector), caplog.text]
         assert _leaks(texts, harness.secrets()) == []
+
+
+def _read_then_edited(
+    harness: ConformanceHarness, *, tags: Collection[str] = ()
+) -> tuple[Connector, str, Ticket]:
+    """A connector, a ticket it has read, and then a human's edit: its read is now stale."""
+    connector = harness.connector()
+    ticket_id = harness.create_ticket()
+    stale = connector.fetch_ticket(ticket_id)
+    harness.human_edit(ticket_id, tags=tags)
+    return connector, ticket_id, stale
