@@ -432,7 +432,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         (work / "escbridge.yaml").write_text(
             f"store: {store_url}\nmatrix: matrix.yaml\ninstances:\n  {INSTANCE}:\n"
-            "    type: zendesk\n    base_url: http://127.0.0.1:9\n"
+            "    type: zendesk\n    sandbox: true\n    base_url: http://127.0.0.1:9\n"
             "    email: escbridge@bench.example\n    api_token: ${BENCH_API_TOKEN}\n"
             "    webhook_secret: ${BENCH_WEBHOOK_SECRET}\n    integration_user_id: 9001\n",
             encoding="utf-8",

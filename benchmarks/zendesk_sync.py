@@ -75,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     with serve(sandbox.app) as server:
         config = ZendeskConfig(
             base_url=server.url,
+            sandbox=True,
             email="escbridge@sandbox.example",
             api_token="sandbox-admin-token",
         )

@@ -23,6 +23,9 @@ from pgserver import PostgresServer, PostgresUnavailable, start_postgres
 from escbridge.store import Store, head_revision, upgrade
 from escbridge.store.schema import metadata
 
+# every helpdesk request and emulator answer of the suite is checked against the kept contracts
+pytest_plugins = ("contract.plugin",)
+
 BACKENDS = ("sqlite", "postgresql")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 _postgres_problem: list[str] = []

@@ -285,3 +285,21 @@ class OutcomeUnknown(TransientError):
     finish, reads the ticket again and writes only what is missing. A ``TransientError``, so code
     that does not know it still treats it as "retry later"; ``method`` and ``url`` (credentials
     removed) name the call."""
+
+
+class PayloadNotJsonError(WebhookPayloadError):
+    """A genuine webhook body that is not JSON at all (a syntax error), as opposed to JSON that
+    escbridge refuses to hold (a NUL, a lone surrogate, a limit passed). A parser that can
+    salvage a broken body (Freshdesk renders placeholders as raw text) catches only this one."""
+
+
+class StoreDataError(EscbridgeError):
+    """The store refused a value for what it is, not for an outage: a NUL in PostgreSQL text,
+    a lone surrogate, a value longer than its column. Retrying cannot help, so callers answer
+    4xx (never 503, which a helpdesk retries for days) and name the field, never its value."""
+
+
+class RequestBodyError(EscbridgeError):
+    """A request body that could not be read: a broken transfer encoding (an invalid chunk size,
+    a chunked body cut short) or a client gone mid-body. The sender's fault, answered 400 (never
+    500); the message names the server's exception type only, never bytes that were sent."""

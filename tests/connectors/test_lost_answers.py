@@ -83,7 +83,12 @@ class Zendesk:
         self.sb, self.server = sb, server
         self.net = FlakyNetwork()
         self.clock = FakeClock()
-        values = {"base_url": server.url, "email": ZD_AUTH[0].split("/")[0], **_zd_token()}
+        values = {
+            "base_url": server.url,
+            "sandbox": True,
+            "email": ZD_AUTH[0].split("/")[0],
+            **_zd_token(),
+        }
         self.connector = ZendeskConnector(
             ZendeskConfig.model_validate(values),
             instance="zd",

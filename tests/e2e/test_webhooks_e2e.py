@@ -28,7 +28,7 @@ from escbridge.sandbox import ServerThread, serve
 from escbridge.store import upgrade
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "webhooks"))
-from webhook_support import API_TOKEN, ENV, SECRET, write_config
+from webhook_support import API_TOKEN, ENV, METRICS_TOKEN, SCRAPE, SECRET, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -100,6 +100,7 @@ def test_gunicorn_receiver_and_a_worker_escalate_a_sandbox_ticket(
         **E2E_ENV,
         "ESCBRIDGE_CONFIG": str(config_path),
         "ESCBRIDGE_WEBHOOK_METRICS_CACHE_SECONDS": "0",
+        "ESCBRIDGE_METRICS_TOKEN": METRICS_TOKEN,
         "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
     }
     log_path = tmp_path / "gunicorn.log"
@@ -152,7 +153,8 @@ def test_gunicorn_receiver_and_a_worker_escalate_a_sandbox_ticket(
         )
         assert forged.status_code == 401
 
-        metrics = requests.get(f"{base}/metrics", timeout=5).text
+        assert requests.get(f"{base}/metrics", timeout=5).status_code == 401
+        metrics = requests.get(f"{base}/metrics", headers=SCRAPE, timeout=5).text
         assert 'escbridge_webhooks_accepted_total{instance="eu"} 1.0' in metrics
         assert (
             'escbridge_webhooks_rejected_total{instance="eu",reason="unauthorized"} 1.0' in metrics
@@ -176,6 +178,7 @@ def test_gunicorn_receiver_and_a_worker_escalate_a_sandbox_ticket(
     assert deliveries and all(e["request_id"] for e in deliveries)
     text = log_path.read_text()
     assert SECRET not in text and ADMIN_TOKEN not in text and API_TOKEN not in text
+    assert METRICS_TOKEN not in text
     assert "Checkout is broken" not in text  # ticket contents never reach a log line
 
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from escbridge_webhooks import ReceiverSettings, create_app
 from escbridge_webhooks.logs import JsonFormatter
-from webhook_support import LogLines, MakeRig, Rig, load, write_config
+from webhook_support import METRICS_TOKEN, LogLines, MakeRig, Rig, load, write_config
 
 from escbridge.processing import build_processor
 
@@ -28,6 +28,7 @@ def sqlite_url(_sqlite_template: Path, tmp_path: Path) -> str:
 def _rig(directory: Path, store_url: str, **settings: Any) -> Rig:
     config = load(write_config(directory, store_url))
     processor = build_processor(config)
+    settings.setdefault("metrics_token", METRICS_TOKEN)  # scrapes send webhook_support.SCRAPE
     app = create_app(config, processor=processor, settings=ReceiverSettings(**settings))
     return Rig(app, app.test_client(), processor)
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from store_outage import PostgresOutage, SqliteOutage
-from webhook_support import MakeRig, Rig, event_body, json_of, signed
+from webhook_support import SCRAPE, MakeRig, Rig, event_body, json_of, signed
 
 Outage = SqliteOutage | PostgresOutage
 
@@ -63,7 +63,7 @@ def test_the_receiver_is_not_ready_while_the_store_is_away_and_takes_everything_
 
         refused = _deliver(rig, bodies)
         ready = rig.client.get("/readyz")
-        metrics = rig.client.get("/metrics")  # reads: on SQLite they still work
+        metrics = rig.client.get("/metrics", headers=SCRAPE)  # reads: on SQLite they still work
         assert rig.client.get("/healthz").status_code == 200  # alive, just not ready
 
         outage.end()

@@ -1,6 +1,7 @@
 """POST /webhooks/<instance>, branch by branch, in the chain's order.
 
-size (413) → instance (404) → verification (401) → parse (400) → own changes (200 ignored)
+size (413) → instance (401, as verification) → verification (401) → parse (400) → own changes
+(200 ignored)
 → dedupe (200 duplicate) → durable enqueue (202 queued) | store unavailable (503 + Retry-After).
 
 Deliveries are signed with the Zendesk connector's production signer and checked by its
@@ -10,6 +11,7 @@ production verifier; every event answered 2xx is looked up in the real store.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,7 @@ from escbridge_zendesk.webhook import SIGNATURE_HEADER
 from webhook_support import (
     API_TOKEN,
     OWN_USER,
+    SCRAPE,
     SECRET,
     LogLines,
     MakeRig,
@@ -82,12 +85,12 @@ def test_a_body_without_declared_length_is_cut_off_at_the_limit() -> None:
 # --- 2. instance lookup ----------------------------------------------------------------------
 
 
-def test_an_unknown_instance_is_404_and_its_name_is_not_echoed(rig: Rig) -> None:
+def test_an_unknown_instance_is_401_like_a_forgery_and_its_name_is_not_echoed(rig: Rig) -> None:
     body = event_body()
     response = post(rig, body, signed(body), "/webhooks/evil<script>alert(1)")
-    assert response.status_code == 404
+    assert response.status_code == 401
     assert "script" not in response.get_data(as_text=True)
-    assert json_of(response) == {"error": "no webhook endpoint for this instance"}
+    assert json_of(response) == {"error": "invalid request"}
 
 
 # --- 3. verification -------------------------------------------------------------------------
@@ -210,11 +213,14 @@ def test_a_redelivery_is_200_duplicate_and_stored_once(db_rig: Rig) -> None:
     assert db_rig.pending() == 1
 
 
-def test_trigger_deliveries_are_deduplicated_by_invocation_id(rig: Rig) -> None:
+def test_trigger_deliveries_are_deduplicated_on_what_the_signature_covers(rig: Rig) -> None:
+    # The invocation id is not signed: only timestamp + body count (test_signed_dedupe.py).
     body = json.dumps({"escbridge": 1, "ticket_id": "77", "actor_id": "9003"}).encode()
-    assert post(rig, body, signed(body, invocation="inv-1")).status_code == 202
-    assert post(rig, body, signed(body, invocation="inv-1")).status_code == 200
-    assert post(rig, body, signed(body, invocation="inv-2")).status_code == 202
+    at = datetime.now(UTC).replace(microsecond=0)
+    assert post(rig, body, signed(body, at=at, invocation="inv-1")).status_code == 202
+    assert post(rig, body, signed(body, at=at, invocation="inv-2")).status_code == 200
+    later = at + timedelta(seconds=1)
+    assert post(rig, body, signed(body, at=later, invocation="inv-3")).status_code == 202
     assert rig.pending() == 2
 
 
@@ -254,10 +260,10 @@ def test_a_store_not_at_the_current_schema_is_503_and_not_ready(
 def test_a_bug_behind_the_chain_is_a_500_never_a_2xx(
     rig: Rig, monkeypatch: pytest.MonkeyPatch, log_lines: LogLines
 ) -> None:
-    def broken(_event: TicketEvent) -> Enqueued:
+    def broken(_events: Sequence[TicketEvent], _now: datetime) -> list[Enqueued]:
         raise RuntimeError("bug")
 
-    monkeypatch.setattr(rig.processor, "enqueue", broken)
+    monkeypatch.setattr(rig.store, "enqueue_many", broken)
     body = event_body()
     response = post(rig, body, signed(body))
     assert response.status_code == 500
@@ -267,23 +273,27 @@ def test_a_bug_behind_the_chain_is_a_500_never_a_2xx(
     }
     assert any(e.get("exc") and e["msg"] == "unhandled error" for e in log_lines.entries())
     assert 'escbridge_webhooks_rejected_total{instance="eu",reason="error"} 1.0' in (
-        rig.client.get("/metrics").get_data(as_text=True)
+        rig.client.get("/metrics", headers=SCRAPE).get_data(as_text=True)
     )
 
 
 class _Store:
-    """An enqueuer that answers from a script: accepted, duplicate or down."""
+    """An enqueuer that answers from a script: accepted, duplicate, refused, or down."""
 
     def __init__(self, *answers: str) -> None:
         self.answers = list(answers)
-        self.seen: list[str] = []
 
-    def enqueue(self, event: TicketEvent) -> Enqueued:
-        self.seen.append(event.ticket_id)
-        answer = self.answers.pop(0)
-        if answer == "down":
+    def enqueue_many(self, events: Sequence[TicketEvent]) -> list[Enqueued]:
+        if "down" in self.answers:
             raise StoreUnavailableError("store unavailable")
-        return Enqueued(accepted=answer == "new", job_id=len(self.seen))
+        return [
+            Enqueued(
+                accepted=answer == "new",
+                job_id=None if answer == "refused" else n,
+                refused="ticket_id contains a NUL character" if answer == "refused" else None,
+            )
+            for n, answer in enumerate(self.answers[: len(events)], start=1)
+        ]
 
 
 def _events(*ids: str) -> list[TicketEvent]:
@@ -299,21 +309,29 @@ def test_a_delivery_of_several_events_reports_each() -> None:
     )
 
 
-def test_a_delivery_stored_half_way_is_503_so_all_of_it_comes_again() -> None:
+def test_a_delivery_the_store_cannot_take_is_503_so_all_of_it_comes_again() -> None:
     ctx = Context(WebhookRequest("eu", {}, {}, 0, lambda n: b""), events=_events("1", "2"))
-    store = _Store("new", "down")
-    reply = Enqueue(store, retry_after=5)(ctx)
+    reply = Enqueue(_Store("new", "down"), retry_after=5)(ctx)
     assert reply.status == 503 and reply.headers == {"Retry-After": "5"}
-    again = Context(WebhookRequest("eu", {}, {}, 0, lambda n: b""), events=_events("1", "2"))
-    assert Enqueue(_Store("dup", "new"))(again).status == 202  # the retry completes it
+    assert ctx.accepted == []  # one transaction: none of it was kept
+
+
+def test_an_event_the_store_refuses_is_the_senders_400_naming_the_field() -> None:
+    ctx = Context(WebhookRequest("eu", {}, {}, 0, lambda n: b""), events=_events("1", "2"))
+    reply = Enqueue(_Store("new", "refused"))(ctx)
+    assert (reply.status, dict(reply.body)) == (
+        400,
+        {"error": "invalid payload", "detail": "ticket_id contains a NUL character"},
+    )
 
 
 # --- the other routes ------------------------------------------------------------------------
 
 
-def test_url_validation_get_is_200_for_a_configured_instance_only(rig: Rig) -> None:
-    assert rig.client.get(URL).status_code == 200  # Zoho Desk's unsigned URL check
-    assert rig.client.get("/webhooks/nope").status_code == 404
+def test_url_validation_get_is_refused_where_the_helpdesk_sends_none(rig: Rig) -> None:
+    # Zendesk sends no URL check; Zoho Desk's is in test_strangers.py.
+    assert rig.client.get(URL).status_code == 401
+    assert rig.client.get("/webhooks/nope").status_code == 401
     assert rig.pending() == 0
 
 
@@ -338,7 +356,7 @@ def test_metrics_count_every_outcome(rig: Rig) -> None:
     own = event_body(6, actor=OWN_USER)
     post(rig, own, signed(own))  # ignored
     post(rig, b"{}", {}, "/webhooks/random-scan")  # unknown instance
-    response = rig.client.get("/metrics")
+    response = rig.client.get("/metrics", headers=SCRAPE)
     assert response.status_code == 200
     assert response.content_type.startswith("text/plain")
     text = response.get_data(as_text=True)

@@ -27,12 +27,15 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from escbridge.config import Config, parse_config
+from escbridge.connector.kit import is_loopback_url
 from escbridge.processing import Processor
 from escbridge.store import Store
 
 SECRET = TEST_SIGNING_SECRET
 API_TOKEN = "zendesk-api-token-never-logged"
 OWN_USER = 9001  # the integration user escbridge writes as
+METRICS_TOKEN = "scrape-token-0123456789abcdef"  # the receivers of these tests guard /metrics
+SCRAPE = {"Authorization": f"Bearer {METRICS_TOKEN}"}  # what Prometheus sends
 HUMAN = 9003
 
 #: VIP tickets go to L2 ("Tier 2" in the Zendesk sandbox).
@@ -70,6 +73,7 @@ def write_config(
     """escbridge.yaml + matrix.yaml in ``directory``; secrets come from the environment."""
     (directory / "matrix.yaml").write_text(MATRIX, encoding="utf-8")
     own = f"    integration_user_id: {own_user}\n" if own_user is not None else ""
+    own += "    sandbox: true\n" if is_loopback_url(base_url) else ""  # a loopback emulator
     path = directory / "escbridge.yaml"
     path.write_text(
         f"store: {store_url}\n"

@@ -7,6 +7,7 @@ runs, and a core-only install is told how to get it.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import threading
 
@@ -55,6 +56,14 @@ def configure_serve_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
     )
+    parser.add_argument(
+        "--metrics-bind",
+        default=None,
+        metavar="HOST:PORT",
+        help="serve /metrics only on this address of its own (default: $ESCBRIDGE_METRICS_BIND). "
+        "A bearer token for /metrics is read from $ESCBRIDGE_METRICS_TOKEN (never from the "
+        "command line, which other users can see). With neither, /metrics answers 404",
+    )
 
 
 def run_serve(
@@ -73,6 +82,7 @@ def run_serve(
             print(f"escbridge serve: {name} must be at least {least}")
             return EXIT_INVALID
     try:
+        from escbridge_webhooks.metrics import BIND_ENV, TOKEN_ENV, MetricsAccess
         from escbridge_webhooks.serve import ServeOptions, serve
     except ImportError as error:
         print(
@@ -80,6 +90,13 @@ def run_serve(
             "Install it with: pip install escbridge-webhooks",
             file=sys.stderr,
         )
+        return EXIT_INVALID
+    metrics_bind = args.metrics_bind or os.environ.get(BIND_ENV) or None
+    metrics_token = os.environ.get(TOKEN_ENV) or None
+    try:
+        MetricsAccess(token=metrics_token, bind=metrics_bind)  # a bad one: before anything starts
+    except ValueError as error:
+        print(f"escbridge serve: {error}")
         return EXIT_INVALID
     options = ServeOptions(
         config=args.config,
@@ -90,6 +107,8 @@ def run_serve(
         max_body_bytes=args.max_body_bytes,
         grace=args.grace,
         log_level=args.log_level,
+        metrics_bind=metrics_bind,
+        metrics_token=metrics_token,
     )
     stop = stop or threading.Event()
 

@@ -48,6 +48,13 @@ is ``cls(config, *, instance, runtime=None, **test_overrides)``: ``runtime``
 
 Webhooks: implement ``verify_request(request)`` and ``parse_request(request)`` on a
 ``WebhookRequest`` (case-insensitive headers); ``verify_webhook``/``parse_webhook`` wrap them.
+
+Own changes (loop prevention): implement ``_whoami()`` — the helpdesk's "who am I" call, as an
+``escbridge.connector.kit.Identity`` — and, when escbridge.yaml may name it,
+``_configured_identity()``. ``self.identity`` (a ``SelfIdentity``) learns it once: in the
+background for a receiver (``learn_identity_in_background``), in one throttled attempt for a
+worker (``is_own_change``); the webhook door asks ``own_change_known``, which never calls out.
+An event is escbridge's own when its actor matches the identity.
 """
 
 from __future__ import annotations
@@ -70,7 +77,14 @@ from escbridge.connector.contract import (
     TicketPage,
     WebhookRequest,
 )
-from escbridge.connector.kit import ConnectorSettings, Runtime, fields_text, landed
+from escbridge.connector.kit import (
+    ConnectorSettings,
+    Identity,
+    Runtime,
+    SelfIdentity,
+    fields_text,
+    landed,
+)
 from escbridge.errors import (
     ApiError,
     AuthError,
@@ -143,6 +157,13 @@ class BaseConnector(ABC, Generic[C, P]):
         self.conflict_retries = settings.conflict_retries
         self.write_settle_seconds = settings.write_settle_seconds
         self.write_settle_rounds = settings.write_settle_rounds
+        self.identity = SelfIdentity(
+            self._whoami,
+            instance=instance,
+            known=self._configured_identity(),
+            clock=self.runtime.clock,
+            rng=self.runtime.rng,
+        )
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(instance={self.instance!r})"
@@ -169,8 +190,41 @@ class BaseConnector(ABC, Generic[C, P]):
     def parse_request(self, request: WebhookRequest) -> list[TicketEvent]:
         """The events a genuine request carries (``WebhookPayloadError`` if unreadable)."""
 
-    @abstractmethod
-    def is_own_change(self, event: TicketEvent) -> bool: ...
+    def _whoami(self) -> Identity | None:
+        """The helpdesk's "who am I" call: the user or agent the credentials belong to.
+
+        Raises the API's typed errors; the default says this helpdesk cannot tell, and then
+        no event is taken for escbridge's own unless ``_configured_identity`` names it.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot say whom it writes as")
+
+    def _configured_identity(self) -> Identity | None:
+        """The identity escbridge.yaml names (e.g. Zendesk ``integration_user_id``), if any:
+        known from the start, never asked of the helpdesk. Called by ``__init__``."""
+        return None
+
+    # ------------------------------------------------------------------ own changes
+
+    def own_change_known(self, event: TicketEvent) -> bool | None:
+        """For the webhook door, with no I/O: True (ours), False (someone else's) or None
+        (cannot tell now: the identity is not learned yet, or the event names no actor)."""
+        who = self.identity.known
+        if who is None or event.actor is None:
+            return None
+        return who.matches(event.actor)
+
+    def is_own_change(self, event: TicketEvent) -> bool:
+        """For a worker: True for escbridge's own change. Learns the identity if needed (one
+        attempt, none while an earlier failure's back-off runs); unknown counts as not ours,
+        and the ticket's level marker stops a second escalation."""
+        if event.actor is None:
+            return False
+        who = self.identity.known or self.identity.learn_now()
+        return who is not None and who.matches(event.actor)
+
+    def learn_identity_in_background(self) -> None:
+        """Start learning who escbridge writes as in a daemon thread (receivers, at start-up)."""
+        self.identity.start()
 
     @abstractmethod
     def _prepare(self, ticket: Ticket, actions: Actions) -> P | ApplyResult:

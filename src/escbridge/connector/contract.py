@@ -242,7 +242,22 @@ class Connector(Protocol):
 
     def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> list[TicketEvent]: ...
 
-    def is_own_change(self, event: TicketEvent) -> bool: ...
+    def is_own_change(self, event: TicketEvent) -> bool:
+        """True for a change escbridge itself made (loop prevention). May call the helpdesk
+        to learn who escbridge writes as: for a worker, never for the webhook door."""
+        ...
+
+    def own_change_known(self, event: TicketEvent) -> bool | None:
+        """The webhook door's question, answered with no I/O: True for escbridge's own change,
+        False for someone else's, None when it cannot tell now (who escbridge writes as is
+        not learned yet, or the event names no actor). The door stores every event that is not
+        True; the worker, which fetches the ticket anyway, asks ``is_own_change``."""
+        ...
+
+    def learn_identity_in_background(self) -> None:
+        """Start learning who escbridge writes as without blocking (a daemon thread that
+        honours ``Retry-After``); a receiver calls it at start-up. No-op when known."""
+        ...
 
     @classmethod
     def sandbox(cls, **options: Any) -> Any:

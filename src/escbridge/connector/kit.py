@@ -8,13 +8,17 @@
 - ``check_identity``: the ``check()`` step "who am I", with the API errors turned into the
   problems `escbridge check` shows;
 - ``SlidingWindow``: "at most N units per window" — a client-side gate for limits a helpdesk
-  does not announce in headers, and the limiter of the emulators.
+  does not announce in headers, and the limiter of the emulators;
+- ``Identity`` / ``SelfIdentity``: who escbridge writes as on one instance, learned once in the
+  background (never while a webhook waits) and remembered, for loop prevention.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import logging
 import math
+import os
 import random
 import threading
 import time
@@ -34,20 +38,26 @@ from escbridge.errors import (
     AuthError,
     NotFound,
     PermissionDeniedError,
+    RateLimited,
     TransientError,
     UnknownGroupError,
     ValidationError,
 )
 from escbridge.model import Actions, LevelMarker, Ticket
 
+log = logging.getLogger(__name__)
+
 __all__ = [
     "Group",
     "GroupDirectory",
+    "Identity",
     "JobPoll",
     "LimitDecision",
     "Runtime",
+    "SelfIdentity",
     "SlidingWindow",
     "check_identity",
+    "credential_url_problem",
     "fields_text",
     "is_loopback_url",
     "landed",
@@ -340,6 +350,196 @@ class ConnectorSettings(BaseModel):
     write_settle_rounds: int = Field(default=3, ge=1, le=10)
 
 
+# --------------------------------------------------------------------------- identity
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who escbridge writes as on one instance: the API user or agent its changes are made by.
+
+    ``id`` is what a webhook names as the actor; ``aliases`` other spellings an event may use
+    (an e-mail address); ``label`` is what `escbridge check` and the logs show.
+    """
+
+    id: str
+    aliases: frozenset[str] = frozenset()
+    label: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "aliases", frozenset(a.strip().lower() for a in self.aliases if a))
+
+    def matches(self, actor: str | None) -> bool:
+        """Whether an event's actor is escbridge itself."""
+        if actor is None or not actor.strip():
+            return False
+        value = actor.strip().lower()
+        return value == self.id.strip().lower() or value in self.aliases
+
+    def __str__(self) -> str:
+        return self.label or self.id
+
+
+class SelfIdentity:
+    """Who escbridge writes as, learned once and remembered; never learned while a webhook waits.
+
+    ``learn`` is the helpdesk's "who am I" call (Zendesk ``/users/me``, Freshdesk
+    ``/agents/me``, Zoho Desk ``/myinfo``); it raises the API's typed errors, and
+    ``NotImplementedError`` for a helpdesk that cannot say. ``known`` starts as the configured
+    identity, if any.
+
+    - ``known`` answers at once, with no I/O: the webhook door asks only this;
+    - ``start()`` learns it in a daemon thread, retrying with capped exponential back-off that
+      honours ``Retry-After``, until it is known or ``stop()`` is called;
+    - ``learn_now()`` is one attempt for a caller that may wait (a worker, ``check``), skipped
+      while an earlier failure's back-off runs or another attempt is in flight, so an outage
+      does not add a call to every event.
+    """
+
+    def __init__(
+        self,
+        learn: Callable[[], Identity | None],
+        *,
+        instance: str = "",
+        known: Identity | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+        first_delay: float = 1.0,
+        max_delay: float = 300.0,
+    ) -> None:
+        self._learn = learn
+        self.instance = instance
+        self._known = known
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self.first_delay = first_delay
+        self.max_delay = max_delay
+        self.failures = 0
+        self.last_error: str | None = None
+        self.unlearnable = False  # the helpdesk cannot say (NotImplementedError): never asked again
+        self._next_at = 0.0
+        self._attempt = threading.Lock()
+        self._state = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._pid: int | None = None
+
+    @property
+    def known(self) -> Identity | None:
+        """The identity if known now; never makes a call."""
+        return self._known
+
+    def set(self, identity: Identity) -> None:
+        """Remember an identity learned elsewhere (``check()``, the answer to our own write)."""
+        with self._state:
+            self._known = identity
+            self.last_error = None
+
+    def retry_in(self) -> float:
+        """Seconds until the next attempt is due (0: now)."""
+        return max(0.0, self._next_at - self._clock())
+
+    def learn_now(self) -> Identity | None:
+        """One attempt to learn the identity, unless it is known, its back-off is still running,
+        or another attempt is in flight; the identity, or None. Never raises an API error."""
+        if self._known is not None or self.unlearnable or self.retry_in() > 0:
+            return self._known
+        if not self._attempt.acquire(blocking=False):
+            return self._known  # another thread is asking: do not ask twice
+        try:
+            if self._known is not None:
+                return self._known
+            return self._try()
+        finally:
+            self._attempt.release()
+
+    def _try(self) -> Identity | None:
+        try:
+            found = self._learn()
+        except NotImplementedError:
+            self.unlearnable = True
+            return None
+        except RateLimited as exc:
+            self._failed(f"rate limited: {exc}", exc.retry_after)
+            return None
+        except Exception as exc:  # any failure (API, network, a bug): tried again later
+            self._failed(f"{type(exc).__name__}: {exc}", None)
+            return None
+        if found is None:
+            self._failed("the helpdesk did not say who the credentials belong to", None)
+            return None
+        with self._state:
+            self._known = self._known or found
+            self.failures = 0
+            self.last_error = None
+        log.info("%s: escbridge writes as %s", self.instance, self._known)
+        return self._known
+
+    def _failed(self, reason: str, retry_after: float | None) -> None:
+        with self._state:
+            self.failures += 1
+            ceiling = min(self.max_delay, self.first_delay * 2.0 ** (self.failures - 1))
+            delay = ceiling / 2 + self._rng.uniform(0, ceiling / 2)  # equal jitter
+            if retry_after is not None:
+                delay = max(delay, retry_after)  # never before the helpdesk said
+            self._next_at = self._clock() + delay
+            self.last_error = reason
+        log.warning(
+            "%s: cannot learn who escbridge writes as yet (%s); trying again in %.0fs "
+            "(until then, webhook events are stored and the worker tells its own changes apart)",
+            self.instance,
+            reason,
+            delay,
+        )
+
+    # -- the background thread --------------------------------------------------------------
+
+    def start(self) -> None:
+        """Learn the identity in a daemon thread (idempotent per process; no-op when known)."""
+        if self._known is not None or self.unlearnable:
+            return
+        with self._state:
+            alive = self._thread is not None and self._thread.is_alive()
+            if alive and self._pid == os.getpid():
+                return
+            self._stop.clear()
+            self._pid = os.getpid()
+            self._thread = threading.Thread(
+                target=self._run, name=f"escbridge-identity-{self.instance}", daemon=True
+            )
+            self._thread.start()
+
+    def stop(self, timeout: float | None = None) -> bool:
+        """Stop the thread (it ends at its next wait); whether it has ended within ``timeout``."""
+        self._stop.set()
+        thread = self._thread
+        if thread is None:
+            return True
+        thread.join(timeout)
+        return not thread.is_alive()
+
+    def join(self, timeout: float | None = None) -> Identity | None:
+        """Wait for the background thread to end (the identity learned, or stopped); the
+        identity. For callers that may wait: a CLI, a test."""
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+        return self._known
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def _run(self) -> None:
+        while not self._stop.is_set() and self._known is None and not self.unlearnable:
+            wait = self.retry_in()
+            if wait > 0:
+                self._stop.wait(wait)
+                continue
+            with self._attempt:  # after a worker's attempt in flight, if there is one
+                if self._known is None and self.retry_in() <= 0 and not self._stop.is_set():
+                    self._try()
+
+
 # --------------------------------------------------------------------------- check
 
 
@@ -402,6 +602,44 @@ def is_loopback_url(url: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+_NETLOC_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-:[]")
+
+
+def credential_url_problem(url: str, *, domains: Collection[str], sandbox: bool) -> str | None:
+    """Why ``url`` must not receive an instance's credentials, or None when it may.
+
+    The one host rule of every connector (a typo or a hostile config must never send a token
+    elsewhere): https on the helpdesk's own ``domains`` (a domain or any subdomain of it, on the
+    default port), or — only with ``sandbox: true`` — http(s) on a loopback address, where the
+    emulators run. A netloc holding anything but a host and a port (user info, ``\\``, ``%``)
+    is refused outright, so no HTTP library can read another host out of it than this rule did.
+    """
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError:
+        return "is not a valid URL"
+    host = (parts.hostname or "").lower()
+    if parts.scheme not in ("http", "https") or not host:
+        return "must be a full URL (https://…)"
+    if not set(parts.netloc) <= _NETLOC_CHARS:
+        return "must name only a host (and port): no user name, password or escapes"
+    if sandbox:
+        if is_loopback_url(url):
+            return None
+        return (
+            "must be on 127.0.0.1, ::1 or localhost with sandbox: true (a sandbox never "
+            "receives real credentials from elsewhere)"
+        )
+    if is_loopback_url(url):
+        return "a loopback address is allowed only with sandbox: true (the built-in emulators)"
+    on_domain = any(host == d or host.endswith("." + d) for d in domains)
+    if parts.scheme == "https" and on_domain and port in (None, 443):
+        return None
+    names = " or ".join(f"https://….{d}" for d in domains) or "the helpdesk's own host"
+    return f"must be {names}: the credentials are sent there"
 
 
 # --------------------------------------------------------------------------- sliding window

@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import random
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -120,6 +121,57 @@ def backoff_delay(attempt: int, settings: ProcessingConfig, rng: random.Random) 
     return ceiling / 2 + rng.uniform(0, ceiling / 2)
 
 
+# --- escbridge's own writes -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Written:
+    version: str
+    level: str | None
+
+
+class OwnWrites:
+    """The ticket as escbridge's last write left it, per ticket: the version the helpdesk
+    stamped on it (``ApplyResult.version``) and the level written.
+
+    A webhook that names no actor (a Freshdesk rule body without a performer) cannot say whose
+    change fired it; the worker fetches the ticket anyway, and when the ticket still carries
+    exactly that version and level, nothing has changed since escbridge wrote it: the event
+    is escbridge's own change (or one older than its write, already decided on) and is dropped.
+    Any later change — a person's edit, note or reply — gives the ticket a new version, so it
+    is never dropped. Kept in memory, bounded (least recently written forgotten first): an
+    event this process cannot match is processed as usual, and the level marker stops a
+    second escalation.
+    """
+
+    def __init__(self, size: int = 10_000) -> None:
+        self.size = size
+        self._written: OrderedDict[tuple[str, str], _Written] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def note(self, instance: str, result: ApplyResult) -> None:
+        """Remember a write that landed (``ok``, with the version the helpdesk answered)."""
+        if not result.ok or result.skipped or not result.version:
+            return
+        level = result.actions.level if result.actions is not None else None
+        key = (instance, result.ticket_id)
+        with self._lock:
+            self._written.pop(key, None)
+            self._written[key] = _Written(result.version, level)
+            while len(self._written) > self.size:
+                self._written.popitem(last=False)
+
+    def unchanged_since_our_write(self, instance: str, ticket: Ticket) -> bool:
+        """Whether ``ticket`` is exactly as escbridge's last write to it left it."""
+        with self._lock:
+            written = self._written.get((instance, ticket.id))
+        if written is None or ticket.version is None:
+            return False
+        if written.level is not None and ticket.level != written.level:
+            return False
+        return ticket.version == written.version
+
+
 # --- the processor ---------------------------------------------------------------------------
 
 
@@ -157,6 +209,7 @@ class Processor:
         self.cooldown = cooldown if cooldown is not None else getattr(matrix, "cooldown", None)
         self.planner = Planner(store, engine)
         self.recorder = Recorder(store)
+        self.own_writes = OwnWrites()
         self._rng_lock = threading.Lock()
 
     def connector(self, instance: str) -> Connector:
@@ -188,13 +241,18 @@ class Processor:
 
     def apply(self, plan: Plan, now: datetime) -> ApplyResult:
         """Write one plan through its connector (a conflict is re-decided at ``now``)."""
-        return apply_plan(self.connector(plan.instance), plan, self._redecide(now))
+        result = apply_plan(self.connector(plan.instance), plan, self._redecide(now))
+        self.own_writes.note(plan.instance, result)
+        return result
 
     def apply_many(self, plans: Sequence[Plan], now: datetime) -> list[ApplyResult]:
         """Write several new decisions of one instance in one bulk call."""
         if not plans:
             return []
-        return apply_plans(self.connector(plans[0].instance), plans, self._redecide(now))
+        results = apply_plans(self.connector(plans[0].instance), plans, self._redecide(now))
+        for result in results:
+            self.own_writes.note(plans[0].instance, result)
+        return results
 
     def record(
         self,
@@ -295,7 +353,18 @@ class Processor:
             if not self.store.complete(job, self.clock(), "own_change"):
                 log.warning("job %s: lease lost before completion (another worker has it)", job.id)
             return Outcome("own_change", job.instance, job.ticket_id)
-        return self._process(job.instance, job.ticket_id, self.clock(), worker=worker, job=job)
+        # The event cannot say whose change it was (no actor, or who escbridge writes as is
+        # still unknown): the ticket, fetched anyway, is compared with escbridge's last write.
+        ask = getattr(connector, "own_change_known", None)
+        undecided = event.actor is None or (ask is not None and ask(event) is None)
+        return self._process(
+            job.instance,
+            job.ticket_id,
+            self.clock(),
+            worker=worker,
+            job=job,
+            echo_check=undecided,
+        )
 
     def _fail(self, job: Job, error: BaseException, report: RunReport) -> None:
         failure = classify(error)
@@ -372,6 +441,7 @@ class Processor:
         *,
         worker: str,
         job: Job | None = None,
+        echo_check: bool = False,
     ) -> Outcome:
         connector = self.connector(instance)
         ticket_id = ticket.id if isinstance(ticket, Ticket) else str(ticket)
@@ -381,11 +451,25 @@ class Processor:
             return Outcome("busy", instance, ticket_id)
         held: Plan | TicketLock = lock
         try:
+            if echo_check and job is not None and lock.state.intent is None:
+                fetched = as_instance(connector.fetch_ticket(ticket_id), instance)
+                if self.own_writes.unchanged_since_our_write(instance, fetched):
+                    log.info(
+                        "job %s: ticket %s is as escbridge's last write left it: own change",
+                        job.id,
+                        ticket_id,
+                    )
+                    if not self.store.release(lock, job=job, outcome="own_change", now=now):
+                        log.warning("job %s: lease lost before completion", job.id)
+                    return Outcome("own_change", instance, ticket_id, ticket=fetched)
+                ticket = fetched  # planned as fetched: no second read
             plan = self.planner.plan(connector, lock, ticket, now, job=job)
             held = plan
             self.planner.write_intent(plan, now, lease)
             if plan.writes:
-                check(plan, apply_plan(connector, plan, self._redecide(now)))
+                result = apply_plan(connector, plan, self._redecide(now))
+                self.own_writes.note(instance, result)
+                check(plan, result)
             outcome = self.recorder.record_one(
                 plan, self.clock(), cooldown=self.cooldown, helpdesk=connector.info.name
             )

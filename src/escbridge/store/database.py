@@ -1,6 +1,7 @@
 """Connecting to the store's database: SQLite tuned for several processes, or PostgreSQL.
 
-SQLite runs in WAL mode (readers never block the writer) with a busy timeout, and every
+SQLite runs in WAL mode (readers never block the writer) with a busy timeout and
+``synchronous=FULL`` (a commit is on disk when it returns: power-loss durable), and every
 transaction starts with ``BEGIN IMMEDIATE``: a transaction that reads then writes would
 otherwise be refused outright ("database is locked") instead of waiting its turn, because
 SQLite cannot upgrade a read lock while another writer holds the database.
@@ -77,6 +78,7 @@ def create_engine(url: str | URL, *, busy_timeout: float = 30.0) -> sa.Engine:
     )
     _ping_when_idle(engine)
     _drop_read_only_sessions(engine)
+    _commit_synchronously(engine)
     _discard_failed(engine)
     return engine
 
@@ -138,6 +140,29 @@ def _drop_read_only_sessions(engine: sa.Engine) -> None:
             record.invalidate()
 
 
+def _commit_synchronously(engine: sa.Engine) -> None:
+    """A COMMIT returns only once it is on disk: a 2xx for a webhook is a promise.
+
+    escbridge never turns PostgreSQL's ``synchronous_commit`` off (nor sets it anywhere but
+    here). A server, database or role configured with ``synchronous_commit = off`` would make
+    a commit return before its WAL is flushed, and a crash would lose events already answered
+    202; such a session is switched to ``on``. Every other value (``local``, ``remote_write``,
+    ``on``, ``remote_apply``) waits at least for the local flush and is left as configured.
+    """
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("SELECT current_setting('synchronous_commit')")
+            row = cursor.fetchone()
+            if row is not None and row[0] == "off":
+                cursor.execute("SET synchronous_commit = on")
+        finally:
+            cursor.close()
+        dbapi_connection.commit()  # a SET in a transaction rolled back would be undone
+
+
 def _sqlite_engine(url: URL, busy_timeout: float) -> sa.Engine:
     memory = url.database in (None, "", ":memory:")
     kwargs: dict[str, Any] = {"connect_args": {"timeout": busy_timeout}}
@@ -156,7 +181,10 @@ def _sqlite_engine(url: URL, busy_timeout: float) -> sa.Engine:
             cursor.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
             if not memory:
                 cursor.execute("PRAGMA journal_mode = WAL")
-            cursor.execute("PRAGMA synchronous = NORMAL")  # durable across process crashes
+            # FULL: a commit is on disk (the WAL flushed) before it returns, so a 2xx survives
+            # power loss and OS crashes, not only a killed process (NORMAL). Group commit at
+            # the door (escbridge.store.enqueue) pays for the flush once per batch.
+            cursor.execute("PRAGMA synchronous = FULL")
             cursor.execute("PRAGMA foreign_keys = ON")
         finally:
             cursor.close()

@@ -12,14 +12,17 @@ from escbridge.model import Actions, Decision, EscalationRecord
 
 @dataclass(frozen=True)
 class Enqueued:
-    """The answer to "keep this event": accepted as a new job, or a duplicate of ``job_id``."""
+    """The answer to "keep this event": accepted as a new job, a duplicate of ``job_id``, or
+    refused for a value the database cannot hold (``refused`` says which field and why; only
+    :meth:`Store.enqueue_many` answers so, :meth:`Store.enqueue` raises StoreDataError)."""
 
     accepted: bool
     job_id: int | None
+    refused: str | None = None
 
     @property
     def duplicate(self) -> bool:
-        return not self.accepted
+        return not self.accepted and self.refused is None
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from escbridge.errors import LockLostError
+from escbridge.errors import LockLostError, StoreDataError
 from escbridge.model import EscalationRecord, TicketEvent
 from escbridge.secrets import redact
 from escbridge.store import migrate
@@ -36,6 +36,7 @@ from escbridge.store.database import (
     safe_url,
     unavailable_as_typed,
 )
+from escbridge.store.enqueue import InboxWriter
 from escbridge.store.records import (
     Enqueued,
     Intent,
@@ -545,6 +546,7 @@ class Store:
             if self.dialect == "postgresql"
             else None
         )
+        self._inbox = InboxWriter(self._engine, url, self._writer)
 
     def __repr__(self) -> str:
         return f"Store({safe_url(self.url)!r})"
@@ -605,9 +607,23 @@ class Store:
     # --- inbox ---------------------------------------------------------------------------
 
     def enqueue(self, event: TicketEvent, now: datetime) -> Enqueued:
-        """Keep ``event`` as a pending job, unless the same delivery was kept before."""
-        with self._each() as connection:
-            return TicketWrites(connection, self._sql).enqueue(event, now)
+        """Keep ``event`` as a pending job, unless the same delivery was kept before.
+
+        Raises StoreDataError when the database cannot hold one of its values."""
+        [answer] = self.enqueue_many([event], now)
+        if answer.refused is not None:
+            raise StoreDataError(f"the store cannot keep this event: {answer.refused}")
+        return answer
+
+    def enqueue_many(self, events: Sequence[TicketEvent], now: datetime) -> list[Enqueued]:
+        """Keep each new event as a pending job, in one transaction and one commit (see
+        :mod:`escbridge.store.enqueue`): accepted, duplicate or refused, in order.
+
+        Durable when it returns: SQLite runs ``synchronous=FULL``, PostgreSQL commits
+        synchronously (see database.py). StoreUnavailableError: none of them was kept.
+        """
+        self._ensure_schema()
+        return self._inbox.enqueue_many(events, now)
 
     def claim(
         self,

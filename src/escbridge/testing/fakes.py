@@ -30,15 +30,18 @@ from escbridge.connector import (
     TicketPage,
     WebhookRequest,
 )
-from escbridge.connector.kit import ConnectorSettings
+from escbridge.connector.kit import ConnectorSettings, Identity
 from escbridge.errors import Conflict, NotFound, TicketChanged
 from escbridge.model import Actions, Priority, Ticket, TicketEvent
 from escbridge.store.database import SqliteWriterLock
 
-__all__ = ["CREATED", "FakeConfig", "FakeConnector", "FakeHelpdesk", "Fault"]
+__all__ = ["CREATED", "OWN_ACTOR", "FakeConfig", "FakeConnector", "FakeHelpdesk", "Fault"]
 
 CREATED = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 """When every fake ticket was opened."""
+
+OWN_ACTOR = "escbridge"
+"""The actor a FakeHelpdesk event names for escbridge's own change."""
 
 Fault = Callable[[str, str], None]
 """Called with (operation, ticket id) before each helpdesk call; raises to fail it."""
@@ -156,8 +159,9 @@ class FakeHelpdesk:
             raise NotFound(f"ticket {ticket_id} not found", status=404)
         return _ticket(row, instance)
 
-    def write(self, ticket: Ticket, actions: Actions) -> bool:
-        """Apply ``actions`` if the ticket is unchanged since it was read; False on a conflict.
+    def write(self, ticket: Ticket, actions: Actions) -> str | None:
+        """Apply ``actions`` if the ticket is unchanged since it was read: the ticket's new
+        version (as the answer to a helpdesk's PUT carries it), or None on a conflict.
 
         Tags are added and removed (never set wholesale), the priority only ever rises, and a
         note is kept with the ticket.
@@ -170,7 +174,7 @@ class FakeHelpdesk:
                 raise NotFound(f"ticket {ticket.id} not found", status=404)
             tags, level, group, priority, version = row
             if str(version) != ticket.version:
-                return False
+                return None
             new_tags = (set(json.loads(tags)) | set(actions.tags_add)) - set(actions.tags_remove)
             db.execute(
                 "UPDATE tickets SET tags = ?, level = ?, grp = ?, priority = ?,"
@@ -191,7 +195,7 @@ class FakeHelpdesk:
                 db.execute(
                     "INSERT INTO notes (ticket_id, body) VALUES (?, ?)", (ticket.id, actions.note)
                 )
-        return True
+        return str(version + 1)
 
     def applies(self) -> dict[str, int]:
         """How many times each ticket was written to by escbridge."""
@@ -300,14 +304,15 @@ class FakeConnector(BaseConnector[FakeConfig, _Write]):
 
     def _write_one(self, prepared: _Write) -> ApplyResult:
         ticket, actions = prepared.ticket, prepared.actions
-        if not self.helpdesk.write(ticket, actions):
+        version = self.helpdesk.write(ticket, actions)
+        if version is None:
             raise Conflict(f"ticket {ticket.id} changed since it was read", status=409)
         self._point("after_apply", ticket.id)
         if self.land_then_fail is not None:
             error = self.land_then_fail(ticket.id)
             if error is not None:
                 raise error
-        return ApplyResult(ticket.id, ok=True, actions=actions)
+        return ApplyResult(ticket.id, ok=True, actions=actions, version=version)
 
     def parse_ticket(self, raw: Mapping[str, Any]) -> Ticket:
         raise NotImplementedError("the fake helpdesk has no wire format")
@@ -318,5 +323,6 @@ class FakeConnector(BaseConnector[FakeConfig, _Write]):
     def parse_request(self, request: WebhookRequest) -> list[TicketEvent]:
         return []
 
-    def is_own_change(self, event: TicketEvent) -> bool:
-        return event.actor == "escbridge"
+    def _configured_identity(self) -> Identity:
+        """The fake helpdesk's events name escbridge's own changes with the actor "escbridge"."""
+        return Identity(OWN_ACTOR, label="escbridge (the fake helpdesk's API user)")

@@ -36,6 +36,7 @@ class ZendeskHarness(LoopbackHarness):
         config = ZendeskConfig.model_validate(
             {
                 "base_url": self.api_url,
+                "sandbox": True,
                 "email": ADMIN_EMAIL,
                 "api_token": ADMIN_TOKEN if valid_credentials else WRONG_TOKEN,
                 "webhook_secret": TEST_SIGNING_SECRET,

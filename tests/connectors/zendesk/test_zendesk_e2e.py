@@ -43,7 +43,13 @@ def sandbox() -> Iterator[tuple[ZendeskSandbox, ServerThread]]:
 
 
 def connect(url: str, **settings: Any) -> ZendeskConnector:
-    values = {"base_url": url, **ADMIN, "webhook_secret": TEST_SIGNING_SECRET, **settings}
+    values = {
+        "base_url": url,
+        "sandbox": True,
+        **ADMIN,
+        "webhook_secret": TEST_SIGNING_SECRET,
+        **settings,
+    }
     return ZendeskConnector(ZendeskConfig.model_validate(values), instance="eu")
 
 
@@ -72,7 +78,8 @@ def test_escbridge_check_command_tells_the_admin_what_is_wrong(
         f"    base_url: {server.url}\n"
         "    email: escbridge@sandbox.example\n"
         "    api_token: ${ZENDESK_API_TOKEN}\n"
-        "    webhook_secret: ${ZENDESK_WEBHOOK_SECRET}\n",
+        "    webhook_secret: ${ZENDESK_WEBHOOK_SECRET}\n"
+        "    sandbox: true\n",
         encoding="utf-8",
     )
     (tmp_path / "matrix.yaml").write_text("this is: [not a matrix\n", encoding="utf-8")
@@ -209,7 +216,7 @@ def test_incremental_sync_holds_back_the_last_minute_and_resumes_from_its_cursor
     sb.create_ticket(subject="just now")  # inside Zendesk's one-minute lag
     sb.create_ticket(subject="already solved", status="solved", at=wall() - timedelta(hours=1))
     with serve(sb.app) as server:
-        cfg = ZendeskConfig.model_validate({"base_url": server.url, **ADMIN})
+        cfg = ZendeskConfig.model_validate({"base_url": server.url, "sandbox": True, **ADMIN})
         conn = ZendeskConnector(cfg, instance="eu", utcnow=wall)
         pages = list(conn.iter_tickets(None, None))
         assert [t.id for p in pages for t in p.tickets] == ["1", "2", "3", "4", "5"]

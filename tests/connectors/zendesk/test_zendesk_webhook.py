@@ -125,7 +125,7 @@ def test_non_ticket_events_are_ignored() -> None:
     assert connector().parse_webhook({}, json.dumps(EVENT_USER_DELETED).encode()) == []
 
 
-def test_trigger_body_documented_for_admins_parses_and_dedupes_by_invocation() -> None:
+def test_trigger_body_documented_for_admins_parses_and_dedupes_on_signed_material() -> None:
     rendered = (
         TRIGGER_BODY.replace("{{ticket.id}}", "35436")
         .replace("{{current_user.id}}", "6130907993114")
@@ -136,18 +136,21 @@ def test_trigger_body_documented_for_admins_parses_and_dedupes_by_invocation() -
     headers = {**signed(body), "X-Zendesk-Webhook-Invocation-Id": "1234567890"}
     (event,) = connector().parse_webhook(headers, body)
     assert event.ticket_id == "35436" and event.actor == "6130907993114"
-    assert event.dedupe_key == "eu:zendesk-invocation:1234567890"
+    assert event.dedupe_key == zw.signed_dedupe_key("eu", signed(body), body)
+    assert event.dedupe_key.startswith("eu:zendesk-signed:")
     assert event.occurred_at == datetime(2021, 3, 25, 5, 9, 27, tzinfo=UTC)
 
 
-def test_trigger_body_without_invocation_header_dedupes_on_the_body_hash() -> None:
+def test_trigger_body_dedupes_on_the_signed_timestamp_and_body() -> None:
     body = b'{"ticket_id": "7", "actor_id": ""}'
-    (a,) = connector().parse_webhook({}, body)
-    (b,) = connector().parse_webhook({}, body)
-    assert a.dedupe_key == b.dedupe_key and a.dedupe_key.startswith("eu:zendesk-body:7:")
+    (a,) = connector().parse_webhook(signed(body), body)
+    (b,) = connector().parse_webhook(signed(body), body)
+    assert a.dedupe_key == b.dedupe_key and a.dedupe_key.startswith("eu:zendesk-signed:")
     assert a.actor is None
-    (c,) = connector().parse_webhook({}, b'{"ticket_id": "8"}')
+    (c,) = connector().parse_webhook(signed(b'{"ticket_id": "8"}'), b'{"ticket_id": "8"}')
     assert c.dedupe_key != a.dedupe_key
+    (later,) = connector().parse_webhook(signed(body, "2021-03-25T05:09:28Z"), body)
+    assert later.dedupe_key != a.dedupe_key  # the same change signed a second later
 
 
 @pytest.mark.parametrize(

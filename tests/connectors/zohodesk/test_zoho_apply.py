@@ -1,4 +1,7 @@
-"""apply: one escalation written as the admin expects, and never twice or half after a crash."""
+"""apply: one escalation written as the admin expects, and never twice or half after a crash.
+
+The level marker is a tag here (the default, ``level_marker: tag``); the custom-field option
+is tested in test_zoho_level_field.py."""
 
 from __future__ import annotations
 
@@ -14,6 +17,8 @@ from escbridge.model import Actions, Priority
 
 TICKET = f"{DESK}/tickets/{TICKET_ID}"
 COMMENTS = f"{TICKET}/comments"
+TAGS = f"{TICKET}/tags"
+ASSOCIATE, DISSOCIATE = f"{TICKET}/associateTag", f"{TICKET}/dissociateTag"
 SUPPORT, BILLING = "55430000000010772", "55430000000010790"
 L2, BILLING_TEAM = "55430000000120011", "55430000000120012"
 
@@ -29,11 +34,26 @@ TO_BILLING = Actions(
 )
 
 
+def tag_calls(rsps) -> None:
+    """associateTag answers with the tags (TicketTag.json commonTagResponse), dissociateTag
+    with an empty 200."""
+    rsps.add_callback(
+        responses.POST,
+        ASSOCIATE,
+        callback=lambda r: (200, {}, json.dumps({"data": [
+            {"id": "5543000009000001", "name": n, "tagType": "MANUAL"}
+            for n in json.loads(r.body)["tags"]
+        ]})),
+    )  # fmt: skip
+    rsps.post(DISSOCIATE, body="")
+
+
 @pytest.fixture
 def connector(rsps, clock):
     token_reply(rsps)
     rsps.get(f"{DESK}/teams", json=load("teams.json"))
     rsps.get(f"{DESK}/departments", json=load("departments.json"))
+    tag_calls(rsps)
     return make_connector(clock)
 
 
@@ -87,17 +107,19 @@ def test_moving_to_a_team_in_the_same_department(rsps, connector):
             teamId=L2,
             priority="High",
             modifiedTime="2026-10-05T18:00:01.000Z",
-            cf={"cf_escalation_level": "escbridge_l2"},
         ),
     )
     result = connector.apply(connector.parse_ticket(raw), TO_L2)
 
     assert result.ok and not result.skipped
     assert result.version == "2026-10-05T18:00:01.000Z"
-    assert writes(rsps) == [f"POST /tickets/{TICKET_ID}/comments", f"PATCH /tickets/{TICKET_ID}"]
-    assert bodies(rsps, "PATCH", TICKET) == [
-        {"teamId": L2, "priority": "High", "cf": {"cf_escalation_level": "escbridge_l2"}}
+    assert writes(rsps) == [
+        f"POST /tickets/{TICKET_ID}/comments",
+        f"PATCH /tickets/{TICKET_ID}",
+        f"POST /tickets/{TICKET_ID}/associateTag",  # the level marker: last, the commit point
     ]
+    assert bodies(rsps, "PATCH", TICKET) == [{"teamId": L2, "priority": "High"}]
+    assert bodies(rsps, "POST", ASSOCIATE) == [{"tags": ["escbridge_l2"]}]
     [note] = bodies(rsps, "POST", COMMENTS)
     assert note["isPublic"] is False and note["contentType"] == "plainText"
     assert note["content"].startswith("Escalated by R-12: SLA breach risk\n\n[escbridge l2 ref:")
@@ -109,13 +131,8 @@ def test_a_team_in_another_department_moves_the_ticket_there(rsps, connector):
     rsps.post(COMMENTS, json=comment_reply("note"))
     rsps.patch(TICKET, json=patched(raw, departmentId=BILLING, teamId=BILLING_TEAM))
     assert connector.apply(connector.parse_ticket(raw), TO_BILLING).ok
-    assert bodies(rsps, "PATCH", TICKET) == [
-        {
-            "departmentId": BILLING,
-            "teamId": BILLING_TEAM,
-            "cf": {"cf_escalation_level": "escbridge_billing"},
-        }
-    ]
+    assert bodies(rsps, "PATCH", TICKET) == [{"departmentId": BILLING, "teamId": BILLING_TEAM}]
+    assert bodies(rsps, "POST", ASSOCIATE) == [{"tags": ["escbridge_billing"]}]
 
 
 def test_a_department_name_routes_to_the_department_and_clears_the_team(rsps, connector):
@@ -144,7 +161,7 @@ def test_when_desk_refuses_the_string_null_the_team_is_cleared_with_json_null(rs
     and the handover note just posted stays."""
     raw = ticket_json(teamId=L2)
     rsps.get(TICKET, json=raw)
-    rsps.post(COMMENTS, json=comment_reply("x", comment_id="c-note"))
+    rsps.post(COMMENTS, json=comment_reply("x", comment_id="55430000068767801"))
     refused = {
         "errorCode": "INVALID_DATA",
         "message": "The data does not comply to the validation restrictions defined.",
@@ -160,8 +177,8 @@ def test_when_desk_refuses_the_string_null_the_team_is_cleared_with_json_null(rs
 def test_when_desk_refuses_both_forms_each_is_tried_once_and_the_note_undone(rsps, connector):
     raw = ticket_json(teamId=L2)
     rsps.get(TICKET, json=raw)
-    rsps.post(COMMENTS, json=comment_reply("x", comment_id="c-note"))
-    rsps.delete(f"{COMMENTS}/c-note", status=204)
+    rsps.post(COMMENTS, json=comment_reply("x", comment_id="55430000068767801"))
+    rsps.delete(f"{COMMENTS}/55430000068767801", status=204)
     refused = {"errorCode": "INVALID_DATA", "message": "invalid",
                "errors": [{"fieldName": "/teamId", "errorType": "invalid"}]}  # fmt: skip
     rsps.patch(TICKET, json=refused, status=422)
@@ -206,7 +223,12 @@ def test_priority_is_only_ever_raised_and_none_leaves_it(rsps, connector):
     connector.apply(ticket, Actions(group="L2 Support", priority=Priority.NORMAL, level="l2"))
     connector.apply(ticket, Actions(group="L2 Support", priority=None, level="l3"))
     connector.apply(ticket, Actions(group="L2 Support", priority=Priority.URGENT, level="l4"))
-    assert [b.get("priority") for b in bodies(rsps, "PATCH", TICKET)] == [None, None, None]
+    assert bodies(rsps, "PATCH", TICKET) == []  # nothing to change: only the markers are written
+    assert [b["tags"] for b in bodies(rsps, "POST", ASSOCIATE)] == [
+        ["escbridge_l2"],
+        ["escbridge_l3"],
+        ["escbridge_l4"],
+    ]
 
 
 def test_unassign_sends_null_and_customer_update_is_a_public_reply(rsps, connector):
@@ -265,26 +287,23 @@ def test_a_crash_between_note_and_update_neither_loses_nor_doubles_the_note(rsps
     after_note = ticket_json(commentCount="1", modifiedTime="2026-10-05T18:00:00.000Z")
     rsps.replace(responses.GET, TICKET, json=after_note)
     rsps.get(COMMENTS, json={"data": posted})
-    rsps.replace(
-        responses.PATCH,
-        TICKET,
-        json=patched(
-            after_note, teamId=L2, priority="High", cf={"cf_escalation_level": "escbridge_l2"}
-        ),
-    )
+    rsps.replace(responses.PATCH, TICKET, json=patched(after_note, teamId=L2, priority="High"))
     second = connector.apply(connector.parse_ticket(after_note), TO_L2)
     assert second.ok
     assert len(posted) == 1  # not doubled
     assert len(bodies(rsps, "PATCH", TICKET)) == patches_before + 1
+    assert bodies(rsps, "POST", ASSOCIATE) == [{"tags": ["escbridge_l2"]}]
 
 
-def test_a_crash_after_the_update_is_recognised_by_the_level_field(rsps, connector):
-    done = ticket_json(
-        teamId=L2, priority="High", commentCount="1", cf={"cf_escalation_level": "escbridge_l2"}
-    )
+def test_a_crash_after_the_marker_is_recognised_by_the_tag(rsps, connector):
+    done = ticket_json(teamId=L2, priority="High", commentCount="1", tagCount="2")
     rsps.get(TICKET, json=done)
+    rsps.get(TAGS, json={"tags": [
+        {"id": "5543000009000001", "name": "escbridge_l2", "tagType": "MANUAL"},
+        {"id": "5543000009000002", "name": "VIP", "tagType": "MANUAL"},
+    ]})  # fmt: skip
     result = connector.apply(connector.parse_ticket(ticket_json()), TO_L2)
-    assert result.ok
+    assert result.ok and result.recovered
     assert writes(rsps) == []  # nothing written twice
 
 
@@ -369,10 +388,7 @@ def test_when_patch_does_not_move_departments_the_move_endpoint_does(rsps, conne
     assert connector.apply(connector.parse_ticket(raw), TO_BILLING).ok
     move = next(c.request for c in rsps.calls if c.request.url.split("?")[0].endswith("/move"))
     assert f"departmentId={BILLING}" in move.url
-    assert bodies(rsps, "PATCH", TICKET)[-1] == {
-        "teamId": BILLING_TEAM,
-        "cf": {"cf_escalation_level": "escbridge_billing"},
-    }
+    assert bodies(rsps, "PATCH", TICKET)[-1] == {"teamId": BILLING_TEAM}
 
 
 def test_when_null_does_not_unassign_the_string_null_does(rsps, connector):
@@ -397,8 +413,8 @@ def test_when_null_does_not_unassign_the_string_null_does(rsps, connector):
 def test_a_refused_update_takes_its_note_and_reply_back(rsps, connector):
     raw = ticket_json()
     rsps.get(TICKET, json=raw)
-    rsps.post(COMMENTS, json=comment_reply("n", comment_id="c-note"))
-    rsps.post(COMMENTS, json=comment_reply("r", comment_id="c-reply", public=True))
+    rsps.post(COMMENTS, json=comment_reply("n", comment_id="55430000068767801"))
+    rsps.post(COMMENTS, json=comment_reply("r", comment_id="55430000068767802", public=True))
     rsps.patch(
         TICKET,
         status=422,
@@ -408,16 +424,16 @@ def test_a_refused_update_takes_its_note_and_reply_back(rsps, connector):
             "errors": [{"fieldName": "/priority", "errorType": "invalid"}],
         },
     )
-    rsps.delete(f"{COMMENTS}/c-note", status=204)
-    rsps.delete(f"{COMMENTS}/c-reply", status=204)
+    rsps.delete(f"{COMMENTS}/55430000068767801", status=204)
+    rsps.delete(f"{COMMENTS}/55430000068767802", status=204)
     result = connector.apply(
         connector.parse_ticket(raw), TO_L2.model_copy(update={"customer_update": "hi"})
     )
     assert not result.ok and not result.retryable
     assert "priority: invalid" in (result.error or "")
     assert writes(rsps)[-2:] == [
-        f"DELETE /tickets/{TICKET_ID}/comments/c-note",
-        f"DELETE /tickets/{TICKET_ID}/comments/c-reply",
+        f"DELETE /tickets/{TICKET_ID}/comments/55430000068767801",
+        f"DELETE /tickets/{TICKET_ID}/comments/55430000068767802",
     ]
 
 
@@ -429,22 +445,25 @@ def test_credits_running_out_mid_apply_is_raised_for_the_sync_to_stop(rsps, conn
         connector.apply(connector.parse_ticket(raw), TO_L2)
 
 
-def test_without_a_level_field_nothing_is_written_into_cf(rsps):
+def test_with_a_tag_marker_nothing_is_written_into_cf(rsps):
     token_reply(rsps)
     rsps.get(f"{DESK}/teams", json=load("teams.json"))
     rsps.get(f"{DESK}/departments", json=load("departments.json"))
-    connector = make_connector(Clock(), level_field=None)
+    tag_calls(rsps)
+    connector = make_connector(Clock(), level_field=None)  # no field at all: the tag
     raw = ticket_json()
     rsps.get(TICKET, json=raw)
     rsps.patch(TICKET, json=raw)
     connector.apply(connector.parse_ticket(raw), Actions(group="L2 Support", level="l2"))
     assert bodies(rsps, "PATCH", TICKET) == [{"teamId": L2}]
+    assert bodies(rsps, "POST", ASSOCIATE) == [{"tags": ["escbridge_l2"]}]
 
 
 def test_the_integration_agent_is_learned_from_its_own_update(rsps):
     token_reply(rsps)
     rsps.get(f"{DESK}/teams", json=load("teams.json"))
     rsps.get(f"{DESK}/departments", json=load("departments.json"))
+    tag_calls(rsps)
     connector = make_connector(Clock(), agent_id=None)
     raw = ticket_json()
     rsps.get(TICKET, json=raw)

@@ -1,4 +1,5 @@
-"""apply_many: shared changes go through updateMany (one field, at most 50 ids per call)."""
+"""apply_many: shared changes go through updateMany (one field, at most 50 ids per call); the
+level marker, a tag, goes per ticket after them (the field marker: test_zoho_level_field.py)."""
 
 from __future__ import annotations
 
@@ -15,11 +16,12 @@ L2 = "55430000000120011"
 TO_L2 = Actions(group="L2 Support", priority=Priority.HIGH, note="Escalated: SLA risk", level="l2")
 TICKET_URL = re.compile(rf"{re.escape(DESK)}/tickets/(\d+)(\?.*)?$")
 COMMENT_URL = re.compile(rf"{re.escape(DESK)}/tickets/(\d+)/comments$")
+ASSOCIATE_URL = re.compile(rf"{re.escape(DESK)}/tickets/(\d+)/associateTag$")
 
 
 @pytest.fixture
 def desk(rsps):
-    """A tiny Desk: tickets by id; comments and PATCH echo; updateMany answers 204."""
+    """A tiny Desk: tickets by id; comments, PATCH and associateTag echo; updateMany: 204."""
     tickets = {str(9000 + i): ticket_json(id=str(9000 + i)) for i in range(130)}
     token_reply(rsps)
     rsps.get(f"{DESK}/teams", json=load("teams.json"))
@@ -41,6 +43,14 @@ def desk(rsps):
         responses.POST, COMMENT_URL, callback=lambda r: (200, {}, json.dumps(load("comment.json")))
     )
     rsps.post(f"{DESK}/tickets/updateMany", status=204)
+    rsps.add_callback(
+        responses.POST,
+        ASSOCIATE_URL,
+        callback=lambda r: (200, {}, json.dumps({"data": [
+            {"id": "5543000009000001", "name": n, "tagType": "MANUAL"}
+            for n in json.loads(r.body)["tags"]
+        ]})),
+    )  # fmt: skip
     return tickets
 
 
@@ -65,19 +75,22 @@ def test_tickets_with_the_same_changes_share_update_many_calls(rsps, desk, clock
     assert update_many_bodies(rsps) == [
         {"fieldName": "teamId", "isCustomField": False, "ids": ids, "fieldValue": L2},
         {"fieldName": "priority", "isCustomField": False, "ids": ids, "fieldValue": "High"},
-        # last: the level marker says "done" only once everything else is
-        {
-            "fieldName": "cf_escalation_level",
-            "isCustomField": True,
-            "ids": ids,
-            "fieldValue": "escbridge_l2",
-        },
     ]
     assert calls(rsps, "PATCH", r"/tickets/\d+$") == []
     assert len(calls(rsps, "POST", r"/comments$")) == 5  # one private note per ticket
-    # notes first, then the bulk updates
-    kinds = [c.request.url.rsplit("/", 1)[-1] for c in rsps.calls if c.request.method == "POST"]
-    assert kinds[-3:] == ["updateMany"] * 3 and "updateMany" not in kinds[:-3]
+    # notes first, then the bulk updates, then each ticket's marker: it says "done" only once
+    # everything else is
+    kinds = [
+        c.request.url.rsplit("/", 1)[-1]
+        for c in rsps.calls
+        if c.request.method == "POST" and c.request.url.startswith(DESK)
+    ]
+    assert kinds == ["comments"] * 5 + ["updateMany"] * 2 + ["associateTag"] * 5
+    marked = [
+        (ASSOCIATE_URL.match(c.request.url).group(1), json.loads(c.request.body))
+        for c in calls(rsps, "POST", r"/associateTag$")
+    ]
+    assert marked == [(i, {"tags": ["escbridge_l2"]}) for i in ids]
 
 
 def test_at_most_fifty_ids_per_call(rsps, desk, clock):
@@ -85,7 +98,8 @@ def test_at_most_fifty_ids_per_call(rsps, desk, clock):
     items = [(connector.parse_ticket(desk[str(9000 + i)]), TO_L2) for i in range(120)]
     assert all(r.ok for r in connector.apply_many(items))
     sizes = [len(b["ids"]) for b in update_many_bodies(rsps)]
-    assert sizes == [50, 50, 50, 50, 50, 50, 20, 20, 20]
+    assert sizes == [50, 50, 50, 50, 20, 20]  # team and priority of each chunk of 50
+    assert len(calls(rsps, "POST", r"/associateTag$")) == 120
 
 
 def test_small_groups_and_department_moves_go_one_by_one(rsps, desk, clock):
@@ -128,4 +142,4 @@ def test_one_missing_ticket_does_not_stop_the_others(rsps, desk, clock):
     results = connector.apply_many(items)
     assert [r.ok for r in results] == [False, True, True, True]
     assert results[0].error is not None and "not found" in results[0].error
-    assert [len(b["ids"]) for b in update_many_bodies(rsps)] == [3, 3, 3]
+    assert [len(b["ids"]) for b in update_many_bodies(rsps)] == [3, 3]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from escbridge_zohodesk import ZohoDeskConfig, ZohoDeskConnector
@@ -43,8 +44,10 @@ def url_token(query: Mapping[str, str]) -> int:
 
 
 class ZohoHarness(LoopbackHarness):
+    """Desk's emulator; the connector keeps its level marker as a tag (the default)."""
+
     groups = ("L1 Support", "L2 Support")
-    has_tags = False
+    has_tags = True
 
     def __init__(self) -> None:
         app = create_app(daily_credits=1_000_000, max_concurrent=100)
@@ -93,18 +96,21 @@ class ZohoHarness(LoopbackHarness):
             departmentId=self.desk.department_id("Support"),
             teamId=self.desk.team_id(self.groups[0]),
             priority=ZOHO_PRIORITY[priority],
-            cf={LEVEL_FIELD: LevelMarker.tag(level) if level else None},
+            tags=[*tags, *([LevelMarker.tag(level)] if level else [])],
         )
         return str(raw["id"])
 
     def human_edit(self, ticket_id: str, *, tags: Collection[str] = ()) -> None:
-        """Carol changes the ticket's status in Desk (Desk has no tags to add)."""
+        """Carol tags the ticket and changes its status in Desk."""
+        for name in tags:
+            self.desk.tag(name)
 
-        def edit(ticket: dict[str, object]) -> None:
+        def edit(ticket: dict[str, Any]) -> None:
             before = parse_time(str(ticket["modifiedTime"])) or datetime.now(UTC)
             later = max(datetime.now(UTC), before + timedelta(seconds=1))
             status = "On Hold" if ticket["status"] != "On Hold" else "Open"
             ticket.update(status=status, modifiedBy=HUMAN_AGENT, modifiedTime=format_time(later))
+            ticket["tags"] = [*ticket.get("tags", []), *tags]
 
         self.desk.tickets.update(ticket_id, edit, actor=HUMAN_AGENT)
 
@@ -112,9 +118,12 @@ class ZohoHarness(LoopbackHarness):
         raw = self.desk.tickets.get(ticket_id)
         assert raw is not None
         team = self.desk.teams.get(str(raw.get("teamId") or ""))
-        level = LevelMarker.level_of((raw.get("cf") or {}).get(LEVEL_FIELD))
+        tags = frozenset(str(t).lower() for t in raw.get("tags") or ())
+        field = LevelMarker.level_of((raw.get("cf") or {}).get(LEVEL_FIELD))
+        markers = {t for t in tags if LevelMarker.is_marker(t)}
+        markers |= {LevelMarker.tag(field)} if field else set()
         return HelpdeskTicket(
-            tags=frozenset(),
+            tags=tags,
             priority=FROM_ZOHO[raw["priority"]],
             group=team["name"] if team else None,
             notes=tuple(
@@ -122,7 +131,7 @@ class ZohoHarness(LoopbackHarness):
                 for c in self.desk.comments.get(ticket_id, [])
                 if not c["isPublic"]
             ),
-            markers=(LevelMarker.tag(level),) if level else (),
+            markers=tuple(sorted(markers)),
         )
 
     def forge(self, request: WebhookRequest) -> WebhookRequest:

@@ -12,28 +12,44 @@ import logging
 import os
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any
 
 from flask import Flask, Response, g, jsonify, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, NotFound
 
-from escbridge.errors import StoreSchemaError, StoreUnavailableError
+from escbridge.errors import (
+    RequestBodyError,
+    StoreDataError,
+    StoreSchemaError,
+    StoreUnavailableError,
+)
 from escbridge.store import PROBE_TIMEOUT, probe_write
 from escbridge_webhooks.chain import (
+    Clocked,
     Context,
-    Enqueuer,
-    OneWriterAtATime,
+    GroupCommit,
     Reply,
     Step,
     WebhookRequest,
     default_steps,
+    refused,
     run_chain,
+    unknown_instance,
 )
-from escbridge_webhooks.logs import bind_request_id, new_request_id, unbind_request_id
+from escbridge_webhooks.logs import (
+    bind_request_id,
+    install_secrets,
+    new_request_id,
+    unbind_request_id,
+)
 from escbridge_webhooks.metrics import (
+    BIND_ENV,
+    TOKEN_ENV,
     UNKNOWN_INSTANCE,
+    WWW_AUTHENTICATE,
     Exposition,
+    MetricsAccess,
     StoreCollector,
     WebhookMetrics,
 )
@@ -60,6 +76,10 @@ class ReceiverSettings:
     retry_after_seconds: int = 30  # what a 503 asks the helpdesk to wait
     metrics_cache_seconds: float = 10.0  # how stale store-derived metrics may be
     ready_timeout_seconds: float = PROBE_TIMEOUT  # how long /readyz's write may wait for a lock
+    # Who may read /metrics (metrics.MetricsAccess): the bearer token ESCBRIDGE_METRICS_TOKEN,
+    # the listener ESCBRIDGE_METRICS_BIND, or both; neither: /metrics answers 404.
+    metrics_token: str | None = field(default=None, repr=False)  # a secret: never printed
+    metrics_bind: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ReceiverSettings:
@@ -85,6 +105,8 @@ class ReceiverSettings:
                 "METRICS_CACHE_SECONDS", defaults.metrics_cache_seconds, zero_ok=True
             ),
             ready_timeout_seconds=number("READY_TIMEOUT", defaults.ready_timeout_seconds),
+            metrics_token=env.get(TOKEN_ENV) or None,
+            metrics_bind=env.get(BIND_ENV) or None,
         )
 
 
@@ -96,7 +118,7 @@ class Receiver:
         *,
         connectors: Mapping[str, Connector],
         helpdesks: Mapping[str, str],
-        enqueuer: Enqueuer,
+        enqueuer: Clocked,
         store: Store,
         settings: ReceiverSettings,
         metrics: WebhookMetrics,
@@ -106,11 +128,12 @@ class Receiver:
         self.store = store
         self.settings = settings
         self.metrics = metrics
-        if store.dialect == "sqlite":
-            enqueuer = OneWriterAtATime(enqueuer)
+        # Events go straight to the store at the processor's time, concurrent deliveries in
+        # one transaction and one durable commit.
+        self.committer = GroupCommit(store, enqueuer.clock)
         self.steps: list[Step] = default_steps(
             self.connectors,
-            enqueuer,
+            self.committer,
             max_bytes=settings.max_body_bytes,
             retry_after=settings.retry_after_seconds,
         )
@@ -192,11 +215,20 @@ class Receiver:
 
 
 def _read_limited(stream: IO[bytes], limit: int) -> bytes:
-    """Read until EOF or ``limit`` bytes (a socket may return fewer bytes than asked for)."""
+    """Read until EOF or ``limit`` bytes (a socket may return fewer bytes than asked for).
+
+    Whatever the server raises while reading — gunicorn's InvalidChunkSize, ChunkMissingTerminator
+    or NoMoreData, Werkzeug's ClientDisconnected, a reset connection — is a broken request, not a
+    bug: RequestBodyError (answered 400), naming the exception type only, since the servers'
+    messages quote the bytes that were sent.
+    """
     chunks: list[bytes] = []
     size = 0
     while size < limit:
-        chunk = stream.read(min(65536, limit - size))
+        try:
+            chunk = stream.read(min(65536, limit - size))
+        except Exception as error:
+            raise RequestBodyError(f"broken request body ({type(error).__name__})") from None
         if not chunk:
             break
         chunks.append(chunk)
@@ -212,6 +244,25 @@ def _reply(reply: Reply) -> Response:
     return response
 
 
+def _validation(
+    connector: Connector | None, instance: str, query: Mapping[str, str]
+) -> Reply | None:
+    """None when ``connector`` vouches for this URL-validation GET; else the refusal to send."""
+    if connector is None:
+        return unknown_instance(instance)
+    answer = getattr(connector, "answer_validation", None)
+    if answer is None:
+        return refused("unauthorized", "this helpdesk sends no URL-validation GET")
+    try:
+        status = answer(query)
+    except Exception as error:  # a connector bug fails closed
+        log.exception("webhook URL validation failed unexpectedly")
+        return refused("unauthorized", f"validation error: {type(error).__name__}")
+    if status != 200:
+        return refused("unauthorized", "the URL-validation GET lacks the right URL token")
+    return None
+
+
 def create_app(
     config: Config,
     *,
@@ -225,7 +276,9 @@ def create_app(
     instance settings fail start-up with the config error). ``processor`` defaults to
     ``build_processor(config)``; pass one to share it with an embedded worker or in tests.
     The database is not touched until the first request: a receiver started while its
-    database is down answers 503 (and /readyz says so) until it is back.
+    database is down answers 503 (and /readyz says so) until it is back. Each connector starts
+    learning who escbridge writes as in a daemon thread (gunicorn: after the fork, so do not
+    ``--preload``).
     """
     if processor is None:
         from escbridge.processing import build_processor
@@ -239,6 +292,12 @@ def create_app(
         settings=settings or ReceiverSettings(),
         metrics=metrics or WebhookMetrics(),
     )
+    # Who escbridge writes as is learned in the background (the door never calls a helpdesk:
+    # until it is known, events are stored and the worker tells escbridge's own apart).
+    for connector in receiver.connectors.values():
+        learn = getattr(connector, "learn_identity_in_background", None)
+        if learn is not None:
+            learn()
     app = Flask(EXTENSION)
     app.extensions[EXTENSION] = receiver
     app.json.sort_keys = False  # type: ignore[attr-defined]
@@ -289,15 +348,35 @@ def create_app(
             content_length=request.content_length,
             read_body=lambda limit: _read_limited(request.stream, limit),
         )
-        return _reply(receiver.handle(req))
+        try:
+            reply = receiver.handle(req)
+        except StoreDataError as error:
+            # The last net: the chain refuses what the store cannot hold before it gets there
+            # (event_problem). If the store still refuses an event for what it holds, retrying
+            # cannot help: a 400, never a 500 or 503 the helpdesk would retry for days.
+            log.warning("webhook %s: 400 the store refused an event: %s", instance, error)
+            detail = "an event of this delivery cannot be stored"
+            reply = Reply(400, {"error": "invalid payload", "detail": detail}, "bad_payload")
+        return _reply(reply)
 
     @app.get("/webhooks/<instance>")
     def webhook_validation(instance: str) -> Response:
-        # Zoho Desk checks a URL with an unsigned GET before saving it and wants a 200.
-        # Nothing is read or stored, so answering it needs no credentials.
-        if instance not in receiver.connectors:
-            return _reply(Reply(404, {"error": "no webhook endpoint for this instance"}, ""))
-        return jsonify(status="ok")
+        # Zoho Desk checks a URL with an unsigned GET before saving it and wants a 200. Only a
+        # connector that knows such a check (answer_validation) and a URL carrying its token
+        # get one; anything else gets the answer of a POST that is not genuine, so a stranger
+        # cannot tell a configured instance name from any other.
+        connector = receiver.connectors.get(instance)
+        reply = _validation(connector, instance, request.args.to_dict())
+        if reply is None:
+            return jsonify(status="ok")
+        log.info(
+            "webhook validation %s: %s %s",
+            instance if connector is not None else UNKNOWN_INSTANCE,
+            reply.status,
+            reply.outcome,
+            extra={"status": reply.status, "outcome": reply.outcome, "reason": reply.reason},
+        )
+        return _reply(reply)
 
     @app.get("/healthz")
     def healthz() -> Response:
@@ -312,8 +391,22 @@ def create_app(
             return response
         return jsonify(status="ready")
 
+    metrics_access = MetricsAccess(
+        token=receiver.settings.metrics_token, bind=receiver.settings.metrics_bind
+    )
+    install_secrets(metrics_access.secrets())
+    metrics_access.announce()
+
     @app.get("/metrics")
     def metrics_route() -> Response:
+        refusal = metrics_access.refusal(request.environ)
+        if refusal == 404:
+            raise NotFound()  # the very answer of a path that does not exist
+        if refusal is not None:
+            response = jsonify(error="unauthorized")
+            response.status_code = refusal
+            response.headers["WWW-Authenticate"] = WWW_AUTHENTICATE
+            return response
         data, content_type = receiver.exposition.render()
         return Response(data, status=200, content_type=content_type)
 

@@ -3,7 +3,8 @@
 In order (the first step that answers ends the chain, as bolt-python's middleware does):
 
 1. ``LimitSize``          — 413 past the size limit, before anything is parsed;
-2. ``LookupInstance``     — 404 unless the URL names a configured instance;
+2. ``LookupInstance``     — 401 unless the URL names a configured instance: the very answer
+                            Verify gives, so a stranger cannot tell configured names from others;
 3. ``Verify``             — 401 unless the instance's connector says the request is genuine
                             (the reason is logged, never sent back: it would coach a forger);
 4. ``Parse``              — 400 with a JSON error saying what is wrong with a genuine body;
@@ -21,22 +22,34 @@ Nothing here knows Flask: the adapter (app.py) turns a Flask request into a
 from __future__ import annotations
 
 import logging
+import os
 import threading
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from escbridge.connector import Connector
-from escbridge.errors import StoreUnavailableError, WebhookAuthError, WebhookPayloadError
+from escbridge.connector.payload import text_problem
+from escbridge.errors import (
+    RequestBodyError,
+    StoreUnavailableError,
+    WebhookAuthError,
+    WebhookPayloadError,
+)
 from escbridge.model import TicketEvent
 from escbridge.store import INBOX_LIMITS, Enqueued
 
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "Clocked",
     "Context",
     "Enqueue",
     "Enqueuer",
+    "EventStore",
+    "GroupCommit",
     "IgnoreOwnChanges",
     "LimitSize",
     "LookupInstance",
@@ -45,14 +58,30 @@ __all__ = [
     "Step",
     "Verify",
     "WebhookRequest",
+    "refused",
     "run_chain",
+    "unknown_instance",
 ]
 
 
 class Enqueuer(Protocol):
-    """What the chain needs of ``escbridge.processing.Processor``."""
+    """What the Enqueue step needs: a delivery's events kept in one go (GroupCommit)."""
 
-    def enqueue(self, event: TicketEvent) -> Enqueued: ...
+    def enqueue_many(self, events: Sequence[TicketEvent]) -> list[Enqueued]: ...
+
+
+class EventStore(Protocol):
+    """What GroupCommit needs of ``escbridge.store.Store``."""
+
+    def enqueue_many(self, events: Sequence[TicketEvent], now: datetime) -> list[Enqueued]: ...
+
+
+class Clocked(Protocol):
+    """What the receiver needs of ``escbridge.processing.Processor``: the time events are
+    stored at (a test's fake clock included: the worker claims them by the same clock)."""
+
+    @property
+    def clock(self) -> Callable[[], datetime]: ...
 
 
 @dataclass(frozen=True)
@@ -114,6 +143,22 @@ def _error(status: int, outcome: str, error: str, **more: Any) -> Reply:
     return Reply(status, {"error": error, **more}, outcome, reason=more.get("detail"))
 
 
+def error_summary(error: BaseException) -> str:
+    """``KeyError at parse.py:42 in _clean_id``: what to log of an unexpected error.
+
+    Not its message nor a traceback's: those often quote the body that caused them (a key,
+    a value, SQL parameters), and a log must not carry what a stranger wrote.
+    """
+    where = ""
+    tb = error.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    if tb is not None:
+        code = tb.tb_frame.f_code
+        where = f" at {os.path.basename(code.co_filename)}:{tb.tb_lineno} in {code.co_name}"
+    return f"{type(error).__name__}{where}"
+
+
 # --- 1. size ---------------------------------------------------------------------------------
 
 
@@ -129,7 +174,12 @@ class LimitSize:
         declared = ctx.request.content_length
         if declared is not None and declared > self.max_bytes:
             return self._too_large()
-        body = ctx.request.read_body(self.max_bytes + 1)  # chunked bodies declare no length
+        try:
+            body = ctx.request.read_body(self.max_bytes + 1)  # chunked bodies declare no length
+        except RequestBodyError as error:  # broken chunking, client gone: theirs, not a 500
+            return _error(
+                400, "bad_payload", "the request body could not be read", detail=str(error)
+            )
         if len(body) > self.max_bytes:
             return self._too_large()
         ctx.body = body
@@ -142,8 +192,21 @@ class LimitSize:
 # --- 2. instance -----------------------------------------------------------------------------
 
 
+def refused(outcome: str, reason: str) -> Reply:
+    """The one answer to a request that is not genuine, whatever the reason (logged, not sent).
+
+    An unknown instance name gets it too: a 404 there would tell a prober which names exist.
+    """
+    return Reply(401, {"error": "invalid request"}, outcome, reason=reason)
+
+
+def unknown_instance(name: str) -> Reply:
+    """The refusal for a URL naming no instance (counted as "-"; the log names it, cut short)."""
+    return refused("unknown_instance", f"no instance {name[:64]!r}")
+
+
 class LookupInstance:
-    """404 unless the URL names an instance of escbridge.yaml (its connector made at start-up)."""
+    """401 unless the URL names an instance of escbridge.yaml (its connector made at start-up)."""
 
     name = "lookup_instance"
 
@@ -153,8 +216,7 @@ class LookupInstance:
     def __call__(self, ctx: Context) -> Reply | None:
         connector = self.connectors.get(ctx.request.instance)
         if connector is None:
-            # The name is not echoed back: it is whatever the caller typed.
-            return _error(404, "unknown_instance", "no webhook endpoint for this instance")
+            return unknown_instance(ctx.request.instance)
         ctx.connector = connector
         return None
 
@@ -175,7 +237,7 @@ class Verify:
         except WebhookAuthError as error:
             return Reply(401, {"error": "invalid request"}, "unauthorized", reason=str(error))
         except Exception as error:  # a verifier bug must fail closed, not open, nor 500
-            log.exception("webhook verification failed unexpectedly")
+            log.error("webhook verification failed unexpectedly: %s", error_summary(error))
             reason = f"verifier error: {type(error).__name__}"
             return Reply(401, {"error": "invalid request"}, "unauthorized", reason=reason)
         return None
@@ -185,13 +247,24 @@ class Verify:
 
 
 def event_problem(event: TicketEvent, instance: str) -> str | None:
-    """Why the store could not keep ``event`` as it is, or None."""
+    """Why the store could not keep ``event`` as it is, or None: asked before the store is.
+
+    A NUL (PostgreSQL text refuses it), a lone surrogate (every UTF-8 encoder does), a value
+    longer than its column, a time outside what UTC can hold: the sender's error, answered 400
+    naming the field, never its value — not a database error at insert time.
+    """
     if event.instance != instance:
-        return f"event names instance {event.instance[:40]!r}, not this endpoint's"
-    for name, limit in INBOX_LIMITS.items():  # too long: a bad payload, not a database error
-        value = getattr(event, name)
-        if value is not None and len(value) > limit:
-            return f"{name} is longer than {limit} characters"
+        return "the event names another instance than this endpoint's"
+    for name, value in event:
+        if isinstance(value, str):
+            problem = text_problem(value, INBOX_LIMITS.get(name))
+            if problem is not None:
+                return f"{name} {problem}"
+    if event.occurred_at is not None:
+        try:
+            event.occurred_at.astimezone(UTC)
+        except (OverflowError, ValueError):  # 9999-12-31T23:00-05:00 is past year 9999 in UTC
+            return "occurred_at is out of the range of times the store keeps"
     return None
 
 
@@ -207,7 +280,7 @@ class Parse:
         except WebhookPayloadError as error:
             return _error(400, "bad_payload", "invalid payload", detail=str(error))
         except Exception as error:  # a parser bug on odd input: still the sender's 4xx
-            log.exception("webhook parsing failed unexpectedly")
+            log.error("webhook parsing failed unexpectedly: %s", error_summary(error))
             return _error(
                 400,
                 "bad_payload",
@@ -228,16 +301,24 @@ class Parse:
 
 
 class IgnoreOwnChanges:
-    """200 ``ignored`` when every event is escbridge's own change (its update fired the hook)."""
+    """200 ``ignored`` when every event is escbridge's own change (its update fired the hook).
+
+    Asked with no I/O (``own_change_known``): the door never calls a helpdesk. An event it
+    cannot tell about yet (who escbridge writes as is still being learned, or no actor) is
+    stored; the worker, which fetches the ticket anyway, drops it if it is escbridge's own.
+    """
 
     name = "ignore_own_changes"
 
     def __call__(self, ctx: Context) -> Reply | None:
         assert ctx.connector is not None
+        ask = getattr(ctx.connector, "own_change_known", None)
+        if ask is None:  # a plugin older than the question: its events go to the worker
+            return None
         kept: list[TicketEvent] = []
         for event in ctx.events:
             try:
-                own = ctx.connector.is_own_change(event)
+                own = ask(event) is True
             except Exception:  # undecidable here: keep it; the worker asks again
                 log.warning("could not tell whether an event is escbridge's own", exc_info=True)
                 own = False
@@ -257,8 +338,10 @@ class IgnoreOwnChanges:
 class Enqueue:
     """Store every event; the store's unique dedupe key answers "duplicate" (200), new ones 202.
 
-    A delivery with several events that fails half-way answers 503: the helpdesk sends it all
-    again, the stored half comes back as duplicates and the rest is stored then.
+    A delivery's events are kept in one transaction (shared with concurrent deliveries, see
+    GroupCommit): all of them or, with a 503, none, and the helpdesk sends it all again. An
+    event the database cannot hold (a value it refuses) is the sender's 400, never a 5xx that
+    would be retried for days; the others of the delivery are kept.
     """
 
     name = "enqueue"
@@ -268,25 +351,30 @@ class Enqueue:
         self.retry_after = retry_after
 
     def __call__(self, ctx: Context) -> Reply:
-        for event in ctx.events:
-            try:
-                result = self.enqueuer.enqueue(event)
-            except StoreUnavailableError as error:
-                return Reply(
-                    503,
-                    {
-                        "error": "store unavailable, deliver again later",
-                        "retry_after": self.retry_after,
-                    },
-                    "store_unavailable",
-                    headers={"Retry-After": str(self.retry_after)},
-                    reason=str(error),
-                )
-            if result.accepted:
+        try:
+            results = self.enqueuer.enqueue_many(ctx.events)
+        except StoreUnavailableError as error:
+            return Reply(
+                503,
+                {
+                    "error": "store unavailable, deliver again later",
+                    "retry_after": self.retry_after,
+                },
+                "store_unavailable",
+                headers={"Retry-After": str(self.retry_after)},
+                reason=str(error),
+            )
+        refused: list[str] = []
+        for result in results:
+            if result.refused is not None:
+                refused.append(result.refused)
+            elif result.accepted:
                 assert result.job_id is not None
                 ctx.accepted.append(result.job_id)
             else:
                 ctx.duplicates.append(result.job_id)
+        if refused:
+            return _error(400, "bad_payload", "invalid payload", detail=refused[0])
         if not ctx.accepted:
             return Reply(200, {"status": "duplicate", "event_id": ctx.duplicates[0]}, "duplicate")
         body: dict[str, Any] = {"status": "queued", "event_id": ctx.accepted[0]}
@@ -297,22 +385,99 @@ class Enqueue:
         return Reply(202, body, "queued")
 
 
-class OneWriterAtATime:
-    """Lets one thread of this process enqueue at a time (for a SQLite store).
+@dataclass(eq=False)
+class _Waiter:
+    """One delivery's events waiting for a commit, and what the commit made of them."""
 
-    SQLite has one writer per database. Threads that contend for it inside SQLite wait in its
-    busy handler, which sleeps 1, 2, 5, 10, … ms between tries: a few colliding requests turn
-    into 50-100 ms latencies. Queuing them on a lock here, in front of the database, costs
-    nothing when there is no contention and hands the write over the moment it is free.
+    events: Sequence[TicketEvent]
+    woken: threading.Event = field(default_factory=threading.Event)
+    lead: bool = False  # woken to commit what is queued, not with an answer
+    answers: list[Enqueued] | None = None
+    error: BaseException | None = None
+
+    def outcome(self) -> list[Enqueued]:
+        if self.error is not None:
+            raise self.error
+        assert self.answers is not None
+        return self.answers
+
+
+class GroupCommit:
+    """Concurrent deliveries in this process share one transaction and one commit.
+
+    A 2xx promises the event is on disk, so every commit waits for a flush; one commit per
+    delivery would make the disk the receiver's ceiling. A request thread queues its events;
+    when no commit is running it leads: it takes everything queued, stores it in one
+    transaction (``store.enqueue_many`` at ``clock()``), hands every waiting thread its own
+    answers, or the store's error (each answers its 503), and passes the lead to the first
+    delivery queued meanwhile, so no thread's answer waits for later deliveries' commits. No
+    timer waits for company: a delivery that comes alone is committed at once.
+
+    One commit at a time per process also keeps SQLite writers from colliding in its busy
+    handler, which sleeps between tries (across processes the store's writer lock queues them).
     """
 
-    def __init__(self, enqueuer: Enqueuer) -> None:
-        self._enqueuer = enqueuer
+    def __init__(
+        self, store: EventStore, clock: Callable[[], datetime], *, max_events: int = 256
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self.max_events = max_events
         self._lock = threading.Lock()
+        self._queue: deque[_Waiter] = deque()
+        self._leading = False  # a thread is committing; whoever queues now waits
 
-    def enqueue(self, event: TicketEvent) -> Enqueued:
+    def waiting(self) -> int:
+        """Deliveries queued behind the running commit."""
         with self._lock:
-            return self._enqueuer.enqueue(event)
+            return len(self._queue)
+
+    def enqueue_many(self, events: Sequence[TicketEvent]) -> list[Enqueued]:
+        """Keep ``events`` (one delivery's) with whatever else is waiting; their answers."""
+        me = _Waiter(events)
+        with self._lock:
+            self._queue.append(me)
+            lead = not self._leading
+            self._leading = True
+        if not lead:
+            me.woken.wait()
+            if not me.lead:
+                return me.outcome()
+        self._commit_queued()
+        return me.outcome()
+
+    def _commit_queued(self) -> None:
+        batch: list[_Waiter] = []
+        size = 0
+        with self._lock:  # the leader is first in the queue: it is always in its own batch
+            while self._queue and (
+                not batch or size + len(self._queue[0].events) <= self.max_events
+            ):
+                waiter = self._queue.popleft()
+                batch.append(waiter)
+                size += len(waiter.events)
+        try:
+            answers = self._store.enqueue_many([e for w in batch for e in w.events], self._clock())
+            if len(answers) != size:
+                raise RuntimeError(f"the store answered {len(answers)} of {size} events")
+            start = 0
+            for waiter in batch:
+                waiter.answers = answers[start : start + len(waiter.events)]
+                start += len(waiter.events)
+        except BaseException as error:  # every waiter gets it: a 503, or a bug's 500
+            for waiter in batch:
+                waiter.error = error
+        finally:
+            with self._lock:
+                successor = self._queue[0] if self._queue else None
+                if successor is None:
+                    self._leading = False
+                else:
+                    successor.lead = True
+            for waiter in batch:
+                waiter.woken.set()
+            if successor is not None:
+                successor.woken.set()
 
 
 def default_steps(

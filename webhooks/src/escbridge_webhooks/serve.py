@@ -24,12 +24,13 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from escbridge_webhooks.app import ReceiverSettings, create_app, receiver_of
 from escbridge_webhooks.instrument import count_api_errors
 from escbridge_webhooks.logs import configure_logging, install_secrets
+from escbridge_webhooks.metrics import METRICS_LISTENER, BindAddress, on_listener
 
 log = logging.getLogger("escbridge_webhooks.serve")
 
@@ -48,6 +49,8 @@ class ServeOptions:
     max_body_bytes: int = ReceiverSettings.max_body_bytes
     grace: float = 30.0
     log_level: str = "INFO"
+    metrics_bind: str | None = None  # /metrics only on this listener of its own (host:port)
+    metrics_token: str | None = field(default=None, repr=False)  # bearer token for /metrics
 
 
 def _secrets(config: Any) -> list[str]:
@@ -80,7 +83,11 @@ def serve(
     except BaseException:
         processor.store.close()
         raise
-    settings = ReceiverSettings(max_body_bytes=options.max_body_bytes)
+    settings = ReceiverSettings(
+        max_body_bytes=options.max_body_bytes,
+        metrics_token=options.metrics_token,
+        metrics_bind=options.metrics_bind,
+    )
     app = create_app(config, processor=processor, settings=settings)
     helpdesks = {name: instance.type for name, instance in config.instances.items()}
     count_api_errors(processor, receiver_of(app).metrics.api_errors, helpdesks)
@@ -89,6 +96,12 @@ def serve(
     server: Any = waitress.create_server(
         app, host=options.host, port=options.port, threads=options.threads, ident="escbridge"
     )
+    try:
+        metrics_server, metrics_at = _metrics_listener(waitress, app, options.metrics_bind)
+    except BaseException:  # e.g. the address is taken: nothing else has started yet
+        server.close()
+        processor.store.close()
+        raise
     port = int(server.effective_port)
     workers = processor.settings.concurrency if options.workers is None else options.workers
     pool: threading.Thread | None = None
@@ -108,6 +121,9 @@ def serve(
         f"store {processor.store!r})"
     )
     log.info("listening", extra={"host": options.host, "port": port, "workers": workers})
+    if metrics_server is not None:
+        say(f"escbridge serve: /metrics on {metrics_at} only")
+        log.info("metrics listener", extra={"bind": metrics_at})
     if ready is not None:
         ready(port)
     try:
@@ -116,8 +132,38 @@ def serve(
                 log.error("the HTTP server stopped unexpectedly")
                 raise ServerStoppedError("the HTTP server stopped unexpectedly")
     finally:
+        if metrics_server is not None:  # a scrape in flight may finish; no new connections
+            metrics_server.accepting = False
+            metrics_server.pull_trigger()
+            metrics_server.task_dispatcher.shutdown(timeout=1)
         _shutdown(server, pool, stop, options.grace)
         processor.store.close()
+
+
+def _metrics_listener(waitress: Any, app: Any, bind: str | None) -> tuple[Any, str]:
+    """The listener of ``--metrics-bind`` (a server of its own, on its own thread) and where.
+
+    Its requests are marked (``on_listener``), which is how the /metrics route knows where
+    they arrived; and a scrape never waits for a thread behind webhook deliveries.
+    """
+    if not bind:
+        return None, ""
+    address = BindAddress.parse(bind)
+    where: dict[str, Any] = (
+        {"unix_socket": address.path}
+        if address.path is not None
+        else {
+            "host": address.host if address.host not in ("", "*") else "0.0.0.0",
+            "port": address.port,
+        }
+    )
+    server: Any = waitress.create_server(
+        on_listener(app, METRICS_LISTENER), threads=2, ident="escbridge", **where
+    )
+    threading.Thread(target=server.run, name="escbridge-metrics", daemon=True).start()
+    if address.path is None:  # port 0: the one it got
+        address = BindAddress(address.host, int(server.effective_port))
+    return server, str(address)
 
 
 def _shutdown(

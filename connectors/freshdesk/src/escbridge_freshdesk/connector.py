@@ -36,7 +36,7 @@ from escbridge.connector import (
     check_identity,
     poll_job,
 )
-from escbridge.connector.kit import fields_text
+from escbridge.connector.kit import Identity, fields_text
 from escbridge.errors import (
     ApiError,
     AuthError,
@@ -132,8 +132,6 @@ class FreshdeskConnector(BaseConnector[FreshdeskConfig, _Write]):
         self._status_names: dict[int, str] = {}
         self._field_names: set[str] = set()
         self._fields_at: float | None = None
-        self._own: tuple[str, str] | None = None  # (agent id, email)
-        self._own_failed_at: float | None = None
         self.max_pages = MAX_PAGES  # Freshdesk's cap; lowered by tests against a small sandbox
 
     def __repr__(self) -> str:
@@ -178,23 +176,11 @@ class FreshdeskConnector(BaseConnector[FreshdeskConfig, _Write]):
             status_categories=dict(self.config.status_categories),
         )
 
-    def own_agent(self) -> tuple[str, str] | None:
-        """(id, email) of the agent the API key belongs to; learned once from /agents/me.
-
-        A failure is remembered for a minute, so an outage does not add a call to every event.
-        """
-        if self._own is None:
-            if not self._stale(self._own_failed_at, LOOKUP_REFRESH_SECONDS):
-                return None
-            try:
-                me = self.api.me()
-            except ApiError as exc:
-                self._own_failed_at = self.runtime.clock()
-                log.warning("cannot learn the API key's agent: %s", exc)
-                return None
-            contact = me.get("contact") or {}
-            self._own = (str(me.get("id") or ""), str(contact.get("email") or "").lower())
-        return self._own
+    def _whoami(self) -> Identity | None:
+        """The agent the API key belongs to (``/agents/me``): its id and e-mail, either of which
+        a rule's body may name as the performer."""
+        me = self.api.me()
+        return _identity(me) if me.get("id") is not None else None
 
     # ------------------------------------------------------------------ check
 
@@ -213,9 +199,14 @@ class FreshdeskConnector(BaseConnector[FreshdeskConfig, _Write]):
         if isinstance(me, CheckReport):
             return me
         contact = me.get("contact") or {}
-        self._own = (str(me.get("id") or ""), str(contact.get("email") or "").lower())
+        if me.get("id") is not None:
+            self.identity.set(_identity(me))
         identity = (
             f"{contact.get('name') or ''} <{contact.get('email') or ''}> (agent {me.get('id')})"
+        )
+        notes_.append(
+            f"escbridge writes as agent {me.get('id')}; a rule body without a performer is "
+            "told apart by the worker (the ticket as escbridge left it)"
         )
         if me.get("occasional"):
             notes_.append("the API key's agent is an occasional agent (uses day passes)")
@@ -631,13 +622,6 @@ class FreshdeskConnector(BaseConnector[FreshdeskConfig, _Write]):
             window=self.config.webhook_dedupe_window,
         )
 
-    def is_own_change(self, event: TicketEvent) -> bool:
-        """True when the rule's body names the API key's agent as the performer."""
-        if event.actor is None:
-            return False
-        own = self.own_agent()
-        return own is not None and event.actor.lower() in {v for v in own if v}
-
     # ------------------------------------------------------------------ sandbox
 
     @classmethod
@@ -661,6 +645,17 @@ def _conforms(connector: FreshdeskConnector) -> Connector:
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def _identity(me: Mapping[str, Any]) -> Identity:
+    """The API key's agent: its id, and its e-mail as an alias (what ``performer`` holds)."""
+    contact = me.get("contact") or {}
+    email = str(contact.get("email") or "")
+    return Identity(
+        str(me["id"]),
+        aliases=frozenset({email}) if email else frozenset(),
+        label=f"{contact.get('name') or ''} <{email}> (agent {me['id']})".strip(),
+    )
 
 
 def _iso(value: datetime) -> str:

@@ -21,7 +21,8 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from escbridge.connector.contract import Headers
-from escbridge.errors import WebhookAuthError, WebhookPayloadError
+from escbridge.connector.payload import load_json
+from escbridge.errors import PayloadNotJsonError, WebhookAuthError, WebhookPayloadError
 from escbridge.model import TicketEvent
 
 __all__ = [
@@ -97,8 +98,8 @@ def parse_body(headers: Mapping[str, str], body: bytes) -> Mapping[str, Any]:
     if "x-www-form-urlencoded" in content_type:
         return dict(parse_qsl(text, keep_blank_values=True))
     try:
-        data = json.loads(text)
-    except ValueError:
+        data = load_json(body)
+    except PayloadNotJsonError:  # broken syntax only: a NUL or a surrogate is refused
         return _salvage(text)
     if not isinstance(data, Mapping):
         raise WebhookPayloadError("the body must be a JSON object")

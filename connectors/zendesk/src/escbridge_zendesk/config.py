@@ -1,26 +1,38 @@
-"""The settings of one Zendesk instance in escbridge.yaml (validated with file:line errors)."""
+"""The settings of one Zendesk instance in escbridge.yaml (validated with file:line errors).
+
+Host rule (``escbridge.connector.kit.credential_url_problem``, shared with Freshdesk and Zoho):
+the API token goes with every call, so ``base_url`` is ``https://<subdomain>.zendesk.com`` and
+nothing else, or — with ``sandbox: true`` — a loopback address where the emulator runs.
+"""
 
 from __future__ import annotations
 
 import re
 from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 
-from escbridge.connector.kit import ConnectorSettings
+from escbridge.connector.kit import ConnectorSettings, credential_url_problem
 
 _SUBDOMAIN = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+_DOMAIN = "zendesk.com"
 
 
 class ZendeskConfig(ConnectorSettings):
     """One Zendesk account.
 
     Auth is either an API token (``email`` + ``api_token``, sent as ``{email}/token:{token}``)
-    or an OAuth access token (``oauth_token``). ``base_url`` replaces ``subdomain`` to point at
-    a sandbox or a proxy.
+    or an OAuth access token (``oauth_token``). ``base_url`` replaces ``subdomain``: the
+    account's ``https://<subdomain>.zendesk.com``, or the emulator's loopback address with
+    ``sandbox: true``.
     """
 
     subdomain: str | None = None
+    sandbox: bool = Field(
+        default=False,
+        description="base_url is a local emulator (loopback only); never set for a real account",
+    )  # before base_url: its validator reads it
     base_url: str | None = None
     email: str | None = None
     api_token: SecretStr | None = None
@@ -51,17 +63,29 @@ class ZendeskConfig(ConnectorSettings):
 
     @field_validator("base_url")
     @classmethod
-    def _base_url(cls, value: str | None) -> str | None:
+    def _base_url(cls, value: str | None, info: ValidationInfo) -> str | None:
+        """``https://<subdomain>.zendesk.com`` only, or loopback with ``sandbox: true``."""
         if value is None:
             return None
-        if not value.startswith(("http://", "https://")):
-            raise ValueError("must start with https:// (or http:// for a local sandbox)")
-        return value.rstrip("/")
+        value = value.strip().rstrip("/")
+        sandbox = bool(info.data.get("sandbox"))
+        problem = credential_url_problem(value, domains=(_DOMAIN,), sandbox=sandbox)
+        if problem is not None:
+            raise ValueError(problem)
+        parts = urlsplit(value)
+        if parts.path or parts.query or parts.fragment or value.endswith(("?", "#")):
+            raise ValueError(f"write only the address, e.g. https://acme.{_DOMAIN} (no path)")
+        label = (parts.hostname or "").removesuffix("." + _DOMAIN)
+        if not sandbox and not _SUBDOMAIN.match(label):
+            raise ValueError(f"must be https://<subdomain>.{_DOMAIN}")
+        return value
 
     @model_validator(mode="after")
     def _account_and_auth(self) -> ZendeskConfig:
         if (self.subdomain is None) == (self.base_url is None):
             raise ValueError("set exactly one of subdomain (acme for acme.zendesk.com) or base_url")
+        if self.sandbox and self.base_url is None:
+            raise ValueError("sandbox: true needs base_url (the emulator's loopback address)")
         if self.oauth_token is not None and self.api_token is not None:
             raise ValueError("set either api_token (with email) or oauth_token, not both")
         if self.oauth_token is None and self.api_token is None:

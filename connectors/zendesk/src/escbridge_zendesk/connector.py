@@ -37,7 +37,7 @@ from escbridge.connector import (
     check_identity,
     poll_job,
 )
-from escbridge.connector.kit import landed
+from escbridge.connector.kit import Identity, landed
 from escbridge.errors import (
     ApiError,
     NotFound,
@@ -128,9 +128,6 @@ class ZendeskConnector(BaseConnector[ZendeskConfig, _Write]):
             clock=self.runtime.clock,
             parse_id=int,
         )
-        self._own_id: str | None = (
-            str(config.integration_user_id) if config.integration_user_id else None
-        )
         self._sync_mode: str | None = None if config.sync == "auto" else config.sync
 
     def __repr__(self) -> str:
@@ -160,9 +157,12 @@ class ZendeskConnector(BaseConnector[ZendeskConfig, _Write]):
                     "(is the token active and the email the token owner's?)",
                 ),
             )
-        self._own_id = self._own_id or str(me["id"])
         role = str(me.get("role") or "")
         identity = f"{me.get('name') or ''} <{me.get('email') or ''}> (user {me['id']}, {role})"
+        if self.identity.known is None:
+            self.identity.set(_identity(me))
+        writes_as = self.identity.known
+        notes.append(f"escbridge writes as {writes_as}; webhooks by this user are its own")
         if role == "end-user":
             problems.append("the API user is an end-user: escbridge needs an agent or admin")
         elif role != "admin":
@@ -612,19 +612,14 @@ class ZendeskConnector(BaseConnector[ZendeskConfig, _Write]):
     def parse_request(self, request: WebhookRequest) -> list[TicketEvent]:
         return webhook.parse(request.headers, request.body, instance=self.instance)
 
-    def own_user_id(self) -> str | None:
-        """The integration user's id: configured, or learned once from /users/me."""
-        if self._own_id is None:
-            try:
-                user_id = self.api.me().get("id")
-            except ApiError as exc:
-                log.warning("cannot learn the integration user id: %s", exc)
-                return None
-            self._own_id = str(user_id) if user_id is not None else None
-        return self._own_id
+    def _whoami(self) -> Identity | None:
+        """The API user (``/users/me``); None for the anonymous user (credentials refused)."""
+        me = self.api.me()
+        return _identity(me) if me.get("id") is not None else None
 
-    def is_own_change(self, event: TicketEvent) -> bool:
-        return event.actor is not None and event.actor == self.own_user_id()
+    def _configured_identity(self) -> Identity | None:
+        user = self.config.integration_user_id
+        return Identity(str(user), label=f"user {user} (integration_user_id)") if user else None
 
     # ------------------------------------------------------------------ sandbox
 
@@ -641,6 +636,15 @@ class ZendeskConnector(BaseConnector[ZendeskConfig, _Write]):
         from escbridge_zendesk.sandbox_driver import ZendeskDriver
 
         return ZendeskDriver()
+
+
+def _identity(me: Mapping[str, Any]) -> Identity:
+    """The integration user as events name it: ``current_user.id`` / ``actor_id``."""
+    email = str(me.get("email") or "")
+    return Identity(
+        str(me["id"]),
+        label=f"{me.get('name') or ''} <{email}> (user {me['id']})".strip(),
+    )
 
 
 def _words(text: str) -> str:

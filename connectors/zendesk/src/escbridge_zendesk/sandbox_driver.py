@@ -63,6 +63,7 @@ class ZendeskDriver(EmulatorDriver):
         return {
             "type": "zendesk",
             "base_url": self.url,
+            "sandbox": True,  # loopback: allowed only for an emulator
             "email": admin.email,
             "api_token": admin.api_token,
             "webhook_secret": TEST_SIGNING_SECRET,

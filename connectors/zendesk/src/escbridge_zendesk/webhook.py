@@ -10,6 +10,11 @@ Payloads:
 - a webhook subscribed to ``zen:event-type:ticket.*`` posts Zendesk's event envelope, with
   string ids and UPPERCASE enums.
 Either way the event is only a hint: the worker re-fetches the ticket.
+
+Dedupe keys come only from what the signature covers (the timestamp header and the body):
+the event id in an event payload, else a hash of the signed timestamp and the body. The
+``X-Zendesk-Webhook-Invocation-Id`` header is not signed, so a captured delivery replayed
+inside the window with that header changed or removed must still be a duplicate.
 """
 
 from __future__ import annotations
@@ -17,22 +22,23 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import json
 import re
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
 from escbridge.connector.contract import Headers
+from escbridge.connector.payload import load_json
 from escbridge.errors import WebhookAuthError, WebhookPayloadError
 from escbridge.model import TicketEvent
 from escbridge_zendesk.parse import parse_time
 
 SIGNATURE_HEADER = "X-Zendesk-Webhook-Signature"
 TIMESTAMP_HEADER = "X-Zendesk-Webhook-Signature-Timestamp"
-INVOCATION_HEADER = "X-Zendesk-Webhook-Invocation-Id"
+INVOCATION_HEADER = "X-Zendesk-Webhook-Invocation-Id"  # not signed: never part of a dedupe key
 WEBHOOK_ID_HEADER = "X-Zendesk-Webhook-Id"
 EVENT_PREFIX = "zen:event-type:"
+MAX_EVENT_ID = 100  # Zendesk's are UUIDs; a longer one is hashed so the key fits its column
 
 # The JSON body an admin pastes into the trigger's "Notify active webhook" action. Ids only:
 # placeholders render as text and their quoting inside JSON is not documented, so nothing
@@ -86,6 +92,20 @@ def verify(
         )
 
 
+def signed_dedupe_key(instance: str, headers: Mapping[str, str], body: bytes) -> str:
+    """``<instance>:zendesk-signed:<sha256 of timestamp + body>``.
+
+    A hash of exactly the message the HMAC covers, so nothing a replayer can change without
+    breaking ``verify`` (the invocation id, other headers, where the timestamp ends and the
+    body begins) moves the key. Two deliveries share it only when they carry the same body
+    signed in the same second: one event as far as the ticket is concerned (the worker
+    re-fetches it anyway).
+    """
+    timestamp = Headers(headers).get(TIMESTAMP_HEADER) or ""
+    digest = hashlib.sha256(timestamp.encode() + body).hexdigest()[:40]
+    return f"{instance}:zendesk-signed:{digest}"
+
+
 def _clean_id(value: Any) -> str | None:
     if value is None or isinstance(value, bool):
         return None
@@ -97,15 +117,12 @@ def _clean_id(value: Any) -> str | None:
 
 def parse(headers: Mapping[str, str], body: bytes, *, instance: str) -> list[TicketEvent]:
     """Events in one delivery; non-ticket events (e.g. user.deleted) give an empty list."""
-    try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        raise WebhookPayloadError("body is not JSON") from None
+    data = load_json(body)  # refuses what no store can keep, naming where, never the value
     if not isinstance(data, Mapping):
         raise WebhookPayloadError("body is not a JSON object")
     kind = str(data.get("type") or "")
     if kind.startswith(EVENT_PREFIX):
-        return _parse_event(data, kind.removeprefix(EVENT_PREFIX), instance)
+        return _parse_event(headers, body, data, kind.removeprefix(EVENT_PREFIX), instance)
     if "ticket_id" in data or isinstance(data.get("ticket"), Mapping):
         return [_parse_trigger(headers, body, data, instance)]
     raise WebhookPayloadError(
@@ -114,7 +131,13 @@ def parse(headers: Mapping[str, str], body: bytes, *, instance: str) -> list[Tic
     )
 
 
-def _parse_event(data: Mapping[str, Any], kind: str, instance: str) -> list[TicketEvent]:
+def _parse_event(
+    headers: Mapping[str, str],
+    body: bytes,
+    data: Mapping[str, Any],
+    kind: str,
+    instance: str,
+) -> list[TicketEvent]:
     if not kind.startswith("ticket."):
         return []
     detail = data.get("detail") if isinstance(data.get("detail"), Mapping) else {}
@@ -126,8 +149,11 @@ def _parse_event(data: Mapping[str, Any], kind: str, instance: str) -> list[Tick
     if ticket_id is None:
         raise WebhookPayloadError(f"{kind} event without a ticket id")
     event_id = str(data.get("id") or "").strip()
-    if not event_id:
-        raise WebhookPayloadError(f"{kind} event without an id")
+    dedupe = (
+        f"{instance}:zendesk-event:{event_id}"
+        if event_id and len(event_id) <= MAX_EVENT_ID
+        else signed_dedupe_key(instance, headers, body)
+    )
     try:
         occurred = parse_time(data.get("time"))
     except ValueError:
@@ -136,7 +162,7 @@ def _parse_event(data: Mapping[str, Any], kind: str, instance: str) -> list[Tick
         TicketEvent(
             instance=instance,
             ticket_id=ticket_id,
-            dedupe_key=f"{instance}:zendesk-event:{event_id}",
+            dedupe_key=dedupe,
             kind=kind,
             actor=_clean_id(detail.get("actor_id")),
             occurred_at=occurred,
@@ -157,12 +183,7 @@ def _parse_trigger(
             "{{ticket.id}} in the trigger body?)"
         )
     found = Headers(headers)
-    invocation = found.get(INVOCATION_HEADER)
-    if invocation:
-        dedupe = f"{instance}:zendesk-invocation:{invocation.strip()}"
-    else:
-        digest = hashlib.sha256(body).hexdigest()[:32]
-        dedupe = f"{instance}:zendesk-body:{ticket_id}:{digest}"
+    dedupe = signed_dedupe_key(instance, headers, body)
     actor = _clean_id(data.get("actor_id", data.get("current_user_id")))
     try:
         occurred = parse_time(found.get(TIMESTAMP_HEADER))

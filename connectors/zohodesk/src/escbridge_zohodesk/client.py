@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -54,6 +55,12 @@ log = logging.getLogger(__name__)
 API_PREFIX = "/api/v1"
 CREDITS = "credits"  # one rate-limit bucket: credits belong to the whole portal
 UPDATE_MANY_MAX = 50  # UNCONFIRMED maximum; the UI's mass action and Zoho's samples use 50
+# associateTag/dissociateTag body ``tags``: 1..51 names of 3..50 characters matching
+# TAG_PATTERN, never "null" (zohodesk-oas v1.0/TicketTag.json, requestBodies tagArray and
+# associateTags_tagArray). Python's re has no \P{InBasicLatin}: "any non-ASCII character".
+TAGS_PER_CALL = 51
+TAG_MIN, TAG_MAX = 3, 50
+TAG_PATTERN = re.compile(r"^(?!null$)[a-zA-Z0-9_.\-+%\s\u0080-\U0010ffff]{3,}$")
 PAGE = 100
 NO_REFRESH_CODES = frozenset({"SCOPE_MISMATCH", "OAUTH_ORG_MISMATCH"})
 
@@ -356,6 +363,26 @@ class DeskClient:
             idempotent=True,
         )
 
+    def tags(self, ticket_id: str) -> list[str]:
+        """The names of a ticket's tags: ``GET /tickets/{id}/tags`` answers
+        ``{"tags": [{"id", "name", "tagType"}]}`` (TicketTag.json; scope Desk.tickets.READ)."""
+        body = self.call("GET", f"/tickets/{_seg(ticket_id)}/tags")
+        items = body.get("tags") if isinstance(body, Mapping) else None
+        return [
+            str(t["name"])
+            for t in items or ()
+            if isinstance(t, Mapping) and isinstance(t.get("name"), str)
+        ]
+
+    def associate_tags(self, ticket_id: str, names: Sequence[str]) -> None:
+        """Add tags (scope Desk.tickets.CREATE). Not marked idempotent: an answer lost on the
+        way is settled by reading the tags again (BaseConnector), never by sending it again."""
+        self.call("POST", f"/tickets/{_seg(ticket_id)}/associateTag", json=_tag_body(names))
+
+    def dissociate_tags(self, ticket_id: str, names: Sequence[str]) -> None:
+        """Remove tags (scope Desk.tickets.CREATE); Desk answers 200 with no body."""
+        self.call("POST", f"/tickets/{_seg(ticket_id)}/dissociateTag", json=_tag_body(names))
+
     def search(self, params: Mapping[str, Any]) -> tuple[list[dict[str, Any]], int | None]:
         """One page of /tickets/search: the tickets and Desk's ``count`` (None if not sent)."""
         body = self.call("GET", "/tickets/search", params=params)
@@ -405,6 +432,17 @@ def _refused_again(exc: AuthError) -> AuthError:
         url=exc.url,
         code=exc.code,
     )
+
+
+def valid_tag(name: str) -> bool:
+    """Whether Desk's tag API takes ``name`` (see TAG_PATTERN)."""
+    return TAG_MIN <= len(name) <= TAG_MAX and TAG_PATTERN.match(name) is not None
+
+
+def _tag_body(names: Sequence[str]) -> dict[str, list[str]]:
+    if not 0 < len(names) <= TAGS_PER_CALL or not all(valid_tag(n) for n in names):
+        raise ValueError(f"Desk takes 1 to {TAGS_PER_CALL} valid tag names, not {list(names)!r}")
+    return {"tags": list(names)}
 
 
 def _seg(value: str) -> str:

@@ -9,7 +9,7 @@ is set and every override is a loopback URL (127.0.0.0/8, ::1, localhost) — th
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
@@ -58,9 +58,18 @@ class ZohoDeskConfig(ConnectorSettings):
     status_map: dict[str, Status] = Field(
         default_factory=dict, description="custom status display name -> escbridge status"
     )
+    # Where escbridge keeps its level marker (escbridge.model.LevelMarker): a ticket tag
+    # ``escbridge_<level>`` (Desk's tag API, zohodesk-oas v1.0/TicketTag.json; nothing for an
+    # admin to create), or the custom field ``level_field`` for portals that already use one.
+    # Naming ``level_field`` without ``level_marker`` means "field", as before tags existed.
+    level_marker: Literal["tag", "field"] = Field(
+        default="tag",
+        description='"tag" (the default: the tag escbridge_<level>) or "field" (level_field)',
+    )
     level_field: str | None = Field(
         default="cf_escalation_level",
-        description="API name of the custom field that carries escbridge's level marker",
+        description="API name of the custom field that carries the level marker (level_marker: "
+        "field); with level_marker: tag, a value found there is still read (older escalations)",
     )
 
     # who escbridge is, for loop prevention (learned from our own updates when unset)
@@ -170,6 +179,25 @@ class ZohoDeskConfig(ConnectorSettings):
         if not value.startswith(("http://", "https://")):
             raise ValueError("must be a full URL (https://…)")
         return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _marker_place(self) -> ZohoDeskConfig:
+        """An explicit ``level_field`` (set before tags existed) keeps the field; a field
+        marker needs a field to write."""
+        explicit = self.model_fields_set
+        if "level_marker" not in explicit and "level_field" in explicit and self.level_field:
+            object.__setattr__(self, "level_marker", "field")  # frozen: set once, here
+        if self.level_marker == "field" and not self.level_field:
+            raise ValueError(
+                'level_marker: field needs level_field (e.g. "cf_escalation_level"); '
+                "or use level_marker: tag"
+            )
+        return self
+
+    @property
+    def marker_field(self) -> str | None:
+        """The custom field escbridge writes its level into, or None (the marker is a tag)."""
+        return self.level_field if self.level_marker == "field" else None
 
     @model_validator(mode="after")
     def _hosts(self) -> ZohoDeskConfig:

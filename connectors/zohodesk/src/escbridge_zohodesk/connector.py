@@ -1,21 +1,31 @@
 """ZohoDeskConnector: Zoho Desk in escbridge's vocabulary (the plugin class).
 
+The level marker (``escbridge.model.LevelMarker``) is a ticket tag ``escbridge_<level>`` by
+default (``level_marker: tag``; Desk's tag API, zohodesk-oas v1.0/TicketTag.json), or the custom
+field ``level_field`` (``level_marker: field``) on portals that already use one. Rule tags are
+added and removed with ``associateTag``/``dissociateTag`` either way.
+
 Writing one escalation (``_prepare`` then ``_write_one``; the loop around them, with its conflict
 semantics, is ``escbridge.connector.BaseConnector``'s) is, in this order:
 
-1. re-read the ticket: a level field already holding the target level means an earlier attempt
-   got to the end (the PATCH is the last write), so nothing is written again; a ``modifiedTime``
-   that moved since the caller read the ticket is a concurrent edit (``TicketChanged``);
+1. re-read the ticket and its tags: the target level's marker already there means an earlier
+   attempt got to the end (the marker is the last write), so only a leftover old marker is
+   removed; a ``modifiedTime`` or level that moved since the caller read the ticket is a
+   concurrent edit (``TicketChanged``);
 2. resolve the group name to a team/department (an unknown name fails before any write);
 3. the private note — unless a retry finds its own note, recognised by a unique marker;
 4. the public reply, when the rule asks for one — unless a retry finds the same text;
-5. one PATCH with department, team, assignee, priority and the level field: the commit point.
-   If Desk refuses it for good, the note and reply just posted are deleted again.
+5. one PATCH with department, team, assignee and priority (and, with a field marker, the level
+   field: then the rule's tags go just before it). If Desk refuses it for good, the note and
+   reply just posted are deleted again;
+6. with a tag marker: ``associateTag`` with the rule's tags and the marker (the commit point),
+   then ``dissociateTag`` with the old marker and the rule's removed tags.
 
 So a crash anywhere leaves either nothing, or comments a retry recognises, or the full
-escalation; never a missing or a doubled note. A comment POST or the PATCH whose answer was lost
-(``OutcomeUnknown``) is not repeated: ``BaseConnector`` waits, then the attempt runs again, and
-its re-read finds the note by its marker, the reply by its text, the PATCH by the level field.
+escalation; never a missing or a doubled note. A comment POST, the PATCH or a tag call whose
+answer was lost (``OutcomeUnknown``) is not repeated: ``BaseConnector`` waits, then the attempt
+runs again, and its re-read finds the note by its marker, the reply by its text, the PATCH and
+the tags by the marker, and writes only what is missing.
 """
 
 from __future__ import annotations
@@ -46,6 +56,7 @@ from escbridge.connector import (
     WebhookRequest,
     check_identity,
 )
+from escbridge.connector.kit import Identity
 from escbridge.errors import (
     ApiError,
     AuthError,
@@ -59,12 +70,18 @@ from escbridge.errors import (
     ValidationError,
 )
 from escbridge.model import Actions, LevelMarker, Ticket, TicketEvent
-from escbridge_zohodesk.client import UPDATE_MANY_MAX, DeskClient
+from escbridge_zohodesk.client import TAGS_PER_CALL, UPDATE_MANY_MAX, DeskClient, valid_tag
 from escbridge_zohodesk.config import ZohoDeskConfig
 from escbridge_zohodesk.directory import Directory, Route
 from escbridge_zohodesk.hosts import DATA_CENTRES
 from escbridge_zohodesk.oauth import TokenManager
-from escbridge_zohodesk.parse import PriorityMap, format_time, parse_ticket, parse_time
+from escbridge_zohodesk.parse import (
+    PriorityMap,
+    format_time,
+    parse_ticket,
+    parse_time,
+    tag_names,
+)
 from escbridge_zohodesk.token_cache import token_cache_for
 from escbridge_zohodesk.webhook import JwksCache, WebhookVerifier, parse_events
 
@@ -88,12 +105,15 @@ SEARCH_PAGE = 100  # /tickets/search ``limit`` is 1..100 (zohodesk-oas v1.0/Sear
 SEARCH_MAX_FROM = 999
 MIN_WINDOW = timedelta(seconds=1)  # Desk's times are whole seconds: a window cannot be split finer
 NOTE_LIMIT = 32000
+PROBE_TAG = "escbridge_scope_probe"  # what `check` removes from ticket 0 to probe a scope
 SAME_MOMENT = timedelta(seconds=2)
 
 # Scope -> what escbridge needs it for (shown by `escbridge check` when missing).
 REQUIRED_SCOPES = {
     "Desk.tickets.READ": "read tickets and their comments",
     "Desk.tickets.UPDATE": "reassign, raise priority, add the handover note",
+    "Desk.tickets.CREATE": "add and remove tags (POST /tickets/{id}/associateTag, "
+    "dissociateTag): the level marker and the rules' tags",
     "Desk.search.READ": "the scheduled sync (GET /tickets/search)",
     "Desk.basic.READ": "resolve team and department names",
     "Desk.settings.READ": "check the level field and the priority values",
@@ -108,7 +128,6 @@ def scope_granted(scope: str, granted: Collection[str]) -> bool:
 
 
 @dataclass
-@dataclass
 class _Prepared:
     """One escalation after the re-read: what remains to be written."""
 
@@ -118,6 +137,10 @@ class _Prepared:
     fresh: Ticket
     route: Route | None
     body: dict[str, Any]
+    tags_add: list[str] = field(default_factory=list)  # to associate; a tag marker comes last
+    tags_remove: list[str] = field(default_factory=list)  # to dissociate, as Desk spells them
+    recovered: bool = False  # the escalation had landed: only an old marker is left to remove
+    changed: bool = False  # a field of the ticket was written (PATCH or updateMany)
     posted: list[str] = field(default_factory=list)  # comment ids written by this attempt
 
 
@@ -176,7 +199,6 @@ class ZohoDeskConnector(BaseConnector[ZohoDeskConfig, _Prepared]):
         self.directory = Directory(
             self.client.teams, self.client.departments, instance=instance, clock=clock
         )
-        self._agent_id = config.agent_id
         jwks_urls = [config.jwks_url_for(p) for p in config.host_pairs]
         self.jwks = JwksCache(
             list(dict.fromkeys(jwks_urls)),
@@ -200,8 +222,27 @@ class ZohoDeskConnector(BaseConnector[ZohoDeskConfig, _Prepared]):
 
     @property
     def agent_id(self) -> str | None:
-        """The agent escbridge writes as: configured, else learned from its own updates."""
-        return self._agent_id
+        """The agent escbridge writes as: configured, else learned (``/myinfo``, in the
+        background, or from the answer to its own update)."""
+        who = self.identity.known
+        return who.id if who is not None else None
+
+    def _configured_identity(self) -> Identity | None:
+        agent = self.config.agent_id
+        return Identity(agent) if agent else None
+
+    def _whoami(self) -> Identity | None:
+        """The agent the OAuth token acts as (``GET /myinfo``; an empty answer: unknown)."""
+        me = self.client.myinfo()
+        if me.get("id") in (None, ""):
+            return None
+        email = str(me.get("emailId") or "")
+        name = " ".join(str(me.get(k) or "") for k in ("firstName", "lastName")).strip()
+        return Identity(
+            str(me["id"]),
+            aliases=frozenset({email}) if email else frozenset(),
+            label=f"{name} <{email}>".strip() if email else name,
+        )
 
     def secret_values(self) -> list[str]:
         """The configured secrets and the live access token."""
@@ -210,7 +251,8 @@ class ZohoDeskConnector(BaseConnector[ZohoDeskConfig, _Prepared]):
     # -- reading -------------------------------------------------------------------------------
 
     def parse_ticket(self, raw: Mapping[str, Any]) -> Ticket:
-        """Pure: names of teams/departments come from the cache when the JSON lacks them."""
+        """Pure: names of teams/departments come from the cache when the JSON lacks them;
+        ``tags`` are those ``_with_tags`` put in."""
         return parse_ticket(
             raw,
             instance=self.instance,
@@ -219,10 +261,30 @@ class ZohoDeskConnector(BaseConnector[ZohoDeskConfig, _Prepared]):
             level_field=self.config.level_field,
             team_names=self.directory.team_names(),
             department_names=self.directory.department_names(),
+            tags_first=self._tag_marker,
         )
 
     def fetch_ticket(self, ticket_id: str) -> Ticket:
-        return self.parse_ticket(self.client.ticket(ticket_id))
+        return self.parse_ticket(self._read(ticket_id))
+
+    @property
+    def _tag_marker(self) -> bool:
+        """Whether the level marker is a tag (else the custom field ``level_field``)."""
+        return self.config.marker_field is None
+
+    def _read(self, ticket_id: str) -> dict[str, Any]:
+        """The ticket's JSON with its ``tags``: Desk's ticket GET has only ``tagCount``."""
+        return self._with_tags(self.client.ticket(ticket_id))
+
+    def _with_tags(self, raw: dict[str, Any]) -> dict[str, Any]:
+        """``raw`` plus ``tags`` (names) from ``GET /tickets/{id}/tags`` — skipped when its
+        ``tagCount`` says there are none, which saves a call (and a credit) per ticket."""
+        count = raw.get("tagCount")
+        try:
+            none = count is not None and int(str(count)) == 0
+        except ValueError:
+            none = False
+        return {**raw, "tags": [] if none else self.client.tags(str(raw["id"]))}
 
     def iter_tickets(self, since: datetime | None, cursor: str | None) -> Iterator[TicketPage]:
         """Open tickets modified since the cursor, via /tickets/search ``modifiedTimeRange``.
@@ -298,28 +360,29 @@ class ZohoDeskConnector(BaseConnector[ZohoDeskConfig, _Prepared]):
             yield TicketPage(tickets, format_time(lo), False)
 
     def _open_tickets(self, items: Sequence[Mapping[str, Any]]) -> list[Ticket]:
-        """Search items as Tickets; an item without the level field is re-read in full, since
-        deciding on a ticket whose level is unknown could escalate it twice."""
+        """Search items as Tickets, with their tags. An item without ``cf`` (Desk's list view),
+        or without the level field when that is the marker, is read again in full: deciding on
+        a ticket whose level or fields are unknown could escalate it twice, or wrongly."""
         if items and not self.directory.loaded:
             self.directory.refresh()
         out = []
-        level_field = self.config.level_field
+        marker_field = self.config.marker_field
         for item in items:
             if str(item.get("statusType") or "").lower() == "closed":
                 continue
             cf = item.get("cf")
-            complete = not level_field or (isinstance(cf, Mapping) and level_field in cf)
+            complete = isinstance(cf, Mapping) and (marker_field is None or marker_field in cf)
             ticket: Ticket | None = None
-            if complete:
-                try:
-                    ticket = self.parse_ticket(item)
-                except (ValueError, KeyError):
-                    ticket = None
-            if ticket is None:
-                try:
+            try:
+                if complete:
+                    try:
+                        ticket = self.parse_ticket(self._with_tags(dict(item)))
+                    except (ValueError, KeyError):
+                        ticket = None
+                if ticket is None:
                     ticket = self.fetch_ticket(str(item["id"]))
-                except NotFound:
-                    continue
+            except NotFound:
+                continue
             if ticket.status.is_open:
                 out.append(ticket)
         return out
@@ -327,24 +390,47 @@ class ZohoDeskConnector(BaseConnector[ZohoDeskConfig, _Prepared]):
     # -- writing (the platform's part of BaseConnector's apply) ------------------------------------
 
     def _prepare(self, ticket: Ticket, actions: Actions) -> _Prepared | ApplyResult:
-        raw = self.client.ticket(ticket.id)
+        raw = self._read(ticket.id)
         fresh = self.parse_ticket(raw)
         if self._already_applied(fresh, actions):
-            return ApplyResult(
-                ticket.id, ok=True, actions=actions, version=fresh.version, recovered=True
+            leftover = self._tags_to_remove(raw, fresh, actions)
+            if not leftover:
+                return ApplyResult(
+                    ticket.id, ok=True, actions=actions, version=fresh.version, recovered=True
+                )
+            return _Prepared(
+                ticket, actions, raw, fresh, None, {}, tags_remove=leftover, recovered=True
             )
-        if ticket.version is not None and fresh.version != ticket.version:
+        moved = ticket.version is not None and fresh.version != ticket.version
+        if moved or fresh.level != ticket.level:  # a tag change need not move modifiedTime
             raise TicketChanged(
-                f"ticket {ticket.id} changed since it was read "
-                f"(modifiedTime {ticket.version} -> {fresh.version})",
+                f"ticket {ticket.id} changed since it was read (modifiedTime {ticket.version} "
+                f"-> {fresh.version}, level {ticket.level} -> {fresh.level})",
                 current=fresh,
                 status=None,
                 code="MODIFIED",
             )
-        self._warn_unsupported(actions)
+        marker = LevelMarker.tag(actions.level) if actions.level else None
+        if self._tag_marker and marker and not valid_tag(marker):
+            return ApplyResult(
+                ticket.id,
+                ok=False,
+                error=f"the level marker {marker!r} is not a tag Zoho Desk takes (3 to 50 "
+                "letters, digits, _ . - + %): shorten the level id, or use level_marker: field",
+                retryable=False,
+            )
         route = self.directory.resolve(actions.group) if actions.group else None
         body = self._patch_body(raw, fresh, actions, route)
-        return _Prepared(ticket, actions, raw, fresh, route, body)
+        return _Prepared(
+            ticket,
+            actions,
+            raw,
+            fresh,
+            route,
+            body,
+            tags_add=self._tags_to_add(fresh, actions),
+            tags_remove=self._tags_to_remove(raw, fresh, actions),
+        )
 
     def _refused(self, ticket_id: str, exc: Exception) -> ApplyResult | None:
         """Per ticket: every API error but the two that concern every ticket (credentials:
@@ -356,8 +442,13 @@ class ZohoDeskConnector(BaseConnector[ZohoDeskConfig, _Prepared]):
         return None
 
     def _already_applied(self, fresh: Ticket, actions: Actions) -> bool:
-        """The level field is written last: holding the target level means all was written."""
-        return bool(self.config.level_field and actions.level and fresh.level == actions.level)
+        """The marker is written last: carrying the target level's means all was written (a
+        tag marker counts even beside an old one whose removal a crash cut off)."""
+        if not actions.level:
+            return False
+        if self._tag_marker:
+            return LevelMarker.tag(actions.level) in fresh.tags
+        return fresh.level == actions.level
 
     def _patch_body(
         self, raw: Mapping[str, Any], fresh: Ticket, actions: Actions, route: Route | None
@@ -375,19 +466,40 @@ class ZohoDeskConnector(BaseConnector[ZohoDeskConfig, _Prepared]):
             value = self.priorities.write(actions.priority)
             if str(raw.get("priority") or "") != value:
                 body["priority"] = value
-        if self.config.level_field and actions.level:
-            body["cf"] = {self.config.level_field: LevelMarker.tag(actions.level)}
+        marker_field = self.config.marker_field
+        if marker_field and actions.level:
+            body["cf"] = {marker_field: LevelMarker.tag(actions.level)}
         return body
 
-    def _warn_unsupported(self, actions: Actions) -> None:
-        extra = [t for t in actions.tags_add if not LevelMarker.is_marker(t)]
-        if extra:
-            log.info(
-                "zohodesk: tags %s not written (Desk's ticket API has no documented tags; "
-                "the level is kept in %s)",
-                extra,
-                self.config.level_field,
+    def _tags_to_add(self, fresh: Ticket, actions: Actions) -> list[str]:
+        """The tags to add that the ticket lacks; with a tag marker the target level's marker
+        comes last (it lands in the last ``associateTag`` call), with a field marker it is not
+        written (the field carries the level). Names Desk would refuse (3 to 50 characters,
+        TicketTag.json) are left out with a warning rather than failing the escalation."""
+        marker = LevelMarker.tag(actions.level) if actions.level else None
+        wanted = [
+            t for t in dict.fromkeys(t.strip() for t in actions.tags_add) if t and t != marker
+        ]
+        refused = [t for t in wanted if not valid_tag(t)]
+        if refused:
+            log.warning(
+                "zohodesk: ticket %s: tags %s not written: Zoho Desk takes 3 to 50 letters, "
+                "digits, spaces and _ . - + %%",
+                fresh.id,
+                refused,
             )
+        if self._tag_marker and marker:
+            wanted.append(marker)
+        return [t for t in wanted if valid_tag(t) and t.lower() not in fresh.tags]
+
+    def _tags_to_remove(self, raw: Mapping[str, Any], fresh: Ticket, actions: Actions) -> list[str]:
+        """The tags to remove (the old marker among them) that the ticket has, spelt as Desk
+        lists them; never one this escalation adds."""
+        drop = {t.strip().lower() for t in actions.tags_remove}
+        drop -= {t.strip().lower() for t in actions.tags_add}
+        drop.discard(LevelMarker.tag(actions.level) if actions.level else "")
+        spelt = {name.lower(): name for name in tag_names(raw)}
+        return [spelt[t] for t in sorted(drop) if t in spelt and valid_tag(spelt[t])]
 
     # -- the single path -------------------------------------------------------------------------
 
@@ -398,43 +510,84 @@ class ZohoDeskConnector(BaseConnector[ZohoDeskConfig, _Prepared]):
         try:
             if not comments_posted:
                 self._post_comments(p)
+            if not self._tag_marker:
+                self._write_tags(p)  # before the PATCH, which carries the level field
             updated = self._patch(p) if p.body else p.raw
+            if p.body:  # the answer to our own PATCH: its modifier is the integration agent
+                p.changed = True
+                self._learn_agent(updated.get("modifiedBy"))
+            self._write_tags(p)  # a tag marker: the commit point
         except OutcomeUnknown:
             raise  # BaseConnector settles it: wait, re-read, write only what is missing
         except ApiError as exc:
             if _concerns_every_ticket(exc):
                 raise
-            if not _retryable(exc):
+            if not _retryable(exc) and not p.changed:
                 self._undo_comments(p)
             return _failed(p.ticket.id, exc)
-        self._learn_agent(updated.get("modifiedBy"))
         version = updated.get("modifiedTime")
         return ApplyResult(
             p.ticket.id,
             ok=True,
             actions=p.actions,
             version=str(version) if version else p.fresh.version,
+            recovered=p.recovered,
         )
+
+    def _write_tags(self, p: _Prepared) -> None:
+        """``associateTag`` (at most 51 names a call; a tag marker is in the last), then
+        ``dissociateTag``. What was written leaves the lists, so a later step of the same
+        attempt (the bulk path's fallback) does not send it again."""
+        while p.tags_add:
+            chunk = p.tags_add[:TAGS_PER_CALL]
+            self.client.associate_tags(p.ticket.id, chunk)
+            del p.tags_add[: len(chunk)]
+        while p.tags_remove:
+            chunk = p.tags_remove[:TAGS_PER_CALL]
+            self.client.dissociate_tags(p.ticket.id, chunk)
+            del p.tags_remove[: len(chunk)]
 
     def _recheck(self, ticket: Ticket, actions: Actions) -> ApplyResult:
         """The attempt again after a lost answer (``BaseConnector``), knowing that Desk moves
-        ``modifiedTime`` when a comment is added: the note this escalation posted before the
-        answer to its PATCH was lost would look like a concurrent edit. When nothing a decision
-        reads changed and every comment since ``ticket`` was read is ours, the attempt goes on
-        from the fresh ticket (its note found by the marker, so only the PATCH is written)."""
+        ``modifiedTime`` for a comment and for the PATCH: what this escalation wrote before the
+        lost answer would look like a concurrent edit. When the ticket changed only as this
+        escalation changes it (its comments, group, priority, assignee, tags), the attempt goes
+        on from the fresh ticket, which writes only what is missing (with a tag marker: the
+        tags after a PATCH whose answer, or an ``associateTag`` whose answer, was lost)."""
         try:
             return self._attempt(ticket, actions)
         except TicketChanged as exc:
             fresh = exc.current
-            if isinstance(fresh, Ticket) and self._only_our_comments(ticket, fresh, actions):
+            if isinstance(fresh, Ticket) and self._only_our_changes(ticket, fresh, actions):
                 return self._attempt(fresh, actions)
             raise
 
-    def _only_our_comments(self, ticket: Ticket, fresh: Ticket, actions: Actions) -> bool:
-        """Whether ``fresh`` differs from ``ticket`` only by comments of this escalation."""
-        fields = ("status", "priority", "group", "assignee", "level", "tags")
-        if any(getattr(ticket, name) != getattr(fresh, name) for name in fields):
+    def _only_our_changes(self, ticket: Ticket, fresh: Ticket, actions: Actions) -> bool:
+        """Whether ``fresh`` differs from ``ticket`` only by what this escalation writes."""
+        if fresh.status != ticket.status or fresh.level != ticket.level:
             return False
+        changed = False
+        if fresh.group != ticket.group:
+            if (fresh.group or "").casefold() != (self._group_name(actions) or "").casefold():
+                return False
+            changed = True
+        if fresh.priority != ticket.priority:
+            if actions.priority is None or fresh.priority != self.priorities.read(
+                self.priorities.write(actions.priority)
+            ):
+                return False
+            changed = True
+        if fresh.assignee != ticket.assignee:
+            if not actions.unassign or fresh.assignee is not None:
+                return False
+            changed = True
+        if fresh.tags != ticket.tags:
+            added, removed = fresh.tags - ticket.tags, ticket.tags - fresh.tags
+            if not added <= {t.strip().lower() for t in actions.tags_add}:
+                return False
+            if not removed <= {t.strip().lower() for t in actions.tags_remove}:
+                return False
+            changed = True
         marker = self._marker(ticket.id, fresh.level, actions)
         reply = (actions.customer_update or "").strip()[:NOTE_LIMIT]
         ours = 0
@@ -449,7 +602,19 @@ class ZohoDeskConnector(BaseConnector[ZohoDeskConfig, _Prepared]):
             if marker not in content and not (reply and content.strip() == reply):
                 return False
             ours += 1
-        return ours > 0
+        return ours > 0 or changed
+
+    def _group_name(self, actions: Actions) -> str | None:
+        """The team's (else the department's) name a ticket routed to ``actions.group`` shows."""
+        if not actions.group:
+            return None
+        try:
+            route = self.directory.resolve(actions.group)
+        except UnknownGroupError:
+            return None
+        if route.team_id:
+            return self.directory.team_names().get(route.team_id)
+        return self.directory.department_names().get(route.department_id)
 
     def _patch(self, p: _Prepared) -> dict[str, Any]:
         """PATCH the ticket, with the fallbacks for what the reference could not confirm.
@@ -554,12 +719,12 @@ class ZohoDeskConnector(BaseConnector[ZohoDeskConfig, _Prepared]):
 
     def _bulk_partly_written(self, p: _Prepared) -> bool:
         """The ticket is in the target team but lacks the target level: what a bulk write of
-        this escalation leaves when it stops before its last ``updateMany`` (the level field)."""
+        this escalation leaves when it stops before its marker (the last ``updateMany``, or
+        the ``associateTag`` after them)."""
         route = p.route
         return bool(
             route is not None
             and route.team_id
-            and self.config.level_field
             and p.actions.level
             and p.fresh.level != p.actions.level
             and str(p.raw.get("teamId") or "") == route.team_id
@@ -601,12 +766,16 @@ class ZohoDeskConnector(BaseConnector[ZohoDeskConfig, _Prepared]):
 
     def _write_bulk(self, batch: Sequence[_Prepared]) -> list[ApplyResult]:
         """Notes and replies one call per ticket (Desk has no bulk comment), then ``updateMany``
-        calls (one field per call) with the level field last, so the crash rule holds."""
+        calls (one field per call) with the level field last, so the crash rule holds; tags go
+        one ticket at a time (Desk has no bulk tag call): before the ``updateMany`` calls with a
+        field marker, after them with a tag marker (the marker last, as on the single path)."""
         results: dict[int, ApplyResult] = {}
         written: list[tuple[int, _Prepared]] = []
         for index, p in enumerate(batch):
             try:
                 self._post_comments(p)
+                if not self._tag_marker:
+                    self._write_tags(p)
             except OutcomeUnknown as exc:  # settled by BaseConnector, like a lost answer alone
                 results[index] = ApplyResult(
                     p.ticket.id, ok=False, error=str(exc), retryable=True, unknown=True
@@ -647,8 +816,14 @@ class ZohoDeskConnector(BaseConnector[ZohoDeskConfig, _Prepared]):
                     )
             else:
                 for index, p in written:
-                    results[index] = ApplyResult(p.ticket.id, ok=True, actions=p.actions)
+                    p.changed = True
+                    results[index] = self._outcome(p.ticket.id, partial(self._finish_bulk, p))
         return [results[i] for i in range(len(batch))]
+
+    def _finish_bulk(self, p: _Prepared) -> ApplyResult:
+        """One ticket after the ``updateMany`` calls: its tags (a tag marker last)."""
+        self._write_tags(p)
+        return ApplyResult(p.ticket.id, ok=True, actions=p.actions)
 
     # -- check ----------------------------------------------------------------------------------
 
@@ -687,7 +862,11 @@ class ZohoDeskConnector(BaseConnector[ZohoDeskConfig, _Prepared]):
                 )
         missing_scopes = self._missing_scopes(notes)
         for scope in missing_scopes:
-            problems.append(f"scope {scope} is missing ({REQUIRED_SCOPES[scope]})")
+            text = f"scope {scope} is missing ({REQUIRED_SCOPES[scope]})"
+            if scope == "Desk.tickets.CREATE" and not self._tag_marker:
+                notes.append(f"{text}: the level field needs none, rules with tags fail")
+            else:
+                problems.append(text)
 
         missing_groups: list[str] = []
         if "Desk.basic.READ" not in missing_scopes:
@@ -725,6 +904,9 @@ class ZohoDeskConnector(BaseConnector[ZohoDeskConfig, _Prepared]):
             ),
             "Desk.basic.READ": lambda: self.client.call("GET", "/departments", params={"limit": 1}),
             "Desk.settings.READ": self.client.ticket_fields,
+            # No read needs Desk.tickets.CREATE: removing a tag from a ticket that cannot exist
+            # (id 0) changes nothing, and Desk answers SCOPE_MISMATCH without the scope.
+            "Desk.tickets.CREATE": lambda: self.client.dissociate_tags("0", [PROBE_TAG]),
         }
         missing = []
         for scope, probe in probes.items():
@@ -734,8 +916,9 @@ class ZohoDeskConnector(BaseConnector[ZohoDeskConfig, _Prepared]):
                 if exc.code == "SCOPE_MISMATCH":
                     missing.append(scope)
         notes.append(
-            "the token's scopes were not listed by Zoho Accounts; read scopes were probed, "
-            "Desk.tickets.UPDATE is proven by the first escalation"
+            "the token's scopes were not listed by Zoho Accounts; they were probed (reads, and "
+            "a tag removal from ticket 0, which does not exist); Desk.tickets.UPDATE is proven "
+            "by the first escalation"
         )
         return missing
 
@@ -748,14 +931,22 @@ class ZohoDeskConnector(BaseConnector[ZohoDeskConfig, _Prepared]):
             notes.append(f"could not read the ticket fields: {exc}")
             return
         by_name = {str(f.get("apiName") or ""): f for f in fields}
-        level_field = self.config.level_field
-        if level_field and level_field not in by_name:
+        marker_field, level_field = self.config.marker_field, self.config.level_field
+        if marker_field and marker_field not in by_name:
             problems.append(
-                f"the ticket field {level_field} does not exist: add a single-line custom "
-                "field (README, Zoho Desk, 'Add the level field'), or set level_field"
+                f"the ticket field {marker_field} does not exist: add a single-line custom "
+                "field (README, Zoho Desk, 'The level marker'), set level_field, or use "
+                "level_marker: tag"
             )
-        elif level_field is None:
-            notes.append("level_field is off: a retry after a crash is recognised only by its note")
+        elif marker_field:
+            notes.append(f"the level marker is kept in the ticket field {marker_field}")
+        else:
+            legacy = (
+                f"; levels an older setup wrote into {level_field} are still read"
+                if level_field and level_field in by_name
+                else ""
+            )
+            notes.append(f"the level marker is the ticket tag {LevelMarker.PREFIX}<level>{legacy}")
         values = [
             str(v.get("value") if isinstance(v, Mapping) else v)
             for v in (by_name.get("priority") or {}).get("allowedValues") or ()
@@ -767,22 +958,19 @@ class ZohoDeskConnector(BaseConnector[ZohoDeskConfig, _Prepared]):
             )
 
     def _check_agent(self, notes: list[str]) -> None:
-        if self._agent_id is None:
-            try:
-                me = self.client.myinfo()
-            except ApiError:
-                me = {}
-            self._learn_agent(me.get("id"))
-        if self._agent_id is None:
+        who = self.identity.known or self.identity.learn_now()
+        if who is None:
             notes.append(
                 "agent_id unknown: set it so webhook events caused by escbridge are ignored"
             )
         else:
-            notes.append(f"escbridge acts as agent {self._agent_id}")
+            who_else = f" ({who.label})" if who.label else ""
+            notes.append(f"escbridge acts as agent {who.id}{who_else}")
 
     def _learn_agent(self, value: Any) -> None:
-        if self._agent_id is None and value not in (None, ""):
-            self._agent_id = str(value)
+        """Our own update's answer names the agent escbridge writes as (``modifiedBy``)."""
+        if self.identity.known is None and value not in (None, ""):
+            self.identity.set(Identity(str(value)))
 
     # -- webhooks -------------------------------------------------------------------------------
 
@@ -795,9 +983,6 @@ class ZohoDeskConnector(BaseConnector[ZohoDeskConfig, _Prepared]):
 
     def parse_request(self, request: WebhookRequest) -> list[TicketEvent]:
         return parse_events(request.body, self.instance)
-
-    def is_own_change(self, event: TicketEvent) -> bool:
-        return self._agent_id is not None and event.actor == self._agent_id
 
     # -- sandbox --------------------------------------------------------------------------------
 

@@ -117,14 +117,19 @@ class PriorityMap:
 
 
 def tags_of(raw: Mapping[str, Any]) -> frozenset[str]:
-    """Tags when the ticket JSON carries them (strings or ``{"name": …}``); Desk's ticket GET
-    documents only ``tagCount``, so usually none."""
-    out: set[str] = set()
+    """The ``tags`` the connector put into the ticket JSON (names, or ``{"name": …}`` as
+    ``GET /tickets/{id}/tags`` lists them): Desk's ticket GET itself has only ``tagCount``."""
+    return frozenset(name.lower() for name in tag_names(raw))
+
+
+def tag_names(raw: Mapping[str, Any]) -> list[str]:
+    """The tag names in ``raw["tags"]`` as Desk spells them (removing one needs its name)."""
+    out = []
     for tag in raw.get("tags") or ():
         name = tag.get("name") if isinstance(tag, Mapping) else tag
         if isinstance(name, str) and name.strip():
-            out.add(name.strip().lower())
-    return frozenset(out)
+            out.append(name.strip())
+    return out
 
 
 # --------------------------------------------------------------------------- ticket
@@ -139,13 +144,15 @@ def parse_ticket(
     level_field: str | None = "cf_escalation_level",
     team_names: Mapping[str, str] | None = None,
     department_names: Mapping[str, str] | None = None,
+    tags_first: bool = False,
 ) -> Ticket:
     """A Desk ticket (GET /tickets/{id}, a search item or a webhook ``payload``) -> Ticket.
 
     - ``group`` is the team's name, else the department's (names come from the included
       ``team``/``department`` objects, else from the given id->name maps, else the id).
-    - ``level`` comes from the ``level_field`` custom field; tickets that carry tags with a
-      marker ``escbridge_<level>`` are read too (tags are not a documented part of the ticket).
+    - ``level`` comes from the marker tag ``escbridge_<level>`` and the ``level_field`` custom
+      field: the field first, or with ``tags_first`` (the marker is a tag) the tags first, the
+      field then holding what escalations before the switch wrote.
     - ``custom_fields`` is the ``cf`` map plus Desk's read-only flags ``is_overdue``,
       ``is_response_overdue`` and ``is_escalated``.
     - ``version`` is ``modifiedTime`` as sent: apply compares it to detect a concurrent edit.
@@ -191,9 +198,9 @@ def parse_ticket(
             custom[flag] = _bool(raw.get(key))
 
     tags = tags_of(raw)
-    level = LevelMarker.level_of(cf.get(level_field)) if level_field else None
-    if level is None:
-        level = LevelMarker.from_tags(tags)
+    from_field = LevelMarker.level_of(cf.get(level_field)) if level_field else None
+    from_tags = LevelMarker.from_tags(tags)
+    level = (from_tags or from_field) if tags_first else (from_field or from_tags)
 
     created = parse_time(raw.get("createdTime"))
     updated = parse_time(raw.get("modifiedTime")) or created

@@ -3,14 +3,16 @@
 It speaks the shapes of /work/shared/reference/zohodesk.md: the refresh grant (with the
 10-per-10-minutes limit and its "Access Denied" answer), ``Zoho-oauthtoken`` + ``orgId``
 headers, scopes, tickets with ``cf`` fields, comments, ``/move``, ``updateMany`` (204),
-``/tickets/search`` with ``modifiedTimeRange`` and a result cap, teams, departments, ticket
+ticket tags (``GET /tickets/{id}/tags``, ``associateTag``, ``dissociateTag``, validated as
+zohodesk-oas v1.0/TicketTag.json says; a ticket's JSON shows only ``tagCount``),
+``/tickets/search`` with ``modifiedTimeRange``, ``tag`` and a result cap, teams, departments, ticket
 fields, 204 for empty lists, daily credits with ``X-Rate-Limit-*-v3`` headers and both kinds of
 429, a JWKS endpoint, and webhooks: the validation GET on registration, then a JSON array of
 events signed with an RS256 ``X-ZDesk-JWT`` posted on every ticket change.
 
 Where the reference is unsure, an option picks the behaviour so tests cover both
 (``patch_moves_department``, ``null_unassigns``, ``team_null``, ``fields_path``,
-``search_full_items``, ``jwt_time_unit``, ``token_scopes``).
+``search_full_items``, ``jwt_time_unit``, ``token_scopes``, ``tags_bump_modified``).
 
 The state is ``app.extensions["zohodesk"]`` (a ``DeskEmulator``); tests drive it directly
 (``add_ticket``, ``throttle_next``, ``revoke_tokens``, ``dispatcher.flush()``); its network
@@ -20,8 +22,10 @@ faults are ``desk.faults`` (:mod:`escbridge.sandbox.faults`, shared by every emu
 from __future__ import annotations
 
 import copy
+import fnmatch
 import itertools
 import json
+import re
 import secrets
 import threading
 import time
@@ -49,8 +53,8 @@ SANDBOX_REFRESH_TOKEN = "1000.sandbox-refresh.0123456789abcdef"
 ESCBRIDGE_AGENT = "1892000000056007"
 HUMAN_AGENT = "1892000000056099"
 ALL_SCOPES = (
-    "Desk.tickets.READ Desk.tickets.UPDATE Desk.search.READ Desk.basic.READ "
-    "Desk.settings.READ Desk.events.READ Desk.events.CREATE"
+    "Desk.tickets.READ Desk.tickets.UPDATE Desk.tickets.CREATE Desk.search.READ "
+    "Desk.basic.READ Desk.settings.READ Desk.events.READ Desk.events.CREATE"
 )
 _PATCHABLE = frozenset(
     {
@@ -76,8 +80,16 @@ _SCOPE_FOR = {
     "search": "Desk.search.READ",
     "read": "Desk.tickets.READ",
     "write": "Desk.tickets.UPDATE",
+    "tags": "Desk.tickets.CREATE",  # associateTag and dissociateTag (TicketTag.json)
     "webhooks": "Desk.events.CREATE",
 }
+# zohodesk-oas v1.0/TicketTag.json, request bodies tagArray and associateTags_tagArray: "tags",
+# 1..51 names of 3..50 characters; v1.0/Search.json: the ``tag`` filter, 3..100 characters,
+# wildcards, ${Empty} and ${NotEmpty}. \P{InBasicLatin} (Java) is "not ASCII" here.
+_TAG_NAME = re.compile(r"^(?!null$)[a-zA-Z0-9_.\-+%\s\u0080-\U0010ffff]{3,}$")
+_TAG_FILTER = re.compile(
+    r"^([0-9a-zA-Z_\-*.$@?:/!\s()\u0080-\U0010ffff]{3,}|\$\{(?i:empty|notempty)\})$"
+)
 _COST = {"search": 3, "list": 3, "updateMany": 5}
 
 
@@ -137,6 +149,7 @@ class DeskEmulator:
         null_unassigns: bool = True,
         team_null: str = "string",
         comment_bumps_modified: bool = True,
+        tags_bump_modified: bool = True,
         jwt_time_unit: str = "s",
         jwt_ttl: float = 300.0,
         webhook_timeout: float = 5.0,
@@ -165,6 +178,10 @@ class DeskEmulator:
             raise ValueError('team_null is "string" or "json"')
         self.team_null = team_null
         self.comment_bumps_modified = comment_bumps_modified
+        #: whether adding or removing a tag moves ``modifiedTime`` (undocumented)
+        self.tags_bump_modified = tags_bump_modified
+        #: the portal's tags, by lower-cased name: {"id", "name", "tagType"}
+        self.tag_catalogue: dict[str, dict[str, Any]] = {}
         self.jwt_time_unit = jwt_time_unit
         self.jwt_ttl = jwt_ttl
         self.clock = clock
@@ -241,6 +258,13 @@ class DeskEmulator:
         self.agents[agent_id] = agent
         return agent
 
+    def commenter(self, agent_id: str) -> dict[str, Any]:
+        """An agent as a comment's ``commenter`` (zohodesk-oas TicketComment.json: no zuid)."""
+        agent = self.agents.get(agent_id, {"id": agent_id})
+        keys = ("id", "firstName", "lastName", "name", "email")
+        return {**{k: agent.get(k) for k in keys}, "photoURL": None, "roleName": None,
+                "type": "AGENT"}  # fmt: skip
+
     def department_id(self, name: str) -> str:
         return next(k for k, d in self.departments.items() if d["name"] == name)
 
@@ -297,10 +321,59 @@ class DeskEmulator:
             "commentCount": "0",
             "webUrl": f"https://desk.zoho.{self.data_centre}/support/zylker/ShowHomePage.do#Cases/dv/{ticket_id}",
             "cf": {"cf_escalation_level": None, "cf_overdue_2h_triggered": "false"},
-        }
+            # the rest of Desk's GET shape (zohodesk-oas ticketResponse / ticket_detail_response
+            # require them; values as in the masked live capture, tests/fixtures/zohodesk)
+            "layoutDetails": {"id": "1892000000011350", "layoutName": "Default Ticket Layout"},
+            "source": {"appName": None, "extId": None, "permalink": None, "type": "SYSTEM",
+                       "appPhotoURL": None},
+            "channelCode": None, "channelRelatedInfo": None, "classification": None,
+            "category": None, "subCategory": None, "resolution": None, "lockedTime": None,
+            "slaId": None, "sentiment": None, "isFollowing": False, "isArchived": False,
+            "isTrashed": False, "isDeleted": False, "sharedDepartments": [],
+            "secondaryContacts": [], "entitySkills": [], "approvalCount": "0",
+            "attachmentCount": "0", "taskCount": "0", "timeEntryCount": "0",
+            "followerCount": "0",
+        }  # fmt: skip
         ticket.update(fields)
+        ticket["tags"] = [self.tag(n)["name"] for n in dict.fromkeys(ticket.get("tags") or ())]
         self.comments.setdefault(ticket_id, [])
         return self.tickets.add(ticket, notify=False)
+
+    def tag(self, name: str) -> dict[str, Any]:
+        """The portal's tag of this name (case-insensitive), created on first use."""
+        with self._lock:
+            key = name.strip().lower()
+            if key not in self.tag_catalogue:
+                self.tag_catalogue[key] = {
+                    "id": self.new_id(),
+                    "name": name.strip(),
+                    "tagType": "MANUAL",
+                }
+            return self.tag_catalogue[key]
+
+    def ticket_tags(self, ticket: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """A ticket's tags as ``GET /tickets/{id}/tags`` lists them."""
+        return [dict(self.tag(name)) for name in ticket.get("tags") or ()]
+
+    def change_tags(
+        self, ticket_id: str, names: list[str], agent: str, *, add: bool
+    ) -> dict[str, Any]:
+        """associateTag (``add``) or dissociateTag on a stored ticket, as ``agent``."""
+
+        def mutate(t: dict[str, Any]) -> None:
+            have = list(t.get("tags") or ())
+            lowered = {n.lower() for n in names}
+            if add:
+                known = {n.lower() for n in have}
+                have += [self.tag(n)["name"] for n in names if n.lower() not in known]
+            else:
+                have = [n for n in have if n.lower() not in lowered]
+            t["tags"] = list(dict.fromkeys(have))
+            if self.tags_bump_modified:
+                t["modifiedTime"] = self.now_iso()
+                t["modifiedBy"] = agent
+
+        return self.tickets.update(ticket_id, mutate, actor=agent, notify=self.tags_bump_modified)
 
     def throttle_next(self, kind: str = "TOO_MANY_REQUESTS", count: int = 1) -> None:
         """The next ``count`` API calls get a 429 of this kind (THRESHOLD_EXCEEDED or
@@ -385,14 +458,14 @@ class DeskEmulator:
             if not hook.get("isEnabled") or event_type not in subs:
                 continue
             event: dict[str, Any] = {
-                "payload": dict(change.after),
+                "payload": _public(change.after),
                 "eventTime": str(int(self.clock() * 1000)),
                 "eventType": event_type,
                 "orgId": self.org_id,
             }
             options = subs.get(event_type) or {}
             if event_type == "Ticket_Update" and options.get("includePrevState"):
-                event["prevState"] = dict(change.before or {})
+                event["prevState"] = _public(change.before or {})
             body = json.dumps([event]).encode()
             headers = {"Content-Type": "application/json", "X-ZDesk-JWT": self.sign(hook["id"])}
             self.dispatcher.send(hook["url"], body, headers)
@@ -440,15 +513,25 @@ class DeskEmulator:
 
     # -- tickets -----------------------------------------------------------------------------
 
+    def updated_ticket(self, ticket: Mapping[str, Any]) -> dict[str, Any]:
+        """The PATCH answer: zohodesk-oas ``ticketResponse``, i.e. the GET shape without the
+        ``include`` objects and the detail-only keys (``sentiment``, ``tagCount``, …)."""
+        detail = ("team", "department", "assignee", "contact", "product", "isRead",
+                  "skillsInfo", "contractId", "sentiment", "isFollowing", "createdBy",
+                  "tagCount", "followerCount")  # fmt: skip
+        return {k: v for k, v in self.full_ticket(ticket).items() if k not in detail}
+
     def full_ticket(self, ticket: Mapping[str, Any]) -> dict[str, Any]:
-        out = copy.deepcopy(dict(ticket))
+        out = _public(ticket)
         team = self.teams.get(str(ticket.get("teamId") or ""))
         out["team"] = {"id": team["id"], "name": team["name"], "logoUrl": None} if team else None
         dep = self.departments.get(str(ticket.get("departmentId") or ""))
         out["department"] = {"id": dep["id"], "name": dep["name"]} if dep else None
         agent = self.agents.get(str(ticket.get("assigneeId") or ""))
         out["assignee"] = (
-            {k: agent[k] for k in ("id", "firstName", "lastName", "email")} if agent else None
+            {**{k: agent[k] for k in ("id", "firstName", "lastName", "email")}, "photoURL": None}
+            if agent
+            else None
         )
         out["contact"] = {
             "id": ticket.get("contactId"),
@@ -456,6 +539,9 @@ class DeskEmulator:
             "lastName": "Customer",
             "email": ticket.get("email"),
             "account": None,
+            "phone": ticket.get("phone"),
+            "mobile": None,
+            "type": None,
         }
         return out
 
@@ -559,8 +645,58 @@ class DeskEmulator:
 
     def listview(self, ticket: Mapping[str, Any]) -> dict[str, Any]:
         if self.search_full_items:
-            return dict(ticket)
+            return _public(ticket)
         return {k: ticket.get(k) for k in _LISTVIEW}
+
+    def tag_filter(self, value: str) -> Callable[[Mapping[str, Any]], bool] | None:
+        """The search ``tag`` filter (comma-separated values, any matching), or None when a
+        value breaks Search.json's rule."""
+        values = [v.strip() for v in value.split(",")]
+        if not values or any(not 3 <= len(v) <= 100 or not _TAG_FILTER.match(v) for v in values):
+            return None
+
+        def matches(ticket: Mapping[str, Any]) -> bool:
+            names = [n.lower() for n in ticket.get("tags") or ()]
+            for v in values:
+                low = v.lower()
+                if low == "${empty}" and not names:
+                    return True
+                if low == "${notempty}" and names:
+                    return True
+                if any(fnmatch.fnmatchcase(n, low) for n in names):
+                    return True
+            return False
+
+        return matches
+
+
+def _public(ticket: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored ticket as Desk shows it: its tags only as ``tagCount`` (Ticket.json)."""
+    out = copy.deepcopy(dict(ticket))
+    out["tagCount"] = str(len(out.pop("tags", None) or ()))
+    return out
+
+
+def _tag_names(body: Any) -> tuple[list[str], list[dict[str, str]]]:
+    """The ``tags`` of an associateTag/dissociateTag body and the errors Desk would name."""
+    if not isinstance(body, dict):
+        return [], [_invalid("/tags", "missing", "tags is required")]
+    errors = [
+        _invalid(f"/{k}", "invalid", "not a field of this request") for k in body if k != "tags"
+    ]
+    names = body.get("tags")
+    if not isinstance(names, list) or not 1 <= len(names) <= 51:
+        kind = "missing" if names is None else "invalid"
+        errors.append(_invalid("/tags", kind, "tags takes 1 to 51 tag names"))
+        return [], errors
+    for i, name in enumerate(names):
+        if not isinstance(name, str) or not 3 <= len(name) <= 50 or not _TAG_NAME.match(name):
+            errors.append(_invalid(f"/tags/{i}", "invalid", "a tag name has 3 to 50 characters"))
+    return [str(n).strip() for n in names], errors
+
+
+def _invalid(field: str, kind: str, message: str) -> dict[str, str]:
+    return {"fieldName": field, "errorType": kind, "errorMessage": message}
 
 
 def create_app(**options: Any) -> Flask:
@@ -686,7 +822,7 @@ def create_app(**options: Any) -> Flask:
         limit = int(request.args.get("limit", 10))
         known = {
             "modifiedTimeRange", "createdTimeRange", "from", "limit", "sortBy", "status",
-            "priority", "assigneeId", "departmentId", "subject", "ticketNumber", "_all",
+            "priority", "assigneeId", "departmentId", "subject", "ticketNumber", "_all", "tag",
         }  # fmt: skip
         unknown = set(request.args) - known
         # Desk's bounds: ``from`` 0..999, ``limit`` 1..100 (zohodesk-oas v1.0/Search.json)
@@ -698,6 +834,15 @@ def create_app(**options: Any) -> Flask:
                 f"The value passed for the 'from' query parameter is invalid. {sorted(unknown)}",
             )
         tickets = desk.tickets.values()
+        if "tag" in request.args:
+            matches = desk.tag_filter(request.args["tag"])
+            if matches is None:
+                return _err(
+                    422,
+                    "UNPROCESSABLE_ENTITY",
+                    "The value passed for the 'tag' query parameter is invalid.",
+                )
+            tickets = [t for t in tickets if matches(t)]
         rng = request.args.get("modifiedTimeRange")
         if rng:
             lo_text, _, hi_text = rng.partition(",")
@@ -748,7 +893,7 @@ def create_app(**options: Any) -> Flask:
         updated = desk.tickets.update(
             ticket_id, lambda t: desk.apply_update(t, body, agent), actor=agent
         )
-        return finish(respond(desk.full_ticket(updated)), meta)
+        return finish(respond(desk.updated_ticket(updated)), meta)
 
     @app.post("/api/v1/tickets/<ticket_id>/move")
     def move(ticket_id: str) -> Response:
@@ -803,7 +948,7 @@ def create_app(**options: Any) -> Flask:
             "commentedTime": now,
             "modifiedTime": now,
             "contentType": body.get("contentType", "html"),
-            "commenter": {**desk.agents.get(agent, {"id": agent}), "type": "AGENT"},
+            "commenter": desk.commenter(agent),
             "impersonatedUser": None,
             "isPublic": bool(body.get("isPublic", False)),
             "encodedContent": content,
@@ -830,6 +975,60 @@ def create_app(**options: Any) -> Flask:
             return _err(404, "URL_NOT_FOUND", "The URL you requested could not be found.")
         desk.comments[ticket_id] = kept
         return finish(respond(None, 204), meta)
+
+    def extra_params() -> Response | None:
+        """Desk's 422 for a query parameter the endpoint does not take (only orgId here)."""
+        extra = sorted(set(request.args) - {"orgId"})
+        if extra:
+            return _err(
+                422,
+                "UNPROCESSABLE_ENTITY",
+                f"The parameter(s) {', '.join(extra)} are not allowed for this request.",
+            )
+        return None
+
+    @app.get("/api/v1/tickets/<ticket_id>/tags")
+    def ticket_tags(ticket_id: str) -> Response:
+        meta, _ = api("read")
+        if isinstance(meta, Response):
+            return meta
+        refused = extra_params()
+        if refused is not None:
+            return refused
+        ticket = desk.tickets.get(ticket_id)
+        if ticket is None:
+            return _err(404, "URL_NOT_FOUND", "The URL you requested could not be found.")
+        return finish(respond({"tags": desk.ticket_tags(ticket)}), meta)
+
+    def change_tags(ticket_id: str, *, add: bool) -> Response:
+        meta, agent = api("tags")
+        if isinstance(meta, Response):
+            return meta
+        refused = extra_params()
+        if refused is not None:
+            return refused
+        if ticket_id not in desk.tickets:
+            return _err(404, "URL_NOT_FOUND", "The URL you requested could not be found.")
+        names, errors = _tag_names(request.get_json(silent=True))
+        if errors:
+            return _err(
+                422,
+                "INVALID_DATA",
+                "The data does not comply to the validation restrictions defined.",
+                errors=errors,
+            )
+        desk.change_tags(ticket_id, names, agent, add=add)
+        if not add:
+            return finish(respond(None, 200), meta)  # TicketTag.json: 200, emptyResponse
+        return finish(respond({"data": [dict(desk.tag(n)) for n in names]}), meta)
+
+    @app.post("/api/v1/tickets/<ticket_id>/associateTag")
+    def associate_tag(ticket_id: str) -> Response:
+        return change_tags(ticket_id, add=True)
+
+    @app.post("/api/v1/tickets/<ticket_id>/dissociateTag")
+    def dissociate_tag(ticket_id: str) -> Response:
+        return change_tags(ticket_id, add=False)
 
     @app.post("/api/v1/tickets/updateMany")
     def update_many() -> Response:

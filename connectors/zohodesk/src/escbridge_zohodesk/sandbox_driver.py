@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from escbridge.model import Channel, Priority, Status
+from escbridge.model import Channel, LevelMarker, Priority, Status
 from escbridge.sandbox.driver import EmulatorDriver, SimClock, TicketSpec
 from escbridge_zohodesk.connector import ZohoDeskConnector
 from escbridge_zohodesk.parse import format_time
@@ -126,11 +126,9 @@ class ZohoDeskDriver(EmulatorDriver):
             "customerResponseTime": format_time(spec.last_customer_reply_at or created),
             "dueDate": format_time(spec.due_at) if spec.due_at else None,
             "closedTime": format_time(updated) if status_type == "Closed" else None,
-            "tags": list(spec.tags),
-            "cf": {
-                "cf_escalation_level": f"escbridge_{spec.level}" if spec.level else None,
-                "cf_overdue_2h_triggered": "false",
-            },
+            # the level marker is a tag, as the connector's default (level_marker: tag) keeps it
+            "tags": [*spec.tags, *([LevelMarker.tag(spec.level)] if spec.level else [])],
+            "cf": {"cf_escalation_level": None, "cf_overdue_2h_triggered": "false"},
         }
         if department is not None:
             fields["departmentId"] = department

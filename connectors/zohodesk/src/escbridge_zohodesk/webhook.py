@@ -26,6 +26,7 @@ import jwt
 import requests
 
 from escbridge.connector.contract import Headers
+from escbridge.connector.payload import load_json
 from escbridge.errors import WebhookAuthError, WebhookPayloadError
 from escbridge.model import TicketEvent
 from escbridge_zohodesk.parse import parse_time
@@ -251,10 +252,7 @@ class WebhookVerifier:
 
 
 def _events(body: bytes) -> list[Mapping[str, Any]]:
-    try:
-        data = json.loads(body.decode("utf-8")) if body.strip() else []
-    except (UnicodeDecodeError, ValueError):
-        raise WebhookPayloadError("the webhook body is not JSON") from None
+    data = load_json(body) if body.strip() else []
     if isinstance(data, Mapping):
         data = [data]  # Desk sends an array; accept a single event as well
     if not isinstance(data, list) or not all(isinstance(e, Mapping) for e in data):

@@ -36,7 +36,8 @@ from escbridge.connector import (
     WebhookRequest,
     check_identity,
 )
-from escbridge.errors import ApiError, WebhookAuthError, WebhookPayloadError
+from escbridge.connector.kit import Identity
+from escbridge.errors import WebhookAuthError, WebhookPayloadError
 from escbridge.http import ApiClient
 from escbridge.model import Actions, LevelMarker, Priority, Status, Ticket, TicketEvent
 
@@ -59,6 +60,11 @@ class AcmeDeskConfig(ConnectorSettings):
     def secret_values(self) -> list[str]:
         """Masked in every error and log line."""
         return [self.api_key.get_secret_value(), self.webhook_secret.get_secret_value()]
+
+
+def _identity(me: Mapping[str, Any]) -> Identity:
+    """Acme's ``/me`` answer as the identity its webhooks name in ``actor``."""
+    return Identity(str(me["id"]), label=f"{me.get('name') or ''} <{me.get('email') or ''}>")
 
 
 def signature(secret: str, body: bytes) -> str:
@@ -106,7 +112,6 @@ class AcmeDeskConnector(BaseConnector[AcmeDeskConfig, _Patch]):
         self.teams: GroupDirectory[int] = GroupDirectory(
             self._load_teams, instance=instance, clock=self.runtime.clock
         )
-        self._own_id: str | None = None
 
     def _load_teams(self) -> list[Group[int]]:
         teams = self.api.call("GET", "/teams")["teams"]
@@ -123,7 +128,7 @@ class AcmeDeskConnector(BaseConnector[AcmeDeskConfig, _Patch]):
         )
         if isinstance(me, CheckReport):
             return me
-        self._own_id = str(me["id"])
+        self.identity.set(_identity(me))
         missing = tuple(self.teams.missing(groups))
         return CheckReport(
             ok=not missing, identity=f"{me['name']} <{me['email']}>", missing_groups=missing
@@ -227,13 +232,13 @@ class AcmeDeskConnector(BaseConnector[AcmeDeskConfig, _Patch]):
             )
         ]
 
-    def is_own_change(self, event: TicketEvent) -> bool:
-        if self._own_id is None:
-            try:
-                self._own_id = str(self.api.call("GET", "/me")["id"])
-            except ApiError:
-                return False  # unknown: process it; the level marker stops a second write
-        return event.actor == self._own_id
+    def _whoami(self) -> Identity:
+        """Who the API key belongs to: escbridge's own changes name this user as the actor.
+
+        ``BaseConnector`` learns it once — in the background for a receiver, never while a
+        webhook waits — and answers ``own_change_known``/``is_own_change`` from it.
+        """
+        return _identity(self.api.call("GET", "/me"))
 
     # ------------------------------------------------------------------ sandbox
 

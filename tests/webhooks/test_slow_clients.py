@@ -1,0 +1,329 @@
+"""Slow and stalled clients cannot starve the receiver: a real gunicorn with the shipped
+configuration (escbridge_webhooks.gunicorn_conf), one worker with four threads.
+
+Stalled uploads (complete headers, half a body, then silence) and slowloris clients (headers
+a byte at a time) are read by the worker's event loop, so no thread waits on them: /healthz
+and a genuine signed delivery are answered while every one of them is still open. Past
+ESCBRIDGE_WEBHOOK_BODY_TIMEOUT they are answered 408 and closed. Nothing here waits for time to
+pass: the generous timeouts are failure guards only (stock gthread fails them, see below).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import http.client
+import importlib.util
+import json
+import socket
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+from webhook_support import ENV, event_body, signed, write_config
+
+from escbridge.store import upgrade
+
+pytestmark = pytest.mark.slow
+
+GUARD = 30.0  # seconds: only a failure guard (stock gthread needs forever, or 2 s per client)
+STALLED = 32
+SLOWLORIS = 8
+MAX_BODY = 4096
+REPO = Path(__file__).resolve().parents[2]
+
+
+@functools.cache
+def _bench() -> ModuleType:
+    """benchmarks/webhooks.py, whose gunicorn() starts the shipped configuration."""
+    spec = importlib.util.spec_from_file_location(
+        "escbridge_bench_webhooks", REPO / "benchmarks" / "webhooks.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+@contextlib.contextmanager
+def receiver(work: Path, *, body_timeout: float) -> Iterator[int]:
+    """gunicorn, 1 worker x 4 threads, with a Zendesk instance "eu"; yields its port."""
+    work.mkdir()
+    store_url = f"sqlite:///{work / 'escbridge.db'}"
+    upgrade(store_url)
+    config = write_config(work, store_url)
+    text = config.read_text(encoding="utf-8")
+    if "sandbox:" not in text:  # a loopback base_url needs it (until write_config says it)
+        config.write_text(text.replace("type: zendesk\n", "type: zendesk\n    sandbox: true\n"))
+    env = {
+        **ENV,
+        "ESCBRIDGE_CONFIG": str(config),
+        "ESCBRIDGE_WEBHOOK_BODY_TIMEOUT": str(body_timeout),
+        "ESCBRIDGE_WEBHOOK_MAX_BODY_BYTES": str(MAX_BODY),
+        "ESCBRIDGE_WEBHOOK_METRICS_CACHE_SECONDS": "0",
+    }
+    args = argparse.Namespace(workers=1, threads=4, log_level="info")
+    with _bench().gunicorn("escbridge_webhooks.wsgi:app", work, args, env, "receiver") as (
+        port,
+        _process,
+    ):
+        yield port
+
+
+@pytest.fixture(scope="module")
+def patient(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    """A receiver whose deadline outlasts every guard: its stalled clients stay open."""
+    with receiver(tmp_path_factory.mktemp("slow") / "patient", body_timeout=600) as running:
+        yield running
+
+
+# --- clients ---------------------------------------------------------------------------------
+
+
+def connect(port: int) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=GUARD)
+    return sock
+
+
+def stalled_upload(port: int) -> socket.socket:
+    """Complete headers, half of a signed delivery's body, then nothing."""
+    body = event_body()
+    head = "".join(f"{k}: {v}\r\n" for k, v in signed(body).items())
+    sock = connect(port)
+    sock.sendall(
+        f"POST /webhooks/eu HTTP/1.1\r\nHost: receiver\r\n{head}"
+        f"Content-Length: {len(body)}\r\n\r\n".encode()
+        + body[: len(body) // 2]
+    )
+    return sock
+
+
+class Slowloris:
+    """A client sending its header block a byte at a time, one byte per ``step()``."""
+
+    def __init__(self, port: int) -> None:
+        self.rest = b"GET /healthz HTTP/1.1\r\nHost: receiver\r\nX-Padding: " + b"a" * 200
+        self.sock = connect(port)
+        self.step()
+
+    def step(self) -> None:
+        self.sock.sendall(self.rest[:1])
+        self.rest = self.rest[1:]
+
+
+def still_open(sock: socket.socket) -> bool:
+    """Nothing was answered and the server has not closed the connection."""
+    timeout = sock.gettimeout()
+    sock.setblocking(False)  # a socket with a timeout would wait for data
+    try:
+        sock.recv(1, socket.MSG_PEEK)
+    except BlockingIOError:
+        return True
+    except ConnectionError:
+        return False
+    finally:
+        sock.settimeout(timeout)
+    return False  # data (an answer) or EOF
+
+
+def read_until_closed(sock: socket.socket) -> bytes:
+    received = b""
+    with contextlib.suppress(ConnectionResetError):
+        while chunk := sock.recv(65536):
+            received += chunk
+    return received
+
+
+def get(port: int, path: str) -> int:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=GUARD)
+    try:
+        conn.request("GET", path)
+        return conn.getresponse().status
+    finally:
+        conn.close()
+
+
+def deliver(conn: http.client.HTTPConnection, body: bytes | None = None) -> int:
+    body = body or event_body()
+    conn.request("POST", "/webhooks/eu", body=body, headers=signed(body))
+    response = conn.getresponse()
+    response.read()
+    return response.status
+
+
+def read_answer(sock: socket.socket) -> bytes:
+    """One answer's bytes (headers and body)."""
+    answer = b""
+    while b"\r\n\r\n" not in answer:
+        answer += sock.recv(65536)
+    head, _, rest = answer.partition(b"\r\n\r\n")
+    length = next(
+        int(line.split(b":", 1)[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length:")
+    )
+    while len(rest) < length:
+        rest += sock.recv(65536)
+    return head + b"\r\n\r\n" + rest
+
+
+def raw_exchange(port: int, request: bytes) -> tuple[bytes, socket.socket]:
+    """Send ``request`` on a fresh connection; its answer, and the connection (still open)."""
+    sock = connect(port)
+    sock.sendall(request)
+    return read_answer(sock), sock
+
+
+def chunked_delivery(body: bytes, *, extra: bytes = b"") -> bytes:
+    head = "".join(f"{k}: {v}\r\n" for k, v in signed(body).items()).encode()
+    half = len(body) // 2
+    chunks = b"%x;note=split\r\n%s\r\n%x\r\n%s\r\n0\r\n\r\n" % (
+        half,
+        body[:half],
+        len(body) - half,
+        body[half:],
+    )
+    return (
+        b"POST /webhooks/eu HTTP/1.1\r\nHost: receiver\r\n"
+        + head
+        + extra
+        + b"Transfer-Encoding: chunked\r\n\r\n"
+        + chunks
+    )
+
+
+# --- the tests -------------------------------------------------------------------------------
+
+
+def test_stalled_uploads_and_slowloris_starve_neither_healthz_nor_a_delivery(
+    patient: int,
+) -> None:
+    port = patient
+    stalled = [stalled_upload(port) for _ in range(STALLED)]
+    loris = [Slowloris(port) for _ in range(SLOWLORIS)]
+    try:
+        # Far more stalled clients than threads (4): every one would hold a thread in gthread.
+        assert get(port, "/healthz") == 200
+        for client in loris:
+            client.step()
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=GUARD)
+        assert deliver(conn) == 202
+        conn.close()
+        for client in loris:
+            client.step()
+        assert get(port, "/healthz") == 200
+
+        assert all(still_open(sock) for sock in stalled)
+        assert all(still_open(client.sock) for client in loris)
+    finally:
+        for sock in stalled + [c.sock for c in loris]:
+            sock.close()
+
+
+def test_clients_that_never_close_after_an_answer_do_not_block_the_worker(
+    patient: int,
+) -> None:
+    # gunicorn 27 drains a closed connection in its event loop for up to 2 s per client that
+    # does not close its end: 32 of them would keep /healthz waiting for about a minute.
+    port = patient
+    lingering = [connect(port) for _ in range(STALLED)]
+    try:
+        for sock in lingering:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: receiver\r\nConnection: close\r\n\r\n")
+        assert all(read_answer(sock).startswith(b"HTTP/1.1 200") for sock in lingering)
+        assert get(port, "/healthz") == 200  # a new connection, while none has closed its end
+    finally:
+        for sock in lingering:
+            sock.close()
+
+
+def test_a_keep_alive_client_is_served_on_one_connection(patient: int) -> None:
+    port = patient
+    stalled = [stalled_upload(port) for _ in range(STALLED)]
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=GUARD)
+    try:
+        assert deliver(conn) == 202
+        assert conn.sock is not None
+        first = conn.sock
+        conn.request("GET", "/healthz")
+        response = conn.getresponse()
+        assert response.status == 200 and json.loads(response.read())
+        assert deliver(conn) == 202
+        assert conn.sock is first  # no reconnection in between
+    finally:
+        conn.close()
+        for sock in stalled:
+            sock.close()
+
+
+def test_chunked_and_expect_continue_deliveries_are_accepted(patient: int) -> None:
+    port = patient
+    answer, sock = raw_exchange(port, chunked_delivery(event_body()))
+    sock.close()
+    assert answer.startswith(b"HTTP/1.1 202")
+
+    # A client that waits for "100 Continue" gets it once, then its answer.
+    body = event_body()
+    head = "".join(f"{k}: {v}\r\n" for k, v in signed(body).items()).encode()
+    sock = connect(port)
+    sock.sendall(
+        b"POST /webhooks/eu HTTP/1.1\r\nHost: receiver\r\n"
+        + head
+        + b"Expect: 100-continue\r\nContent-Length: %d\r\n\r\n" % len(body)
+    )
+    interim = b""
+    while b"\r\n\r\n" not in interim:
+        interim += sock.recv(65536)
+    assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
+    sock.sendall(body + b"GET /healthz HTTP/1.1\r\nHost: receiver\r\nConnection: close\r\n\r\n")
+    answers = read_until_closed(sock)
+    sock.close()
+    assert answers.startswith(b"HTTP/1.1 202") and b"100 Continue" not in answers
+    assert answers.count(b"HTTP/1.1 200") == 1  # the pipelined request after it
+
+
+def test_a_body_over_the_limit_is_answered_413_and_the_connection_closed(
+    patient: int,
+) -> None:
+    port = patient
+    # Declared: answered at once, nothing of the body needs to arrive.
+    sock = connect(port)
+    sock.sendall(
+        b"POST /webhooks/eu HTTP/1.1\r\nHost: receiver\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n" % (MAX_BODY * 100)
+    )
+    answer = read_until_closed(sock)
+    sock.close()
+    assert answer.startswith(b"HTTP/1.1 413")
+
+    # Chunked: answered once the limit is passed, though more chunks were announced.
+    sock = connect(port)
+    sock.sendall(
+        b"POST /webhooks/eu HTTP/1.1\r\nHost: receiver\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"%x\r\n" % (MAX_BODY * 100) + b"x" * (MAX_BODY + 1)
+    )
+    answer = read_until_closed(sock)
+    sock.close()
+    assert answer.startswith(b"HTTP/1.1 413")
+    assert get(port, "/healthz") == 200
+
+
+def test_requests_not_complete_by_the_deadline_are_answered_408_and_closed(
+    tmp_path: Path,
+) -> None:
+    with receiver(tmp_path / "strict", body_timeout=1) as port:
+        stalled = [stalled_upload(port) for _ in range(STALLED)]
+        loris = [Slowloris(port) for _ in range(SLOWLORIS)]
+        silent = connect(port)  # connects and sends nothing at all
+        try:
+            for sock in [*stalled, *(c.sock for c in loris), silent]:
+                answer = read_until_closed(sock)  # returns once the server closed it
+                assert answer.startswith(b"HTTP/1.1 408"), answer[:80]
+            assert get(port, "/healthz") == 200
+        finally:
+            for sock in [*stalled, *(c.sock for c in loris), silent]:
+                sock.close()
