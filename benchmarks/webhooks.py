@@ -2,16 +2,27 @@
 
 A load generator (several processes, several keep-alive connections each) sends 20,000 signed
 Zendesk webhooks at full speed: 10% are redeliveries of earlier ones (duplicates) and 1% are
-forged (signed with the wrong secret). In the same run the same load hits a bare Flask endpoint
-that only answers 202, on the same gunicorn settings. Like a helpdesk, the generator delivers a
-webhook again when it gets no answer or a 5xx.
+forged (signed with the wrong secret). In the same run, on the same gunicorn settings, the same
+load hits three endpoints one after the other:
 
-Printed: requests/second and p50/p99 latency of both, the ratio, and the end count read from
-the store: events stored = unique genuine events sent, forged events stored = 0. Then the
-receiver run is repeated (fresh events) while one gunicorn worker is killed with SIGKILL
-mid-run and restarted by the gunicorn master: still zero lost, zero forged.
+- the receiver, power-loss durable: a 202 means the event is on disk (SQLite
+  ``synchronous=FULL``), concurrent deliveries sharing one commit;
+- a bare Flask endpoint that only answers 202 (the ceiling: HTTP and Flask alone);
+- a bare Flask endpoint doing the honest minimum of the job: one raw sqlite3 insert per request
+  in its own durable commit (WAL, ``synchronous=FULL``), nothing verified, parsed or deduplicated.
 
-Targets: at least 60% of the bare endpoint's throughput, p99 under 50 ms.
+Like a helpdesk, the generator delivers a webhook again when it gets no answer or a 5xx.
+
+Printed: requests/second and p50/p99 latency of each, the ratios receiver/bare and
+receiver/raw-insert, and the end count read from the store: events stored = unique genuine
+events sent, forged events stored = 0. Then the receiver run is repeated (fresh events) while
+one gunicorn worker is killed with SIGKILL mid-run, twice, and restarted by the gunicorn
+master: still zero lost, zero forged.
+
+Targets: at least 0.5x the bare endpoint's throughput, at least 1.0x the raw-insert
+endpoint's, receiver p99 under 15 ms. The machine's disk sets the price of a durable commit
+(an fsync: 0.1 ms on a quiet SSD, several ms on a busy shared disk): read the ratios of one run,
+and repeat runs on a shared machine.
 
 Run: .venv/bin/python benchmarks/webhooks.py [--requests 20000] [--workers 2] [--threads 4]
      [--processes 2] [--connections 8] [--store-url postgresql+psycopg://…] [--no-kill]
@@ -32,6 +43,7 @@ import os
 import random
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -65,6 +77,45 @@ app = Flask("bare")
 @app.post("/webhooks/<instance>")
 def webhook(instance):
     return jsonify(status="queued"), 202
+
+
+@app.get("/readyz")
+def readyz():
+    return jsonify(status="ready")
+"""
+
+RAW_INSERT_APP = """
+import os
+import sqlite3
+import threading
+
+from flask import Flask, jsonify, request
+
+app = Flask("raw_insert")
+PATH = os.environ["BENCH_RAW_DB"]
+_local = threading.local()
+
+
+def connection():
+    # One connection per thread, each commit its own and durable (WAL, synchronous=FULL).
+    db = getattr(_local, "db", None)
+    if db is None:
+        db = _local.db = sqlite3.connect(PATH, isolation_level=None, timeout=30)
+        db.execute("PRAGMA journal_mode = WAL")
+        db.execute("PRAGMA synchronous = FULL")
+    return db
+
+
+@app.post("/webhooks/<instance>")
+def webhook(instance):
+    body = request.get_data()
+    db = connection()
+    db.execute("BEGIN IMMEDIATE")
+    row = db.execute(
+        "INSERT INTO events (instance, body) VALUES (?, ?) RETURNING id", (instance, body)
+    ).fetchone()
+    db.execute("COMMIT")
+    return jsonify(status="queued", event_id=row[0]), 202
 
 
 @app.get("/readyz")
@@ -392,6 +443,17 @@ def figures(result: Result, sent: int) -> Figures:
     )
 
 
+def _durability(store: Store) -> str:
+    """What a commit of the receiver's store waits for, as the database reports it."""
+    with store.engine.connect() as connection:
+        raw: Any = connection.connection.driver_connection
+        if store.dialect == "sqlite":
+            level = raw.execute("PRAGMA synchronous").fetchone()[0]
+            names = {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}
+            return f"synchronous={names.get(level, level)}"
+        return f"synchronous_commit={raw.execute('SHOW synchronous_commit').fetchone()[0]}"
+
+
 def stored(store: Store, load: Load) -> tuple[int, int]:
     keys = {
         job.dedupe_key
@@ -438,20 +500,31 @@ def main(argv: list[str] | None = None) -> int:
             encoding="utf-8",
         )
         (work / "bare_app.py").write_text(BARE_APP, encoding="utf-8")
+        (work / "raw_insert_app.py").write_text(RAW_INSERT_APP, encoding="utf-8")
+        raw_db = work / "raw-insert.db"
+        with contextlib.closing(sqlite3.connect(raw_db)) as db:
+            db.execute("PRAGMA journal_mode = WAL")
+            db.execute(
+                "CREATE TABLE events (id INTEGER PRIMARY KEY, instance TEXT NOT NULL,"
+                " body BLOB NOT NULL)"
+            )
+            db.commit()
         env = {
             "ESCBRIDGE_CONFIG": str(work / "escbridge.yaml"),
             "BENCH_API_TOKEN": "unused-token",
             "BENCH_WEBHOOK_SECRET": SECRET,
+            "BENCH_RAW_DB": str(raw_db),
         }
         config = parse_config(
             (work / "escbridge.yaml").read_text(), str(work / "escbridge.yaml"), work, env=env
         )
         connector = create_connector(config.instances[INSTANCE])
         store = Store(store_url)
+        durability = _durability(store)
         print(
             f"machine: {os.cpu_count()} CPU(s); gunicorn gthread {args.workers} workers × "
             f"{args.threads} threads; load: {args.processes} processes × {args.connections} "
-            f"keep-alive connections; store: {store!r}",
+            f"keep-alive connections; store: {store!r} ({durability})",
             flush=True,
         )
 
@@ -463,7 +536,12 @@ def main(argv: list[str] | None = None) -> int:
 
         server_cpu: dict[str, float] = {}
         results: dict[str, Result] = {}
-        for name, app in (("receiver", "escbridge_webhooks.wsgi:app"), ("bare", "bare_app:app")):
+        endpoints = (
+            ("receiver", "escbridge_webhooks.wsgi:app"),
+            ("bare", "bare_app:app"),
+            ("raw_insert", "raw_insert_app:app"),
+        )
+        for name, app in endpoints:
             with gunicorn(app, work, args, env, name) as (port, master):
                 pids = [master.pid, *worker_pids(master.pid)]
                 before = cpu_seconds(pids)
@@ -475,26 +553,30 @@ def main(argv: list[str] | None = None) -> int:
                     deadline=time.time() + args.phase_timeout,
                 )
                 server_cpu[name] = cpu_seconds(pids) - before
-        receiver, bare = results["receiver"], results["bare"]
-        r, b = figures(receiver, len(load.deliveries)), figures(bare, len(load.deliveries))
+        n = len(load.deliveries)
+        fig = {name: figures(result, n) for name, result in results.items()}
+        receiver, r = results["receiver"], fig["receiver"]
         genuine_stored, forged_stored = stored(store, load)
         print()
-        n = len(load.deliveries)
         print(
-            f"{'':24}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'seconds':>10}"
+            f"{'':26}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'seconds':>10}"
             f"{'server CPU ms/req':>20}"
         )
-        for name, key, f in (
-            ("receiver (chain+store)", "receiver", r),
-            ("bare Flask 202", "bare", b),
+        for name, key in (
+            ("receiver (durable)", "receiver"),
+            ("bare Flask 202", "bare"),
+            ("raw durable insert", "raw_insert"),
         ):
+            f = fig[key]
             print(
-                f"{name:24}{f.rps:>10.0f}{f.p50_ms:>10.2f}{f.p99_ms:>10.2f}{f.seconds:>10.1f}"
+                f"{name:26}{f.rps:>10.0f}{f.p50_ms:>10.2f}{f.p99_ms:>10.2f}{f.seconds:>10.1f}"
                 f"{1000 * server_cpu[key] / n:>20.2f}"
             )
-        ratio = r.rps / b.rps
-        print(f"throughput ratio receiver/bare: {ratio:.0%}  (target >= 60%)")
-        print(f"receiver p99: {r.p99_ms:.1f} ms  (target < 50 ms)")
+        to_bare = r.rps / fig["bare"].rps
+        to_raw = r.rps / fig["raw_insert"].rps
+        print(f"throughput receiver/bare: {to_bare:.2f}  (target >= 0.50)")
+        print(f"throughput receiver/raw-insert: {to_raw:.2f}  (target >= 1.00)")
+        print(f"receiver p99: {r.p99_ms:.1f} ms  (target < 15 ms)")
         print(
             f"receiver answers: {dict(sorted(receiver.statuses.items()))}; "
             f"redeliveries {receiver.redeliveries}, gave up {receiver.lost}"
@@ -506,7 +588,7 @@ def main(argv: list[str] | None = None) -> int:
             f"  -> {'OK' if ok else 'MISMATCH'}",
             flush=True,
         )
-        targets = ratio >= 0.60 and r.p99_ms < 50
+        targets = to_bare >= 0.5 and to_raw >= 1.0 and r.p99_ms < 15
         if args.no_kill:
             store.close()
             return 0 if ok else 1
@@ -547,7 +629,12 @@ def main(argv: list[str] | None = None) -> int:
         _progress = None
         k = figures(faulty, len(kill_load.deliveries))
         genuine_k, forged_k = stored(store, kill_load)
-        ok_k = genuine_k == len(kill_load.genuine_keys) and forged_k == 0 and faulty.lost == 0
+        ok_k = (
+            genuine_k == len(kill_load.genuine_keys)
+            and forged_k == 0
+            and faulty.lost == 0
+            and faulty.forged_accepted == 0
+        )
         print()
         print(f"with a worker killed: {'; '.join(kills)}; workers after: {len(restarted)}")
         print(
@@ -557,7 +644,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(
             f"  stored: {genuine_k} of {len(kill_load.genuine_keys)} unique genuine events; "
-            f"forged stored: {forged_k}  -> {'OK, zero lost' if ok_k else 'MISMATCH'}",
+            f"forged stored: {forged_k}, forged answered 2xx: {faulty.forged_accepted}"
+            f"  -> {'OK, zero lost' if ok_k else 'MISMATCH'}",
             flush=True,
         )
         store.close()

@@ -14,14 +14,20 @@ instances:
 Secrets come from ``${VAR}``. An unset variable is an error naming the variable and file:line,
 never a value. Each instance's settings are validated later by its connector's own model
 (``escbridge.connector.Plugin.validate``), with errors pointing at the same file:line; values
-that came from the environment are masked in those messages.
+that came from the environment are shown as ``${VAR}`` in those messages, and a secret written
+literally in the file (under a key named like one: ``api_token``, ``webhook_secret``, …, or a
+``SecretStr`` field of the model) as ``***``.
+
+A store URL whose password holds characters a URL cannot carry raw (``@``, ``/``, ``:``, ``#``,
+``?``, ``%``) is percent-encoded here, so the driver connects to the right host and every mask
+(``escbridge.secrets.safe_url``) hides the whole password.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +36,14 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic import ValidationError as PydanticValidationError
 
 from escbridge.errors import ConfigError, Problem
-from escbridge.yamlfile import YamlDocument, parse_yaml, problems_from_validation
+from escbridge.secrets import MIN_SECRET, quote_userinfo
+from escbridge.yamlfile import (
+    YamlDocument,
+    is_secret_key,
+    parse_yaml,
+    problems_from_validation,
+    secret_fields,
+)
 
 __all__ = [
     "DEFAULT_CONFIG_FILE",
@@ -45,6 +58,7 @@ DEFAULT_STORE = "sqlite:///escbridge.db"
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _INSTANCE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 MASK = "***"
+ModelClass = type[BaseModel]  # named here: InstanceConfig has a field called "type"
 
 
 @dataclass(frozen=True)
@@ -61,18 +75,50 @@ class InstanceConfig:
     source: YamlDocument | None = field(default=None, repr=False, compare=False)
     secret_values: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
-    def problems_from(self, error: PydanticValidationError) -> list[Problem]:
-        """The connector model's errors as file:line problems under ``instances.<name>``."""
-        doc = self.source or YamlDocument("<config>", None, {})
-        problems = problems_from_validation(doc, error, prefix=("instances", self.name))
-        return [Problem(p.file, p.line, p.path, self.mask(p.message)) for p in problems]
+    def problems_from(
+        self, error: PydanticValidationError, model: ModelClass | None = None
+    ) -> list[Problem]:
+        """The connector model's errors as file:line problems under ``instances.<name>``.
 
-    def mask(self, text: str) -> str:
-        """Replace every value that came from the environment by ``${VAR}``."""
+        With the ``model`` that raised them, its ``SecretStr`` fields are hidden too (fields
+        named like credentials always are).
+        """
+        doc = self.source or YamlDocument("<config>", None, {})
+        hidden: frozenset[str] = secret_fields(model) if model is not None else frozenset()
+        problems = problems_from_validation(
+            doc, error, prefix=("instances", self.name), secrets=hidden
+        )
+        literal = _literal_secrets(self.settings, hidden)
+        return [Problem(p.file, p.line, p.path, self.mask(p.message, literal)) for p in problems]
+
+    def mask(self, text: str, literal: Iterable[str] = ()) -> str:
+        """Every value that came from the environment as ``${VAR}``; ``literal`` ones as ***."""
         for value, var in sorted(self.secret_values.items(), key=lambda kv: -len(kv[0])):
             if value:
                 text = text.replace(value, "${" + var + "}")
+        for value in sorted(literal, key=len, reverse=True):
+            text = text.replace(value, MASK)
         return text
+
+
+def _literal_secrets(settings: Mapping[str, Any], fields: Collection[str]) -> set[str]:
+    """The values written under credential keys (any depth), long enough to mask safely."""
+    found: set[str] = set()
+
+    def walk(value: Any, secret: bool) -> None:
+        if isinstance(value, Mapping):
+            for key, item in value.items():
+                walk(item, secret or str(key) in fields or is_secret_key(str(key)))
+        elif isinstance(value, list):
+            for item in value:
+                walk(item, secret)
+        elif secret and value is not None and not isinstance(value, bool):
+            text = str(value)
+            if len(text) >= MIN_SECRET:
+                found.add(text)
+
+    walk(settings, False)
+    return found
 
 
 @dataclass(frozen=True)
@@ -247,8 +293,10 @@ def _mask(text: str, secrets: Mapping[str, str]) -> str:
 
 
 def _store_url(url: str, base: Path) -> str:
-    """A relative SQLite path is taken relative to the config file, not the working directory."""
+    """A relative SQLite path is taken relative to the config file, not the working directory;
+    a raw password (``p@ss/w:rd``) is percent-encoded, so the driver reads the host right."""
     prefix = "sqlite:///"
+    url = quote_userinfo(url)
     if url.startswith(prefix):
         rest = url[len(prefix) :]
         db, sep, query = rest.partition("?")

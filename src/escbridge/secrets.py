@@ -13,7 +13,7 @@ import base64
 import re
 import threading
 from collections.abc import Iterable
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote
 
 MASK = "[redacted]"
 MAX_LENGTH = 2000
@@ -44,9 +44,10 @@ _RULES: tuple[tuple[re.Pattern[str], str], ...] = (
         ),
         r"\1" + MASK,
     ),
-    # scheme://user:password@host — the password may hold any character but whitespace; the
-    # userinfo ends at the last "@" before the host.
-    (re.compile(r"(://[^/\s:@]+:)\S+@(?=[^@\s/]*(?:[/\s]|$))"), r"\1" + MASK + "@"),
+    # scheme://user:password@host — the password may hold any character but whitespace, the
+    # user an "@" (admin@server, as Azure writes it); the userinfo ends at the last "@" before
+    # the host.
+    (re.compile(r"(://[^/\s:]+:)\S+@(?=[^@\s/]*(?:[/\s]|$))"), r"\1" + MASK + "@"),
     # anything that looks like a token: 32+ characters of base64/hex without a space (not a
     # URL path: "/" ends a run)
     (re.compile(r"(?<![A-Za-z0-9+/_-])[A-Za-z0-9+_-]{32,}={0,2}"), MASK),
@@ -54,6 +55,47 @@ _RULES: tuple[tuple[re.Pattern[str], str], ...] = (
 
 
 _HOST = re.compile(r"[A-Za-z0-9.\-]+(?::\d+)?(?:[/?]|$)|\[[0-9A-Fa-f:.]+\](?::\d+)?(?:[/?]|$)")
+
+
+def _split_userinfo(url: str) -> tuple[str, str, str | None, str] | None:
+    """``(scheme, user, password or None, rest after the "@")``, or None without userinfo.
+
+    The userinfo ends at the last ``@`` that is followed by a host name: a raw password may
+    hold ``@``, ``/``, ``:`` and more, and is still found whole; the user name ends at the
+    first ``:``. A URL whose authority is empty (``sqlite:////path@x``) has no userinfo.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep or rest.startswith("/"):
+        return None
+    for match in reversed(list(re.finditer("@", rest))):
+        if _HOST.match(rest, match.end()):
+            user, colon, password = rest[: match.start()].partition(":")
+            return scheme, user, password if colon else None, rest[match.end() :]
+    return None
+
+
+_PERCENT_ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
+_RAW_IN_USERINFO = re.compile(r"[@/:?#\[\]\s]")
+
+
+def quote_userinfo(url: str) -> str:
+    """``url`` with a raw user name and password percent-encoded, so every URL parser (the
+    database driver's included) reads the same host and the same whole password.
+
+    ``postgresql://app:p@ss/w:rd@db/esc`` becomes ``postgresql://app:p%40ss%2Fw%3Ard@db/esc``;
+    a password that is already encoded (only ``%XX`` escapes and safe characters) is kept.
+    """
+    split = _split_userinfo(url)
+    if split is None:
+        return url
+    scheme, user, password, rest = split
+
+    def encoded(part: str) -> str:
+        raw = _RAW_IN_USERINFO.search(part) or "%" in _PERCENT_ESCAPE.sub("", part)
+        return quote(part, safe="") if raw else part
+
+    userinfo = encoded(user) + (f":{encoded(password)}" if password is not None else "")
+    return f"{scheme}://{userinfo}@{rest}"
 
 
 def _forms(secret: str) -> list[str]:
@@ -110,21 +152,16 @@ class Redactor:
         """A URL fit for a log line: no password, no fragment, known secrets masked.
 
         The userinfo is cut at the last ``@`` that is followed by a host, so a password holding
-        ``@``, ``/``, ``#`` or ``:`` unescaped (as admins write database URLs) is removed whole.
+        ``@``, ``/``, ``#``, ``:`` or ``%`` unescaped (as admins write database URLs) is removed
+        whole; the user name is kept.
         """
-        scheme, sep, rest = url.partition("://")
-        shown = ""
-        if sep:
-            for match in reversed(list(re.finditer("@", rest))):
-                if _HOST.match(rest, match.end()):
-                    user, colon, _password = rest[: match.start()].partition(":")
-                    shown = f"{user}:{MASK}@" if colon else f"{user}@"
-                    rest = rest[match.end() :]
-                    break
-            url = f"{scheme}://{rest}"
-        parts = urlsplit(url)
-        netloc = shown + parts.netloc
-        return self.known(urlunsplit((parts.scheme, netloc, parts.path, parts.query, "")))
+        split = _split_userinfo(url)
+        if split is not None:
+            scheme, user, password, rest = split
+            shown = f"{user}:{MASK}@" if password is not None else f"{user}@"
+            url = f"{scheme}://{shown}{rest}"
+        # Cut by hand: urlunsplit would turn sqlite:////abs/x.db into sqlite://abs/x.db.
+        return self.known(url.partition("#")[0])
 
 
 def redact(text: str, secrets: Iterable[str] = ()) -> str:
@@ -137,4 +174,4 @@ def safe_url(url: str, secrets: Iterable[str] = ()) -> str:
     return Redactor(secrets).url(url)
 
 
-__all__ = ["MASK", "Redactor", "redact", "safe_url"]
+__all__ = ["MASK", "MIN_SECRET", "Redactor", "quote_userinfo", "redact", "safe_url"]

@@ -2,18 +2,26 @@
 
 One loader for the matrix and the config: parse once into plain data plus a map from key path to
 line, then turn pydantic's ValidationError locations back into ``file:line path: message``.
+
+A message shows the offending value only when that is safe: never for a secret field (by the
+model's ``SecretStr`` fields, or by name: ``*token*``, ``*secret*``, ``*password*``, ``*key``),
+never a whole list or mapping, and what is shown passes the Redactor (a password inside a URL,
+token-shaped strings).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import re
+import typing
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, SecretBytes, SecretStr, ValidationError
 
 from escbridge.errors import Problem
+from escbridge.secrets import redact
 
 PathKey = tuple[str | int, ...]
 
@@ -81,15 +89,46 @@ def _index(node: yaml.Node, path: PathKey, lines: dict[PathKey, int]) -> None:
             _index(item, (*path, i), lines)
 
 
+#: Setting names whose values are credentials whatever the model says (a plugin may use str).
+_SECRET_NAME = re.compile(
+    r"(?i)(secret|token|passw(or)?d|api_?key|private_?key|credential)(?!.*(_url|_file|_cache)$)"
+)
+
+
+def is_secret_key(name: str) -> bool:
+    """Whether a setting called ``name`` holds a credential by its name alone."""
+    return bool(_SECRET_NAME.search(name))
+
+
+def secret_fields(model: type[BaseModel]) -> frozenset[str]:
+    """The fields of ``model`` typed ``SecretStr``/``SecretBytes`` (also inside Optional, lists)."""
+
+    def secret(annotation: Any) -> bool:
+        if annotation in (SecretStr, SecretBytes):
+            return True
+        return any(secret(arg) for arg in typing.get_args(annotation))
+
+    return frozenset(name for name, f in model.model_fields.items() if secret(f.annotation))
+
+
 def problems_from_validation(
-    doc: YamlDocument, error: ValidationError, prefix: Sequence[str | int] = ()
+    doc: YamlDocument,
+    error: ValidationError,
+    prefix: Sequence[str | int] = (),
+    *,
+    secrets: Collection[str] = (),
 ) -> list[Problem]:
-    """Turn pydantic's errors into Problems with the admin's line numbers and key paths."""
+    """Turn pydantic's errors into Problems with the admin's line numbers and key paths.
+
+    ``secrets`` names fields whose input is never shown (``secret_fields(model)``); fields whose
+    name says they hold a credential are hidden as well.
+    """
     problems = []
     for item in error.errors(include_url=False):
-        loc = [*prefix, *(p for p in item["loc"] if not _is_union_tag(p))]
-        message = _message(item)
-        problems.append(doc.problem(loc, message))
+        loc = [p for p in item["loc"] if not _is_union_tag(p)]
+        hidden = any(isinstance(p, str) and (p in secrets or is_secret_key(p)) for p in loc)
+        message = _message(item, hidden=hidden)
+        problems.append(doc.problem([*prefix, *loc], message))
     return problems
 
 
@@ -98,7 +137,7 @@ def _is_union_tag(part: object) -> bool:
     return isinstance(part, str) and (part.startswith("function-") or "[" in part)
 
 
-def _message(item: Any) -> str:
+def _message(item: Any, *, hidden: bool = False) -> str:
     kind = item.get("type", "")
     msg: str = item.get("msg", "")
     value = item.get("input")
@@ -109,11 +148,17 @@ def _message(item: Any) -> str:
     if msg.startswith("Value error, "):
         return msg.removeprefix("Value error, ")
     if kind.endswith("_type") or kind.endswith("_parsing"):
-        return f"{_show(value)} is not valid: {msg[0].lower() + msg[1:] if msg else kind}"
+        shown = "this secret value" if hidden else _show(value)
+        return f"{shown} is not valid: {msg[0].lower() + msg[1:] if msg else kind}"
     return msg
 
 
 def _show(value: object) -> str:
+    """The value an admin wrote, unless it is a collection (its items may be anything)."""
+    if isinstance(value, Mapping):
+        return "a mapping"
+    if isinstance(value, list | tuple | set):
+        return "a list"
     if isinstance(value, str):
-        return f'"{value}"'
-    return repr(value)
+        return f'"{redact(value)}"'
+    return redact(repr(value))

@@ -212,7 +212,9 @@ class Contract:
             out = _merge(out, self.inline(part, base))
         return out
 
-    def _operation(self, name: str, template: str, method: str, raw: Mapping[str, Any]) -> Operation:
+    def _operation(
+        self, name: str, template: str, method: str, raw: Mapping[str, Any]
+    ) -> Operation:
         regex = re.sub(r"\\\{[^}]+\\\}", "([^/]+)", re.escape(template))
         names = re.findall(r"\{([^}]+)\}", template)
         regex = regex.replace("([^/]+)", "(?P<%s>[^/]+)", len(names)) % tuple(names)
@@ -274,7 +276,9 @@ class Contract:
         out: list[Violation] = []
 
         def bad(where: str, keyword: str, message: str) -> None:
-            out.append(Violation(self.helpdesk, "request", op.operation_id, where, keyword, message))
+            out.append(
+                Violation(self.helpdesk, "request", op.operation_id, where, keyword, message)
+            )
 
         values: dict[str, list[str]] = {}
         for key, value in query:
@@ -308,7 +312,11 @@ class Contract:
                 bad("body", "json", "the body is not JSON")
             else:
                 for error in self._validator(op.body).iter_errors(document):
-                    bad(_pointer("body", error.absolute_path), str(error.validator), _short(error.message))
+                    bad(
+                        _pointer("body", error.absolute_path),
+                        str(error.validator),
+                        _short(error.message),
+                    )
         elif op.body is None and body and body.strip():
             bad("body", "unknown", "the operation takes no body")
         return op, out
@@ -318,7 +326,9 @@ class Contract:
         out: list[Violation] = []
 
         def bad(where: str, keyword: str, message: str) -> None:
-            out.append(Violation(self.helpdesk, "response", op.operation_id, where, keyword, message))
+            out.append(
+                Violation(self.helpdesk, "response", op.operation_id, where, keyword, message)
+            )
 
         key = str(status)
         if key in op.responses:

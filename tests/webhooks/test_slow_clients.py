@@ -16,9 +16,16 @@ import functools
 import http.client
 import importlib.util
 import json
+import os
+import shutil
+import signal
 import socket
+import ssl
+import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import ModuleType
 
@@ -50,50 +57,48 @@ def _bench() -> ModuleType:
 
 
 @contextlib.contextmanager
-def receiver(work: Path, *, body_timeout: float) -> Iterator[int]:
-    """gunicorn, 1 worker x 4 threads, with a Zendesk instance "eu"; yields its port."""
+def receiver(
+    work: Path, *, body_timeout: float, gunicorn_args: str = ""
+) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
+    """gunicorn, 1 worker x 4 threads, with a Zendesk instance "eu"; yields port and process."""
     work.mkdir()
     store_url = f"sqlite:///{work / 'escbridge.db'}"
     upgrade(store_url)
     config = write_config(work, store_url)
-    text = config.read_text(encoding="utf-8")
-    if "sandbox:" not in text:  # a loopback base_url needs it (until write_config says it)
-        config.write_text(text.replace("type: zendesk\n", "type: zendesk\n    sandbox: true\n"))
     env = {
         **ENV,
         "ESCBRIDGE_CONFIG": str(config),
         "ESCBRIDGE_WEBHOOK_BODY_TIMEOUT": str(body_timeout),
         "ESCBRIDGE_WEBHOOK_MAX_BODY_BYTES": str(MAX_BODY),
         "ESCBRIDGE_WEBHOOK_METRICS_CACHE_SECONDS": "0",
+        "GUNICORN_CMD_ARGS": gunicorn_args,
     }
     args = argparse.Namespace(workers=1, threads=4, log_level="info")
-    with _bench().gunicorn("escbridge_webhooks.wsgi:app", work, args, env, "receiver") as (
-        port,
-        _process,
-    ):
-        yield port
+    with _bench().gunicorn("escbridge_webhooks.wsgi:app", work, args, env, "receiver") as running:
+        yield running
 
 
 @pytest.fixture(scope="module")
 def patient(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     """A receiver whose deadline outlasts every guard: its stalled clients stay open."""
-    with receiver(tmp_path_factory.mktemp("slow") / "patient", body_timeout=600) as running:
-        yield running
+    with receiver(tmp_path_factory.mktemp("slow") / "patient", body_timeout=600) as (port, _):
+        yield port
 
 
 # --- clients ---------------------------------------------------------------------------------
 
 
 def connect(port: int) -> socket.socket:
-    sock = socket.create_connection(("127.0.0.1", port), timeout=GUARD)
-    return sock
+    return socket.create_connection(("127.0.0.1", port), timeout=GUARD)
 
 
-def stalled_upload(port: int) -> socket.socket:
+def stalled_upload(
+    port: int, wrap: Callable[[socket.socket], socket.socket] = lambda s: s
+) -> socket.socket:
     """Complete headers, half of a signed delivery's body, then nothing."""
     body = event_body()
     head = "".join(f"{k}: {v}\r\n" for k, v in signed(body).items())
-    sock = connect(port)
+    sock = wrap(connect(port))
     sock.sendall(
         f"POST /webhooks/eu HTTP/1.1\r\nHost: receiver\r\n{head}"
         f"Content-Length: {len(body)}\r\n\r\n".encode()
@@ -120,8 +125,11 @@ def still_open(sock: socket.socket) -> bool:
     timeout = sock.gettimeout()
     sock.setblocking(False)  # a socket with a timeout would wait for data
     try:
-        sock.recv(1, socket.MSG_PEEK)
-    except BlockingIOError:
+        if isinstance(sock, ssl.SSLSocket):  # no peeking through TLS; a byte read is an answer
+            sock.recv(1)
+        else:
+            sock.recv(1, socket.MSG_PEEK)
+    except (BlockingIOError, ssl.SSLWantReadError):
         return True
     except ConnectionError:
         return False
@@ -131,6 +139,7 @@ def still_open(sock: socket.socket) -> bool:
 
 
 def read_until_closed(sock: socket.socket) -> bytes:
+    """Everything the server sends until it closes the connection."""
     received = b""
     with contextlib.suppress(ConnectionResetError):
         while chunk := sock.recv(65536):
@@ -178,7 +187,8 @@ def raw_exchange(port: int, request: bytes) -> tuple[bytes, socket.socket]:
     return read_answer(sock), sock
 
 
-def chunked_delivery(body: bytes, *, extra: bytes = b"") -> bytes:
+def chunked_delivery(body: bytes) -> bytes:
+    """A signed delivery in two chunks, the first with a chunk extension."""
     head = "".join(f"{k}: {v}\r\n" for k, v in signed(body).items()).encode()
     half = len(body) // 2
     chunks = b"%x;note=split\r\n%s\r\n%x\r\n%s\r\n0\r\n\r\n" % (
@@ -190,7 +200,6 @@ def chunked_delivery(body: bytes, *, extra: bytes = b"") -> bytes:
     return (
         b"POST /webhooks/eu HTTP/1.1\r\nHost: receiver\r\n"
         + head
-        + extra
         + b"Transfer-Encoding: chunked\r\n\r\n"
         + chunks
     )
@@ -315,7 +324,7 @@ def test_a_body_over_the_limit_is_answered_413_and_the_connection_closed(
 def test_requests_not_complete_by_the_deadline_are_answered_408_and_closed(
     tmp_path: Path,
 ) -> None:
-    with receiver(tmp_path / "strict", body_timeout=1) as port:
+    with receiver(tmp_path / "strict", body_timeout=1) as (port, _):
         stalled = [stalled_upload(port) for _ in range(STALLED)]
         loris = [Slowloris(port) for _ in range(SLOWLORIS)]
         silent = connect(port)  # connects and sends nothing at all
@@ -326,4 +335,192 @@ def test_requests_not_complete_by_the_deadline_are_answered_408_and_closed(
             assert get(port, "/healthz") == 200
         finally:
             for sock in [*stalled, *(c.sock for c in loris), silent]:
+                sock.close()
+
+
+def test_a_stopping_receiver_does_not_wait_for_stalled_clients(tmp_path: Path) -> None:
+    # gunicorn would wait up to graceful_timeout for connections still in progress.
+    slow_stop = "--graceful-timeout 600"
+    with receiver(tmp_path / "stop", body_timeout=600, gunicorn_args=slow_stop) as (port, process):
+        stalled = [stalled_upload(port) for _ in range(STALLED)]
+        try:
+            assert get(port, "/healthz") == 200  # accepted after all of them
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(GUARD) == 0
+            for sock in stalled:
+                assert read_until_closed(sock).startswith(b"HTTP/1.1 408")
+        finally:
+            for sock in stalled:
+                sock.close()
+
+
+# --- the nginx recipe (webhooks/deploy/nginx.conf) -------------------------------------------
+
+RECIPE = REPO / "webhooks" / "deploy" / "nginx.conf"
+HOSTNAME = "escbridge.example.com"
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+@pytest.fixture(scope="module")
+def nginx_binary() -> str:
+    """nginx (scripts/ensure-nginx.sh installs it); skipped loudly, or failed under CI."""
+    found = shutil.which("nginx") or next(
+        (p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if os.access(p, os.X_OK)), None
+    )
+    if found is None:
+        message = "nginx not installed: run scripts/ensure-nginx.sh as root (apt nginx-light)"
+        if IN_CI:
+            pytest.fail(f"{message} (CI=true: the nginx recipe must be checked)", pytrace=False)
+        pytest.skip(message)
+    return found
+
+
+def self_signed(directory: Path) -> tuple[Path, Path]:
+    """A certificate for HOSTNAME and its key (PEM files)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, HOSTNAME)])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(HOSTNAME)]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "fullchain.pem", directory / "privkey.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+def recipe(directory: Path, **replacements: str) -> Path:
+    """The shipped recipe, as an admin would adapt it, inside a minimal nginx.conf."""
+    cert, key = self_signed(directory)
+    text = RECIPE.read_text(encoding="utf-8")
+    for old, new in {
+        "/etc/ssl/escbridge/fullchain.pem": str(cert),
+        "/etc/ssl/escbridge/privkey.pem": str(key),
+        **replacements,
+    }.items():
+        assert text.count(old) == 1, f"{old!r} is not in the recipe once"
+        text = text.replace(old, new)
+    (directory / "escbridge.conf").write_text(text, encoding="utf-8")
+    main = directory / "nginx.conf"
+    main.write_text(
+        "daemon off;\nmaster_process off;\n"
+        f"pid {directory / 'nginx.pid'};\nerror_log {directory / 'error.log'} info;\n"
+        "events { worker_connections 256; }\n"
+        "http {\n    access_log off;\n"
+        f"    client_body_temp_path {directory / 'body'};\n"
+        f"    proxy_temp_path {directory / 'proxy'};\n"
+        f"    include {directory / 'escbridge.conf'};\n}}\n",
+        encoding="utf-8",
+    )
+    return main
+
+
+def nginx_command(binary: str, main: Path, *extra: str) -> list[str]:
+    return [binary, "-e", "stderr", "-p", str(main.parent), "-c", str(main), *extra]
+
+
+def test_the_nginx_recipe_passes_nginx_t(nginx_binary: str, tmp_path: Path) -> None:
+    main = recipe(tmp_path)
+    result = subprocess.run(
+        nginx_command(nginx_binary, main, "-t"), capture_output=True, text=True, timeout=GUARD
+    )
+    assert result.returncode == 0, result.stderr
+    assert "syntax is ok" in result.stderr and "test is successful" in result.stderr
+
+
+@contextlib.contextmanager
+def nginx_in_front(binary: str, directory: Path, upstream: int) -> Iterator[int]:
+    """nginx with the recipe on a free loopback port, proxying to ``upstream``."""
+    port = _bench().free_port()
+    adapted = {
+        "listen 443 ssl;": f"listen 127.0.0.1:{port} ssl;",
+        "server 127.0.0.1:8000;": f"server 127.0.0.1:{upstream};",
+    }
+    main = recipe(directory, **adapted)
+    process = subprocess.Popen(nginx_command(binary, main), stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + GUARD
+        while True:
+            assert process.poll() is None, process.stderr.read() if process.stderr else ""
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
+                break
+            assert time.monotonic() < deadline, "nginx did not listen"
+            time.sleep(0.05)
+        yield port
+    finally:
+        process.terminate()
+        try:
+            process.wait(GUARD)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(GUARD)
+        if process.stderr:
+            process.stderr.close()
+
+
+def tls_context(directory: Path) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=str(directory / "fullchain.pem"))
+    context.check_hostname = False  # the certificate names HOSTNAME; we dial 127.0.0.1
+    return context
+
+
+def test_behind_the_nginx_recipe_stalled_uploads_never_reach_the_receiver(
+    nginx_binary: str, patient: int, tmp_path: Path
+) -> None:
+    with nginx_in_front(nginx_binary, tmp_path, patient) as port:
+        context = tls_context(tmp_path)
+
+        def tls(sock: socket.socket) -> socket.socket:
+            return context.wrap_socket(sock, server_hostname=HOSTNAME)
+
+        def https() -> http.client.HTTPSConnection:
+            return http.client.HTTPSConnection("127.0.0.1", port, timeout=GUARD, context=context)
+
+        def status(method: str, path: str, body: bytes | None = None) -> int:
+            conn = https()
+            try:
+                if body is None:
+                    conn.request(method, path)
+                else:
+                    conn.request(method, path, body=body, headers=signed(body))
+                response = conn.getresponse()
+                response.read()
+                return response.status
+            finally:
+                conn.close()
+
+        # One address may hold 32 connections with a request in progress: 31 stalled here.
+        stalled = [stalled_upload(port, wrap=tls) for _ in range(31)]
+        try:
+            assert status("GET", "/healthz") == 200
+            assert status("POST", "/webhooks/eu", event_body()) == 202
+            assert status("GET", "/metrics") == 404  # not published
+            assert status("GET", "/readyz") == 404
+            assert status("POST", "/webhooks/eu", b"x" * (2 * 1024 * 1024)) == 413  # nginx's
+            assert all(still_open(sock) for sock in stalled)
+
+            stalled.append(stalled_upload(port, wrap=tls))  # the 32nd: the address is full
+            assert status("GET", "/healthz") == 429
+        finally:
+            for sock in stalled:
                 sock.close()

@@ -57,8 +57,21 @@ header_names = st.sampled_from(
     ]
 ) | st.from_regex(r"\AX-[A-Za-z][A-Za-z0-9-]{0,20}\Z")
 
+# What a signed body can carry that no store keeps or no parser should meet: NUL and lone
+# surrogates (json.dumps writes them as \u escapes), numbers past any id, NaN and Infinity.
+hostile_values = (
+    st.text(st.sampled_from(["\x00", "\ud800", "\udfff", "a", "7"]), min_size=1, max_size=6)
+    | st.integers(min_value=10**70, max_value=10**90)
+    | st.sampled_from([float("nan"), float("inf"), float("-inf")])
+)
+
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=30),
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False)
+    | st.text(max_size=30)
+    | hostile_values,
     lambda inner: (
         st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4)
     ),
@@ -84,6 +97,7 @@ def zendesk_like(draw: st.DrawFn) -> bytes:
 
 bodies = (
     st.binary(max_size=200)
+    | st.integers(min_value=33, max_value=2000).map(lambda n: b"[" * n + b"]" * n)
     | st.binary(min_size=MAX_BODY - 8, max_size=MAX_BODY + 8)
     | st.text(max_size=300).map(str.encode)
     | json_values.map(lambda v: json.dumps(v).encode())

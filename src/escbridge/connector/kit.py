@@ -607,7 +607,9 @@ def is_loopback_url(url: str) -> bool:
 _NETLOC_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-:[]")
 
 
-def credential_url_problem(url: str, *, domains: Collection[str], sandbox: bool) -> str | None:
+def credential_url_problem(
+    url: str, *, domains: Collection[str], sandbox: bool, label: str = ""
+) -> str | None:
     """Why ``url`` must not receive an instance's credentials, or None when it may.
 
     The one host rule of every connector (a typo or a hostile config must never send a token
@@ -615,6 +617,7 @@ def credential_url_problem(url: str, *, domains: Collection[str], sandbox: bool)
     default port), or — only with ``sandbox: true`` — http(s) on a loopback address, where the
     emulators run. A netloc holding anything but a host and a port (user info, ``\\``, ``%``)
     is refused outright, so no HTTP library can read another host out of it than this rule did.
+    ``label`` names the allowed hosts in the message (e.g. "a Zoho domain").
     """
     try:
         parts = urlsplit(url.strip())
@@ -633,13 +636,14 @@ def credential_url_problem(url: str, *, domains: Collection[str], sandbox: bool)
             "must be on 127.0.0.1, ::1 or localhost with sandbox: true (a sandbox never "
             "receives real credentials from elsewhere)"
         )
-    if is_loopback_url(url):
-        return "a loopback address is allowed only with sandbox: true (the built-in emulators)"
     on_domain = any(host == d or host.endswith("." + d) for d in domains)
     if parts.scheme == "https" and on_domain and port in (None, 443):
         return None
-    names = " or ".join(f"https://….{d}" for d in domains) or "the helpdesk's own host"
-    return f"must be {names}: the credentials are sent there"
+    where = label or " or ".join(domains) or "the helpdesk's own domain"
+    return (
+        f"must be an https URL on {where}; other hosts (a loopback address too) are allowed "
+        "only for a local emulator with sandbox: true"
+    )
 
 
 # --------------------------------------------------------------------------- sliding window

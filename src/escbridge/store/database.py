@@ -201,15 +201,21 @@ def _sqlite_engine(url: URL, busy_timeout: float) -> sa.Engine:
 
 def _file_writable(path: str) -> bool:
     """Whether this process may open the database and its WAL for writing now, as SQLite
-    tries to: when it may not, SQLite opens the connection read-only, silently."""
+    tries to: when it may not, SQLite opens the connection read-only, silently.
+
+    Asked with access(2), never by opening the file: closing any descriptor of a file drops
+    every POSIX lock this process holds on it, SQLite's included. Without its shared lock on
+    the database, another process closing its last connection deletes the WAL under this
+    one, whose commits then go to a deleted file: answered 202, invisible to the workers,
+    and lost if this process is killed.
+    """
     for name in (path, f"{path}-wal"):
-        try:
-            fd = os.open(name, os.O_RDWR)
-        except FileNotFoundError:
+        if not os.path.exists(name):
             continue  # SQLite creates it: nothing read-only to remember
-        except OSError:
+        if not os.access(
+            name, os.R_OK | os.W_OK, effective_ids=os.access in os.supports_effective_ids
+        ):
             return False
-        os.close(fd)
     return True
 
 

@@ -10,8 +10,11 @@ automation-rule webhook, a receiver and the worker.
 from __future__ import annotations
 
 import pytest
+import test_freshdesk_e2e
 from escbridge_freshdesk.sandbox import WEBHOOK_TEMPLATE
-from test_freshdesk_e2e import Rig, escalated, rig  # noqa: F401 - the loopback rig
+from test_freshdesk_e2e import Rig, escalated
+
+rig = test_freshdesk_e2e.rig  # the loopback rig (emulator, receiver, worker) of the e2e tests
 
 WITHOUT_PERFORMER = WEBHOOK_TEMPLATE.replace('"performer": "{{event_performer.email}}", ', "")
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import io
 import threading
 from collections.abc import Iterator
@@ -131,18 +132,39 @@ class _Listener(BaseHTTPRequestHandler):
         pass
 
 
-@pytest.fixture
-def listener() -> Iterator[tuple[str, list[dict[str, str]]]]:
-    seen: list[dict[str, str]] = []
-    handler = type("Listener", (_Listener,), {"seen": seen})
+class _Redirector(BaseHTTPRequestHandler):
+    """Answers every request with a redirect to ``target`` (another host, as far as the
+    client can tell: another port)."""
+
+    target: str
+
+    def do_GET(self) -> None:
+        self.send_response(302)
+        self.send_header("Location", f"{self.target}{self.path}")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def _serving(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", seen
+        yield f"http://127.0.0.1:{server.server_address[1]}"
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.fixture
+def listener() -> Iterator[tuple[str, list[dict[str, str]]]]:
+    seen: list[dict[str, str]] = []
+    with _serving(type("Listener", (_Listener,), {"seen": seen})) as url:
+        yield url, seen
 
 
 def write_config(directory: Path, base_url: str, *, sandbox: bool = False) -> argparse.Namespace:
@@ -204,3 +226,14 @@ def test_check_talks_to_a_loopback_sandbox_when_sandbox_is_true(
     assert "connected as escbridge <escbridge@sandbox.example>" in out.getvalue()
     basic = base64.b64encode(b"escbridge@sandbox.example/token:sandbox-admin-token").decode()
     assert basic not in out.getvalue()
+
+
+def test_a_redirect_from_the_configured_host_does_not_carry_the_token(
+    listener: tuple[str, list[dict[str, str]]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    elsewhere, seen = listener
+    monkeypatch.setenv("ZENDESK_API_TOKEN", TOKEN)
+    with _serving(type("Redirector", (_Redirector,), {"target": elsewhere})) as configured:
+        run_check(write_config(tmp_path, configured, sandbox=True), out=io.StringIO())
+    assert seen, "the redirect was followed"
+    assert all("Authorization" not in headers for headers in seen), seen

@@ -212,3 +212,87 @@ def test_credits_running_out_stops_the_scan_and_the_next_day_loses_nothing(rsps,
     for page in connector.iter_tickets(None, last_cursor):
         seen.extend(t.id for t in page.tickets)
     assert set(seen) == {t["id"] for t in data}
+
+
+def test_the_marker_tag_is_read_for_search_items_that_have_tags(rsps, clock):
+    """Desk's ticket JSON counts tags (``tagCount``) but does not list them: a ticket with some
+    costs one ``GET /tickets/{id}/tags``, one without none."""
+    data = tickets(3)
+    data[1]["tagCount"] = "2"
+    install(rsps, SearchDesk(data, full_items=True))
+    rsps.get(
+        f"{DESK}/tickets/100001/tags",
+        json={"tags": [
+            {"id": "5543000009000001", "name": "escbridge_l2", "tagType": "MANUAL"},
+            {"id": "5543000009000002", "name": "VIP", "tagType": "MANUAL"},
+        ]},
+    )  # fmt: skip
+    pages, _ = scan(make_connector(clock), since=START)
+    read = [(t.level, t.tags) for p in pages for t in p.tickets]
+    assert read == [(None, frozenset()), ("l2", {"escbridge_l2", "vip"}), (None, frozenset())]
+    assert [c.request.url for c in rsps.calls if c.request.url.endswith("/tags")] == [
+        f"{DESK}/tickets/100001/tags"
+    ]
+
+
+class TagSearch(SearchDesk):
+    """Search items that carry ``cf`` but not ``tagCount``; ``tag=${NotEmpty}&id=…`` answers
+    which of them have tags (or is refused with Desk's 422, ``refuse=True``)."""
+
+    def __init__(self, tickets, tagged, *, refuse=False):
+        super().__init__(tickets, full_items=True)
+        self.tagged = tagged
+        self.refuse = refuse
+        self.tag_queries: list[dict[str, str]] = []
+
+    def __call__(self, request):
+        q = {k: v[0] for k, v in parse_qs(urlsplit(request.url).query).items()}
+        if "tag" not in q:
+            status, headers, body = super().__call__(request)
+            if status == 200:
+                data = json.loads(body)
+                for item in data["data"]:
+                    item.pop("tagCount", None)
+                body = json.dumps(data)
+            return status, headers, body
+        self.tag_queries.append(q)
+        if self.refuse:
+            return 422, {}, '{"errorCode":"UNPROCESSABLE_ENTITY","message":"id is invalid"}'
+        hits = [{"id": i} for i in q["id"].split(",") if i in self.tagged]
+        return (200, {}, json.dumps({"data": hits, "count": len(hits)})) if hits else (204, {}, "")
+
+
+def tag_reply(rsps, ticket_id):
+    rsps.get(
+        f"{DESK}/tickets/{ticket_id}/tags",
+        json={"tags": [{"id": "5543000009000001", "name": "escbridge_l2", "tagType": "MANUAL"}]},
+    )
+
+
+def tag_reads(rsps):
+    return [c.request.url.split("/")[-2] for c in rsps.calls if c.request.url.endswith("/tags")]
+
+
+def test_one_tag_search_tells_which_items_have_tags(rsps, clock):
+    """Search.json's ``tag`` filter (``${NotEmpty}``) and ``id`` list: one search for the page
+    instead of a tag read per item."""
+    desk = TagSearch(tickets(4), tagged={"100002"})
+    install(rsps, desk)
+    tag_reply(rsps, "100002")
+    pages, _ = scan(make_connector(clock), since=START)
+    assert [t.level for p in pages for t in p.tickets] == [None, None, "l2", None]
+    assert [(q["tag"], q["id"]) for q in desk.tag_queries] == [
+        ("${NotEmpty}", "100000,100001,100002,100003")
+    ]
+    assert tag_reads(rsps) == ["100002"]
+
+
+def test_a_refused_tag_search_reads_each_items_tags(rsps, clock):
+    desk = TagSearch(tickets(3), tagged={"100001"}, refuse=True)
+    install(rsps, desk)
+    for i in ("100000", "100002"):
+        rsps.get(f"{DESK}/tickets/{i}/tags", json={"tags": []})
+    tag_reply(rsps, "100001")
+    pages, _ = scan(make_connector(clock), since=START)
+    assert [t.level for p in pages for t in p.tickets] == [None, "l2", None]
+    assert sorted(tag_reads(rsps)) == ["100000", "100001", "100002"]

@@ -20,7 +20,6 @@ from werkzeug.exceptions import HTTPException, NotFound
 
 from escbridge.errors import (
     RequestBodyError,
-    StoreDataError,
     StoreSchemaError,
     StoreUnavailableError,
 )
@@ -348,16 +347,7 @@ def create_app(
             content_length=request.content_length,
             read_body=lambda limit: _read_limited(request.stream, limit),
         )
-        try:
-            reply = receiver.handle(req)
-        except StoreDataError as error:
-            # The last net: the chain refuses what the store cannot hold before it gets there
-            # (event_problem). If the store still refuses an event for what it holds, retrying
-            # cannot help: a 400, never a 500 or 503 the helpdesk would retry for days.
-            log.warning("webhook %s: 400 the store refused an event: %s", instance, error)
-            detail = "an event of this delivery cannot be stored"
-            reply = Reply(400, {"error": "invalid payload", "detail": detail}, "bad_payload")
-        return _reply(reply)
+        return _reply(receiver.handle(req))
 
     @app.get("/webhooks/<instance>")
     def webhook_validation(instance: str) -> Response:
@@ -369,12 +359,18 @@ def create_app(
         reply = _validation(connector, instance, request.args.to_dict())
         if reply is None:
             return jsonify(status="ok")
+        known = instance if connector is not None else UNKNOWN_INSTANCE
         log.info(
             "webhook validation %s: %s %s",
-            instance if connector is not None else UNKNOWN_INSTANCE,
+            known,
             reply.status,
             reply.outcome,
-            extra={"status": reply.status, "outcome": reply.outcome, "reason": reply.reason},
+            extra={
+                "instance": known,
+                "status": reply.status,
+                "outcome": reply.outcome,
+                "reason": reply.reason,
+            },
         )
         return _reply(reply)
 

@@ -13,16 +13,18 @@ is handed over as soon as that is known, so the receiver answers its 413, and th
 is then closed rather than kept alive.
 
 A connection that gunicorn closes "gracefully" (FIN, then reading what the client still
-sends) lingers in the event loop as well: gunicorn 27 drains it in the event loop itself,
-blocking it for up to 2 s per client that does not close its end.
+sends) is drained by the event loop without blocking it; gunicorn 27 drains it with blocking
+reads there, up to 2 s per client that does not close its end, during which nothing else is
+accepted or handed over. A stopping worker gives requests still arriving 2 s, not the whole
+``graceful_timeout``.
 
 Not buffered, served as gunicorn does (put TLS in front, see webhooks/deploy/nginx.conf):
 TLS terminated by gunicorn itself, and HTTP/2 with prior knowledge.
 
-Written for gunicorn's gthread worker as of 27; it overrides four methods that gthread has had
-since version 20 (``enqueue_req``, ``handle_request``, ``murder_keepalived`` and ``__init__``)
-and relies on ``TConn``'s ``sock``, ``parser``, ``init()`` and ``close()`` and on the parser's
-``unreader.unread()``.
+Written for gunicorn 27's gthread (webhooks/pyproject.toml pins >=27,<28; with 23, for one, a
+connection that never sends a byte is never closed, and a pipelined request is not served). It
+overrides ``enqueue_req``, ``handle_request`` and ``murder_keepalived``, and relies on
+``TConn``'s ``sock``, ``parser``, ``init()`` and ``close()`` and on the parser's unreader.
 """
 
 from __future__ import annotations
@@ -195,7 +197,7 @@ class Framing:
             if self._decoded > self.max_body:
                 self.close_after = True
                 return Verdict.READY  # the receiver reads max_body + 1 bytes and answers 413
-            if len(buf) - self._header_end > 2 * self.max_body + CHUNK_OVERHEAD:
+            if self._pos - self._header_end > 2 * self.max_body + CHUNK_OVERHEAD:
                 return self._refuse(413, "chunk framing too large")
             if self._state == "size":
                 eol = buf.find(b"\r\n", self._pos)
@@ -272,14 +274,13 @@ def _peer(conn: Any) -> str:
     return str(client or "-")
 
 
-def _prior_knowledge_h2c(cfg: Any, client: Any) -> bool:
-    """Whether gunicorn (>= 24) sniffs this connection for an HTTP/2 preface."""
+def _h2c_sniffer() -> Any:
+    """gunicorn's check whether it sniffs a connection for an HTTP/2 preface (or a no)."""
     try:
         negotiation: Any = importlib.import_module("gunicorn.http2.negotiation")
     except ImportError:
-        return False
-    check = getattr(negotiation, "prior_knowledge_allowed", None)
-    return bool(check(cfg, client)) if check is not None else False
+        return lambda _cfg, _client: False
+    return negotiation.prior_knowledge_allowed
 
 
 # gunicorn ships no type information.
@@ -300,7 +301,9 @@ class BufferingThreadWorker(_ThreadWorker):  # type: ignore[misc]
         # Insertion order is deadline order: every deadline is "now + body_timeout".
         self._filling: dict[Any, _Filling] = {}
         self._lingering: dict[Any, float] = {}  # socket -> when it is closed anyway
+        self._stop_deadline: float | None = None  # set when the worker starts stopping
         self._passthrough = bool(self.cfg.is_ssl)
+        self._sniffs_h2c = _h2c_sniffer()
         if self._passthrough:
             self.log.warning(
                 "TLS is terminated by gunicorn: requests are not read ahead, so slow clients "
@@ -314,7 +317,7 @@ class BufferingThreadWorker(_ThreadWorker):  # type: ignore[misc]
         if self._passthrough or getattr(conn, "is_http2", False):
             super().enqueue_req(conn)
             return
-        if not getattr(conn, "initialized", False) and _prior_knowledge_h2c(self.cfg, conn.client):
+        if not getattr(conn, "initialized", False) and self._sniffs_h2c(self.cfg, conn.client):
             super().enqueue_req(conn)
             return
         self._own_close(conn)
@@ -324,6 +327,8 @@ class BufferingThreadWorker(_ThreadWorker):  # type: ignore[misc]
         conn.sock.setblocking(False)
         leftover = self._take_buffered(conn)  # pipelined bytes a thread already read
         if leftover and self._advance(conn, framing.feed(leftover)):
+            return
+        if self._read(conn):  # usually the whole request is there already: no poller round
             return
         with self._poller_lock():
             self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._on_readable, conn))
@@ -336,17 +341,27 @@ class BufferingThreadWorker(_ThreadWorker):  # type: ignore[misc]
 
     def murder_keepalived(self, *args: Any, **kwargs: Any) -> None:
         """gthread calls this on every turn of its loop (and with force=True on the way out):
-        the requests past their deadline, and the lingering connections, are closed too."""
+        the requests past their deadline, and the lingering connections, are closed too. A
+        stopping worker gives requests still arriving LINGER_SECONDS at most, as gthread
+        does kept-alive connections, so stalled clients cannot hold up a restart."""
         super().murder_keepalived(*args, **kwargs)
         force = bool(kwargs.get("force", args[0] if args else False))
         now = time.monotonic()
+        if not self.alive and self._stop_deadline is None:
+            self._stop_deadline = now + LINGER_SECONDS
+        stopping = self._stop_deadline is not None and self._stop_deadline <= now
         for conn, filling in list(self._filling.items()):
-            if filling.deadline > now and not force:
-                break
+            if filling.deadline > now and not (force or stopping):
+                break  # the rest have later deadlines
+            why = (
+                "the worker is stopping"
+                if filling.deadline > now
+                else f"request not complete within {self.body_timeout:g} s"
+            )
             self.log.info(
-                "closed a connection from %s: request not complete within %g s (%d bytes read)",
+                "closed a connection from %s: %s (%d bytes read)",
                 filling.peer,
-                self.body_timeout,
+                why,
                 len(filling.framing.buffer),
             )
             self._answer_and_close(conn, 408, "request not complete in time")
@@ -358,13 +373,15 @@ class BufferingThreadWorker(_ThreadWorker):  # type: ignore[misc]
     # --- reading a request -----------------------------------------------------------------
 
     def _on_readable(self, conn: Any, _fileobj: Any) -> None:
-        filling = self._filling.get(conn)
-        if filling is None:
-            return
+        if conn in self._filling:
+            self._read(conn)
+
+    def _read(self, conn: Any) -> bool:
+        """One non-blocking read; True when the connection left the event loop's reading."""
         try:
             data = conn.sock.recv(RECV_SIZE)
         except (BlockingIOError, InterruptedError):
-            return
+            return False
         except OSError:
             data = b""
         if not data:  # the client went away before its request was complete
@@ -372,8 +389,8 @@ class BufferingThreadWorker(_ThreadWorker):  # type: ignore[misc]
             del self._filling[conn]
             self.nr_conns -= 1
             _util.close(conn.sock)
-            return
-        self._advance(conn, filling.framing.feed(data))
+            return True
+        return self._advance(conn, self._filling[conn].framing.feed(data))
 
     def _advance(self, conn: Any, verdict: Verdict) -> bool:
         """Act on a verdict; True when the connection left the event loop's reading."""

@@ -204,10 +204,8 @@ class FreshdeskConnector(BaseConnector[FreshdeskConfig, _Write]):
         identity = (
             f"{contact.get('name') or ''} <{contact.get('email') or ''}> (agent {me.get('id')})"
         )
-        notes_.append(
-            f"escbridge writes as agent {me.get('id')}; a rule body without a performer is "
-            "told apart by the worker (the ticket as escbridge left it)"
-        )
+        if self.identity.known is not None:
+            notes_.append(f"escbridge writes as {self.identity.known}")
         if me.get("occasional"):
             notes_.append("the API key's agent is an occasional agent (uses day passes)")
 
@@ -428,10 +426,17 @@ class FreshdeskConnector(BaseConnector[FreshdeskConfig, _Write]):
 
     # ------------------------------------------------------------------ bulk (platform part)
 
+    #: What bulk ``properties.tags`` does (api-audit #16, UNCONFIRMED): None until seen on a
+    #: ticket, True when it appended (an old level tag stayed), False when it replaced.
+    _bulk_tags_append: bool | None = None
+
     def _bulk_key(self, prepared: _Write) -> str | None:
         """Tickets whose whole PUT body is the same — same group, priority, unassign and
-        resulting tag list — share one ``bulk_update``; a resumed write goes alone."""
+        resulting tag list — share one ``bulk_update``; a resumed write goes alone, and so does
+        one that removes tags once bulk is known to append them (a PUT does it in one call)."""
         if prepared.resumed or not prepared.body:
+            return None
+        if self._bulk_tags_append and _removed_tags(prepared):
             return None
         return json.dumps(prepared.body, sort_keys=True)
 
@@ -453,8 +458,12 @@ class FreshdeskConnector(BaseConnector[FreshdeskConfig, _Write]):
         for w in batch:
             error = outcome.get(w.ticket.id, "unknown")
             unknown = error == _RUNNING  # a job still running may yet write: settled by the base
+            removed = _removed_tags(w)
             if error in ("unknown", _RUNNING):
-                error = self._verify(w.ticket.id, w.body)
+                error = self._verify(w.ticket.id, w.body, removed)
+            elif error is None and removed and self._bulk_tags_append is not False:
+                # Bulk may append tags instead of replacing them: look until it is known.
+                error = self._verify(w.ticket.id, {"tags": w.body["tags"]}, removed)
             if error is None:
                 written = partial(
                     self._write_notes, w.ticket.id, {"updated_at": None}, w.actions, resumed=False
@@ -511,17 +520,25 @@ class FreshdeskConnector(BaseConnector[FreshdeskConfig, _Write]):
                 out[ticket_id] = "unknown"
         return out
 
-    def _verify(self, ticket_id: str, body: Mapping[str, Any]) -> str | None:
-        """Whether a bulk change is on the ticket, when the bulk answer did not say."""
+    def _verify(
+        self, ticket_id: str, body: Mapping[str, Any], removed: Collection[str] = ()
+    ) -> str | None:
+        """Whether a bulk change is on the ticket (when the bulk answer did not say, or when
+        its tags may have been appended): None, or what is missing.
+
+        Tags: every tag of the body (ours and the humans' we read) must be there, and the
+        ``removed`` ones (an old level tag) gone. Bulk that appended leaves them: then one PUT
+        of the ticket's tags without them fixes it (a refused PUT is logged: the newest level
+        tag wins anyway), and later writes that remove tags skip bulk (``_bulk_key``).
+        """
         try:
             raw = self.api.ticket(ticket_id)
         except ApiError as exc:
             return f"bulk result unknown and the ticket could not be read: {exc.message}"
+        tags = [str(t) for t in raw.get("tags") or ()]
         for key, value in body.items():
             if key == "tags":
-                if not {str(t).lower() for t in value} <= {
-                    str(t).lower() for t in raw.get("tags") or ()
-                }:
+                if not {str(t).lower() for t in value} <= {t.lower() for t in tags}:
                     return "bulk update did not reach the ticket (tags)"
             elif key == "custom_fields":
                 got = raw.get("custom_fields") or {}
@@ -529,6 +546,31 @@ class FreshdeskConnector(BaseConnector[FreshdeskConfig, _Write]):
                     return "bulk update did not reach the ticket (custom fields)"
             elif raw.get(key) != value:
                 return f"bulk update did not reach the ticket ({key})"
+        if not removed:
+            return None
+        left = sorted({t.lower() for t in tags} & set(removed))
+        if not left:
+            self._bulk_tags_append = False
+            return None
+        if not self._bulk_tags_append:
+            log.warning(
+                "Freshdesk bulk_update appended tags instead of replacing them (%s stayed on "
+                "ticket %s): removing them with one update per ticket",
+                ", ".join(left),
+                ticket_id,
+            )
+        self._bulk_tags_append = True
+        try:
+            self.api.update_ticket(ticket_id, {"tags": [t for t in tags if t.lower() not in left]})
+        except ApiError as exc:
+            # The escalation is on the ticket; a stale tag left is what an appending PUT
+            # leaves too (the newest level tag wins), so it is logged, not failed.
+            log.warning(
+                "ticket %s: could not remove %s after the bulk update: %s",
+                ticket_id,
+                ", ".join(left),
+                exc,
+            )
         return None
 
     # ------------------------------------------------------------------ sync
@@ -680,6 +722,14 @@ def _status_choices(choices: Any) -> dict[int, str]:
                 if code is not None and str(code).isdigit():
                     out[int(code)] = str(item.get("label") or item.get("name") or code)
     return out
+
+
+def _removed_tags(prepared: _Write) -> frozenset[str]:
+    """The tags (lower case) a write takes off the ticket: those read but not in its body."""
+    if "tags" not in prepared.body:
+        return frozenset()
+    kept = {str(t).lower() for t in prepared.body["tags"]}
+    return frozenset(str(t).lower() for t in prepared.raw.get("tags") or ()) - kept
 
 
 def _succeeded_failed(answer: Mapping[str, Any], ids: Sequence[str]) -> dict[str, str | None]:

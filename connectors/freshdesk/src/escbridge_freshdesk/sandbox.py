@@ -13,7 +13,8 @@ with the configured auth (basic or a secret header) whenever a ticket is created
 
 Where Freshdesk's behaviour is UNCONFIRMED the emulator takes one side per option, so tests
 prove the connector handles both: ``bulk_mode`` ("sync": ``succeeded``/``failed``; "job":
-``job_id``/``href``), ``tags_mode`` ("replace" or "append"), ``accept_null_responder``.
+``job_id``/``href``), ``tags_mode`` ("replace" or "append"), ``bulk_tags_mode`` (the same for
+``bulk_update``'s ``properties.tags``; None: as ``tags_mode``), ``accept_null_responder``.
 ``faults`` (:mod:`escbridge.sandbox.faults`, shared by every emulator) make calls fail before or
 after they take effect; :func:`Fault` writes a rule in this module's older terms.
 
@@ -171,6 +172,7 @@ class FreshdeskSandbox(Emulator):
         bulk_mode: str = "sync",
         job_polls: int = 1,
         tags_mode: str = "replace",
+        bulk_tags_mode: str | None = None,
         accept_null_responder: bool = True,
         max_pages: int = MAX_PAGES,
         webhook_url: str | None = None,
@@ -182,6 +184,8 @@ class FreshdeskSandbox(Emulator):
     ) -> None:
         if bulk_mode not in ("sync", "job") or tags_mode not in ("replace", "append"):
             raise ValueError("bulk_mode is sync|job and tags_mode is replace|append")
+        if bulk_tags_mode not in (None, "replace", "append"):
+            raise ValueError("bulk_tags_mode is replace|append (None: as tags_mode)")
         super().__init__(first_id=1)
         self.domain = domain
         self.agents = [
@@ -201,6 +205,7 @@ class FreshdeskSandbox(Emulator):
         self.bulk_mode = bulk_mode
         self.job_polls = job_polls
         self.tags_mode = tags_mode
+        self.bulk_tags_mode = bulk_tags_mode
         self.accept_null_responder = accept_null_responder
         self.max_pages = max_pages
         self.webhook_url = webhook_url
@@ -423,8 +428,17 @@ class FreshdeskSandbox(Emulator):
     def _custom_field_names(self) -> set[str]:
         return {"cf_escalation_level"}
 
-    def _update(self, ticket_id: int, obj: Mapping[str, Any], actor: int) -> dict[str, Any]:
-        """Apply one partial update the way Freshdesk would; raise HttpError on refusal."""
+    def _update(
+        self,
+        ticket_id: int,
+        obj: Mapping[str, Any],
+        actor: int,
+        *,
+        tags_mode: str | None = None,
+    ) -> dict[str, Any]:
+        """Apply one partial update the way Freshdesk would; raise HttpError on refusal.
+        ``tags_mode`` overrides ``self.tags_mode`` (bulk's own switch)."""
+        append_tags = (tags_mode or self.tags_mode) == "append"
         current = self.tickets.get(ticket_id)
         if current is None or current.get("_deleted"):
             raise HttpError(404, None)
@@ -448,7 +462,7 @@ class FreshdeskSandbox(Emulator):
         def mutate(t: dict[str, Any]) -> None:
             for key, value in obj.items():
                 if key == "tags":
-                    if self.tags_mode == "append":
+                    if append_tags:
                         have = {x.lower() for x in t["tags"]}
                         t["tags"] = t["tags"] + [x for x in value if x.lower() not in have]
                     else:
@@ -565,7 +579,7 @@ class FreshdeskSandbox(Emulator):
         failed: list[dict[str, Any]] = []
         for raw_id in ids:
             try:
-                self._update(int(raw_id), properties, actor)
+                self._update(int(raw_id), properties, actor, tags_mode=self.bulk_tags_mode)
                 succeeded.append(int(raw_id))
             except HttpError as exc:
                 errors = (exc.body or {}).get("errors") if isinstance(exc.body, dict) else None

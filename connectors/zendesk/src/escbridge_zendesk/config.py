@@ -69,7 +69,9 @@ class ZendeskConfig(ConnectorSettings):
             return None
         value = value.strip().rstrip("/")
         sandbox = bool(info.data.get("sandbox"))
-        problem = credential_url_problem(value, domains=(_DOMAIN,), sandbox=sandbox)
+        problem = credential_url_problem(
+            value, domains=(_DOMAIN,), sandbox=sandbox, label=f"<subdomain>.{_DOMAIN}"
+        )
         if problem is not None:
             raise ValueError(problem)
         parts = urlsplit(value)

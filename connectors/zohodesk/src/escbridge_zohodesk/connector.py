@@ -103,6 +103,9 @@ SEARCH_PAGE = 100  # /tickets/search ``limit`` is 1..100 (zohodesk-oas v1.0/Sear
 # /tickets/search ``from`` is 0..999 (zohodesk-oas v1.0/Search.json; api-audit.md #1): from=900
 # with limit=100 is the last page, so at most 1,000 hits of one window can be read.
 SEARCH_MAX_FROM = 999
+# A page with at least this many items whose tags are unknown asks search which have any (one
+# search costs about as many credits as three reads) rather than reading each one's tags.
+TAG_SEARCH_MIN = 3
 MIN_WINDOW = timedelta(seconds=1)  # Desk's times are whole seconds: a window cannot be split finer
 NOTE_LIMIT = 32000
 PROBE_TAG = "escbridge_scope_probe"  # what `check` removes from ticket 0 to probe a scope
@@ -366,17 +369,15 @@ class ZohoDeskConnector(BaseConnector[ZohoDeskConfig, _Prepared]):
         if items and not self.directory.loaded:
             self.directory.refresh()
         out = []
-        marker_field = self.config.marker_field
+        items = [i for i in items if str(i.get("statusType") or "").lower() != "closed"]
+        untagged = self._untagged([i for i in items if self._complete(i)])
         for item in items:
-            if str(item.get("statusType") or "").lower() == "closed":
-                continue
-            cf = item.get("cf")
-            complete = isinstance(cf, Mapping) and (marker_field is None or marker_field in cf)
             ticket: Ticket | None = None
             try:
-                if complete:
+                if self._complete(item):
+                    none = {"tagCount": "0"} if str(item.get("id")) in untagged else {}
                     try:
-                        ticket = self.parse_ticket(self._with_tags(dict(item)))
+                        ticket = self.parse_ticket(self._with_tags({**item, **none}))
                     except (ValueError, KeyError):
                         ticket = None
                 if ticket is None:
@@ -386,6 +387,31 @@ class ZohoDeskConnector(BaseConnector[ZohoDeskConfig, _Prepared]):
             if ticket.status.is_open:
                 out.append(ticket)
         return out
+
+    def _complete(self, item: Mapping[str, Any]) -> bool:
+        """Whether a search item has the fields (``cf``, and the level field when that is the
+        marker) to decide on, so that only its tags need reading."""
+        cf, marker_field = item.get("cf"), self.config.marker_field
+        return isinstance(cf, Mapping) and (marker_field is None or marker_field in cf)
+
+    def _untagged(self, items: Sequence[Mapping[str, Any]]) -> set[str]:
+        """Of complete search items that do not carry ``tagCount``, the ids of those without
+        tags: one search with Search.json's ``tag`` filter (``${NotEmpty}``) and ``id``
+        list for the page, instead of a ``GET /tickets/{id}/tags`` for each. A refusal costs
+        only that search: every item's tags are then read one by one. A ticket tagged between
+        the two searches is seen without tags here, and with them by ``_prepare``, which reads
+        the tags again before any write (a level that moved is a concurrent edit)."""
+        ids = [str(i["id"]) for i in items if "tagCount" not in i and i.get("id")]
+        if len(ids) < TAG_SEARCH_MIN:
+            return set()
+        try:
+            found, _ = self.client.search(
+                {"id": ",".join(ids), "tag": "${NotEmpty}", "limit": SEARCH_PAGE}
+            )
+        except ValidationError as exc:
+            log.info("zohodesk: the tag search was refused (%s); reading tags per ticket", exc.code)
+            return set()
+        return set(ids) - {str(i.get("id")) for i in found}
 
     # -- writing (the platform's part of BaseConnector's apply) ------------------------------------
 
@@ -508,7 +534,7 @@ class ZohoDeskConnector(BaseConnector[ZohoDeskConfig, _Prepared]):
 
     def _write(self, p: _Prepared, *, comments_posted: bool) -> ApplyResult:
         try:
-            if not comments_posted:
+            if not comments_posted and not p.recovered:  # landed: its comments are there
                 self._post_comments(p)
             if not self._tag_marker:
                 self._write_tags(p)  # before the PATCH, which carries the level field
@@ -694,9 +720,9 @@ class ZohoDeskConnector(BaseConnector[ZohoDeskConfig, _Prepared]):
         Those within ``note_dedupe_minutes`` of now, or not older than the ticket's last
         change (nothing happened to the ticket since: a retry of ours, however late). An older
         note with the same marker belongs to an earlier escalation that a person undid — unless
-        the ticket already sits in the target team without the level field: the bulk path's
-        ``updateMany`` calls (made after the note, the level field last) were stopped in
-        between, and every comment is looked at, however late the retry.
+        the ticket already sits in the target team without the level marker: the writes after
+        the note (``updateMany`` calls or the PATCH, the marker last) were stopped in between,
+        and every comment is looked at, however late the retry.
         """
         if str(p.raw.get("commentCount", "1")) == "0":
             return []

@@ -823,6 +823,7 @@ def create_app(**options: Any) -> Flask:
         known = {
             "modifiedTimeRange", "createdTimeRange", "from", "limit", "sortBy", "status",
             "priority", "assigneeId", "departmentId", "subject", "ticketNumber", "_all", "tag",
+            "id",
         }  # fmt: skip
         unknown = set(request.args) - known
         # Desk's bounds: ``from`` 0..999, ``limit`` 1..100 (zohodesk-oas v1.0/Search.json)
@@ -834,6 +835,9 @@ def create_app(**options: Any) -> Flask:
                 f"The value passed for the 'from' query parameter is invalid. {sorted(unknown)}",
             )
         tickets = desk.tickets.values()
+        if "id" in request.args:  # Search.json: exact match, several values comma-separated
+            wanted = {v.strip() for v in request.args["id"].split(",")}
+            tickets = [t for t in tickets if str(t["id"]) in wanted]
         if "tag" in request.args:
             matches = desk.tag_filter(request.args["tag"])
             if matches is None:
