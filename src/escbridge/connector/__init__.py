@@ -5,7 +5,8 @@ toolkit they are built with.
   ``CheckReport``, ``ConnectorInfo``, capabilities), the conflict semantics, ``WebhookRequest``;
 - ``registry``: plugins found by entry point (``escbridge.connectors``), loaded one by one;
 - ``base``: ``BaseConnector``, with ``apply``/``apply_many`` written once;
-- ``kit``: ``Runtime``, ``GroupDirectory``, ``poll_job``, ``check_identity``, ``SlidingWindow``.
+- ``kit``: ``Runtime``, ``GroupDirectory``, ``poll_job``, ``check_identity``, ``SlidingWindow``,
+  ``Identity``/``SelfIdentity`` (who escbridge writes as, learned in the background).
 
 The README's "Writing a connector" and ``examples/acmedesk`` show a plugin built on them.
 """
@@ -35,7 +36,9 @@ from escbridge.connector.kit import (
     ConnectorSettings,
     Group,
     GroupDirectory,
+    Identity,
     Runtime,
+    SelfIdentity,
     SlidingWindow,
     check_identity,
     poll_job,
@@ -69,12 +72,14 @@ __all__ = [
     "Group",
     "GroupDirectory",
     "Headers",
+    "Identity",
     "InstanceConfig",
     "Plugin",
     "PluginLoadError",
     "PluginStatus",
     "Registry",
     "Runtime",
+    "SelfIdentity",
     "SlidingWindow",
     "TicketPage",
     "WebhookRequest",

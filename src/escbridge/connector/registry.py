@@ -43,7 +43,7 @@ class Plugin:
         try:
             return model.model_validate(instance.settings)
         except PydanticValidationError as exc:
-            raise ConfigError(instance.problems_from(exc)) from None
+            raise ConfigError(instance.problems_from(exc, model)) from None
 
     def create(self, instance: InstanceConfig, **overrides: Any) -> Connector:
         config = self.validate(instance)

@@ -50,3 +50,12 @@ def test_without_a_performer_the_echo_of_escbridges_write_is_dropped(rig: Rig) -
     rig.sandbox.create_ticket(subject="Checkout down", tags=["vip"], group="Frontline")
     assert rig.run() == {"escalated": 1}
     assert rig.run() == {"own_change": 1}
+
+
+def test_check_says_which_agent_escbridge_writes_as(rig: Rig) -> None:
+    report = rig.connector.check(["Senior Support"])
+    assert report.ok, report
+    assert any(
+        n.startswith("escbridge writes as") and "escbridge@sandbox.example" in n
+        for n in report.notes
+    ), report.notes

@@ -89,3 +89,13 @@ def test_the_echo_of_escbridges_update_is_dropped_a_later_edit_is_not(
     worker.enqueue(hint(created["id"], "person"))
     assert worker.run_once().outcomes == {"unchanged": 1}  # decided on, never dropped
     assert len(worker.store.escalations(instance="eu")) == 1
+
+
+def test_check_says_whom_escbridge_writes_as_and_remembers_it(worker: Processor) -> None:
+    connector = worker.connectors["eu"]
+    report = connector.check([])
+    assert report.ok, report
+    assert any(n.startswith("escbridge writes as escbridge <") for n in report.notes), report
+    assert any("(user 9001)" in n for n in report.notes)
+    own = TicketEvent(instance="eu", ticket_id="1", dedupe_key="k", actor="9001")
+    assert connector.own_change_known(own) is True  # learned by check: the door knows it now

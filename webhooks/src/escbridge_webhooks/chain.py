@@ -390,7 +390,7 @@ class _Waiter:
     """One delivery's events waiting for a commit, and what the commit made of them."""
 
     events: Sequence[TicketEvent]
-    woken: threading.Event = field(default_factory=threading.Event)
+    woken: threading.Event | None = None  # made only for a thread that waits
     lead: bool = False  # woken to commit what is queued, not with an answer
     answers: list[Enqueued] | None = None
     error: BaseException | None = None
@@ -439,7 +439,9 @@ class GroupCommit:
             self._queue.append(me)
             lead = not self._leading
             self._leading = True
-        if not lead:
+            if not lead:
+                me.woken = threading.Event()
+        if me.woken is not None:
             me.woken.wait()
             if not me.lead:
                 return me.outcome()
@@ -475,8 +477,9 @@ class GroupCommit:
                 else:
                     successor.lead = True
             for waiter in batch:
-                waiter.woken.set()
-            if successor is not None:
+                if waiter.woken is not None:
+                    waiter.woken.set()
+            if successor is not None and successor.woken is not None:
                 successor.woken.set()
 
 

@@ -81,13 +81,18 @@ class JsonFormatter(logging.Formatter):
     """``{"ts", "level", "logger", "msg", "request_id", …extra}`` on one line.
 
     Secrets are masked in every string field before it is encoded, so JSON escaping cannot
-    hide one from the mask.
+    hide one from the mask. Written for the receiver's one line per delivery: the time stamp's
+    seconds are formatted once per second and the JSON encoder is made once.
     """
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         super().__init__()
         self._redactor = Redactor(secrets)
         self._mask = self._redactor.known
+        self._encode = json.JSONEncoder(
+            default=lambda v: self._mask(str(v)), ensure_ascii=False
+        ).encode
+        self._second: tuple[int, str] = (-1, "")  # (second, its text): one object, no race
 
     def add_secrets(self, secrets: Iterable[str]) -> None:
         self._redactor.add(secrets)
@@ -96,22 +101,32 @@ class JsonFormatter(logging.Formatter):
     def secrets(self) -> tuple[str, ...]:
         return self._redactor.secrets
 
+    def _timestamp(self, created: float) -> str:
+        """ISO 8601 in UTC to the millisecond, as ``datetime.isoformat`` writes it."""
+        second = int(created)
+        cached, text = self._second
+        if cached != second:
+            text = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+            self._second = (second, text)
+        return f"{text}.{int((created - second) * 1000):03d}+00:00"
+
     def format(self, record: logging.LogRecord) -> str:
+        mask = self._mask
         entry: dict[str, Any] = {
-            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "ts": self._timestamp(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "msg": self._mask(record.getMessage()),
+            "msg": mask(record.getMessage()),
             "request_id": getattr(record, "request_id", None) or _request_id.get(),
         }
         if record.threadName and record.threadName != "MainThread":
             entry["thread"] = record.threadName
         for key, value in record.__dict__.items():
-            if key not in _STANDARD and not key.startswith("_"):
-                entry[key] = self._mask(value) if isinstance(value, str) else value
+            if key not in _STANDARD and key[0] != "_":
+                entry[key] = mask(value) if type(value) is str else value
         if record.exc_info:
-            entry["exc"] = self._mask(self.formatException(record.exc_info))
-        return json.dumps(entry, default=lambda v: self._mask(str(v)), ensure_ascii=False)
+            entry["exc"] = mask(self.formatException(record.exc_info))
+        return self._encode(entry)
 
 
 def configure_logging(
@@ -123,7 +138,13 @@ def configure_logging(
     """Send every logger's lines to ``stream`` (stderr) as JSON lines; replaces root handlers.
 
     Returns the formatter so more secrets can be added once the connectors are known.
+
+    The log records skip what no line shows: the caller's file and line (a stack walk per
+    line) and the process's ids and names (the JSON line has none of them).
     """
+    logging._srcfile = None  # the documented way to skip the stack walk
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     formatter = JsonFormatter(secrets)
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(formatter)

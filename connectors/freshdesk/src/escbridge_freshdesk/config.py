@@ -17,11 +17,10 @@ typo or a hostile config must never send it to another host. The only exception 
 from __future__ import annotations
 
 import re
-from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator
 
-from escbridge.connector.kit import ConnectorSettings, is_loopback_url
+from escbridge.connector.kit import ConnectorSettings, credential_url_problem
 from escbridge.model import Status
 
 __all__ = ["FreshdeskConfig", "base_url_for"]
@@ -96,7 +95,8 @@ class FreshdeskConfig(ConnectorSettings):
     def _loopback_only(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        if not is_loopback_url(value) or urlsplit(value).username:
+        # the one host rule (kit.credential_url_problem): api_url is always a sandbox
+        if credential_url_problem(value, domains=(), sandbox=True) is not None:
             raise ValueError(
                 "api_url may only point at a loopback sandbox (http://127.0.0.1:<port>); "
                 "real accounts are reached through 'domain'"

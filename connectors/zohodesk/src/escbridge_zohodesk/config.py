@@ -13,13 +13,13 @@ from typing import Any, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from escbridge.connector.kit import ConnectorSettings, is_loopback_url
+from escbridge.connector.kit import ConnectorSettings, credential_url_problem
 from escbridge.model import Priority, Status
 from escbridge_zohodesk.hosts import (
     DATA_CENTRES,
+    ZOHO_DOMAINS,
     DataCentreName,
     HostPair,
-    is_zoho_url,
 )
 
 _DIGITS = re.compile(r"^[0-9]{1,25}$")
@@ -210,22 +210,17 @@ class ZohoDeskConfig(ConnectorSettings):
             )
             if v is not None
         }
-        if self.sandbox:
-            if self.desk_url is None:
-                raise ValueError("sandbox: true needs desk_url (the emulator's address)")
-            for key, url in overrides.items():
-                if not is_loopback_url(url):
-                    raise ValueError(
-                        f"{key} must be on 127.0.0.1, ::1 or localhost with sandbox: true "
-                        "(a sandbox never receives real credentials from elsewhere)"
-                    )
-        else:
-            for key, url in overrides.items():
-                if not is_zoho_url(url):
-                    raise ValueError(
-                        f"{key} must be an https URL on a Zoho domain (e.g. https://desk.zoho.eu); "
-                        "other hosts are allowed only for a local emulator with sandbox: true"
-                    )
+        if self.sandbox and self.desk_url is None:
+            raise ValueError("sandbox: true needs desk_url (the emulator's address)")
+        for key, url in overrides.items():  # the one host rule (kit.credential_url_problem)
+            problem = credential_url_problem(
+                url,
+                domains=ZOHO_DOMAINS,
+                sandbox=self.sandbox,
+                label="a Zoho domain (e.g. https://desk.zoho.eu)",
+            )
+            if problem is not None:
+                raise ValueError(f"{key} {problem}")
         return self
 
     # -- derived -------------------------------------------------------------------------------
