@@ -33,6 +33,7 @@ typecheck: $(STAMP)
 
 unit: $(STAMP)
 	bash scripts/ensure-postgres.sh
+	bash scripts/ensure-nginx.sh
 	$(BIN)/python -m pytest -q
 
 test: lint typecheck unit

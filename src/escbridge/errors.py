@@ -303,3 +303,14 @@ class RequestBodyError(EscbridgeError):
     """A request body that could not be read: a broken transfer encoding (an invalid chunk size,
     a chunked body cut short) or a client gone mid-body. The sender's fault, answered 400 (never
     500); the message names the server's exception type only, never bytes that were sent."""
+
+
+class WebhookKeyUnavailable(WebhookAuthError):
+    """A webhook that cannot be verified yet: the key it names could not be fetched in the short
+    time the door waits (the helpdesk's key server hangs or is down). Never accepted — it is a
+    ``WebhookAuthError`` — but not known forged either: a receiver answers 503 with
+    ``retry_after`` so the sender delivers it again, rather than the 401 of a forged request."""
+
+    def __init__(self, message: str, *, retry_after: float = 30.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

@@ -125,3 +125,12 @@ def test_a_sqlite_commit_stays_visible_after_another_process_closes_the_database
         assert other_process_counts() == 1
         assert door.enqueue_many([event("b")], NOW)[0].accepted
         assert other_process_counts() == 2
+
+
+def test_a_writer_holding_the_lock_may_write_within_it(store: Store) -> None:
+    """The receiver's group commit takes its turn first, then gathers and writes."""
+    with store.writing():
+        assert store.enqueue_many([event("a")], NOW)[0].accepted
+    with store.writing(), store.writing():
+        assert store.enqueue(event("b"), NOW).accepted
+    assert keys(store) == ["a", "b"]

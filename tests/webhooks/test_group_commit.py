@@ -7,8 +7,9 @@ generous timeout that only guards against a hang.
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 
 import pytest
@@ -36,7 +37,15 @@ class GatedStore:
         self.entered = threading.Event()
         self.commits: list[list[str]] = []
         self.fail: BaseException | None = None
+        self.lock_fails: BaseException | None = None  # the writer lock, after the first commit
         self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[None]:
+        if self.lock_fails is not None and self.commits:
+            raise self.lock_fails
+        with self.real.writing() if self.real is not None else contextlib.nullcontext():
+            yield
 
     def enqueue_many(self, batch: Sequence[TicketEvent], now: datetime) -> list[Enqueued]:
         with self._lock:
@@ -126,6 +135,20 @@ def test_an_outage_answers_every_waiting_delivery_503() -> None:
         reply = results[key]
         assert reply.status == 503 and reply.headers == {"Retry-After": "5"}
     assert len(store.commits) == 2  # the three shared the commit that failed
+
+
+def test_a_writer_lock_that_fails_answers_every_waiting_delivery_503() -> None:
+    store = GatedStore()
+    store.lock_fails = StoreUnavailableError("store unavailable: cannot lock escbridge.db")
+    committer = GroupCommit(store, lambda: NOW)
+
+    results, _ = first_then_queued(store, committer, [["a"], ["b"]])
+
+    assert results["first"].status == 202
+    assert results["a"].status == 503 and results["b"].status == 503
+    assert store.commits == [["first"]]  # nothing else reached the database
+    store.lock_fails = None  # the lock is back: the committer was not left stuck
+    assert committer.enqueue_many(events("c"))[0].accepted and committer.waiting() == 0
 
 
 def test_a_bug_in_the_store_reaches_every_waiting_caller() -> None:

@@ -185,12 +185,21 @@ HELPDESKS = {
 }
 
 
+FRESHDESK_AGENT = {
+    "id": 67013469919,
+    "type": "support_agent",
+    "contact": {"active": True, "email": "escbridge@acme.example", "name": "escbridge"},
+}
+
+
 @pytest.fixture
-def zoho_keys() -> Iterator[responses.RequestsMock]:
-    """Desk's JWKS, where the Zoho connector fetches it; any other outgoing call fails fast."""
+def helpdesk_apis() -> Iterator[responses.RequestsMock]:
+    """What the receiver asks of the helpdesks: Desk's JWKS (to verify a Zoho delivery) and
+    Freshdesk's /agents/me (learned in the background at start); any other call fails fast."""
     jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(ZOHO_KEY.public_key()))
     with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
         mock.get(ZOHO_JWKS, json={"keys": [{**jwk, "kid": "desk-test", "alg": "RS256"}]})
+        mock.get("https://acme.freshdesk.com/api/v2/agents/me", json=FRESHDESK_AGENT)
         yield mock
 
 
@@ -209,7 +218,7 @@ class Door:
 
 
 @pytest.fixture
-def door(store_url: str, tmp_path: Path, zoho_keys: responses.RequestsMock) -> Iterator[Door]:
+def door(store_url: str, tmp_path: Path, helpdesk_apis: responses.RequestsMock) -> Iterator[Door]:
     """The receiver of the three helpdesks on the store under test (SQLite and PostgreSQL)."""
     config = load_config(write_escbridge_yaml(tmp_path, store_url))
     processor = build_processor(config)

@@ -9,8 +9,9 @@
   problems `escbridge check` shows;
 - ``SlidingWindow``: "at most N units per window" — a client-side gate for limits a helpdesk
   does not announce in headers, and the limiter of the emulators;
-- ``Identity`` / ``SelfIdentity``: who escbridge writes as on one instance, learned once in the
-  background (never while a webhook waits) and remembered, for loop prevention.
+- ``Learned``: a value learned from a helpdesk in the background (never while a webhook waits),
+  with back-off that honours ``Retry-After``; ``Identity`` / ``SelfIdentity``: who escbridge
+  writes as on one instance, learned so, for loop prevention (Zoho's JWKS is learned so too).
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ __all__ = [
     "GroupDirectory",
     "Identity",
     "JobPoll",
+    "Learned",
     "LimitDecision",
     "Runtime",
     "SelfIdentity",
@@ -153,6 +155,7 @@ class Runtime:
 
 K = TypeVar("K", bound=Hashable)
 R = TypeVar("R")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -379,28 +382,37 @@ class Identity:
         return self.label or self.id
 
 
-class SelfIdentity:
-    """Who escbridge writes as, learned once and remembered; never learned while a webhook waits.
+class Learned(Generic[T]):
+    """A value learned from a helpdesk by a call that may fail, be throttled or hang — never
+    while a webhook waits — and remembered.
 
-    ``learn`` is the helpdesk's "who am I" call (Zendesk ``/users/me``, Freshdesk
-    ``/agents/me``, Zoho Desk ``/myinfo``); it raises the API's typed errors, and
-    ``NotImplementedError`` for a helpdesk that cannot say. ``known`` starts as the configured
-    identity, if any.
+    ``learn`` returns the value (None: not said, a failure) and raises the API's typed errors;
+    ``NotImplementedError`` means it can never be learned (never asked again).
 
-    - ``known`` answers at once, with no I/O: the webhook door asks only this;
+    - ``value`` answers at once, with no I/O: the webhook door asks only this;
     - ``start()`` learns it in a daemon thread, retrying with capped exponential back-off that
       honours ``Retry-After``, until it is known or ``stop()`` is called;
     - ``learn_now()`` is one attempt for a caller that may wait (a worker, ``check``), skipped
       while an earlier failure's back-off runs or another attempt is in flight, so an outage
-      does not add a call to every event.
+      does not add a call to every event;
+    - ``refresh()`` is one attempt in a short-lived daemon thread although a value is known (a
+      value that goes stale, like signing keys); a caller that may wait a little waits for an
+      attempt's end with ``wait_attempt(since, timeout)``, ``since`` being ``attempts`` read
+      before.
+
+    A subclass names what it learns (``what``, ``consequence``, ``thread_name``) for the logs.
     """
+
+    what = "the value"
+    consequence = ""  # what happens until it is known, for the warning
+    thread_name = "escbridge-learn"
 
     def __init__(
         self,
-        learn: Callable[[], Identity | None],
+        learn: Callable[[], T | None],
         *,
         instance: str = "",
-        known: Identity | None = None,
+        known: T | None = None,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
         first_delay: float = 1.0,
@@ -408,7 +420,7 @@ class SelfIdentity:
     ) -> None:
         self._learn = learn
         self.instance = instance
-        self._known = known
+        self._value = known
         self._clock = clock
         self._rng = rng or random.Random()
         self.first_delay = first_delay
@@ -416,63 +428,103 @@ class SelfIdentity:
         self.failures = 0
         self.last_error: str | None = None
         self.unlearnable = False  # the helpdesk cannot say (NotImplementedError): never asked again
+        self.attempts = 0  # attempts ended, learned or failed (see wait_attempt)
         self._next_at = 0.0
         self._attempt = threading.Lock()
         self._state = threading.Lock()
+        self._ended = threading.Condition()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._pid: int | None = None
 
     @property
-    def known(self) -> Identity | None:
-        """The identity if known now; never makes a call."""
-        return self._known
+    def value(self) -> T | None:
+        """The value if known now; never makes a call."""
+        return self._value
 
-    def set(self, identity: Identity) -> None:
-        """Remember an identity learned elsewhere (``check()``, the answer to our own write)."""
+    @property
+    def busy(self) -> bool:
+        """Whether an attempt is in flight."""
+        return self._attempt.locked()
+
+    def set(self, value: T) -> None:
+        """Remember a value learned elsewhere (``check()``, the answer to our own write)."""
         with self._state:
-            self._known = identity
+            self._value = value
             self.last_error = None
 
     def retry_in(self) -> float:
         """Seconds until the next attempt is due (0: now)."""
         return max(0.0, self._next_at - self._clock())
 
-    def learn_now(self) -> Identity | None:
-        """One attempt to learn the identity, unless it is known, its back-off is still running,
-        or another attempt is in flight; the identity, or None. Never raises an API error."""
-        if self._known is not None or self.unlearnable or self.retry_in() > 0:
-            return self._known
+    def learn_now(self) -> T | None:
+        """One attempt to learn the value, unless it is known, its back-off is still running,
+        or another attempt is in flight; the value, or None. Never raises an API error."""
+        if self._value is not None or self.unlearnable or self.retry_in() > 0:
+            return self._value
         if not self._attempt.acquire(blocking=False):
-            return self._known  # another thread is asking: do not ask twice
+            return self._value  # another thread is asking: do not ask twice
         try:
-            if self._known is not None:
-                return self._known
+            if self._value is not None:
+                return self._value
             return self._try()
         finally:
             self._attempt.release()
 
-    def _try(self) -> Identity | None:
+    def refresh(self) -> bool:
+        """One attempt now in a short-lived daemon thread, even though a value is known (the
+        caller throttles); False when one is in flight already or it cannot be learned."""
+        if self.unlearnable or not self._attempt.acquire(blocking=False):
+            return False
+
+        def attempt() -> None:
+            try:
+                self._try()
+            finally:
+                self._attempt.release()
+
+        name = f"{self.thread_name}-{self.instance}-refresh"
+        threading.Thread(target=attempt, name=name, daemon=True).start()
+        return True
+
+    def wait_attempt(self, since: int, timeout: float) -> bool:
+        """Wait at most ``timeout`` seconds until an attempt has ended after ``attempts`` was
+        ``since``; whether one has."""
+        with self._ended:
+            return self._ended.wait_for(lambda: self.attempts > since, timeout)
+
+    def _merge(self, old: T | None, new: T) -> T:
+        """The value to keep when ``new`` is learned (default: the new one)."""
+        return new
+
+    def _learned(self, value: T) -> None:
+        log.info("%s: learned %s", self.instance, self.what)
+
+    def _try(self) -> T | None:
         try:
             found = self._learn()
         except NotImplementedError:
             self.unlearnable = True
-            return None
+            found = None
         except RateLimited as exc:
             self._failed(f"rate limited: {exc}", exc.retry_after)
-            return None
+            found = None
         except Exception as exc:  # any failure (API, network, a bug): tried again later
             self._failed(f"{type(exc).__name__}: {exc}", None)
-            return None
-        if found is None:
-            self._failed("the helpdesk did not say who the credentials belong to", None)
-            return None
-        with self._state:
-            self._known = self._known or found
-            self.failures = 0
-            self.last_error = None
-        log.info("%s: escbridge writes as %s", self.instance, self._known)
-        return self._known
+            found = None
+        else:
+            if found is None:
+                self._failed("the helpdesk did not say", None)
+            else:
+                with self._state:
+                    self._value = self._merge(self._value, found)
+                    self.failures = 0
+                    self.last_error = None
+                self._learned(self._value)
+        with self._ended:
+            self.attempts += 1
+            self._ended.notify_all()
+        return found if found is None else self._value
 
     def _failed(self, reason: str, retry_after: float | None) -> None:
         with self._state:
@@ -484,18 +536,19 @@ class SelfIdentity:
             self._next_at = self._clock() + delay
             self.last_error = reason
         log.warning(
-            "%s: cannot learn who escbridge writes as yet (%s); trying again in %.0fs "
-            "(until then, webhook events are stored and the worker tells its own changes apart)",
+            "%s: cannot learn %s yet (%s); trying again in %.0fs%s",
             self.instance,
+            self.what,
             reason,
             delay,
+            self.consequence,
         )
 
     # -- the background thread --------------------------------------------------------------
 
     def start(self) -> None:
-        """Learn the identity in a daemon thread (idempotent per process; no-op when known)."""
-        if self._known is not None or self.unlearnable:
+        """Learn the value in a daemon thread (idempotent per process; no-op when known)."""
+        if self._value is not None or self.unlearnable:
             return
         with self._state:
             alive = self._thread is not None and self._thread.is_alive()
@@ -504,7 +557,7 @@ class SelfIdentity:
             self._stop.clear()
             self._pid = os.getpid()
             self._thread = threading.Thread(
-                target=self._run, name=f"escbridge-identity-{self.instance}", daemon=True
+                target=self._run, name=f"{self.thread_name}-{self.instance}", daemon=True
             )
             self._thread.start()
 
@@ -517,27 +570,54 @@ class SelfIdentity:
         thread.join(timeout)
         return not thread.is_alive()
 
-    def join(self, timeout: float | None = None) -> Identity | None:
-        """Wait for the background thread to end (the identity learned, or stopped); the
-        identity. For callers that may wait: a CLI, a test."""
+    def join(self, timeout: float | None = None) -> T | None:
+        """Wait for the background thread to end (the value learned, or stopped); the value.
+        For callers that may wait: a CLI, a test."""
         thread = self._thread
         if thread is not None:
             thread.join(timeout)
-        return self._known
+        return self._value
 
     @property
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
     def _run(self) -> None:
-        while not self._stop.is_set() and self._known is None and not self.unlearnable:
+        while not self._stop.is_set() and self._value is None and not self.unlearnable:
             wait = self.retry_in()
             if wait > 0:
                 self._stop.wait(wait)
                 continue
             with self._attempt:  # after a worker's attempt in flight, if there is one
-                if self._known is None and self.retry_in() <= 0 and not self._stop.is_set():
+                if self._value is None and self.retry_in() <= 0 and not self._stop.is_set():
                     self._try()
+
+
+class SelfIdentity(Learned[Identity]):
+    """Who escbridge writes as, learned once and remembered; never learned while a webhook waits.
+
+    ``learn`` is the helpdesk's "who am I" call (Zendesk ``/users/me``, Freshdesk
+    ``/agents/me``, Zoho Desk ``/myinfo``); ``known`` starts as the configured identity, if
+    any. ``Learned`` has the rest: ``known`` (no I/O, for the door), ``start()`` (the
+    background thread), ``learn_now()`` (one throttled attempt, for a worker).
+    """
+
+    what = "who escbridge writes as"
+    consequence = (
+        " (until then, webhook events are stored and the worker tells its own changes apart)"
+    )
+    thread_name = "escbridge-identity"
+
+    @property
+    def known(self) -> Identity | None:
+        """The identity if known now; never makes a call."""
+        return self._value
+
+    def _merge(self, old: Identity | None, new: Identity) -> Identity:
+        return old or new  # one set meanwhile (check, our own write's answer) stays
+
+    def _learned(self, value: Identity) -> None:
+        log.info("%s: escbridge writes as %s", self.instance, value)
 
 
 # --------------------------------------------------------------------------- check

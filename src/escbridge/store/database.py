@@ -247,10 +247,14 @@ class SqliteWriterLock:
     (and, within a process, on a thread lock) wakes the next writer the moment the previous
     one commits. Only escbridge's own writers take this lock; any other program writing the
     file is still covered by SQLite's busy timeout.
+
+    A thread holding it may take it again (the receiver's group commit holds it while it
+    gathers the waiting deliveries, then writes them): only the outermost holder locks the file.
     """
 
     def __init__(self, database: str | None) -> None:
-        self._threads = threading.Lock()
+        self._threads = threading.RLock()
+        self._depth = 0  # how many times the thread holding _threads holds this lock
         self._path = None if database in (None, "", ":memory:") else f"{database}.writer-lock"
         self._fd: int | None = None
         self._pid = 0
@@ -265,11 +269,13 @@ class SqliteWriterLock:
 
     def __enter__(self) -> None:
         self._threads.acquire()
-        if self._path is None:
+        self._depth += 1
+        if self._path is None or self._depth > 1:
             return
         try:
             fcntl.flock(self._file(), fcntl.LOCK_EX)
         except OSError as error:
+            self._depth -= 1
             self._threads.release()
             raise StoreUnavailableError(
                 f"store unavailable: cannot lock {self._path}: {error.strerror}"
@@ -277,7 +283,8 @@ class SqliteWriterLock:
 
     def __exit__(self, *_exc: object) -> None:
         try:
-            if self._path is not None and self._fd is not None:
+            self._depth -= 1
+            if self._depth == 0 and self._path is not None and self._fd is not None:
                 fcntl.flock(self._fd, fcntl.LOCK_UN)
         finally:
             self._threads.release()

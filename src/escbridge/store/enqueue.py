@@ -100,7 +100,9 @@ class InboxWriter:
         Answers in the order of ``events``: accepted (a new job id), a duplicate of an earlier
         delivery (its job id; also the second of two equal events in one batch), or refused
         for a value the database cannot hold. Raises StoreUnavailableError when the database
-        cannot take writes now: then none of them is kept.
+        cannot take writes now: then none of them is kept (unless a refused value had split
+        the batch into one transaction per event: those written before are kept, and come
+        back as duplicates when delivered again).
         """
         if not events:
             return []

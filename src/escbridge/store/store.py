@@ -615,6 +615,14 @@ class Store:
             raise StoreDataError(f"the store cannot keep this event: {answer.refused}")
         return answer
 
+    def writing(self) -> contextlib.AbstractContextManager[Any]:
+        """Hold this store's writer lock across several calls (SQLite: this process's turn
+        among all escbridge writers of the file; PostgreSQL: nothing). The receiver's group
+        commit gathers the deliveries waiting once its turn has come: those that arrived
+        while another process was committing share this commit instead of waiting for the
+        next one."""
+        return self._writer
+
     def enqueue_many(self, events: Sequence[TicketEvent], now: datetime) -> list[Enqueued]:
         """Keep each new event as a pending job, in one transaction and one commit (see
         :mod:`escbridge.store.enqueue`): accepted, duplicate or refused, in order.

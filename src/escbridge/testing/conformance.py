@@ -27,9 +27,15 @@ itself (``harness.read``), not from the connector's own account of it:
   instead of raising it (the conflict semantics of ``escbridge.connector.contract``);
 - a human's tags are never wiped and a priority is never lowered, by ``apply`` or
   ``apply_many``;
+- the version an ``apply`` or ``apply_many`` reports (if any) is the ticket's as the helpdesk
+  then holds it (``fetch_ticket(...).version``): the worker drops a webhook whose ticket still
+  has it as escbridge's own change, so a stale version only costs a re-decision and a wrong
+  one must never happen;
 - webhooks: a genuine delivery verifies and parses to the ticket; a forged one and one without
   credentials raise ``WebhookAuthError``; a redelivery has the same dedupe keys; the webhooks
-  escbridge's own write causes are recognised by ``is_own_change``, a person's are not;
+  escbridge's own write causes are recognised by ``is_own_change``, a person's are not; the
+  door's question ``own_change_known`` makes no network call, says None (cannot tell) while
+  who escbridge writes as is not known, and once it is, never contradicts ``is_own_change``;
 - the credentials never appear in an error, a repr, a check report or a log line — after a
   refused login and after a server error.
 
@@ -39,15 +45,19 @@ Tests must not depend on timing: harnesses give connectors a sleep that does not
 
 from __future__ import annotations
 
+import http.client
 import logging
+import threading
 import time
 import uuid
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
-from typing import Protocol, Self, runtime_checkable
+from typing import Any, Protocol, Self, runtime_checkable
+from unittest import mock
 
 import pytest
+import requests.adapters
 
 from escbridge.connector import Connector, WebhookRequest
 from escbridge.errors import ApiError, AuthError, Conflict, TransientError, WebhookAuthError
@@ -60,8 +70,10 @@ __all__ = [
     "ConnectorConformance",
     "HelpdeskTicket",
     "LoopbackHarness",
+    "NetworkCall",
     "brief_sleep",
     "escalation",
+    "no_network",
 ]
 
 
@@ -224,6 +236,52 @@ def escalation(
     )
 
 
+class NetworkCall(AssertionError):
+    """Raised by ``no_network`` for a call made where none may be."""
+
+
+@contextmanager
+def no_network() -> Iterator[list[str]]:
+    """While the block runs, any HTTP request this thread starts fails with ``NetworkCall``
+    (and is listed in the yielded list, in case the code under test swallows the error).
+
+    Both ways out are closed: ``requests`` (every connector's ``ApiClient``) and
+    ``http.client`` (urllib, urllib3). Other threads — the emulator, its webhook dispatcher —
+    are not affected, so the check does not depend on what they happen to do meanwhile.
+    """
+    guarded = threading.get_ident()
+    calls: list[str] = []
+    send = requests.adapters.HTTPAdapter.send
+    putrequest = http.client.HTTPConnection.putrequest
+
+    def refuse(what: str) -> None:
+        calls.append(what)
+        raise NetworkCall(f"a network call where none may be made: {what}")
+
+    def guarded_send(adapter: Any, request: Any, *args: Any, **kwargs: Any) -> Any:
+        if threading.get_ident() == guarded:
+            refuse(f"{request.method} {request.url}")
+        return send(adapter, request, *args, **kwargs)
+
+    def guarded_putrequest(conn: Any, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+        if threading.get_ident() == guarded:
+            refuse(f"{method} {conn.host}{url}")
+        return putrequest(conn, method, url, *args, **kwargs)
+
+    with (
+        mock.patch.object(requests.adapters.HTTPAdapter, "send", guarded_send),
+        mock.patch.object(http.client.HTTPConnection, "putrequest", guarded_putrequest),
+    ):
+        yield calls
+
+
+def _identity_known(connector: Connector) -> bool:
+    """Whether the connector knows who it writes as (``BaseConnector.identity``); a plugin
+    without that attribute counts as knowing nothing."""
+    identity = getattr(connector, "identity", None)
+    return getattr(identity, "known", None) is not None
+
+
 def _noted(ticket: HelpdeskTicket, actions: Actions) -> int:
     """How many internal notes carry this escalation's note (connectors may add a reference)."""
     assert actions.note is not None
@@ -345,6 +403,23 @@ class ConnectorConformance:
             after = harness.read(ticket_id)
             assert after.group == harness.groups[1]
             assert _noted(after, actions) == 1 and after.markers == (LevelMarker.tag("l2"),)
+
+    def test_the_version_reported_is_the_tickets_after_the_write(
+        self, harness: ConformanceHarness
+    ) -> None:
+        connector = harness.connector()
+        single = harness.create_ticket(level="l1")
+        bulk = [harness.create_ticket(level="l1") for _ in range(2)]
+        actions = escalation("l2", group=harness.groups[1], previous="l1")
+
+        results = [connector.apply(connector.fetch_ticket(single), actions)]
+        results += connector.apply_many([(connector.fetch_ticket(t), actions) for t in bulk])
+
+        assert all(r.ok and not r.skipped for r in results), results
+        for result in results:
+            if result.version is not None:  # a connector may not know it: then it says None
+                fresh = connector.fetch_ticket(result.ticket_id)
+                assert result.version == fresh.version, (result, fresh.version)
 
     # ------------------------------------------------------------------ conflicts
 
@@ -493,6 +568,34 @@ class ConnectorConformance:
         ours = [e for e in events if e.ticket_id == ticket_id]
         assert ours, "escbridge's write should make the helpdesk send a webhook"
         assert all(connector.is_own_change(e) for e in ours), ours
+
+    def test_the_doors_question_makes_no_call_and_waits_for_the_identity(
+        self, harness: ConformanceHarness
+    ) -> None:
+        writer = harness.connector()
+        ticket_id = harness.create_ticket()
+        ticket = writer.fetch_ticket(ticket_id)
+        harness.webhooks()
+        assert writer.apply(ticket, escalation(group=harness.groups[1])).ok
+        ours = [e for r in harness.webhooks() for e in self._events(writer, r)]
+        _, human = self._human_delivery(harness, writer)
+        theirs = [e for r in human for e in self._events(writer, r)]
+        assert ours and theirs
+
+        door = harness.connector()  # a receiver just started: it has learned nothing yet
+        configured = _identity_known(door)  # e.g. Zendesk's integration_user_id
+        with no_network() as calls:
+            before = [door.own_change_known(e) for e in ours + theirs]
+        assert calls == []
+        if not configured:
+            assert before == [None] * len(before), before
+
+        worker = [door.is_own_change(e) for e in ours + theirs]  # may call: learns who it is
+        assert worker == [True] * len(ours) + [False] * len(theirs)
+        with no_network() as calls:
+            after = [door.own_change_known(e) for e in ours + theirs]
+        assert calls == []
+        assert all(a is None or a == w for a, w in zip(after, worker, strict=True)), after
 
     # ------------------------------------------------------------------ secrets
 

@@ -40,11 +40,6 @@ def test_without_a_performer_a_change_after_escbridges_write_is_processed(rig: R
     assert escalated(rig.sandbox, tid)[3] == 1  # and the level marker stops a second write
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs FreshdeskConnector's ApplyResult.version to be the ticket's updated_at after "
-    "the note it posts (today: the PUT's), so the worker can match the ticket as escbridge left it",
-)
 @pytest.mark.parametrize("rig", [{"webhook_template": WITHOUT_PERFORMER}], indirect=True)
 def test_without_a_performer_the_echo_of_escbridges_write_is_dropped(rig: Rig) -> None:
     rig.sandbox.create_ticket(subject="Checkout down", tags=["vip"], group="Frontline")

@@ -4,12 +4,14 @@ zohodesk-oas v1.0/TicketTag.json and Search.json (the ``tag`` filter)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from escbridge_zohodesk import ZohoDeskConfig, ZohoDeskConnector
 from escbridge_zohodesk.sandbox import (
+    ESCBRIDGE_AGENT,
     HUMAN_AGENT,
     SANDBOX_CLIENT_ID,
     SANDBOX_CLIENT_SECRET,
@@ -22,6 +24,7 @@ from escbridge_zohodesk.sandbox import (
 from escbridge.errors import AuthError, ValidationError
 from escbridge.model import Actions, Priority, Ticket
 from escbridge.sandbox import ServerThread, serve
+from escbridge.testing.wsgi import WebhookCatcher
 
 TAG_CALLS = "/api/v1/tickets/*/{}"
 
@@ -104,6 +107,22 @@ def test_tags_are_read_added_and_removed_as_the_spec_says(desk):
     # the ticket itself shows only the count (Ticket.json has tagCount, no tags)
     shown = client.ticket(ticket_id)
     assert shown["tagCount"] == "1" and "tags" not in shown
+
+
+def test_a_tag_change_is_a_ticket_update_whose_payload_counts_tags(desk):
+    """Desk's webhook payload is the ticket JSON: ``tagCount``, never a tag list."""
+    catcher = WebhookCatcher(validate=lambda query: 200)
+    with serve(catcher) as hooks:
+        desk.state.register_webhook(f"{hooks.url}/hook", webhook_id="1892000000777001")
+        ticket_id = desk.state.add_ticket()["id"]
+        desk.connector().client.associate_tags(ticket_id, ["escbridge_l2"])
+        assert desk.state.dispatcher.flush(5)
+    [delivery] = catcher.take()
+    [event] = json.loads(delivery.body)
+    assert event["eventType"] == "Ticket_Update"
+    assert event["payload"]["tagCount"] == "1" and "tags" not in event["payload"]
+    assert event["prevState"]["tagCount"] == "0" and "tags" not in event["prevState"]
+    assert event["payload"]["modifiedBy"] == ESCBRIDGE_AGENT  # the tag call is escbridge's
 
 
 def test_the_emulator_refuses_what_the_spec_refuses(desk):

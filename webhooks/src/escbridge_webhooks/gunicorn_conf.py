@@ -24,7 +24,9 @@ import os
 import tempfile
 from typing import Any
 
-bind = os.environ.get("ESCBRIDGE_BIND", "127.0.0.1:8000")
+bind = [os.environ.get("ESCBRIDGE_BIND", "127.0.0.1:8000")]
+if os.environ.get("ESCBRIDGE_METRICS_BIND"):  # /metrics answers only on this listener
+    bind.append(os.environ["ESCBRIDGE_METRICS_BIND"])
 workers = int(os.environ.get("ESCBRIDGE_WEB_WORKERS", str(min(8, (os.cpu_count() or 1) * 2))))
 worker_class = "escbridge_webhooks.gworker.BufferingThreadWorker"  # gthread, reading ahead
 threads = int(os.environ.get("ESCBRIDGE_WEB_THREADS", "4"))

@@ -358,8 +358,18 @@ class FreshdeskConnector(BaseConnector[FreshdeskConfig, _Write]):
         *,
         resumed: bool,
     ) -> ApplyResult:
-        """The note (then the customer reply), each exactly once; see ``notes``."""
+        """The note (then the customer reply), each exactly once; see ``notes``.
+
+        The result's version is the ticket's ``updated_at`` as escbridge's last call left it:
+        a note or reply moves it, and its answer carries the new stamp (``updated_at`` of the
+        conversation); without one, the PUT's (``raw``). Only answers to escbridge's own calls
+        are used, never a read (``raw`` of a resumed write is one), which could carry a
+        person's later change: the worker drops an event as escbridge's own when the ticket
+        still has this version.
+        """
         ref = notes.escalation_ref(ticket_id, actions)
+        stamp = None if resumed else raw.get("updated_at")
+        version = str(stamp) if stamp else None
         conversations: list[dict[str, Any]] = []
         if resumed and (actions.note or actions.customer_update):
             conversations = self.api.conversations(ticket_id)
@@ -368,7 +378,10 @@ class FreshdeskConnector(BaseConnector[FreshdeskConfig, _Write]):
             anchor = notes.find_note(conversations, ref) if resumed else None
             if anchor is None:
                 text = notes.note_html(actions.note, ref)
-                self._create("note", ticket_id, lambda: self.api.create_note(ticket_id, text))
+                posted = self._create(
+                    "note", ticket_id, lambda: self.api.create_note(ticket_id, text)
+                )
+                version = _stamp_of(posted) or version
                 conversations, anchor = [], -1
         if actions.customer_update:
             update = actions.customer_update
@@ -377,9 +390,10 @@ class FreshdeskConnector(BaseConnector[FreshdeskConfig, _Write]):
             )
             if not sent:
                 reply = notes.reply_html(update)
-                self._create(
+                posted = self._create(
                     "customer update", ticket_id, lambda: self.api.create_reply(ticket_id, reply)
                 )
+                version = _stamp_of(posted) or version
         if resumed:
             log.info(
                 "ticket %s: escalation %s had landed; wrote only what was missing", ticket_id, ref
@@ -388,12 +402,13 @@ class FreshdeskConnector(BaseConnector[FreshdeskConfig, _Write]):
             ticket_id,
             ok=True,
             actions=actions,
-            version=str(raw.get("updated_at")) if raw.get("updated_at") else None,
+            version=version,
             recovered=resumed,
         )
 
-    def _create(self, what: str, ticket_id: str, post: Callable[[], Any]) -> None:
-        """POST once; repeated only after a failure that proves it was not carried out.
+    def _create(self, what: str, ticket_id: str, post: Callable[[], Any]) -> Any:
+        """POST once (its answer returned); repeated only after a failure that proves it was
+        not carried out.
 
         429 means the POST was refused, so it is repeated after ``Retry-After``; so is any
         other failure that proves it was not carried out (could not connect, 503). A lost
@@ -404,8 +419,7 @@ class FreshdeskConnector(BaseConnector[FreshdeskConfig, _Write]):
         """
         for attempt in range(1, NOTE_ATTEMPTS + 1):
             try:
-                post()
-                return
+                return post()
             except RateLimited as exc:
                 wait = exc.retry_after if exc.retry_after is not None else 60.0
                 if attempt == NOTE_ATTEMPTS or wait > self.api.client.policy.max_retry_after:
@@ -698,6 +712,13 @@ def _identity(me: Mapping[str, Any]) -> Identity:
         aliases=frozenset({email}) if email else frozenset(),
         label=f"{contact.get('name') or ''} <{email}> (agent {me['id']})".strip(),
     )
+
+
+def _stamp_of(answer: Any) -> str | None:
+    """The ``updated_at`` of a note's or reply's answer: the ticket's new stamp (posting a
+    conversation touches the ticket), or None when the answer has none."""
+    stamp = answer.get("updated_at") if isinstance(answer, Mapping) else None
+    return str(stamp) if stamp else None
 
 
 def _iso(value: datetime) -> str:

@@ -209,6 +209,7 @@ class ZohoDeskConnector(BaseConnector[ZohoDeskConfig, _Prepared]):
             timeout=config.jwks_timeout,
             ttl=config.jwks_cache_seconds,
             clock=clock,
+            instance=instance,
         )
         token = config.webhook_token.get_secret_value() if config.webhook_token else None
         self.verifier = WebhookVerifier(
@@ -246,6 +247,12 @@ class ZohoDeskConnector(BaseConnector[ZohoDeskConfig, _Prepared]):
             aliases=frozenset({email}) if email else frozenset(),
             label=f"{name} <{email}>".strip() if email else name,
         )
+
+    def learn_identity_in_background(self) -> None:
+        """At a receiver's start: who escbridge writes as, and Desk's webhook signing keys
+        (JWKS), both fetched in the background so that no delivery waits on Desk."""
+        super().learn_identity_in_background()
+        self.jwks.start()
 
     def secret_values(self) -> list[str]:
         """The configured secrets and the live access token."""
@@ -542,6 +549,7 @@ class ZohoDeskConnector(BaseConnector[ZohoDeskConfig, _Prepared]):
             if p.body:  # the answer to our own PATCH: its modifier is the integration agent
                 p.changed = True
                 self._learn_agent(updated.get("modifiedBy"))
+            tagged_last = bool(p.tags_add or p.tags_remove)
             self._write_tags(p)  # a tag marker: the commit point
         except OutcomeUnknown:
             raise  # BaseConnector settles it: wait, re-read, write only what is missing
@@ -551,14 +559,41 @@ class ZohoDeskConnector(BaseConnector[ZohoDeskConfig, _Prepared]):
             if not _retryable(exc) and not p.changed:
                 self._undo_comments(p)
             return _failed(p.ticket.id, exc)
-        version = updated.get("modifiedTime")
         return ApplyResult(
             p.ticket.id,
             ok=True,
             actions=p.actions,
-            version=str(version) if version else p.fresh.version,
+            version=self._version_after(p, updated if p.body else None, tagged_last),
             recovered=p.recovered,
         )
+
+    def _version_after(
+        self, p: _Prepared, patched: Mapping[str, Any] | None, tagged_last: bool
+    ) -> str | None:
+        """The ticket's ``modifiedTime`` as this write left it, for the worker to tell the
+        echo of escbridge's write from a person's later change (``ApplyResult.version``).
+
+        The PATCH's answer carries it when the PATCH was the last call. A tag call's answer
+        carries none, and whether it moves ``modifiedTime`` is undocumented (so is whether a
+        comment does); then one read of the ticket, believed only when its ``modifiedBy`` is
+        the agent escbridge writes as — a person's change in between is never taken for ours
+        (None then: the echo is decided on again, and the level marker stops a second write).
+        Nothing written since the read of ``_prepare``: that read's version.
+        """
+        if patched is not None and not tagged_last:
+            stamp = patched.get("modifiedTime")
+            return str(stamp) if stamp else None
+        if patched is None and not tagged_last and not p.posted:
+            return p.fresh.version
+        try:
+            raw = self.client.ticket(p.ticket.id)
+        except ApiError as exc:  # the escalation landed; only the echo check loses
+            log.info("zohodesk: ticket %s: version after the write unknown (%s)", p.ticket.id, exc)
+            return None
+        who, stamp = self.identity.known, raw.get("modifiedTime")
+        if who is None or not stamp or not who.matches(str(raw.get("modifiedBy") or "")):
+            return None
+        return str(stamp)
 
     def _write_tags(self, p: _Prepared) -> None:
         """``associateTag`` (at most 51 names a call; a tag marker is in the last), then

@@ -6,9 +6,10 @@ carry another body while it lives. Hence three independent checks: a random secr
 (``?token=``), the JWT against the data centre's JWKS, and — downstream — the body is only a
 hint: the ticket is re-fetched before anything is decided.
 
-JWKS keys are cached by ``kid``; an unknown ``kid`` refetches (at most every 30 s, so random
-kids cannot make us hammer Desk), with a short timeout so the 5-second answer window holds, and
-stale keys are used when Desk cannot be reached.
+JWKS keys are fetched in the background (at start-up, and again for an unknown ``kid``: at
+most every 30 s, so random kids cannot make us hammer Desk) and cached by ``kid``; a delivery
+waits for them at most half a second and is otherwise answered 503 so Desk sends it again
+(``JwksCache``). Stale keys are used when Desk cannot be reached.
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ import jwt
 import requests
 
 from escbridge.connector.contract import Headers
+from escbridge.connector.kit import Learned
 from escbridge.connector.payload import load_json
-from escbridge.errors import WebhookAuthError, WebhookPayloadError
+from escbridge.errors import WebhookAuthError, WebhookKeyUnavailable, WebhookPayloadError
 from escbridge.model import TicketEvent
 from escbridge_zohodesk.parse import parse_time
 
@@ -36,6 +38,8 @@ log = logging.getLogger(__name__)
 JWT_HEADER = "x-zdesk-jwt"
 TOKEN_PARAM = "token"
 MIN_REFETCH = 30.0
+MISS_WAIT = 0.5  # the longest a delivery waits for Desk's keys (Desk allows 5 s for an answer)
+MIN_RETRY_AFTER = 30.0  # what a 503 for keys not fetched in time asks Desk to wait at least
 
 EVENT_KINDS = {
     "Ticket_Add": "ticket.created",
@@ -56,7 +60,20 @@ _TICKET_ITSELF = frozenset({"Ticket_Add", "Ticket_Update", "Ticket_Delete"})
 
 
 class JwksCache:
-    """Desk's webhook signing keys by ``kid``, fetched from the first URL that answers."""
+    """Desk's webhook signing keys by ``kid``, fetched from the first URL that answers —
+    always in the background, never while a delivery waits longer than ``miss_wait``.
+
+    ``start()`` (a receiver at start-up) fetches them in a daemon thread, retrying with
+    back-off until they come (``kit.Learned``). A key that is known answers at once; past
+    ``ttl`` it is still used while a refresh runs in the background. An unknown ``kid`` (a
+    rotation, or no keys yet) starts a refresh — at most one every ``MIN_REFETCH`` seconds, so
+    random kids cannot make us hammer Desk — and waits for it at most ``miss_wait`` seconds:
+
+    - the keys came and the kid is not among them: forged, ``WebhookAuthError`` (401);
+    - they did not come in time (Desk's key server hangs, is down, or we fetched too recently
+      after a failure): ``WebhookKeyUnavailable``, answered 503 + ``Retry-After`` so Desk
+      delivers it again. Never a 2xx for an unverified event; the door never waits on Desk.
+    """
 
     def __init__(
         self,
@@ -66,42 +83,70 @@ class JwksCache:
         timeout: float = 1.5,
         ttl: float = 3600.0,
         clock: Callable[[], float] = time.monotonic,
+        miss_wait: float = MISS_WAIT,
+        instance: str = "zohodesk",
     ) -> None:
         self._urls = list(urls)
         self._session = session or requests.Session()
         self._timeout = timeout
         self._ttl = ttl
         self._clock = clock
-        self._keys: dict[str, Any] = {}
+        self.miss_wait = miss_wait
+        self._keys = _JwksKeys(self._download, instance=instance, clock=clock)
         self._fetched_at: float | None = None
-        self._attempted_at: float | None = None
+        self._refreshed_at: float | None = None
         self._lock = threading.Lock()
         self.fetches = 0
 
+    def start(self) -> None:
+        """Fetch the keys in the background now, so the first delivery finds them."""
+        self._keys.start()
+
+    def stop(self, timeout: float | None = None) -> bool:
+        """Stop the background fetching; whether it has ended within ``timeout``."""
+        return self._keys.stop(timeout)
+
+    @property
+    def known(self) -> bool:
+        return self._keys.value is not None
+
     def key(self, kid: str | None) -> Any:
-        """The public key for ``kid`` (None: the only key there is); WebhookAuthError if none."""
+        """The public key for ``kid`` (None: the only key there is). ``WebhookAuthError`` when
+        Desk does not publish it, ``WebhookKeyUnavailable`` when that cannot be known in time."""
+        found = _pick(self._keys.value, kid)
+        if found is not None:
+            if self._fetched_at is None or self._clock() - self._fetched_at >= self._ttl:
+                self._refresh()  # the cached key serves meanwhile
+            return found
+        since = self._keys.attempts
+        if self._refresh() or self._keys.busy:
+            self._keys.wait_attempt(since, self.miss_wait)
+        found = _pick(self._keys.value, kid)
+        if found is not None:
+            return found
+        if self._keys.value is not None and self._keys.last_error is None and not self._keys.busy:
+            raise WebhookAuthError(f"JWT key id {kid!r} is not among Desk's published keys")
+        retry = max(MIN_RETRY_AFTER, self._keys.retry_in())
+        why = self._keys.last_error or f"no answer within {self.miss_wait:g}s"
+        raise WebhookKeyUnavailable(
+            f"Desk's webhook signing keys (JWKS) could not be fetched ({why}): the delivery is "
+            "refused for now and Desk asked to send it again",
+            retry_after=retry,
+        )
+
+    def _refresh(self) -> bool:
+        """Start one background fetch, unless one ran less than ``MIN_REFETCH`` seconds ago."""
         with self._lock:
             now = self._clock()
-            stale = self._fetched_at is None or now - self._fetched_at >= self._ttl
-            known = self._pick(kid)
-            if known is not None and not stale:
-                return known
-            may_fetch = self._attempted_at is None or now - self._attempted_at >= MIN_REFETCH
-            if may_fetch:
-                self._fetch(now)
-            found = self._pick(kid)
-            if found is None:
-                raise WebhookAuthError(f"JWT key id {kid!r} is not among Desk's published keys")
-            return found
+            if self._refreshed_at is not None and now - self._refreshed_at < MIN_REFETCH:
+                return False
+            self._refreshed_at = now
+        return self._keys.refresh()
 
-    def _pick(self, kid: str | None) -> Any:
-        if kid is not None:
-            return self._keys.get(kid)
-        return next(iter(self._keys.values())) if len(self._keys) == 1 else None
-
-    def _fetch(self, now: float) -> None:
-        self._attempted_at = now
-        for url in self._urls:
+    def _download(self) -> dict[str, Any]:
+        """One fetch: the keys of the first URL that answers (it is tried first next time)."""
+        failed: list[str] = []
+        for url in list(self._urls):
             try:
                 response = self._session.get(
                     url,
@@ -112,17 +157,32 @@ class JwksCache:
                 keys = _parse_jwks(response.json())
             except (requests.RequestException, ValueError) as exc:
                 log.warning("zohodesk: JWKS %s unavailable (%s)", url, type(exc).__name__)
+                failed.append(type(exc).__name__)
                 continue
-            self.fetches += 1
-            self._keys = keys
-            self._fetched_at = now
-            if url != self._urls[0]:
-                self._urls.remove(url)
-                self._urls.insert(0, url)
-            return
-        if not self._keys:
-            raise WebhookAuthError("Desk's webhook signing keys (JWKS) could not be fetched")
-        log.warning("zohodesk: using cached JWKS keys; Desk's JWKS could not be refreshed")
+            with self._lock:
+                self.fetches += 1
+                self._fetched_at = self._clock()
+                if url != self._urls[0]:
+                    self._urls.remove(url)
+                    self._urls.insert(0, url)
+            return keys
+        if self._keys.value is not None:
+            log.warning("zohodesk: using cached JWKS keys; Desk's JWKS could not be refreshed")
+        raise ConnectionError(", ".join(failed) or "no JWKS URL")
+
+
+class _JwksKeys(Learned[dict[str, Any]]):
+    what = "Desk's webhook signing keys (JWKS)"
+    consequence = " (until then, deliveries with an unknown key are answered 503)"
+    thread_name = "escbridge-jwks"
+
+
+def _pick(keys: Mapping[str, Any] | None, kid: str | None) -> Any:
+    if not keys:
+        return None
+    if kid is not None:
+        return keys.get(kid)
+    return next(iter(keys.values())) if len(keys) == 1 else None
 
 
 def _parse_jwks(data: Any) -> dict[str, Any]:
