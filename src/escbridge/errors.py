@@ -5,8 +5,11 @@ Every error escbridge raises on purpose is defined here::
     EscbridgeError
     ├── InvalidInputError (carries Problem: file, line, key path, message)
     │   └── MatrixError · ConfigError · TicketError
-    ├── WebhookAuthError (401) · WebhookPayloadError (400)
+    ├── WebhookAuthError (401) ── WebhookKeyUnavailable (503: the key cannot be fetched yet)
+    ├── WebhookPayloadError (400) ── PayloadNotJsonError
+    ├── RequestBodyError (a body that could not be read: 400)
     ├── StoreUnavailableError (503 + Retry-After) ── StoreSchemaError
+    ├── StoreDataError (a value the store cannot hold: 400, never 503)
     ├── ConnectorLoadError ── PluginLoadError (one plugin; the others still work)
     ├── UnknownGroupError (a matrix group the helpdesk does not have) ── AmbiguousGroupError
     ├── ApiError (a helpdesk answered with an error; status, body excerpt, request id)

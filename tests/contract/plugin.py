@@ -256,6 +256,11 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     terminalreporter.write_sep("-", "helpdesk contract checks (tests/contract)")
     for (helpdesk, kind), n in sorted(RECORDER.checked.items()):
         write(f"{helpdesk}: {n} {kind}s checked")
+    outside = list(dict.fromkeys(str(v) for v in RECORDER.outside if _known(v) is None))
+    if outside:
+        write(f"{len(outside)} violations outside any test (server threads between tests):")
+        for violation in outside[:20]:
+            write(f"  {violation}")
     if RECORDER.known_hits:
         write("known deviations let through:")
         for index, n in sorted(RECORDER.known_hits.items()):
@@ -264,9 +269,5 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         write("endpoints outside the kept contracts (not checked):")
         for (helpdesk, method, path), n in sorted(RECORDER.uncovered.items()):
             write(f"  {n:5d} x {helpdesk} {method} {path}")
-    if RECORDER.outside:
-        write(f"{len(RECORDER.outside)} violations outside any test (server threads):")
-        for violation in list(dict.fromkeys(str(v) for v in RECORDER.outside))[:20]:
-            write(f"  {violation}")
     if MODE == "report" and RECORDER.failures:
         write(f"{RECORDER.failures} tests had contract violations (ESCBRIDGE_CONTRACT=report)")

@@ -32,6 +32,7 @@ from escbridge_webhooks.chain import (
     Step,
     WebhookRequest,
     default_steps,
+    error_summary,
     refused,
     run_chain,
     unknown_instance,
@@ -298,6 +299,8 @@ def create_app(
         if learn is not None:
             learn()
     app = Flask(EXTENSION)
+    # /webhooks//x must not be answered with a 308 redirect to /webhooks/x: 404 like any path.
+    app.url_map.merge_slashes = False
     app.extensions[EXTENSION] = receiver
     app.json.sort_keys = False  # type: ignore[attr-defined]
 
@@ -331,9 +334,10 @@ def create_app(
 
     @app.errorhandler(Exception)
     def _unexpected(error: Exception) -> Response:
-        # Reached only through a bug: logged with its traceback, answered without details,
-        # and never a 2xx, so an event that was not stored is delivered again.
-        log.exception("unhandled error")
+        # Reached only through a bug: logged as where it happened (not its message, which
+        # may quote the body), answered without details, and never a 2xx, so an event that
+        # was not stored is delivered again.
+        log.error("unhandled error: %s", error_summary(error))
         response = jsonify(error="internal error", request_id=g.get("request_id"))
         response.status_code = 500
         return response

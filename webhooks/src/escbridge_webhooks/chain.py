@@ -322,8 +322,10 @@ class IgnoreOwnChanges:
         for event in ctx.events:
             try:
                 own = ask(event) is True
-            except Exception:  # undecidable here: keep it; the worker asks again
-                log.warning("could not tell whether an event is escbridge's own", exc_info=True)
+            except Exception as error:  # undecidable here: keep it; the worker asks again
+                log.warning(
+                    "could not tell whether an event is escbridge's own: %s", error_summary(error)
+                )
                 own = False
             if own:
                 ctx.own_changes += 1

@@ -34,6 +34,8 @@ from escbridge_webhooks.metrics import METRICS_LISTENER, BindAddress, on_listene
 
 log = logging.getLogger("escbridge_webhooks.serve")
 
+CHANNEL_TIMEOUT = 10  # seconds; like gunicorn's ESCBRIDGE_WEBHOOK_BODY_TIMEOUT default
+
 __all__ = ["ServeOptions", "serve"]
 
 
@@ -94,7 +96,16 @@ def serve(
 
     waitress: Any = importlib.import_module("waitress")  # untyped: no stubs are needed
     server: Any = waitress.create_server(
-        app, host=options.host, port=options.port, threads=options.threads, ident="escbridge"
+        app,
+        host=options.host,
+        port=options.port,
+        threads=options.threads,
+        ident="escbridge",
+        # waitress reads each request whole before a thread sees it; these bound what a slow or
+        # broken client costs: a connection silent this long is closed (its default is 120 s),
+        # and a body over the limit is refused by waitress itself.
+        channel_timeout=CHANNEL_TIMEOUT,
+        max_request_body_size=options.max_body_bytes,
     )
     try:
         metrics_server, metrics_at = _metrics_listener(waitress, app, options.metrics_bind)

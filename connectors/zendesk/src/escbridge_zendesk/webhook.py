@@ -147,7 +147,7 @@ def _parse_event(
     if ticket_id is None and subject.startswith("zen:ticket:"):
         ticket_id = _clean_id(subject.removeprefix("zen:ticket:"))
     if ticket_id is None:
-        raise WebhookPayloadError(f"{kind} event without a ticket id")
+        raise WebhookPayloadError("a ticket event without a ticket id (detail.id)")
     event_id = str(data.get("id") or "").strip()
     dedupe = (
         f"{instance}:zendesk-event:{event_id}"
@@ -178,9 +178,13 @@ def _parse_trigger(
     raw_id = data.get("ticket_id", ticket.get("id"))
     ticket_id = _clean_id(raw_id)
     if ticket_id is None:
+        # The value is not quoted: whatever the body holds stays out of replies and logs.
+        unrendered = "{{" in str(raw_id)
         raise WebhookPayloadError(
-            f"ticket_id {str(raw_id)[:40]!r} is not a ticket id (is the placeholder "
-            "{{ticket.id}} in the trigger body?)"
+            "ticket_id is the unrendered placeholder {{ticket.id}}: put it in a trigger body"
+            if unrendered
+            else "ticket_id is not a ticket id (is the placeholder {{ticket.id}} in the "
+            "trigger body?)"
         )
     found = Headers(headers)
     dedupe = signed_dedupe_key(instance, headers, body)
