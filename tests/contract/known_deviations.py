@@ -77,11 +77,4 @@ KNOWN: tuple[Deviation, ...] = (
         "'null' (api-audit #3: the schema allows only the string; handled both ways)",
         message="^None is not",
     ),
-    # -- tests that send wrong requests on purpose ---------------------------------------------
-    Deviation(
-        "freshdesk", "request", "updateTicket", "body/priority", "enum",
-        "test_freshdesk_client.py::test_400_becomes_a_validation_error_with_every_field sends "
-        "priority 9 to get the 400 (should carry @pytest.mark.contract_exempt)",
-        message="^9 is not one of",
-    ),
 )  # fmt: skip

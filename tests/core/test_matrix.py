@@ -154,6 +154,14 @@ class TestErrorMessages:
             "(e.g. 90m, 2h, 1d 4h)"
         ]
 
+    def test_a_level_id_too_long_for_a_marker_tag_is_refused(self) -> None:
+        # escbridge_<id> is the level marker tag; Zoho Desk takes tags of 50 characters at most.
+        long_id = "l" * 41
+        text = LADDER.replace("  - id: l1\n", f"  - id: {long_id}\n", 1) + "rules: []\n"
+        found = problems(text)
+        assert len(found) == 1 and "levels[0].id" in found[0]
+        assert "at most 40 characters" in found[0]
+
     def test_a_yaml_syntax_error_gives_the_line(self) -> None:
         text = RULES + "  - id: r\n    kind: hierarchical\n    when: {tags: [a]\n    to: l2\n"
         found = problems(text)

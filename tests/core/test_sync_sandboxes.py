@@ -271,9 +271,9 @@ def test_a_429_storm_slows_the_run_but_loses_nothing(rig: RigFactory, helpdesk: 
 
 
 def _credits_run_out(r: Rig, batch_size: int) -> None:
-    """Twelve tickets, 40 credits a day: each day's run stops when they are gone, cleanly
-    (the page in hand not committed, nothing handed to workers), and the next day's run goes
-    on from there until one gets to the end."""
+    """Twelve tickets, 50 credits a day (tag reads and writes cost credits too): each day's run
+    stops when they are gone, cleanly (the page in hand not committed, nothing handed to
+    workers), and the next day's run goes on from there until one gets to the end."""
     tickets = r.flagged(12)
 
     stopped = r.syncer(batch_size=batch_size).run().instances[r.instance]
@@ -285,9 +285,9 @@ def _credits_run_out(r: Rig, batch_size: int) -> None:
 
     day = timedelta(days=1)
     r.clock.advance_to(r.clock.now() + day)  # a new day, new credits
-    resumed = run_until_complete(r, step=day, batch_size=batch_size)
+    resumed = run_until_complete(r, runs=8, step=day, batch_size=batch_size)
 
-    assert len(resumed) >= 2  # 40 credits do not cover the rest in one day either
+    assert len(resumed) >= 2  # 50 credits do not cover the rest in one day either
     assert all(rep.instances[r.instance].failed == 0 for rep in resumed)
     r.clock.advance_to(r.clock.now() + day)  # reading the levels back spends credits too
     assert_each_escalated_once(r, tickets)
@@ -295,9 +295,9 @@ def _credits_run_out(r: Rig, batch_size: int) -> None:
 
 @pytest.mark.parametrize("helpdesk", ["zohodesk"])  # daily API credits are Zoho Desk's
 def test_zoho_daily_credits_stop_the_run_cleanly_and_the_next_day_resumes(rig: RigFactory) -> None:
-    _credits_run_out(rig(lambda _fake: {"daily_credits": 40}), batch_size=1)
+    _credits_run_out(rig(lambda _fake: {"daily_credits": 50}), batch_size=1)
 
 
 @pytest.mark.parametrize("helpdesk", ["zohodesk"])
 def test_zoho_daily_credits_running_out_between_bulk_writes_lose_nothing(rig: RigFactory) -> None:
-    _credits_run_out(rig(lambda _fake: {"daily_credits": 40}), batch_size=3)
+    _credits_run_out(rig(lambda _fake: {"daily_credits": 50}), batch_size=3)

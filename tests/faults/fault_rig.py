@@ -134,10 +134,6 @@ class FaultRig:
         self.emulator.tickets.subscribe(on_change)
 
     def level(self, record: Any) -> str | None:
-        if self.helpdesk == "zohodesk":
-            value = (record.get("cf") or {}).get("cf_escalation_level") or ""
-            found = _LEVEL.match(value)
-            return found.group(1) if found else None
         levels = sorted(m.group(1) for t in record.get("tags") or [] if (m := _LEVEL.match(t)))
         return ",".join(levels) or None
 

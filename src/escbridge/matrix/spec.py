@@ -50,8 +50,13 @@ class LimitsSpec(_Spec):
     daily_cap: int = Field(default=3, ge=1)
 
 
+#: The level marker tag is ``escbridge_<id>``; Zoho Desk takes tags of at most 50 characters
+#: (zohodesk-oas v1.0/TicketTag.json), the tightest of the three helpdesks.
+LEVEL_ID_MAX = 40
+
+
 class LevelSpec(_Spec):
-    id: str = Field(pattern=ID_PATTERN)
+    id: str = Field(pattern=ID_PATTERN, max_length=LEVEL_ID_MAX)
     name: str
     groups: dict[str, str]
     min_priority: PriorityName | None = None

@@ -14,7 +14,7 @@ from escbridge_zohodesk import ZohoDeskConfig, ZohoDeskConnector
 from escbridge.connector import Runtime
 from escbridge.testing import FakeClock
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).parents[2] / "fixtures" / "zohodesk"  # one place: tests/fixtures
 DESK = "https://desk.zoho.eu/api/v1"
 TOKEN_URL = "https://accounts.zoho.eu/oauth/v2/token"
 JWKS_URL = "https://desk.zoho.eu/.well-known/jwks.json"
