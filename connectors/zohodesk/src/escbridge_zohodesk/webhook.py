@@ -308,7 +308,13 @@ class WebhookVerifier:
         for event in events:
             org = event.get("orgId")
             if org is not None and str(org) != self._org_id:
-                raise WebhookAuthError(f"event for org {org}, not {self._org_id}")
+                # the org named in the body is not quoted: logs carry nothing a sender wrote
+                raise WebhookAuthError(f"an event for another org, not {self._org_id}")
+
+
+def _known(event_type: str) -> str:
+    """The event type for a log or an error: named only when it is one Desk documents."""
+    return event_type if event_type in EVENT_KINDS else "a Ticket_* event"
 
 
 def _events(body: bytes) -> list[Mapping[str, Any]]:
@@ -348,10 +354,10 @@ def parse_events(body: bytes, instance: str) -> list[TicketEvent]:
                 payload.get("commenterId") or payload.get("authorId") or payload.get("modifiedBy")
             )
             if ticket_id is None:
-                log.info("zohodesk: %s event without ticketId ignored", event_type)
+                log.info("zohodesk: %s event without ticketId ignored", _known(event_type))
                 continue
         if ticket_id is None or str(ticket_id).strip() == "":
-            raise WebhookPayloadError(f"{event_type} event without a ticket id")
+            raise WebhookPayloadError(f"{_known(event_type)} event without a ticket id")
         canonical = json.dumps(event, sort_keys=True, separators=(",", ":"), default=str)
         digest = hashlib.sha256(f"zohodesk\0{instance}\0{canonical}".encode()).hexdigest()
         try:
