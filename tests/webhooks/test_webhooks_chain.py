@@ -141,7 +141,7 @@ def test_a_verifier_that_crashes_fails_closed(rig: Rig, monkeypatch: pytest.Monk
         (b"this is not json", "body is not JSON"),
         (b"[1, 2]", "body is not a JSON object"),
         (json.dumps({"hello": "world"}).encode(), "not a Zendesk ticket webhook"),
-        (json.dumps({"ticket_id": "{{ticket.id}}"}).encode(), "is not a ticket id"),
+        (json.dumps({"ticket_id": "{{ticket.id}}"}).encode(), "unrendered placeholder"),
         (event_body("9" * 150), "ticket_id is longer than 100 characters"),
     ],
 )

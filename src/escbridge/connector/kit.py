@@ -464,27 +464,18 @@ class Learned(Generic[T]):
             return self._value
         if not self._attempt.acquire(blocking=False):
             return self._value  # another thread is asking: do not ask twice
-        try:
-            if self._value is not None:
-                return self._value
-            return self._try()
-        finally:
+        if self._value is not None:
             self._attempt.release()
+            return self._value
+        return self._try_and_release()
 
     def refresh(self) -> bool:
         """One attempt now in a short-lived daemon thread, even though a value is known (the
         caller throttles); False when one is in flight already or it cannot be learned."""
         if self.unlearnable or not self._attempt.acquire(blocking=False):
             return False
-
-        def attempt() -> None:
-            try:
-                self._try()
-            finally:
-                self._attempt.release()
-
         name = f"{self.thread_name}-{self.instance}-refresh"
-        threading.Thread(target=attempt, name=name, daemon=True).start()
+        threading.Thread(target=self._try_and_release, name=name, daemon=True).start()
         return True
 
     def wait_attempt(self, since: int, timeout: float) -> bool:
@@ -521,10 +512,18 @@ class Learned(Generic[T]):
                     self.failures = 0
                     self.last_error = None
                 self._learned(self._value)
-        with self._ended:
-            self.attempts += 1
-            self._ended.notify_all()
         return found if found is None else self._value
+
+    def _try_and_release(self) -> T | None:
+        """``_try`` with the attempt lock the caller holds; releases it, and only then counts
+        the attempt as ended (a waiter woken by ``wait_attempt`` never sees it in flight)."""
+        try:
+            return self._try()
+        finally:
+            self._attempt.release()
+            with self._ended:
+                self.attempts += 1
+                self._ended.notify_all()
 
     def _failed(self, reason: str, retry_after: float | None) -> None:
         with self._state:
@@ -588,9 +587,11 @@ class Learned(Generic[T]):
             if wait > 0:
                 self._stop.wait(wait)
                 continue
-            with self._attempt:  # after a worker's attempt in flight, if there is one
-                if self._value is None and self.retry_in() <= 0 and not self._stop.is_set():
-                    self._try()
+            self._attempt.acquire()  # after a worker's attempt in flight, if there is one
+            if self._value is None and self.retry_in() <= 0 and not self._stop.is_set():
+                self._try_and_release()
+            else:
+                self._attempt.release()
 
 
 class SelfIdentity(Learned[Identity]):

@@ -12,7 +12,8 @@ In order (the first step that answers ends the chain, as bolt-python's middlewar
 6. ``Enqueue``            — the durable write. The store's unique dedupe key *is* the dedupe
                             step: a redelivery comes back from it as a duplicate and is answered
                             200 ``duplicate``; anything new is answered 202 ``queued`` only once
-                            the store has it. When the store cannot take it: 503 + Retry-After,
+                            the store has it on disk (concurrent deliveries share one commit:
+                            GroupCommit). When the store cannot take it: 503 + Retry-After,
                             so the helpdesk delivers again — never a 2xx for an event not stored.
 
 Nothing here knows Flask: the adapter (app.py) turns a Flask request into a
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import threading
 from collections import deque
@@ -37,6 +39,7 @@ from escbridge.errors import (
     RequestBodyError,
     StoreUnavailableError,
     WebhookAuthError,
+    WebhookKeyUnavailable,
     WebhookPayloadError,
 )
 from escbridge.model import TicketEvent
@@ -237,6 +240,15 @@ class Verify:
         request = ctx.request
         try:
             ctx.connector.verify_webhook(request.headers, ctx.body, request.query)
+        except WebhookKeyUnavailable as error:  # cannot be told genuine or forged yet
+            wait = max(1, math.ceil(error.retry_after))
+            return Reply(
+                503,
+                {"error": "cannot verify the request yet, try again later", "retry_after": wait},
+                "unverified",
+                headers={"Retry-After": str(wait)},
+                reason=str(error),
+            )
         except WebhookAuthError as error:
             return Reply(401, {"error": "invalid request"}, "unauthorized", reason=str(error))
         except Exception as error:  # a verifier bug must fail closed, not open, nor 500

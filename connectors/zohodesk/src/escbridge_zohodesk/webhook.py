@@ -92,7 +92,8 @@ class JwksCache:
         self._ttl = ttl
         self._clock = clock
         self.miss_wait = miss_wait
-        self._keys = _JwksKeys(self._download, instance=instance, clock=clock)
+        #: the keys, learned in the background (``kit.Learned``: attempts, wait_attempt, …)
+        self.learned = _JwksKeys(self._download, instance=instance, clock=clock)
         self._fetched_at: float | None = None
         self._refreshed_at: float | None = None
         self._lock = threading.Lock()
@@ -100,34 +101,40 @@ class JwksCache:
 
     def start(self) -> None:
         """Fetch the keys in the background now, so the first delivery finds them."""
-        self._keys.start()
+        self.learned.start()
 
     def stop(self, timeout: float | None = None) -> bool:
         """Stop the background fetching; whether it has ended within ``timeout``."""
-        return self._keys.stop(timeout)
+        return self.learned.stop(timeout)
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for the background fetch started by ``start()`` to end (for a CLI, a test);
+        whether keys are known."""
+        return self.learned.join(timeout) is not None
 
     @property
     def known(self) -> bool:
-        return self._keys.value is not None
+        return self.learned.value is not None
 
     def key(self, kid: str | None) -> Any:
         """The public key for ``kid`` (None: the only key there is). ``WebhookAuthError`` when
         Desk does not publish it, ``WebhookKeyUnavailable`` when that cannot be known in time."""
-        found = _pick(self._keys.value, kid)
+        found = _pick(self.learned.value, kid)
         if found is not None:
             if self._fetched_at is None or self._clock() - self._fetched_at >= self._ttl:
                 self._refresh()  # the cached key serves meanwhile
             return found
-        since = self._keys.attempts
-        if self._refresh() or self._keys.busy:
-            self._keys.wait_attempt(since, self.miss_wait)
-        found = _pick(self._keys.value, kid)
+        since = self.learned.attempts
+        if self._refresh() or self.learned.busy:
+            self.learned.wait_attempt(since, self.miss_wait)
+        found = _pick(self.learned.value, kid)
         if found is not None:
             return found
-        if self._keys.value is not None and self._keys.last_error is None and not self._keys.busy:
+        keys = self.learned
+        if keys.value is not None and keys.last_error is None and not keys.busy:
             raise WebhookAuthError(f"JWT key id {kid!r} is not among Desk's published keys")
-        retry = max(MIN_RETRY_AFTER, self._keys.retry_in())
-        why = self._keys.last_error or f"no answer within {self.miss_wait:g}s"
+        retry = max(MIN_RETRY_AFTER, self.learned.retry_in())
+        why = self.learned.last_error or f"no answer within {self.miss_wait:g}s"
         raise WebhookKeyUnavailable(
             f"Desk's webhook signing keys (JWKS) could not be fetched ({why}): the delivery is "
             "refused for now and Desk asked to send it again",
@@ -141,7 +148,7 @@ class JwksCache:
             if self._refreshed_at is not None and now - self._refreshed_at < MIN_REFETCH:
                 return False
             self._refreshed_at = now
-        return self._keys.refresh()
+        return self.learned.refresh()
 
     def _download(self) -> dict[str, Any]:
         """One fetch: the keys of the first URL that answers (it is tried first next time)."""
@@ -166,7 +173,7 @@ class JwksCache:
                     self._urls.remove(url)
                     self._urls.insert(0, url)
             return keys
-        if self._keys.value is not None:
+        if self.learned.value is not None:
             log.warning("zohodesk: using cached JWKS keys; Desk's JWKS could not be refreshed")
         raise ConnectionError(", ".join(failed) or "no JWKS URL")
 
