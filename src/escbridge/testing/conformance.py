@@ -103,7 +103,7 @@ class ConformanceHarness(Protocol):
     """What the suite needs from a connector author: their plugin, wired to a helpdesk.
 
     ``groups``: at least two group names the helpdesk has (a frontline group first);
-    ``has_tags``: whether the helpdesk has ticket tags (Zoho Desk's API has none).
+    ``has_tags``: whether the helpdesk has ticket tags (all three built-in ones do).
     """
 
     groups: Sequence[str]
@@ -379,7 +379,7 @@ class ConnectorConformance:
         human = ("vip", "customer_is_waiting")
         single = harness.create_ticket(tags=human, level="l1")
         bulk = [harness.create_ticket(tags=human, level="l1") for _ in range(2)]
-        actions = escalation(group=harness.groups[1], previous="l1", tags=["escbridge_seen"])
+        actions = escalation(group=harness.groups[1], previous="l1", tags=["seen_by_escbridge"])
 
         assert connector.apply(connector.fetch_ticket(single), actions).ok
         results = connector.apply_many([(connector.fetch_ticket(t), actions) for t in bulk])
@@ -387,7 +387,7 @@ class ConnectorConformance:
         assert all(r.ok for r in results), results
         for ticket_id in (single, *bulk):
             after = harness.read(ticket_id)
-            assert after.tags >= {*human, "escbridge_seen", LevelMarker.tag("l2")}
+            assert after.tags >= {*human, "seen_by_escbridge", LevelMarker.tag("l2")}
             assert LevelMarker.tag("l1") not in after.tags
 
     def test_apply_many_writes_each_ticket_once_in_order(self, harness: ConformanceHarness) -> None:
