@@ -14,19 +14,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import functools
-import importlib.util
 import io
 import json
 import logging
 import socket
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import jwt
@@ -35,7 +31,7 @@ import responses
 from cryptography.hazmat.primitives.asymmetric import rsa
 from escbridge_webhooks import ReceiverSettings, create_app
 from flask.testing import FlaskClient
-from webhook_support import ENV, MATRIX, LogLines, event_body, signed
+from webhook_support import ENV, MATRIX, LogLines, event_body, signed, webhook_bench
 
 from escbridge.config import Config, parse_config
 from escbridge.connector.payload import DEFAULT_LIMITS
@@ -402,19 +398,6 @@ def test_an_unexpected_parser_error_is_logged_by_type_and_place_without_its_mess
 REPO = Path(__file__).resolve().parents[2]
 
 
-@functools.cache
-def _bench() -> ModuleType:
-    """benchmarks/webhooks.py, whose gunicorn() starts the shipped configuration."""
-    spec = importlib.util.spec_from_file_location(
-        "escbridge_bench_webhooks", REPO / "benchmarks" / "webhooks.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
 @dataclass
 class Server:
     port: int
@@ -440,7 +423,7 @@ def gunicorn_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server
     config, store_url = _zendesk_only(work)
     env = {**SECRETS_ENV, "ESCBRIDGE_CONFIG": str(config)}
     args = argparse.Namespace(workers=1, threads=4, log_level="info")
-    with _bench().gunicorn("escbridge_webhooks.wsgi:app", work, args, env, "receiver") as (
+    with webhook_bench().gunicorn("escbridge_webhooks.wsgi:app", work, args, env, "receiver") as (
         port,
         _process,
     ):

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import functools
 import http.client
-import importlib.util
 import json
 import os
 import shutil
@@ -22,15 +20,13 @@ import signal
 import socket
 import ssl
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import ModuleType
 
 import pytest
-from webhook_support import ENV, event_body, signed, write_config
+from webhook_support import ENV, event_body, signed, webhook_bench, write_config
 
 from escbridge.store import upgrade
 
@@ -41,19 +37,6 @@ STALLED = 32
 SLOWLORIS = 8
 MAX_BODY = 4096
 REPO = Path(__file__).resolve().parents[2]
-
-
-@functools.cache
-def _bench() -> ModuleType:
-    """benchmarks/webhooks.py, whose gunicorn() starts the shipped configuration."""
-    spec = importlib.util.spec_from_file_location(
-        "escbridge_bench_webhooks", REPO / "benchmarks" / "webhooks.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
 
 
 @contextlib.contextmanager
@@ -74,7 +57,9 @@ def receiver(
         "GUNICORN_CMD_ARGS": gunicorn_args,
     }
     args = argparse.Namespace(workers=1, threads=4, log_level="info")
-    with _bench().gunicorn("escbridge_webhooks.wsgi:app", work, args, env, "receiver") as running:
+    with webhook_bench().gunicorn(
+        "escbridge_webhooks.wsgi:app", work, args, env, "receiver"
+    ) as running:
         yield running
 
 
@@ -451,7 +436,7 @@ def test_the_nginx_recipe_passes_nginx_t(nginx_binary: str, tmp_path: Path) -> N
 @contextlib.contextmanager
 def nginx_in_front(binary: str, directory: Path, upstream: int) -> Iterator[int]:
     """nginx with the recipe on a free loopback port, proxying to ``upstream``."""
-    port = _bench().free_port()
+    port = webhook_bench().free_port()
     adapted = {
         "listen 443 ssl;": f"listen 127.0.0.1:{port} ssl;",
         "server 127.0.0.1:8000;": f"server 127.0.0.1:{upstream};",
