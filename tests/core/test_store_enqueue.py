@@ -3,14 +3,12 @@
 On both databases: answers in order (new, duplicate of an earlier delivery, duplicate within
 the batch), and a value the database refuses costs only its own event (an outage is
 StoreUnavailableError: test_store_recovery.py). Durability: SQLite runs synchronous=FULL,
-PostgreSQL commits synchronously even when the server is configured otherwise, and a SQLite
-commit stays visible to other processes.
+PostgreSQL commits synchronously even when the server is configured otherwise (and a SQLite
+commit is seen by other processes at once: tests/webhooks/test_door_durability.py).
 """
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -18,7 +16,7 @@ import pytest
 
 from escbridge.errors import StoreDataError
 from escbridge.model import TicketEvent
-from escbridge.store import Enqueued, Store, probe_write, upgrade
+from escbridge.store import Enqueued, Store, upgrade
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 
@@ -96,35 +94,6 @@ def test_postgresql_commits_synchronously_even_when_the_server_says_off(store: S
         ).fetchone()[0]
         assert server_default == "off"
         assert raw.execute("SHOW synchronous_commit").fetchone()[0] == "on"
-
-
-def test_a_sqlite_commit_stays_visible_after_another_process_closes_the_database(
-    tmp_path: Path,
-) -> None:
-    """Closing the last connection of a process deletes the WAL unless another process holds
-    the database: the receiver must keep its lock, or its next commits go to a deleted file
-    (answered 202, invisible to the workers, lost on kill -9)."""
-    path = tmp_path / "escbridge.db"
-    url = f"sqlite:///{path}"
-    # Created by another process, as `escbridge db upgrade` does: this one opens it only once.
-    create = f"from escbridge.store import upgrade; upgrade({url!r})"
-    subprocess.run([sys.executable, "-c", create], check=True, capture_output=True)
-    count = (
-        f"from escbridge.store import Store; s = Store({url!r});"
-        " print(sum(s.job_counts().values())); s.close()"
-    )
-
-    def other_process_counts() -> int:
-        out = subprocess.run([sys.executable, "-c", count], check=True, capture_output=True)
-        return int(out.stdout)
-
-    with Store(url) as door:
-        probe_write(door.engine, url)  # the connection is open, as a receiver's after /readyz
-        assert other_process_counts() == 0  # ...which closes its last connection
-        assert door.enqueue_many([event("a")], NOW)[0].accepted
-        assert other_process_counts() == 1
-        assert door.enqueue_many([event("b")], NOW)[0].accepted
-        assert other_process_counts() == 2
 
 
 def test_a_writer_holding_the_lock_may_write_within_it(store: Store) -> None:

@@ -136,11 +136,14 @@ def load_json(body: bytes, limits: JsonLimits = DEFAULT_LIMITS) -> Any:
     A syntax error raises the subclass :class:`~escbridge.errors.PayloadNotJsonError` (line and
     column only); every other refusal names the JSON path (``$.detail.id``) and the problem.
     """
+    # The BOM is stripped by hand: the "utf-8-sig" codec is imported lazily, on first use, which
+    # fails in a process that can no longer read its own installation (dropped privileges).
+    offset = 3 if body.startswith(b"\xef\xbb\xbf") else 0
     try:
-        text = body.decode("utf-8-sig")
+        text = body[offset:].decode("utf-8")
     except UnicodeDecodeError as error:
         raise WebhookPayloadError(
-            f"body is not UTF-8 (invalid byte at offset {error.start})"
+            f"body is not UTF-8 (invalid byte at offset {error.start + offset})"
         ) from None
     try:
         data = _decoder(limits).decode(text)

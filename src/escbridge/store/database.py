@@ -31,7 +31,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.pool import StaticPool
 
 from escbridge.errors import StoreUnavailableError
-from escbridge.secrets import redact
+from escbridge.secrets import quote_userinfo, redact
 from escbridge.secrets import safe_url as secrets_safe_url
 
 DEFAULT_URL = "sqlite:///escbridge.db"
@@ -39,7 +39,7 @@ DEFAULT_URL = "sqlite:///escbridge.db"
 
 def parse_url(url: str | URL) -> URL:
     """The URL as SQLAlchemy sees it; ``postgresql://`` means the psycopg 3 driver."""
-    parsed = make_url(url)
+    parsed = make_url(quote_userinfo(url) if isinstance(url, str) else url)  # raw p@ss/w:rd
     if parsed.drivername in ("postgresql", "postgres"):
         parsed = parsed.set(drivername="postgresql+psycopg")
     if parsed.get_backend_name() not in ("sqlite", "postgresql"):
@@ -415,7 +415,7 @@ def unavailable_as_typed(url: str | URL) -> Iterator[None]:
             raise
         reason = str(getattr(error, "orig", None) or error).strip().splitlines()
         first = reason[0] if reason else type(error).__name__
-        password = make_url(url).password
+        password = parse_url(url).password
         secrets = (str(password),) if password else ()
         raise StoreUnavailableError(
             f"store unavailable ({safe_url(url)}): {redact(first, secrets)}"
