@@ -62,14 +62,6 @@ KNOWN: tuple[Deviation, ...] = (
         "example (and every recorded 422) carries only fieldName and errorType",
         message="errorMessage",
     ),
-    # -- emulator drift, owned by the Zoho connector (H8) ---------------------------------------
-    Deviation(
-        "zohodesk", "response", "searchTickets", r"body/data/\d+", "required|additionalProperties",
-        "emulator (owner H8): search items are list views (or the stored ticket with "
-        "search_full_items); Search.json searchTicketResponseFields is a closed object that "
-        "requires cf, customFields, contact, assignee, department, team, product, lastThread, "
-        "isRead, childTicketCount … and has no source/sentiment/channelCode/layoutDetails",
-    ),
     # -- deliberate, for facts still unconfirmed ----------------------------------------------
     Deviation(
         "zohodesk", "request", "updateTicket", "body/teamId", "type",

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import re
+from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -231,7 +235,7 @@ def test_bulk_escalation_uses_update_many(desk):
 
 
 def test_sync_over_a_capped_search_with_a_token_expiring_mid_run():
-    for desk in start(search_cap=200, search_full_items=True):
+    for desk in start(search_cap=200):
         now = datetime.now(UTC)
         for i in range(450):
             desk.state.add_ticket(modifiedTime=format_time(now - timedelta(seconds=i / 2)))
@@ -336,3 +340,72 @@ def test_the_emulator_validates_team_id_like_the_update_schema(desk):
     assert connector.client.update_ticket(raw["id"], {"teamId": "null"})["teamId"] is None
     assert connector.client.update_ticket(raw["id"], {"teamId": l1})["teamId"] == l1
     assert connector.client.update_ticket(raw["id"], {"teamId": "undefined"})["teamId"] is None
+
+
+SEARCH_SCHEMA = Path(__file__).parents[2] / "contract" / "schemas" / "zohodesk" / "Search.json"
+
+
+def get_kind(path: str) -> str:
+    if path.endswith("/tickets/search"):
+        return "search"
+    if path.endswith("/tags"):
+        return "tags"
+    return "ticket" if re.fullmatch(r"/api/v1/tickets/\d+", path) else path
+
+
+def test_a_sync_page_reads_only_the_tags_of_tagged_tickets():
+    """The emulator's search items are Search.json's ``searchTicketResponseFields``: ``cf`` and
+    every field a decision needs, no ``tagCount``. A page of 100 tickets, 10 of them tagged,
+    costs the search, one ``tag=${NotEmpty}&id=…`` search and 10 tag reads: 12 GETs, 16
+    credits. (As list views without ``cf``, each item was read again: 111 GETs, 113 credits.)
+    What the page says about each ticket is what reading it says."""
+    for desk in start():
+        now = datetime.now(UTC)
+        l2 = desk.state.team_id("L2 Support")
+        for i in range(100):
+            tagged = i < 10
+            desk.state.add_ticket(
+                modifiedTime=format_time(now - timedelta(seconds=i + 1)),
+                tags=["escbridge_l2", "vip"] if tagged else [],
+                teamId=l2 if tagged else None,
+                assigneeId=HUMAN_AGENT if i % 2 else None,
+                priority="High" if i % 3 == 0 else "Medium",
+                cf={
+                    "cf_escalation_level": None,
+                    "cf_overdue_2h_triggered": "true" if i % 5 else "false",
+                },
+            )
+        connector = desk.connector()
+        connector.directory.refresh()
+        credits = desk.state.credits.peek().remaining
+        mark = len(desk.state.requests_log)
+
+        [page] = connector.iter_tickets(now - timedelta(minutes=5), None)
+
+        log = desk.state.requests_log[mark:]
+        assert Counter(get_kind(p) for m, p, _ in log if m == "GET") == {"search": 2, "tags": 10}
+        assert [m for m, _, _ in log if m != "GET"] == []
+        assert credits - desk.state.credits.peek().remaining == 3 + 3 + 10
+        assert len(page.tickets) == 100
+        levels = Counter((t.level, t.group, frozenset(t.tags)) for t in page.tickets)
+        assert levels == {
+            ("l2", "L2 Support", frozenset({"escbridge_l2", "vip"})): 10,
+            (None, "Support", frozenset()): 90,
+        }
+        for ticket in page.tickets[::7]:  # the search item says what a full read says
+            read = connector.fetch_ticket(ticket.id).model_dump()
+            del read["custom_fields"]["is_response_overdue"]  # search items have no such key
+            assert ticket.model_dump() == read
+
+
+def test_the_emulators_search_items_have_exactly_the_published_keys(desk):
+    """Search.json's ``searchTicketResponseFields`` is closed: every required key, nothing else
+    (the contract checks validate the values too)."""
+    schema = json.loads(SEARCH_SCHEMA.read_text())["components"]["schemas"]
+    fields = schema["searchTicketResponseFields"]
+    raw = desk.state.add_ticket(subject="Exact keys", assigneeId=HUMAN_AGENT)
+    items, _ = desk.connector().client.search({"id": raw["id"], "limit": 1})
+    [item] = items
+    assert set(fields["required"]) <= set(item) <= set(fields["properties"])
+    assert "tagCount" not in item and "cf" in item
+    assert item["assignee"]["id"] == HUMAN_AGENT and item["department"]["name"] == "Support"

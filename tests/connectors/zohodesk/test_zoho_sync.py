@@ -13,6 +13,7 @@ from escbridge_zohodesk.parse import format_time, parse_time
 from zohodesk_support import DESK, Clock, load, make_connector, ticket_json, token_reply
 
 from escbridge.errors import RateLimited
+from escbridge.model import Priority
 
 START = datetime(2026, 10, 5, 12, 0, tzinfo=UTC)
 SEARCH = f"{DESK}/tickets/search"
@@ -296,3 +297,61 @@ def test_a_refused_tag_search_reads_each_items_tags(rsps, clock):
     pages, _ = scan(make_connector(clock), since=START)
     assert [t.level for p in pages for t in p.tickets] == [None, "l2", None]
     assert sorted(tag_reads(rsps)) == ["100000", "100001", "100002"]
+
+
+def test_the_recorded_search_item_is_decided_on_without_reading_the_ticket(rsps, clock):
+    """An item in Search.json's ``searchTicketResponseFields`` shape (``search_page.json``)
+    has ``cf`` and every field a decision needs: only its tags are read (search items carry
+    none), never the ticket."""
+    page = load("search_page.json")
+    (item,) = page["data"]
+    token_reply(rsps)
+    rsps.get(f"{DESK}/teams", json=load("teams.json"))
+    rsps.get(f"{DESK}/departments", json=load("departments.json"))
+    rsps.get(SEARCH, json=page)
+    rsps.get(f"{DESK}/tickets/{item['id']}/tags", json=load("ticket_tags.json"))
+    since = parse_time(item["modifiedTime"]) - timedelta(minutes=1)
+    clock.now = since + timedelta(minutes=2)
+
+    pages, ids = scan(make_connector(clock), since=since)
+
+    assert ids == [item["id"]]
+    (ticket,) = pages[-1].tickets
+    assert (ticket.level, ticket.group, ticket.version) == ("l2", "Support", item["modifiedTime"])
+    assert ticket.tags == {"escbridge_l2", "battery"}
+    assert ticket.description.startswith("The battery stopped charging")
+    assert not [c for c in rsps.calls if re.search(r"/tickets/\d+\?", c.request.url)]
+
+
+class Lacking(SearchDesk):
+    """Full search items, but the one of ``ticket_id`` lacks ``key``."""
+
+    def __init__(self, tickets, ticket_id, key):
+        super().__init__(tickets, full_items=True)
+        self.ticket_id, self.key = ticket_id, key
+
+    def __call__(self, request):
+        status, headers, body = super().__call__(request)
+        if status == 200:
+            answer = json.loads(body)
+            for item in answer["data"]:
+                if item["id"] == self.ticket_id:
+                    del item[self.key]
+            body = json.dumps(answer)
+        return status, headers, body
+
+
+@pytest.mark.parametrize("missing", ["description", "priority", "teamId", "cf"])
+def test_a_search_item_lacking_a_field_a_decision_needs_is_read_in_full(rsps, clock, missing):
+    """Handled both ways: should Desk's items lack a field Search.json promises, the ticket is
+    read in full rather than decided on without it."""
+    data = tickets(3)
+    data[1].update(description="<div>Refund please</div>", priority="High")
+    install(rsps, Lacking(data, "100001", missing))
+    for t in data:
+        rsps.get(f"{DESK}/tickets/{t['id']}/tags", json={"tags": []})
+    pages, _ = scan(make_connector(clock), since=START)
+    (read,) = [t for p in pages for t in p.tickets if t.id == "100001"]
+    assert (read.description, read.priority) == ("Refund please", Priority.HIGH)
+    fetched = [c.request.url for c in rsps.calls if re.search(r"/tickets/\d+\?", c.request.url)]
+    assert len(fetched) == 1 and "/tickets/100001?" in fetched[0]

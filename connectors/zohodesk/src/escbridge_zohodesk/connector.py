@@ -106,6 +106,16 @@ SEARCH_MAX_FROM = 999
 # A page with at least this many items whose tags are unknown asks search which have any (one
 # search costs about as many credits as three reads) rather than reading each one's tags.
 TAG_SEARCH_MIN = 3
+# What deciding on a ticket reads from it besides ``cf`` (parse.parse_ticket). zohodesk-oas
+# v1.0/Search.json's ``searchTicketResponseFields`` requires every one of them, so a search
+# item is used as it is; one lacking any (a list view has no ``cf``, ``description``, ``email``)
+# is read again in full rather than decided on with a field missing. Not ``isResponseOverdue``:
+# search items never carry it (the ticket's ``custom_fields`` then lack ``is_response_overdue``).
+DECIDING_KEYS = (
+    "id", "subject", "description", "status", "statusType", "priority", "channel",
+    "departmentId", "teamId", "assigneeId", "contactId", "email", "accountId", "createdTime",
+    "modifiedTime", "dueDate", "customerResponseTime", "isOverDue", "isEscalated", "cf",
+)  # fmt: skip
 MIN_WINDOW = timedelta(seconds=1)  # Desk's times are whole seconds: a window cannot be split finer
 NOTE_LIMIT = 32000
 PROBE_TAG = "escbridge_scope_probe"  # what `check` removes from ticket 0 to probe a scope
@@ -370,9 +380,11 @@ class ZohoDeskConnector(BaseConnector[ZohoDeskConfig, _Prepared]):
             yield TicketPage(tickets, format_time(lo), False)
 
     def _open_tickets(self, items: Sequence[Mapping[str, Any]]) -> list[Ticket]:
-        """Search items as Tickets, with their tags. An item without ``cf`` (Desk's list view),
-        or without the level field when that is the marker, is read again in full: deciding on
-        a ticket whose level or fields are unknown could escalate it twice, or wrongly."""
+        """Search items as Tickets, with their tags. An item as Search.json describes it is
+        used as it is (only its tags are read: search items carry none); one without ``cf`` or
+        another of ``DECIDING_KEYS`` (Desk's list view), or without the level field when that
+        is the marker, is read again in full: deciding on a ticket whose level or fields are
+        unknown could escalate it twice, or wrongly."""
         if items and not self.directory.loaded:
             self.directory.refresh()
         out = []
@@ -396,9 +408,11 @@ class ZohoDeskConnector(BaseConnector[ZohoDeskConfig, _Prepared]):
         return out
 
     def _complete(self, item: Mapping[str, Any]) -> bool:
-        """Whether a search item has the fields (``cf``, and the level field when that is the
-        marker) to decide on, so that only its tags need reading."""
-        cf, marker_field = item.get("cf"), self.config.marker_field
+        """Whether a search item has the fields (``DECIDING_KEYS``, and the level field when
+        that is the marker) to decide on, so that only its tags need reading."""
+        if any(key not in item for key in DECIDING_KEYS):
+            return False
+        cf, marker_field = item["cf"], self.config.marker_field
         return isinstance(cf, Mapping) and (marker_field is None or marker_field in cf)
 
     def _untagged(self, items: Sequence[Mapping[str, Any]]) -> set[str]:

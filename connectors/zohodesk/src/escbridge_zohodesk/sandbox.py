@@ -5,14 +5,15 @@ It speaks the shapes of /work/shared/reference/zohodesk.md: the refresh grant (w
 headers, scopes, tickets with ``cf`` fields, comments, ``/move``, ``updateMany`` (204),
 ticket tags (``GET /tickets/{id}/tags``, ``associateTag``, ``dissociateTag``, validated as
 zohodesk-oas v1.0/TicketTag.json says; a ticket's JSON shows only ``tagCount``),
-``/tickets/search`` with ``modifiedTimeRange``, ``tag`` and a result cap, teams, departments, ticket
-fields, 204 for empty lists, daily credits with ``X-Rate-Limit-*-v3`` headers and both kinds of
-429, a JWKS endpoint, and webhooks: the validation GET on registration, then a JSON array of
-events signed with an RS256 ``X-ZDesk-JWT`` posted on every ticket change.
+``/tickets/search`` with ``modifiedTimeRange``, ``tag``, ``id`` and a result cap (its items in
+Search.json's ``searchTicketResponseFields`` shape), teams, departments, ticket fields, 204 for
+empty lists, daily credits with ``X-Rate-Limit-*-v3`` headers and both kinds of 429, a JWKS
+endpoint, and webhooks: the validation GET on registration, then a JSON array of events signed
+with an RS256 ``X-ZDesk-JWT`` posted on every ticket change.
 
 Where the reference is unsure, an option picks the behaviour so tests cover both
 (``patch_moves_department``, ``null_unassigns``, ``team_null``, ``fields_path``,
-``search_full_items``, ``jwt_time_unit``, ``token_scopes``, ``tags_bump_modified``).
+``jwt_time_unit``, ``token_scopes``, ``tags_bump_modified``).
 
 The state is ``app.extensions["zohodesk"]`` (a ``DeskEmulator``); tests drive it directly
 (``add_ticket``, ``throttle_next``, ``revoke_tokens``, ``dispatcher.flush()``); its network
@@ -71,6 +72,20 @@ _LISTVIEW = (
     "modifiedTime", "closedTime", "onholdTime", "customerResponseTime", "responseDueDate",
     "webUrl", "threadCount", "commentCount", "layoutId", "category", "subCategory",
 )  # fmt: skip
+# zohodesk-oas v1.0/Search.json ``searchTicketResponseFields``: its required keys (in the order
+# of its properties), then the optional ones, sent when the ticket has them. A closed object.
+_SEARCH_ITEM = (
+    "modifiedTime", "subCategory", "statusType", "subject", "dueDate", "departmentId",
+    "channel", "onholdTime", "language", "sharedDepartments", "resolution", "closedTime",
+    "isOverDue", "contact", "createdTime", "id", "customerResponseTime", "productId",
+    "contactId", "threadCount", "secondaryContacts", "priority", "classification",
+    "commentCount", "accountId", "phone", "webUrl", "assignee", "isSpam", "childTicketCount",
+    "status", "entitySkills", "ticketNumber", "customFields", "isArchived", "isRead",
+    "description", "responseDueDate", "modifiedBy", "department", "email", "product", "cf",
+    "slaId", "lastThread", "team", "assigneeId", "layoutId", "createdBy", "teamId",
+    "isEscalated", "category", "lockedTime",
+)  # fmt: skip
+_SEARCH_ITEM_OPTIONAL = ("relationshipType", "parentTicket", "sourceTicket")
 _SCOPE_FOR = {
     "organizations": "Desk.basic.READ",
     "myinfo": "Desk.basic.READ",
@@ -143,7 +158,6 @@ class DeskEmulator:
         credits_retry_after: int | None = 3600,
         max_concurrent: int = 15,
         search_cap: int | None = None,
-        search_full_items: bool = False,
         fields_path: str = "organizationFields",
         patch_moves_department: bool = True,
         null_unassigns: bool = True,
@@ -167,7 +181,6 @@ class DeskEmulator:
         self.credits_retry_after = credits_retry_after
         #: an extra, lower result cap for tests; Desk's own rule (from <= 999) always applies
         self.search_cap = search_cap
-        self.search_full_items = search_full_items
         self.fields_path = fields_path
         self.patch_moves_department = patch_moves_department
         self.null_unassigns = null_unassigns
@@ -644,9 +657,40 @@ class DeskEmulator:
         ticket["modifiedBy"] = agent
 
     def listview(self, ticket: Mapping[str, Any]) -> dict[str, Any]:
-        if self.search_full_items:
-            return _public(ticket)
+        """A ``GET /tickets`` item: the list view, without ``cf``."""
         return {k: ticket.get(k) for k in _LISTVIEW}
+
+    def search_item(self, ticket: Mapping[str, Any]) -> dict[str, Any]:
+        """A ``/tickets/search`` item exactly as zohodesk-oas v1.0/Search.json's closed
+        ``searchTicketResponseFields`` says: the ticket with ``cf`` (values as strings),
+        ``customFields`` (by label) and the ``contact``/``assignee``/``department``/``team``/
+        ``product``/``lastThread`` objects, but no ``tagCount``, ``source``, ``sentiment`` or
+        ``layoutDetails`` (so the connector must learn tags another way)."""
+        full = self.full_ticket(ticket)
+        item: dict[str, Any] = {k: full.get(k) for k in _SEARCH_ITEM}
+        item.update({k: full[k] for k in _SEARCH_ITEM_OPTIONAL if k in full})
+        agent = self.agents.get(str(ticket.get("assigneeId") or ""))
+        item["assignee"] = (
+            {"id": agent["id"], "firstName": agent["firstName"], "lastName": agent["lastName"],
+             "emailId": agent["email"], "photoURL": None, "zuid": agent["zuid"]}
+            if agent
+            else None
+        )  # fmt: skip
+        product = ticket.get("productId")
+        item["product"] = {"id": str(product), "productName": None} if product else None
+        item["cf"] = {k: _cf_text(v) for k, v in (ticket.get("cf") or {}).items()}
+        labels = {f["apiName"]: f["displayLabel"] for f in self.fields if f.get("isCustomField")}
+        item["customFields"] = {labels.get(k, k): v for k, v in item["cf"].items()}
+        threads = int(str(ticket.get("threadCount") or 0))
+        channel = str(ticket.get("channel") or "").upper() or None
+        item["lastThread"] = (
+            {"channel": channel, "direction": "in", "isDraft": False, "isForward": False}
+            if threads
+            else None
+        )
+        item["isRead"] = bool(ticket.get("isRead", False))
+        item["childTicketCount"] = str(ticket.get("childTicketCount") or "0")
+        return item
 
     def tag_filter(self, value: str) -> Callable[[Mapping[str, Any]], bool] | None:
         """The search ``tag`` filter (comma-separated values, any matching), or None when a
@@ -668,6 +712,16 @@ class DeskEmulator:
             return False
 
         return matches
+
+
+def _cf_text(value: Any) -> str | None:
+    """A custom field's value as search items show it (Search.json types ``cf`` values
+    string or null, and an empty text as null)."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 
 def _public(ticket: Mapping[str, Any]) -> dict[str, Any]:
@@ -862,7 +916,7 @@ def create_app(**options: Any) -> Flask:
         if not page:
             return finish(respond(None, 204), meta)
         return finish(
-            respond({"data": [desk.listview(t) for t in page], "count": len(tickets)}), meta
+            respond({"data": [desk.search_item(t) for t in page], "count": len(tickets)}), meta
         )
 
     @app.get("/api/v1/tickets/<ticket_id>")

@@ -69,9 +69,7 @@ class ZohoDeskDriver(EmulatorDriver):
     def start(
         self, clock: SimClock, groups: Sequence[str], *, port: int = 0, **options: Any
     ) -> str:
-        app = ZohoDeskConnector.sandbox(
-            **{"clock": clock.wall, "search_full_items": True, **options}
-        )
+        app = ZohoDeskConnector.sandbox(**{"clock": clock.wall, **options})
         self._desk = desk = emulator(app)
         support = desk.department_id("Support")
         departments = {d["name"]: d["id"] for d in desk.departments.values()}
