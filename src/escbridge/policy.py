@@ -21,6 +21,7 @@ import jinja2
 from pydantic import BaseModel
 
 from escbridge.calendar import format_duration
+from escbridge.conditions.due import instants as due_instants
 from escbridge.conditions.evaluate import Context, build_matcher
 from escbridge.conditions.explain import explain as explain_condition
 from escbridge.matrix import Matrix, Rule, Rung
@@ -84,32 +85,7 @@ class Engine:
             summary = f"no escalation: the ticket is {ticket.status.value}"
             outcomes = self._outcomes(ctx, current, {}, summary) if explain else ()
             return _no_escalation(ctx, summary, outcomes)
-        winner: _Candidate | None = None
-        blocked: dict[str, str] = {}
-        rules = self.matrix.rules
-        fired = {r.rule_id for r in history} if history else set()
-        for index in self._match(ctx):
-            rule = rules[index]
-            if rule.id in fired and not rule.repeat:
-                blocked[rule.id] = (
-                    "this rule escalated the ticket already (a rule acts once per ticket "
-                    "unless it measures time at the level or says repeat: true)"
-                )
-                continue
-            resolved = self.matrix.resolve(rule, current)
-            if isinstance(resolved, str):
-                blocked[rule.id] = resolved
-                continue
-            if winner is None or resolved.rank > winner.rung.rank:
-                if winner is not None:
-                    blocked[winner.rule.id] = f"rule {rule.id} goes higher"
-                winner = _Candidate(rule, resolved)
-            else:
-                blocked[rule.id] = f"rule {winner.rule.id} goes as high or higher"
-        guard = self._guard(history, now) if winner is not None else None
-        if winner is not None and guard is not None:
-            blocked[winner.rule.id] = guard
-            winner = None
+        winner, blocked, guard = self._select(ctx)
         if winner is None:
             if guard is not None:
                 summary = f"no escalation: {guard}"
@@ -122,6 +98,92 @@ class Engine:
             outcomes = self._outcomes(ctx, current, blocked, None) if explain else ()
             return _no_escalation(ctx, summary, outcomes)
         return self._escalation(ctx, current, winner, blocked, explain)
+
+    def _select(self, ctx: Context) -> tuple[_Candidate | None, dict[str, str], str | None]:
+        """(winner, why each other matching rule was blocked, the guard that stopped the winner).
+
+        One place for the choice, so ``decide`` and ``next_due`` cannot disagree on it.
+        """
+        winner: _Candidate | None = None
+        blocked: dict[str, str] = {}
+        rules = self.matrix.rules
+        history = ctx.history
+        fired = {r.rule_id for r in history} if history else set()
+        for index in self._match(ctx):
+            rule = rules[index]
+            if rule.id in fired and not rule.repeat:
+                blocked[rule.id] = (
+                    "this rule escalated the ticket already (a rule acts once per ticket "
+                    "unless it measures time at the level or says repeat: true)"
+                )
+                continue
+            resolved = self.matrix.resolve(rule, ctx.rung)
+            if isinstance(resolved, str):
+                blocked[rule.id] = resolved
+                continue
+            if winner is None or resolved.rank > winner.rung.rank:
+                if winner is not None:
+                    blocked[winner.rule.id] = f"rule {rule.id} goes higher"
+                winner = _Candidate(rule, resolved)
+            else:
+                blocked[rule.id] = f"rule {winner.rule.id} goes as high or higher"
+        guard = self._guard(history, ctx.now) if winner is not None else None
+        if winner is not None and guard is not None:
+            blocked[winner.rule.id] = guard
+            winner = None
+        return winner, blocked, guard
+
+    def next_due(
+        self, ticket: Ticket, history: Sequence[EscalationRecord], now: datetime
+    ) -> datetime | None:
+        """The earliest instant after ``now`` at which ``decide`` would decide differently
+        (escalate or not, rule, destination), or None when time alone never changes it.
+
+        Exact, not just safe: the decision is the same at every instant in ``[now, due)`` and
+        differs at ``due``. Only time moves: ticket and history stay as given, so any change to
+        them (an update, an escalation) needs a new ``next_due``. The instants checked are the
+        flips of the time tests that can still matter (``escbridge.conditions.due``: business time,
+        holidays and DST counted as each test counts them; rules that already acted or cannot
+        move this ticket, and tests a constant sibling overrides, left out), the end of the
+        cooldown and the moments past escalations leave the 24h cap window; the decision is
+        re-taken at each in order, so a flip that changes nothing (a rule matching below the
+        winner) does not make the ticket due. A ticket that escalates at ``now`` is due now;
+        for it this is when it would stop escalating.
+        """
+        if now.tzinfo is None:
+            raise ValueError("now needs a timezone")
+        if not ticket.status.is_open:
+            return None
+        now = now.astimezone(UTC)
+        current = self.current_rung(ticket)
+        ctx = Context(ticket, now, current, history)
+        fired = {r.rule_id for r in history} if history else set()
+        candidates: set[datetime] = set()
+        for rule in self.matrix.rules:
+            if rule.id in fired and not rule.repeat:
+                continue  # blocked whatever its conditions say
+            if isinstance(self.matrix.resolve(rule, current), str):
+                continue  # cannot move this ticket from its rung
+            candidates.update(due_instants(rule.condition, ctx))
+        if history:
+            last = max(r.at for r in history)
+            candidates.add(last + self.matrix.cooldown)
+            candidates.update(r.at + DAY for r in history)
+        first = self._verdict(ctx)
+        for at in sorted(c for c in candidates if c > now):
+            if self._verdict(Context(ticket, at, current, history)) != first:
+                return at
+        return None
+
+    def _verdict(self, ctx: Context) -> tuple[str, str] | None:
+        """What ``decide`` settles at this moment: (rule, destination), None for no escalation."""
+        winner = self._select(ctx)[0]
+        if winner is None:
+            return None
+        helpdesk = self.helpdesks.get(ctx.ticket.instance)
+        if winner.rung.group_for(ctx.ticket.instance, helpdesk) is None:
+            return None
+        return winner.rule.id, winner.rung.id
 
     def _guard(self, history: Sequence[EscalationRecord], now: datetime) -> str | None:
         """Cooldown and daily cap: the last line of defence against escalation loops."""
