@@ -200,11 +200,11 @@ def test_db_upgrade_from_0002_keeps_the_rows_and_adds_the_report_facts(
         )
     engine.dispose()
     with Store(empty_database_url) as store, pytest.raises(StoreSchemaError):
-        store.check_schema()  # 0003 is needed
+        store.check_schema()  # 0004 is needed
 
     config = write_config(tmp_path, empty_database_url)
     code, out = db(capsys, "upgrade", "--config", str(config))
-    assert code == 0 and "0002 → 0003" in out
+    assert code == 0 and "0002 → 0004" in out
 
     with Store(empty_database_url) as store:
         store.check_schema()

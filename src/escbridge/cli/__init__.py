@@ -40,6 +40,8 @@ COMMANDS: tuple[tuple[str, str, str, str, str], ...] = (
      "escbridge.cli.worker", "configure_worker_parser", "run_worker"),
     ("jobs", "list dead letters and retries; replay them",
      "escbridge.cli.store", "configure_jobs_parser", "run_jobs"),
+    ("due", "the open tickets due next by time (idle, SLA, time at level) and when",
+     "escbridge.cli.store", "configure_due_parser", "run_due"),
     ("db", "manage the store's schema (db upgrade)",
      "escbridge.cli.store", "configure_db_parser", "run_db"),
     ("report", "escalation trends by level, rule, group, helpdesk, channel",

@@ -23,13 +23,22 @@ from escbridge.store import (
     PENDING,
     PROCESSING,
     Job,
+    Shadow,
     Store,
     head_revision,
     safe_url,
     upgrade,
 )
 
-__all__ = ["configure_db_parser", "configure_jobs_parser", "run_db", "run_jobs", "store_url"]
+__all__ = [
+    "configure_db_parser",
+    "configure_due_parser",
+    "configure_jobs_parser",
+    "run_db",
+    "run_due",
+    "run_jobs",
+    "store_url",
+]
 
 
 def _out() -> TextIO:
@@ -228,4 +237,108 @@ def _job_json(job: Job) -> dict[str, object]:
         "last_error": job.last_error,
         "outcome": job.outcome,
         "finished_at": job.finished_at.isoformat() if job.finished_at else None,
+    }
+
+
+# --- escbridge due -----------------------------------------------------------------------
+
+
+def configure_due_parser(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "The open tickets whose escalation decision changes next by time alone (an idle "
+        "limit, an SLA, time at a level), soonest first: workers act on each at that instant."
+    )
+    _add_store_arguments(parser)
+    parser.add_argument("--instance", help="only this helpdesk instance")
+    parser.add_argument("--limit", type=int, default=20, help="at most this many (default 20)")
+    parser.add_argument("--format", choices=("table", "json"), default="table")
+
+
+def run_due(args: argparse.Namespace) -> int:
+    out = _out()
+    if args.limit < 1:
+        print("escbridge due: --limit must be at least 1", file=out)
+        return EXIT_INVALID
+    try:
+        with Store(store_url(args)) as store:
+            shadows = store.due_tickets(args.instance, limit=args.limit)
+            counts = store.shadow_counts()
+    except (InvalidInputError, StoreUnavailableError) as error:
+        return failed("due", error, out)
+    now = datetime.now(UTC)
+    if args.instance is not None:
+        counts = {name: n for name, n in counts.items() if name == args.instance}
+    if args.format == "json":
+        data = {
+            "instances": {
+                name: {"open": n, "with_deadline": d} for name, (n, d) in sorted(counts.items())
+            },
+            "due": [_due_json(shadow, now) for shadow in shadows],
+        }
+        json.dump(data, out, indent=2)
+        print(file=out)
+        return EXIT_OK
+    if not counts:
+        print(
+            "no open tickets in the shadow yet: `escbridge sync` fills it (its first run "
+            "reconciles every open ticket), and every processed webhook adds its ticket",
+            file=out,
+        )
+        return EXIT_OK
+    for name, (n, d) in sorted(counts.items()):
+        print(f"{name}: {n} open ticket(s) known, {d} with a deadline", file=out)
+    if not shadows:
+        print("nothing is due by time alone", file=out)
+        return EXIT_OK
+    rows = [("DUE (UTC)", "", "TICKET", "LEVEL", "SUBJECT")]
+    for shadow in shadows:
+        assert shadow.due_at is not None
+        rows.append(
+            (
+                _time(shadow.due_at),
+                _relative(shadow.due_at, now),
+                f"{shadow.instance}/{shadow.ticket_id}",
+                shadow.ticket.level or "-",
+                shadow.ticket.subject,
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    for row in rows:
+        cells = [cell.ljust(width) for cell, width in zip(row[:4], widths, strict=True)]
+        print("  ".join([*cells, _one_line(row[4], 60)]).rstrip(), file=out)
+    if any(s.due_at is not None and s.due_at < now for s in shadows):
+        print(
+            "overdue deadlines mean no worker is running: start `escbridge worker` "
+            "(or `escbridge serve`)",
+            file=out,
+        )
+    return EXIT_OK
+
+
+def _relative(at: datetime, now: datetime) -> str:
+    """``in 5m`` / ``overdue 2h``: how far a deadline is, to the minute."""
+    seconds = int((at - now).total_seconds())
+    ahead = seconds >= 0
+    seconds = abs(seconds)
+    days, rest = divmod(seconds, 86_400)
+    hours, rest = divmod(rest, 3600)
+    minutes = rest // 60
+    parts = [f"{days}d"] if days else []
+    if hours:
+        parts.append(f"{hours}h")
+    if minutes and not days:
+        parts.append(f"{minutes}m")
+    span = "".join(parts) or "<1m"
+    return f"in {span}" if ahead else f"overdue {span}"
+
+
+def _due_json(shadow: Shadow, now: datetime) -> dict[str, object]:
+    return {
+        "instance": shadow.instance,
+        "ticket_id": shadow.ticket_id,
+        "due_at": shadow.due_at.isoformat() if shadow.due_at else None,
+        "overdue": shadow.due_at is not None and shadow.due_at < now,
+        "level": shadow.ticket.level,
+        "subject": shadow.ticket.subject,
+        "seen_at": shadow.seen_at.isoformat(),
     }

@@ -7,6 +7,8 @@ the line and the key path, and says what was expected. The structure is checked 
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -55,7 +57,9 @@ def parse_matrix(text: str, source: str = "<string>") -> Matrix:
         spec = MatrixSpec.model_validate(doc.data)
     except ValidationError as exc:
         raise MatrixError(problems_from_validation(doc, exc)) from None
-    return _Compiler(doc, spec).compile()
+    compiled = _Compiler(doc, spec).compile()
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+    return dataclasses.replace(compiled, digest=digest)
 
 
 class _Compiler:

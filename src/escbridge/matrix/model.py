@@ -96,6 +96,9 @@ class Matrix:
     default_calendar: BusinessCalendar
     default_note: jinja2.Template
     calendars: Mapping[str, BusinessCalendar] = field(default_factory=dict)
+    #: Identifies the text the matrix was read from: the due times stored with the shadow of
+    #: open tickets were computed under one matrix, and are computed again under another.
+    digest: str = ""
 
     def rung(self, rung_id: str | None) -> Rung | None:
         """A level or team by id (None when unknown)."""

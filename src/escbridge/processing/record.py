@@ -20,7 +20,8 @@ from escbridge.model import Decision, Ticket, TicketEvent
 from escbridge.processing.plan import Plan
 
 if TYPE_CHECKING:
-    from escbridge.store import Store, StoredEscalation, TicketLock, TicketWrites
+    from escbridge.processing.shadow import Shadower
+    from escbridge.store import ShadowWrite, Store, StoredEscalation, TicketLock, TicketWrites
 
 log = logging.getLogger("escbridge.processing")
 
@@ -54,10 +55,12 @@ class Outcome:
 
 
 class Recorder:
-    """The record phase on one store."""
+    """The record phase on one store; with a ``shadower``, every recorded ticket's shadow and
+    next due time are written in the same transaction (:mod:`escbridge.processing.shadow`)."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, shadower: Shadower | None = None) -> None:
         self.store = store
+        self.shadower = shadower
 
     def record(
         self,
@@ -85,6 +88,7 @@ class Recorder:
             return []
         kept: list[TicketLock] = []  # locks given back as they are (intent kept, no job)
         cleared: list[TicketLock] = []  # locks given back with their stale intent forgotten
+        shadows = self._shadows(plans, now)  # computed outside the write transaction
         with self.store.batch() as batch:
             for plan in plans:
                 _note_resolution(batch, plan, now)
@@ -133,6 +137,15 @@ class Recorder:
                     plan.ticket,
                     escalation,
                 )
+            if shadows:
+                batch.save_shadows(
+                    [
+                        write
+                        for write, result in zip(shadows, results, strict=True)
+                        if write is not None and not isinstance(result, LockLostError)
+                    ],
+                    now,
+                )
             for item in failed:
                 if isinstance(item, Plan):
                     _note_resolution(batch, item, now)
@@ -158,6 +171,24 @@ class Recorder:
                     result.summary,
                 )
         return settled
+
+    def _shadows(self, plans: Sequence[Plan], now: datetime) -> list[ShadowWrite | None]:
+        """Each plan's shadow as recording it leaves it (one per plan; None: not computed)."""
+        if self.shadower is None:
+            return []
+        writes: list[ShadowWrite | None] = []
+        for plan in plans:
+            decision = plan.intent.decision if plan.step != "release" and plan.intent else None
+            try:
+                writes.append(
+                    self.shadower.write(plan.ticket, plan.lock.history, now, decision=decision)
+                )
+            except Exception:  # a bug here must not lose the record; the old shadow stays
+                log.exception(
+                    "%s/%s: could not compute the next due time", plan.instance, plan.ticket_id
+                )
+                writes.append(None)
+        return writes
 
     def record_one(
         self,

@@ -39,6 +39,8 @@ class ProcessingConfig(BaseModel):
       batch_size: 10           # events one worker claims at a time
       poll_seconds: 1          # how often an idle worker looks for new events
       concurrency: 1           # worker threads per `escbridge worker` (--concurrency wins)
+      due_queue: true          # workers act on time limits at their deadline (the shadow's
+                               # due-queue); false: only events (and sync runs) are processed
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -50,6 +52,7 @@ class ProcessingConfig(BaseModel):
     batch_size: int = Field(default=10, ge=1, le=1000)
     poll_seconds: float = Field(default=1.0, gt=0)
     concurrency: int = Field(default=1, ge=1, le=256)
+    due_queue: bool = True
 
     @property
     def lease(self) -> timedelta:

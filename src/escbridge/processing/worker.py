@@ -47,14 +47,27 @@ from escbridge.processing.apply import apply_plan, apply_plans, check
 from escbridge.processing.plan import DecisionEngine, Plan, Planner, as_instance
 from escbridge.processing.record import Outcome, OutcomeStatus, Recorder
 from escbridge.processing.settings import Clock, ProcessingConfig, default_worker_id, utcnow
+from escbridge.processing.shadow import Shadower
 from escbridge.secrets import redact
-from escbridge.store import Enqueued, Job, Store, TicketLock
+from escbridge.store import DUE_KIND, Enqueued, Job, ShadowWrite, Store, TicketLock
 
 if TYPE_CHECKING:
     from escbridge.config import Config
     from escbridge.connector import ApplyResult, Connector, Registry
 
 log = logging.getLogger("escbridge.processing")
+
+#: Inbox kinds escbridge makes itself (a due deadline, a ticket a sync run handed over): no
+#: change on the helpdesk behind them, so never taken for escbridge's own change.
+INTERNAL_KINDS = frozenset({DUE_KIND, "sync.failed"})
+
+#: How an idle worker waits: ``wait(event, seconds)`` returns when the event is set or the
+#: time is up (an accelerated clock replaces it in benchmarks).
+Wait = Callable[[threading.Event, float], bool]
+
+
+def _real_wait(event: threading.Event, seconds: float) -> bool:
+    return event.wait(seconds)
 
 
 @dataclass
@@ -196,6 +209,7 @@ class Processor:
         secrets: Collection[str] = (),
         worker_id: str | None = None,
         cooldown: timedelta | None = None,
+        wait: Wait = _real_wait,
     ) -> None:
         self.store = store
         self.engine = engine
@@ -208,9 +222,18 @@ class Processor:
         matrix = getattr(engine, "matrix", None)
         self.cooldown = cooldown if cooldown is not None else getattr(matrix, "cooldown", None)
         self.planner = Planner(store, engine)
-        self.recorder = Recorder(store)
+        # The shadow and due-queue need an engine that can say when a ticket is next due.
+        has_due = matrix is not None and callable(getattr(engine, "next_due", None))
+        self.shadower = Shadower(engine) if has_due else None  # type: ignore[arg-type]
+        self.recorder = Recorder(store, self.shadower)
         self.own_writes = OwnWrites()
         self._rng_lock = threading.Lock()
+        self._wait = wait
+        self._bell = threading.Event()  # rung by wake(): an event is waiting
+
+    def wake(self) -> None:
+        """Wake idle workers at once: an in-process receiver has just kept an event."""
+        self._bell.set()
 
     def connector(self, instance: str) -> Connector:
         try:
@@ -349,7 +372,8 @@ class Processor:
             actor=job.actor,
             occurred_at=job.occurred_at,
         )
-        if connector.is_own_change(event):
+        internal = job.kind in INTERNAL_KINDS
+        if not internal and connector.is_own_change(event):
             if not self.store.complete(job, self.clock(), "own_change"):
                 log.warning("job %s: lease lost before completion (another worker has it)", job.id)
             return Outcome("own_change", job.instance, job.ticket_id)
@@ -357,14 +381,24 @@ class Processor:
         # still unknown): the ticket, fetched anyway, is compared with escbridge's last write.
         ask = getattr(connector, "own_change_known", None)
         undecided = event.actor is None or (ask is not None and ask(event) is None)
-        return self._process(
-            job.instance,
-            job.ticket_id,
-            self.clock(),
-            worker=worker,
-            job=job,
-            echo_check=undecided,
-        )
+        try:
+            return self._process(
+                job.instance,
+                job.ticket_id,
+                self.clock(),
+                worker=worker,
+                job=job,
+                echo_check=undecided and not internal,
+            )
+        except NotFound:
+            if job.kind != DUE_KIND:
+                raise
+            # Deleted since it was last seen: nothing is due on it any more.
+            now = self.clock()
+            self.store.save_shadows([ShadowWrite(job.instance, job.ticket_id, None)], now)
+            if not self.store.complete(job, now, "not_found"):
+                log.warning("job %s: lease lost before completion", job.id)
+            return Outcome("unchanged", job.instance, job.ticket_id)
 
     def _fail(self, job: Job, error: BaseException, report: RunReport) -> None:
         failure = classify(error)
@@ -494,6 +528,7 @@ class Processor:
         """
         stop = stop or threading.Event()
         count = concurrency or self.settings.concurrency
+        self.refresh_due_times()
         total = RunReport()
         total_lock = threading.Lock()
 
@@ -501,6 +536,8 @@ class Processor:
             pause = self.settings.poll_seconds
             while not stop.is_set():
                 try:
+                    if self.settings.due_queue:
+                        self.store.promote_due(self.clock(), limit=self.settings.batch_size)
                     report = self.run_once(worker)
                 except StoreUnavailableError as error:
                     log.error("%s: %s; retrying in %.0fs", worker, error, pause)
@@ -519,7 +556,7 @@ class Processor:
                     continue
                 if drain and self._drained():
                     return
-                stop.wait(self.settings.poll_seconds)
+                self._idle(stop)
 
         if count == 1:
             loop(self.worker_id)
@@ -533,6 +570,35 @@ class Processor:
         for thread in threads:
             thread.join()
         return total
+
+    def refresh_due_times(self) -> int:
+        """Due times stored under an earlier matrix, computed again under this one (at worker
+        start: the matrix may have been edited). An outage is logged; the next start retries."""
+        if self.shadower is None or not self.settings.due_queue:
+            return 0
+        try:
+            count = self.shadower.refresh(self.store, self.clock())
+        except StoreUnavailableError as error:
+            log.error("could not recompute due times for the current matrix: %s", error)
+            return 0
+        if count:
+            log.info("recomputed %d due time(s) for the current matrix", count)
+        return count
+
+    def _idle(self, stop: threading.Event) -> None:
+        """Sleep until the earliest due time, an event kept in this process (:meth:`wake`) or
+        ``poll_seconds`` (events kept by other processes), whichever comes first."""
+        seconds = self.settings.poll_seconds
+        if self.settings.due_queue:
+            try:
+                due = self.store.earliest_due()
+            except StoreUnavailableError:
+                due = None
+            if due is not None:
+                seconds = min(seconds, max(0.0, (due - self.clock()).total_seconds()))
+        if seconds > 0 and not stop.is_set():
+            self._wait(self._bell, seconds)
+        self._bell.clear()
 
     def _drained(self) -> bool:
         counts = self.store.job_counts()

@@ -19,12 +19,14 @@ from escbridge.store.records import (
     ToRecord,
 )
 from escbridge.store.schema import DONE, FAILED, JOB_STATUSES, PENDING, PROCESSING
+from escbridge.store.shadow import DUE_KIND, Shadow, ShadowWrite
 from escbridge.store.store import APPLIED, RECOVERED, Store, TicketWrites
 
 __all__ = [
     "APPLIED",
     "DEFAULT_URL",
     "DONE",
+    "DUE_KIND",
     "FAILED",
     "JOB_STATUSES",
     "PENDING",
@@ -34,6 +36,8 @@ __all__ = [
     "Intent",
     "Job",
     "LockLostError",
+    "Shadow",
+    "ShadowWrite",
     "Store",
     "StoredEscalation",
     "SyncCursor",

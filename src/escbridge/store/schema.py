@@ -161,3 +161,24 @@ ticket_state = sa.Table(
     # When processing first saw the ticket solved or closed; cleared when it is open again.
     sa.Column("resolved_at", UtcDateTime(), nullable=True),
 )
+
+#: The shadow of every open ticket escbridge has seen, and the due-queue on it: what the
+#: matrix needs of the ticket (free text only where keyword rules read it), written with every
+#: recorded decision, and ``due_at``, the next instant the decision can change by time alone
+#: (``Engine.next_due``; NULL: never). Workers move due rows into the inbox (``kind='due'``),
+#: so a time limit is acted on at its deadline through the one processing path. ``seen_at``:
+#: when processing last saw the ticket open; a complete reconciliation drops the rows it did
+#: not see (tickets solved, closed or deleted meanwhile).
+ticket_shadow = sa.Table(
+    "ticket_shadow",
+    metadata,
+    sa.Column("instance", sa.String(100), primary_key=True),
+    sa.Column("ticket_id", sa.String(100), primary_key=True),
+    sa.Column("ticket", Json, nullable=False),
+    sa.Column("due_at", UtcDateTime(), nullable=True),
+    sa.Column("seen_at", UtcDateTime(), nullable=False),
+    sa.Column("shadowed_at", UtcDateTime(), nullable=False),
+    sa.Column("matrix", sa.String(32), nullable=True),  # the digest due_at was computed under
+    sa.Index(None, "due_at"),
+    sa.Index(None, "instance", "seen_at"),
+)

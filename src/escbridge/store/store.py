@@ -29,6 +29,7 @@ from escbridge.errors import LockLostError, StoreDataError
 from escbridge.model import EscalationRecord, TicketEvent
 from escbridge.secrets import redact
 from escbridge.store import migrate
+from escbridge.store import shadow as shadows
 from escbridge.store.database import (
     DEFAULT_URL,
     SqliteWriterLock,
@@ -59,6 +60,7 @@ from escbridge.store.schema import (
     sync_cursors,
     ticket_state,
 )
+from escbridge.store.shadow import Shadow, ShadowWrite
 
 #: Outcomes written to the escalation history.
 APPLIED, RECOVERED = "applied", "recovered"
@@ -509,6 +511,10 @@ class TicketWrites:
             return Enqueued(accepted=True, job_id=int(new_id))
         existing = self._connection.execute(self._sql.find_job_by_key, params).scalar()
         return Enqueued(accepted=False, job_id=None if existing is None else int(existing))
+
+    def save_shadows(self, writes: Sequence[ShadowWrite], now: datetime) -> None:
+        """Keep each open ticket's shadow and next due time; drop those no longer open."""
+        shadows.save(self._connection, writes, now)
 
 
 def _lock_params(lock: TicketLock, **more: Any) -> dict[str, Any]:
@@ -1029,3 +1035,56 @@ class Store:
         )
         with self._begin() as connection:
             connection.execute(statement)
+
+    # --- the shadow of open tickets and the due-queue ------------------------------------
+
+    def save_shadows(self, writes: Sequence[ShadowWrite], now: datetime) -> None:
+        """Keep each open ticket's shadow and next due time; drop those no longer open."""
+        with self._begin() as connection:
+            shadows.save(connection, writes, now)
+
+    def promote_due(self, now: datetime, limit: int = 100) -> int:
+        """Move up to ``limit`` shadows due at ``now`` into the inbox as ``due`` events (their
+        due time cleared; processing sets the next one); how many new events that made."""
+        with self._begin() as connection:
+            return shadows.promote(connection, now, limit)
+
+    def earliest_due(self, instance: str | None = None) -> datetime | None:
+        """The soonest due instant in the shadow (None: nothing is due by time alone)."""
+        with self._begin() as connection:
+            return shadows.earliest(connection, instance)
+
+    def due_tickets(self, instance: str | None = None, limit: int = 20) -> list[Shadow]:
+        """The tickets due next, soonest first."""
+        with self._begin() as connection:
+            return shadows.due_soonest(connection, instance, limit)
+
+    def shadow(self, instance: str, ticket_id: str) -> Shadow | None:
+        """One ticket's shadow (None: not open, or never seen)."""
+        with self._begin() as connection:
+            return shadows.get(connection, instance, ticket_id)
+
+    def stale_shadows(
+        self, matrix: str, after: tuple[str, str] | None = None, limit: int = 500
+    ) -> list[Shadow]:
+        """Shadows whose due time was computed under another matrix (digest) than ``matrix``,
+        in (instance, ticket id) order after ``after``."""
+        with self._begin() as connection:
+            return shadows.stale(connection, matrix, after, limit)
+
+    def redate_shadows(self, updated: Sequence[Shadow], matrix: str) -> int:
+        """Store new due times computed under ``matrix``; a shadow written since it was read
+        keeps its newer one. How many were stored."""
+        with self._begin() as connection:
+            return shadows.redate(connection, updated, matrix)
+
+    def shadow_counts(self) -> dict[str, tuple[int, int]]:
+        """Per instance: (open tickets in the shadow, of which with a due time)."""
+        with self._begin() as connection:
+            return shadows.counts(connection)
+
+    def drop_unseen_shadows(self, instance: str, before: datetime) -> int:
+        """Drop the shadows of ``instance`` not seen since ``before``: at the end of a complete
+        reconciliation, the tickets it did not find open (solved, closed or deleted)."""
+        with self._begin() as connection:
+            return shadows.drop_unseen(connection, instance, before)

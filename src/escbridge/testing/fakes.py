@@ -32,7 +32,7 @@ from escbridge.connector import (
 )
 from escbridge.connector.kit import ConnectorSettings, Identity
 from escbridge.errors import Conflict, NotFound, TicketChanged
-from escbridge.model import Actions, Priority, Ticket, TicketEvent
+from escbridge.model import Actions, Priority, Status, Ticket, TicketEvent
 from escbridge.store.database import SqliteWriterLock
 
 __all__ = ["CREATED", "OWN_ACTOR", "FakeConfig", "FakeConnector", "FakeHelpdesk", "Fault"]
@@ -51,9 +51,14 @@ class FakeHelpdesk:
     """Tickets in a SQLite file, shared by every process that opens the same path.
 
     Without a ``path`` the file lives in a temporary directory that goes with the object.
+    With a ``clock``, every edit and write stamps the ticket's ``updated_at`` with its time, as
+    a helpdesk does (without one, tickets keep the time they were added with).
     """
 
-    def __init__(self, path: Path | str | None = None) -> None:
+    def __init__(
+        self, path: Path | str | None = None, *, clock: Callable[[], datetime] | None = None
+    ) -> None:
+        self.clock = clock
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         if path is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="escbridge-fake-helpdesk-")
@@ -65,7 +70,8 @@ class FakeHelpdesk:
             db.execute(
                 "CREATE TABLE IF NOT EXISTS tickets (id TEXT PRIMARY KEY, tags TEXT NOT NULL,"
                 " level TEXT, grp TEXT, priority INTEGER NOT NULL, version INTEGER NOT NULL,"
-                " subject TEXT NOT NULL DEFAULT '')"
+                " subject TEXT NOT NULL DEFAULT '', status TEXT NOT NULL DEFAULT 'open',"
+                " updated TEXT)"
             )
             db.execute(
                 "CREATE TABLE IF NOT EXISTS applies (seq INTEGER PRIMARY KEY AUTOINCREMENT,"
@@ -115,13 +121,22 @@ class FakeHelpdesk:
         subject: str = "",
         priority: Priority = Priority.NORMAL,
         level: str | None = None,
+        updated_at: datetime | None = None,
     ) -> None:
-        """A ticket as a customer opens it (``level``: escalated there before)."""
+        """A ticket as a customer opens it (``level``: escalated there before; ``updated_at``:
+        its last change, else when it was opened)."""
         with self._tx() as db:
             db.execute(
-                "INSERT INTO tickets (id, tags, level, grp, priority, version, subject)"
-                " VALUES (?, ?, ?, 'Frontline', ?, 1, ?)",
-                (ticket_id, json.dumps(sorted(tags)), level, int(priority), subject),
+                "INSERT INTO tickets (id, tags, level, grp, priority, version, subject, updated)"
+                " VALUES (?, ?, ?, 'Frontline', ?, 1, ?, ?)",
+                (
+                    ticket_id,
+                    json.dumps(sorted(tags)),
+                    level,
+                    int(priority),
+                    subject,
+                    None if updated_at is None else updated_at.isoformat(),
+                ),
             )
 
     def add_many(self, ticket_ids: Sequence[str], *, tags: Collection[str] = ()) -> None:
@@ -133,10 +148,18 @@ class FakeHelpdesk:
             )
 
     def edit(
-        self, ticket_id: str, *, tags: Collection[str] | None = None, level: str | None = None
+        self,
+        ticket_id: str,
+        *,
+        tags: Collection[str] | None = None,
+        level: str | None = None,
+        status: Status | None = None,
     ) -> None:
         """A human edits the ticket: its version changes (a concurrent edit for safe updates)."""
         with self._tx() as db:
+            if status is not None:
+                db.execute("UPDATE tickets SET status = ? WHERE id = ?", (status.value, ticket_id))
+            self._touch(db, ticket_id)
             if tags is not None:
                 db.execute(
                     "UPDATE tickets SET tags = ? WHERE id = ?",
@@ -146,11 +169,22 @@ class FakeHelpdesk:
                 db.execute("UPDATE tickets SET level = ? WHERE id = ?", (level, ticket_id))
             db.execute("UPDATE tickets SET version = version + 1 WHERE id = ?", (ticket_id,))
 
+    def delete(self, ticket_id: str) -> None:
+        """The ticket is deleted: reading it answers 404 from now on."""
+        with self._tx() as db:
+            db.execute("DELETE FROM tickets WHERE id = ?", (ticket_id,))
+
+    def _touch(self, db: sqlite3.Connection, ticket_id: str) -> None:
+        if self.clock is not None:
+            stamp = self.clock().isoformat()
+            db.execute("UPDATE tickets SET updated = ? WHERE id = ?", (stamp, ticket_id))
+
     def ticket(self, ticket_id: str, instance: str) -> Ticket:
         row = (
             self._db()
             .execute(
-                "SELECT id, tags, level, grp, priority, version, subject FROM tickets WHERE id = ?",
+                "SELECT id, tags, level, grp, priority, version, subject, status, updated"
+                " FROM tickets WHERE id = ?",
                 (ticket_id,),
             )
             .fetchone()
@@ -187,6 +221,7 @@ class FakeHelpdesk:
                     ticket.id,
                 ),
             )
+            self._touch(db, ticket.id)
             db.execute(
                 "INSERT INTO applies (ticket_id, level, grp, pid) VALUES (?, ?, ?, ?)",
                 (ticket.id, actions.level, actions.group, os.getpid()),
@@ -214,7 +249,7 @@ class FakeHelpdesk:
 
 
 def _ticket(row: Sequence[Any], instance: str) -> Ticket:
-    ticket_id, tags, level, group, priority, version, subject = row
+    ticket_id, tags, level, group, priority, version, subject, status, updated = row
     return Ticket(
         id=ticket_id,
         instance=instance,
@@ -223,8 +258,9 @@ def _ticket(row: Sequence[Any], instance: str) -> Ticket:
         level=level,
         group=group,
         priority=Priority(priority),
+        status=Status(status),
         created_at=CREATED,
-        updated_at=CREATED,
+        updated_at=CREATED if updated is None else datetime.fromisoformat(updated),
         version=str(version),
     )
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any
 
@@ -131,6 +131,9 @@ class Receiver:
         # Events go straight to the store at the processor's time, concurrent deliveries in
         # one transaction and one durable commit.
         self.committer = GroupCommit(store, enqueuer.clock)
+        # An embedded worker pool (`escbridge serve`) is woken as soon as an event is kept,
+        # instead of at its next poll.
+        self._wake: Callable[[], None] | None = getattr(enqueuer, "wake", None)
         self.steps: list[Step] = default_steps(
             self.connectors,
             self.committer,
@@ -157,6 +160,8 @@ class Receiver:
                 duplicates=len(ctx.duplicates),
             )
             raise
+        if ctx.accepted and self._wake is not None:
+            self._wake()
         elapsed = time.perf_counter() - started
         instance = ctx.known_instance or UNKNOWN_INSTANCE
         self.metrics.count(

@@ -1,0 +1,256 @@
+"""The shadow of open tickets and the due-queue on it: the statements, on one connection.
+
+Why a shadow: a time limit ("idle over 20 days", "the level's resolution time ran out")
+passes while nothing happens to the ticket, so no webhook says so. Instead of sweeping the
+helpdesk for such tickets, processing keeps what the matrix needs of each open ticket here,
+with the next instant its decision can change by time alone (``due_at``). A worker moves the
+rows whose instant has come into the inbox as ``due`` events (:func:`promote`), where they
+take the one processing path: the ticket is read once, decided, applied and recorded, and
+its next due time computed again.
+
+:class:`~escbridge.store.Store` wraps these for callers; the record phase writes shadows in
+its own transaction through :class:`~escbridge.store.TicketWrites`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from escbridge.model import Ticket
+from escbridge.store.schema import inbox, ticket_shadow
+
+#: The inbox kind of a due ticket: not a webhook, so never taken for escbridge's own change.
+DUE_KIND = "due"
+
+_CHUNK = 500
+
+
+@dataclass(frozen=True)
+class ShadowWrite:
+    """The shadow a recorded decision leaves: the ticket as the matrix needs it and its next
+    due instant, or ``ticket=None`` when the ticket is no longer open (its row is dropped)."""
+
+    instance: str
+    ticket_id: str
+    ticket: Ticket | None
+    due_at: datetime | None = None
+    matrix: str | None = None  # the digest of the matrix due_at was computed under
+
+
+@dataclass(frozen=True)
+class Shadow:
+    """One open ticket's shadow, as stored."""
+
+    instance: str
+    ticket_id: str
+    ticket: Ticket
+    due_at: datetime | None
+    seen_at: datetime
+    shadowed_at: datetime
+    matrix: str | None = None
+
+    @classmethod
+    def from_row(cls, row: Any) -> Shadow:
+        return cls(
+            instance=row["instance"],
+            ticket_id=row["ticket_id"],
+            ticket=Ticket.model_validate(row["ticket"]),
+            due_at=row["due_at"],
+            seen_at=row["seen_at"],
+            shadowed_at=row["shadowed_at"],
+            matrix=row["matrix"],
+        )
+
+
+def due_key(ticket_id: str, due_at: datetime) -> str:
+    """The inbox dedupe key of one due instant: promoted twice (two workers, a retry after a
+    crash), it is still one job."""
+    return f"{DUE_KIND}:{ticket_id}:{due_at.isoformat()}"
+
+
+def save(connection: sa.Connection, writes: Sequence[ShadowWrite], now: datetime) -> None:
+    """Upsert the shadows of open tickets and drop those of tickets no longer open."""
+    if not writes:
+        return
+    latest = {(w.instance, w.ticket_id): w for w in writes}  # the last write of a ticket wins
+    keep = [w for w in latest.values() if w.ticket is not None]
+    drop = [w for w in latest.values() if w.ticket is None]
+    if keep:
+        insert = postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert
+        rows = [
+            {
+                "instance": w.instance,
+                "ticket_id": w.ticket_id,
+                "ticket": w.ticket.model_dump(mode="json"),  # type: ignore[union-attr]
+                "due_at": w.due_at,
+                "seen_at": now,
+                "shadowed_at": now,
+                "matrix": w.matrix,
+            }
+            for w in keep
+        ]
+        for start in range(0, len(rows), _CHUNK):
+            statement = insert(ticket_shadow)
+            statement = statement.on_conflict_do_update(
+                index_elements=["instance", "ticket_id"],
+                set_={
+                    name: statement.excluded[name]
+                    for name in ("ticket", "due_at", "seen_at", "shadowed_at", "matrix")
+                },
+            )
+            connection.execute(statement, rows[start : start + _CHUNK])
+    if drop:
+        delete = sa.delete(ticket_shadow).where(
+            ticket_shadow.c.instance == sa.bindparam("p_instance"),
+            ticket_shadow.c.ticket_id == sa.bindparam("p_ticket_id"),
+        )
+        connection.execute(
+            delete, [{"p_instance": w.instance, "p_ticket_id": w.ticket_id} for w in drop]
+        )
+
+
+def promote(connection: sa.Connection, now: datetime, limit: int) -> int:
+    """Move up to ``limit`` shadows due at ``now`` into the inbox as ``due`` events, soonest
+    first, clearing their due time; how many new events that made.
+
+    PostgreSQL skips rows another worker is promoting (``FOR UPDATE SKIP LOCKED``); SQLite
+    runs the transaction under its database-wide write lock, which is just as exclusive. A
+    shadow written again meanwhile (a webhook's ticket recorded) keeps the newer due time.
+    """
+    query = (
+        sa.select(ticket_shadow.c.instance, ticket_shadow.c.ticket_id, ticket_shadow.c.due_at)
+        .where(ticket_shadow.c.due_at <= now)
+        .order_by(ticket_shadow.c.due_at)
+        .limit(limit)
+    )
+    if connection.dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    rows = connection.execute(query).all()
+    if not rows:
+        return 0
+    connection.execute(
+        sa.update(ticket_shadow)
+        .where(
+            ticket_shadow.c.instance == sa.bindparam("p_instance"),
+            ticket_shadow.c.ticket_id == sa.bindparam("p_ticket_id"),
+            ticket_shadow.c.due_at == sa.bindparam("p_due_at"),
+        )
+        .values(due_at=None),
+        [{"p_instance": i, "p_ticket_id": t, "p_due_at": d} for i, t, d in rows],
+    )
+    insert = postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert
+    statement = (
+        insert(inbox)
+        .values(
+            [
+                {
+                    "instance": instance,
+                    "ticket_id": ticket_id,
+                    "dedupe_key": due_key(ticket_id, due_at),
+                    "kind": DUE_KIND,
+                    "actor": None,
+                    "occurred_at": due_at,
+                    "received_at": now,
+                    "status": "pending",
+                    "attempts": 0,
+                    "next_attempt_at": now,
+                }
+                for instance, ticket_id, due_at in rows
+            ]
+        )
+        .on_conflict_do_nothing(index_elements=["instance", "dedupe_key"])
+        .returning(inbox.c.id)
+    )
+    return len(connection.execute(statement).all())
+
+
+def earliest(connection: sa.Connection, instance: str | None) -> datetime | None:
+    """The soonest due instant (of one instance, or of all)."""
+    query = sa.select(sa.func.min(ticket_shadow.c.due_at))
+    if instance is not None:
+        query = query.where(ticket_shadow.c.instance == instance)
+    value: datetime | None = connection.execute(query).scalar()  # min() keeps the type
+    return value
+
+
+def due_soonest(connection: sa.Connection, instance: str | None, limit: int) -> list[Shadow]:
+    """The shadows with a due time, soonest first."""
+    query = sa.select(ticket_shadow).where(ticket_shadow.c.due_at.is_not(None))
+    if instance is not None:
+        query = query.where(ticket_shadow.c.instance == instance)
+    query = query.order_by(ticket_shadow.c.due_at, ticket_shadow.c.ticket_id).limit(limit)
+    return [Shadow.from_row(row) for row in connection.execute(query).mappings()]
+
+
+def stale(
+    connection: sa.Connection, matrix: str, after: tuple[str, str] | None, limit: int
+) -> list[Shadow]:
+    """Shadows whose due time was computed under another matrix than ``matrix``, in key
+    order from after ``after`` (instance, ticket id): one pass, whatever others write."""
+    query = sa.select(ticket_shadow).where(
+        sa.or_(ticket_shadow.c.matrix.is_(None), ticket_shadow.c.matrix != matrix)
+    )
+    if after is not None:
+        query = query.where(
+            sa.tuple_(ticket_shadow.c.instance, ticket_shadow.c.ticket_id) > sa.tuple_(*after)
+        )
+    query = query.order_by(ticket_shadow.c.instance, ticket_shadow.c.ticket_id).limit(limit)
+    return [Shadow.from_row(row) for row in connection.execute(query).mappings()]
+
+
+def redate(connection: sa.Connection, shadows: Sequence[Shadow], matrix: str) -> int:
+    """Store each shadow's new due time and matrix, unless the shadow was written since it
+    was read (its writer computed a newer one); how many were stored."""
+    if not shadows:
+        return 0
+    statement = (
+        sa.update(ticket_shadow)
+        .where(
+            ticket_shadow.c.instance == sa.bindparam("p_instance"),
+            ticket_shadow.c.ticket_id == sa.bindparam("p_ticket_id"),
+            ticket_shadow.c.shadowed_at == sa.bindparam("p_shadowed_at"),
+        )
+        .values(due_at=sa.bindparam("p_due_at"), matrix=matrix)
+    )
+    params = [
+        {
+            "p_instance": s.instance,
+            "p_ticket_id": s.ticket_id,
+            "p_shadowed_at": s.shadowed_at,
+            "p_due_at": s.due_at,
+        }
+        for s in shadows
+    ]
+    return int(connection.execute(statement, params).rowcount)
+
+
+def get(connection: sa.Connection, instance: str, ticket_id: str) -> Shadow | None:
+    query = sa.select(ticket_shadow).where(
+        ticket_shadow.c.instance == instance, ticket_shadow.c.ticket_id == ticket_id
+    )
+    row = connection.execute(query).mappings().first()
+    return None if row is None else Shadow.from_row(row)
+
+
+def counts(connection: sa.Connection) -> dict[str, tuple[int, int]]:
+    """Per instance: (open tickets shadowed, of which with a due time)."""
+    query = sa.select(
+        ticket_shadow.c.instance,
+        sa.func.count(),
+        sa.func.count(ticket_shadow.c.due_at),
+    ).group_by(ticket_shadow.c.instance)
+    return {instance: (int(n), int(d)) for instance, n, d in connection.execute(query)}
+
+
+def drop_unseen(connection: sa.Connection, instance: str, before: datetime) -> int:
+    """Drop the shadows of ``instance`` not seen since ``before``."""
+    statement = sa.delete(ticket_shadow).where(
+        ticket_shadow.c.instance == instance, ticket_shadow.c.seen_at < before
+    )
+    return int(connection.execute(statement).rowcount)
