@@ -2,7 +2,7 @@
 
 The demo runs once for the module, in-process, exactly as the command does: the sandbox
 helpdesks, the receiver, the worker and sync on a simulated day. Its printed table is read back
-and checked: which scripted ticket went where, by which rule, through webhooks or sync; then
+and checked: which scripted ticket went where, by which rule, through webhooks, at its deadline or by sync; then
 that the store it names serves `escbridge report`, and that nothing it started is left running.
 """
 
@@ -46,15 +46,16 @@ FIRST = {
     "A furious customer writes back": ("l2", "hostile-conversation", "webhook"),
     "A customer threatens legal action": ("l3", "legal-threat", "webhook"),
     "An outage report": ("technical", "technical-specialist", "webhook"),
-    "A VIP ticket goes idle": ("l2", "vip-idle", "sync"),
-    "A chat nobody answers": ("l2", "first-response-late", "sync"),
-    "An SLA about to breach": ("l2", "sla-about-to-breach", "sync"),
+    "A VIP ticket goes idle": ("l2", "vip-idle", "deadline"),
+    "A chat nobody answers": ("l2", "first-response-late", "deadline"),
+    "An SLA about to breach": ("l2", "sla-about-to-breach", "deadline"),
 }
-# when the time-based ones fire (local time): only once their limit has passed
+# when the time-based ones fire (local time): at the deadline itself, from the due-queue, not
+# at the next sync run (10:50, 12:30 and 13:40)
 WHEN = {
-    "A VIP ticket goes idle": "10:50",  # idle for 2h since 08:45
-    "A chat nobody answers": "12:30",  # 4h without an answer since 08:05
-    "An SLA about to breach": "13:40",  # due at 14:30
+    "A VIP ticket goes idle": "10:45",  # idle for 2h since 08:45 (business hours)
+    "A chat nobody answers": "12:05",  # 4h without an answer since 08:05
+    "An SLA about to breach": "13:30",  # due at 14:30: under 1h left from 13:30 on
 }
 
 

@@ -9,9 +9,11 @@ from one moment to the next, so "idle for two hours" takes no time at all.
 
 The script: a customer asks for a manager, a VIP ticket goes idle, a billing dispute arrives, a
 customer writes back furious, a legal threat, an agent flags a policy exception, an outage report,
-an unanswered chat and an SLA about to breach — through webhooks as they happen, and through
-sync runs over the day for the time-based rules. At the end it prints what was escalated,
-where and why, and where to look next; then it stops everything it started.
+an unanswered chat and an SLA about to breach — through webhooks as they happen, and, for the
+time-based rules, at their deadlines: as the clock moves on, the worker acts on each deadline in
+the store's due-queue at its instant (``via deadline`` in the table). Sync runs over the day
+(the first of them reconciles every open ticket, the backlog included). At the end it prints
+what was escalated, where and why, and where to look next; then it stops everything it started.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import shutil
 import tempfile
 import time as _time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
@@ -33,6 +35,7 @@ from escbridge.model import Channel, Priority, Status
 from escbridge.sandbox.backlog import SandboxSet, config_yaml, default_matrix_path
 from escbridge.sandbox.driver import SandboxDriver, SimClock, TicketSpec
 from escbridge.sandbox.emulator import ServerThread, quiet_werkzeug
+from escbridge.store import DUE_KIND
 from escbridge.sync import CallCounter, Syncer, SyncOptions, SyncReport, build_sync_processor
 
 if TYPE_CHECKING:
@@ -88,7 +91,7 @@ class DemoRow:
     destination_name: str
     group: str | None
     rule_id: str | None
-    via: str  # webhook | sync
+    via: str  # webhook | deadline (the due-queue) | sync
     why: str
 
 
@@ -111,6 +114,7 @@ class DemoResult:
     rows: list[DemoRow] = field(default_factory=list)
     syncs: list[SyncRun] = field(default_factory=list)
     escalations: list[StoredEscalation] = field(default_factory=list)
+    job_kinds: dict[int, str] = field(default_factory=dict)  # inbox kind of escalating jobs
     missing: list[str] = field(default_factory=list)  # stories that did not escalate as expected
     ticket_urls: dict[str, str] = field(default_factory=dict)  # story key -> URL
     access: dict[str, str] = field(default_factory=dict)  # instance -> how to read a ticket
@@ -186,6 +190,7 @@ class _Day:
     def at(self, hhmm: str) -> datetime:
         hour, minute = (int(p) for p in hhmm.split(":"))
         when = datetime.combine(self.day, time(hour, minute), self.tz)
+        self.deadlines(until=when)
         self.clock.advance_to(when)
         self._now = hhmm
         return when
@@ -250,11 +255,26 @@ class _Day:
         story, ticket_id = found
         return self.drivers.get(story.helpdesk), ticket_id
 
+    def deadlines(self, until: datetime) -> None:
+        """Let time run to ``until`` as a worker lives it: at each deadline in the store's
+        due-queue on the way (a time limit running out), the worker acts on it then."""
+        store = self.processor.store
+        for _ in range(1000):  # bounded: each round acts on at least one deadline
+            due = store.earliest_due()
+            if due is None or due > until:
+                return
+            if due > self.clock.now():
+                self.clock.advance_to(due)
+            self._now = due.astimezone(self.tz).strftime("%H:%M")
+            self.settle()
+
     def settle(self) -> None:
-        """Deliver every webhook sent so far and let the worker process the inbox."""
+        """Deliver every webhook sent so far and let the worker process the inbox (due
+        tickets included)."""
         for _ in range(20):
             for driver in self.drivers.values():
                 driver.flush(10.0)
+            self.processor.store.promote_due(self.processor.clock(), limit=100)
             claimed = 0
             while True:
                 report = self.processor.run_once(limit=100)
@@ -435,6 +455,11 @@ def run_demo_day(
             sandboxes.connect_webhooks(receiver.url)
             _Day(matrix, sandboxes, processor, counter, day, result, say).play()
             result.escalations = processor.store.escalations()
+            result.job_kinds = {
+                e.job_id: job.kind
+                for e in result.escalations
+                if e.job_id is not None and (job := processor.store.job(e.job_id)) is not None
+            }
             _collect(result, matrix)
             result.duration = _time.monotonic() - started
             if on_ready is not None:
@@ -483,7 +508,7 @@ def _collect(result: DemoResult, matrix: Matrix) -> None:
                 destination_name=rung.name if rung is not None else e.to_level,
                 group=e.to_group,
                 rule_id=e.rule_id,
-                via="webhook" if e.job_id is not None else "sync",
+                via=_via(e.job_id, result.job_kinds),
                 why="; ".join(e.reasons) if e.reasons else e.summary,
             )
         )
@@ -494,6 +519,12 @@ def _collect(result: DemoResult, matrix: Matrix) -> None:
         if first.get(key) != story.expect:
             got = first.get(key) or "no escalation"
             result.missing.append(f"{story.title} ({key}): expected {story.expect}, got {got}")
+
+
+def _via(job_id: int | None, kinds: Mapping[int, str]) -> str:
+    if job_id is None:
+        return "sync"
+    return "deadline" if kinds.get(job_id) == DUE_KIND else "webhook"
 
 
 # --- printing ------------------------------------------------------------------------------------
@@ -551,7 +582,7 @@ def format_result(result: DemoResult, matrix: Matrix, *, running: bool = False) 
         out.append(f"        why: {_short(why)}")
     out.append("")
 
-    out.append("Sync runs over the day (time-based rules and the backlog):")
+    out.append("Sync runs over the day (changes since the last run; the first also reconciles):")
     sync_rows = []
     for run in result.syncs:
         totals = run.report.totals()
@@ -574,10 +605,10 @@ def format_result(result: DemoResult, matrix: Matrix, *, running: bool = False) 
     by_place: Counter[tuple[str, str]] = Counter(
         (e.instance, e.to_level) for e in result.escalations
     )
-    webhook = sum(1 for e in result.escalations if e.job_id is not None)
+    paths = Counter(_via(e.job_id, result.job_kinds) for e in result.escalations)
     out.append(
-        f"All {len(result.escalations)} escalations of the day ({webhook} from webhooks, "
-        f"{len(result.escalations) - webhook} from sync):"
+        f"All {len(result.escalations)} escalations of the day ({paths['webhook']} from "
+        f"webhooks, {paths['deadline']} at their deadline, {paths['sync']} from sync):"
     )
     destinations = [r.id for r in matrix.rungs]
     place_rows = [
