@@ -355,3 +355,24 @@ def test_an_edited_matrix_recomputes_the_stored_deadlines_without_calling_the_he
     shadow = store.shadow("fake", "1")
     assert shadow is not None and shadow.due_at == T0 + timedelta(minutes=45) + US
     assert restarted.refresh_due_times() == 0  # nothing stale any more
+
+
+def test_an_event_kept_by_another_process_wakes_a_listening_worker_on_postgresql(
+    store: Store, store_url: str, db_backend: str
+) -> None:
+    if db_backend != "postgresql":
+        assert store.listen(threading.Event(), lambda: None) is False  # SQLite: the poll
+        return
+    stop, ready, heard = threading.Event(), threading.Event(), threading.Event()
+    listener = threading.Thread(
+        target=store.listen, args=(stop, heard.set), kwargs={"ready": ready.set}, daemon=True
+    )
+    listener.start()
+    try:
+        assert ready.wait(60)
+        with Store(store_url) as receiver:  # the receiver: another store, another connection
+            assert receiver.enqueue(webhook("1", "e1"), T0).accepted
+        assert heard.wait(60)  # waits for the notification, however slow the machine
+    finally:
+        stop.set()
+        listener.join()

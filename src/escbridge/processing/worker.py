@@ -558,18 +558,34 @@ class Processor:
                     return
                 self._idle(stop)
 
-        if count == 1:
-            loop(self.worker_id)
+        # Events other processes keep (gunicorn in front of `escbridge worker`) wake the idle
+        # workers at once on PostgreSQL (LISTEN/NOTIFY); on SQLite they wait for the next poll.
+        listening = threading.Event()
+        listener = threading.Thread(
+            target=self.store.listen,
+            args=(listening, self.wake),
+            name="worker-listener",
+            daemon=True,
+        )
+        if getattr(self.store, "dialect", None) == "postgresql":
+            listener.start()
+        try:
+            if count == 1:
+                loop(self.worker_id)
+                return total
+            threads = [
+                threading.Thread(target=loop, args=(f"{self.worker_id}/{i}",), name=f"worker-{i}")
+                for i in range(count)
+            ]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
             return total
-        threads = [
-            threading.Thread(target=loop, args=(f"{self.worker_id}/{i}",), name=f"worker-{i}")
-            for i in range(count)
-        ]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        return total
+        finally:
+            listening.set()
+            if listener.is_alive():
+                listener.join()
 
     def refresh_due_times(self) -> int:
         """Due times stored under an earlier matrix, computed again under this one (at worker

@@ -32,6 +32,9 @@ from escbridge.store.limits import INBOX_LIMITS
 from escbridge.store.records import Enqueued
 from escbridge.store.schema import PENDING, UtcDateTime
 
+#: The PostgreSQL channel a commit of new events notifies (``Store.listen`` waits on it).
+NOTIFY_CHANNEL = "escbridge_inbox"
+
 #: Events per INSERT statement: 8 bound values each, well inside both databases' limits.
 CHUNK = 500
 
@@ -143,6 +146,8 @@ class InboxWriter:
                 cursor.execute(self._insert(len(chunk)), flat)
                 for job_id, instance, key in cursor.fetchall():
                     new[(instance, key)] = int(job_id)
+            if new and not self._sqlite:  # idle workers elsewhere hear of it at the commit
+                cursor.execute(f"NOTIFY {NOTIFY_CHANNEL}")
             missing: dict[str, list[str]] = {}
             for event in events:
                 if (event.instance, event.dedupe_key) not in new:

@@ -16,16 +16,17 @@ the page's intents (then its records, releases and hand-offs) in one transaction
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from escbridge.errors import LockLostError, StoreDataError
+from escbridge.errors import LockLostError, StoreDataError, StoreUnavailableError
 from escbridge.model import EscalationRecord, TicketEvent
 from escbridge.secrets import redact
 from escbridge.store import migrate
@@ -37,7 +38,7 @@ from escbridge.store.database import (
     safe_url,
     unavailable_as_typed,
 )
-from escbridge.store.enqueue import InboxWriter
+from escbridge.store.enqueue import NOTIFY_CHANNEL, InboxWriter
 from escbridge.store.records import (
     Enqueued,
     Intent,
@@ -61,6 +62,8 @@ from escbridge.store.schema import (
     ticket_state,
 )
 from escbridge.store.shadow import Shadow, ShadowWrite
+
+_log = logging.getLogger("escbridge.store")
 
 #: Outcomes written to the escalation history.
 APPLIED, RECOVERED = "applied", "recovered"
@@ -638,6 +641,43 @@ class Store:
         """
         self._ensure_schema()
         return self._inbox.enqueue_many(events, now)
+
+    def listen(
+        self,
+        stop: threading.Event,
+        on_event: Callable[[], None],
+        *,
+        ready: Callable[[], None] | None = None,
+        interval: float = 1.0,
+    ) -> bool:
+        """Call ``on_event`` whenever another process commits new inbox events, until ``stop``
+        is set (checked every ``interval`` seconds); ``ready`` once listening. PostgreSQL only
+        (``LISTEN``/``NOTIFY``): on SQLite this returns False at once, and idle workers find
+        other processes' events at their next poll. A lost connection is logged and opened
+        again; events are never lost meanwhile, only heard at the next poll."""
+        if self.dialect != "postgresql":
+            return False
+        pause = interval
+        while not stop.is_set():
+            try:
+                with unavailable_as_typed(self.url), self._engine.connect() as connection:
+                    connection = connection.execution_options(isolation_level="AUTOCOMMIT")
+                    connection.exec_driver_sql(f"LISTEN {NOTIFY_CHANNEL}")
+                    driver: Any = connection.connection.driver_connection
+                    if ready is not None:
+                        ready()
+                        ready = None
+                    pause = interval
+                    while not stop.is_set():
+                        if any(True for _ in driver.notifies(timeout=interval, stop_after=1)):
+                            on_event()
+            except Exception as error:  # an outage must not end the listener
+                # A StoreUnavailableError is already masked; of anything else, only its type.
+                why = str(error) if isinstance(error, StoreUnavailableError) else repr(type(error))
+                _log.warning("inbox listener: %s; listening again in %.0fs", why, pause)
+                stop.wait(pause)
+                pause = min(pause * 2, 60.0)
+        return True
 
     def claim(
         self,
