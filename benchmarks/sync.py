@@ -4,7 +4,8 @@ A helpdesk emulator (Zendesk by default) runs on 127.0.0.1 with the realistic ba
 `escbridge sandbox` seeds (ages from minutes to two weeks, most old tickets solved, a quarter
 already above the first level, VIP and enterprise customers, SLAs by priority), here 10,000
 tickets. Each round starts a fresh emulator and store and runs, as `escbridge sync` would with
-its defaults (changes pass + sweep, the demo matrix):
+its defaults on a store's first sync (the demo matrix; the changes pass, then the first
+reconciliation, which lists every open ticket again and skips those the changes pass did):
 
 1. a dry run: reads every page, decides every ticket, writes nothing;
 2. the real run on the same tickets: the same, plus per page one lock statement, one intent

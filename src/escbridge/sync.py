@@ -1,27 +1,40 @@
-"""`escbridge sync`: the time path. Scan each helpdesk for tickets a time limit has caught up with.
+"""`escbridge sync`: scan the helpdesks for what no webhook said; reconcile what escbridge knows.
 
-A webhook says a ticket *changed*; nothing says a ticket *stayed the same* for two hours. So a
-scheduled scan looks at tickets, and runs them through the plan -> apply -> record phases every
-path shares (:mod:`escbridge.processing`). Two passes per instance:
+Time limits are not sync's job any more: every recorded decision stores the ticket's shadow with
+its next due time (``Engine.next_due``), and the worker's due-queue fires each time limit at its
+deadline. Sync keeps what only a scan can do, in two passes per instance, each through the
+plan -> apply -> record phases every path shares (:mod:`escbridge.processing`, whose record also
+refreshes the shadow and its due time):
 
-``changes``
+``changes`` (every run)
     open tickets changed since the stored cursor (``iter_tickets(since, cursor)``); catches what
-    a lost webhook missed. The cursor is saved after each page, once every ticket of the page is
-    recorded, so a run that dies resumes where it stopped: no ticket is missed, and none is
-    escalated twice (the processing layer's intent + level marker see to an apply that landed
-    but was not recorded).
-``sweep``
-    open tickets updated within ``lookback`` (default 14 days), whether they changed or not:
-    this is what makes "idle for 2h" and "SLA due within 1h" fire. Its own cursor lets an
-    interrupted sweep resume; a finished sweep clears it.
+    a lost webhook missed and keeps the shadows current. The cursor is saved after each page,
+    once every ticket of the page is recorded, so a run that dies resumes where it stopped: no
+    ticket is missed, and none is escalated twice (the processing layer's intent + level marker
+    see to an apply that landed but was not recorded).
+``reconcile`` (at a low cadence, default daily: ``SyncOptions.reconcile``/``reconcile_every``)
+    every open ticket whatever its age (``iter_tickets(EPOCH, cursor)``): heals drift between
+    the helpdesk and the shadows (a lost webhook about an old ticket, a rule changed in the
+    matrix, a ticket closed while escbridge was down), and reaches the ticket nobody touched in
+    months, so "idle over 20 days" fires. Tickets the changes pass processed in the same run are
+    skipped. Its own cursor stream lets an interrupted reconciliation resume in a later run; a
+    complete one drops the shadows of tickets it did not see open (``drop_unseen_shadows``:
+    not seen since the reconciliation began) and records when it began, which is what the
+    ``auto`` cadence reads.
 
-A page goes through the processing phases (:mod:`escbridge.processing`) in a plain loop, with
-the store work done once per page: one statement locks the page's tickets, one transaction
-writes the intents of those to escalate, and one records them all (with the releases and the
-failures handed to workers). Writes are batched explicitly where the connector has a bulk API:
-the page's escalations go to ``connector.apply_many`` together (at most ``batch_size`` per
-call when set), which splits them into the bulk calls its API takes, so a page of 100
-escalations costs a call or two, not a hundred.
+Why no sweep of recently updated tickets any more: it found a time limit only when a scan passed
+the ticket (late by up to an interval, and costly: the helpdesk's export budget grows with the
+account), and it never saw a ticket untouched for longer than its lookback, exactly the forgotten
+ticket an escalation matrix exists for. The due-queue is on time, and the reconciliation covers
+every open ticket at a cost of one full listing a day.
+
+A page goes through the processing phases in a plain loop, with the store work done once per
+page: one statement locks the page's tickets, one transaction writes the intents of those to
+escalate, and one records them all (with the releases and the failures handed to workers).
+Writes are batched explicitly where the connector has a bulk API: the page's escalations go to
+``connector.apply_many`` together (at most ``batch_size`` per call when set), which splits them
+into the bulk calls its API takes, so a page of 100 escalations costs a call or two, not a
+hundred.
 
 Two runs for one instance never overlap: each holds a lease in the store (the store's
 per-ticket lock on a reserved ticket id, renewed while the run lasts). A run that finds the
@@ -47,8 +60,8 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import requests
 
@@ -70,27 +83,38 @@ from escbridge.store import Store, TicketLock
 if TYPE_CHECKING:
     from escbridge.config import Config, InstanceConfig
     from escbridge.connector import ApplyResult, Connector, TicketPage
+    from escbridge.store import SyncCursor
 
 log = logging.getLogger(__name__)
 
 __all__ = [
     "CHANGES",
+    "EPOCH",
     "LEASE_TICKET_ID",
-    "SWEEP",
+    "RECONCILE",
+    "RECONCILE_MODES",
     "CallCounter",
     "InstanceResult",
     "LeaseLostError",
     "ProgressEvent",
+    "ReconcileMode",
+    "Reconciliation",
     "SyncLease",
     "SyncOptions",
     "SyncReport",
     "Syncer",
     "build_sync_processor",
+    "reconciliation_due",
 ]
 
-CHANGES, SWEEP = "changes", "sweep"
+CHANGES, RECONCILE = "changes", "reconcile"
 #: The store's cursor streams of the two passes.
-STREAMS = {CHANGES: "tickets", SWEEP: "sweep"}
+STREAMS = {CHANGES: "tickets", RECONCILE: "reconcile"}
+#: Where a reconciliation starts listing: before any ticket, so every connector lists them all.
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+#: ``auto``: when none is recorded, one is under way, or the last began ``reconcile_every`` ago.
+ReconcileMode = Literal["auto", "always", "never"]
+RECONCILE_MODES: tuple[ReconcileMode, ...] = get_args(ReconcileMode)
 #: The reserved ticket id whose per-ticket lock is an instance's sync lease.
 LEASE_TICKET_ID = "~escbridge-sync"
 
@@ -101,15 +125,51 @@ LEASE_TICKET_ID = "~escbridge-sync"
 @dataclass(frozen=True)
 class SyncOptions:
     """What one run does. ``since`` replaces the stored cursor of the changes pass;
+    ``reconcile`` says whether the reconcile pass runs (``auto``: see :func:`reconciliation_due`);
     ``batch_size`` caps the writes per ``apply_many`` call (None: a page's writes go in one,
     and the connector splits them as its bulk API requires)."""
 
     dry_run: bool = False
     since: datetime | None = None
-    lookback: timedelta = timedelta(days=14)
-    sweep: bool = True
+    reconcile: ReconcileMode = "auto"
+    reconcile_every: timedelta = timedelta(days=1)
     batch_size: int | None = None
     lease: timedelta = timedelta(minutes=10)
+
+
+def reconciliation_due(
+    stored: SyncCursor | None, now: datetime, mode: ReconcileMode, every: timedelta
+) -> bool:
+    """Whether a run at ``now`` runs the reconcile pass, given the reconcile stream's cursor.
+
+    ``auto`` runs it when no complete reconciliation is recorded (so a store from before the
+    shadows fills them on its first sync), when one is under way (a cursor is stored: it
+    resumes), or when the last complete one began ``every`` or longer ago.
+    """
+    if mode != "auto":
+        return mode == "always"
+    if stored is None or stored.cursor is not None or stored.since is None:
+        return True
+    return now - stored.since >= every
+
+
+@dataclass
+class Reconciliation:
+    """The reconcile pass of one run: when the reconciliation began (an earlier run's start
+    when this one resumed it), whether it got to the end, and the shadows it dropped."""
+
+    began: datetime
+    resumed: bool = False
+    complete: bool = False
+    dropped: int = 0
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "began": self.began.isoformat(),
+            "resumed": self.resumed,
+            "complete": self.complete,
+            "dropped": self.dropped,
+        }
 
 
 @dataclass(frozen=True)
@@ -151,6 +211,9 @@ class InstanceResult:
     pages: int = 0
     batches: int = 0
     stopped: str | None = None  # why the run stopped before the end (cursor kept)
+    passes: dict[str, int] = field(default_factory=dict)  # pass run -> tickets it scanned
+    reconciliation: Reconciliation | None = None  # None: no reconcile pass in this run
+    last_reconciled: datetime | None = None  # when the last complete reconciliation began
     resume_at: datetime | None = None
     locked_by: str | None = None  # another run holds this instance's lease
     escalations: list[Escalation] = field(default_factory=list)
@@ -200,6 +263,9 @@ class InstanceResult:
             "failed": self.failed,
             "api_calls": self.api_calls,
             "pages": self.pages,
+            "passes": dict(self.passes),
+            "reconciliation": self.reconciliation.as_json() if self.reconciliation else None,
+            "last_reconciled": self.last_reconciled.isoformat() if self.last_reconciled else None,
         }
         if self.stopped:
             data["stopped"] = self.stopped
@@ -455,10 +521,58 @@ class Syncer:
         return redact(f"{type(error).__name__}: {error}", self.processor.secrets)
 
     def _passes(self, instance: str, result: InstanceResult, lease: SyncLease | None) -> None:
-        seen: set[str] = set()  # tickets processed in this run (the sweep skips them)
-        stages = [CHANGES, SWEEP] if self.options.sweep else [CHANGES]
-        for stage in stages:
-            self._scan(instance, stage, result, lease, seen)
+        started = self.processor.clock()
+        seen: set[str] = set()  # tickets processed in this run (the reconcile pass skips them)
+        stored = self.store.get_cursor(instance, STREAMS[RECONCILE])
+        if stored is not None and stored.cursor is None:
+            result.last_reconciled = stored.since
+        options = self.options
+        reconcile = reconciliation_due(stored, started, options.reconcile, options.reconcile_every)
+
+        changes = self.store.get_cursor(instance, STREAMS[CHANGES])
+        since: datetime | None
+        if options.since is not None:
+            since, cursor = options.since, None
+        else:
+            since = changes.since if changes else None
+            cursor = changes.cursor if changes else None
+        # the changes pass covers everything changed up to the run's start
+        self._scan(instance, CHANGES, result, lease, seen, since, cursor, covered=started)
+        if reconcile:
+            self._reconcile(instance, result, lease, seen, started, stored)
+
+    def _reconcile(
+        self,
+        instance: str,
+        result: InstanceResult,
+        lease: SyncLease | None,
+        seen: set[str],
+        started: datetime,
+        stored: SyncCursor | None,
+    ) -> None:
+        """Every open ticket, from the stream's cursor when a reconciliation is under way.
+
+        The stream keeps, beside the cursor, when the reconciliation under way began; a complete
+        one drops the shadows not seen since then (the tickets an earlier run of it saw on its
+        pages were seen after that, so they stay), then stores that instant with no cursor.
+        """
+        cursor = stored.cursor if stored is not None else None
+        began = (stored.since if stored is not None and cursor is not None else None) or started
+        result.reconciliation = done = Reconciliation(began, resumed=cursor is not None)
+        self._scan(instance, RECONCILE, result, lease, seen, EPOCH, cursor, covered=began)
+        done.complete = True
+        if lease is None:  # a dry run reads and decides, and writes nothing
+            return
+        lease.renew()
+        done.dropped = self.store.drop_unseen_shadows(instance, began)
+        self.store.save_cursor(instance, None, began, self.processor.clock(), STREAMS[RECONCILE])
+        result.last_reconciled = began
+        log.info(
+            "%s: reconciliation complete (began %s), %d shadows of tickets no longer open dropped",
+            instance,
+            began.isoformat(timespec="seconds"),
+            done.dropped,
+        )
 
     def _scan(
         self,
@@ -467,25 +581,17 @@ class Syncer:
         result: InstanceResult,
         lease: SyncLease | None,
         seen: set[str],
+        since: datetime | None,
+        cursor: str | None,
+        *,
+        covered: datetime,
     ) -> None:
+        """One pass: ``iter_tickets(since, cursor)``, page by page, each page committed to the
+        pass's stream (its cursor, with ``covered`` as the stream's since) once recorded."""
         connector = self.processor.connector(instance)
         stream = STREAMS[stage]
-        started = self.processor.clock()
-        stored = self.store.get_cursor(instance, stream)
-        since: datetime | None
-        cursor: str | None
-        if stage == CHANGES:
-            if self.options.since is not None:
-                since, cursor = self.options.since, None
-            else:
-                since = stored.since if stored else None
-                cursor = stored.cursor if stored else None
-            covered: datetime | None = started
-        else:
-            resuming = stored is not None and stored.cursor is not None
-            since = stored.since if resuming and stored else started - self.options.lookback
-            cursor = stored.cursor if resuming and stored else None
-            covered = since
+        scanned = result.scanned
+        result.passes[stage] = 0
         pages = connector.iter_tickets(since, cursor)
         try:
             for number, page in enumerate(pages, 1):
@@ -499,16 +605,12 @@ class Syncer:
                     lease.renew()  # committing a page is for the holder only
                     self._commit(instance, stream, page, covered)
         finally:
+            result.passes[stage] = result.scanned - scanned
             close = getattr(pages, "close", None)
             if close is not None:
                 close()
-        if lease is not None and stage == SWEEP:
-            # A finished sweep forgets its cursor: the next one starts afresh.
-            self.store.save_cursor(instance, None, started, self.processor.clock(), stream)
 
-    def _commit(
-        self, instance: str, stream: str, page: TicketPage, covered: datetime | None
-    ) -> None:
+    def _commit(self, instance: str, stream: str, page: TicketPage, covered: datetime) -> None:
         """Save where the pass resumes, now that every ticket of ``page`` is recorded."""
         self.store.save_cursor(instance, page.cursor, covered, self.processor.clock(), stream)
 
@@ -535,6 +637,8 @@ class Syncer:
                 self.progress(ProgressEvent(instance, stage, number, done, len(tickets), result))
 
         tick(0)
+        if not tickets:  # e.g. a reconcile page the changes pass already did: no store work
+            return
         processor = self.processor
         if self.options.dry_run:
             for outcome in processor.dry_run(instance, tickets, processor.clock()):

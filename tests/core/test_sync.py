@@ -38,7 +38,7 @@ from escbridge.policy import Engine
 from escbridge.processing import Processor
 from escbridge.sandbox.backlog import default_matrix_path
 from escbridge.store import PENDING, Store, TicketWrites
-from escbridge.sync import LEASE_TICKET_ID, STREAMS, Syncer, SyncLease, SyncOptions
+from escbridge.sync import EPOCH, LEASE_TICKET_ID, STREAMS, Syncer, SyncLease, SyncOptions
 from escbridge.testing import FakeClock
 
 NOW = datetime(2026, 3, 11, 9, 0, tzinfo=UTC)  # a Wednesday, 10:00 in Berlin: business hours
@@ -256,7 +256,7 @@ def test_a_run_escalates_what_the_matrix_says_and_saves_the_cursor(
 ) -> None:
     hot = flagged(desk, 7)
     calm(desk, 6)
-    report = Syncer(processor(store, engine, desk, clock), SyncOptions(sweep=False)).run()
+    report = Syncer(processor(store, engine, desk, clock), SyncOptions(reconcile="never")).run()
 
     result = report.instances[INSTANCE]
     assert (result.scanned, dict(result.escalated), result.skipped, result.failed) == (
@@ -276,7 +276,7 @@ def test_the_next_run_starts_from_the_saved_cursor(
     store: Store, engine: Engine, desk: MemoryDesk, clock: FakeClock
 ) -> None:
     flagged(desk, 3)
-    syncer = Syncer(processor(store, engine, desk, clock), SyncOptions(sweep=False))
+    syncer = Syncer(processor(store, engine, desk, clock), SyncOptions(reconcile="never"))
     syncer.run()
     flagged(desk, 2, first=50)
     clock.advance(minutes=5)
@@ -291,31 +291,40 @@ def test_since_replaces_the_stored_cursor(
     sqlite_store: Store, engine: Engine, desk: MemoryDesk, clock: FakeClock
 ) -> None:
     flagged(desk, 2)
-    Syncer(processor(sqlite_store, engine, desk, clock), SyncOptions(sweep=False)).run()
+    Syncer(processor(sqlite_store, engine, desk, clock), SyncOptions(reconcile="never")).run()
     since = NOW - timedelta(days=2)
     Syncer(
-        processor(sqlite_store, engine, desk, clock), SyncOptions(since=since, sweep=False)
+        processor(sqlite_store, engine, desk, clock), SyncOptions(since=since, reconcile="never")
     ).run()
     assert desk.scans[-1] == (since, None)
 
 
-def test_the_sweep_finds_tickets_no_change_brought_back(
+def test_the_reconciliation_finds_tickets_no_change_brought_back(
     sqlite_store: Store, engine: Engine, desk: MemoryDesk, clock: FakeClock
 ) -> None:
-    """A VIP ticket that nobody touches for two business hours: only the sweep sees it again."""
+    """A VIP ticket that nobody touches for two business hours: no change brings it back to the
+    changes pass; the reconcile pass reaches it (the safety net under the due-queue)."""
     desk.add("vip", subject="Checkout fails", tags=["vip"], priority=Priority.HIGH)
     syncer = Syncer(processor(sqlite_store, engine, desk, clock))
-    syncer.run()
+    first = syncer.run().instances[INSTANCE]
+    assert first.passes == {"changes": 1, "reconcile": 0}  # the first sync reconciles
     assert desk.escalated("l2") == []
     clock.advance(hours=2, minutes=5)
-    report = syncer.run()
+    quiet = syncer.run().instances[INSTANCE]
+    assert quiet.passes == {"changes": 0} and quiet.reconciliation is None  # within the day
+    assert desk.escalated("l2") == []
+
+    report = Syncer(
+        processor(sqlite_store, engine, desk, clock), SyncOptions(reconcile="always")
+    ).run()
 
     assert desk.escalated("l2") == ["vip"]
     assert report.escalations[0].rule_id == "vip-idle"
-    sweep = sqlite_store.get_cursor(INSTANCE, STREAMS["sweep"])
-    assert sweep is not None and sweep.cursor is None  # a finished sweep starts afresh next time
-    lookback = SyncOptions().lookback
-    assert desk.scans[-1] == (clock.now - lookback, None)
+    assert report.instances[INSTANCE].passes == {"changes": 0, "reconcile": 1}
+    stream = sqlite_store.get_cursor(INSTANCE, STREAMS["reconcile"])
+    assert stream is not None and stream.cursor is None  # the next one starts afresh
+    assert stream.since == clock.now  # when the last complete reconciliation began
+    assert desk.scans[-1] == (EPOCH, None)  # every open ticket, whatever its age
 
 
 # --- batching: one bulk call for the writes of a page ------------------------------------------
@@ -328,7 +337,7 @@ def test_the_writes_of_a_page_go_out_in_bulk_calls(
     flagged(desk, 30)
     calm(desk, 10)
     report = Syncer(
-        processor(sqlite_store, engine, desk, clock), SyncOptions(sweep=False, batch_size=10)
+        processor(sqlite_store, engine, desk, clock), SyncOptions(reconcile="never", batch_size=10)
     ).run()
 
     assert sum(report.instances[INSTANCE].escalated.values()) == 30
@@ -355,7 +364,7 @@ def test_the_store_work_of_a_page_is_one_lock_statement_and_two_transactions(
 
         monkeypatch.setattr(store, name, spy)
 
-    report = Syncer(processor(store, engine, desk, clock), SyncOptions(sweep=False)).run()
+    report = Syncer(processor(store, engine, desk, clock), SyncOptions(reconcile="never")).run()
 
     assert report.instances[INSTANCE].pages == 2
     assert sum(report.instances[INSTANCE].escalated.values()) == 24
@@ -369,7 +378,7 @@ def test_without_a_bulk_api_tickets_are_written_one_by_one(
     desk = MemoryDesk()
     monkeypatch.setattr(MemoryDesk, "info", ConnectorInfo("memory", "1", "Memory"))
     flagged(desk, 6)
-    Syncer(processor(sqlite_store, engine, desk, clock), SyncOptions(sweep=False)).run()
+    Syncer(processor(sqlite_store, engine, desk, clock), SyncOptions(reconcile="never")).run()
     assert desk.bulk_calls == [] and sum(desk.writes.values()) == 6
 
 
@@ -392,7 +401,9 @@ def test_a_crash_between_apply_and_record_loses_no_ticket_and_escalates_none_twi
         return real(*args, **kwargs)
 
     monkeypatch.setattr(TicketWrites, "record_escalations", record_then_die)
-    syncer = Syncer(processor(store, engine, desk, clock), SyncOptions(sweep=False, batch_size=4))
+    syncer = Syncer(
+        processor(store, engine, desk, clock), SyncOptions(reconcile="never", batch_size=4)
+    )
     with pytest.raises(Crash):
         syncer.run()
     assert store.get_cursor(INSTANCE, STREAMS["changes"]).cursor == "6"  # type: ignore[union-attr]
@@ -427,7 +438,7 @@ def test_a_crash_between_two_bulk_calls_of_a_page_loses_nothing(
 
     monkeypatch.setattr(desk, "apply_many", die_on_the_second_call)
     syncer = Syncer(
-        processor(sqlite_store, engine, desk, clock), SyncOptions(sweep=False, batch_size=4)
+        processor(sqlite_store, engine, desk, clock), SyncOptions(reconcile="never", batch_size=4)
     )
     with pytest.raises(Crash):
         syncer.run()
@@ -446,7 +457,7 @@ def test_a_run_that_dies_on_a_page_resumes_on_that_page(
     desk = MemoryDesk(page_size=4)
     hot = flagged(desk, 10)
     desk.fail_page[2] = Crash()
-    syncer = Syncer(processor(sqlite_store, engine, desk, clock), SyncOptions(sweep=False))
+    syncer = Syncer(processor(sqlite_store, engine, desk, clock), SyncOptions(reconcile="never"))
     with pytest.raises(Crash):
         syncer.run()
     clock.advance(minutes=11)
@@ -462,8 +473,12 @@ def test_a_second_run_skips_an_instance_whose_lease_is_held(
     store: Store, engine: Engine, desk: MemoryDesk, clock: FakeClock
 ) -> None:
     flagged(desk, 4)
-    first = Syncer(processor(store, engine, desk, clock), SyncOptions(sweep=False), owner="run-a")
-    second = Syncer(processor(store, engine, desk, clock), SyncOptions(sweep=False), owner="run-b")
+    first = Syncer(
+        processor(store, engine, desk, clock), SyncOptions(reconcile="never"), owner="run-a"
+    )
+    second = Syncer(
+        processor(store, engine, desk, clock), SyncOptions(reconcile="never"), owner="run-b"
+    )
     desk.block_scan = threading.Event()
     reports: list[Any] = []
     thread = threading.Thread(target=lambda: reports.append(first.run()))
@@ -490,7 +505,7 @@ def test_a_dead_runs_lease_expires_and_the_next_run_takes_over(
         sqlite_store, INSTANCE, "dead-run", duration=timedelta(minutes=10), clock=clock
     )
     assert lease is not None  # held, never released: the process died
-    syncer = Syncer(processor(sqlite_store, engine, desk, clock), SyncOptions(sweep=False))
+    syncer = Syncer(processor(sqlite_store, engine, desk, clock), SyncOptions(reconcile="never"))
     assert syncer.run().instances[INSTANCE].locked_by is not None
     clock.advance(minutes=10, seconds=1)
     assert syncer.run().instances[INSTANCE].scanned == 2
@@ -529,7 +544,7 @@ def test_a_ticket_that_fails_alone_is_counted_and_kept_for_a_worker(
 ) -> None:
     flagged(desk, 5)
     desk.fail_write["3"] = ValueError("group 'Senior Support' was deleted")
-    syncer = Syncer(processor(sqlite_store, engine, desk, clock), SyncOptions(sweep=False))
+    syncer = Syncer(processor(sqlite_store, engine, desk, clock), SyncOptions(reconcile="never"))
     result = syncer.run().instances[INSTANCE]
 
     assert (result.failed, sum(result.escalated.values())) == (1, 4)
@@ -539,7 +554,7 @@ def test_a_ticket_that_fails_alone_is_counted_and_kept_for_a_worker(
     assert sqlite_store.get_cursor(INSTANCE, STREAMS["changes"]).cursor == "5"  # type: ignore[union-attr]
     again = Syncer(
         processor(sqlite_store, engine, desk, clock),
-        SyncOptions(sweep=False, since=NOW - timedelta(days=1)),
+        SyncOptions(reconcile="never", since=NOW - timedelta(days=1)),
     ).run()
     assert again.instances[INSTANCE].failed == 1
     assert len(sqlite_store.jobs()) == 1  # the same version of the ticket: one job
@@ -551,7 +566,7 @@ def test_a_ticket_a_person_keeps_editing_is_left_to_a_worker_not_lost(
     flagged(desk, 3)
     desk.edited_by_humans.add("2")
     sync = processor(sqlite_store, engine, desk, clock)
-    result = Syncer(sync, SyncOptions(sweep=False)).run().instances[INSTANCE]
+    result = Syncer(sync, SyncOptions(reconcile="never")).run().instances[INSTANCE]
 
     assert desk.conflicts_seen == ["2"]  # decided again on the ticket as the person left it
     assert (result.failed, sum(result.escalated.values())) == (1, 2)
@@ -573,7 +588,7 @@ def test_throttling_past_the_retries_stops_the_run_and_keeps_the_cursor(
     desk.fail_write["5"] = RateLimited(
         "THRESHOLD_EXCEEDED", status=429, retry_after=3 * 3600, resume_at=resume
     )
-    syncer = Syncer(processor(sqlite_store, engine, desk, clock), SyncOptions(sweep=False))
+    syncer = Syncer(processor(sqlite_store, engine, desk, clock), SyncOptions(reconcile="never"))
     stopped = syncer.run()
 
     result = stopped.instances[INSTANCE]
@@ -665,7 +680,17 @@ def test_the_command_prints_one_json_summary_line_off_a_terminal(command: Comman
         "failed": 0,
     }
     assert summary["api_calls"] == 2 and summary["duration_s"] >= 0 and summary["ok"] is True
-    assert summary["instances"][INSTANCE]["escalated"] == {"l2": 2}
+    desk = summary["instances"][INSTANCE]
+    assert desk["escalated"] == {"l2": 2}
+    # the first sync of a store reconciles: one more page, every ticket already done by changes
+    assert desk["passes"] == {"changes": 3, "reconcile": 0}
+    assert desk["reconciliation"] == {
+        "began": NOW.isoformat(),
+        "resumed": False,
+        "complete": True,
+        "dropped": 0,
+    }
+    assert desk["last_reconciled"] == NOW.isoformat()
 
 
 def test_on_a_terminal_it_shows_progress_and_a_summary_a_person_reads(command: Command) -> None:
@@ -682,7 +707,55 @@ def test_on_a_terminal_it_shows_progress_and_a_summary_a_person_reads(command: C
     plain = Terminal()
     assert command.run("--json", out=plain, err=Terminal()) == 0
     again = json.loads(plain.getvalue())  # --json: JSON even on a terminal
-    assert (again["scanned"], again["escalated"]) == (3, {})  # the sweep: nothing more to do
+    assert (again["scanned"], again["escalated"]) == (0, {})  # no change since the last run
+    desk = again["instances"][INSTANCE]
+    assert (desk["passes"], desk["reconciliation"]) == ({"changes": 0}, None)  # not within a day
+    assert desk["last_reconciled"] == NOW.isoformat()
+
+
+def test_the_summary_a_person_reads_says_what_the_reconciliation_did(command: Command) -> None:
+    out = Terminal()
+    assert command.run(out=out, err=Terminal()) == 0
+    assert "  passes: changes 3, reconcile 0\n" in out.getvalue()
+    assert (
+        "  reconciliation complete: every open ticket checked, 0 shadows of tickets no longer "
+        "open dropped\n"
+    ) in out.getvalue()
+    out = Terminal()
+    assert command.run(out=out, err=Terminal()) == 0
+    assert "  passes: changes 0\n" in out.getvalue()
+    assert (
+        f"  no reconciliation this run (the last complete one began {NOW.isoformat()})\n"
+        in out.getvalue()
+    )
+
+
+def test_reconcile_flags_choose_the_passes(command: Command) -> None:
+    out = io.StringIO()
+    assert command.run("--reconcile", "never", out=out, err=io.StringIO()) == 0
+    summary = json.loads(out.getvalue())["instances"][INSTANCE]
+    assert (summary["passes"], summary["reconciliation"]) == ({"changes": 3}, None)
+    out = io.StringIO()
+    assert command.run("--reconcile-every", "1h", out=out, err=io.StringIO()) == 0
+    summary = json.loads(out.getvalue())["instances"][INSTANCE]
+    assert summary["passes"] == {"changes": 0, "reconcile": 3}  # none had completed yet
+    out = io.StringIO()
+    assert command.run("--reconcile", "always", out=out, err=io.StringIO()) == 0
+    assert json.loads(out.getvalue())["instances"][INSTANCE]["reconciliation"]["complete"]
+
+
+def test_the_gone_sweep_flags_still_parse_and_say_why_they_do_nothing(command: Command) -> None:
+    """Cron lines written for the sweep keep working: one line on stderr, the run as usual."""
+    out, err = io.StringIO(), io.StringIO()
+    assert command.run("--lookback", "30d", "--no-sweep", out=out, err=err) == 0
+    assert err.getvalue() == (
+        "escbridge sync: --lookback is gone: time limits are watched by the due-queue, and a "
+        "daily reconciliation covers every open ticket whatever its age (see --reconcile)\n"
+    )
+    summary = json.loads(out.getvalue())
+    assert summary["escalated"] == {"l2": 2}
+    assert summary["instances"][INSTANCE]["passes"] == {"changes": 3, "reconcile": 0}
+    assert "--lookback" not in command.parser.format_help()  # gone from the help
 
 
 def test_the_command_refuses_an_unknown_instance(command: Command) -> None:

@@ -2,8 +2,9 @@
 
 The demo runs once for the module, in-process, exactly as the command does: the sandbox
 helpdesks, the receiver, the worker and sync on a simulated day. Its printed table is read back
-and checked: which scripted ticket went where, by which rule, through webhooks, at its deadline or by sync; then
-that the store it names serves `escbridge report`, and that nothing it started is left running.
+and checked: which scripted ticket went where, by which rule, through webhooks, at its deadline
+or by sync; then that the store it names serves `escbridge report`, and that nothing it started
+is left running.
 """
 
 from __future__ import annotations

@@ -16,7 +16,9 @@ from typing import TextIO
 from escbridge.cli._common import EXIT_INVALID, EXIT_OK, EXIT_PROBLEM, run_until_signal
 from escbridge.errors import EscbridgeError, InvalidInputError
 from escbridge.sync import (
+    RECONCILE_MODES,
     CallCounter,
+    InstanceResult,
     ProgressEvent,
     Syncer,
     SyncOptions,
@@ -82,6 +84,7 @@ def format_report(report: SyncReport) -> str:
             f"{name}: scanned {r.scanned}, {verb} {sum(r.escalated.values())} ({levels}), "
             f"skipped {r.skipped}, failed {r.failed}, {r.api_calls} API calls"
         )
+        lines.extend(_passes_lines(r, report.dry_run))
         if r.recovered:
             lines.append(
                 f"  {r.recovered} found already on the helpdesk (a lost answer, or an earlier "
@@ -104,7 +107,40 @@ def format_report(report: SyncReport) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _passes_lines(r: InstanceResult, dry_run: bool) -> list[str]:
+    """Which passes ran, and what the reconciliation did (or when the last one began)."""
+    passes = ", ".join(f"{stage} {scanned}" for stage, scanned in r.passes.items())
+    lines = [f"  passes: {passes or 'none'}"]
+    done = r.reconciliation
+    last = r.last_reconciled.isoformat(timespec="seconds") if r.last_reconciled else None
+    if done is None:
+        lines.append(
+            f"  no reconciliation this run (the last complete one began {last})"
+            if last
+            else "  no reconciliation this run (none has completed yet)"
+        )
+    elif not done.complete:
+        lines.append(
+            "  reconciliation stopped before the end: the next run resumes it from its cursor"
+        )
+    elif dry_run:
+        lines.append("  reconciliation: every open ticket checked (dry run: no shadow dropped)")
+    else:
+        resumed = " (resumed)" if done.resumed else ""
+        lines.append(
+            f"  reconciliation complete{resumed}: every open ticket checked, {done.dropped} "
+            "shadows of tickets no longer open dropped"
+        )
+    return lines
+
+
 # --- `escbridge sync` ----------------------------------------------------------------------------
+
+
+GONE = (
+    "escbridge sync: --lookback is gone: time limits are watched by the due-queue, and a daily "
+    "reconciliation covers every open ticket whatever its age (see --reconcile)"
+)
 
 
 def _parse_since(text: str) -> datetime:
@@ -138,9 +174,11 @@ def _parse_duration(text: str) -> timedelta:
 
 def configure_sync_parser(parser: argparse.ArgumentParser) -> None:
     parser.description = (
-        "Scan the helpdesks for tickets a time limit has caught up with (idle, SLA, time at "
-        "level) and for changes a webhook missed; escalate them exactly as a webhook would. "
-        "On a terminal it shows progress; otherwise it prints one JSON summary line per run."
+        "Scan the helpdesks for changes a webhook missed and, daily, reconcile every open "
+        "ticket whatever its age (drift, tickets nobody touched for weeks); escalate them "
+        "exactly as a webhook would. Time limits fire at their deadline through the worker's "
+        "due-queue, not here. On a terminal it shows progress; otherwise it prints one JSON "
+        "summary line per run."
     )
     parser.add_argument("--config", default="escbridge.yaml", help="escbridge.yaml to use")
     parser.add_argument(
@@ -163,17 +201,23 @@ def configure_sync_parser(parser: argparse.ArgumentParser) -> None:
         "instead of the stored cursor",
     )
     parser.add_argument(
-        "--lookback",
-        type=_parse_duration,
-        default=timedelta(days=14),
-        metavar="DURATION",
-        help="the sweep re-checks open tickets updated within this (default 14d)",
+        "--reconcile",
+        choices=RECONCILE_MODES,
+        default="auto",
+        help="the pass over every open ticket whatever its age, which heals drift: auto (the "
+        "default) runs it when none has completed yet, one is under way, or the last began "
+        "--reconcile-every ago; always; never",
     )
     parser.add_argument(
-        "--no-sweep",
-        action="store_true",
-        help="only scan changes since the cursor (time-based rules then fire only on webhooks)",
+        "--reconcile-every",
+        type=_parse_duration,
+        default=timedelta(days=1),
+        metavar="DURATION",
+        help="how often --reconcile auto reconciles (default 1d)",
     )
+    # Gone with the sweep; still accepted so that existing cron lines keep working.
+    parser.add_argument("--lookback", metavar="DURATION", help=argparse.SUPPRESS)
+    parser.add_argument("--no-sweep", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument(
         "--batch-size",
         type=int,
@@ -207,6 +251,8 @@ def run_sync(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | 
             format="%(asctime)s %(levelname)s %(message)s",
             stream=err,
         )
+    if args.lookback is not None or args.no_sweep:
+        print(GONE, file=err)
     if args.batch_size is not None and args.batch_size < 1:
         print("escbridge sync: --batch-size must be at least 1", file=err)
         return EXIT_INVALID
@@ -235,8 +281,8 @@ def run_sync(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | 
     options = SyncOptions(
         dry_run=args.dry_run,
         since=args.since,
-        lookback=args.lookback,
-        sweep=not args.no_sweep,
+        reconcile=args.reconcile,
+        reconcile_every=args.reconcile_every,
         batch_size=args.batch_size,
     )
     syncer = Syncer(processor, options, api_calls=counter, progress=bar)
