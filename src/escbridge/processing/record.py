@@ -10,7 +10,7 @@ kept, for the next attempt to check) and the failures handed to workers through 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Literal
@@ -58,9 +58,15 @@ class Recorder:
     """The record phase on one store; with a ``shadower``, every recorded ticket's shadow and
     next due time are written in the same transaction (:mod:`escbridge.processing.shadow`)."""
 
-    def __init__(self, store: Store, shadower: Shadower | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        shadower: Shadower | None = None,
+        on_due: Callable[[datetime], None] | None = None,
+    ) -> None:
         self.store = store
         self.shadower = shadower
+        self.on_due = on_due  # told the earliest deadline each record stored
 
     def record(
         self,
@@ -137,15 +143,12 @@ class Recorder:
                     plan.ticket,
                     escalation,
                 )
-            if shadows:
-                batch.save_shadows(
-                    [
-                        write
-                        for write, result in zip(shadows, results, strict=True)
-                        if write is not None and not isinstance(result, LockLostError)
-                    ],
-                    now,
-                )
+            saved = [
+                write
+                for write, result in zip(shadows, results, strict=True)
+                if write is not None and not isinstance(result, LockLostError)
+            ]
+            batch.save_shadows(saved, now)
             for item in failed:
                 if isinstance(item, Plan):
                     _note_resolution(batch, item, now)
@@ -159,6 +162,9 @@ class Recorder:
             batch.release_many(cleared, clear_intent=True, now=now)
             for event in hand_off:
                 batch.enqueue(event, now)
+        deadlines = [w.due_at for w in saved if w.due_at is not None]
+        if deadlines and self.on_due is not None:
+            self.on_due(min(deadlines))
         settled = [result for result in results if result is not None]
         for result in settled:
             if isinstance(result, Outcome) and result.status == "escalated":
@@ -179,15 +185,15 @@ class Recorder:
         writes: list[ShadowWrite | None] = []
         for plan in plans:
             decision = plan.intent.decision if plan.step != "release" and plan.intent else None
+            decided = plan.decision if plan.step == "release" else None
             try:
-                writes.append(
-                    self.shadower.write(plan.ticket, plan.lock.history, now, decision=decision)
+                write: ShadowWrite | None = self.shadower.write(
+                    plan.ticket, plan.lock.history, now, decision=decision, decided=decided
                 )
             except Exception:  # a bug here must not lose the record; the old shadow stays
-                log.exception(
-                    "%s/%s: could not compute the next due time", plan.instance, plan.ticket_id
-                )
-                writes.append(None)
+                log.exception("%s/%s: no next due time", plan.instance, plan.ticket_id)
+                write = None
+            writes.append(write)
         return writes
 
     def record_one(

@@ -88,9 +88,14 @@ class Shadower:
         now: datetime,
         *,
         decision: Decision | None = None,
+        decided: Decision | None = None,
     ) -> ShadowWrite:
         """The shadow of ``ticket`` after the decision recorded at ``now`` (``decision``: an
-        escalation that was written, or found written)."""
+        escalation that was written, or found written; ``decided``: the engine's decision not
+        to escalate this very ticket, which spares deciding again).
+
+        With ``decided``, the next due time counts from that decision's instant, so a limit
+        that ran out between the decision and now is due at once, not missed."""
         instance = ticket.instance
         if ticket.status in (Status.SOLVED, Status.CLOSED):
             return ShadowWrite(instance, ticket.id, None)
@@ -105,8 +110,11 @@ class Shadower:
                     rule_id=decision.rule_id,
                 ),
             ]
-        if self.engine.decide(ticket, history, now).escalate:
-            due: datetime | None = now  # still escalates: at once (the guards bound this)
+        due: datetime | None
+        if decision is None and decided is not None and not decided.escalate:
+            due = self.engine.next_due(ticket, history, decided.at)
+        elif self.engine.decide(ticket, history, now).escalate:
+            due = now  # still escalates: at once (the guards bound this)
         else:
             due = self.engine.next_due(ticket, history, now)
         blank = {name: "" for name in TEXT_FIELDS if name not in self.text}

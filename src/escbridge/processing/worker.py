@@ -225,11 +225,13 @@ class Processor:
         # The shadow and due-queue need an engine that can say when a ticket is next due.
         has_due = matrix is not None and callable(getattr(engine, "next_due", None))
         self.shadower = Shadower(engine) if has_due else None  # type: ignore[arg-type]
-        self.recorder = Recorder(store, self.shadower)
+        self.recorder = Recorder(store, self.shadower, on_due=self._due_recorded)
         self.own_writes = OwnWrites()
         self._rng_lock = threading.Lock()
         self._wait = wait
         self._bell = threading.Event()  # rung by wake(): an event is waiting
+        self._hint_lock = threading.Lock()
+        self._due_hint: datetime | None = None  # promote no earlier (None: at once)
 
     def wake(self) -> None:
         """Wake idle workers at once: an in-process receiver has just kept an event."""
@@ -536,8 +538,7 @@ class Processor:
             pause = self.settings.poll_seconds
             while not stop.is_set():
                 try:
-                    if self.settings.due_queue:
-                        self.store.promote_due(self.clock(), limit=self.settings.batch_size)
+                    self._promote_due()
                     report = self.run_once(worker)
                 except StoreUnavailableError as error:
                     log.error("%s: %s; retrying in %.0fs", worker, error, pause)
@@ -587,6 +588,39 @@ class Processor:
             if listener.is_alive():
                 listener.join()
 
+    def _promote_due(self) -> None:
+        """Move the deadlines that have come into the inbox. A write transaction, so taken
+        only when one may be due: at the earliest deadline this process knows of, and at least
+        every ``poll_seconds`` (another process may have stored an earlier one)."""
+        if not self.settings.due_queue:
+            return
+        now = self.clock()
+        with self._hint_lock:
+            if self._due_hint is not None and now < self._due_hint:
+                return
+            self._due_hint = now + timedelta(seconds=self.settings.poll_seconds)
+        if self.store.promote_due(now, limit=self.settings.batch_size):
+            self._hint(now)  # more may be due at once
+            return
+        due = self.store.earliest_due()
+        if due is not None:
+            self._hint(due)
+
+    def _due_recorded(self, at: datetime) -> None:
+        """A record stored a deadline: idle workers of this process look again when it is
+        sooner than what they sleep towards."""
+        with self._hint_lock:
+            sooner = self._due_hint is None or at < self._due_hint
+        if sooner:
+            self._hint(at)
+            self._bell.set()
+
+    def _hint(self, at: datetime) -> None:
+        """A deadline may come at ``at``: promote then, not only at the next poll."""
+        with self._hint_lock:
+            if self._due_hint is None or at < self._due_hint:
+                self._due_hint = at
+
     def refresh_due_times(self) -> int:
         """Due times stored under an earlier matrix, computed again under this one (at worker
         start: the matrix may have been edited). An outage is logged; the next start retries."""
@@ -611,6 +645,7 @@ class Processor:
             except StoreUnavailableError:
                 due = None
             if due is not None:
+                self._hint(due)
                 seconds = min(seconds, max(0.0, (due - self.clock()).total_seconds()))
         if seconds > 0 and not stop.is_set():
             self._wait(self._bell, seconds)

@@ -168,7 +168,8 @@ ticket_state = sa.Table(
 #: (``Engine.next_due``; NULL: never). Workers move due rows into the inbox (``kind='due'``),
 #: so a time limit is acted on at its deadline through the one processing path. ``seen_at``:
 #: when processing last saw the ticket open; a complete reconciliation drops the rows it did
-#: not see (tickets solved, closed or deleted meanwhile).
+#: not see (tickets solved, closed or deleted meanwhile) — a scan by instance once a day, so
+#: ``seen_at`` has no index to keep up on every write.
 ticket_shadow = sa.Table(
     "ticket_shadow",
     metadata,
@@ -180,5 +181,4 @@ ticket_shadow = sa.Table(
     sa.Column("shadowed_at", UtcDateTime(), nullable=False),
     sa.Column("matrix", sa.String(32), nullable=True),  # the digest due_at was computed under
     sa.Index(None, "due_at"),
-    sa.Index(None, "instance", "seen_at"),
 )

@@ -74,45 +74,58 @@ def due_key(ticket_id: str, due_at: datetime) -> str:
     return f"{DUE_KIND}:{ticket_id}:{due_at.isoformat()}"
 
 
+_UPSERTS: dict[str, Any] = {}
+
+#: Deletes one shadow; executed with one parameter set per ticket.
+_DROP = sa.delete(ticket_shadow).where(
+    ticket_shadow.c.instance == sa.bindparam("p_instance"),
+    ticket_shadow.c.ticket_id == sa.bindparam("p_ticket_id"),
+)
+
+
+def _upsert(dialect: str) -> Any:
+    """The shadow upsert of a dialect, built once: building it costs more than running it."""
+    statement = _UPSERTS.get(dialect)
+    if statement is None:
+        insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(ticket_shadow)
+        columns = ("ticket", "due_at", "seen_at", "shadowed_at", "matrix")
+        statement = insert.on_conflict_do_update(
+            index_elements=["instance", "ticket_id"],
+            set_={name: insert.excluded[name] for name in columns},
+        )
+        _UPSERTS[dialect] = statement
+    return statement
+
+
 def save(connection: sa.Connection, writes: Sequence[ShadowWrite], now: datetime) -> None:
     """Upsert the shadows of open tickets and drop those of tickets no longer open."""
     if not writes:
         return
     latest = {(w.instance, w.ticket_id): w for w in writes}  # the last write of a ticket wins
-    keep = [w for w in latest.values() if w.ticket is not None]
-    drop = [w for w in latest.values() if w.ticket is None]
-    if keep:
-        insert = postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert
-        rows = [
-            {
-                "instance": w.instance,
-                "ticket_id": w.ticket_id,
-                "ticket": w.ticket.model_dump(mode="json"),  # type: ignore[union-attr]
-                "due_at": w.due_at,
-                "seen_at": now,
-                "shadowed_at": now,
-                "matrix": w.matrix,
-            }
-            for w in keep
-        ]
-        for start in range(0, len(rows), _CHUNK):
-            statement = insert(ticket_shadow)
-            statement = statement.on_conflict_do_update(
-                index_elements=["instance", "ticket_id"],
-                set_={
-                    name: statement.excluded[name]
-                    for name in ("ticket", "due_at", "seen_at", "shadowed_at", "matrix")
-                },
-            )
-            connection.execute(statement, rows[start : start + _CHUNK])
+    rows = [
+        {
+            "instance": w.instance,
+            "ticket_id": w.ticket_id,
+            # Defaults left out: a smaller row to write on every recorded decision.
+            "ticket": w.ticket.model_dump(mode="json", exclude_defaults=True),
+            "due_at": w.due_at,
+            "seen_at": now,
+            "shadowed_at": now,
+            "matrix": w.matrix,
+        }
+        for w in latest.values()
+        if w.ticket is not None
+    ]
+    drop = [
+        {"p_instance": w.instance, "p_ticket_id": w.ticket_id}
+        for w in latest.values()
+        if w.ticket is None
+    ]
+    upsert = _upsert(connection.dialect.name)
+    for start in range(0, len(rows), _CHUNK):
+        connection.execute(upsert, rows[start : start + _CHUNK])
     if drop:
-        delete = sa.delete(ticket_shadow).where(
-            ticket_shadow.c.instance == sa.bindparam("p_instance"),
-            ticket_shadow.c.ticket_id == sa.bindparam("p_ticket_id"),
-        )
-        connection.execute(
-            delete, [{"p_instance": w.instance, "p_ticket_id": w.ticket_id} for w in drop]
-        )
+        connection.execute(_DROP, drop)
 
 
 def promote(connection: sa.Connection, now: datetime, limit: int) -> int:

@@ -41,11 +41,9 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("instance", "ticket_id", name="pk_ticket_shadow"),
     )
     op.create_index("ix_ticket_shadow_due_at", "ticket_shadow", ["due_at"])
-    op.create_index("ix_ticket_shadow_instance_seen_at", "ticket_shadow", ["instance", "seen_at"])
     op.execute(sa.text("DELETE FROM sync_cursors WHERE stream = 'sweep'"))
 
 
 def downgrade() -> None:
-    op.drop_index("ix_ticket_shadow_instance_seen_at", table_name="ticket_shadow")
     op.drop_index("ix_ticket_shadow_due_at", table_name="ticket_shadow")
     op.drop_table("ticket_shadow")
