@@ -89,6 +89,13 @@ def open_ticket(ticket_id: str) -> Ticket:
     return Ticket(id=ticket_id, instance="fake", created_at=T0, updated_at=T0)
 
 
+def opened(processor: Processor, helpdesk: FakeHelpdesk, updated_at: datetime) -> None:
+    """Ticket 1, last changed at ``updated_at``, reaches escbridge through a webhook."""
+    helpdesk.add("1", updated_at=updated_at)
+    processor.enqueue(webhook("1", "e1"))
+    work(processor)
+
+
 def work(processor: Processor) -> None:
     """What one turn of a worker's loop does: due tickets into the inbox, then the inbox."""
     processor.store.promote_due(processor.clock())
@@ -99,9 +106,7 @@ def work(processor: Processor) -> None:
 def test_a_processed_ticket_is_due_exactly_when_its_idle_limit_runs_out(
     processor: Processor, helpdesk: FakeHelpdesk, store: Store
 ) -> None:
-    helpdesk.add("1", updated_at=T0 - timedelta(minutes=30))
-    processor.enqueue(webhook("1", "e1"))
-    work(processor)
+    opened(processor, helpdesk, T0 - timedelta(minutes=30))
 
     shadow = store.shadow("fake", "1")
     assert shadow is not None
@@ -115,9 +120,7 @@ def test_a_processed_ticket_is_due_exactly_when_its_idle_limit_runs_out(
 def test_the_due_ticket_escalates_at_its_deadline_once_and_the_next_deadline_follows(
     processor: Processor, helpdesk: FakeHelpdesk, store: Store, clock: FakeClock
 ) -> None:
-    helpdesk.add("1", updated_at=T0 - timedelta(minutes=30))
-    processor.enqueue(webhook("1", "e1"))
-    work(processor)
+    opened(processor, helpdesk, T0 - timedelta(minutes=30))
     due = T0 + timedelta(minutes=90) + US
 
     clock.now = due - US
@@ -148,9 +151,7 @@ def test_the_due_ticket_escalates_at_its_deadline_once_and_the_next_deadline_fol
 def test_a_change_before_the_deadline_moves_it(
     processor: Processor, helpdesk: FakeHelpdesk, store: Store, clock: FakeClock
 ) -> None:
-    helpdesk.add("1", updated_at=T0)
-    processor.enqueue(webhook("1", "e1"))
-    work(processor)
+    opened(processor, helpdesk, T0)
     clock.advance(hours=1)
     helpdesk.edit("1", tags=["touched"])  # a person replies: idle starts again
     processor.enqueue(webhook("1", "e2"))
@@ -165,9 +166,7 @@ def test_a_deadline_queued_before_a_change_it_missed_reads_once_and_requeues(
 ) -> None:
     # The change's webhook was lost: the shadow still says "due at 2h". At that instant the
     # ticket is read once, found not due, and queued again at its true deadline.
-    helpdesk.add("1", updated_at=T0)
-    processor.enqueue(webhook("1", "e1"))
-    work(processor)
+    opened(processor, helpdesk, T0)
     clock.advance(hours=1)
     helpdesk.edit("1", tags=["touched"])
 
@@ -229,9 +228,7 @@ def test_promoting_twice_makes_one_job_per_deadline(store: Store) -> None:
 def test_an_idle_worker_sleeps_until_the_earliest_deadline_not_a_fixed_poll(
     processor: Processor, helpdesk: FakeHelpdesk, store: Store, clock: FakeClock
 ) -> None:
-    helpdesk.add("1", updated_at=T0 - timedelta(minutes=30))
-    processor.enqueue(webhook("1", "e1"))
-    work(processor)
+    opened(processor, helpdesk, T0 - timedelta(minutes=30))
     waits: list[float] = []
     stop = threading.Event()
 
@@ -340,9 +337,7 @@ def test_the_due_command_lists_the_next_deadlines_soonest_first(
 def test_an_edited_matrix_recomputes_the_stored_deadlines_without_calling_the_helpdesk(
     processor: Processor, helpdesk: FakeHelpdesk, store: Store, clock: FakeClock
 ) -> None:
-    helpdesk.add("1", updated_at=T0)
-    processor.enqueue(webhook("1", "e1"))
-    work(processor)
+    opened(processor, helpdesk, T0)
     shadow = store.shadow("fake", "1")
     assert shadow is not None and shadow.due_at == T0 + timedelta(hours=2) + US
 
