@@ -143,11 +143,15 @@ class Recorder:
                     plan.ticket,
                     escalation,
                 )
-            saved = [
-                write
-                for write, result in zip(shadows, results, strict=True)
-                if write is not None and not isinstance(result, LockLostError)
-            ]
+            saved = (
+                [
+                    write
+                    for write, result in zip(shadows, results, strict=True)
+                    if write is not None and not isinstance(result, LockLostError)
+                ]
+                if shadows
+                else []
+            )
             batch.save_shadows(saved, now)
             for item in failed:
                 if isinstance(item, Plan):
