@@ -371,3 +371,23 @@ def test_an_event_kept_by_another_process_wakes_a_listening_worker_on_postgresql
     finally:
         stop.set()
         listener.join()
+
+
+def test_metrics_show_overdue_deadlines_so_a_stopped_worker_can_be_alerted_on(
+    store: Store,
+) -> None:
+    from escbridge_webhooks.metrics import StoreCollector
+
+    store.save_shadows(
+        [
+            ShadowWrite("fake", "1", open_ticket("1"), T0 - timedelta(minutes=5)),
+            ShadowWrite("fake", "2", open_ticket("2"), T0 + timedelta(hours=1)),
+            ShadowWrite("fake", "3", open_ticket("3"), T0 + timedelta(hours=2)),
+            ShadowWrite("fake", "4", open_ticket("4"), None),
+        ],
+        T0,
+    )
+    collector = StoreCollector(store, {"fake": "fake"}, wall=lambda: T0)
+    [family] = [m for m in collector.collect() if m.name == "escbridge_due_tickets"]
+    samples = {(s.labels["instance"], s.labels["state"]): s.value for s in family.samples}
+    assert samples == {("fake", "overdue"): 1, ("fake", "ahead"): 2}

@@ -56,9 +56,9 @@ __all__ = [
 # Read-only queries for /metrics, and the inbox's size limits (escbridge.store.reports, the
 # report's history, is imported by name: it brings in the report's figures).
 from escbridge.store.limits import INBOX_LIMITS
-from escbridge.store.reads import escalation_counts
+from escbridge.store.reads import due_counts, escalation_counts
 
-__all__ += ["INBOX_LIMITS", "escalation_counts"]
+__all__ += ["INBOX_LIMITS", "due_counts", "escalation_counts"]
 
 # Whether the next write would get in (the receiver's /readyz), and how long it may wait.
 from escbridge.store.database import PROBE_TIMEOUT, probe_write  # noqa: E402

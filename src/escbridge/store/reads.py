@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from datetime import datetime
 
 import sqlalchemy as sa
 
 from escbridge.store.database import unavailable_as_typed
-from escbridge.store.schema import escalations
+from escbridge.store.schema import escalations, ticket_shadow
 from escbridge.store.store import Store
 
 
@@ -32,4 +33,17 @@ def escalation_counts(store: Store) -> dict[tuple[str, str], int]:
         return {(str(i), str(level)): int(n) for i, level, n in connection.execute(query)}
 
 
-__all__ = ["escalation_counts", "reading"]
+def due_counts(store: Store, now: datetime) -> dict[tuple[str, str], int]:
+    """Open tickets with a deadline, by (instance, ``overdue`` or ``ahead``) at ``now``: an
+    overdue one means no worker is acting on the due-queue. One GROUP BY."""
+    state = sa.case((ticket_shadow.c.due_at <= now, "overdue"), else_="ahead")
+    query = (
+        sa.select(ticket_shadow.c.instance, state, sa.func.count())
+        .where(ticket_shadow.c.due_at.is_not(None))
+        .group_by(ticket_shadow.c.instance, state)
+    )
+    with reading(store) as connection:
+        return {(str(i), str(s)): int(n) for i, s, n in connection.execute(query)}
+
+
+__all__ = ["due_counts", "escalation_counts", "reading"]

@@ -33,6 +33,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -41,7 +42,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
-from escbridge.store import PENDING, PROCESSING, Store, escalation_counts
+from escbridge.store import PENDING, PROCESSING, Store, due_counts, escalation_counts
 
 log = logging.getLogger(__name__)
 
@@ -175,6 +176,7 @@ class _Snapshot:
     up: bool
     jobs: Mapping[str, int] = field(default_factory=dict)
     escalations: Mapping[tuple[str, str], int] = field(default_factory=dict)
+    due: Mapping[tuple[str, str], int] = field(default_factory=dict)
 
 
 class StoreCollector(Collector):
@@ -187,8 +189,10 @@ class StoreCollector(Collector):
         *,
         cache_seconds: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.store = store
+        self._wall = wall
         self.helpdesks = dict(helpdesks)
         self.cache_seconds = cache_seconds
         self._clock = clock
@@ -202,7 +206,11 @@ class StoreCollector(Collector):
                 return self._snapshot
             try:
                 snapshot = _Snapshot(
-                    now, True, self.store.job_counts(), escalation_counts(self.store)
+                    now,
+                    True,
+                    self.store.job_counts(),
+                    escalation_counts(self.store),
+                    due_counts(self.store, self._wall()),
                 )
             except Exception as error:  # a scrape must answer even when the database does not
                 log.warning("metrics: cannot read the store: %s", type(error).__name__)
@@ -238,6 +246,15 @@ class StoreCollector(Collector):
         for (instance, level), count in sorted(snap.escalations.items()):
             escalations.add_metric([instance, self.helpdesks.get(instance, ""), level], count)
         yield escalations
+        due = GaugeMetricFamily(
+            "escbridge_due_tickets",
+            "Open tickets with a deadline in the due-queue, by instance and state: overdue "
+            "ones mean no worker is acting on it.",
+            labels=["instance", "state"],
+        )
+        for (instance, state), count in sorted(snap.due.items()):
+            due.add_metric([instance, state], count)
+        yield due
 
 
 class Exposition:
