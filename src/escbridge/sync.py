@@ -536,6 +536,16 @@ class Syncer:
         else:
             since = changes.since if changes else None
             cursor = changes.cursor if changes else None
+        if reconcile and changes is None and options.since is None:
+            # The first run: the reconciliation lists every open ticket, so a changes pass
+            # from the beginning would read the account twice. It starts from this run on.
+            # The listing is the changes stream's too: its last cursor is where changes resume.
+            result.passes[CHANGES] = 0
+            end = self._reconcile(instance, result, lease, seen, started, stored)
+            if lease is not None:
+                clock = self.processor.clock()
+                self.store.save_cursor(instance, end, started, clock, STREAMS[CHANGES])
+            return
         # the changes pass covers everything changed up to the run's start
         self._scan(instance, CHANGES, result, lease, seen, since, cursor, covered=started)
         if reconcile:
@@ -549,8 +559,9 @@ class Syncer:
         seen: set[str],
         started: datetime,
         stored: SyncCursor | None,
-    ) -> None:
-        """Every open ticket, from the stream's cursor when a reconciliation is under way.
+    ) -> str | None:
+        """Every open ticket, from the stream's cursor when a reconciliation is under way; the
+        listing's last cursor comes back (where a changes pass may continue from).
 
         The stream keeps, beside the cursor, when the reconciliation under way began; a complete
         one drops the shadows not seen since then (the tickets an earlier run of it saw on its
@@ -559,10 +570,10 @@ class Syncer:
         cursor = stored.cursor if stored is not None else None
         began = (stored.since if stored is not None and cursor is not None else None) or started
         result.reconciliation = done = Reconciliation(began, resumed=cursor is not None)
-        self._scan(instance, RECONCILE, result, lease, seen, EPOCH, cursor, covered=began)
+        end = self._scan(instance, RECONCILE, result, lease, seen, EPOCH, cursor, covered=began)
         done.complete = True
         if lease is None:  # a dry run reads and decides, and writes nothing
-            return
+            return end
         lease.renew()
         done.dropped = self.store.drop_unseen_shadows(instance, began)
         self.store.save_cursor(instance, None, began, self.processor.clock(), STREAMS[RECONCILE])
@@ -573,6 +584,7 @@ class Syncer:
             began.isoformat(timespec="seconds"),
             done.dropped,
         )
+        return end
 
     def _scan(
         self,
@@ -585,14 +597,16 @@ class Syncer:
         cursor: str | None,
         *,
         covered: datetime,
-    ) -> None:
+    ) -> str | None:
         """One pass: ``iter_tickets(since, cursor)``, page by page, each page committed to the
-        pass's stream (its cursor, with ``covered`` as the stream's since) once recorded."""
+        pass's stream (its cursor, with ``covered`` as the stream's since) once recorded; the
+        last page's cursor comes back."""
         connector = self.processor.connector(instance)
         stream = STREAMS[stage]
         scanned = result.scanned
         result.passes[stage] = 0
         pages = connector.iter_tickets(since, cursor)
+        last = cursor
         try:
             for number, page in enumerate(pages, 1):
                 if lease is not None:
@@ -604,11 +618,13 @@ class Syncer:
                 if lease is not None:
                     lease.renew()  # committing a page is for the holder only
                     self._commit(instance, stream, page, covered)
+                last = page.cursor or last
         finally:
             result.passes[stage] = result.scanned - scanned
             close = getattr(pages, "close", None)
             if close is not None:
                 close()
+        return last
 
     def _commit(self, instance: str, stream: str, page: TicketPage, covered: datetime) -> None:
         """Save where the pass resumes, now that every ticket of ``page`` is recorded."""
