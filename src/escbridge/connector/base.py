@@ -140,6 +140,9 @@ class BaseConnector(ABC, Generic[C, P]):
 
     info: ClassVar[ConnectorInfo]
     bulk_min_batch: int = 2
+    #: Whether any rule reads the ticket's latest comment: processing sets it from the matrix,
+    #: and a connector whose latest comment costs a call of its own skips that call without it.
+    latest_comment_needed: bool = True
 
     def __init__(
         self,

@@ -47,7 +47,7 @@ from escbridge.processing.apply import apply_plan, apply_plans, check
 from escbridge.processing.plan import DecisionEngine, Plan, Planner, as_instance
 from escbridge.processing.record import Outcome, OutcomeStatus, Recorder
 from escbridge.processing.settings import Clock, ProcessingConfig, default_worker_id, utcnow
-from escbridge.processing.shadow import Shadower
+from escbridge.processing.shadow import Shadower, text_fields_read
 from escbridge.secrets import redact
 from escbridge.store import DUE_KIND, Enqueued, Job, ShadowWrite, Store, TicketLock
 
@@ -225,6 +225,11 @@ class Processor:
         # The shadow and due-queue need an engine that can say when a ticket is next due.
         has_due = matrix is not None and callable(getattr(engine, "next_due", None))
         self.shadower = Shadower(engine) if has_due else None  # type: ignore[arg-type]
+        if matrix is not None:  # a connector may spare a call a rule would never read
+            needed = "latest_comment" in text_fields_read(matrix)
+            for connector in self.connectors.values():
+                if hasattr(connector, "latest_comment_needed"):
+                    connector.latest_comment_needed = needed
         self.recorder = Recorder(store, self.shadower, on_due=self._due_recorded)
         self.own_writes = OwnWrites()
         self._rng_lock = threading.Lock()

@@ -253,6 +253,42 @@ def test_fetch_ticket_whose_comments_are_not_found_still_returns_the_ticket(
 
 
 @responses.activate
+def test_fetch_ticket_reads_no_comments_when_no_rule_reads_the_latest_comment(
+    clock: FakeClock,
+) -> None:
+    # A due ticket's read is one call of the account's budget, not two (issue 16).
+    groups()
+    responses.get(f"{BASE}/tickets/35436.json", json={"ticket": ticket()})
+    comments()
+    connector = make(clock)
+    connector.latest_comment_needed = False
+    t = connector.fetch_ticket("35436")
+    assert t.id == "35436" and t.latest_comment == ""
+    assert not [c for c in responses.calls if "/comments.json" in c.request.url]
+
+
+def test_processing_tells_the_connector_whether_a_rule_reads_the_latest_comment(
+    clock: FakeClock,
+) -> None:
+    from escbridge.matrix import parse_matrix
+    from escbridge.policy import Engine
+    from escbridge.processing import Processor
+    from escbridge.store import Store
+
+    head = (
+        "version: 1\nname: m\nlevels:\n  - {id: l1, name: One, groups: {'*': A}}\n"
+        "  - {id: l2, name: Two, groups: {'*': B}}\n"
+    )
+    by_tag = head + "rules:\n  - {id: r, kind: hierarchical, when: {tags: [vip]}, to: l2}\n"
+    by_word = head + "rules:\n  - {id: r, kind: hierarchical, when: {keywords: [boss]}, to: l2}\n"
+    store = Store("sqlite://", check_schema=False)
+    for text, needed in ((by_tag, False), (by_word, True)):
+        connector = make(clock)
+        Processor(store, Engine(parse_matrix(text, "m.yaml")), {"eu": connector})
+        assert connector.latest_comment_needed is needed
+
+
+@responses.activate
 def test_fetch_missing_ticket_raises_not_found(clock: FakeClock) -> None:
     groups()
     responses.get(f"{BASE}/tickets/1.json", status=404, json=ERROR_404)

@@ -214,14 +214,17 @@ class ZendeskConnector(BaseConnector[ZendeskConfig, _Write]):
 
         Two GETs: Show Ticket (comments are not part of it) and List Comments, newest first;
         ``latest_comment`` is the newest public comment, internal notes skipped. If the comments
-        cannot be read (404/403) the ticket comes back with ``latest_comment`` empty.
+        cannot be read (404/403) the ticket comes back with ``latest_comment`` empty. When no
+        rule reads the latest comment (``latest_comment_needed``), one GET: a due ticket's read
+        costs one call of the account's budget, not two.
         """
         self.groups.ensure()
         data = self.api.ticket(str(ticket_id), include="metric_sets")
         self.groups.note_tickets([data.get("ticket") or {}], "group_id")  # one created since
         comment = ""
         try:
-            comment = latest_public_comment(self.api.comments(str(ticket_id)))
+            if self.latest_comment_needed:
+                comment = latest_public_comment(self.api.comments(str(ticket_id)))
         except (NotFound, PermissionDeniedError) as exc:
             log.warning(
                 "ticket %s: cannot read its comments (HTTP %s); latest_comment left empty",
