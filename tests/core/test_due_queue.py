@@ -391,3 +391,29 @@ def test_metrics_show_overdue_deadlines_so_a_stopped_worker_can_be_alerted_on(
     [family] = [m for m in collector.collect() if m.name == "escbridge_due_tickets"]
     samples = {(s.labels["instance"], s.labels["state"]): s.value for s in family.samples}
     assert samples == {("fake", "overdue"): 1, ("fake", "ahead"): 2}
+
+
+def test_a_due_read_hands_the_connector_the_ticket_as_last_seen(
+    store: Store, helpdesk: FakeHelpdesk, clock: FakeClock
+) -> None:
+    """So a connector whose full read costs several calls (Zendesk: the ticket, then its
+    comments) can read less of a ticket that has not changed."""
+    seen: list[Ticket] = []
+
+    class Recording(FakeConnector):
+        def refetch(self, ticket_id: str, known: Ticket) -> Ticket:
+            seen.append(known)
+            return super().refetch(ticket_id, known)
+
+    processor = Processor(
+        store,
+        Engine(parse_matrix(MATRIX, "due.yaml")),
+        {"fake": Recording(helpdesk)},
+        clock=clock,
+    )
+    opened(processor, helpdesk, T0 - timedelta(minutes=30))
+    assert seen == []  # a webhook's read is a full one
+    clock.now = T0 + timedelta(minutes=90) + US
+    work(processor)
+    assert [t.id for t in seen] == ["1"] and seen[0].version == "1"
+    assert helpdesk.levels()["1"] == "l2"

@@ -179,6 +179,12 @@ class BaseConnector(ABC, Generic[C, P]):
     @abstractmethod
     def fetch_ticket(self, ticket_id: str) -> Ticket: ...
 
+    def refetch(self, ticket_id: str, known: Ticket) -> Ticket:
+        """The ticket, fresh, given ``known``: the ticket as escbridge last saw it (the due
+        path's shadow). A connector whose full read costs several calls may reuse what cannot
+        have changed while the ticket's version did not move; this one reads it all."""
+        return self.fetch_ticket(ticket_id)
+
     @abstractmethod
     def iter_tickets(self, since: datetime | None, cursor: str | None) -> Iterator[TicketPage]: ...
 

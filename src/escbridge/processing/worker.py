@@ -388,6 +388,10 @@ class Processor:
         # still unknown): the ticket, fetched anyway, is compared with escbridge's last write.
         ask = getattr(connector, "own_change_known", None)
         undecided = event.actor is None or (ask is not None and ask(event) is None)
+        known = None
+        if job.kind == DUE_KIND:  # the ticket as last seen: a connector may read less of it
+            shadow = self.store.shadow(job.instance, job.ticket_id)
+            known = shadow.ticket if shadow is not None else None
         try:
             return self._process(
                 job.instance,
@@ -396,6 +400,7 @@ class Processor:
                 worker=worker,
                 job=job,
                 echo_check=undecided and not internal,
+                known=known,
             )
         except NotFound:
             if job.kind != DUE_KIND:
@@ -483,6 +488,7 @@ class Processor:
         worker: str,
         job: Job | None = None,
         echo_check: bool = False,
+        known: Ticket | None = None,
     ) -> Outcome:
         connector = self.connector(instance)
         ticket_id = ticket.id if isinstance(ticket, Ticket) else str(ticket)
@@ -504,6 +510,9 @@ class Processor:
                         log.warning("job %s: lease lost before completion", job.id)
                     return Outcome("own_change", instance, ticket_id, ticket=fetched)
                 ticket = fetched  # planned as fetched: no second read
+            refetch = getattr(connector, "refetch", None)
+            if known is not None and refetch is not None and lock.state.intent is None:
+                ticket = as_instance(refetch(ticket_id, known), instance)
             plan = self.planner.plan(connector, lock, ticket, now, job=job)
             held = plan
             self.planner.write_intent(plan, now, lease)

@@ -267,6 +267,44 @@ def test_fetch_ticket_reads_no_comments_when_no_rule_reads_the_latest_comment(
     assert not [c for c in responses.calls if "/comments.json" in c.request.url]
 
 
+@responses.activate
+def test_a_due_read_of_an_unchanged_ticket_reuses_the_latest_comment_it_knows(
+    clock: FakeClock,
+) -> None:
+    # A new comment moves updated_at (the version): unchanged version, unchanged latest comment.
+    groups()
+    responses.get(f"{BASE}/tickets/35436.json", json={"ticket": ticket()})
+    comments(35436, comment(1, "newer?", public=True, created_at="2026-03-11T14:00:00Z"))
+    connector = make(clock)
+    known = connector.fetch_ticket("35436").model_copy(update={"latest_comment": "known"})
+    before = len(responses.calls)
+
+    again = connector.refetch("35436", known)
+
+    reads = [c.request.url for c in responses.calls[before:]]
+    assert len(reads) == 1 and "/comments.json" not in reads[0]
+    assert again.latest_comment == "known" and again.version == known.version
+
+
+@responses.activate
+def test_a_due_read_of_a_changed_ticket_reads_its_comments_again(clock: FakeClock) -> None:
+    groups()
+    responses.get(f"{BASE}/tickets/35436.json", json={"ticket": ticket()})
+    comments(35436, comment(2, "I want a manager", public=True, created_at="2026-03-11T15:00:00Z"))
+    connector = make(clock)
+    stale = Ticket(
+        id="35436",
+        instance="eu",
+        created_at=datetime(2011, 5, 5, tzinfo=UTC),
+        updated_at=datetime(2011, 5, 5, tzinfo=UTC),
+        version="2011-05-05T09:00:00Z",
+        latest_comment="old",
+    )
+    again = connector.refetch("35436", stale)
+    assert again.latest_comment == "I want a manager"
+    assert [c for c in responses.calls if "/comments.json" in c.request.url]
+
+
 def test_processing_tells_the_connector_whether_a_rule_reads_the_latest_comment(
     clock: FakeClock,
 ) -> None:

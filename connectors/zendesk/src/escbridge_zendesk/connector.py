@@ -209,6 +209,18 @@ class ZendeskConnector(BaseConnector[ZendeskConfig, _Write]):
     def parse_ticket(self, raw: Mapping[str, Any]) -> Ticket:
         return parse_ticket(raw, instance=self.instance, group_names=self.groups.names())
 
+    def refetch(self, ticket_id: str, known: Ticket) -> Ticket:
+        """One GET when the ticket has not changed since ``known`` was read: a new comment
+        moves ``updated_at`` (Zendesk's version), so an unchanged version means ``known``'s
+        latest comment is still the latest, and List Comments is not called."""
+        if not self.latest_comment_needed or known.version is None:
+            return self.fetch_ticket(ticket_id)
+        data = self._show(ticket_id)
+        fresh = self._parsed(data, known.latest_comment)
+        if fresh.version == known.version:
+            return fresh
+        return self._parsed(data, self._latest_comment(ticket_id))
+
     def fetch_ticket(self, ticket_id: str) -> Ticket:
         """One ticket, fresh, with ``latest_comment`` (the event path: webhooks, re-fetches).
 
@@ -218,19 +230,30 @@ class ZendeskConnector(BaseConnector[ZendeskConfig, _Write]):
         rule reads the latest comment (``latest_comment_needed``), one GET: a due ticket's read
         costs one call of the account's budget, not two.
         """
+        data = self._show(ticket_id)
+        comment = self._latest_comment(ticket_id) if self.latest_comment_needed else ""
+        return self._parsed(data, comment)
+
+    def _show(self, ticket_id: str) -> dict[str, Any]:
+        """Show Ticket, with its metric set."""
         self.groups.ensure()
         data = self.api.ticket(str(ticket_id), include="metric_sets")
         self.groups.note_tickets([data.get("ticket") or {}], "group_id")  # one created since
-        comment = ""
+        return data
+
+    def _latest_comment(self, ticket_id: str) -> str:
+        """The newest public comment ("" when there is none or the comments cannot be read)."""
         try:
-            if self.latest_comment_needed:
-                comment = latest_public_comment(self.api.comments(str(ticket_id)))
+            return latest_public_comment(self.api.comments(str(ticket_id)))
         except (NotFound, PermissionDeniedError) as exc:
             log.warning(
                 "ticket %s: cannot read its comments (HTTP %s); latest_comment left empty",
                 ticket_id,
                 exc.status,
             )
+            return ""
+
+    def _parsed(self, data: dict[str, Any], comment: str) -> Ticket:
         return parse_ticket(
             data,
             instance=self.instance,
