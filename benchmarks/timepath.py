@@ -74,6 +74,7 @@ from typing import Any
 import yaml
 from escbridge_zendesk.parse import format_time, parse_ticket, parse_time
 from escbridge_zendesk.sandbox import TEST_SIGNING_SECRET, ZendeskSandbox
+from escbridge_zendesk.sandbox_driver import zendesk_metrics
 
 from escbridge.config import parse_config
 from escbridge.matrix import Matrix, load_matrix
@@ -199,19 +200,6 @@ def _pick(rng: random.Random, weighted: Sequence[tuple[str, int]]) -> str:
     return rng.choices([v for v, _ in weighted], [w for _, w in weighted])[0]
 
 
-def metric_set(
-    created: datetime, first_reply: datetime | None, customer: datetime | None
-) -> dict[str, Any]:
-    """Zendesk's ticket metric set, as far as the connector reads it."""
-    minutes = int((first_reply - created).total_seconds() // 60) if first_reply else None
-    return {
-        "replies": 1 if first_reply else 0,
-        "reply_time_in_minutes": {"calendar": minutes, "business": minutes},
-        "reopens": 0,
-        "requester_updated_at": format_time(customer) if customer else None,
-    }
-
-
 def _ticket(
     label: str,
     *,
@@ -239,7 +227,7 @@ def _ticket(
         "generated_timestamp": int(updated.timestamp()),
         "via": {"channel": channel, "source": {"from": {}, "to": {}, "rel": None}},
         "due_at": format_time(due) if due else None,
-        "metric_set": metric_set(created, first_reply, customer),
+        "metric_set": zendesk_metrics(created, first_reply, customer),
     }
     return Seed(label, updated, kwargs)
 
@@ -406,7 +394,7 @@ class Human:
             if not metrics.get("replies"):
                 created = parse_time(record["created_at"]) or now
                 customer = parse_time(metrics.get("requester_updated_at"))
-                self._metrics(ticket_id, metric_set(created, now, customer))
+                self._metrics(ticket_id, zendesk_metrics(created, now, customer))
             sandbox.human_update(ticket_id, comment={"body": "Looking into it.", "public": True})
         elif kind == "customer_reply":
             metrics = dict(record.get("metric_set") or {})

@@ -8,27 +8,17 @@ accelerated clock, so a loaded machine moves them) are the benchmark's business,
 
 from __future__ import annotations
 
-import functools
-import importlib.util
 import re
-import sys
-from pathlib import Path
 from types import ModuleType
 
 import pytest
+from bench_loader import benchmark
 
 pytestmark = pytest.mark.slow
 
 
-@functools.cache
 def timepath() -> ModuleType:
-    path = Path(__file__).resolve().parents[2] / "benchmarks" / "timepath.py"
-    spec = importlib.util.spec_from_file_location("escbridge_bench_timepath", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+    return benchmark("timepath")
 
 
 def table(text: str) -> dict[str, list[str]]:

@@ -6,11 +6,8 @@ webhook.sign``) and checked by its production verifier, as bolt-python's adapter
 
 from __future__ import annotations
 
-import functools
-import importlib.util
 import io
 import json
-import sys
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -19,6 +16,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from bench_loader import benchmark
 from escbridge_zendesk.parse import format_time
 from escbridge_zendesk.sandbox import TEST_SIGNING_SECRET
 from escbridge_zendesk.webhook import (
@@ -184,14 +182,7 @@ class LogLines:
         return [json.loads(line) for line in self.text.splitlines() if line.strip()]
 
 
-@functools.cache
 def webhook_bench() -> ModuleType:
     """benchmarks/webhooks.py, loaded once: its ``gunicorn()`` starts the shipped configuration
     and ``free_port()`` finds a port, for the tests that need a real server."""
-    path = Path(__file__).resolve().parents[2] / "benchmarks" / "webhooks.py"
-    spec = importlib.util.spec_from_file_location("escbridge_bench_webhooks", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+    return benchmark("webhooks")

@@ -87,7 +87,7 @@ class ZendeskDriver(EmulatorDriver):
         if spec.first_response_at is not None or spec.last_customer_reply_at is not None:
             # Zendesk keeps these in the ticket's metric set; the emulator serves it with the
             # ticket, where the connector reads it.
-            extra["metric_set"] = _zendesk_metrics(
+            extra["metric_set"] = zendesk_metrics(
                 spec.created_at or datetime.fromtimestamp(self._sandbox._now(), UTC),
                 spec.first_response_at,
                 spec.last_customer_reply_at,
@@ -121,7 +121,7 @@ class ZendeskDriver(EmulatorDriver):
 
         def first_reply(t: dict[str, Any]) -> None:
             if not (t.get("metric_set") or {}).get("replies"):
-                t["metric_set"] = _zendesk_metrics(created, answered, None)
+                t["metric_set"] = zendesk_metrics(created, answered, None)
 
         sandbox.tickets.update(int(ticket_id), first_reply, notify=False)
 
@@ -139,9 +139,10 @@ class ZendeskDriver(EmulatorDriver):
         return f"curl -u {admin.email}/token:{admin.api_token} {self.url}/api/v2/tickets/ID.json"
 
 
-def _zendesk_metrics(
+def zendesk_metrics(
     created: datetime, first_reply: datetime | None, customer_updated: datetime | None
 ) -> dict[str, Any]:
+    """Zendesk's ticket metric set, as far as the connector reads it (also the benchmarks')."""
     minutes = int((first_reply - created).total_seconds() // 60) if first_reply else None
     return {
         "replies": 1 if first_reply else 0,
