@@ -653,14 +653,10 @@ class Processor:
         """Sleep until the earliest due time, an event kept in this process (:meth:`wake`) or
         ``poll_seconds`` (events kept by other processes), whichever comes first."""
         seconds = self.settings.poll_seconds
-        if self.settings.due_queue:
-            try:
-                due = self.store.earliest_due()
-            except StoreUnavailableError:
-                due = None
-            if due is not None:
-                self._hint(due)
-                seconds = min(seconds, max(0.0, (due - self.clock()).total_seconds()))
+        with self._hint_lock:  # kept by _promote_due: the earliest deadline known, or a poll
+            due = self._due_hint if self.settings.due_queue else None
+        if due is not None:
+            seconds = min(seconds, max(0.0, (due - self.clock()).total_seconds()))
         if seconds > 0 and not stop.is_set():
             self._wait(self._bell, seconds)
         self._bell.clear()

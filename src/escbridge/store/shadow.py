@@ -4,7 +4,7 @@ Why a shadow: a time limit ("idle over 20 days", "the level's resolution time ra
 passes while nothing happens to the ticket, so no webhook says so. Instead of sweeping the
 helpdesk for such tickets, processing keeps what the matrix needs of each open ticket here,
 with the next instant its decision can change by time alone (``due_at``). A worker moves the
-rows whose instant has come into the inbox as ``due`` events (:func:`promote`), where they
+rows whose instant has come into the inbox as ``due`` events (:func:`take_due`), where they
 take the one processing path: the ticket is read once, decided, applied and recorded, and
 its next due time computed again.
 
@@ -22,8 +22,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from escbridge.model import Ticket
-from escbridge.store.schema import inbox, ticket_shadow
+from escbridge.model import Ticket, TicketEvent
+from escbridge.store.schema import ticket_shadow
 
 #: The inbox kind of a due ticket: not a webhook, so never taken for escbridge's own change.
 DUE_KIND = "due"
@@ -128,13 +128,13 @@ def save(connection: sa.Connection, writes: Sequence[ShadowWrite], now: datetime
         connection.execute(_DROP, drop)
 
 
-def promote(connection: sa.Connection, now: datetime, limit: int) -> int:
-    """Move up to ``limit`` shadows due at ``now`` into the inbox as ``due`` events, soonest
-    first, clearing their due time; how many new events that made.
+def take_due(connection: sa.Connection, now: datetime, limit: int) -> list[TicketEvent]:
+    """Up to ``limit`` shadows due at ``now``, soonest first, as the ``due`` events to keep in
+    the inbox; their due time cleared (processing sets the next one).
 
-    PostgreSQL skips rows another worker is promoting (``FOR UPDATE SKIP LOCKED``); SQLite
-    runs the transaction under its database-wide write lock, which is just as exclusive. A
-    shadow written again meanwhile (a webhook's ticket recorded) keeps the newer due time.
+    PostgreSQL skips rows another worker is taking (``FOR UPDATE SKIP LOCKED``); SQLite runs
+    the transaction under its database-wide write lock, which is just as exclusive. A shadow
+    written again meanwhile (a webhook's ticket recorded) keeps the newer due time.
     """
     query = (
         sa.select(ticket_shadow.c.instance, ticket_shadow.c.ticket_id, ticket_shadow.c.due_at)
@@ -146,7 +146,7 @@ def promote(connection: sa.Connection, now: datetime, limit: int) -> int:
         query = query.with_for_update(skip_locked=True)
     rows = connection.execute(query).all()
     if not rows:
-        return 0
+        return []
     connection.execute(
         sa.update(ticket_shadow)
         .where(
@@ -157,30 +157,16 @@ def promote(connection: sa.Connection, now: datetime, limit: int) -> int:
         .values(due_at=None),
         [{"p_instance": i, "p_ticket_id": t, "p_due_at": d} for i, t, d in rows],
     )
-    insert = postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert
-    statement = (
-        insert(inbox)
-        .values(
-            [
-                {
-                    "instance": instance,
-                    "ticket_id": ticket_id,
-                    "dedupe_key": due_key(ticket_id, due_at),
-                    "kind": DUE_KIND,
-                    "actor": None,
-                    "occurred_at": due_at,
-                    "received_at": now,
-                    "status": "pending",
-                    "attempts": 0,
-                    "next_attempt_at": now,
-                }
-                for instance, ticket_id, due_at in rows
-            ]
+    return [
+        TicketEvent(
+            instance=instance,
+            ticket_id=ticket_id,
+            dedupe_key=due_key(ticket_id, due_at),
+            kind=DUE_KIND,
+            occurred_at=due_at,
         )
-        .on_conflict_do_nothing(index_elements=["instance", "dedupe_key"])
-        .returning(inbox.c.id)
-    )
-    return len(connection.execute(statement).all())
+        for instance, ticket_id, due_at in rows
+    ]
 
 
 def earliest(connection: sa.Connection, instance: str | None) -> datetime | None:

@@ -1087,7 +1087,9 @@ class Store:
         """Move up to ``limit`` shadows due at ``now`` into the inbox as ``due`` events (their
         due time cleared; processing sets the next one); how many new events that made."""
         with self._begin() as connection:
-            return shadows.promote(connection, now, limit)
+            events = shadows.take_due(connection, now, limit)
+            writes = TicketWrites(connection, self._sql)  # the inbox's one insert
+            return sum(writes.enqueue(event, now).accepted for event in events)
 
     def earliest_due(self, instance: str | None = None) -> datetime | None:
         """The soonest due instant in the shadow (None: nothing is due by time alone)."""
