@@ -27,6 +27,7 @@ import re
 import threading
 from bisect import bisect_left, bisect_right
 from collections.abc import Container, Iterable, Mapping, Sequence, Sized
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta, timezone
 from fractions import Fraction
 from typing import Any
@@ -35,10 +36,12 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 __all__ = [
     "BusinessCalendar",
     "HolidaySet",
+    "WrittenDuration",
     "build_holidays",
     "format_duration",
     "parse_duration",
     "parse_weekly_hours",
+    "read_duration",
 ]
 
 _UTC = UTC
@@ -52,87 +55,192 @@ _FULL_DAY = ((_MIDNIGHT, _MIDNIGHT),)
 # Durations
 # --------------------------------------------------------------------------------------------
 
-_UNIT_SECONDS: dict[str, int] = {}
-for _names, _seconds in (
-    (("w", "wk", "wks", "week", "weeks"), 7 * 86400),
-    (("d", "day", "days"), 86400),
-    (("h", "hr", "hrs", "hour", "hours"), 3600),
-    (("m", "min", "mins", "minute", "minutes"), 60),
-    (("s", "sec", "secs", "second", "seconds"), 1),
+_UNITS: dict[str, str] = {}
+for _names in (
+    ("w", "wk", "wks", "week", "weeks"),
+    ("d", "day", "days"),
+    ("h", "hr", "hrs", "hour", "hours"),
+    ("m", "min", "mins", "minute", "minutes"),
+    ("s", "sec", "secs", "second", "seconds"),
 ):
     for _name in _names:
-        _UNIT_SECONDS[_name] = _seconds
+        _UNITS[_name] = _names[0]
+_UNIT_ORDER = {"w": 4, "d": 3, "h": 2, "m": 1, "s": 0}
+_CLOCK_SECONDS = {"h": 3600, "m": 60, "s": 1}
 
 _DURATION_PART = re.compile(r"\s*(\d+(?:\.\d+)?|\.\d+)\s*([a-z]+)")
+_BARE_NUMBER = re.compile(r"\d+(?:\.\d+)?|\.\d+")
 
 
 def _not_a_duration(text: object) -> ValueError:
     return ValueError(f'"{text}" is not a duration (e.g. 90m, 2h, 1d 4h)')
 
 
-def parse_duration(text: str | int | float | timedelta) -> timedelta:
-    """Read a duration an admin wrote: "90m", "2h", "1d 4h", "1h30m", "45s", "1w", "0m".
+def _no_unit(number: str) -> ValueError:
+    return ValueError(f"{number} has no unit — write {number}h, {number}m or {number}s")
+
+
+@dataclass(frozen=True)
+class WrittenDuration:
+    """A duration as the admin wrote it, weeks and days kept apart from hours, minutes, seconds.
+
+    How long a day is depends on what measures the duration: in elapsed (calendar) time a day is
+    24h and a week 7 days; in business time a day is one working day of the calendar and a week
+    one week of its hours. So a matrix keeps this until the calendar is known (``measured``).
+    """
+
+    text: str
+    weeks: Fraction = Fraction(0)
+    days: Fraction = Fraction(0)
+    seconds: Fraction = Fraction(0)  # the h/m/s part
+
+    def __str__(self) -> str:
+        """The duration in the admin's units, tidied: "1 day 2 hours" -> "1d 2h", "0" -> "0m"."""
+        h, rest = divmod(self.seconds, 3600)
+        m, sec = divmod(rest, 60)
+        parts = [
+            f"{_number(n)}{u}"
+            for n, u in ((self.weeks, "w"), (self.days, "d"), (h, "h"), (m, "m"), (sec, "s"))
+            if n
+        ]
+        return " ".join(parts) or "0m"
+
+    @property
+    def has_days(self) -> bool:
+        """Whether the length depends on how long a day is (it names days or weeks)."""
+        return bool(self.weeks or self.days)
+
+    def measured(self, calendar: BusinessCalendar | None = None) -> timedelta:
+        """The length in elapsed time (``calendar`` None) or in ``calendar``'s business time.
+
+        ValueError when the calendar cannot say how long its day is (working days of different
+        lengths) and a day was written: the message names the fix.
+        """
+        day, week = Fraction(86400), Fraction(7 * 86400)
+        if calendar is not None and self.weeks:
+            week = _seconds(calendar.working_week(self.text.strip()))
+        if calendar is not None and self.days:
+            day = _seconds(calendar.working_day(self.text.strip()))
+        total = self.weeks * week + self.days * day + self.seconds
+        try:
+            return timedelta(microseconds=round(total * 1_000_000))
+        except OverflowError:
+            raise _not_a_duration(self.text) from None
+
+
+def _number(value: Fraction | int) -> str:
+    """1 -> "1", 3/2 -> "1.5": the decimals an admin wrote (their denominators divide 10**k)."""
+    if isinstance(value, int) or value.denominator == 1:
+        return str(int(value))
+    return f"{float(value):.6f}".rstrip("0").rstrip(".")
+
+
+def _seconds(delta: timedelta) -> Fraction:
+    return Fraction(delta // _US, 1_000_000)
+
+
+def read_duration(value: object) -> WrittenDuration:
+    """Read a duration an admin wrote in a matrix: "90m", "2h", "1d 4h", "1h30m", "1w", "0m".
 
     Units are w, d, h, m, s (or their words: "2 hours", "30 min"), largest first, each at most
-    once, so a typo such as "1h 30h" is an error rather than 31h. Numbers may be decimal ("1.5h")
-    and a leading "-" negates the whole duration (what ``format_duration`` writes). A bare int
-    or float is a number of seconds, the way YAML hands over ``idle: 90``; a timedelta is
-    returned unchanged, so the function is safe to use as a (re-run) pydantic validator.
-
-    d is exactly 24h and w exactly 7d of *elapsed* time: "1d" is not "one business day". Business
-    semantics come from measuring the duration with a ``BusinessCalendar``.
+    once, so a typo such as "1h 30h" is an error rather than 31h. Numbers may be decimal
+    ("1.5h"). A number without a unit is refused with the fix ("4 has no unit — write 4h, 4m or
+    4s"): YAML hands over ``response: 4`` as a number, and nobody means seconds there. Only 0
+    needs no unit. Negative durations are refused: no limit or threshold is below zero.
     """
-    if isinstance(text, timedelta):
-        return text
-    if isinstance(text, bool):
-        raise _not_a_duration(text)
-    if isinstance(text, int | float):
+    if isinstance(value, WrittenDuration):
+        return value
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise _not_a_duration(value)
+    if not isinstance(value, str):
+        if value != value or value in (float("inf"), float("-inf")):
+            raise _not_a_duration(value)
+        if value == 0:
+            return WrittenDuration("0")
+        if value < 0:
+            raise ValueError(f"{value:g} must not be negative")
+        raise _no_unit(f"{value:g}" if isinstance(value, float) else str(value))
+    body = value.strip().lower()
+    if body.startswith("-") and body != "-":
         try:
-            return timedelta(seconds=text)
-        except (OverflowError, ValueError):  # inf, nan, or beyond timedelta's range
-            raise _not_a_duration(text) from None
-    if not isinstance(text, str):
-        raise _not_a_duration(text)
-
-    body = text.strip().lower()
-    negative = body.startswith("-")
-    if body.startswith(("-", "+")):
-        body = body[1:]
-    total = Fraction(0)
-    previous_unit = 10**9  # units must strictly decrease
+            read_duration(body[1:])
+        except ValueError:
+            raise _not_a_duration(value) from None
+        raise ValueError(f"{value.strip()} must not be negative")
+    body = body.removeprefix("+")
+    if _BARE_NUMBER.fullmatch(body):
+        if Fraction(body) == 0:
+            return WrittenDuration(value)
+        raise _no_unit(body)
+    parts = {"w": Fraction(0), "d": Fraction(0), "seconds": Fraction(0)}
+    previous = 10  # units must strictly decrease
     pos = 0
     while pos < len(body):
         match = _DURATION_PART.match(body, pos)
         if match is None:
-            raise _not_a_duration(text)
-        unit = _UNIT_SECONDS.get(match.group(2))
-        if unit is None or unit >= previous_unit:
-            raise _not_a_duration(text)
-        previous_unit = unit
-        total += Fraction(match.group(1)) * unit
+            raise _not_a_duration(value)
+        unit = _UNITS.get(match.group(2))
+        if unit is None or _UNIT_ORDER[unit] >= previous:
+            raise _not_a_duration(value)
+        previous = _UNIT_ORDER[unit]
+        amount = Fraction(match.group(1))
+        if unit in _CLOCK_SECONDS:
+            parts["seconds"] += amount * _CLOCK_SECONDS[unit]
+        else:
+            parts[unit] = amount
         pos = match.end()
-    if previous_unit == 10**9:  # nothing but whitespace or a sign
-        raise _not_a_duration(text)
-    microseconds = round(total * 1_000_000)
+    if previous == 10:  # nothing but whitespace or a sign
+        raise _not_a_duration(value)
+    written = WrittenDuration(value, parts["w"], parts["d"], parts["seconds"])
+    written.measured()  # refuse now what no timedelta can hold
+    return written
+
+
+def parse_duration(
+    text: str | int | float | timedelta, calendar: BusinessCalendar | None = None
+) -> timedelta:
+    """A duration as a timedelta: elapsed time, or ``calendar``'s business time when given.
+
+    Reads what ``read_duration`` reads, and also a leading "-" (which ``format_duration``
+    writes), so that ``parse_duration(format_duration(x, cal), cal) == x``. With a calendar, d
+    is one working day of it and w one week of its hours (``BusinessCalendar.working_day``);
+    without, d is 24h and w 7 days. A timedelta is returned unchanged. Used for command-line
+    flags too, so "--interval 60" gets the same "60 has no unit" message as the matrix.
+    """
+    if isinstance(text, timedelta):
+        return text
+    negative = isinstance(text, str) and text.strip().startswith("-") and text.strip() != "-"
     try:
-        return timedelta(microseconds=-microseconds if negative else microseconds)
-    except OverflowError:
-        raise _not_a_duration(text) from None
+        written = read_duration(text.strip()[1:] if negative and isinstance(text, str) else text)
+    except ValueError as exc:
+        if negative or (isinstance(text, int | float) and text < 0):
+            raise _not_a_duration(text) from None
+        raise exc from None
+    length = written.measured(calendar)
+    return -length if negative else length
 
 
-def format_duration(delta: timedelta) -> str:
+def format_duration(delta: timedelta, calendar: BusinessCalendar | None = None) -> str:
     """Write a duration the way an admin reads it: "1d 4h 30m", "45m", "30s", "0m", "-2h".
 
     Rounds to the nearest second (halves away from zero) and shows every non-zero unit from days
-    down to seconds, so ``parse_duration(format_duration(x)) == x`` for any whole-second ``x``.
-    Weeks are not used: "10d" reads better than "1w 3d" in an SLA.
+    down to seconds. Days are 24h, or with ``calendar`` (business time) working days of that
+    calendar, so "2d 3h" is two working days and three hours, in the units an admin writes; a
+    calendar whose working days differ in length gets hours only. Either way
+    ``parse_duration(format_duration(x, cal), cal) == x`` for any whole-second ``x``. Weeks are
+    not used: "10d" reads better than "1w 3d" in an SLA.
     """
     micro = delta // _US
     seconds = (abs(micro) + 500_000) // 1_000_000
     if seconds == 0:
         return "0m"
-    days, rest = divmod(seconds, 86400)
-    hours, rest = divmod(rest, 3600)
+    day_seconds: int | None = 86400
+    if calendar is not None:
+        day_seconds = calendar.day_seconds()
+    days = 0
+    if day_seconds:
+        days, seconds = divmod(seconds, day_seconds)
+    hours, rest = divmod(seconds, 3600)
     minutes, secs = divmod(rest, 60)
     parts = [f"{n}{u}" for n, u in ((days, "d"), (hours, "h"), (minutes, "m"), (secs, "s")) if n]
     return ("-" if micro < 0 else "") + " ".join(parts)
@@ -453,6 +561,48 @@ class BusinessCalendar:
         """Open around the clock with no holidays: business time is wall-clock time."""
         return cls(name, "UTC", {day: _FULL_DAY for day in range(7)})
 
+    # -- how long a working day is -------------------------------------------------------------
+
+    def day_lengths(self) -> dict[int, timedelta]:
+        """Nominal open hours of each working weekday (0=Mon), holidays and DST aside."""
+        lengths: dict[int, timedelta] = {}
+        for day, ranges in self.hours.items():
+            total = sum((_clock(end, True) - _clock(start) for start, end in ranges), start=_ZERO)
+            if total:
+                lengths[day] = total
+        return lengths
+
+    def day_seconds(self) -> int | None:
+        """A working day in whole seconds when every working day is that long, else None."""
+        lengths = set(self.day_lengths().values())
+        if len(lengths) != 1:
+            return None
+        (length,) = lengths
+        return None if length % timedelta(seconds=1) else length // timedelta(seconds=1)
+
+    def working_day(self, written: str = "1d") -> timedelta:
+        """What "1d" of business time means here: one working day, when all are equally long.
+
+        ValueError otherwise, naming the fix: with 8h Mon-Thu and 5h Fri, "2d" from a Thursday
+        and from a Friday would be different lengths of business time, so the admin writes hours.
+        """
+        lengths = self.day_lengths()
+        if not lengths:
+            raise ValueError(f"{written}: calendar {self.name} has no business hours")
+        if len(set(lengths.values())) > 1:
+            raise ValueError(
+                f"{written} of business time is ambiguous — write hours: calendar {self.name}'s "
+                f"working days are {_describe_lengths(lengths)}"
+            )
+        return next(iter(lengths.values()))
+
+    def working_week(self, written: str = "1w") -> timedelta:
+        """What "1w" of business time means here: the open hours of one whole week."""
+        lengths = self.day_lengths()
+        if not lengths:
+            raise ValueError(f"{written}: calendar {self.name} has no business hours")
+        return sum(lengths.values(), start=_ZERO)
+
     @staticmethod
     def _check_hours(
         name: str, hours: Mapping[int, Sequence[tuple[time, time]]]
@@ -690,6 +840,36 @@ class BusinessCalendar:
             else:
                 lo = mid
         return hi
+
+
+def _clock(at: time, end: bool = False) -> timedelta:
+    """A wall-clock time as the time since midnight; an end of 00:00 is the day's end."""
+    if end and at == _MIDNIGHT:
+        return _ONE_DAY
+    return timedelta(
+        hours=at.hour, minutes=at.minute, seconds=at.second, microseconds=at.microsecond
+    )
+
+
+def _describe_lengths(lengths: Mapping[int, timedelta]) -> str:
+    """ "8h Mon–Thu and 5h Fri": each length with the weekdays (runs joined) that have it."""
+    by_length: dict[timedelta, list[int]] = {}
+    for day in sorted(lengths):
+        by_length.setdefault(lengths[day], []).append(day)
+    groups = []
+    for length, days in by_length.items():
+        runs: list[list[int]] = []
+        for day in days:
+            if runs and runs[-1][-1] == day - 1:
+                runs[-1].append(day)
+            else:
+                runs.append([day])
+        names = ", ".join(
+            _DAY_NAMES[r[0]].title() + (f"–{_DAY_NAMES[r[-1]].title()}" if len(r) > 1 else "")
+            for r in runs
+        )
+        groups.append(f"{format_duration(length)} {names}")
+    return " and ".join(groups) if len(groups) <= 2 else "; ".join(groups)
 
 
 _ALWAYS_AWARE = (ZoneInfo, timezone)  # tzinfo types whose utcoffset() is never None

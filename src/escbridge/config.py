@@ -25,12 +25,15 @@ A store URL whose password holds characters a URL cannot carry raw (``@``, ``/``
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
-from collections.abc import Collection, Iterable, Mapping
-from dataclasses import dataclass, field
+import types
+import typing
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic import ValidationError as PydanticValidationError
@@ -45,12 +48,21 @@ from escbridge.yamlfile import (
     secret_fields,
 )
 
+if TYPE_CHECKING:
+    from escbridge.matrix import Matrix
+
 __all__ = [
     "DEFAULT_CONFIG_FILE",
     "Config",
     "InstanceConfig",
+    "Routing",
+    "group_key_problems",
+    "is_config",
     "load_config",
     "parse_config",
+    "routing",
+    "unknown_helpdesk",
+    "with_suggestions",
 ]
 
 DEFAULT_CONFIG_FILE = "escbridge.yaml"
@@ -88,6 +100,8 @@ class InstanceConfig:
         problems = problems_from_validation(
             doc, error, prefix=("instances", self.name), secrets=hidden
         )
+        if model is not None:
+            problems = with_suggestions(problems, error, model)
         literal = _literal_secrets(self.settings, hidden)
         return [Problem(p.file, p.line, p.path, self.mask(p.message, literal)) for p in problems]
 
@@ -132,6 +146,23 @@ class Config:
     processing: dict[str, Any] = field(default_factory=dict)
     source: YamlDocument | None = field(default=None, repr=False, compare=False)
 
+    def helpdesk_problems(self, installed: Collection[str]) -> list[Problem]:
+        """Every instance whose ``type:`` no installed connector provides, at its file:line."""
+        doc = self.source or YamlDocument(str(self.path), None, {})
+        return [
+            doc.problem(("instances", name, "type"), unknown_helpdesk(instance.type, installed))
+            for name, instance in self.instances.items()
+            if instance.type not in installed
+        ]
+
+    def require_helpdesks(self, installed: Collection[str]) -> None:
+        """ConfigError unless every instance's ``type:`` is an installed connector: checked
+        before any connector is built, so a typo is one line naming the key, not a plugin
+        load failure."""
+        problems = self.helpdesk_problems(installed)
+        if problems:
+            raise ConfigError(problems)
+
 
 class _InstanceSpec(BaseModel):
     model_config = ConfigDict(extra="allow")
@@ -146,6 +177,17 @@ class _ConfigSpec(BaseModel):
     matrix: str = "matrix.yaml"
     instances: dict[str, _InstanceSpec] = Field(default_factory=dict)
     processing: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("store")
+    @classmethod
+    def _store(cls, value: str) -> str:
+        """Refused here, with this file's line, not later by the driver with a traceback."""
+        from escbridge.store.database import url_problem  # imports SQLAlchemy: only when read
+
+        problem = url_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
+        return value
 
     @field_validator("instances")
     @classmethod
@@ -213,14 +255,14 @@ def parse_config(
         problems = [p for p in problems if not p.path.startswith("instances.")]
     if problems:
         raise ConfigError(problems)
+    found = _processing_problems(doc, resolved.get("processing"))
     try:
         spec = _ConfigSpec.model_validate(resolved)
     except PydanticValidationError as exc:
-        masked = [
-            Problem(p.file, p.line, p.path, _mask(p.message, secrets))
-            for p in problems_from_validation(doc, exc)
-        ]
-        raise ConfigError(masked) from None
+        found = [*with_suggestions(problems_from_validation(doc, exc), exc, _ConfigSpec), *found]
+    if found:
+        masked = [Problem(p.file, p.line, p.path, _mask(p.message, secrets)) for p in found]
+        raise ConfigError(sorted(masked, key=lambda p: p.line or 0)) from None
 
     instances = {}
     for name, inst in spec.instances.items():
@@ -303,3 +345,222 @@ def _store_url(url: str, base: Path) -> str:
         if db and db != ":memory:" and not db.startswith("/"):
             return f"{prefix}{(base / db).resolve()}{sep}{query}"
     return url
+
+
+# --- typos: did you mean … -----------------------------------------------------------------
+
+
+def _processing_problems(doc: YamlDocument, section: Any) -> list[Problem]:
+    """The ``processing:`` section checked when the file is read, like every other section,
+    so `validate`, `check`, `sync`, `serve` and `worker` refuse the same typo the same way."""
+    if not isinstance(section, dict):
+        return []  # not a mapping: the file's own model says so
+    from escbridge.processing.settings import ProcessingConfig  # the section's owner
+
+    try:
+        ProcessingConfig.model_validate(section)
+    except PydanticValidationError as exc:
+        found = problems_from_validation(doc, exc, prefix=("processing",))
+        return with_suggestions(found, exc, ProcessingConfig)
+    return []
+
+
+def with_suggestions(
+    problems: Sequence[Problem], error: PydanticValidationError, model: ModelClass
+) -> list[Problem]:
+    """``problems`` (one per error of ``error``, as ``problems_from_validation`` makes them),
+    where an unknown key close to a known one there says which: "did you mean poll_seconds?"."""
+    out = []
+    for problem, item in zip(problems, error.errors(include_url=False), strict=True):
+        loc = item["loc"]
+        if item.get("type") == "extra_forbidden" and loc:
+            known = _keys_at(model, loc[:-1])
+            close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6)
+            if close:
+                message = f"is not a known key here — did you mean {close[0]}?"
+                problem = replace(problem, message=message)
+        out.append(problem)
+    return out
+
+
+def _keys_at(model: ModelClass, loc: Sequence[str | int]) -> list[str]:
+    """The keys the model takes at ``loc`` (field names and aliases); [] when unknown."""
+    annotation: Any = model
+    for part in loc:
+        annotation = _step(annotation, part)
+        if annotation is None:
+            return []
+    found = _model_in(annotation)
+    if found is None:
+        return []
+    return [f.alias or name for name, f in found.model_fields.items()]
+
+
+def _step(annotation: Any, part: str | int) -> Any:
+    """The annotation one step down ``loc``: a model's field, a dict's value, a list's item."""
+    found = _model_in(annotation)
+    if found is not None:
+        spec = found.model_fields.get(part) if isinstance(part, str) else None
+        return spec.annotation if spec is not None else None
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (dict, Mapping) and len(args) == 2:
+        return args[1]
+    if origin in (list, tuple, set, frozenset, Sequence) and args:
+        return args[0]
+    return None
+
+
+def _model_in(annotation: Any) -> ModelClass | None:
+    """The model an annotation stands for, through ``Optional``/unions/``Annotated``."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType, typing.Annotated):
+        for arg in typing.get_args(annotation):
+            found = _model_in(arg)
+            if found is not None:
+                return found
+    return None
+
+
+# --- helpdesks and the matrix's routes ------------------------------------------------------
+
+#: The group key every helpdesk matches (``groups: {"*": Team Leads}``).
+ANY_HELPDESK = "*"
+
+
+def unknown_helpdesk(name: str, installed: Collection[str]) -> str:
+    """The one wording for a helpdesk type nothing installed provides (config ``type:``,
+    ``explain --helpdesk``, a matrix ``groups:`` key)."""
+    return f"unknown helpdesk '{name}' — installed: {', '.join(sorted(installed)) or 'none'}"
+
+
+def _near_miss(key: str, installed: Collection[str]) -> bool:
+    """A ``groups:`` key that reads as a misspelt helpdesk (``zendsk``), not as an instance
+    name (``zendesk-eu``, ``eu2``): close to an installed name without containing one."""
+    if any(name in key for name in installed):
+        return False
+    return bool(difflib.get_close_matches(key, list(installed), n=1, cutoff=0.8))
+
+
+def group_key_problems(
+    matrix: Matrix, installed: Collection[str], instances: Collection[str] | None = None
+) -> list[Problem]:
+    """``groups:`` keys of the matrix that name no helpdesk, at the matrix's file:line.
+
+    A key is an instance name, a helpdesk type or ``"*"``. With the config's ``instances``
+    every other key is refused; without them (a matrix on its own) only a key that reads as a
+    misspelt helpdesk is, since any other may be an instance's name.
+    """
+    doc = _matrix_lines(matrix.source)
+    places: list[tuple[tuple[str | int, ...], str]] = []
+    for index, level in enumerate(matrix.levels):
+        places.extend((("levels", index, "groups", key), key) for key in level.groups)
+    for team_id, team in matrix.teams.items():
+        places.extend((("teams", team_id, "groups", key), key) for key in team.groups)
+    problems = []
+    for path, key in places:
+        if key == ANY_HELPDESK or key in installed:
+            continue
+        if instances is not None and key not in instances:
+            configured = ", ".join(sorted(instances)) or "none"
+            message = f"{unknown_helpdesk(key, installed)}; instances configured: {configured}"
+        elif instances is None and _near_miss(key, installed):
+            message = (
+                f"{unknown_helpdesk(key, installed)} (an instance's name? validate "
+                "escbridge.yaml, which knows them)"
+            )
+        else:
+            continue
+        problems.append(doc.problem(path, message))
+    return problems
+
+
+def _matrix_lines(source: str) -> YamlDocument:
+    """The matrix file's key lines, for problems found after it was compiled."""
+    from escbridge.errors import InvalidInputError
+
+    try:
+        return parse_yaml(Path(source).read_text(encoding="utf-8"), source)
+    except (OSError, InvalidInputError):
+        return YamlDocument(source, None, {})
+
+
+@dataclass(frozen=True)
+class Routing:
+    """Where the matrix can send the tickets of one instance: the destinations (every level
+    above the first, every team) that have a group on it, and those that have none.
+
+    A destination without a group does not act (the engine says so per ticket); an instance
+    where none has one escalates nothing at all, which `check`, `validate` and `sync` refuse
+    to call fine.
+    """
+
+    instance: str
+    helpdesk: str
+    routed: tuple[str, ...]
+    unrouted: tuple[str, ...]
+
+    @property
+    def routes_nothing(self) -> bool:
+        return bool(self.unrouted) and not self.routed
+
+    @property
+    def skip_reason(self) -> str:
+        """Why every ticket of an instance that routes nothing stays where it is."""
+        return f"no group for {self.helpdesk} at any level"
+
+    def problem(self) -> str | None:
+        """One line when nothing can escalate on this instance, else None."""
+        if not self.routes_nothing:
+            return None
+        return (
+            f"{self.instance} ({self.helpdesk}): the matrix routes nothing here — no group for "
+            f"{self.helpdesk} at {_places(self.unrouted)}; add `{self.helpdesk}: GROUP` (or "
+            f"`{self.instance}: GROUP`) under their groups:"
+        )
+
+    def warning(self) -> str | None:
+        """One line when some destinations have no group on this instance, else None."""
+        if self.routes_nothing or not self.unrouted:
+            return None
+        return (
+            f"{self.instance} ({self.helpdesk}): no group for {self.helpdesk} at "
+            f"{_places(self.unrouted)} — a ticket a rule sends there stays where it is"
+        )
+
+
+def routing(matrix: Matrix, instance: str, helpdesk: str | None) -> Routing:
+    """The :class:`Routing` of one instance (``helpdesk``: its ``type:``), by the same lookup
+    the engine uses (``Rung.group_for``: instance name, then helpdesk type, then ``"*"``)."""
+    routed: list[str] = []
+    unrouted: list[str] = []
+    for rung in (*matrix.levels[1:], *matrix.teams.values()):
+        place = f"{rung.kind} {rung.id}"
+        (routed if rung.group_for(instance, helpdesk) is not None else unrouted).append(place)
+    return Routing(instance, helpdesk or instance, tuple(routed), tuple(unrouted))
+
+
+def _places(places: Sequence[str]) -> str:
+    """``("level l2", "level l3", "team billing")`` -> ``levels l2, l3 and team billing``."""
+    parts = []
+    for kind in ("level", "team"):
+        ids = [p.partition(" ")[2] for p in places if p.startswith(kind + " ")]
+        if ids:
+            parts.append(f"{kind}{'s' if len(ids) > 1 else ''} {', '.join(ids)}")
+    return " and ".join(parts)
+
+
+def is_config(data: Any) -> bool:
+    """Whether a YAML file's data is an escbridge.yaml rather than a matrix, by its content
+    (not its name): a top-level key of the config (``store``, ``instances``, …, or a near
+    miss of one) and none of a matrix's (``levels``, ``rules``, …)."""
+    if not isinstance(data, dict) or not data:
+        return False
+    from escbridge.matrix.spec import MatrixSpec
+
+    keys = [str(key) for key in data]
+    if any(key in MatrixSpec.model_fields for key in keys):
+        return False
+    known = list(_ConfigSpec.model_fields)
+    return any(key in known or difflib.get_close_matches(key, known, 1, 0.8) for key in keys)

@@ -317,3 +317,35 @@ class WebhookKeyUnavailable(WebhookAuthError):
     def __init__(self, message: str, *, retry_after: float = 30.0) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class WebhookRegistrationError(EscbridgeError):
+    """A sandbox helpdesk refused the receiver's webhook URL (Zoho Desk GETs the URL first and
+    wants a 200): nothing answers there yet. ``instance`` and ``url`` say which and where."""
+
+    def __init__(self, instance: str, url: str, reason: str) -> None:
+        self.instance = instance
+        self.url = url
+        super().__init__(f"{instance} refused the webhook URL {url}: {reason}")
+
+
+class StoreUrlError(InvalidInputError, ValueError):
+    """A store URL escbridge cannot use: not a URL, an unsupported scheme, a malformed port.
+    Raised before any connection is tried; also a ``ValueError`` for callers of ``parse_url``
+    that predate it. Its one problem names where the URL came from (``--store`` or
+    escbridge.yaml:line ``store``) and the fix."""
+
+    def __init__(self, message: str, *, where: str = "store") -> None:
+        self.reason = message
+        super().__init__([Problem(where, None, "", message)])
+
+
+class AddressInUseError(InvalidInputError):
+    """A port escbridge was told to listen on is taken by another process. ``option`` is the
+    command-line option that chose it (``--port``, ``--metrics-bind``), for the fix."""
+
+    def __init__(self, host: str, port: int, option: str = "--port") -> None:
+        self.host, self.port, self.option = host, port, option
+        fix = "pass --port N" if option == "--port" else f"pass another {option}"
+        message = f"port {port} on {host} is in use — stop the other process or {fix}"
+        super().__init__([Problem(option, None, "", message)])

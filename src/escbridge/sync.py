@@ -54,6 +54,7 @@ import hashlib
 import inspect
 import logging
 import os
+import re
 import socket
 import threading
 import time
@@ -65,6 +66,7 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import requests
 
+from escbridge.config import Routing, routing
 from escbridge.connector import CAP_BULK_UPDATE, Registry
 from escbridge.errors import (
     ApplyFailedError,
@@ -105,6 +107,7 @@ __all__ = [
     "Syncer",
     "build_sync_processor",
     "reconciliation_due",
+    "skip_reason",
 ]
 
 CHANGES, RECONCILE = "changes", "reconcile"
@@ -184,6 +187,7 @@ class Escalation:
     rule_id: str | None
     summary: str
     status: str  # escalated | recovered | would_escalate
+    reasons: tuple[str, ...] = ()  # the fired rule's conditions that held, as explain says them
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -192,9 +196,52 @@ class Escalation:
             "to": self.destination,
             "group": self.group,
             "rule": self.rule_id,
+            "reasons": list(self.reasons),
             "status": self.status,
             "summary": self.summary,
         }
+
+
+def skip_reason(outcome: Outcome, helpdesk: str | None = None) -> str:
+    """Why a ticket a run looked at was not escalated, in a few words a summary can count
+    ("no rule matched", "cooldown", "no group for freshdesk at level l3", …).
+
+    Read from the engine's summary of its decision (``Engine.decide``), the one place that says
+    why; ``helpdesk`` names the instance's helpdesk in the no-group case.
+    """
+    if outcome.status == "busy":
+        return "being processed by a worker"
+    if outcome.status == "own_change":
+        return "escbridge's own change"
+    if outcome.decision is None:
+        return outcome.status
+    why = outcome.decision.summary.removeprefix("no escalation: ")
+    if why.startswith("the ticket is "):
+        return why.removeprefix("the ") + " (not open)"
+    no_group = _NO_GROUP.match(why)
+    if no_group is not None:
+        return f"no group for {helpdesk or no_group['instance']} at {no_group['place']}"
+    for needle, reason in _SKIP_REASONS:
+        if needle in why:
+            return reason
+    return why if len(why) <= 60 else why[:59] + "…"
+
+
+_NO_GROUP = re.compile(
+    r"^(?P<place>(?:level|team) \S+) has no group for helpdesk (?P<instance>\S+)"
+)
+#: Fragments of the engine's summaries (``Engine._select``, ``_guard``, ``Matrix.resolve``), in
+#: the order they are tried, and the reason a summary counts them under.
+_SKIP_REASONS: tuple[tuple[str, str], ...] = (
+    ("no rule matched", "no rule matched"),
+    ("cooldown:", "cooldown"),
+    ("daily cap reached", "daily cap reached"),
+    ("already at the top level", "already at the top level"),
+    ("escalated the ticket already", "the matching rule acted on it already"),
+    ("is already at", "already where the matching rule goes"),
+    ("never de-escalates", "already above where the matching rule goes"),
+    ("at the same rank", "already at the rank the matching rule goes to"),
+)
 
 
 @dataclass
@@ -218,10 +265,24 @@ class InstanceResult:
     locked_by: str | None = None  # another run holds this instance's lease
     escalations: list[Escalation] = field(default_factory=list)
     failures: list[tuple[str, str]] = field(default_factory=list)  # (ticket id, reason)
+    skipped_by: Counter[str] = field(default_factory=Counter)  # skip_reason -> tickets
+    routing: Routing | None = None  # where the matrix can send this instance's tickets
 
     @property
     def complete(self) -> bool:
         return self.stopped is None and self.locked_by is None
+
+    @property
+    def routes_nothing(self) -> bool:
+        """No destination of the matrix has a group on this instance: nothing can escalate."""
+        return self.routing is not None and self.routing.routes_nothing
+
+    @property
+    def ok(self) -> bool:
+        """Scanned to the end (or held by another run), no ticket failed, and the matrix can
+        escalate something here (a run that could escalate nothing because no destination has
+        a group on this helpdesk is not fine, however quietly it went)."""
+        return self.stopped is None and self.failed == 0 and not self.routes_nothing
 
     def count(self, outcome: Outcome, dry_run: bool) -> None:
         self.scanned += 1
@@ -244,10 +305,17 @@ class InstanceResult:
                     decision.rule_id,
                     decision.summary,
                     status,
+                    decision.reasons,
                 )
             )
         else:
             self.skipped += 1
+            if self.routing is not None and self.routing.routes_nothing:
+                reason = self.routing.skip_reason
+            else:
+                helpdesk = self.routing.helpdesk if self.routing is not None else None
+                reason = skip_reason(outcome, helpdesk)
+            self.skipped_by[reason] += 1
 
     def fail(self, ticket_id: str, reason: str) -> None:
         self.scanned += 1
@@ -260,6 +328,7 @@ class InstanceResult:
             "escalated": dict(sorted(self.escalated.items())),
             "recovered": self.recovered,
             "skipped": self.skipped,
+            "skipped_by_reason": dict(self.skipped_by.most_common()),
             "failed": self.failed,
             "api_calls": self.api_calls,
             "pages": self.pages,
@@ -273,6 +342,8 @@ class InstanceResult:
             data["resume_at"] = self.resume_at.isoformat()
         if self.locked_by:
             data["locked_by"] = self.locked_by
+        if self.routing is not None and self.routing.routes_nothing:
+            data["routing"] = self.routing.problem()
         if self.failures:
             data["failures"] = [{"ticket": t, "reason": r} for t, r in self.failures[:20]]
         return data
@@ -289,8 +360,8 @@ class SyncReport:
 
     @property
     def ok(self) -> bool:
-        """Every instance scanned to the end (or held by another run) with no failed ticket."""
-        return all(r.stopped is None and r.failed == 0 for r in self.instances.values())
+        """Every instance's run is ok (:attr:`InstanceResult.ok`)."""
+        return all(r.ok for r in self.instances.values())
 
     @property
     def escalations(self) -> list[Escalation]:
@@ -298,12 +369,15 @@ class SyncReport:
 
     def totals(self) -> dict[str, Any]:
         escalated: Counter[str] = Counter()
+        skipped_by: Counter[str] = Counter()
         for r in self.instances.values():
             escalated.update(r.escalated)
+            skipped_by.update(r.skipped_by)
         return {
             "scanned": sum(r.scanned for r in self.instances.values()),
             "escalated": dict(sorted(escalated.items())),
             "skipped": sum(r.skipped for r in self.instances.values()),
+            "skipped_by_reason": dict(skipped_by.most_common()),
             "failed": sum(r.failed for r in self.instances.values()),
             "api_calls": sum(r.api_calls for r in self.instances.values()),
         }
@@ -440,6 +514,35 @@ def default_owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:sync"
 
 
+def record_report(store: Store, report: SyncReport) -> None:
+    """Keep each instance's result of a run as its last sync, for `escbridge status` (a dry run
+    changes nothing and is not kept; an instance another run held is that run's to record).
+    An outage is logged and does not fail the run: the sync itself is done."""
+    from escbridge.store.history import SYNC, Run, record_run
+
+    if report.dry_run:
+        return
+    finished = report.started_at + timedelta(seconds=report.duration)
+    for name, result in report.instances.items():
+        if result.locked_by is not None:
+            continue
+        escalated = sum(result.escalated.values())
+        summary = (
+            f"scanned {result.scanned}, escalated {escalated}, skipped {result.skipped}, "
+            f"failed {result.failed}"
+        )
+        if result.stopped:
+            summary = f"stopped early: {result.stopped} ({summary})"
+        elif result.routes_nothing:
+            summary = f"nothing can escalate: the matrix routes nothing here ({summary})"
+        run = Run(name, SYNC, report.started_at, finished, result.ok, summary, result.as_json())
+        try:
+            record_run(store, run)
+        except StoreUnavailableError as error:
+            log.warning("could not record the sync run for status: %s", error)
+            return
+
+
 class Syncer:
     """Runs sync passes over a Processor's instances.
 
@@ -474,10 +577,11 @@ class Syncer:
         for name in names:
             report.instances[name] = self.sync_instance(name)
         report.duration = time.monotonic() - started
+        record_report(self.store, report)
         return report
 
     def sync_instance(self, instance: str) -> InstanceResult:
-        result = InstanceResult(instance)
+        result = InstanceResult(instance, routing=self._routing(instance))
         calls_before = self.api_calls(instance) if self.api_calls else 0
         try:
             if self.options.dry_run:
@@ -516,6 +620,21 @@ class Syncer:
             if self.api_calls:
                 result.api_calls = self.api_calls(instance) - calls_before
         return result
+
+    def _routing(self, instance: str) -> Routing | None:
+        """Where the engine's matrix can send this instance's tickets (None: an engine with no
+        matrix, as in some tests)."""
+        from escbridge.matrix import Matrix
+
+        engine = self.processor.engine
+        matrix = getattr(engine, "matrix", None)
+        if not isinstance(matrix, Matrix):
+            return None
+        helpdesks: Mapping[str, str] = getattr(engine, "helpdesks", None) or {}
+        found = routing(matrix, instance, helpdesks.get(instance))
+        if found.routes_nothing:
+            log.warning("%s", found.problem())
+        return found
 
     def _safe(self, error: BaseException) -> str:
         return redact(f"{type(error).__name__}: {error}", self.processor.secrets)
@@ -848,7 +967,11 @@ def build_sync_processor(
     overrides: Mapping[str, Any] | None = None,
     store: Store | None = None,
 ) -> Processor:
-    """``build_processor`` for escbridge.yaml, with connectors whose HTTP calls are counted."""
+    """``build_processor`` for escbridge.yaml, with connectors whose HTTP calls are counted.
+
+    An instance whose ``type:`` no installed connector provides is a ConfigError naming the
+    key (the same refusal as `check` and `validate`), before anything is built."""
     from escbridge.processing import build_processor
 
-    return build_processor(config, registry=_InstrumentedRegistry(counter, overrides), store=store)
+    registry = _InstrumentedRegistry(counter, overrides)
+    return build_processor(config, registry=registry, store=store)

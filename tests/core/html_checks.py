@@ -15,6 +15,9 @@ from html.parser import HTMLParser
 VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "wbr"}
 #: Attributes whose value a browser would fetch or follow.
 FETCHING = {"src", "href", "xlink:href", "action", "data", "poster", "srcset", "background"}
+#: What a page that links out (``links=True``) may link to: a reader's click opens it; the page
+#: itself still loads nothing.
+LINK = re.compile(r"^https?://[^\s\"'<>]+$")
 
 
 @dataclass
@@ -28,6 +31,7 @@ class Page:
     text: list[str] = field(default_factory=list)
     styles: list[str] = field(default_factory=list)
     doctype: str | None = None
+    links: list[str] = field(default_factory=list)
     lang: str | None = None
     title: str = ""
 
@@ -37,9 +41,10 @@ class Page:
 
 
 class _Parser(HTMLParser):
-    def __init__(self, page: Page) -> None:
+    def __init__(self, page: Page, links: bool = False) -> None:
         super().__init__(convert_charrefs=True)
         self.page = page
+        self.links = links
         self.stack: list[str] = []
 
     def handle_decl(self, decl: str) -> None:
@@ -51,6 +56,9 @@ class _Parser(HTMLParser):
         for name, value in attrs:
             if name == "id" and value is not None:
                 p.ids[value] += 1
+            if self.links and tag == "a" and name == "href" and LINK.match(value or ""):
+                p.links.append(value or "")
+                continue
             if name in FETCHING and value is not None and not value.startswith("#"):
                 p.problems.append(f"<{tag} {name}={value!r}> points outside the file")
             if name == "style" and value:
@@ -93,9 +101,10 @@ class _Parser(HTMLParser):
             self.page.text.append(data)
 
 
-def parse(html: str) -> Page:
+def parse(html: str, *, links: bool = False) -> Page:
+    """``links``: ``<a href="https://…">`` is allowed (and listed in ``Page.links``)."""
     page = Page()
-    parser = _Parser(page)
+    parser = _Parser(page, links)
     parser.feed(html)
     parser.close()
     if parser.stack:
@@ -106,9 +115,9 @@ def parse(html: str) -> Page:
 _URL_IN_CSS = re.compile(r"url\(\s*['\"]?([^'\")]*)", re.I)
 
 
-def problems(html: str) -> list[str]:
+def problems(html: str, *, links: bool = False) -> list[str]:
     """Everything that makes ``html`` not a valid, self-contained, phone-ready page."""
-    page = parse(html)
+    page = parse(html, links=links)
     found = list(page.problems)
     if page.doctype is None or page.doctype.lower() != "doctype html":
         found.append(f"doctype is {page.doctype!r}, not html")
@@ -138,7 +147,7 @@ def problems(html: str) -> list[str]:
     return found
 
 
-def assert_valid_page(html: str) -> Page:
-    found = problems(html)
+def assert_valid_page(html: str, *, links: bool = False) -> Page:
+    found = problems(html, links=links)
     assert not found, "\n".join(found)
-    return parse(html)
+    return parse(html, links=links)

@@ -73,9 +73,8 @@ def real(later: datetime, earlier: datetime) -> timedelta:
         ("1w 2d 3h 4m 5s", timedelta(days=9, hours=3, minutes=4, seconds=5)),
         ("-2h", timedelta(hours=-2)),
         ("-1h 30m", -timedelta(minutes=90)),
-        (90, timedelta(seconds=90)),
-        (0, timedelta(0)),
-        (1.5, timedelta(seconds=1.5)),
+        (0, timedelta(0)),  # nothing needs no unit
+        ("0", timedelta(0)),
         (timedelta(hours=3), timedelta(hours=3)),  # already parsed: unchanged
     ],
 )
@@ -85,7 +84,7 @@ def test_parse_duration_reads_what_admins_write(
     assert parse_duration(text) == expected
 
 
-def test_a_day_is_24_hours_and_a_week_7_days_not_business_days() -> None:
+def test_a_day_is_24_hours_and_a_week_7_days_in_elapsed_time() -> None:
     assert parse_duration("1d") == timedelta(hours=24)
     assert parse_duration("1w") == timedelta(hours=24 * 7)
 
@@ -96,7 +95,6 @@ def test_a_day_is_24_hours_and_a_week_7_days_not_business_days() -> None:
         "2 hourss",  # typo in the unit
         "",  # nothing
         "   ",
-        "90",  # a number without a unit is ambiguous in a string
         "h",  # a unit without a number
         "2x",  # unknown unit
         "1mo",  # months are not a fixed length
@@ -118,7 +116,7 @@ def test_parse_duration_refuses_anything_else_with_one_clear_message(text: str) 
     assert str(excinfo.value) == f'"{text}" is not a duration (e.g. 90m, 2h, 1d 4h)'
 
 
-@pytest.mark.parametrize("value", [True, None, float("nan"), float("inf"), [1], 1e300])
+@pytest.mark.parametrize("value", [True, None, float("nan"), float("inf"), [1]])
 def test_parse_duration_refuses_values_that_are_not_durations(value: object) -> None:
     with pytest.raises(ValueError, match=r"is not a duration \(e\.g\. 90m, 2h, 1d 4h\)$"):
         parse_duration(value)  # type: ignore[arg-type]

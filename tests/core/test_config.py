@@ -118,3 +118,55 @@ def test_store_only_commands_read_the_config_without_the_helpdesks_secrets(
         parse_config(text, "escbridge.yaml", tmp_path, {"DB_PASSWORD": "pw"})
     with pytest.raises(ConfigError, match="DB_PASSWORD is not set"):
         parse_config(text, "escbridge.yaml", tmp_path, {}, helpdesk_secrets=False)
+
+
+# --- issue 17: every section checked when the file is read -------------------------------------
+
+
+def test_a_typo_in_processing_is_refused_when_the_file_is_read_with_the_nearest_key() -> None:
+    text = "store: sqlite:///e.db\nprocessing:\n  poll_second: 1\n  batch_size: 0\n"
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, "c.yaml", env={})
+    assert [str(p) for p in info.value.problems] == [
+        "c.yaml:3 processing.poll_second: is not a known key here — did you mean poll_seconds?",
+        "c.yaml:4 processing.batch_size: Input should be greater than or equal to 1",
+    ]
+
+
+def test_an_unknown_top_level_key_suggests_the_known_one_and_a_far_one_does_not() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config("instance: {}\nfrobnicate: 1\n", "c.yaml", env={})
+    assert [str(p) for p in info.value.problems] == [
+        "c.yaml:1 instance: is not a known key here — did you mean instances?",
+        "c.yaml:2 frobnicate: is not a known key here (check the spelling)",
+    ]
+
+
+def test_helpdesk_types_are_checked_against_what_is_installed() -> None:
+    cfg = parse_config(EXAMPLE.replace("type: zendesk", "type: zendsk"), "e.yaml", env=ENV)
+    assert [str(p) for p in cfg.helpdesk_problems(["zendesk", "freshdesk"])] == [
+        "e.yaml:5 instances.support-eu.type: unknown helpdesk 'zendsk' — "
+        "installed: freshdesk, zendesk"
+    ]
+    with pytest.raises(ConfigError):
+        cfg.require_helpdesks(["zendesk"])
+    parse_config(EXAMPLE, env=ENV).require_helpdesks(["zendesk"])
+
+
+@pytest.mark.parametrize(
+    ("text", "config"),
+    [
+        (EXAMPLE, True),
+        ("store: sqlite:///x.db\n", True),
+        ("instance: {}\n", True),  # a near miss of a config key: validated as a config, refused
+        ("levels: []\nrules: []\n", False),
+        ("name: m\nstore: x\n", False),  # a matrix key wins: the matrix's errors are clearer
+        ("", False),
+    ],
+)
+def test_a_config_is_told_from_a_matrix_by_its_content(text: str, config: bool) -> None:
+    import yaml
+
+    from escbridge.config import is_config
+
+    assert is_config(yaml.safe_load(text)) is config

@@ -322,7 +322,7 @@ def test_the_due_command_lists_the_next_deadlines_soonest_first(
     code, out = due()
     assert code == 0
     lines = out.splitlines()
-    assert lines[0] == "eu: 3 open ticket(s) known, 2 with a deadline"
+    assert lines[0] == "eu: 3 open tickets known, 2 with a deadline"
     assert "eu/8" in lines[2] and "overdue 10m" in lines[2] and "Printer on fire" in lines[2]
     assert "eu/7" in lines[3] and "in 3h" in lines[3]
     assert "eu/9" not in out

@@ -44,6 +44,7 @@ from escbridge.cli.report import configure_report_parser, parse_since, run_repor
 from escbridge.matrix import Matrix, parse_matrix
 from escbridge.reports import (
     CHARTS_NEED_MATPLOTLIB,
+    WITHIN_TARGET_MIN_RESOLVED,
     EscalationRow,
     Report,
     Window,
@@ -187,6 +188,37 @@ class TestTotals:
 
     def test_the_share_resolved_within_target(self, report: Report) -> None:
         assert report.within_target == (4, 6)
+        assert not report.within_target_headline  # 6 resolutions: too few to lead with
+
+
+def many_resolved(n: int) -> list[EscalationRow]:
+    """``n`` tickets escalated to l2 and resolved 2h later (within its 8h), one an hour."""
+    return [
+        row(f"R{i}", "l1", "l2", "vip", at(9, 1 + i * 0.25), at(9, 0), at(9, 3 + i * 0.25))
+        for i in range(n)
+    ]
+
+
+class TestWithinTargetNeedsItsN:
+    def test_below_the_minimum_it_is_no_key_figure_and_says_its_n(self, matrix: Matrix) -> None:
+        assert WITHIN_TARGET_MIN_RESOLVED == 20
+        report = build_report(many_resolved(2), WEEK, matrix=matrix, generated_at=UNTIL)
+        page = assert_valid_page(render_html(report))
+        kpis = render_html(report).split('<section class="kpis"')[1].split("</section>")[0]
+        assert "within target" not in kpis
+        assert (
+            "Resolved within target: 100.0% (2 of 2 resolved); too few to judge (fewer than 20 "
+            "resolved). Not a key figure below 20 resolutions: one ticket moves it by 50.0%."
+        ) in page.visible_text
+        assert json.loads(render_json(report))["within_target"]["headline"] is False
+
+    def test_from_the_minimum_on_it_is_a_key_figure_with_its_n(self, matrix: Matrix) -> None:
+        report = build_report(many_resolved(20), WEEK, matrix=matrix, generated_at=UNTIL)
+        assert report.within_target == (20, 20) and report.within_target_headline
+        text = assert_valid_page(render_html(report)).visible_text
+        assert "Resolved within target 100.0% 20 of 20 resolved" in text  # the key figure
+        assert "Resolved within target: 100.0% (20 of 20 resolved)." in text
+        assert "too few" not in text and "too few" not in render_text(report)
 
 
 class TestBreakdowns:
@@ -229,6 +261,13 @@ class TestBreakdowns:
         labels = [s.label for s in report.breakdown("helpdesk").items]
         assert labels == ["support-eu (zendesk)", "support-us (freshdesk)"]
         assert report.breakdown("helpdesk").items[1].change.ratio is None  # new: nothing before
+
+    def test_an_instance_named_after_its_helpdesk_is_named_once(self, matrix: Matrix) -> None:
+        rows = [dataclasses.replace(r, instance="zendesk", helpdesk="zendesk") for r in history()]
+        report = build_report(rows, WEEK, matrix=matrix, generated_at=UNTIL)
+        assert [s.label for s in report.breakdown("helpdesk").items] == ["zendesk"]
+        text = assert_valid_page(render_html(report)).visible_text
+        assert "zendesk 11" in text and "(zendesk)" not in text
 
     def test_by_channel(self, report: Report) -> None:
         assert shares(report, "channel") == [
@@ -387,6 +426,66 @@ class TestReasons:
             ('"lawyer" appears in the latest comment', 2, 18.2, ("legal",)),
         ]
 
+    def test_a_condition_true_of_almost_every_escalation_is_listed_last(
+        self, matrix: Matrix
+    ) -> None:
+        """A rule's ``channel: [chat, email, phone, web]`` is in the reasons of that rule only,
+        but the recorded channels show it held for every escalation: it tells none apart."""
+        broad = 'channel is one of ["chat", "email", "phone", "web"] ("email")'
+        rows = [
+            dataclasses.replace(r, reasons=(*r.reasons, broad)) if r.rule_id == "vip" else r
+            for r in history()
+        ]
+        report = build_report(rows, WEEK, matrix=matrix, generated_at=UNTIL)
+        texts = [(r.text, r.count, r.background) for r in report.reasons]
+        assert texts == [
+            ("tags have any of [vip]", 6, False),
+            ("time since the ticket was last updated over 2h (calendar time)", 6, False),
+            ("tags have any of [billing]", 3, False),
+            ('"lawyer" appears in the latest comment', 2, False),
+            ('channel is one of ["chat", "email", "phone", "web"]', 6, True),
+        ]
+        assert report.reasons[-1].holds == 1.0 and report.reasons[0].holds == pytest.approx(6 / 11)
+        data = json.loads(render_json(report))["reasons"][-1]
+        assert (data["holds_for"], data["background"]) == (1.0, True)
+        assert "(background)" in render_text(report)
+        html = render_html(report)
+        assert '<tr class="background">' in html
+        text = assert_valid_page(html).visible_text
+        assert "Listed last: conditions that held for at least 90% of all escalations" in text
+
+    @pytest.mark.parametrize(
+        ("condition", "ticket", "holds"),
+        [
+            ('channel is one of ["chat", "email", "phone", "web"]', "T1", 1.0),
+            ('channel is not one of ["phone"]', "T1", 10 / 11),
+            ('channel is "email"', "T1", 7 / 11),
+            ('channel is not "email"', "T2", 4 / 11),  # T2 is a chat
+        ],
+    )
+    def test_a_channel_condition_is_judged_by_every_escalations_recorded_channel(
+        self, matrix: Matrix, condition: str, ticket: str, holds: float
+    ) -> None:
+        rows = history()
+        first = next(i for i, r in enumerate(rows) if r.ticket_id == ticket)
+        rows[first] = dataclasses.replace(rows[first], reasons=(f"{condition} (x)",))
+        report = build_report(rows, WEEK, matrix=matrix, generated_at=UNTIL)
+        reason = next(r for r in report.reasons if r.text == condition)
+        assert reason.count == 1 and reason.holds == pytest.approx(holds)
+        assert reason.background is (holds >= 0.9)
+
+    def test_a_channel_condition_that_tells_tickets_apart_is_not_background(
+        self, matrix: Matrix
+    ) -> None:
+        narrow = 'channel is "chat" ("chat")'
+        rows = [
+            dataclasses.replace(r, reasons=(*r.reasons, narrow)) if r.channel == "chat" else r
+            for r in history()
+        ]
+        report = build_report(rows, WEEK, matrix=matrix, generated_at=UNTIL)
+        chat = next(r for r in report.reasons if r.text == 'channel is "chat"')
+        assert (chat.count, chat.background) == (2, False)
+
     @pytest.mark.parametrize(
         ("reason", "key"),
         [
@@ -428,13 +527,13 @@ class TestWithoutMatrixOrOptionalFacts:
         assert "helpdesk type of support-eu, support-us is unknown" in notes
         assert report.timing("l2").resolution_recorded is False
         assert "time to resolution" in notes and report.timing("l2").within_share is None
-        assert "1 escalation(s) have no ticket creation time" in notes
+        assert "Escalations without a ticket creation time are left out of" in notes
 
     def test_an_empty_period(self, matrix: Matrix) -> None:
         empty = build_report([], WEEK, matrix=matrix, generated_at=UNTIL)
         assert (empty.escalations.count, empty.repeats.share, empty.reasons) == (0, None, ())
         assert [p.count for p in empty.trend.points] == [0] * 7
-        assert "Escalations           0  (no change)" in render_text(empty)
+        assert "Escalations           0  no change" in render_text(empty)
         page = assert_valid_page(render_html(empty))
         assert page.tags["svg"] == 0
         assert "No escalations in this period or the one before." in page.visible_text
@@ -447,7 +546,12 @@ class TestRenderers:
     def test_json_carries_every_figure(self, report: Report) -> None:
         data = json.loads(render_json(report))
         assert data["escalations"] == {"count": 11, "previous": 5, "change": 6, "change_ratio": 1.2}
-        assert data["within_target"] == {"within": 4, "resolved": 6, "share": 0.666667}
+        assert data["within_target"] == {
+            "within": 4,
+            "resolved": 6,
+            "share": 0.666667,
+            "headline": False,  # 6 resolutions: too few to lead the page
+        }
         assert data["breakdowns"]["rule"]["items"][0] == {
             "key": "vip",
             "label": "vip",
@@ -481,8 +585,8 @@ class TestRenderers:
 
     def test_text_for_a_terminal(self, report: Report) -> None:
         text = render_text(report)
-        assert "Escalations           11  (+6 (+120.0%))" in text
-        assert "Resolved within target  4 of 6 (66.7%)" in text
+        assert "Escalations           11  +6 (+120.0%)" in text
+        assert "Resolved within target  66.7% (4 of 6 resolved); too few to judge" in text
         assert "Repeat escalations    2 of 9 tickets (22.2%)" in text
         assert "L3 · Manager" in text and "66.7%" in text
 
@@ -515,6 +619,29 @@ class TestHtml:
         assert re.search(r"figure svg \{[^}]*width: 100%[^}]*height: auto", css)  # charts shrink
         assert "overflow-x: auto" in css  # tables scroll sideways on a phone
 
+    def test_charts_take_the_page_width_and_scroll_below_a_legible_width(self, html: str) -> None:
+        css = "\n".join(assert_valid_page(html).styles)
+        rule = re.search(r"figure svg \{([^}]*)\}", css)
+        assert rule is not None
+        assert "width: 100%" in rule[1] and "max-width" not in rule[1]  # no third of the page
+        assert "min-width: 40rem" in rule[1]  # text stays legible: below that it scrolls
+        assert html.count('<div class="chart"><svg') == 4
+        assert re.search(r"\.table-wrap, \.chart \{[^}]*overflow-x: auto", css)
+        widths = [float(w) for w in re.findall(r'<svg[^>]*\bwidth="([\d.]+)pt"', html)]
+        assert min(widths) > 600  # drawn near the page's width (pt), not at 5.6 inches
+
+    def test_a_cut_table_shows_that_it_scrolls(self, html: str) -> None:
+        css = "\n".join(assert_valid_page(html).styles)
+        wrap = re.search(r"\.table-wrap, \.chart \{([^}]*)\}", css)
+        assert wrap is not None
+        # Covers that travel with the content, shadows that stay with the box: the hidden edge
+        # casts a shadow, and only while something is hidden there.
+        assert wrap[1].count("no-repeat local") == 2 and wrap[1].count("no-repeat scroll") == 2
+        assert ".scroll-hint { display: none; }" in css
+        phone = css.split("@media (max-width: 40rem)")[1].split("@media")[0]
+        assert ".scroll-hint { display: block;" in phone
+        assert "Cut off? Scroll the table sideways." in html
+
     def test_charts_are_inline_svg_that_scale(self, html: str) -> None:
         svgs = re.findall(r"<svg[^>]*>", html)
         assert all('viewBox="' in s and 'role="img"' in s and "aria-label=" in s for s in svgs)
@@ -524,9 +651,26 @@ class TestHtml:
     def test_the_figures_are_on_the_page(self, html: str) -> None:
         text = assert_valid_page(html).visible_text
         assert "Escalations 11 +6 (+120.0%) vs previous" in text
-        assert "Resolved within target 66.7% 4 of 6 resolved" in text
+        assert "Resolved within target: 66.7% (4 of 6 resolved); too few to judge" in text
         assert "L3 · Manager 3 5h 1d 3h 4h calendar 3 2h 66.7% (2/3) 0 0" in text
         assert "2 of 9 escalated tickets (22.2%) were escalated more than once" in text
+
+    def test_ticket_ids_link_to_the_helpdesk(self, matrix: Matrix) -> None:
+        def url(instance: str, ticket_id: str) -> str | None:
+            return f"https://acme.zendesk.com/agent/tickets/{ticket_id}"
+
+        report = build_report(history(), WEEK, matrix=matrix, generated_at=UNTIL, ticket_url=url)
+        page = assert_valid_page(render_html(report), links=True)
+        assert page.links == [
+            "https://acme.zendesk.com/agent/tickets/T9",  # the latest escalated first
+            "https://acme.zendesk.com/agent/tickets/T2",
+        ]
+        top = json.loads(render_json(report))["repeats"]["top"]
+        assert [t["url"] for t in top] == page.links
+
+    def test_without_a_link_the_id_is_plain_text(self, html: str) -> None:
+        assert "<a href" not in html.replace('<a href="#', "")
+        assert "support-eu/T2" in assert_valid_page(html).visible_text
 
     def test_rendering_is_deterministic(self, report: Report, html: str) -> None:
         assert render_html(report) == html
@@ -744,7 +888,10 @@ def test_resolution_figures_from_escalations_recorded_and_resolved_by_processing
 def cli(*argv: str) -> tuple[int, str, argparse.Namespace]:
     parser = argparse.ArgumentParser(prog="escbridge report")
     configure_report_parser(parser)
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # an argument refused while parsing: usage on stderr, exit 2
+        return int(exc.code or 0), "", argparse.Namespace()
     out = io.StringIO()
     return run_report(args, out), out.getvalue(), args
 
@@ -814,6 +961,25 @@ class TestCommand:
         page = assert_valid_page(target.read_text(encoding="utf-8"))
         assert "Escalations 11" in page.visible_text
 
+    def test_html_links_tickets_through_the_configured_connectors_without_api_tokens(
+        self, config_dir: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.delenv("REPORT_TEST_UNSET_TOKEN", raising=False)
+        config = config_dir / "escbridge.yaml"
+        config.write_text(
+            config.read_text(encoding="utf-8").replace(
+                "subdomain: acme,", "subdomain: acme, email: bot@acme.example,"
+            ),
+            encoding="utf-8",
+        )
+        code, out, _ = cli("--config", str(config), *UNTIL_ARG, "--format", "html")
+        assert code == 0
+        page = assert_valid_page(out, links=True)
+        assert page.links == [
+            "https://acme.zendesk.com/agent/tickets/T9",  # the latest escalated first
+            "https://acme.zendesk.com/agent/tickets/T2",
+        ]
+
     def test_csv_to_stdout(self, sqlite_store: str) -> None:
         code, out, _ = cli("--store", sqlite_store, *UNTIL_ARG, "--format", "csv", "--by", "week")
         assert code == 0
@@ -828,7 +994,7 @@ class TestCommand:
             (("--until", "yesterday"), '"yesterday" is not a date'),
             (("--instance", "nowhere"), "unknown instance nowhere (known: support-eu, support-us)"),
             (("--timezone", "Mars/Olympus"), '--timezone "Mars/Olympus" is not a time zone'),
-            (("--store", "not a url"), "escbridge report: --store: "),
+            (("--store", "not a url"), '--store: "not a url" is not a URL'),
         ],
     )
     def test_invalid_input_exits_2_with_a_clear_message(

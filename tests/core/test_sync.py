@@ -773,3 +773,20 @@ def test_closed_tickets_are_not_scanned(
     desk.add("done", tags=["policy_exception"], status=Status.CLOSED)
     result = Syncer(processor(sqlite_store, engine, desk, clock)).run().instances[INSTANCE]
     assert result.scanned == 0 and desk.writes == Counter()
+
+
+def test_the_summaries_count_skips_by_reason_and_a_dry_run_says_why(command: Command) -> None:
+    """Issue 17: "skipped 1" alone hid why; each summary counts its skips by reason, and each
+    ticket a dry run would escalate carries its rule and the conditions that held."""
+    out = Terminal()
+    assert command.run("--dry-run", out=out, err=Terminal()) == 0
+    text = out.getvalue()
+    assert "  skipped 1: 1 no rule matched\n" in text
+    assert "      why: " in text
+    out = io.StringIO()
+    assert command.run("--dry-run", out=out, err=io.StringIO()) == 0
+    dry = json.loads(out.getvalue())
+    assert dry["skipped_by_reason"] == {"no rule matched": 1}
+    assert dry["instances"][INSTANCE]["skipped_by_reason"] == {"no rule matched": 1}
+    assert {e["rule"] for e in dry["would_escalate"]} == {"policy-exception"}
+    assert all(e["reasons"] for e in dry["would_escalate"])

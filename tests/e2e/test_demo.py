@@ -3,8 +3,9 @@
 The demo runs once for the module, in-process, exactly as the command does: the sandbox
 helpdesks, the receiver, the worker and sync on a simulated day. Its printed table is read back
 and checked: which scripted ticket went where, by which rule, through webhooks, at its deadline
-or by sync; then that the store it names serves `escbridge report`, and that nothing it started
-is left running.
+or by sync; that the day looks like a support day to a manager (counted from the store it
+leaves: most tickets never escalate, few reach the top level, repeats are rare); then that the
+store it names serves `escbridge report`, and that nothing it started is left running.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import socket
 import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +35,9 @@ from escbridge.cli.sandbox import (
 from escbridge.config import parse_config
 from escbridge.matrix import load_matrix
 from escbridge.sandbox.backlog import SandboxSet, default_matrix_path, realistic_backlog
+from escbridge.sandbox.demo import DayFigures
 from escbridge.sandbox.driver import available_drivers
+from escbridge.store import Store
 
 pytestmark = pytest.mark.slow
 
@@ -151,6 +155,77 @@ def test_the_table_says_where_and_why(demo: DemoRun) -> None:
     assert "under 1h" in rows["An SLA about to breach", "l2"].why
 
 
+def test_the_day_looks_like_a_support_day(demo: DemoRun) -> None:
+    """What a support manager checks first, counted from the store the demo leaves behind."""
+    store = Store(f"sqlite:///{demo.store}")
+    try:
+        escalations = store.escalations()
+    finally:
+        store.close()
+    per_ticket = Counter((e.instance, e.ticket_id) for e in escalations)
+    seeded = re.search(r"seeded with (\d+) tickets", demo.text)
+    assert seeded is not None
+    tickets = int(seeded.group(1)) + len(FIRST)
+    escalated = len(per_ticket)
+    top = {(e.instance, e.ticket_id) for e in escalations if e.to_level == "l3"}
+    repeated = [ticket for ticket, n in per_ticket.items() if n > 1]
+
+    assert 0.05 <= escalated / tickets <= 0.25  # most tickets never escalate, but the day has work
+    assert len(top) <= 0.10 * escalated  # few reach the manager
+    assert len(repeated) <= 0.10 * escalated  # an escalated ticket is picked up, not pushed on
+    assert {e.instance for e in escalations} == set(FIRST_HELPDESKS)
+    assert (
+        f"The day: {escalated} of {tickets} tickets escalated ({escalated / tickets:.0%}); "
+        f"{len(top)} reached the top level (l3 Support manager); "
+        f"{len(repeated)} escalated more than once."
+    ) in demo.text
+
+
+def test_the_day_still_shows_webhooks_deadlines_and_sync(demo: DemoRun) -> None:
+    paths = re.search(
+        r"All \d+ escalations of the day \((\d+) from webhooks, (\d+) at their deadline, "
+        r"(\d+) from sync\)",
+        demo.text,
+    )
+    assert paths is not None, demo.text
+    assert all(int(n) > 0 for n in paths.groups()), paths.group(0)
+
+
+def test_the_day_in_figures_reads_plainly() -> None:
+    assert DayFigures(1, 1, "l3 Support manager", 1, 0).sentence() == (
+        "1 of 1 ticket escalated (100%); 1 reached the top level (l3 Support manager); "
+        "0 escalated more than once"
+    )
+    assert DayFigures(309, 41, "l3 Support manager", 3, 2).sentence() == (
+        "41 of 309 tickets escalated (13%); 3 reached the top level (l3 Support manager); "
+        "2 escalated more than once"
+    )
+
+
+def test_a_story_moved_by_another_rule_than_its_title_names_fails_the_demo(
+    tmp_path: Path,
+) -> None:
+    """ "A VIP ticket goes idle" must be moved by the rule for idle VIP tickets: here the matrix
+    calls that rule something else, so the story's first escalation comes from another rule."""
+    shipped = default_matrix_path().read_text(encoding="utf-8")
+    assert shipped.count("- id: vip-idle\n") == 1
+    matrix = tmp_path / "matrix.yaml"
+    matrix.write_text(shipped.replace("- id: vip-idle\n", "- id: vip-left-waiting\n"))
+    parser = argparse.ArgumentParser()
+    configure_demo_parser(parser)
+    args = parser.parse_args(
+        ["--store", str(tmp_path / "demo.db"), "--matrix", str(matrix), "--tickets", "3"]
+    )
+    out = io.StringIO()
+    assert run_demo(args, out) == 1
+    problem = out.getvalue().split("PROBLEM: the matrix did not do what the script expects:", 1)
+    assert len(problem) == 2, out.getvalue()
+    assert problem[1].split("\n\n")[0].splitlines()[1:] == [
+        "  A VIP ticket goes idle (vip): expected l2 by rule vip-idle, "
+        "got l2 by rule vip-left-waiting"
+    ]
+
+
 def test_no_ticket_is_escalated_to_the_same_place_twice(demo: DemoRun) -> None:
     seen = [(r.ticket, r.to.split()[0]) for r in demo.rows]
     assert len(seen) == len(set(seen))
@@ -218,7 +293,7 @@ def test_escbridge_sandbox_serves_seeded_helpdesks_and_the_config_that_reaches_t
     for instance in config.instances.values():
         assert instance.settings  # every emulator's address and sandbox credentials
     text = out.getvalue()
-    assert "3 helpdesk emulator(s) on 127.0.0.1" in text and str(config_path) in text
+    assert "3 helpdesk emulators on 127.0.0.1" in text and str(config_path) in text
     assert served[0].running == []  # stopped on the way out
 
 
@@ -226,7 +301,7 @@ FIRST_HELPDESKS = ("zendesk", "freshdesk", "zohodesk")
 
 
 def test_the_backlog_is_realistic() -> None:
-    from datetime import UTC, datetime
+    from datetime import UTC, datetime, timedelta
 
     from escbridge.model import Status
 
@@ -245,3 +320,9 @@ def test_the_backlog_is_realistic() -> None:
     assert specs == realistic_backlog(
         now, matrix, instance="zendesk", helpdesk="zendesk", count=300
     )
+    # most tickets that are not done are on track for the day; a few are late, as in any team
+    waiting = [s for s in open_ if s.first_response_at is None]
+    due_today = [s for s in open_ if s.due_at is not None and s.due_at < now + timedelta(hours=10)]
+    for late in (waiting, due_today):
+        assert 0 < len(late) <= 0.15 * len(open_)
+    assert all(s.level is None for s in waiting)  # unanswered tickets are still at the first level

@@ -16,7 +16,7 @@ import sys
 from collections.abc import Sequence
 
 from escbridge import __version__
-from escbridge.cli._common import EXIT_OK, Runner
+from escbridge.cli._common import EXIT_OK, ArgumentParser, Runner
 
 __all__ = ["COMMANDS", "build_parser", "main"]
 
@@ -28,7 +28,7 @@ COMMANDS: tuple[tuple[str, str, str, str, str], ...] = (
      "escbridge.cli.matrix", "configure_validate_parser", "run_validate"),
     ("explain", "run tickets through the engine and show why each rule fired or not",
      "escbridge.cli.matrix", "configure_explain_parser", "run_explain"),
-    ("matrix", "show the matrix as a table, Markdown or JSON",
+    ("matrix", "show the matrix as a table, Markdown, JSON, an HTML chart or Mermaid",
      "escbridge.cli.matrix", "configure_matrix_parser", "run_matrix"),
     ("connectors", "list the installed connector plugins and their capabilities",
      "escbridge.cli.connectors", "configure_connectors_parser", "run_connectors"),
@@ -38,6 +38,10 @@ COMMANDS: tuple[tuple[str, str, str, str, str], ...] = (
      "escbridge.cli.serve", "configure_serve_parser", "run_serve"),
     ("worker", "process the inbox (claim, fetch, decide, apply, record)",
      "escbridge.cli.worker", "configure_worker_parser", "run_worker"),
+    ("status", "per instance: readiness, queue, dead letters, last sync, leases, schema",
+     "escbridge.cli.status", "configure_status_parser", "run_status"),
+    ("history", "everything escbridge knows of one ticket: events, escalations, notes, jobs",
+     "escbridge.cli.history", "configure_history_parser", "run_history"),
     ("jobs", "list dead letters and retries; replay them",
      "escbridge.cli.store", "configure_jobs_parser", "run_jobs"),
     ("due", "the open tickets due next by time (idle, SLA, time at level) and when",
@@ -57,7 +61,7 @@ COMMANDS: tuple[tuple[str, str, str, str, str], ...] = (
 
 def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
     """The whole command line; only the ``selected`` command's module is imported and wired."""
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="escbridge",
         description="Enforce one escalation matrix on Zendesk, Freshdesk and Zoho Desk.",
     )
@@ -76,7 +80,11 @@ def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     words = list(sys.argv[1:] if argv is None else argv)
     selected = next((w for w in words if not w.startswith("-")), None)
-    args = build_parser(selected).parse_args(words)
+    parser = build_parser(selected)
+    args, extra = parser.parse_known_args(words)
+    if extra:  # named by the command they were given to, not by `escbridge`
+        parser.prog = f"escbridge {selected}"
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     run: Runner = args.run
     try:
         return run(args)

@@ -9,20 +9,36 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import TextIO
 
-from escbridge.cli._common import EXIT_INVALID, EXIT_OK, EXIT_PROBLEM
-from escbridge.config import DEFAULT_CONFIG_FILE, Config, load_config
+from escbridge.cli._common import EXIT_INVALID, EXIT_OK, EXIT_PROBLEM, invalid, plural
+from escbridge.config import (
+    DEFAULT_CONFIG_FILE,
+    Config,
+    group_key_problems,
+    load_config,
+    routing,
+)
 from escbridge.connector import CheckReport, Connector, Registry, default_registry
-from escbridge.errors import ConfigError, EscbridgeError, InvalidInputError
-from escbridge.matrix import load_matrix
+from escbridge.errors import (
+    ConfigError,
+    EscbridgeError,
+    InvalidInputError,
+    PluginLoadError,
+    Problem,
+)
+from escbridge.matrix import Matrix, load_matrix
 
 __all__ = [
+    "config_problems",
     "configure_check_parser",
     "configure_connectors_parser",
     "run_check",
     "run_connectors",
+    "validate_config",
 ]
 
 
@@ -74,15 +90,32 @@ def run_connectors(
     return EXIT_PROBLEM if broken else EXIT_OK
 
 
-def _matrix_groups(config: Config, instance: str) -> tuple[list[str], str | None]:
-    """The group names the matrix routes to on one instance, and a problem if it can't be read."""
+def _load_matrix(config: Config) -> tuple[Matrix | None, str | None]:
+    """The matrix the config names, or why it cannot be read (each instance is then not ready)."""
     try:
-        matrix = load_matrix(config.matrix_path)
+        return load_matrix(config.matrix_path), None
     except InvalidInputError as exc:
-        return [], "matrix is invalid:\n" + "\n".join(f"      {p}" for p in exc.problems)
-    helpdesk = config.instances[instance].type
+        return None, "matrix is invalid:\n" + "\n".join(f"      {p}" for p in exc.problems)
+
+
+def _matrix_groups(matrix: Matrix | None, instance: str, helpdesk: str) -> list[str]:
+    """The group names the matrix routes to on one instance."""
+    if matrix is None:
+        return []
     groups = [g for r in matrix.rungs if (g := r.group_for(instance, helpdesk)) is not None]
-    return sorted(set(groups)), None
+    return sorted(set(groups))
+
+
+def config_problems(
+    config: Config, matrix: Matrix | None, installed: Collection[str]
+) -> list[Problem]:
+    """What makes the config invalid beyond its own file: an instance ``type:`` no installed
+    connector provides, a matrix ``groups:`` key that is neither an instance nor a helpdesk.
+    `check` and `validate` both refuse these (exit 2) before anything else."""
+    problems = config.helpdesk_problems(installed)
+    if matrix is not None:
+        problems.extend(group_key_problems(matrix, installed, config.instances))
+    return problems
 
 
 def run_check(
@@ -92,15 +125,17 @@ def run_check(
     out: TextIO | None = None,
     overrides: Mapping[str, object] | None = None,
 ) -> int:
-    """Check every configured instance (or those given with --instance); say what is wrong."""
+    """Check every configured instance (or those given with --instance); say what is wrong.
+
+    The config is validated first as `validate` does (every section, instance types, the
+    matrix's group keys: exit 2); then, per instance, its settings, credentials, groups and
+    whether the matrix routes anything there at all (exit 1 when not).
+    """
     out = out or sys.stdout
     try:
         config = load_config(args.config)
     except ConfigError as exc:
-        print(f"{args.config} is invalid:", file=out)
-        for problem in exc.problems:
-            print(f"  {problem}", file=out)
-        return EXIT_INVALID
+        return _invalid(args.config, exc.problems, out)
     wanted: Sequence[str] = args.instance or list(config.instances)
     unknown = [n for n in wanted if n not in config.instances]
     if unknown:
@@ -115,13 +150,20 @@ def run_check(
         return EXIT_PROBLEM
 
     reg = registry or default_registry()
+    matrix, matrix_problem = _load_matrix(config)
+    problems = config_problems(config, matrix, reg.names())
+    if problems:
+        return _invalid(args.config, problems, out)
     plugins, failures = reg.load_many(config.instances[n].type for n in wanted)
     not_ready = 0
+    started = datetime.now(UTC)
+    checked: dict[str, CheckReport] = {}  # kept for `escbridge status`
     for name in wanted:
         inst = config.instances[name]
         print(f"{name} ({inst.type})", file=out)
         if inst.type in failures:
             print(f"  NOT READY: {failures[inst.type]}", file=out)
+            checked[name] = CheckReport(ok=False, problems=(str(failures[inst.type]),))
             not_ready += 1
             continue
         try:
@@ -130,27 +172,47 @@ def run_check(
             print("  NOT READY: invalid settings", file=out)
             for problem in exc.problems:
                 print(f"    {problem}", file=out)
+            checked[name] = CheckReport(
+                ok=False, problems=("invalid settings", *(str(p) for p in exc.problems))
+            )
             not_ready += 1
             continue
-        groups, matrix_problem = _matrix_groups(config, name)
+        groups = _matrix_groups(matrix, name, inst.type)
         try:
             report = connector.check(groups)
         except EscbridgeError as exc:
             report = CheckReport(ok=False, problems=(str(exc),))
-        if matrix_problem:
+        route = routing(matrix, name, inst.type) if matrix is not None else None
+        more = [p for p in (matrix_problem, route.problem() if route else None) if p]
+        if more:
             report = CheckReport(
                 ok=False,
                 identity=report.identity,
                 missing_groups=report.missing_groups,
-                problems=(*report.problems, matrix_problem),
+                problems=(*report.problems, *more),
                 notes=report.notes,
             )
-        _print_report(report, groups, out)
+        warning = route.warning() if route is not None else None
+        _print_report(report, groups, out, warnings=[warning] if warning else [])
+        checked[name] = report
         not_ready += not report.ok
+    # A check needs no store: when there is none yet, nothing is kept and nothing is said.
+    from escbridge.cli.status import record_check_reports
+
+    record_check_reports(config.store_url, checked, started, datetime.now(UTC))
     return EXIT_PROBLEM if not_ready else EXIT_OK
 
 
-def _print_report(report: CheckReport, groups: Sequence[str], out: TextIO) -> None:
+def _invalid(path: str, problems: Sequence[Problem], out: TextIO) -> int:
+    print(f"{path} is invalid:", file=out)
+    for problem in problems:
+        print(f"  {problem}", file=out)
+    return EXIT_INVALID
+
+
+def _print_report(
+    report: CheckReport, groups: Sequence[str], out: TextIO, *, warnings: Sequence[str] = ()
+) -> None:
     if report.identity:
         print(f"  connected as {report.identity}", file=out)
     for problem in report.problems:
@@ -165,4 +227,68 @@ def _print_report(report: CheckReport, groups: Sequence[str], out: TextIO) -> No
         print(f"  groups resolved: {', '.join(found)}", file=out)
     for note in report.notes:
         print(f"  note: {note}", file=out)
+    for warning in warnings:
+        print(f"  warning: {warning}", file=out)
     print("  READY" if report.ok else "  NOT READY", file=out)
+
+
+def validate_config(path: Path, *, registry: Registry | None = None) -> int:
+    """`escbridge validate escbridge.yaml`: the config as every command reads it (each
+    section, each instance's settings by its connector's model), the matrix it names, and
+    whether the matrix routes anything on each instance. Nothing is contacted.
+
+    Exit 2 for invalid input (every problem, file:line), 1 when an instance would escalate
+    nothing or a connector cannot be loaded (or the matrix has a rule that can never fire),
+    0 otherwise; warnings (a destination without a group on some instance) keep 0.
+    """
+    from escbridge.cli.matrix import lint_matrix
+
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        return invalid(exc)
+    reg = registry or default_registry()
+    installed = reg.names()
+    problems: list[Problem] = []
+    try:
+        matrix: Matrix | None = load_matrix(config.matrix_path)
+    except InvalidInputError as exc:
+        matrix = None
+        problems.extend(exc.problems)
+    problems.extend(config_problems(config, matrix, installed))
+    errors: list[str] = []
+    for name, instance in config.instances.items():
+        if instance.type not in installed:
+            continue  # already a problem
+        try:
+            reg.load(instance.type).validate(instance)
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+        except PluginLoadError as exc:
+            errors.append(f"{name}: {exc}")
+    if problems:
+        return invalid(ConfigError(problems))
+    assert matrix is not None  # it loaded, or its problems were returned above
+    warnings = lint_matrix(matrix)
+    for name, instance in config.instances.items():
+        route = routing(matrix, name, instance.type)
+        if (problem := route.problem()) is not None:
+            errors.append(problem)
+        elif (warning := route.warning()) is not None:
+            print(f"warning: {warning}", file=sys.stderr)
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    for error in errors:
+        print(f"error: {error}", file=sys.stderr)
+    if errors:
+        return EXIT_PROBLEM
+    instances = ", ".join(f"{n} ({i.type})" for n, i in config.instances.items()) or "none"
+    counts = ", ".join(
+        plural(n, word) for n, word in ((len(matrix.levels), "level"), (len(matrix.teams), "team"))
+    )
+    print(
+        f"{path}: ok — {plural(len(config.instances), 'instance')}: {instances}; "
+        f"matrix {config.matrix_path}: {counts}, {plural(len(matrix.rules), 'rule')}",
+        file=sys.stdout,
+    )
+    return EXIT_PROBLEM if warnings else EXIT_OK

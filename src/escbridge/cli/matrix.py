@@ -8,16 +8,30 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-from escbridge.cli._common import EXIT_INVALID, EXIT_OK, EXIT_PROBLEM, invalid, parse_time
-from escbridge.errors import InvalidInputError, Problem, TicketError
+from escbridge.cli._common import (
+    EXIT_INVALID,
+    EXIT_OK,
+    EXIT_PROBLEM,
+    invalid,
+    parse_time,
+    plural,
+)
+from escbridge.errors import (
+    EscbridgeError,
+    InvalidInputError,
+    NotFound,
+    Problem,
+    StoreUnavailableError,
+    TicketError,
+)
 from escbridge.matrix import Matrix, load_matrix
-from escbridge.model import Decision, Ticket
+from escbridge.model import Decision, EscalationRecord, Ticket
 from escbridge.policy import Engine
 from escbridge.views import (
     matrix_html,
@@ -27,6 +41,9 @@ from escbridge.views import (
     matrix_table,
 )
 from escbridge.yamlfile import parse_yaml, problems_from_validation
+
+if TYPE_CHECKING:
+    from escbridge.store import Store
 
 __all__ = [
     "MATRIX_FORMATS",
@@ -78,6 +95,10 @@ def load_tickets(path: Path) -> list[Ticket]:
                 problems.append(doc.problem(prefix, "a ticket is a JSON object"))
                 continue
             clean = {k: v for k, v in item.items() if not str(k).startswith("_")}
+            foreign = helpdesk_shape(clean)
+            if foreign is not None:
+                problems.append(doc.problem(prefix, foreign_ticket_message(foreign)))
+                continue
             try:
                 tickets.append(Ticket.model_validate(clean))
             except ValueError as exc:
@@ -89,6 +110,35 @@ def load_tickets(path: Path) -> list[Ticket]:
     if problems:
         raise TicketError(problems)
     return tickets
+
+
+#: Keys only a helpdesk's own ticket JSON has (escbridge's has none of them), by helpdesk.
+_API_KEYS: tuple[tuple[str, frozenset[str]], ...] = (
+    ("Zendesk", frozenset({"requester_id", "submitter_id", "via", "satisfaction_rating"})),
+    ("Freshdesk", frozenset({"responder_id", "fr_due_by", "source", "email_config_id"})),
+    ("Zoho Desk", frozenset({"departmentId", "statusType", "ticketNumber", "webUrl"})),
+)
+
+
+def helpdesk_shape(item: dict[str, Any]) -> str | None:
+    """Which helpdesk's API shape a ticket object has (None: not one we recognise), so that
+    `explain FILE` says what it expects instead of listing twenty unknown keys."""
+    if isinstance(item.get("ticket"), dict):
+        return 'Zendesk ({"ticket": …} from Show Ticket)'
+    keys = set(item)
+    for name, marks in _API_KEYS:
+        if keys & marks:
+            return name
+    return None
+
+
+def foreign_ticket_message(helpdesk: str) -> str:
+    return (
+        f"this is a {helpdesk} ticket as its API returns it, not escbridge's ticket JSON "
+        '(README: "Ticket JSON for explain"); to explain it as it is, name the instance whose '
+        "connector parses it: `escbridge explain FILE --instance NAME`, or fetch it live: "
+        "`escbridge explain --instance NAME --ticket ID`"
+    )
 
 
 def _matrix_path(args: argparse.Namespace) -> Path:
@@ -120,12 +170,23 @@ def run_init(args: argparse.Namespace) -> int:
 
 
 def run_validate(args: argparse.Namespace) -> int:
-    """Check a matrix; print every problem with file:line, or a one-line summary."""
+    """Check a matrix, or an escbridge.yaml with the matrix it names (told apart by what the
+    file holds, not its name); print every problem with file:line, or a one-line summary."""
+    from escbridge.config import group_key_problems
+    from escbridge.connector import default_registry
+
     path = Path(args.path) if args.path else _matrix_path(args)
+    if _holds_config(path):
+        from escbridge.cli.connectors import validate_config
+
+        return validate_config(path)
     try:
         matrix = load_matrix(path)
     except InvalidInputError as exc:
         return invalid(exc)
+    misspelt = group_key_problems(matrix, default_registry().names())
+    if misspelt:
+        return invalid(InvalidInputError(misspelt))
     warnings = lint_matrix(matrix)
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
@@ -135,6 +196,17 @@ def run_validate(args: argparse.Namespace) -> int:
         file=_out(),
     )
     return EXIT_PROBLEM if warnings else EXIT_OK
+
+
+def _holds_config(path: Path) -> bool:
+    """Whether ``path`` is an escbridge.yaml (else it is read as a matrix, which reports any
+    problem reading it)."""
+    from escbridge.config import is_config
+
+    try:
+        return is_config(parse_yaml(path.read_text(encoding="utf-8"), str(path)).data)
+    except (OSError, UnicodeDecodeError, InvalidInputError):
+        return False
 
 
 def lint_matrix(matrix: Matrix) -> list[str]:
@@ -154,6 +226,12 @@ def lint_matrix(matrix: Matrix) -> list[str]:
 
 def run_explain(args: argparse.Namespace) -> int:
     """Run tickets through the engine and show, for every rule, why it fired or not."""
+    source = _explain_source(args)
+    if source is not None:
+        print(f"escbridge explain: {source}", file=sys.stderr)
+        return EXIT_INVALID
+    if args.instance is not None:
+        return _explain_instance(args)
     try:
         matrix = load_matrix(_matrix_path(args))
         tickets = load_tickets(Path(args.ticket))
@@ -166,6 +244,15 @@ def run_explain(args: argparse.Namespace) -> int:
         return EXIT_INVALID
     engine = Engine(matrix, helpdesks)
     decisions = [engine.decide(t, [], now, explain=True) for t in tickets]
+    return _print_decisions(args, tickets, decisions, matrix)
+
+
+def _print_decisions(
+    args: argparse.Namespace,
+    tickets: Sequence[Ticket],
+    decisions: Sequence[Decision],
+    matrix: Matrix,
+) -> int:
     out = _out()
     if args.json:
         payload = [d.model_dump(mode="json") for d in decisions]
@@ -176,21 +263,28 @@ def run_explain(args: argparse.Namespace) -> int:
         _print_decision(ticket, decision, matrix, out, verbose=not args.brief)
     if len(decisions) > 1:
         escalated = sum(d.escalate for d in decisions)
-        print(f"{len(decisions)} tickets, {escalated} would escalate", file=out)
+        print(f"{plural(len(decisions), 'ticket')}, {escalated} would escalate", file=out)
     return EXIT_OK
 
 
 def _helpdesk_map(values: Sequence[str], tickets: Sequence[Ticket]) -> dict[str, str] | str:
     """``--helpdesk zendesk`` (every ticket) or ``--helpdesk support-eu=zendesk`` (one instance)."""
+    from escbridge.config import unknown_helpdesk
+    from escbridge.connector import default_registry
+
+    installed = default_registry().names()
     mapping: dict[str, str] = {}
     for value in values:
         instance, sep, helpdesk = value.partition("=")
         if not sep:
-            mapping.update({t.instance: instance for t in tickets})
+            helpdesk = instance
+            mapping.update({t.instance: helpdesk for t in tickets})
         elif instance and helpdesk:
             mapping[instance] = helpdesk
         else:
             return f'"{value}" is not TYPE or INSTANCE=TYPE'
+        if helpdesk not in installed:
+            return unknown_helpdesk(helpdesk, installed)
     return mapping
 
 
@@ -231,8 +325,161 @@ def _print_decision(
     print(file=out)
 
 
+# --- explain against a configured instance --------------------------------------------------
+
+
+def _explain_source(args: argparse.Namespace) -> str | None:
+    """What is wrong with how the ticket was named (None: FILE, or --instance with --ticket
+    or FILE)."""
+    if args.ticket_id is not None and args.instance is None:
+        return "--ticket needs --instance NAME (the instance of escbridge.yaml to ask)"
+    if args.ticket_id is not None and args.ticket is not None:
+        return f"name a ticket FILE or --ticket {args.ticket_id}, not both"
+    if args.ticket_id is None and args.ticket is None:
+        return "name a ticket FILE, or --instance NAME --ticket ID to fetch one live"
+    return None
+
+
+def _explain_instance(args: argparse.Namespace) -> int:
+    """Explain a ticket of a configured instance: fetched live (``--ticket``) through the
+    connector exactly as a worker fetches it, or read from FILE as the helpdesk's API returns
+    it, through the connector's own parser. Its escalation history comes from the store when
+    there is one, so cooldown and daily caps count. Nothing is written anywhere."""
+    import dataclasses
+
+    import requests
+
+    from escbridge.config import load_config
+    from escbridge.processing import build_processor
+    from escbridge.processing.plan import as_instance
+    from escbridge.secrets import redact
+
+    name = args.instance
+    try:
+        config = load_config(args.config)
+    except InvalidInputError as exc:
+        # Another instance's unset ${VAR} need not stop a read of this one.
+        def elsewhere(path: str) -> bool:
+            ours = path == f"instances.{name}" or path.startswith(f"instances.{name}.")
+            return path.startswith("instances.") and not ours
+
+        if not all(elsewhere(p.path) for p in exc.problems):
+            return invalid(exc)
+        try:
+            config = load_config(args.config, helpdesk_secrets=False)
+        except InvalidInputError as again:
+            return invalid(again)
+    if name not in config.instances:
+        known = ", ".join(sorted(config.instances)) or "none"
+        print(
+            f"escbridge explain: unknown instance {name} in {args.config} (configured: {known})",
+            file=sys.stderr,
+        )
+        return EXIT_INVALID
+    config = dataclasses.replace(
+        config,
+        instances={name: config.instances[name]},
+        matrix_path=Path(args.matrix) if args.matrix else config.matrix_path,
+    )
+    try:
+        processor = build_processor(config)
+    except InvalidInputError as exc:
+        return invalid(exc)
+    except EscbridgeError as error:
+        print(f"escbridge explain: {name}: {error}", file=sys.stderr)
+        return EXIT_PROBLEM
+    try:
+        engine = processor.engine
+        assert isinstance(engine, Engine)
+        connector = processor.connector(name)
+        try:
+            if args.ticket_id is not None:
+                tickets = [as_instance(connector.fetch_ticket(str(args.ticket_id)), name)]
+            else:
+                tickets = _parse_api_tickets(Path(args.ticket), connector.parse_ticket, name)
+        except InvalidInputError as exc:
+            return invalid(exc)
+        except NotFound:
+            helpdesk = config.instances[name].type
+            print(
+                f"escbridge explain: ticket {args.ticket_id} not found on {name} ({helpdesk})",
+                file=sys.stderr,
+            )
+            return EXIT_PROBLEM
+        except (EscbridgeError, requests.RequestException) as error:
+            why = redact(f"{type(error).__name__}: {error}", processor.secrets)
+            print(f"escbridge explain: {name}: {why}", file=sys.stderr)
+            return EXIT_PROBLEM
+        histories = _stored_histories(processor.store, name, [t.id for t in tickets])
+    finally:
+        processor.store.close()
+    now = args.at or datetime.now(UTC)
+    decisions = [engine.decide(t, histories.get(t.id, []), now, explain=True) for t in tickets]
+    return _print_decisions(args, tickets, decisions, engine.matrix)
+
+
+def _parse_api_tickets(
+    path: Path, parse: Callable[[Mapping[str, Any]], Ticket], instance: str
+) -> list[Ticket]:
+    """Tickets from a file of the helpdesk's own JSON (one object, an envelope such as
+    Zendesk's ``{"ticket": …}``, or a list of them), each through the connector's parser."""
+    from escbridge.processing.plan import as_instance
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise TicketError([Problem(str(path), None, "", f"cannot read: {exc.strerror}")]) from None
+    doc = parse_yaml(text, str(path))
+    items = doc.data if isinstance(doc.data, list) else [doc.data]
+    tickets: list[Ticket] = []
+    problems: list[Problem] = []
+    for i, item in enumerate(items):
+        prefix: tuple[int, ...] = (i,) if isinstance(doc.data, list) else ()
+        if not isinstance(item, dict):
+            problems.append(doc.problem(prefix, "a ticket is a JSON object"))
+            continue
+        try:
+            tickets.append(as_instance(parse(item), instance))
+        except (ValueError, KeyError, TypeError, EscbridgeError) as error:
+            problems.append(
+                doc.problem(
+                    prefix,
+                    f"not a ticket as {instance}'s helpdesk API returns it ({error}); "
+                    "escbridge's own ticket JSON is read without --instance",
+                )
+            )
+    if problems:
+        raise TicketError(problems)
+    return tickets
+
+
+def _stored_histories(
+    store: Store, instance: str, ids: Sequence[str]
+) -> dict[str, list[EscalationRecord]]:
+    """The tickets' past escalations from the store (cooldown, daily cap, time at level);
+    when it cannot be read, none, and a warning saying so."""
+    from escbridge.store import safe_url
+    from escbridge.store.history import store_exists
+
+    if not store_exists(store.url):
+        print(
+            f"warning: the store {safe_url(store.url)} does not exist yet: explained without "
+            "escalation history",
+            file=sys.stderr,
+        )
+        return {}
+    try:
+        return store.histories(instance, list(ids))
+    except StoreUnavailableError as error:  # StoreSchemaError too
+        print(
+            f"warning: explained without escalation history ({error})",
+            file=sys.stderr,
+        )
+        return {}
+
+
 def run_matrix(args: argparse.Namespace) -> int:
-    """Print the matrix as a table, Markdown or JSON."""
+    """Print the matrix in one of MATRIX_FORMATS (table, Markdown, JSON, HTML, Mermaid)."""
     try:
         matrix = load_matrix(Path(args.path) if args.path else _matrix_path(args))
     except InvalidInputError as exc:
@@ -265,13 +512,50 @@ def configure_init_parser(p: argparse.ArgumentParser) -> None:
 
 
 def configure_validate_parser(p: argparse.ArgumentParser) -> None:
-    p.add_argument("path", nargs="?", help="matrix file (default: --matrix or matrix.yaml)")
+    p.description = (
+        "Check a matrix, or an escbridge.yaml (told apart by content): every section of the "
+        "config, each instance's settings, the matrix it names, and that the matrix routes "
+        "tickets on every instance. Problems point at file:line; nothing is contacted."
+    )
+    p.add_argument(
+        "path",
+        nargs="?",
+        help="a matrix or an escbridge.yaml (default: --matrix or matrix.yaml)",
+    )
     p.add_argument("--matrix", help="matrix file (same as PATH)")
 
 
 def configure_explain_parser(p: argparse.ArgumentParser) -> None:
-    p.add_argument("ticket", help="a normalised ticket JSON file, or a folder of them")
-    p.add_argument("--matrix", help="matrix file (default: matrix.yaml)")
+    p.description = (
+        "Run tickets through the engine and show, for every rule, why it fired or not. "
+        "A FILE is escbridge's own ticket JSON (README: Ticket JSON for explain); with "
+        "--instance NAME it is the helpdesk's own (e.g. Zendesk's {\"ticket\": …}), read by "
+        "that instance's connector; --instance NAME --ticket ID fetches the live ticket. "
+        "Nothing is written anywhere."
+    )
+    p.add_argument(
+        "ticket",
+        nargs="?",
+        metavar="FILE",
+        help="a ticket JSON file, or a folder of them (escbridge's format; with --instance, "
+        "the helpdesk's)",
+    )
+    p.add_argument(
+        "--instance",
+        metavar="NAME",
+        help="an instance of escbridge.yaml: --ticket ID is fetched from it, FILE read with "
+        "its connector; its store gives the ticket's escalation history",
+    )
+    p.add_argument(
+        "--ticket",
+        dest="ticket_id",
+        metavar="ID",
+        help="fetch this ticket live from --instance (read only)",
+    )
+    p.add_argument("--config", default="escbridge.yaml", help="escbridge.yaml, for --instance")
+    p.add_argument(
+        "--matrix", help="matrix file (default: matrix.yaml; with --instance, escbridge.yaml's)"
+    )
     p.add_argument(
         "--at", type=parse_time, help="evaluate at this time (ISO 8601; default: now, UTC)"
     )
@@ -287,7 +571,17 @@ def configure_explain_parser(p: argparse.ArgumentParser) -> None:
 
 
 def configure_matrix_parser(p: argparse.ArgumentParser) -> None:
+    p.description = (
+        "Show the matrix as a table (the default), Markdown, JSON, an HTML page with the "
+        "escalation chart, or a Mermaid flowchart."
+    )
     p.add_argument("path", nargs="?", help="matrix file (default: --matrix or matrix.yaml)")
     p.add_argument("--matrix", help="matrix file (same as PATH)")
-    p.add_argument("--format", choices=list(MATRIX_FORMATS), default="table")
+    p.add_argument(
+        "--format",
+        choices=list(MATRIX_FORMATS),
+        default="table",
+        help="table (default), markdown, json, html (the escalation chart and the matrix "
+        "table, one self-contained page) or mermaid (paste into Markdown that renders it)",
+    )
     p.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")

@@ -5,16 +5,20 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from escbridge.calendar import parse_duration
-from escbridge.cli._common import EXIT_INVALID, EXIT_OK, EXIT_PROBLEM
+from escbridge.cli._common import EXIT_INVALID, EXIT_OK, EXIT_PROBLEM, store_url_arg
 from escbridge.errors import InvalidInputError, StoreUnavailableError
-from escbridge.reports import RENDERERS, Window, build_report
+from escbridge.reports import RENDERERS, TicketUrl, Window, build_report
 from escbridge.store.reports import read_history
+
+if TYPE_CHECKING:
+    from escbridge.config import Config
 
 _DATE_HINT = "a duration back from --until (30d, 12w, 48h) or a date (2026-03-01)"
 
@@ -62,7 +66,12 @@ def configure_report_parser(parser: argparse.ArgumentParser) -> None:
         help="escbridge.yaml naming the store, the matrix and the helpdesk instances (default: "
         "escbridge.yaml; with --store, read only if it exists); API tokens need not be set",
     )
-    parser.add_argument("--store", metavar="URL", help="store URL, instead of the one in --config")
+    parser.add_argument(
+        "--store",
+        metavar="URL",
+        type=store_url_arg,
+        help="store URL, instead of the one in --config",
+    )
     parser.add_argument(
         "--matrix", help="matrix file, for level names and expected times (default: the config's)"
     )
@@ -92,6 +101,36 @@ def configure_report_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--top", type=int, default=10, help="how many reasons and repeat tickets")
     parser.add_argument("--format", choices=tuple(RENDERERS), default="text")
     parser.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
+
+
+def ticket_links(config: Config) -> TicketUrl:
+    """Links to tickets in each configured helpdesk's agent view (the connector's ``agent_url``).
+
+    A connector is built the first time one of its tickets is linked, from escbridge.yaml alone:
+    nothing calls the helpdesk. An instance whose plugin is not installed, or whose settings do
+    not validate without its API tokens, shows its ticket ids without links.
+    """
+    from escbridge.connector.registry import create_connector
+    from escbridge.errors import ConfigError, PluginLoadError
+
+    built: dict[str, Callable[[str], str | None] | None] = {}
+
+    def url(instance: str, ticket_id: str) -> str | None:
+        if instance not in built:
+            built[instance] = None
+            if instance in config.instances:
+                try:
+                    connector = create_connector(config.instances[instance])
+                except (ConfigError, PluginLoadError):
+                    pass
+                else:
+                    built[instance] = getattr(connector, "agent_url", None)
+        link = built[instance]
+        found = link(ticket_id) if link is not None else None
+        # A plugin's answer goes into an href: only web addresses, never javascript: or data:.
+        return found if found and found.startswith(("https://", "http://")) else None
+
+    return url
 
 
 def _fail(message: str, code: int = EXIT_INVALID) -> int:
@@ -166,6 +205,7 @@ def run_report(args: argparse.Namespace, out: TextIO | None = None) -> int:
         instances=args.instance,
         recorded=history.recorded,
         generated_at=datetime.now(UTC),
+        ticket_url=ticket_links(config) if config else None,
     )
     text = RENDERERS[args.format](report)
     if args.output:

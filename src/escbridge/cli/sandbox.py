@@ -8,18 +8,30 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import logging
+import shutil
+import socket
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import date
 from pathlib import Path
 from typing import TextIO
 
-from escbridge.cli._common import EXIT_INVALID, EXIT_OK, EXIT_PROBLEM, invalid, run_until_signal
-from escbridge.errors import InvalidInputError
+from escbridge.cli._common import (
+    EXIT_INVALID,
+    EXIT_OK,
+    EXIT_PROBLEM,
+    add_log_options,
+    configure_logging,
+    failed,
+    invalid,
+    plural,
+    run_until_signal,
+)
+from escbridge.errors import EscbridgeError, InvalidInputError, WebhookRegistrationError
 from escbridge.matrix import load_matrix
 from escbridge.sandbox.backlog import DEFAULT_TICKETS, SandboxSet, config_yaml, default_matrix_path
+from escbridge.sandbox.driver import available_drivers
 from escbridge.sandbox.emulator import quiet_werkzeug
 from escbridge.sandbox.faults import FaultPlan, parse_fault
 
@@ -29,16 +41,31 @@ __all__ = ["configure_demo_parser", "configure_sandbox_parser", "run_demo", "run
 # --- `escbridge sandbox` -------------------------------------------------------------------------
 
 
+#: Where `escbridge sandbox --serve` writes its escbridge.yaml unless told (--write-config).
+SANDBOX_CONFIG = "sandbox.yaml"
+#: The store a sandbox escbridge.yaml names unless told (--store); relative to that file.
+SANDBOX_STORE = "sqlite:///escbridge-sandbox.db"
+
+
 def configure_sandbox_parser(parser: argparse.ArgumentParser) -> None:
     parser.description = (
         "Start the helpdesk emulator of every installed connector on 127.0.0.1, seeded with "
-        "realistic tickets, and print the escbridge.yaml that reaches them. Runs until Ctrl-C."
+        "realistic tickets, and print the escbridge.yaml that reaches them. With --serve, also "
+        "the webhook receiver and its worker, wired to the emulators. Runs until Ctrl-C."
+    )
+    parser.add_argument(
+        "--serve",
+        action="store_true",
+        help="also run the webhook receiver with its worker (as `escbridge serve`) on the "
+        "config it writes (--write-config, default sandbox.yaml), and point every emulator's "
+        "webhooks at it",
     )
     parser.add_argument(
         "--port",
         type=int,
         default=0,
-        help="first port; the emulators take consecutive ports (default: any free ports)",
+        help="first port; with --serve the receiver takes it, the emulators take the ports "
+        "after it (default: any free ports)",
     )
     parser.add_argument(
         "--tickets",
@@ -64,14 +91,15 @@ def configure_sandbox_parser(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--store",
-        default="sqlite:///escbridge-sandbox.db",
-        help="store URL written into that escbridge.yaml (default sqlite:///escbridge-sandbox.db)",
+        default=SANDBOX_STORE,
+        help=f"store URL written into that escbridge.yaml (default {SANDBOX_STORE}, next to it; "
+        "with --serve that default file starts empty on each run, a store you name is kept)",
     )
     parser.add_argument(
         "--webhook-url",
         metavar="URL",
-        help="the receiver's base URL (e.g. http://127.0.0.1:8000): the emulators post their "
-        "webhooks to URL/webhooks/<instance>",
+        help="a receiver already running elsewhere (e.g. `escbridge serve` at "
+        "http://127.0.0.1:8000): the emulators post their webhooks to URL/webhooks/<instance>",
     )
     parser.add_argument("--seed", type=int, default=7, help="seed of the generated backlog")
     parser.add_argument(
@@ -88,6 +116,7 @@ def configure_sandbox_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--fault-seed", type=int, default=0, help="seed of the faults' probability draws"
     )
+    add_log_options(parser)
 
 
 def run_sandbox(
@@ -97,10 +126,30 @@ def run_sandbox(
     stop: threading.Event | None = None,
     ready: Callable[[SandboxSet], None] | None = None,
 ) -> int:
-    """`escbridge sandbox`: serve until SIGINT/SIGTERM (or ``stop``); 2 on invalid input."""
+    """`escbridge sandbox`: serve until SIGINT/SIGTERM (or ``stop``); 2 on invalid input.
+
+    ``ready(sandboxes)`` runs once everything is up (the webhooks wired to the receiver at
+    ``sandboxes.receiver_url``, with --serve or --webhook-url).
+    """
     out = out or sys.stdout
+    configure_logging(args)
     if args.tickets < 0 or not 0 <= args.port <= 65535:
         print("escbridge sandbox: --tickets and --port must not be negative", file=sys.stderr)
+        return EXIT_INVALID
+    serving = bool(getattr(args, "serve", False))
+    if serving and args.webhook_url:
+        print(
+            "escbridge sandbox: --serve runs its own receiver; drop --webhook-url (or --serve)",
+            file=sys.stderr,
+        )
+        return EXIT_INVALID
+    config_path = args.write_config or (SANDBOX_CONFIG if serving else None)
+    if serving and not args.write_config and not _ours(Path(SANDBOX_CONFIG)):
+        print(
+            f"escbridge sandbox: {SANDBOX_CONFIG} exists and was not written by escbridge "
+            "sandbox; name another file with --write-config FILE",
+            file=sys.stderr,
+        )
         return EXIT_INVALID
     faults = list(getattr(args, "fault", None) or [])
     try:
@@ -114,11 +163,26 @@ def run_sandbox(
         matrix = load_matrix(matrix_path)
     except InvalidInputError as error:
         return invalid(error)
+    # with --serve the receiver takes --port, the emulators the ports after it
+    first_port = args.port + 1 if serving and args.port else args.port
+    taken = _taken_port(first_port, len(available_drivers(only=args.only))) if args.port else None
+    if taken is not None:
+        print(
+            f"escbridge sandbox: --port: port {taken} on 127.0.0.1 is in use — stop the other "
+            "process or pass another --port (or none: any free ports)"
+            if taken <= 65535
+            else f"escbridge sandbox: --port: {args.port} leaves too few ports below 65536 — "
+            "pass a lower --port (or none: any free ports)",
+            file=sys.stderr,
+        )
+        return EXIT_INVALID
     quiet_werkzeug()  # one line per API call would drown what the command prints
     stop = stop or threading.Event()
+    receiver: _Receiver | None = None
     with contextlib.ExitStack() as stack:
+        stack.enter_context(run_until_signal("stopping the sandbox", on_stop=stop.set))
         sandboxes = SandboxSet(
-            matrix, tickets=args.tickets, only=args.only, port=args.port, seed=args.seed
+            matrix, tickets=args.tickets, only=args.only, port=first_port, seed=args.seed
         )
         try:
             stack.enter_context(sandboxes)
@@ -133,18 +197,169 @@ def run_sandbox(
                 file=sys.stderr,
             )
             return EXIT_PROBLEM
-        if args.webhook_url:
-            sandboxes.connect_webhooks(args.webhook_url)
         _script_faults(sandboxes, faults, getattr(args, "fault_seed", 0))
         text = config_yaml(sandboxes.instances(), matrix_path.resolve(), args.store)
-        if args.write_config:
-            Path(args.write_config).write_text(text, encoding="utf-8")
-        _describe(sandboxes, text, args, out)
-        stack.enter_context(run_until_signal("stopping the emulators", on_stop=stop.set))
+        if config_path:
+            Path(config_path).write_text(text, encoding="utf-8")
+        receiver_url = args.webhook_url
+        if serving:
+            assert config_path is not None
+            receiver = _Receiver(Path(config_path), fresh_store=args.store == SANDBOX_STORE)
+            logs = [
+                f"--{option.replace('_', '-')}={getattr(args, option)}"
+                for option in ("log_format", "log_level")
+                if getattr(args, option, None) is not None
+            ]  # the receiver logs as this command was told to
+            code = receiver.start(args.port, stop, logs)
+            if code != EXIT_OK or stop.is_set():  # stopped while starting: nothing to wire
+                return code
+            # On the way out, in this order: the webhooks already sent are answered (one sent
+            # to a stopped receiver waits out its timeout), the receiver and its worker finish
+            # (the worker may still call the emulators), then the emulators stop.
+            stack.callback(receiver.stop)
+            stack.callback(_flush_webhooks, sandboxes)
+            receiver_url = receiver.url
+        if receiver_url:
+            try:
+                sandboxes.connect_webhooks(receiver_url)
+            except WebhookRegistrationError as error:
+                hint = config_path or "the config this command writes with --write-config FILE"
+                print(
+                    f"escbridge sandbox: {error} — start `escbridge serve --config {hint}` "
+                    "first, or use `escbridge sandbox --serve`",
+                    file=sys.stderr,
+                )
+                return EXIT_PROBLEM if serving else EXIT_INVALID
+        if receiver is not None:
+            _describe_serving(sandboxes, receiver, config_path or "", args, out)
+        else:
+            _describe(sandboxes, text, args, out)
         if ready is not None:
             ready(sandboxes)
         stop.wait()
-    return EXIT_OK
+    return receiver.code if receiver is not None else EXIT_OK
+
+
+def _flush_webhooks(sandboxes: SandboxSet, timeout: float = 10.0) -> None:
+    """Wait until every emulator's webhooks sent so far are delivered (at most ``timeout``)."""
+    for running in sandboxes.running:
+        running.driver.flush(timeout)
+
+
+def _taken_port(first: int, count: int) -> int | None:
+    """The first of the ``count`` ports from ``first`` that something already listens on.
+
+    Checked before starting, because the emulators' web server ends the process with a
+    message of its own on a taken port. A port past 65535 counts as taken.
+    """
+    for port in range(first, first + count):
+        if port > 65535:
+            return port
+        with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server does
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                return port
+    return None
+
+
+def _ours(path: Path) -> bool:
+    """Whether ``path`` may be (over)written: absent, or an escbridge.yaml this command wrote."""
+    try:
+        with path.open(encoding="utf-8") as handle:
+            first = handle.readline()
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    return first == config_yaml({}, Path(), "").splitlines(keepends=True)[0]
+
+
+class _Receiver:
+    """`escbridge serve` (receiver and embedded worker) on a thread, on the sandbox's config.
+
+    It is `escbridge serve`'s own code (:func:`escbridge.cli.serve.run_serve`), started with
+    that command's defaults; this process's signal handling stays with `escbridge sandbox`.
+    """
+
+    def __init__(self, config: Path, *, fresh_store: bool) -> None:
+        self.config = config
+        self.fresh_store = fresh_store
+        self.url = ""
+        self.code = EXIT_OK
+        self._thread: threading.Thread | None = None
+        self._stop: threading.Event | None = None
+
+    def start(self, port: int, stop: threading.Event, options: Sequence[str] = ()) -> int:
+        """Bring the store to the current schema and start serving; once it listens, 0.
+
+        Anything else is the exit code, after one line on stderr saying why. ``stop`` ends
+        the receiver, and is set when the receiver ends on its own; ``options`` are more of
+        `escbridge serve`'s arguments.
+        """
+        from escbridge.cli.serve import configure_serve_parser, run_serve
+        from escbridge.config import load_config
+        from escbridge.store import upgrade
+
+        try:
+            store = load_config(self.config).store_url
+            if self.fresh_store:
+                _remove_sqlite(store)  # the emulators' tickets are new on every run
+            upgrade(store)
+        except InvalidInputError as error:
+            return invalid(error)
+        except EscbridgeError as error:
+            return failed("sandbox", error, sys.stderr)
+        parser = argparse.ArgumentParser(prog="escbridge serve")
+        configure_serve_parser(parser)
+        serve_args = parser.parse_args(
+            ["--config", str(self.config), "--port", str(port), *options]
+        )
+        listening = threading.Event()
+
+        def run() -> None:
+            try:
+                self.code = run_serve(serve_args, ready=listening, stop=stop)
+            except OSError as error:  # e.g. the port is taken
+                print(
+                    f"escbridge sandbox: the receiver cannot listen on 127.0.0.1:{port}: "
+                    f"{error.strerror or error} — pass another --port",
+                    file=sys.stderr,
+                )
+                self.code = EXIT_INVALID
+            finally:
+                stop.set()  # the receiver is gone: so is the sandbox
+                listening.set()
+
+        self._stop = stop
+        self._thread = threading.Thread(target=run, name="escbridge-sandbox-receiver")
+        self._thread.start()
+        listening.wait()
+        if not self._thread.is_alive() or getattr(serve_args, "bound_port", None) is None:
+            self.stop()
+            return self.code or EXIT_PROBLEM
+        self.url = f"http://127.0.0.1:{serve_args.bound_port}"
+        return EXIT_OK
+
+    def stop(self) -> None:
+        """Stop receiving and wait until the receiver and its worker have finished."""
+        if self._stop is not None:
+            self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+
+def _remove_sqlite(url: str) -> None:
+    """Delete the SQLite database file of ``url`` (and its journal files), if it is one."""
+    prefix = "sqlite:///"
+    if not url.startswith(prefix):
+        return
+    database = url[len(prefix) :].partition("?")[0]
+    if not database or database == ":memory:":
+        return
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        Path(database + suffix).unlink(missing_ok=True)
 
 
 def _script_faults(sandboxes: SandboxSet, specs: list[str], seed: int) -> None:
@@ -159,21 +374,70 @@ def _script_faults(sandboxes: SandboxSet, specs: list[str], seed: int) -> None:
 
 def _describe(sandboxes: SandboxSet, text: str, args: argparse.Namespace, out: TextIO) -> None:
     count = len(sandboxes.running)
-    out.write(f"escbridge sandbox: {count} helpdesk emulator(s) on 127.0.0.1 (Ctrl-C stops them)\n")
-    for r in sandboxes.running:
-        out.write(f"  {r.instance:<10} {r.driver.url:<24} {r.seeded} tickets\n")
-        out.write(f"             {r.driver.access_hint()}\n")
-    for spec in getattr(args, "fault", None) or []:
-        out.write(f"  fault: {spec}\n")
+    emulators = plural(count, "helpdesk emulator")
+    out.write(f"escbridge sandbox: {emulators} on 127.0.0.1 (Ctrl-C stops them)\n")
+    _emulator_lines(sandboxes, args, out)
     if args.write_config:
         out.write(f"\nescbridge.yaml for them: {args.write_config}\n")
+        program = _program()
         out.write(
-            f"  escbridge db upgrade --config {args.write_config}\n"
-            f"  escbridge sync --config {args.write_config} --dry-run\n"
+            f"  {program} db upgrade --config {args.write_config}\n"
+            f"  {program} sync --config {args.write_config} --dry-run\n"
         )
     else:
         out.write("\nescbridge.yaml for them (or use --write-config FILE):\n\n" + text)
     out.flush()
+
+
+def _emulator_lines(sandboxes: SandboxSet, args: argparse.Namespace, out: TextIO) -> None:
+    for r in sandboxes.running:
+        tickets = f"{r.seeded} ticket" + ("" if r.seeded == 1 else "s")
+        out.write(f"  {r.instance:<10} {r.driver.url:<24} {tickets}\n")
+        out.write(f"             {r.driver.access_hint()}\n")
+    for spec in getattr(args, "fault", None) or []:
+        out.write(f"  fault: {spec}\n")
+
+
+def _describe_serving(
+    sandboxes: SandboxSet,
+    receiver: _Receiver,
+    config: str,
+    args: argparse.Namespace,
+    out: TextIO,
+) -> None:
+    """The banner of `--serve`: where everything is, and what to try next."""
+    program = _program()
+    out.write("escbridge sandbox: up on 127.0.0.1 (Ctrl-C stops everything)\n")
+    _emulator_lines(sandboxes, args, out)
+    out.write(f"  {'receiver':<10} {receiver.url:<24} webhooks of every emulator, and a worker\n")
+    out.write(f"  {'config':<10} {config}\n")
+    out.write("\nTry, in another terminal:\n")
+    zendesk = next((r for r in sandboxes.running if r.driver.helpdesk == "zendesk"), None)
+    if zendesk is not None:
+        out.write(
+            "  # a customer asks for a manager in a new Zendesk ticket; its webhook reaches the "
+            "receiver:\n"
+            f"  curl -s -X POST {zendesk.driver.url}/__sandbox/tickets "
+            '-H \'Content-Type: application/json\' -d \'{"subject": "Still broken", '
+            '"description": "I want to speak to a manager"}\'\n'
+            f'  {program} history --config {config} zendesk ID   # ID: the new ticket\'s "id"\n'
+        )
+    out.write(
+        f"  {program} status --config {config}\n  {program} sync --config {config} --dry-run\n"
+    )
+    out.flush()
+
+
+def _program() -> str:
+    """How this escbridge is run again: ``escbridge`` when that is the one on PATH, else the
+    path it was started by (e.g. ``.venv/bin/escbridge``, the venv not being active)."""
+    argv0 = sys.argv[0] if sys.argv else ""
+    if Path(argv0).name != "escbridge":
+        return "escbridge"
+    found = shutil.which("escbridge")
+    if found is not None and Path(found).resolve() == Path(argv0).resolve():
+        return "escbridge"
+    return argv0
 
 
 # --- `escbridge demo` ----------------------------------------------------------------------------
@@ -212,6 +476,7 @@ def configure_demo_parser(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="keep the sandboxes and the receiver up after the demo, until Ctrl-C",
     )
+    add_log_options(parser, level="ERROR")
 
 
 def run_demo(args: argparse.Namespace, out: TextIO | None = None) -> int:
@@ -235,8 +500,7 @@ def run_demo(args: argparse.Namespace, out: TextIO | None = None) -> int:
         keep=args.keep,
         day=args.day,
     )
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
+    configure_logging(args)
     try:
         matrix = load_matrix((options.matrix or default_matrix_path()).resolve())
     except InvalidInputError as error:

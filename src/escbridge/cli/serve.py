@@ -11,7 +11,13 @@ import os
 import sys
 import threading
 
-from escbridge.cli._common import EXIT_INVALID, EXIT_OK, failed, run_until_signal
+from escbridge.cli._common import (
+    EXIT_INVALID,
+    EXIT_OK,
+    add_log_options,
+    failed,
+    run_until_signal,
+)
 from escbridge.errors import EscbridgeError
 
 __all__ = ["configure_serve_parser", "run_serve"]
@@ -54,9 +60,6 @@ def configure_serve_parser(parser: argparse.ArgumentParser) -> None:
         help="on SIGTERM, how long in-flight requests may take to finish (default 30)",
     )
     parser.add_argument(
-        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
-    )
-    parser.add_argument(
         "--metrics-bind",
         default=None,
         metavar="HOST:PORT",
@@ -64,6 +67,7 @@ def configure_serve_parser(parser: argparse.ArgumentParser) -> None:
         "A bearer token for /metrics is read from $ESCBRIDGE_METRICS_TOKEN (never from the "
         "command line, which other users can see). With neither, /metrics answers 404",
     )
+    add_log_options(parser)
 
 
 def run_serve(
@@ -81,6 +85,9 @@ def run_serve(
         if value is not None and value < least:
             print(f"escbridge serve: {name} must be at least {least}")
             return EXIT_INVALID
+    if not 0 <= args.port <= 65535:
+        print(f"escbridge serve: --port {args.port} is not a port: use 1 to 65535 (0: any free)")
+        return EXIT_INVALID
     try:
         from escbridge_webhooks.metrics import BIND_ENV, TOKEN_ENV, MetricsAccess
         from escbridge_webhooks.serve import ServeOptions, serve
@@ -107,6 +114,7 @@ def run_serve(
         max_body_bytes=args.max_body_bytes,
         grace=args.grace,
         log_level=args.log_level,
+        log_format=args.log_format,
         metrics_bind=metrics_bind,
         metrics_token=metrics_token,
     )

@@ -14,7 +14,14 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TextIO
 
-from escbridge.cli._common import EXIT_INVALID, EXIT_OK, EXIT_PROBLEM, failed
+from escbridge.cli._common import (
+    EXIT_INVALID,
+    EXIT_OK,
+    EXIT_PROBLEM,
+    failed,
+    plural,
+    store_url_arg,
+)
 from escbridge.errors import InvalidInputError, StoreSchemaError, StoreUnavailableError
 from escbridge.store import (
     DONE,
@@ -29,6 +36,7 @@ from escbridge.store import (
     safe_url,
     upgrade,
 )
+from escbridge.store.history import escalated_without_job
 
 __all__ = [
     "configure_db_parser",
@@ -56,6 +64,7 @@ def _add_store_arguments(parser: argparse.ArgumentParser, *, nested: bool = Fals
     parser.add_argument(
         "--store",
         metavar="URL",
+        type=store_url_arg,
         default=argparse.SUPPRESS if nested else None,
         help="store URL, instead of the one in --config (sqlite:///PATH, postgresql+psycopg://…)",
     )
@@ -146,14 +155,17 @@ def run_jobs(args: argparse.Namespace) -> int:
 def _retry(store: Store, args: argparse.Namespace, out: TextIO) -> int:
     if args.all_failed:
         requeued = store.retry_jobs(None, datetime.now(UTC))
-        print(f"requeued {len(requeued)} failed job(s)", file=out)
+        print(f"requeued {plural(len(requeued), 'failed job')}", file=out)
         return EXIT_OK
     if not args.ids:
         print("escbridge jobs retry: name job ids or --all-failed", file=out)
         return EXIT_INVALID
     requeued = store.retry_jobs(args.ids, datetime.now(UTC))
     if requeued:
-        print(f"requeued job(s) {', '.join(map(str, requeued))}", file=out)
+        print(
+            f"requeued job{'s' if len(requeued) > 1 else ''} {', '.join(map(str, requeued))}",
+            file=out,
+        )
     for job_id in args.ids:
         if job_id in requeued:
             continue
@@ -171,14 +183,25 @@ def _list(store: Store, args: argparse.Namespace, out: TextIO) -> int:
         statuses = JOB_STATUSES
     jobs = store.jobs(statuses, instance=args.instance, ticket_id=args.ticket, limit=args.limit)
     counts = store.job_counts()
+    by_sync: dict[str, int] = {}
+    if args.ticket is not None:
+        by_sync = escalated_without_job(store, args.ticket, args.instance)
     if args.format == "json":
-        json.dump({"counts": counts, "jobs": [_job_json(job) for job in jobs]}, out, indent=2)
+        data: dict[str, object] = {"counts": counts, "jobs": [_job_json(job) for job in jobs]}
+        if args.ticket is not None:
+            data["escalated_without_job"] = by_sync
+        json.dump(data, out, indent=2)
         print(file=out)
         return EXIT_OK
     summary = ", ".join(f"{counts[s]} {s}" for s in (PENDING, PROCESSING, FAILED, DONE))
     print(f"jobs: {summary}", file=out)
+    if not jobs and not by_sync:
+        nothing = "no failed jobs" if args.failed else "nothing to show"
+        if args.ticket is not None:
+            nothing += f" for ticket {args.ticket}" + _history_hint(args)
+        print(nothing, file=out)
+    _print_sync_escalations(args, by_sync, out)
     if not jobs:
-        print("no failed jobs" if args.failed else "nothing to show", file=out)
         return EXIT_OK
     rows = [("ID", "STATUS", "TRIES", "TICKET", "WHEN", "LAST ERROR / OUTCOME")]
     for job in jobs:
@@ -202,6 +225,25 @@ def _list(store: Store, args: argparse.Namespace, out: TextIO) -> int:
             file=out,
         )
     return EXIT_OK
+
+
+def _history_hint(args: argparse.Namespace) -> str:
+    """Where to look for the rest of what escbridge knows of ``args.ticket``."""
+    name = args.instance or "INSTANCE"
+    return f" (`escbridge history {name} {args.ticket}` shows all escbridge knows of it)"
+
+
+def _print_sync_escalations(args: argparse.Namespace, by_sync: dict[str, int], out: TextIO) -> None:
+    """A ticket sync escalated has no job (sync works outside the inbox): say so, and where
+    its escalations are, instead of "nothing to show"."""
+    for name, count in sorted(by_sync.items()):
+        times = "once" if count == 1 else f"{count} times"
+        print(
+            f"ticket {args.ticket} on {name} was escalated {times} by sync, which makes no job: "
+            f"`escbridge history {name} {args.ticket}` shows each escalation with its rule "
+            "and reasons",
+            file=out,
+        )
 
 
 def _when(job: Job) -> str:
@@ -286,7 +328,7 @@ def run_due(args: argparse.Namespace) -> int:
         )
         return EXIT_OK
     for name, (n, d) in sorted(counts.items()):
-        print(f"{name}: {n} open ticket(s) known, {d} with a deadline", file=out)
+        print(f"{name}: {plural(n, 'open ticket')} known, {d} with a deadline", file=out)
     if not shadows:
         print("nothing is due by time alone", file=out)
         return EXIT_OK

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 import threading
 import time
@@ -13,7 +12,15 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TextIO
 
-from escbridge.cli._common import EXIT_INVALID, EXIT_OK, EXIT_PROBLEM, run_until_signal
+from escbridge.cli._common import (
+    EXIT_INVALID,
+    EXIT_OK,
+    EXIT_PROBLEM,
+    add_log_options,
+    configure_logging,
+    install_secrets,
+    run_until_signal,
+)
 from escbridge.errors import EscbridgeError, InvalidInputError
 from escbridge.sync import (
     RECONCILE_MODES,
@@ -84,6 +91,11 @@ def format_report(report: SyncReport) -> str:
             f"{name}: scanned {r.scanned}, {verb} {sum(r.escalated.values())} ({levels}), "
             f"skipped {r.skipped}, failed {r.failed}, {r.api_calls} API calls"
         )
+        if r.routes_nothing and r.routing is not None:
+            lines.append(f"  NOTHING CAN ESCALATE: {r.routing.problem()}")
+        if r.skipped_by:
+            counted = ", ".join(f"{n} {reason}" for reason, n in r.skipped_by.most_common())
+            lines.append(f"  skipped {r.skipped}: {counted}")
         lines.extend(_passes_lines(r, report.dry_run))
         if r.recovered:
             lines.append(
@@ -103,6 +115,8 @@ def format_report(report: SyncReport) -> str:
         for e in report.escalations:
             where = f" ({e.group})" if e.group else ""
             lines.append(f"  {e.instance} #{e.ticket_id} → {e.destination}{where}: {e.summary}")
+            if e.reasons:
+                lines.append(f"      why: {'; '.join(e.reasons)}")
     lines.append(f"done in {report.duration:.1f}s{mode}")
     return "\n".join(lines) + "\n"
 
@@ -235,7 +249,10 @@ def configure_sync_parser(parser: argparse.ArgumentParser) -> None:
         help="time between runs with --loop (default 60s)",
     )
     parser.add_argument("--json", action="store_true", help="JSON summary even on a terminal")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log each escalation")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="log each escalation (--log-level info)"
+    )
+    add_log_options(parser, level="WARNING")
 
 
 def run_sync(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:
@@ -245,12 +262,7 @@ def run_sync(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | 
 
     out = out or sys.stdout
     err = err or sys.stderr
-    if not logging.getLogger().handlers:
-        logging.basicConfig(
-            level=logging.INFO if args.verbose else logging.WARNING,
-            format="%(asctime)s %(levelname)s %(message)s",
-            stream=err,
-        )
+    configure_logging(args, stream=err)
     if args.lookback is not None or args.no_sweep:
         print(GONE, file=err)
     if args.batch_size is not None and args.batch_size < 1:
@@ -259,6 +271,7 @@ def run_sync(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | 
     counter = CallCounter()
     try:
         config = load_config(args.config)
+        install_secrets(v for i in config.instances.values() for v in i.secret_values)
         unknown = [name for name in args.instance if name not in config.instances]
         if unknown:
             known = ", ".join(sorted(config.instances)) or "none"

@@ -5,9 +5,22 @@ from __future__ import annotations
 import argparse
 import logging
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
-from escbridge.cli._common import EXIT_INVALID, EXIT_OK, EXIT_PROBLEM, run_until_signal
+from escbridge.cli._common import (
+    EXIT_INVALID,
+    EXIT_OK,
+    EXIT_PROBLEM,
+    add_log_options,
+    configure_logging,
+    install_secrets,
+    plural,
+    run_until_signal,
+)
 from escbridge.errors import EscbridgeError, InvalidInputError
+
+if TYPE_CHECKING:
+    from escbridge.config import Config
 
 log = logging.getLogger("escbridge.cli")
 
@@ -30,20 +43,23 @@ def configure_worker_parser(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="stop when no event is pending or in progress instead of waiting for more",
     )
+    add_log_options(parser)
 
 
 def run_worker(args: argparse.Namespace) -> int:
     """`escbridge worker`: runs until SIGTERM/SIGINT, finishing the events in hand."""
     from escbridge.config import load_config
     from escbridge.processing import build_processor
+    from escbridge.secrets import safe_url
 
     if args.concurrency is not None and args.concurrency < 1:
         print("escbridge worker: --concurrency must be at least 1")
         return EXIT_INVALID
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    configure_logging(args)
     try:
-        processor = build_processor(load_config(args.config))
+        config = load_config(args.config)
+        install_secrets(_secrets(config))
+        processor = build_processor(config)
         processor.store.check_schema()
     except InvalidInputError as error:
         print(f"escbridge worker: {error}")
@@ -52,17 +68,27 @@ def run_worker(args: argparse.Namespace) -> int:
         print(f"escbridge worker: {error}")
         return EXIT_PROBLEM
     concurrency = args.concurrency or processor.settings.concurrency
-    log.info("worker %s: %d thread(s) on %r", processor.worker_id, concurrency, processor.store)
+    log.info(
+        "worker %s: %s on store %s",
+        processor.worker_id,
+        plural(concurrency, "thread"),
+        safe_url(processor.store.url),
+    )
     try:
         with run_until_signal("finishing the events in hand") as stop:
             report = processor.run(stop=stop, concurrency=concurrency, drain=args.drain)
     finally:
         processor.store.close()
     print(
-        f"processed {report.done} event(s): {_counts(report.outcomes)}; "
+        f"processed {plural(report.done, 'event')}: {_counts(report.outcomes)}; "
         f"{report.retried} retried, {report.dead} dead-lettered"
     )
     return EXIT_OK
+
+
+def _secrets(config: Config) -> list[str]:
+    """Every instance's secrets: masked in each log line, whatever logged it."""
+    return [value for instance in config.instances.values() for value in instance.secret_values]
 
 
 def _counts(outcomes: Mapping[str, int]) -> str:

@@ -107,6 +107,12 @@ class TimeTest:
     # level_overdue/response_overdue without their own time/calendar count the way the level's
     # expected times are written (the level's `time` and `calendar`), not the matrix default.
     follow_level: bool = False
+    # For such a test with days written ("over: 1d"): the bounds in each way levels count time,
+    # as (business?, calendar name or "" for calendar time, over, under), since a working day
+    # is as long as the level's calendar says. Empty: ``over``/``under`` hold everywhere.
+    level_bounds: tuple[tuple[bool, str, timedelta | None, timedelta | None], ...] = ()
+    # over/under as the admin wrote them ("1d", "8h"), for explanations and descriptions.
+    written: tuple[str | None, str | None] = (None, None)
 
 
 Condition = AllOf | AnyOf | NotOf | FieldTest | TagTest | KeywordTest | TimeTest

@@ -9,7 +9,7 @@ import re
 from datetime import timedelta
 from typing import Any
 
-from escbridge.calendar import format_duration
+from escbridge.calendar import BusinessCalendar, format_duration
 from escbridge.conditions.ast import (
     TIME_MEASURES,
     AllOf,
@@ -63,7 +63,14 @@ def describe_condition(cond: Condition, *, nested: bool = False) -> str:
         words = ", ".join(f"“{' '.join(p)}”" for p in cond.phrases)
         where = " or ".join(f.replace("_", " ") for f in cond.fields)
         return f"mentions {words} in the {where}"
-    return time_condition_text(cond.measure, cond.over, cond.under, business=cond.business)
+    return time_condition_text(
+        cond.measure,
+        cond.over,
+        cond.under,
+        business=cond.business,
+        calendar=cond.calendar,
+        written=cond.written,
+    )
 
 
 def _value_text(value: Any) -> str:
@@ -110,15 +117,26 @@ _RUN_OUT = {
 
 
 def time_condition_text(
-    measure: str, over: timedelta | None, under: timedelta | None, *, business: bool
+    measure: str,
+    over: timedelta | None,
+    under: timedelta | None,
+    *,
+    business: bool,
+    calendar: BusinessCalendar | None = None,
+    written: tuple[str | None, str | None] = (None, None),
 ) -> str:
-    """``time since the ticket was last updated over 2h`` (calendar time says so)."""
+    """``time since the ticket was last updated over 2h`` (calendar time says so).
+
+    Bounds read as the admin ``written`` them; else business durations are written in working
+    days of ``calendar`` (the one measuring them), and without it a day is 24h.
+    """
+    unit = calendar if business else None
     mode = "" if business else " (calendar time)"
     if over == timedelta(0) and under is None and measure in _RUN_OUT:
         return _RUN_OUT[measure] + mode
     bounds = []
     if over is not None:
-        bounds.append(f"over {format_duration(over)}")
+        bounds.append(f"over {written[0] or format_duration(over, unit)}")
     if under is not None:
-        bounds.append(f"under {format_duration(under)}")
+        bounds.append(f"under {written[1] or format_duration(under, unit)}")
     return f"{TIME_MEASURES[measure]} {' and '.join(bounds)}{mode}"

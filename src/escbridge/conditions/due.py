@@ -89,16 +89,17 @@ def flips(test: TimeTest, ctx: Context) -> list[datetime]:
     if found is None:
         return []
     anchor, offset, sign = found
-    if test.over is not None and test.under is not None and test.under - test.over <= _US:
+    over, under = ctx.bounds(test)
+    if over is not None and under is not None and under - over <= _US:
         return []  # no value lies strictly between the bounds: false at every instant
     business, calendar = ctx.mode(test)
     thresholds = []  # values x of E at which the test flips, as "E >= x" starts to hold
-    if test.over is not None:
+    if over is not None:
         # +1: E - offset > over <=> E >= over + offset + 1µs;  -1: -E > over <=> E < -over
-        thresholds.append(test.over + offset + _US if sign > 0 else -test.over)
-    if test.under is not None:
+        thresholds.append(over + offset + _US if sign > 0 else -over)
+    if under is not None:
         # +1: E - offset < under <=> E < under + offset;  -1: -E < under <=> E >= 1µs - under
-        thresholds.append(test.under + offset if sign > 0 else _US - test.under)
+        thresholds.append(under + offset if sign > 0 else _US - under)
     out = []
     for x in thresholds:
         at = first_at_least(calendar, business, anchor, x)

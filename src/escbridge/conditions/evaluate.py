@@ -72,6 +72,17 @@ class Context:
             return self.rung.business, self.rung.calendar
         return test.business, test.calendar
 
+    def bounds(self, test: TimeTest) -> tuple[timedelta | None, timedelta | None]:
+        """(over, under) of a time test in the time it counts: a level-following test with days
+        written counts the working days of the level's calendar."""
+        if test.follow_level and test.level_bounds:
+            business = self.rung.business
+            name = self.rung.calendar.name if business else ""
+            for b, n, over, under in test.level_bounds:
+                if b == business and n == name:
+                    return over, under
+        return test.over, test.under
+
     def measure(self, test: TimeTest) -> timedelta | None:
         """A time measure of the ticket (None when it does not apply, e.g. no due date)."""
         business, calendar = self.mode(test)
@@ -338,7 +349,8 @@ def _compile_time(cond: TimeTest) -> Test:
         value = ctx.measure(cond)
         if value is None:
             return False
-        return (over is None or value > over) and (under is None or value < under)
+        low, high = ctx.bounds(cond) if cond.level_bounds else (over, under)
+        return (low is None or value > low) and (high is None or value < high)
 
     return timed
 

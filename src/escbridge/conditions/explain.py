@@ -9,6 +9,7 @@ what each one saw.
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from typing import Any
 
 from escbridge.calendar import format_duration
@@ -147,16 +148,23 @@ def _time_text(cond: TimeTest, ctx: Context, ok: bool) -> str:
         return f"{label}: {missing}"
     business, calendar = ctx.mode(cond)
     mode = f"business time ({calendar.name})" if business else "calendar time"
+
+    def shown(length: timedelta) -> str:
+        # In the units the admin wrote: in business time d is a working day of this calendar.
+        return format_duration(length, calendar if business else None)
+
+    over, under = ctx.bounds(cond)
     bounds = []
     gap = None
-    if cond.over is not None:
-        bounds.append(f"over {format_duration(cond.over)}")
-        if value <= cond.over:
-            gap = f"{format_duration(cond.over - value)} to go"
-    if cond.under is not None:
-        bounds.append(f"under {format_duration(cond.under)}")
-        if value >= cond.under and gap is None:
-            gap = f"{format_duration(value - cond.under)} too much"
+    over_text, under_text = cond.written
+    if over is not None:
+        bounds.append(f"over {over_text or shown(over)}")
+        if value <= over:
+            gap = f"{shown(over - value)} to go"
+    if under is not None:
+        bounds.append(f"under {under_text or shown(under)}")
+        if value >= under and gap is None:
+            gap = f"{shown(value - under)} too much"
     wanted = " and ".join(bounds)
-    text = f"{label} is {format_duration(value)} of {mode}"
+    text = f"{label} is {shown(value)} of {mode}"
     return f"{text}, {wanted}" if ok else f"{text}, not {wanted} ({gap})"

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any
 
-from escbridge.calendar import BusinessCalendar, parse_duration
+from escbridge.calendar import BusinessCalendar, read_duration
 from escbridge.conditions.ast import (
     FIELD_NAMES,
     FIELD_OPS_ALL,
@@ -42,7 +42,9 @@ class ConditionParser:
 
     ``calendar`` resolves a calendar named in a time condition (reporting unknown names
     itself); ``default_calendar`` and ``business`` are what a time condition without its own
-    ``calendar``/``time`` counts in.
+    ``calendar``/``time`` counts in. ``level_modes`` are the (business?, calendar) pairs the
+    levels and teams count in, which ``level_overdue``/``response_overdue`` follow: a day
+    written there must be equally long in each of them.
     """
 
     def __init__(
@@ -51,11 +53,13 @@ class ConditionParser:
         calendar: CalendarRef,
         default_calendar: BusinessCalendar,
         business: bool,
+        level_modes: Sequence[tuple[bool, BusinessCalendar]] = (),
     ) -> None:
         self.fail = fail
         self.calendar = calendar
         self.default_calendar = default_calendar
         self.business = business
+        self.level_modes = tuple(level_modes)
 
     def parse(self, raw: Any, path: KeyPath) -> Condition | None:
         """The tree for ``raw`` at ``path``, or None after reporting why it is not one."""
@@ -256,7 +260,7 @@ class ConditionParser:
         return KeywordTest(tuple(phrases), tuple(fields), format_path(path))
 
     def _time(self, measure: str, raw: Any, path: KeyPath) -> Condition | None:
-        if isinstance(raw, str | int):
+        if isinstance(raw, str | int | float):
             raw = {"under" if measure == "until_due" else "over": raw}
         if not isinstance(raw, dict):
             self.fail(path, "expected a duration such as 4h, or {over: 4h, time: business}")
@@ -267,15 +271,7 @@ class ConditionParser:
                 (*path, sorted(unknown)[0]), "is not a known key here (over, under, time, calendar)"
             )
             return None
-        bounds: dict[str, timedelta | None] = {"over": None, "under": None}
-        for key in ("over", "under"):
-            if key in raw:
-                try:
-                    bounds[key] = parse_duration(raw[key])
-                except ValueError as exc:
-                    self.fail((*path, key), str(exc))
-                    return None
-        if bounds["over"] is None and bounds["under"] is None:
+        if "over" not in raw and "under" not in raw:
             self.fail(path, "needs over or under (e.g. over: 4h)")
             return None
         time_mode = raw.get("time", "business" if self.business else "calendar")
@@ -285,14 +281,49 @@ class ConditionParser:
         calendar = self.default_calendar
         if "calendar" in raw:
             calendar = self.calendar(str(raw["calendar"]), (*path, "calendar"))
+        follow_level = measure in LEVEL_MEASURES and not {"time", "calendar"} & set(raw)
+        business = time_mode == "business"
+        # level_overdue/response_overdue count in each level's own time: a day written there is
+        # a working day of the level's calendar, so the bounds are worked out for each of them.
+        modes = {(business, calendar.name if business else ""): (business, calendar)}
+        if follow_level and self.level_modes:
+            modes = {(b, cal.name if b else ""): (b, cal) for b, cal in self.level_modes}
+        per_mode: dict[tuple[bool, str], list[timedelta | None]] = {key: [] for key in modes}
+        own: list[timedelta | None] = []
+        shown: list[str | None] = []
+        for key in ("over", "under"):
+            if key not in raw:
+                own.append(None)
+                shown.append(None)
+                for bounds in per_mode.values():
+                    bounds.append(None)
+                continue
+            try:
+                written = read_duration(raw[key])
+                for mode_key, (b, cal) in modes.items():
+                    per_mode[mode_key].append(written.measured(cal if b else None))
+            except ValueError as exc:
+                self.fail((*path, key), str(exc))
+                return None
+            shown.append(str(written))
+            try:
+                own.append(written.measured(calendar if business else None))
+            except ValueError:  # the matrix default does not measure this test: a level does
+                own.append(next(iter(per_mode.values()))[-1])
+        distinct = {tuple(bounds) for bounds in per_mode.values()}
+        level_bounds: tuple[tuple[bool, str, timedelta | None, timedelta | None], ...] = ()
+        if follow_level and distinct != {tuple(own)}:
+            level_bounds = tuple((b, n, lo, hi) for (b, n), (lo, hi) in per_mode.items())
         return TimeTest(
             measure=measure,
-            over=bounds["over"],
-            under=bounds["under"],
+            over=own[0],
+            under=own[1],
             calendar=calendar,
-            business=time_mode == "business",
+            business=business,
             path=format_path(path),
-            follow_level=measure in LEVEL_MEASURES and not {"time", "calendar"} & set(raw),
+            follow_level=follow_level,
+            level_bounds=level_bounds,
+            written=(shown[0], shown[1]),
         )
 
     def _priority(self, raw: Any, path: KeyPath) -> Condition | None:

@@ -285,6 +285,12 @@ class BaseConnector(ABC, Generic[C, P]):
             return ApplyResult(ticket_id, ok=False, error=fields_text(exc))
         return None
 
+    def agent_url(self, ticket_id: str) -> str | None:
+        """Where a person opens the ticket in the helpdesk's agent view (report links,
+        notifications), or None when this connector cannot tell. From the config alone: it
+        never calls the helpdesk, so it works without credentials and for any ticket id."""
+        return None
+
     def secret_values(self) -> list[str]:
         """Every credential of this instance (the config's ``secret_values()``), for redaction."""
         values = getattr(self.config, "secret_values", None)

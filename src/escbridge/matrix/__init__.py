@@ -32,6 +32,7 @@ from escbridge.matrix.model import (
     Target,
     describe_expected,
     describe_target,
+    expected_text,
 )
 from escbridge.matrix.spec import (
     ID_PATTERN,
@@ -90,6 +91,7 @@ __all__ = [
     "compile_template",
     "describe_expected",
     "describe_target",
+    "expected_text",
     "is_level_relative",
     "load_matrix",
     "parse_matrix",

@@ -11,13 +11,19 @@ import dataclasses
 import hashlib
 import re
 from collections.abc import Mapping, Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 
 import jinja2
 from pydantic import ValidationError
 
-from escbridge.calendar import BusinessCalendar, build_holidays, parse_weekly_hours
+from escbridge.calendar import (
+    BusinessCalendar,
+    WrittenDuration,
+    build_holidays,
+    parse_weekly_hours,
+)
 from escbridge.conditions.ast import is_level_relative
 from escbridge.conditions.parse import ConditionParser
 from escbridge.errors import InvalidInputError, MatrixError, Problem
@@ -109,8 +115,12 @@ class _Compiler:
                 "team", team_id, team, rank, calendars, default_cal, business_default, path
             )
         # Disabled rules are checked too: enabling one later must not break a running matrix.
+        modes = {(r.business, r.calendar.name): r.calendar for r in (*levels, *teams.values())}
         compiled = [
-            (spec_rule.enabled, self._rule(i, spec_rule, levels, teams, calendars, default_cal))
+            (
+                spec_rule.enabled,
+                self._rule(i, spec_rule, levels, teams, calendars, default_cal, modes),
+            )
             for i, spec_rule in enumerate(spec.rules)
         ]
         rules = tuple(r for enabled, r in compiled if enabled and r is not None)
@@ -127,7 +137,7 @@ class _Compiler:
             levels=levels,
             teams=teams,
             rules=rules,
-            cooldown=spec.limits.cooldown,
+            cooldown=spec.limits.cooldown.measured(),  # elapsed time since the last escalation
             daily_cap=spec.limits.daily_cap,
             default_calendar=default_cal,
             default_note=default_note(),
@@ -198,6 +208,14 @@ class _Compiler:
             else default_cal
         )
         business = business_default if spec.time is None else spec.time == "business"
+        written = {"resolution": spec.resolution}
+        if isinstance(spec, LevelSpec):
+            written["response"] = spec.response
+        # In business time a day is a working day of the rung's calendar.
+        measure = cal if business else None
+        lengths = {
+            key: self._length(value, measure, (*path, key)) for key, value in written.items()
+        }
         return Rung(
             kind=kind,
             id=rung_id,
@@ -205,11 +223,27 @@ class _Compiler:
             rank=rank,
             groups=dict(spec.groups),
             min_priority=spec.min_priority,
-            response=spec.response if isinstance(spec, LevelSpec) else None,
-            resolution=spec.resolution,
+            response=lengths.get("response"),
+            resolution=lengths["resolution"],
+            written={key: str(value) for key, value in written.items() if value is not None},
             calendar=cal,
             business=business,
         )
+
+    def _length(
+        self,
+        written: WrittenDuration | None,
+        calendar: BusinessCalendar | None,
+        path: tuple[str | int, ...],
+    ) -> timedelta | None:
+        """An expected time measured by ``calendar`` (None: elapsed time), or None if invalid."""
+        if written is None:
+            return None
+        try:
+            return written.measured(calendar)
+        except ValueError as exc:
+            self.fail(path, str(exc))
+            return None
 
     def _rule(
         self,
@@ -219,6 +253,7 @@ class _Compiler:
         teams: Mapping[str, Rung],
         calendars: Mapping[str, BusinessCalendar],
         default_cal: BusinessCalendar,
+        modes: Mapping[tuple[bool, str], BusinessCalendar],
     ) -> Rule | None:
         path: tuple[str | int, ...] = ("rules", index)
         before = len(self.problems)
@@ -227,6 +262,7 @@ class _Compiler:
             lambda name, at: self._calendar_ref(name, at, calendars),
             default_cal,
             business=self.spec.defaults.time == "business",
+            level_modes=[(business, cal) for (business, _), cal in modes.items()],
         )
         condition = parser.parse(spec.when, (*path, "when"))
         target = self._target(spec, levels, teams, (*path, "to"))

@@ -33,6 +33,8 @@ class Rung:
     resolution: timedelta | None
     calendar: BusinessCalendar
     business: bool
+    #: response and resolution as the admin wrote them ("1d", "8h"), for tables and charts
+    written: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def marker(self) -> str:
@@ -142,12 +144,22 @@ def describe_target(rule: Rule) -> str:
     return f"{rule.target.rung.kind} {rule.target.rung.id}"
 
 
+def expected_text(rung: Rung, which: Literal["response", "resolution"]) -> str:
+    """A rung's expected time as the admin wrote it (a business "1d" is a working day)."""
+    if which in rung.written:
+        return rung.written[which]
+    value = rung.response if which == "response" else rung.resolution
+    if value is None:
+        return "—"
+    return format_duration(value, rung.calendar if rung.business else None)
+
+
 def describe_expected(rung: Rung) -> str:
     """The expected times of a rung, as shown in tables and charts."""
     parts = []
     if rung.response is not None:
-        parts.append(f"response {format_duration(rung.response)}")
+        parts.append(f"response {expected_text(rung, 'response')}")
     if rung.resolution is not None:
-        parts.append(f"resolution {format_duration(rung.resolution)}")
+        parts.append(f"resolution {expected_text(rung, 'resolution')}")
     mode = "business" if rung.business else "calendar"
     return f"{', '.join(parts)} ({mode} time)" if parts else "—"

@@ -6,15 +6,16 @@ structurally valid ``MatrixSpec`` may still be refused there.
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import date
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator
 
-from escbridge.calendar import parse_duration
+from escbridge.calendar import WrittenDuration, read_duration
 from escbridge.model import Priority
 
-Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+#: Kept as written: a day's length is known only once the calendar that measures it is (loader).
+Duration = Annotated[WrittenDuration, PlainValidator(read_duration)]
 PriorityName = Annotated[Priority, BeforeValidator(Priority.parse)]
 TimeMode = Literal["business", "calendar"]
 ID_PATTERN = r"^[a-z0-9][a-z0-9_-]*$"
@@ -46,7 +47,7 @@ class DefaultsSpec(_Spec):
 
 
 class LimitsSpec(_Spec):
-    cooldown: Duration = timedelta(minutes=30)
+    cooldown: Duration = read_duration("30m")
     daily_cap: int = Field(default=3, ge=1)
 
 

@@ -677,10 +677,13 @@ def build_processor(
     settings: ProcessingConfig | None = None,
 ) -> Processor:
     """The Processor escbridge.yaml describes: its store, matrix, and one connector per instance."""
-    from escbridge.connector import create_connector
+    from escbridge.connector import create_connector, default_registry
     from escbridge.matrix import load_matrix
     from escbridge.policy import Engine
 
+    # A mistyped ``type:`` is one line naming the key (exit 2), the same in every command,
+    # rather than the plugin loader's failure.
+    config.require_helpdesks((registry or default_registry()).names())
     matrix = load_matrix(config.matrix_path)
     engine = Engine(matrix, helpdesks={name: i.type for name, i in config.instances.items()})
     connectors = {

@@ -16,8 +16,10 @@ from collections.abc import Callable
 
 from escbridge.reports.data import CSV_HEADER, render_csv, render_json, report_data
 from escbridge.reports.figures import (
+    BACKGROUND_SHARE,
     FACTS,
     UNKNOWN,
+    WITHIN_TARGET_MIN_RESOLVED,
     Breakdown,
     Change,
     Durations,
@@ -28,6 +30,7 @@ from escbridge.reports.figures import (
     Report,
     RungTiming,
     Share,
+    TicketUrl,
     Trend,
     TrendPoint,
     Unit,
@@ -48,11 +51,13 @@ RENDERERS: dict[str, Callable[[Report], str]] = {
 }
 
 __all__ = [
+    "BACKGROUND_SHARE",
     "CHARTS_NEED_MATPLOTLIB",
     "CSV_HEADER",
     "FACTS",
     "RENDERERS",
     "UNKNOWN",
+    "WITHIN_TARGET_MIN_RESOLVED",
     "Breakdown",
     "Change",
     "Durations",
@@ -63,6 +68,7 @@ __all__ = [
     "Report",
     "RungTiming",
     "Share",
+    "TicketUrl",
     "Trend",
     "TrendPoint",
     "Unit",

@@ -57,6 +57,8 @@ def report_data(report: Report) -> dict[str, Any]:
             "within": within,
             "resolved": measured,
             "share": _share(within / measured if measured else None),
+            # False below WITHIN_TARGET_MIN_RESOLVED resolutions: too few to lead with.
+            "headline": report.within_target_headline,
         },
         "breakdowns": {
             b.name: {
@@ -119,12 +121,21 @@ def report_data(report: Report) -> dict[str, Any]:
                     "escalations": t.count,
                     "path": list(t.path),
                     "last": t.last.isoformat(),
+                    "url": t.url,
                 }
                 for t in report.repeats.top
             ],
         },
         "reasons": [
-            {"reason": r.text, "count": r.count, "share": _share(r.share), "rules": list(r.rules)}
+            {
+                "reason": r.text,
+                "count": r.count,
+                "share": _share(r.share),
+                "rules": list(r.rules),
+                # The share of all escalations it held for; background: it tells none apart.
+                "holds_for": _share(r.holds),
+                "background": r.background,
+            }
             for r in report.reasons
         ],
         "notes": list(report.notes),
@@ -196,6 +207,7 @@ def _csv_rows(report: Report) -> Iterator[tuple[str, str, str, str, str | int | 
     for i, reason in enumerate(report.reasons, 1):
         yield "reason", str(i), reason.text, "count", reason.count
         yield "reason", str(i), reason.text, "share", num(reason.share)
+        yield "reason", str(i), reason.text, "holds_for", num(reason.holds)
 
 
 def render_csv(report: Report) -> str:

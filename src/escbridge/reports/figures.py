@@ -7,7 +7,13 @@ Definitions a support manager can check by hand:
 - *time to resolution* at a level runs from the escalation to the ticket's resolution, when the
   ticket was resolved before any further escalation; it is measured the way the level's expected
   resolution is (business or calendar time) and is *within target* when it is at most that;
-- a *repeat* is a ticket escalated more than once in the period.
+- a *repeat* is a ticket escalated more than once in the period;
+- the share *resolved within target* is a headline figure only from
+  :data:`WITHIN_TARGET_MIN_RESOLVED` resolutions on: "100%" of 2 says nothing about a team;
+- a *background* reason is a condition that held for at least :data:`BACKGROUND_SHARE` of all
+  escalations in the period (it appears among their reasons, or the recorded fact satisfies
+  it: ``channel is one of [...]`` against each escalation's channel). It does not tell the
+  escalated tickets apart, so the top reasons list it after the others.
 """
 
 from __future__ import annotations
@@ -28,6 +34,14 @@ from escbridge.matrix import TIME_MEASURES, Matrix, Rung
 
 Unit = Literal["day", "week"]
 UNKNOWN = "(not recorded)"
+#: Fewer resolutions than this and "resolved within target" is shown with its n, not as a
+#: headline: one late ticket of 5 moves it by 20 points, so it says nothing about a team yet.
+WITHIN_TARGET_MIN_RESOLVED = 20
+#: A reason that held for at least this share of all escalations is background, not a reason.
+BACKGROUND_SHARE = 0.9
+
+#: ``(instance, ticket id) -> URL`` of the ticket in the helpdesk's agent view, or None.
+TicketUrl = Callable[[str, str], str | None]
 
 # --- the rows the report is computed from --------------------------------------------------
 
@@ -190,6 +204,7 @@ class RepeatTicket:
     count: int
     path: tuple[str, ...]
     last: datetime
+    url: str | None = None  # the ticket in the helpdesk's agent view, when the connector knows
 
 
 @dataclass(frozen=True)
@@ -208,10 +223,18 @@ class Repeats:
 
 @dataclass(frozen=True)
 class Reason:
+    """One condition that made rules fire; ``holds`` is the share of all escalations in the
+    period it held for (``background`` from :data:`BACKGROUND_SHARE` on)."""
+
     text: str
     count: int
     share: float
     rules: tuple[str, ...]
+    holds: float = 0.0
+
+    @property
+    def background(self) -> bool:
+        return self.holds >= BACKGROUND_SHARE
 
 
 @dataclass(frozen=True)
@@ -242,6 +265,11 @@ class Report:
         """(resolved within target, resolved with a target) over every level and team."""
         measured = [t for t in self.timings if t.expected is not None]
         return sum(t.within_target for t in measured), sum(t.resolved for t in measured)
+
+    @property
+    def within_target_headline(self) -> bool:
+        """Whether enough tickets were resolved for the share within target to lead the page."""
+        return self.within_target[1] >= WITHIN_TARGET_MIN_RESOLVED
 
 
 def _ticket(row: EscalationRow) -> tuple[str, str]:
@@ -422,7 +450,10 @@ def _path(rows: Sequence[EscalationRow]) -> tuple[str, ...]:
 
 
 def _repeats(
-    current: Sequence[EscalationRow], previous: Sequence[EscalationRow], top: int
+    current: Sequence[EscalationRow],
+    previous: Sequence[EscalationRow],
+    top: int,
+    ticket_url: TicketUrl | None = None,
 ) -> Repeats:
     tickets: dict[tuple[str, str], list[EscalationRow]] = defaultdict(list)
     for row in current:
@@ -439,7 +470,15 @@ def _repeats(
         escalations_on_repeated=sum(len(v) for v in repeated.values()),
         distribution=tuple(sorted(distribution.items())),
         top=tuple(
-            RepeatTicket(k[0], k[1], len(v), _path(v), v[-1].decided_at) for k, v in ranked[:top]
+            RepeatTicket(
+                k[0],
+                k[1],
+                len(v),
+                _path(v),
+                v[-1].decided_at,
+                ticket_url(*k) if ticket_url else None,
+            )
+            for k, v in ranked[:top]
         ),
         previous_repeated=sum(1 for n in before.values() if n > 1),
     )
@@ -485,17 +524,49 @@ def reason_key(reason: str) -> str:
     return text
 
 
+_CHANNEL_REASON = re.compile(r"^channel (?P<op>is not one of|is one of|is not|is) (?P<values>.+)$")
+
+
+def _channel_test(key: str) -> Callable[[str], bool] | None:
+    """A ``channel is one of [...]`` reason as a test of a recorded channel; None for others."""
+    m = _CHANNEL_REASON.match(key)
+    if m is None:
+        return None
+    values = set(re.findall(r'"([^"]*)"', m["values"])) or {
+        v.strip() for v in m["values"].strip("[]").split(",")
+    }
+    negated = "not" in m["op"]
+    return lambda channel: (channel in values) != negated
+
+
+def _holds(key: str, rows: Sequence[EscalationRow], found: Sequence[set[str]]) -> float:
+    """The share of ``rows`` ``key`` held for: among their reasons, or by the recorded fact."""
+    test = _channel_test(key)
+    held = sum(
+        1
+        for row, keys in zip(rows, found, strict=True)
+        if key in keys or (test is not None and row.channel is not None and test(row.channel))
+    )
+    return held / len(rows) if rows else 0.0
+
+
 def _reasons(current: Sequence[EscalationRow], top: int) -> tuple[Reason, ...]:
+    """The most frequent conditions, background ones (true of almost every escalation) last."""
     counts: Counter[str] = Counter()
     rules: dict[str, set[str]] = defaultdict(set)
-    for row in current:
-        for key in dict.fromkeys(reason_key(r) for r in row.reasons):
+    found = [set(dict.fromkeys(reason_key(r) for r in row.reasons)) for row in current]
+    for row, keys in zip(current, found, strict=True):
+        for key in keys:
             counts[key] += 1
             if row.rule_id:
                 rules[key].add(row.rule_id)
     total = len(current)
-    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:top]
-    return tuple(Reason(text, n, n / total, tuple(sorted(rules[text]))) for text, n in ranked)
+    reasons = [
+        Reason(text, n, n / total, tuple(sorted(rules[text])), _holds(text, current, found))
+        for text, n in counts.items()
+    ]
+    reasons.sort(key=lambda r: (r.background, -r.count, r.text))
+    return tuple(reasons[:top])
 
 
 def choose_unit(window: Window) -> Unit:
@@ -515,11 +586,13 @@ def build_report(
     recorded: Iterable[str] | None = None,
     generated_at: datetime | None = None,
     title: str | None = None,
+    ticket_url: TicketUrl | None = None,
 ) -> Report:
     """The figures for ``window`` (rows of the previous window give the comparison).
 
     Pure: rows outside both windows are ignored, and a later escalation or resolution after
-    ``window.end`` is not known yet (the report is as of its end).
+    ``window.end`` is not known yet (the report is as of its end). ``ticket_url`` links the
+    tickets the report names to the helpdesk (the connectors' ``agent_url``).
     """
     all_rows = _fill_in(
         sorted(
@@ -618,7 +691,7 @@ def build_report(
         breakdowns=breakdowns,
         timings=_timings(current, by_ticket, matrix, window.end, "resolved_at" in facts),
         trend=_trend(current, previous, window, tz, unit or choose_unit(window)),
-        repeats=_repeats(current, previous, top),
+        repeats=_repeats(current, previous, top, ticket_url),
         reasons=_reasons(current, top),
         notes=_notes(facts, current, matrix),
         time_to_escalate=Durations.of(everyone),
@@ -627,11 +700,13 @@ def build_report(
 
 
 def _helpdesk_label(instance: str | None, *groups: Sequence[EscalationRow]) -> str:
+    """The instance's name, and its helpdesk type only when the name does not already say it
+    ("zohodesk", not "zohodesk (zohodesk)")."""
     if instance is None:
         return UNKNOWN
     for rows in groups:
         for row in rows:
-            if row.instance == instance and row.helpdesk:
+            if row.instance == instance and row.helpdesk and row.helpdesk != instance:
                 return f"{instance} ({row.helpdesk})"
     return instance
 
@@ -667,7 +742,7 @@ def _notes(
     missing_created = sum(1 for r in current if r.ticket_created_at is None)
     if missing_created:
         notes.append(
-            f"{missing_created} escalation(s) have no ticket creation time and are left out of "
-            "the time to escalation."
+            "Escalations without a ticket creation time are left out of the time to "
+            f"escalation: {missing_created}."
         )
     return tuple(notes)

@@ -13,8 +13,16 @@ import re
 import textwrap
 from typing import TYPE_CHECKING, Any
 
-from escbridge.reports.figures import Breakdown, Report
-from escbridge.reports.text import change_text, human, length_text, pct, period_text
+from escbridge.reports.figures import WITHIN_TARGET_MIN_RESOLVED, Breakdown, Report
+from escbridge.reports.text import (
+    BACKGROUND_TEXT,
+    change_text,
+    human,
+    length_text,
+    pct,
+    period_text,
+    within_text,
+)
 from escbridge.views import html_environment
 
 if TYPE_CHECKING:
@@ -46,7 +54,7 @@ def _plt_rc() -> dict[RcKeyType, Any]:
         "svg.hashsalt": "escbridge",  # stable ids, so the same report renders the same file
         "font.family": "sans-serif",
         "font.sans-serif": ["DejaVu Sans"],  # ships with matplotlib: the same layout everywhere
-        "font.size": 10.5,
+        "font.size": 11,
         "axes.spines.top": False,
         "axes.spines.right": False,
         "axes.edgecolor": "#94a3b8",
@@ -64,8 +72,8 @@ _SVG_ID = re.compile(r'\bid="([^"]+)"')
 
 
 def _svg(fig: Figure, name: str, label: str) -> Markup:
-    """The figure as inline SVG: no XML prolog, ids made unique to this chart. It keeps its
-    natural size on a wide screen; CSS shrinks it (viewBox) to the width of a phone."""
+    """The figure as inline SVG: no XML prolog, ids made unique to this chart. CSS sizes it to
+    the page's width (viewBox); on a phone it stops at a legible width and scrolls."""
     from markupsafe import Markup
 
     buffer = io.StringIO()
@@ -90,7 +98,8 @@ def _attr(text: str) -> str:
     return text.replace("&", "&amp;").replace('"', "&quot;").replace("<", "&lt;")
 
 
-CHART_WIDTH = 5.6  # inches: small enough that the text stays legible when a phone shrinks it
+#: Inches: about the page's width (72rem), so text drawn at 11 pt shows near the page's own size.
+CHART_WIDTH = 10.0
 
 
 def _figure(height: float) -> Figure:
@@ -126,7 +135,7 @@ def _trend_chart(report: Report) -> Markup | None:
     points = report.trend.points
     if not points or not any(p.count or p.previous for p in points):
         return None
-    fig = _figure(3.0)
+    fig = _figure(3.4)
     ax = fig.subplots()
     xs = list(range(len(points)))
     ax.bar(xs, [p.count for p in points], color=PALETTE["current"], label="this period", width=0.8)
@@ -266,6 +275,9 @@ def render_html(report: Report) -> str:
         length=length_text(report.window),
         within=within,
         measured=measured,
+        within_text=within_text(report),
+        within_min=WITHIN_TARGET_MIN_RESOLVED,
+        background_text=BACKGROUND_TEXT,
         pct=pct,
         human=human,
         change_text=change_text,

@@ -6,7 +6,13 @@ import io
 from datetime import UTC, timedelta, tzinfo
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from escbridge.reports.figures import Change, Report, Window
+from escbridge.reports.figures import (
+    BACKGROUND_SHARE,
+    WITHIN_TARGET_MIN_RESOLVED,
+    Change,
+    Report,
+    Window,
+)
 from escbridge.views import text_table
 
 
@@ -35,6 +41,24 @@ def change_text(change: Change) -> str:
     ratio = change.ratio
     rel = "new" if ratio is None else f"{sign}{abs(ratio) * 100:.1f}%"
     return f"{sign}{abs(change.delta)} ({rel})"
+
+
+def within_text(report: Report) -> str:
+    """``66.7% (4 of 6 resolved)``: the share always with its n; a caveat below the minimum."""
+    within, measured = report.within_target
+    if not measured:
+        return "no resolution times yet"
+    text = f"{pct(within / measured)} ({within} of {measured} resolved)"
+    if not report.within_target_headline:
+        text += f"; too few to judge (fewer than {WITHIN_TARGET_MIN_RESOLVED} resolved)"
+    return text
+
+
+BACKGROUND_TEXT = (
+    f"Listed last: conditions that held for at least {BACKGROUND_SHARE:.0%} of all escalations "
+    "in the period (among their reasons, or by the recorded channel): true of almost every "
+    "ticket, they tell none apart."
+)
 
 
 def period_text(report: Report) -> str:
@@ -72,15 +96,14 @@ def render_text(report: Report) -> str:
     if report.instances:
         w(f"Instances: {', '.join(report.instances)}")
     w()
-    within, measured = report.within_target
-    w(f"Escalations           {report.escalations.count}  ({change_text(report.escalations)})")
-    w(f"Tickets escalated     {report.tickets.count}  ({change_text(report.tickets)})")
+    w(f"Escalations           {report.escalations.count}  {change_text(report.escalations)}")
+    w(f"Tickets escalated     {report.tickets.count}  {change_text(report.tickets)}")
     w(
         f"Time to escalation    median {human(report.time_to_escalate.median)}, "
         f"90% within {human(report.time_to_escalate.p90)}"
     )
-    if measured:
-        w(f"Resolved within target  {within} of {measured} ({pct(within / measured)})")
+    if report.within_target[1]:
+        w(f"Resolved within target  {within_text(report)}")
     r = report.repeats
     w(f"Repeat escalations    {r.repeated} of {r.tickets} tickets ({pct(r.share)})")
     for b in report.breakdowns:
@@ -131,10 +154,7 @@ def render_text(report: Report) -> str:
         ).rstrip()
     )
     w()
-    w(
-        f"Repeat escalations: {r.repeated} ticket(s) escalated more than once "
-        f"(previous period {r.previous_repeated})"
-    )
+    w(f"Tickets escalated more than once: {r.repeated} (previous period {r.previous_repeated})")
     if r.top:
         w(
             text_table(
@@ -155,9 +175,19 @@ def render_text(report: Report) -> str:
     w(
         text_table(
             ("reason", "count", "share", "rules"),
-            [(x.text, str(x.count), pct(x.share), ", ".join(x.rules)) for x in report.reasons],
+            [
+                (
+                    x.text + (" (background)" if x.background else ""),
+                    str(x.count),
+                    pct(x.share),
+                    ", ".join(x.rules),
+                )
+                for x in report.reasons
+            ],
         ).rstrip()
     )
+    if any(x.background for x in report.reasons):
+        w(BACKGROUND_TEXT)
     if report.notes:
         w()
         for note in report.notes:

@@ -29,7 +29,7 @@ from escbridge.sandbox.driver import (
 )
 
 if TYPE_CHECKING:
-    from escbridge.matrix import Matrix
+    from escbridge.matrix import Matrix, Rung
 
 __all__ = [
     "DEFAULT_TICKETS",
@@ -113,10 +113,29 @@ _SLA = {
     Priority.NORMAL: timedelta(days=3),
     Priority.LOW: timedelta(days=5),
 }
+# What a day's work looks like from the backlog: most tickets that are not done are on track
+# (answered, within their level's time, due later); about one in six is running late in one of
+# these ways, and that is what a matrix like the demo's escalates over the day.
+_LATE_SHARE = 0.17
+_LATE = (("unanswered", 30), ("stuck", 25), ("due_soon", 30), ("vip_waiting", 15))
+_HORIZON = timedelta(hours=10)  # "on track" means still on track at the end of the working day
+_SPECIALISTS = 0.8  # share of billing disputes and outages already with their team
 
 
 def _pick(rng: random.Random, weighted: Sequence[tuple[Any, int]]) -> Any:
     return rng.choices([v for v, _ in weighted], [w for _, w in weighted])[0]
+
+
+def _within_level_time(rung: Rung, created: datetime, until: datetime) -> bool:
+    """Whether a ticket that reached ``rung`` at ``created`` is still within its level's
+    expected response and resolution times at ``until`` (counted as the level counts them)."""
+    spent = rung.calendar.elapsed(created, until) if rung.business else until - created
+    return all(limit is None or spent < limit for limit in (rung.response, rung.resolution))
+
+
+def _before(rung: Rung, now: datetime, delta: timedelta) -> datetime:
+    """``delta`` of the level's time before ``now``."""
+    return rung.calendar.add(now, -delta) if rung.business else now - delta
 
 
 def realistic_backlog(
@@ -131,13 +150,19 @@ def realistic_backlog(
     """``count`` tickets as a helpdesk holds them at ``now``, oldest change first.
 
     Ages run from minutes to two weeks; old tickets are mostly solved or closed, so what is
-    open is mostly recent; most open ones have had a first response; each has a due date from
-    its priority's SLA; a quarter already sit above the first level, in that level's group;
-    some carry VIP, enterprise, billing-dispute or outage tags.
+    open is mostly recent; a quarter sit above the first level, in that level's group (most of
+    those wait on the customer or a third party); billing disputes and outages are mostly with
+    their teams already; some carry VIP, enterprise or billing-dispute tags. Most tickets that
+    are not done are on track for the rest of the day by the matrix's own levels (answered; open
+    only while within the level's response and resolution times, else waiting on the customer;
+    not due yet), as a team that works to its matrix keeps them; about one in six is late
+    (unanswered, stuck at its level, due within hours, or a VIP left waiting), at the first
+    level — those are what a day of escalation is about.
     Deterministic for a given ``seed``.
     """
     rng = random.Random(f"{seed}:{helpdesk}")
     levels = matrix.levels
+    end_of_day = now + _HORIZON
     specs: list[TicketSpec] = []
     for _ in range(count):
         subject, description, topic_tags, _w = rng.choices(_TOPICS, [t[3] for t in _TOPICS])[0]
@@ -151,30 +176,53 @@ def realistic_backlog(
         else:
             age = timedelta(days=rng.uniform(4, 14))
         created = now - age
-        updated = created + (now - created) * rng.uniform(0.2, 1.0) ** 2
         # Old tickets are mostly done; what is still open is mostly recent.
         done_share = 0.2 if age < timedelta(days=1) else 0.5 if age < timedelta(days=4) else 0.85
-        if rng.random() < done_share:
-            status = Status.SOLVED if rng.random() < 0.65 else Status.CLOSED
-        elif age < timedelta(hours=1):
-            status = Status.NEW
-        else:
-            status = _pick(rng, ((Status.OPEN, 60), (Status.PENDING, 30), (Status.ON_HOLD, 10)))
-        first_response = None
-        if status is not Status.NEW and rng.random() < 0.85:
-            first_response = min(updated, created + timedelta(minutes=rng.uniform(5, 180)))
+        done = rng.random() < done_share
+        late = None if done or rng.random() >= _LATE_SHARE else _pick(rng, _LATE)
         tags = list(topic_tags)
-        if rng.random() < 0.06:
-            tags.append("vip")
-        elif rng.random() < 0.06:
-            tags.append("enterprise")
+        if done and rng.random() < 0.12:
+            tags.append("vip" if rng.random() < 0.5 else "enterprise")
         rung = levels[min(_pick(rng, _LEVELS), len(levels) - 1)]
-        if "billing_dispute" in tags and "billing" in matrix.teams and rng.random() < 0.5:
-            rung = matrix.teams["billing"]
+        team = _team_for(matrix, tags)
+        if team is not None and (done or rng.random() < _SPECIALISTS):
+            rung = team
         priority = _pick(rng, _PRIORITIES)
+        first_response: datetime | None = created + timedelta(minutes=rng.uniform(5, 180))
+        customer_reply = created if rng.random() < 0.5 else None
+        due: datetime | None = None
+        if late is not None:  # late where most tickets are: at the first level
+            rung = levels[0]
+        if late == "unanswered":  # nobody has answered yet
+            created = now - timedelta(minutes=rng.uniform(15, 14 * 60))
+            first_response = None
+        elif late == "stuck":  # answered, but beyond its level's resolution time
+            created = _before(rung, now, (rung.resolution or _HORIZON) + age / 4)
+        elif late == "due_soon":  # its due date falls within the working day
+            priority = max(priority, Priority.NORMAL)
+            due = now + timedelta(minutes=rng.uniform(90, 540))
+            created = min(created, due - _SLA[priority])
+        elif late == "vip_waiting":  # a VIP answered once, then left idle
+            tags.append("vip")
+            priority = max(priority, Priority.HIGH)
+            customer_reply = None
+        updated = created + (now - created) * rng.uniform(0.2, 1.0) ** 2
+        if first_response is not None:
+            first_response = min(first_response, updated)
+        if done:
+            status = Status.SOLVED if rng.random() < 0.65 else Status.CLOSED
+        elif late == "unanswered":
+            status = Status.NEW if now - created < timedelta(hours=1) else Status.OPEN
+        elif late == "stuck" or _within_level_time(rung, created, end_of_day):
+            status = _pick(rng, ((Status.OPEN, 80), (Status.PENDING, 20)))
+        else:  # answered and on track: the customer or a third party has the next move
+            status = _pick(rng, ((Status.PENDING, 75), (Status.ON_HOLD, 25)))
         if rung.min_priority is not None and priority < rung.min_priority:
             priority = rung.min_priority
-        due = created + _SLA[priority]
+        if due is None:
+            due = created + _SLA[priority]
+            if not done and due < end_of_day:  # on track: the due date was agreed anew
+                due = end_of_day + timedelta(hours=rng.uniform(2, 72))
         specs.append(
             TicketSpec(
                 subject=subject,
@@ -188,13 +236,22 @@ def realistic_backlog(
                 created_at=created,
                 updated_at=updated,
                 first_response_at=first_response,
-                last_customer_reply_at=created if rng.random() < 0.5 else None,
+                last_customer_reply_at=customer_reply,
                 due_at=due,
                 requester=rng.choice(_NAMES),
             )
         )
     specs.sort(key=lambda s: s.updated_at or now)
     return specs
+
+
+def _team_for(matrix: Matrix, tags: Sequence[str]) -> Rung | None:
+    """The functional team a topic belongs with, if the matrix has it."""
+    if "billing_dispute" in tags:
+        return matrix.teams.get("billing")
+    if {"outage", "data_loss", "api_error"} & set(tags):
+        return matrix.teams.get("technical")
+    return None
 
 
 # --- a set of running emulators ----------------------------------------------------------------
@@ -218,6 +275,8 @@ class SandboxSet:
     port: int = 0
     seed: int = 7
     running: list[RunningSandbox] = field(default_factory=list)
+    #: where the emulators post their webhooks, once connected (:meth:`connect_webhooks`)
+    receiver_url: str = ""
 
     def __enter__(self) -> SandboxSet:
         try:
@@ -260,10 +319,21 @@ class SandboxSet:
         return {r.instance: r.driver.instance_settings() for r in self.running}
 
     def connect_webhooks(self, receiver_url: str) -> None:
-        """Make every emulator post its webhooks to the receiver at ``receiver_url``."""
+        """Make every emulator post its webhooks to the receiver at ``receiver_url``.
+
+        The receiver must already answer: a helpdesk that checks the URL first (Zoho Desk's
+        validation GET) refuses it otherwise, raised as WebhookRegistrationError naming the
+        instance and ``receiver_url``.
+        """
+        from escbridge.errors import WebhookRegistrationError
+
         base = receiver_url.rstrip("/")
         for running in self.running:
-            running.driver.connect_webhooks(running.driver.webhook_url(base, running.instance))
+            try:
+                running.driver.connect_webhooks(running.driver.webhook_url(base, running.instance))
+            except ValueError as error:
+                raise WebhookRegistrationError(running.instance, base, str(error)) from None
+        self.receiver_url = base
 
 
 def config_yaml(instances: dict[str, dict[str, Any]], matrix: Path, store: str) -> str:

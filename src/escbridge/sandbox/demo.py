@@ -12,8 +12,13 @@ customer writes back furious, a legal threat, an agent flags a policy exception,
 an unanswered chat and an SLA about to breach — through webhooks as they happen, and, for the
 time-based rules, at their deadlines: as the clock moves on, the worker acts on each deadline in
 the store's due-queue at its instant (``via deadline`` in the table). Sync runs over the day
-(the first of them reconciles every open ticket, the backlog included). At the end it prints
-what was escalated, where and why, and where to look next; then it stops everything it started.
+(the first of them reconciles every open ticket, the backlog included), and every hour and a
+half or so the teams resolve the backlog tickets escalated to them, as teams do. Each story is
+checked: its first escalation must come from the rule its title names, to the destination the
+script expects; anything else is a failed demo (exit 1, named in the output). At the end it
+prints the day in figures (tickets escalated, how many reached the top level, how many more than
+once), what was escalated, where and why, and where to look next; then it stops everything it
+started.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from escbridge.cli._common import plural
 from escbridge.errors import DemoError
 from escbridge.model import Channel, Priority, Status
 from escbridge.sandbox.backlog import SandboxSet, config_yaml, default_matrix_path
@@ -49,9 +55,11 @@ log = logging.getLogger(__name__)
 __all__ = [
     "DEFAULT_STORE",
     "DEMO_TICKETS",
+    "DayFigures",
     "DemoError",
     "DemoOptions",
     "DemoResult",
+    "day_figures",
     "format_result",
     "run_demo_day",
     "simulated_day",
@@ -78,6 +86,12 @@ class Story:
     helpdesk: str
     title: str
     expect: str  # the first destination it must reach (level or team id)
+    rule: str  # the rule the title names: the one that must move it first
+
+    @property
+    def phrase(self) -> str:
+        """The title inside a sentence ("an SLA about to breach", acronyms kept)."""
+        return self.title[:1].lower() + self.title[1:]
 
 
 @dataclass(frozen=True)
@@ -147,15 +161,17 @@ def simulated_day(calendar: BusinessCalendar, today: date) -> date:
 STORIES = {
     s.key: s
     for s in (
-        Story("manager", "zendesk", "A customer asks for a manager", "l2"),
-        Story("vip", "zendesk", "A VIP ticket goes idle", "l2"),
-        Story("exception", "zendesk", "An agent flags a policy exception", "l2"),
-        Story("chat", "freshdesk", "A chat nobody answers", "l2"),
-        Story("sla", "freshdesk", "An SLA about to breach", "l2"),
-        Story("billing", "freshdesk", "A billing dispute arrives", "billing"),
-        Story("hostile", "zendesk", "A furious customer writes back", "l2"),
-        Story("legal", "zohodesk", "A customer threatens legal action", "l3"),
-        Story("outage", "zohodesk", "An outage report", "technical"),
+        Story("manager", "zendesk", "A customer asks for a manager", "l2", "supervisor-requested"),
+        Story("vip", "zendesk", "A VIP ticket goes idle", "l2", "vip-idle"),
+        Story(
+            "exception", "zendesk", "An agent flags a policy exception", "l2", "policy-exception"
+        ),
+        Story("chat", "freshdesk", "A chat nobody answers", "l2", "first-response-late"),
+        Story("sla", "freshdesk", "An SLA about to breach", "l2", "sla-about-to-breach"),
+        Story("billing", "freshdesk", "A billing dispute arrives", "billing", "billing-dispute"),
+        Story("hostile", "zendesk", "A furious customer writes back", "l2", "hostile-conversation"),
+        Story("legal", "zohodesk", "A customer threatens legal action", "l3", "legal-threat"),
+        Story("outage", "zohodesk", "An outage report", "technical", "technical-specialist"),
     )
 }
 
@@ -183,6 +199,7 @@ class _Day:
         self.result = result
         self.clock = sandboxes.clock
         self._now = ""
+        self._worked: set[tuple[str, str]] = set()  # backlog tickets the teams have resolved
         self.drivers: dict[str, SandboxDriver] = {r.instance: r.driver for r in sandboxes.running}
 
     # -- the script's verbs ------------------------------------------------------------------
@@ -211,7 +228,7 @@ class _Day:
             return
         if spec.group is None:
             spec = replace(spec, group=self.group(story.helpdesk))
-        self.say(f"{self._now}  {story.helpdesk}: {story.title.lower()}")
+        self.say(f"{self._now}  {story.helpdesk}: {story.phrase}")
         ticket_id = driver.create_ticket(spec)
         self.result.stories[key] = (story, ticket_id)
         self.result.ticket_urls[key] = driver.ticket_url(ticket_id)
@@ -238,9 +255,33 @@ class _Day:
     def agent_solves(self, key: str) -> None:
         driver, ticket_id = self._ticket(key)
         if driver is not None:
-            self.say(f"{self._now}  an agent solves: {STORIES[key].title.lower()}")
+            self.say(f"{self._now}  an agent solves: {STORIES[key].phrase}")
             driver.agent_solves(ticket_id)
             self.settle()
+
+    def teams_work(self) -> None:
+        """The groups escbridge escalated backlog tickets to resolve them, as a team does
+        between its checks of the queue (the scripted tickets follow their own script).
+
+        Without this, nobody would ever answer an escalated ticket and the day's limits would
+        push each one up the whole ladder, which no support manager would recognise.
+        """
+        scripted = {(story.helpdesk, tid) for story, tid in self.result.stories.values()}
+        waiting = [
+            key
+            for e in self.processor.store.escalations()
+            if (key := (e.instance, e.ticket_id)) not in scripted and key not in self._worked
+        ]
+        tickets = list(dict.fromkeys(waiting))
+        if not tickets:
+            return
+        self.say(f"{self._now}  the teams resolve {plural(len(tickets), 'escalated ticket')}")
+        for instance, ticket_id in tickets:
+            self._worked.add((instance, ticket_id))
+            driver = self.drivers.get(instance)
+            if driver is not None:
+                driver.agent_solves(ticket_id)
+        self.settle()
 
     def sync(self) -> None:
         self.say(f"{self._now}  escbridge sync")
@@ -342,6 +383,8 @@ class _Day:
         )
         self.at("09:00")
         self.sync()
+        self.at("09:05")
+        self.teams_work()  # the teams work what escbridge escalated: every 90 minutes or so
         self.at("09:10")
         self.opens(
             "billing",
@@ -373,7 +416,10 @@ class _Day:
         self.at("10:30")
         self.agent_tags("exception", ["policy_exception"])
         self.at("10:50")
-        self.sync()  # the VIP ticket has been idle for two hours
+        self.sync()  # the VIP ticket was escalated at 10:45, idle for two hours
+        self.at("11:00")
+        self.agent_replies("vip", "Senior support here: we are on it, a fix is being tested.")
+        self.teams_work()
         self.at("11:15")
         self.opens(
             "outage",
@@ -385,18 +431,27 @@ class _Day:
                 channel=Channel.WEB,
             ),
         )
+        self.at("12:15")
+        self.agent_replies("chat", "Team lead here - sorry for the wait. Let us sort out the card.")
         self.at("12:30")
-        self.sync()  # the chat has waited four hours for a first answer
+        self.sync()  # the chat waited four hours for a first answer (escalated at 12:05)
+        self.teams_work()
         self.at("13:40")
         self.sync()  # the scanners' SLA runs out at 14:30
+        self.at("14:00")
+        self.teams_work()
+        self.at("15:00")
+        self.agent_solves("vip")  # resolutions, for `escbridge report`
+        self.at("15:30")
+        self.agent_solves("manager")
+        self.teams_work()
         self.at("16:00")
         self.sync()  # the afternoon: whatever else the day's limits caught
         self.at("16:30")
-        self.agent_solves("exception")  # resolutions, for `escbridge report`
-        self.at("16:45")
-        self.agent_solves("vip")
+        self.agent_solves("exception")
         self.at("17:00")
         self.agent_solves("billing")
+        self.teams_work()
 
 
 # --- running it ----------------------------------------------------------------------------------
@@ -512,13 +567,57 @@ def _collect(result: DemoResult, matrix: Matrix) -> None:
                 why="; ".join(e.reasons) if e.reasons else e.summary,
             )
         )
-    first: dict[str, str] = {}
+    first: dict[str, DemoRow] = {}
     for row in result.rows:
-        first.setdefault(row.story.key, row.destination)
+        first.setdefault(row.story.key, row)
     for key, (story, _tid) in result.stories.items():
-        if first.get(key) != story.expect:
-            got = first.get(key) or "no escalation"
-            result.missing.append(f"{story.title} ({key}): expected {story.expect}, got {got}")
+        got = first.get(key)
+        if got is None:
+            result.missing.append(
+                f"{story.title} ({key}): expected {story.expect} by rule {story.rule}, "
+                "got no escalation"
+            )
+        elif (got.destination, got.rule_id) != (story.expect, story.rule):
+            result.missing.append(
+                f"{story.title} ({key}): expected {story.expect} by rule {story.rule}, "
+                f"got {got.destination} by rule {got.rule_id or 'none'}"
+            )
+
+
+@dataclass(frozen=True)
+class DayFigures:
+    """The day as a support manager reads it: how many tickets escalated, how far, how often."""
+
+    tickets: int  # the backlog and the scripted tickets
+    escalated: int  # tickets escalated at least once
+    top_level: str  # the ladder's top level, e.g. "l3 Support manager"
+    reached_top: int  # tickets escalated to the top level
+    repeated: int  # tickets escalated more than once
+
+    @property
+    def escalated_share(self) -> float:
+        return self.escalated / self.tickets if self.tickets else 0.0
+
+    def sentence(self) -> str:
+        return (
+            f"{self.escalated} of {plural(self.tickets, 'ticket')} escalated "
+            f"({self.escalated_share:.0%}); {self.reached_top} reached the top level "
+            f"({self.top_level}); {self.repeated} escalated more than once"
+        )
+
+
+def day_figures(result: DemoResult, matrix: Matrix) -> DayFigures:
+    """Count the day's escalations per ticket (from the store's escalation history)."""
+    per_ticket = Counter((e.instance, e.ticket_id) for e in result.escalations)
+    top = matrix.levels[-1]
+    reached = {(e.instance, e.ticket_id) for e in result.escalations if e.to_level == top.id}
+    return DayFigures(
+        tickets=result.seeded + len(result.stories),
+        escalated=len(per_ticket),
+        top_level=f"{top.id} {top.name}",
+        reached_top=len(reached),
+        repeated=sum(1 for n in per_ticket.values() if n > 1),
+    )
 
 
 def _via(job_id: int | None, kinds: Mapping[int, str]) -> str:
@@ -558,6 +657,7 @@ def format_result(result: DemoResult, matrix: Matrix, *, running: bool = False) 
         f"{len(result.sandboxes)} sandbox helpdesks ({helpdesks}) seeded with {result.seeded} "
         f"tickets; receiver {result.receiver_url}; store {result.store_path}"
     )
+    out.append(f"The day: {day_figures(result, matrix).sentence()}.")
     out.append("")
     out.append("What escbridge escalated, where and why (the scripted tickets):")
     rows = []
@@ -607,8 +707,8 @@ def format_result(result: DemoResult, matrix: Matrix, *, running: bool = False) 
     )
     paths = Counter(_via(e.job_id, result.job_kinds) for e in result.escalations)
     out.append(
-        f"All {len(result.escalations)} escalations of the day ({paths['webhook']} from "
-        f"webhooks, {paths['deadline']} at their deadline, {paths['sync']} from sync):"
+        f"All {plural(len(result.escalations), 'escalation')} of the day ({paths['webhook']} "
+        f"from webhooks, {paths['deadline']} at their deadline, {paths['sync']} from sync):"
     )
     destinations = [r.id for r in matrix.rungs]
     place_rows = [

@@ -129,7 +129,11 @@ class SandboxDriver(Protocol):
         ...
 
     def connect_webhooks(self, url: str) -> None:
-        """Make the emulator post its webhooks to ``url`` from now on."""
+        """Make the emulator post its webhooks to ``url`` from now on.
+
+        Raises ValueError when the helpdesk refuses the URL, as Zoho Desk does when its
+        validation GET gets no 200 (no receiver answers there yet).
+        """
         ...
 
     def create_ticket(self, spec: TicketSpec, *, notify: bool = True) -> str:

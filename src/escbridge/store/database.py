@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import re
 import sqlite3
 import threading
 import time
@@ -30,23 +31,81 @@ from sqlalchemy import event, exc
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.pool import StaticPool
 
-from escbridge.errors import StoreUnavailableError
-from escbridge.secrets import quote_userinfo, redact
+from escbridge.errors import StoreUnavailableError, StoreUrlError
+from escbridge.secrets import MASK, quote_userinfo, redact
 from escbridge.secrets import safe_url as secrets_safe_url
 
 DEFAULT_URL = "sqlite:///escbridge.db"
 
 
+SUPPORTED = "sqlite:///PATH or postgresql+psycopg://USER:PASSWORD@HOST/DB"
+"""The store URLs escbridge takes, as every message about a bad one names them."""
+
+_BACKENDS = {"sqlite": ("pysqlite",), "postgresql": ("psycopg",), "postgres": ("psycopg",)}
+_HOST_PORT = re.compile(r"^[\w.-]+:\d+(?:/|$)")
+_AUTHORITY = re.compile(r"(\[[^\]]*\]|[^:/?#]*)(?::([^/?#]*))?")  # host[:port], after the "@"
+
+
+def url_problem(url: str) -> str | None:
+    """Why ``url`` cannot be a store URL, with the fix; None when it can.
+
+    The one check of a store URL, made before anything connects (escbridge.yaml's ``store``,
+    every ``--store``, :func:`parse_url`), so a typo is one line naming the fix, never a
+    traceback from the URL parser or the driver. A password never appears in the message,
+    however broken the rest of the URL is.
+    """
+    text = url.strip()
+    if not text:
+        return f"is empty: write {SUPPORTED}"
+    if "://" not in text:
+        if "@" in text or _HOST_PORT.match(text):
+            return "is not a URL: write postgresql+psycopg://USER:PASSWORD@HOST/DB"
+        return (
+            f'"{text}" is not a URL: for a SQLite file write sqlite:///{text} '
+            "(or postgresql+psycopg://USER:PASSWORD@HOST/DB for PostgreSQL)"
+        )
+    scheme, _, rest = text.partition("://")
+    userinfo, at, after = ("", "", rest) if rest.startswith("/") else rest.rpartition("@")
+    user, colon, _password = userinfo.partition(":")
+    shown = secrets_safe_url(f"{scheme}://{user}{colon and ':' + MASK}{at}{after}")
+    backend, plus, driver = scheme.lower().partition("+")
+    if backend not in _BACKENDS:
+        return f'unsupported store URL {shown} (scheme "{scheme}"): escbridge supports {SUPPORTED}'
+    if plus and driver not in _BACKENDS[backend]:
+        wanted = "sqlite:///PATH" if backend == "sqlite" else "postgresql+psycopg://…"
+        return f'driver "{driver}" in {shown} is not supported: write {wanted}'
+    authority = _AUTHORITY.match(after)
+    host, port = (authority.group(1), authority.group(2)) if authority else ("", None)
+    if port is not None and not (port.isdigit() and 0 < int(port) < 65536):
+        return f'port "{port}" in {shown} is not a number from 1 to 65535 (PostgreSQL: 5432)'
+    if backend == "sqlite" and host:
+        return (
+            f"{shown} names a host, but SQLite is a file: write sqlite:///relative/path.db "
+            "or sqlite:////absolute/path.db"
+        )
+    quoted = quote_userinfo(text)
+    try:
+        make_url(quoted)
+    except (exc.ArgumentError, ValueError):
+        return f"{shown} is not a valid URL: write {SUPPORTED}"
+    return None
+
+
 def parse_url(url: str | URL) -> URL:
-    """The URL as SQLAlchemy sees it; ``postgresql://`` means the psycopg 3 driver."""
+    """The URL as SQLAlchemy sees it; ``postgresql://`` means the psycopg 3 driver.
+
+    Raises StoreUrlError (an InvalidInputError and a ValueError) for a URL :func:`url_problem`
+    refuses.
+    """
+    if isinstance(url, str):
+        problem = url_problem(url)
+        if problem is not None:
+            raise StoreUrlError(problem)
     parsed = make_url(quote_userinfo(url) if isinstance(url, str) else url)  # raw p@ss/w:rd
     if parsed.drivername in ("postgresql", "postgres"):
         parsed = parsed.set(drivername="postgresql+psycopg")
     if parsed.get_backend_name() not in ("sqlite", "postgresql"):
-        raise ValueError(
-            f"unsupported store URL {safe_url(parsed)}: use sqlite:///PATH or "
-            "postgresql+psycopg://USER:PASSWORD@HOST/DB"
-        )
+        raise StoreUrlError(f"unsupported store URL {safe_url(parsed)}: use {SUPPORTED}")
     return parsed
 
 
@@ -64,7 +123,7 @@ def create_engine(url: str | URL, *, busy_timeout: float = 30.0) -> sa.Engine:
     try:
         import psycopg  # noqa: F401  (the driver SQLAlchemy loads for postgresql+psycopg)
     except ImportError:
-        raise ValueError(
+        raise StoreUrlError(
             f"store {safe_url(parsed)} needs the PostgreSQL driver: install escbridge with its "
             "[postgres] extra (pip install './[postgres]' from a checkout)"
         ) from None

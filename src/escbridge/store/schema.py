@@ -182,3 +182,19 @@ ticket_shadow = sa.Table(
     sa.Column("matrix", sa.String(32), nullable=True),  # the digest due_at was computed under
     sa.Index(None, "due_at"),
 )
+
+#: The last run of each command that works on an instance as a whole (``sync``, ``check``):
+#: when it ran, whether it got through, its one-line summary and its result, and when a run
+#: last got through. What ``escbridge status`` shows without calling a helpdesk.
+instance_runs = sa.Table(
+    "instance_runs",
+    metadata,
+    sa.Column("instance", sa.String(100), primary_key=True),
+    sa.Column("kind", sa.String(20), primary_key=True),
+    sa.Column("started_at", UtcDateTime(), nullable=False),
+    sa.Column("finished_at", UtcDateTime(), nullable=False),
+    sa.Column("ok", sa.Boolean(), nullable=False),
+    sa.Column("summary", sa.Text(), nullable=False),
+    sa.Column("result", Json, nullable=True),
+    sa.Column("last_ok_at", UtcDateTime(), nullable=True),
+)

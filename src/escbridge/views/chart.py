@@ -14,9 +14,8 @@ from typing import Any
 
 import jinja2
 
-from escbridge.calendar import format_duration
 from escbridge.conditions.describe import describe_condition
-from escbridge.matrix import Matrix, Rule, Rung
+from escbridge.matrix import Matrix, Rule, Rung, expected_text
 from escbridge.views.tables import LADDER_HEADERS, ladder_rows, limits_text, rule_rows
 
 
@@ -117,8 +116,8 @@ def _rung_view(rung: Rung, into: Sequence[Route]) -> dict[str, Any]:
         "rank": rank_label(rung),
         "groups": list(rung.groups.items()),
         "min_priority": rung.min_priority.label if rung.min_priority else None,
-        "response": format_duration(rung.response) if rung.response else None,
-        "resolution": format_duration(rung.resolution) if rung.resolution else None,
+        "response": expected_text(rung, "response") if rung.response else None,
+        "resolution": expected_text(rung, "resolution") if rung.resolution else None,
         "time": (
             f"business time, calendar {calendar.name} ({calendar.tz.key})"
             if rung.business

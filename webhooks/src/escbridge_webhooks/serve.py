@@ -19,17 +19,21 @@ The command line (arguments, exit codes, signals) is ``escbridge.cli.serve``.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import importlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from escbridge.cli._common import plural, setup_logging
+from escbridge.secrets import safe_url
 from escbridge_webhooks.app import ReceiverSettings, create_app, receiver_of
 from escbridge_webhooks.instrument import count_api_errors
-from escbridge_webhooks.logs import configure_logging, install_secrets
+from escbridge_webhooks.logs import install_secrets
 from escbridge_webhooks.metrics import METRICS_LISTENER, BindAddress, on_listener
 
 log = logging.getLogger("escbridge_webhooks.serve")
@@ -51,6 +55,7 @@ class ServeOptions:
     max_body_bytes: int = ReceiverSettings.max_body_bytes
     grace: float = 30.0
     log_level: str = "INFO"
+    log_format: str = "json"  # or "text" (`escbridge serve --log-format`, whose default it is)
     metrics_bind: str | None = None  # /metrics only on this listener of its own (host:port)
     metrics_token: str | None = field(default=None, repr=False)  # bearer token for /metrics
 
@@ -76,7 +81,7 @@ def serve(
     from escbridge.errors import ServerStoppedError
     from escbridge.processing import build_processor
 
-    configure_logging(options.log_level)
+    setup_logging(options.log_format, options.log_level)
     config = load_config(options.config)
     install_secrets(_secrets(config))
     processor = build_processor(config)
@@ -95,18 +100,23 @@ def serve(
     count_api_errors(processor, receiver_of(app).metrics.api_errors, helpdesks)
 
     waitress: Any = importlib.import_module("waitress")  # untyped: no stubs are needed
-    server: Any = waitress.create_server(
-        app,
-        host=options.host,
-        port=options.port,
-        threads=options.threads,
-        ident="escbridge",
-        # waitress reads each request whole before a thread sees it; these bound what a slow or
-        # broken client costs: a connection silent this long is closed (its default is 120 s),
-        # and a body over the limit is refused by waitress itself.
-        channel_timeout=CHANNEL_TIMEOUT,
-        max_request_body_size=options.max_body_bytes,
-    )
+    try:
+        with _address_in_use(options.host, options.port, "--port"):
+            server: Any = waitress.create_server(
+                app,
+                host=options.host,
+                port=options.port,
+                threads=options.threads,
+                ident="escbridge",
+                # waitress reads each request whole before a thread sees it; these bound what a
+                # slow or broken client costs: a connection silent this long is closed (its
+                # default is 120 s), and a body over the limit is refused by waitress itself.
+                channel_timeout=CHANNEL_TIMEOUT,
+                max_request_body_size=options.max_body_bytes,
+            )
+    except BaseException:
+        processor.store.close()
+        raise
     try:
         metrics_server, metrics_at = _metrics_listener(waitress, app, options.metrics_bind)
     except BaseException:  # e.g. the address is taken: nothing else has started yet
@@ -128,8 +138,8 @@ def serve(
     http.start()
     say(
         f"escbridge serve: listening on http://{options.host}:{port} "
-        f"({len(config.instances)} instance(s), {workers} worker thread(s), "
-        f"store {processor.store!r})"
+        f"({plural(len(config.instances), 'instance')}, {plural(workers, 'worker thread')}, "
+        f"store {safe_url(processor.store.url)})"
     )
     log.info("listening", extra={"host": options.host, "port": port, "workers": workers})
     if metrics_server is not None:
@@ -168,13 +178,29 @@ def _metrics_listener(waitress: Any, app: Any, bind: str | None) -> tuple[Any, s
             "port": address.port,
         }
     )
-    server: Any = waitress.create_server(
-        on_listener(app, METRICS_LISTENER), threads=2, ident="escbridge", **where
-    )
+    with _address_in_use(
+        str(where.get("host", address.path)), where.get("port", 0), "--metrics-bind"
+    ):
+        server: Any = waitress.create_server(
+            on_listener(app, METRICS_LISTENER), threads=2, ident="escbridge", **where
+        )
     threading.Thread(target=server.run, name="escbridge-metrics", daemon=True).start()
     if address.path is None:  # port 0: the one it got
         address = BindAddress(address.host, int(server.effective_port))
     return server, str(address)
+
+
+@contextlib.contextmanager
+def _address_in_use(host: str, port: int, option: str) -> Iterator[None]:
+    """A taken port as AddressInUseError (one line naming the option and the fix)."""
+    from escbridge.errors import AddressInUseError
+
+    try:
+        yield
+    except OSError as error:
+        if error.errno != errno.EADDRINUSE:
+            raise
+        raise AddressInUseError(host, port, option) from None
 
 
 def _shutdown(

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import TYPE_CHECKING, Any, ClassVar
+from urllib.parse import quote
 
 from escbridge.connector import (
     CAP_BULK_UPDATE,
@@ -183,6 +184,11 @@ class FreshdeskConnector(BaseConnector[FreshdeskConfig, _Write]):
         return _identity(me) if me.get("id") is not None else None
 
     # ------------------------------------------------------------------ check
+
+    def agent_url(self, ticket_id: str) -> str | None:
+        """``https://<domain>.freshdesk.com/a/tickets/<id>`` (the emulator's with a sandbox)."""
+        root = base_url_for(self.config).removesuffix("/api/v2")
+        return f"{root}/a/tickets/{quote(ticket_id, safe='')}"
 
     def check(self, groups: Collection[str]) -> CheckReport:
         """Who the key belongs to, whether the account answers, and which groups are missing."""

@@ -15,6 +15,7 @@ from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar
+from urllib.parse import quote
 
 from escbridge.connector import (
     CAP_BULK_UPDATE,
@@ -134,6 +135,11 @@ class ZendeskConnector(BaseConnector[ZendeskConfig, _Write]):
         return f"ZendeskConnector(instance={self.instance!r}, url={self.config.api_url!r})"
 
     # ------------------------------------------------------------------ check
+
+    def agent_url(self, ticket_id: str) -> str | None:
+        """``https://<subdomain>.zendesk.com/agent/tickets/<id>``; the emulator's in a sandbox."""
+        root = self.config.base_url or f"https://{self.config.subdomain}.zendesk.com"
+        return f"{root}/agent/tickets/{quote(ticket_id, safe='')}"
 
     def check(self, groups: Collection[str]) -> CheckReport:
         """Who we are, whether the account answers, and which matrix groups are missing."""

@@ -75,6 +75,15 @@ class ZohoDeskConfig(ConnectorSettings):
     # who escbridge is, for loop prevention (learned from our own updates when unset)
     agent_id: str | None = None
 
+    # Links to a ticket for people (report, notifications). Desk's agent view has the portal's
+    # name in its path (desk.zoho.eu/agent/<portal>/...), which no API call escbridge makes
+    # returns, so the admin copies one ticket's address and puts {id} in place of its id.
+    agent_ticket_url: str | None = Field(
+        default=None,
+        description="a ticket's address in Desk's agent view with {id} for the ticket id, e.g. "
+        "https://desk.zoho.eu/agent/acme/support/tickets/details/{id}; unset: no links",
+    )
+
     # webhooks
     webhook_id: str | list[str] | None = Field(
         default=None, description="id(s) of the Desk webhook(s) that call escbridge (JWT aud)"
@@ -171,6 +180,19 @@ class ZohoDeskConfig(ConnectorSettings):
             raise ValueError("Zoho priority values cannot be empty")
         return value
 
+    @field_validator("agent_ticket_url")
+    @classmethod
+    def _agent_ticket_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        value = value.strip()
+        if value.count("{id}") != 1:
+            raise ValueError(
+                "must hold {id} once, where the ticket id goes: e.g. "
+                "https://desk.zoho.eu/agent/acme/support/tickets/details/{id}"
+            )
+        return value
+
     @field_validator("accounts_url", "desk_url", "jwks_url")
     @classmethod
     def _url(cls, value: str | None) -> str | None:
@@ -207,6 +229,7 @@ class ZohoDeskConfig(ConnectorSettings):
                 ("accounts_url", self.accounts_url),
                 ("desk_url", self.desk_url),
                 ("jwks_url", self.jwks_url),
+                ("agent_ticket_url", self.agent_ticket_url),
             )
             if v is not None
         }

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
 from typing import TYPE_CHECKING, Any, ClassVar
+from urllib.parse import quote
 
 import requests
 
@@ -901,6 +902,13 @@ class ZohoDeskConnector(BaseConnector[ZohoDeskConfig, _Prepared]):
         return ApplyResult(p.ticket.id, ok=True, actions=p.actions)
 
     # -- check ----------------------------------------------------------------------------------
+
+    def agent_url(self, ticket_id: str) -> str | None:
+        """``agent_ticket_url`` with the ticket's id; None when unset: Desk's agent view has the
+        portal's name in its path, which escbridge does not learn (the API's ``webUrl`` holds
+        it too, but only on a fetched ticket, and linking must not call out)."""
+        template = self.config.agent_ticket_url
+        return template.replace("{id}", quote(ticket_id, safe="")) if template else None
 
     def check(self, groups: Collection[str]) -> CheckReport:
         """Credentials, org, scopes, group names, level field, priorities, credits, webhooks."""
