@@ -118,9 +118,7 @@ class TestBusinessDays:
         assert parse_duration("1w") == 168 * H
 
     def test_a_level_counts_its_expected_times_in_working_days(self) -> None:
-        m = parse_matrix(
-            with_level_times("1d", "1w") + "", "matrix.yaml"
-        )  # office: 09:00-17:00 Mon-Fri
+        m = parse_matrix(with_level_times("1d", "1w"), "matrix.yaml")  # 09:00-17:00 Mon-Fri
         assert (m.levels[0].response, m.levels[0].resolution) == (8 * H, 40 * H)
 
     def test_in_calendar_time_a_level_counts_24_hour_days(self) -> None:
@@ -221,7 +219,9 @@ class TestOutput:
     def test_levels_and_descriptions_print_what_was_written(self) -> None:
         m = parse_matrix(with_level_times("1d", "2d 3h"), "matrix.yaml")
         assert describe_expected(m.levels[0]) == "response 1d, resolution 2d 3h (business time)"
-        assert "2d 3h" in matrix_html(m)
+        page = matrix_html(m)
+        assert "2d 3h" in page
+        assert "1d = a working day of 8h" in page  # the chart says what a day is there
         l2 = m.levels[1]  # resolution: 8h, one working day of the office calendar
         assert describe_expected(l2) == "resolution 8h (business time)"
         rule = matrix(rule_yaml("{idle: {over: 2d}}")).rules[0]

@@ -144,7 +144,7 @@ class TestConditionsInWords:
             "(tagged enterprise or vip or organization is globex corporation or initech)"
         )
         assert words["level-resolution-expired"] == (
-            "the current level's expected resolution time has run out"
+            "the current level's expected resolution time has run out and status is new or open"
         )
         assert words["repeatedly-reopened"] == "reopen count at least 3"
 

@@ -45,6 +45,7 @@ from escbridge.matrix import Matrix, parse_matrix
 from escbridge.reports import (
     CHARTS_NEED_MATPLOTLIB,
     WITHIN_TARGET_MIN_RESOLVED,
+    Applied,
     EscalationRow,
     Report,
     Window,
@@ -56,6 +57,7 @@ from escbridge.reports import (
     render_json,
     render_text,
 )
+from escbridge.reports.causes import role_of, rule_leaves
 from escbridge.store import Store, escalation_counts
 from escbridge.store.reports import load_history
 from escbridge.store.schema import escalations, ticket_state
@@ -76,7 +78,7 @@ teams:
   billing:
     {name: Billing, groups: {zendesk: Billing, freshdesk: Billing}, level: l2, resolution: 2h}
 rules:
-  - {id: vip, kind: hierarchical, when: {tags: [vip]}, to: next}
+  - {id: vip, kind: hierarchical, when: {all: [{tags: [vip]}, {idle: {over: 2h}}]}, to: next}
   - {id: legal, kind: hierarchical, when: {keywords: [lawyer]}, to: l3}
   - {id: billing, kind: functional, when: {tags: [billing]}, to: billing}
   - {id: never, kind: hierarchical, when: {tags: [never]}, to: l2}
@@ -419,24 +421,48 @@ class TestReasons:
     def test_like_reasons_count_together_without_the_tickets_own_values(
         self, report: Report
     ) -> None:
-        assert [(r.text, r.count, round(r.share * 100, 1), r.rules) for r in report.reasons] == [
-            ("tags have any of [vip]", 6, 54.5, ("vip",)),
-            ("time since the ticket was last updated over 2h (calendar time)", 6, 54.5, ("vip",)),
-            ("tags have any of [billing]", 3, 27.3, ("billing",)),
-            ('"lawyer" appears in the latest comment', 2, 18.2, ("legal",)),
+        """The vip rule is ``tags: [vip]`` and ``idle over 2h``: the idle time is why its
+        tickets went up, the tag only which tickets it looks at."""
+        got = [(r.text, r.count, round(r.share * 100, 1), r.rules, r.role) for r in report.reasons]
+        assert got == [
+            (
+                "time since the ticket was last updated over 2h (calendar time)",
+                6,
+                54.5,
+                ("vip",),
+                "trigger",
+            ),
+            ("tags have any of [billing]", 3, 27.3, ("billing",), "attribute"),
+            ('"lawyer" appears in the latest comment', 2, 18.2, ("legal",), "trigger"),
+        ]
+        assert report.reasons_by_rule
+        assert [(s.rule_id, s.escalations, s.conditions) for s in report.scopes] == [
+            ("vip", 6, (Applied("tags have any of [vip]", 6),))
         ]
 
-    def test_a_condition_true_of_almost_every_escalation_is_listed_last(
-        self, matrix: Matrix
-    ) -> None:
-        """A rule's ``channel: [chat, email, phone, web]`` is in the reasons of that rule only,
-        but the recorded channels show it held for every escalation: it tells none apart."""
+    def test_without_the_matrix_every_recorded_condition_counts(self) -> None:
+        report = build_report(history(), WEEK, generated_at=UNTIL)
+        assert [(r.text, r.count, r.role) for r in report.reasons] == [
+            ("tags have any of [vip]", 6, None),
+            ("time since the ticket was last updated over 2h (calendar time)", 6, None),
+            ("tags have any of [billing]", 3, None),
+            ('"lawyer" appears in the latest comment', 2, None),
+        ]
+        assert (report.reasons_by_rule, report.scopes) == (False, ())
+        assert "Reasons are the conditions recorded with each escalation" in render_text(report)
+        data = json.loads(render_json(report))
+        assert (data["reasons_by_rule"], data["applied_to"]) == (False, [])
+
+    def test_a_condition_true_of_almost_every_escalation_is_listed_last(self) -> None:
+        """Without the matrix that says what a rule is scoped to: a rule's ``channel: [chat,
+        email, phone, web]`` is in the reasons of that rule only, but the recorded channels
+        show it held for every escalation: it tells none apart."""
         broad = 'channel is one of ["chat", "email", "phone", "web"] ("email")'
         rows = [
             dataclasses.replace(r, reasons=(*r.reasons, broad)) if r.rule_id == "vip" else r
             for r in history()
         ]
-        report = build_report(rows, WEEK, matrix=matrix, generated_at=UNTIL)
+        report = build_report(rows, WEEK, generated_at=UNTIL)
         texts = [(r.text, r.count, r.background) for r in report.reasons]
         assert texts == [
             ("tags have any of [vip]", 6, False),
@@ -489,6 +515,10 @@ class TestReasons:
     @pytest.mark.parametrize(
         ("reason", "key"),
         [
+            (
+                'not: tags ["x"] do not have any of ["refund_approved"]',
+                'not: tags do not have any of ["refund_approved"]',
+            ),
             ("priority is at least high (urgent)", "priority is at least high"),
             (
                 "custom_fields.refund_amount is above 500 (750)",
@@ -512,6 +542,235 @@ class TestReasons:
     )
     def test_reason_keys(self, reason: str, key: str) -> None:
         assert reason_key(reason) == key
+
+
+CAUSES_YAML = """\
+version: 1
+name: Causes
+defaults: {time: calendar}
+levels:
+  - {id: l1, name: Frontline, groups: {zendesk: Support}, resolution: 1d}
+  - {id: l2, name: Senior, groups: {zendesk: Senior}, resolution: 8h}
+rules:
+  - {id: supervisor, kind: hierarchical, when: {keywords: [supervisor]}, to: l2}
+  - id: open-idle
+    kind: hierarchical
+    when: {all: [{status: [new, open]}, {idle: {over: 2h}}]}
+    to: l2
+  - {id: policy, kind: hierarchical, when: {tags: [policy_exception]}, to: l2}
+  - {id: outage, kind: hierarchical, when: {all: [{tags: [outage]}, {status: [new, open]}]}, to: l2}
+  - id: refund
+    kind: hierarchical
+    when:
+      all:
+        - {field: custom_fields.refund_amount, gt: 500}
+        - not: {tags: [refund_approved]}
+    to: l2
+  - id: vip-waiting
+    kind: hierarchical
+    when:
+      all:
+        - any: [{tags: [vip]}, {organization: [Globex]}]
+        - priority: {at_least: high}
+        - since_customer_reply: {over: 1h}
+    to: l2
+"""
+
+
+@pytest.fixture(scope="module")
+def causes() -> Report:
+    """Nine tickets, each escalated by the engine under CAUSES_YAML with its own reasons."""
+    from escbridge.model import Person, Priority, Status, Ticket
+    from escbridge.policy import Engine
+
+    matrix = parse_matrix(CAUSES_YAML, "causes.yaml")
+    engine = Engine(matrix, {"support-eu": "zendesk"})
+    now = at(12, 12)
+
+    def ticket(id: str, **facts: Any) -> Ticket:
+        base = {"created_at": at(12, 8), "updated_at": now, "status": Status.OPEN}
+        return Ticket(id=id, instance="support-eu", **{**base, **facts})
+
+    vip = {"priority": Priority.HIGH, "last_customer_reply_at": now - 2 * H}
+    tickets = [
+        ticket("S1", latest_comment="May I speak to your supervisor?"),
+        *(ticket(f"I{i}", updated_at=now - 3 * H) for i in range(3)),
+        ticket("P1", tags=["policy_exception"], status=Status.PENDING),
+        ticket("O1", tags=["outage"], status=Status.NEW),
+        ticket("R1", custom_fields={"refund_amount": 750}, tags=["refund"]),
+        ticket("V1", tags=["vip"], **vip),
+        ticket("V2", organization=Person(name="Globex"), **vip),
+    ]
+    rows = []
+    for t in tickets:
+        decision = engine.decide(t, [], now)
+        assert decision.escalate and decision.rule_id, decision.summary
+        rows.append(
+            EscalationRow(
+                instance=t.instance,
+                ticket_id=t.id,
+                from_level="l1",
+                to_level="l2",
+                rule_id=decision.rule_id,
+                kind=decision.kind,
+                decided_at=now,
+                reasons=decision.reasons,
+                ticket_created_at=t.created_at,
+            )
+        )
+    return build_report(rows, WEEK, matrix=matrix, generated_at=UNTIL)
+
+
+class TestReasonsAsTheEngineRecordsThem:
+    """Reasons written by the engine itself (``explain``), mapped back to each rule's
+    conditions: what made each ticket go up leads, what a rule applies to is listed apart."""
+
+    def test_the_top_reasons_are_what_made_tickets_go_up(self, causes: Report) -> None:
+        assert [(r.text, r.count, r.rules, r.role) for r in causes.reasons] == [
+            (
+                "time since the ticket was last updated over 2h (calendar time)",
+                3,
+                ("open-idle",),
+                "trigger",
+            ),
+            (
+                "time since the customer's last reply over 1h (calendar time)",
+                2,
+                ("vip-waiting",),
+                "trigger",
+            ),
+            ('"supervisor" appears in the latest comment', 1, ("supervisor",), "trigger"),
+            ("custom_fields.refund_amount is above 500", 1, ("refund",), "trigger"),
+            # A rule without a time, text or count condition is fired by its tags.
+            ('tags have any of ["outage"]', 1, ("outage",), "attribute"),
+            ('tags have any of ["policy_exception"]', 1, ("policy",), "attribute"),
+        ]
+        assert not any(r.background for r in causes.reasons)
+
+    def test_what_each_rule_applies_to_is_listed_apart(self, causes: Report) -> None:
+        got = [(s.rule_id, s.escalations, s.conditions) for s in causes.scopes]
+        assert got == [
+            ("open-idle", 3, (Applied('status is one of ["new", "open"]', 3),)),
+            (
+                "vip-waiting",
+                2,
+                (
+                    Applied("priority is at least high", 2),
+                    Applied('organization.name is "globex"', 1),
+                    Applied('tags have any of ["vip"]', 1),
+                ),
+            ),
+            ("outage", 1, (Applied('status is one of ["new", "open"]', 1),)),
+            ("refund", 1, (Applied('not: tags do not have any of ["refund_approved"]', 1),)),
+        ]
+
+    def test_every_form_says_the_same(self, causes: Report) -> None:
+        text = render_text(causes)
+        top = text.split("Top reasons\n", 1)[1]
+        assert top.index("time since the ticket was last updated") < top.index("Applied to")
+        assert "Reasons are what fired each rule" in top
+        assert re.search(
+            r'^vip-waiting +2 +priority is at least high; organization.name is "globex" \(1 of 2\);'
+            r' tags have any of \["vip"\] \(1 of 2\)$',
+            top,
+            flags=re.M,
+        ), top
+
+        data = json.loads(render_json(causes))
+        assert data["reasons_by_rule"] is True
+        assert data["reasons_method"].startswith("Reasons are what fired each rule")
+        assert [(r["reason"], r["role"]) for r in data["reasons"]][:2] == [
+            ("time since the ticket was last updated over 2h (calendar time)", "trigger"),
+            ("time since the customer's last reply over 1h (calendar time)", "trigger"),
+        ]
+        assert data["applied_to"][0] == {
+            "rule": "open-idle",
+            "name": "open-idle",
+            "escalations": 3,
+            "conditions": [{"condition": 'status is one of ["new", "open"]', "count": 3}],
+        }
+
+        lines = list(csv.reader(io.StringIO(render_csv(causes))))
+        assert [
+            "applied_to",
+            "open-idle",
+            'status is one of ["new", "open"]',
+            "count",
+            "3",
+        ] in lines
+        assert ["reason", "1", data["reasons"][0]["reason"], "role", "trigger"] in lines
+        assert not any(line[0] == "reason" and "status is" in line[2] for line in lines)
+
+        page = assert_valid_page(render_html(causes)).visible_text
+        assert "Applied to" in page and "Reasons are what fired each rule" in page
+        reasons = page.split("Top reasons", 1)[1].split("Applied to", 1)[0]
+        assert "status is one of" not in reasons and "priority is at least high" not in reasons
+
+
+def roles(when: str) -> list[tuple[str, bool, str]]:
+    """(leaf kind, under a not, role) of each leaf of a one-rule matrix's condition."""
+    one = f"{{id: r, kind: hierarchical, when: {when}, to: l2}}"
+    yaml = MATRIX_YAML.split("rules:")[0] + f"rules:\n  - {one}\n"
+    [rule] = parse_matrix(yaml, "m.yaml").rules
+    return [
+        (getattr(x.condition, "field", None) or getattr(x.condition, "measure", None) or "tags",
+         x.negated, x.role)
+        for x in rule_leaves(rule.condition)
+    ]  # fmt: skip
+
+
+class TestRolesOfConditions:
+    @pytest.mark.parametrize(
+        ("when", "expected"),
+        [
+            # An alternative to a time condition fired the rule as much as the time did.
+            (
+                "{all: [{status: [open]}, {any: [{idle: {over: 2h}}, {priority: urgent}]}]}",
+                [("status", False, "scope"), ("idle", False, "trigger"),
+                 ("priority", False, "attribute")],
+            ),
+            # No time, text or count: what the ticket is beats where it is in the workflow.
+            (
+                "{all: [{channel: [phone]}, {tags: [vip]}]}",
+                [("channel", False, "scope"), ("tags", False, "attribute")],
+            ),
+            ("{channel: [phone]}", [("channel", False, "attribute")]),
+            (
+                "{all: [{reopens: 3}, {not: {tags: [spam]}}]}",
+                [("reopen_count", False, "trigger"), ("tags", True, "scope")],
+            ),
+        ],
+    )  # fmt: skip
+    def test_a_leaf_is_scope_beside_a_stronger_condition(
+        self, when: str, expected: list[tuple[str, bool, str]]
+    ) -> None:
+        assert roles(when) == expected
+
+    def test_a_reason_two_leaves_of_different_roles_could_have_written_is_not_claimed(
+        self, matrix: Matrix
+    ) -> None:
+        yaml = MATRIX_YAML.split("rules:")[0] + (
+            "rules:\n  - {id: r, kind: hierarchical, to: l2, when: {any: [{priority: urgent},"
+            " {all: [{priority: {at_least: high}}, {idle: {over: 2h}}]}]}}\n"
+        )
+        [rule] = parse_matrix(yaml, "m.yaml").rules
+        leaves = rule_leaves(rule.condition)
+        assert role_of(leaves, "priority is urgent (urgent)") is None
+        idle = "time since the ticket was last updated is 3h of calendar time, over 2h"
+        assert role_of(leaves, idle) == "trigger"
+        assert role_of(leaves, "not: priority is urgent (urgent)") is None  # no negated leaf
+
+    def test_reasons_of_a_rule_the_matrix_no_longer_has_count_as_recorded(
+        self, matrix: Matrix
+    ) -> None:
+        rows = [
+            dataclasses.replace(r, rule_id="retired") if r.rule_id == "legal" else r
+            for r in history()
+        ]
+        report = build_report(rows, WEEK, matrix=matrix, generated_at=UNTIL)
+        lawyer = next(r for r in report.reasons if "lawyer" in r.text)
+        assert (lawyer.count, lawyer.rules, lawyer.role) == (2, ("retired",), None)
+        assert report.reasons_by_rule  # the others were mapped
 
 
 class TestWithoutMatrixOrOptionalFacts:
@@ -761,7 +1020,9 @@ class TestStore:
         ]
         assert (report.repeats.repeated, report.repeats.tickets) == (2, 9)
         assert report.time_to_escalate.median == 1.5 * H
-        assert report.reasons[0].text == "tags have any of [vip]"
+        assert report.reasons[0].text == (
+            "time since the ticket was last updated over 2h (calendar time)"
+        )
         if "resolved_at" not in loaded.recorded:
             assert any("when tickets were resolved" in n for n in report.notes)
 

@@ -10,6 +10,7 @@ from datetime import timedelta
 from typing import Any
 
 from escbridge.reports.figures import Change, Durations, Report, RungTiming
+from escbridge.reports.text import reasons_text
 
 
 def _seconds(delta: timedelta | None) -> float | None:
@@ -135,8 +136,22 @@ def report_data(report: Report) -> dict[str, Any]:
                 # The share of all escalations it held for; background: it tells none apart.
                 "holds_for": _share(r.holds),
                 "background": r.background,
+                # trigger / attribute (fired a rule with no trigger) / null: not mapped.
+                "role": r.role,
             }
             for r in report.reasons
+        ],
+        "reasons_by_rule": report.reasons_by_rule,
+        "reasons_method": reasons_text(report),
+        # What each rule is scoped to (not counted among the reasons).
+        "applied_to": [
+            {
+                "rule": s.rule_id,
+                "name": s.name,
+                "escalations": s.escalations,
+                "conditions": [{"condition": c.text, "count": c.count} for c in s.conditions],
+            }
+            for s in report.scopes
         ],
         "notes": list(report.notes),
     }
@@ -204,10 +219,16 @@ def _csv_rows(report: Report) -> Iterator[tuple[str, str, str, str, str | int | 
     for ticket in r.top:
         key = f"{ticket.instance}/{ticket.ticket_id}"
         yield "repeat_ticket", key, " → ".join(ticket.path), "escalations", ticket.count
+    yield "reasons", "method", reasons_text(report), "by_rule", int(report.reasons_by_rule)
     for i, reason in enumerate(report.reasons, 1):
         yield "reason", str(i), reason.text, "count", reason.count
         yield "reason", str(i), reason.text, "share", num(reason.share)
         yield "reason", str(i), reason.text, "holds_for", num(reason.holds)
+        yield "reason", str(i), reason.text, "role", reason.role or ""
+    for scope in report.scopes:
+        yield "applied_to", scope.rule_id, scope.name, "escalations", scope.escalations
+        for c in scope.conditions:
+            yield "applied_to", scope.rule_id, c.text, "count", c.count
 
 
 def render_csv(report: Report) -> str:

@@ -10,10 +10,15 @@ Definitions a support manager can check by hand:
 - a *repeat* is a ticket escalated more than once in the period;
 - the share *resolved within target* is a headline figure only from
   :data:`WITHIN_TARGET_MIN_RESOLVED` resolutions on: "100%" of 2 says nothing about a team;
+- the *top reasons* are the conditions that fired the rules, with a matrix: each stored reason
+  is mapped back to its rule's condition (:mod:`~escbridge.reports.causes`), and what a rule
+  is only scoped to (``status: [new, open]`` beside ``idle: {over: 2h}``) is listed per rule
+  as what it *applies to*, not as a reason;
 - a *background* reason is a condition that held for at least :data:`BACKGROUND_SHARE` of all
   escalations in the period (it appears among their reasons, or the recorded fact satisfies
-  it: ``channel is one of [...]`` against each escalation's channel). It does not tell the
-  escalated tickets apart, so the top reasons list it after the others.
+  it: ``channel is one of [...]`` against each escalation's channel), when it is no time,
+  text or count trigger (or is not mapped to one). It does not tell the escalated tickets
+  apart, so the top reasons list it after the others.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from typing import Literal
 from escbridge.calendar import parse_duration
 from escbridge.conditions.describe import time_condition_text
 from escbridge.matrix import TIME_MEASURES, Matrix, Rung
+from escbridge.reports.causes import Role, RuleLeaf, role_of, rule_leaves
 
 Unit = Literal["day", "week"]
 UNKNOWN = "(not recorded)"
@@ -224,17 +230,40 @@ class Repeats:
 @dataclass(frozen=True)
 class Reason:
     """One condition that made rules fire; ``holds`` is the share of all escalations in the
-    period it held for (``background`` from :data:`BACKGROUND_SHARE` on)."""
+    period it held for (``background`` from :data:`BACKGROUND_SHARE` on). ``role``: a time,
+    text or count ``trigger``, an ``attribute`` that fired a rule with no such condition, or
+    None when it could not be mapped to its rule's condition (no matrix, a changed rule)."""
 
     text: str
     count: int
     share: float
     rules: tuple[str, ...]
     holds: float = 0.0
+    role: Role | None = None
 
     @property
     def background(self) -> bool:
-        return self.holds >= BACKGROUND_SHARE
+        """True of almost every escalation, and no trigger: it tells none apart."""
+        return self.role != "trigger" and self.holds >= BACKGROUND_SHARE
+
+
+@dataclass(frozen=True)
+class Applied:
+    """A condition a rule is scoped to, and how many of its escalations listed it."""
+
+    text: str
+    count: int
+
+
+@dataclass(frozen=True)
+class RuleScope:
+    """What one rule applies to: conditions beside its trigger that say which tickets it looks
+    at (true of every ticket it fired on), not why they went up."""
+
+    rule_id: str
+    name: str
+    escalations: int
+    conditions: tuple[Applied, ...]
 
 
 @dataclass(frozen=True)
@@ -253,6 +282,10 @@ class Report:
     reasons: tuple[Reason, ...]
     time_to_escalate: Durations
     notes: tuple[str, ...] = ()
+    scopes: tuple[RuleScope, ...] = ()
+    #: Whether reasons were mapped to their rules' conditions (a matrix was given and named
+    #: the rules): then the reasons are triggers and ``scopes`` holds the rest.
+    reasons_by_rule: bool = False
 
     def breakdown(self, name: str) -> Breakdown:
         return next(b for b in self.breakdowns if b.name == name)
@@ -490,7 +523,7 @@ _TIME_REASON = re.compile(
     r"(?P<wanted>.+)$"
 )
 _MEASURES = {label: measure for measure, label in TIME_MEASURES.items()}
-_TAG_REASON = re.compile(r"^tags \[[^\]]*\] have (?P<rest>.+)$")
+_TAG_REASON = re.compile(r"^tags \[[^\]]*\] (?P<rest>(?:do not )?have .+)$")
 _FIELD_REASON = re.compile(
     r"^(?P<claim>[a-z_]+(?:\.[\w-]+)? (?:is|contains|matches)\b.*?) \([^()]*\)$"
 )
@@ -518,7 +551,7 @@ def reason_key(reason: str) -> str:
         business = m["mode"] != "calendar time"
         return time_condition_text(_MEASURES[m["label"]], over, under, business=business)
     if m := _TAG_REASON.match(text):
-        return f"tags have {m['rest']}"
+        return f"tags {m['rest']}"
     if m := _FIELD_REASON.match(text):
         return m["claim"]
     return text
@@ -550,23 +583,76 @@ def _holds(key: str, rows: Sequence[EscalationRow], found: Sequence[set[str]]) -
     return held / len(rows) if rows else 0.0
 
 
-def _reasons(current: Sequence[EscalationRow], top: int) -> tuple[Reason, ...]:
-    """The most frequent conditions, background ones (true of almost every escalation) last."""
+_ROLE_ORDER: dict[Role | None, int] = {"trigger": 0, "attribute": 1, None: 2}
+
+
+def _reasons(
+    current: Sequence[EscalationRow], top: int, matrix: Matrix | None
+) -> tuple[tuple[Reason, ...], tuple[RuleScope, ...], bool]:
+    """The most frequent conditions that fired rules, background ones (true of almost every
+    escalation) last; what each rule is scoped to; whether any reason was mapped to its rule.
+
+    Without a matrix, or for a reason no leaf of its rule could have written, the reason
+    counts as it is (and may be background).
+    """
+    leaves: dict[str, tuple[RuleLeaf, ...]] = (
+        {r.id: rule_leaves(r.condition) for r in matrix.rules} if matrix else {}
+    )
     counts: Counter[str] = Counter()
     rules: dict[str, set[str]] = defaultdict(set)
-    found = [set(dict.fromkeys(reason_key(r) for r in row.reasons)) for row in current]
-    for row, keys in zip(current, found, strict=True):
-        for key in keys:
+    roles: dict[str, Counter[Role | None]] = defaultdict(Counter)
+    applied: dict[str, Counter[str]] = defaultdict(Counter)
+    fired: Counter[str] = Counter()
+    found: list[set[str]] = []
+    mapped = False
+    for row in current:
+        rule = leaves.get(row.rule_id) if row.rule_id else None
+        keys: dict[str, Role | None] = {}
+        for reason in row.reasons:
+            key = reason_key(reason)
+            role = role_of(rule, reason) if rule is not None else None
+            mapped |= role is not None
+            if keys.get(key) != "scope":  # one line of a rule both ways: it is scope
+                keys[key] = role
+        found.append(set(keys))
+        if row.rule_id:
+            fired[row.rule_id] += 1
+        for key, role in keys.items():
+            if role == "scope" and row.rule_id:
+                applied[row.rule_id][key] += 1
+                continue
             counts[key] += 1
+            roles[key][role] += 1
             if row.rule_id:
                 rules[key].add(row.rule_id)
     total = len(current)
     reasons = [
-        Reason(text, n, n / total, tuple(sorted(rules[text])), _holds(text, current, found))
+        Reason(
+            text,
+            n,
+            n / total,
+            tuple(sorted(rules[text])),
+            _holds(text, current, found),
+            min(roles[text], key=lambda role: (-roles[text][role], _ROLE_ORDER[role])),
+        )
         for text, n in counts.items()
     ]
     reasons.sort(key=lambda r: (r.background, -r.count, r.text))
-    return tuple(reasons[:top])
+    names = {r.id: r.name for r in matrix.rules} if matrix else {}
+    scopes = [
+        RuleScope(
+            rule_id,
+            names.get(rule_id, rule_id),
+            fired[rule_id],
+            tuple(
+                Applied(text, n)
+                for text, n in sorted(conditions.items(), key=lambda kv: (-kv[1], kv[0]))
+            ),
+        )
+        for rule_id, conditions in applied.items()
+    ]
+    scopes.sort(key=lambda s: (-s.escalations, s.rule_id))
+    return tuple(reasons[:top]), tuple(scopes), mapped
 
 
 def choose_unit(window: Window) -> Unit:
@@ -680,6 +766,7 @@ def build_report(
         for r in current
         if r.ticket_created_at is not None and r.ticket_created_at <= r.decided_at
     ]
+    reasons, scopes, by_rule = _reasons(current, top, matrix)
     report = Report(
         title=title or ("Escalation report" + (f" — {matrix.name}" if matrix else "")),
         window=window,
@@ -692,9 +779,11 @@ def build_report(
         timings=_timings(current, by_ticket, matrix, window.end, "resolved_at" in facts),
         trend=_trend(current, previous, window, tz, unit or choose_unit(window)),
         repeats=_repeats(current, previous, top, ticket_url),
-        reasons=_reasons(current, top),
+        reasons=reasons,
         notes=_notes(facts, current, matrix),
         time_to_escalate=Durations.of(everyone),
+        scopes=scopes,
+        reasons_by_rule=by_rule,
     )
     return report
 

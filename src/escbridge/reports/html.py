@@ -15,12 +15,14 @@ from typing import TYPE_CHECKING, Any
 
 from escbridge.reports.figures import WITHIN_TARGET_MIN_RESOLVED, Breakdown, Report
 from escbridge.reports.text import (
-    BACKGROUND_TEXT,
+    APPLIED_TEXT,
+    applied_text,
     change_text,
     human,
     length_text,
     pct,
     period_text,
+    reasons_text,
     within_text,
 )
 from escbridge.views import html_environment
@@ -277,7 +279,9 @@ def render_html(report: Report) -> str:
         measured=measured,
         within_text=within_text(report),
         within_min=WITHIN_TARGET_MIN_RESOLVED,
-        background_text=BACKGROUND_TEXT,
+        reasons_text=reasons_text(report),
+        applied_text=applied_text,
+        applied_intro=APPLIED_TEXT,
         pct=pct,
         human=human,
         change_text=change_text,

@@ -11,6 +11,7 @@ from escbridge.reports.figures import (
     WITHIN_TARGET_MIN_RESOLVED,
     Change,
     Report,
+    RuleScope,
     Window,
 )
 from escbridge.views import text_table
@@ -59,6 +60,35 @@ BACKGROUND_TEXT = (
     "in the period (among their reasons, or by the recorded channel): true of almost every "
     "ticket, they tell none apart."
 )
+BY_RULE_TEXT = (
+    "Reasons are what fired each rule: its time, text and count conditions (a rule with none: "
+    "its tags, priority or fields); what a rule is only scoped to, such as the status beside "
+    'an idle time, is under "Applied to", not counted as a reason.'
+)
+AS_RECORDED_TEXT = (
+    "Reasons are the conditions recorded with each escalation (without the matrix that names "
+    "the rules, they are not told apart from what a rule is only scoped to)."
+)
+APPLIED_TEXT = (
+    "What each rule is scoped to: true of every ticket it fired on, so not why tickets went up."
+)
+
+
+def reasons_text(report: Report) -> str:
+    """How the top reasons were chosen: the one line under the table in every form."""
+    text = BY_RULE_TEXT if report.reasons_by_rule else AS_RECORDED_TEXT
+    if any(x.background for x in report.reasons):
+        text += " " + BACKGROUND_TEXT
+    return text
+
+
+def applied_text(scope: RuleScope) -> str:
+    """``status is one of [new, open]; tags have any of [vip] (3 of 4)``: a count only for a
+    condition not listed by every escalation of the rule (one alternative of several)."""
+    return "; ".join(
+        c.text + ("" if c.count == scope.escalations else f" ({c.count} of {scope.escalations})")
+        for c in scope.conditions
+    )
 
 
 def period_text(report: Report) -> str:
@@ -186,8 +216,17 @@ def render_text(report: Report) -> str:
             ],
         ).rstrip()
     )
-    if any(x.background for x in report.reasons):
-        w(BACKGROUND_TEXT)
+    w(reasons_text(report))
+    if report.scopes:
+        w()
+        w("Applied to")
+        w(
+            text_table(
+                ("rule", "escalations", "conditions"),
+                [(s.rule_id, str(s.escalations), applied_text(s)) for s in report.scopes],
+            ).rstrip()
+        )
+        w(APPLIED_TEXT)
     if report.notes:
         w()
         for note in report.notes:

@@ -10,10 +10,12 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import jinja2
 
+from escbridge.calendar import format_duration
 from escbridge.conditions.describe import describe_condition
 from escbridge.matrix import Matrix, Rule, Rung, expected_text
 from escbridge.views.tables import LADDER_HEADERS, ladder_rows, limits_text, rule_rows
@@ -109,7 +111,6 @@ def _rung_view(rung: Rung, into: Sequence[Route]) -> dict[str, Any]:
         }
         for (step, sources), rules in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1]))
     ]
-    calendar = rung.calendar
     return {
         "rung": rung,
         "anchor": f"rung-{rung.id}",
@@ -118,14 +119,22 @@ def _rung_view(rung: Rung, into: Sequence[Route]) -> dict[str, Any]:
         "min_priority": rung.min_priority.label if rung.min_priority else None,
         "response": expected_text(rung, "response") if rung.response else None,
         "resolution": expected_text(rung, "resolution") if rung.resolution else None,
-        "time": (
-            f"business time, calendar {calendar.name} ({calendar.tz.key})"
-            if rung.business
-            else "calendar time"
-        ),
+        "time": _time_text(rung),
         "start": rung.kind == "level" and rung.rank == 0,
         "arrivals": arrivals,
     }
+
+
+def _time_text(rung: Rung) -> str:
+    """How the rung counts its expected times, with what a "1d" there is."""
+    if not rung.business:
+        return "calendar time (1d = 24h)"
+    calendar = rung.calendar
+    text = f"business time, calendar {calendar.name} ({calendar.tz.key})"
+    day = calendar.day_seconds()
+    if day is None:
+        return f"{text}; its working days differ in length, so times are in hours"
+    return f"{text}; 1d = a working day of {format_duration(timedelta(seconds=day))}"
 
 
 def _or(names: Sequence[str]) -> str:

@@ -214,4 +214,7 @@ def _shutdown(
     if pool is not None:
         pool.join(max(0.0, deadline - time.monotonic()))
     server.task_dispatcher.shutdown(timeout=max(0.1, deadline - time.monotonic()))
+    # Close the listening socket: a client connecting now is refused at once instead of waiting
+    # in the backlog for its own timeout (a helpdesk then retries the delivery later).
+    server.close()
     log.info("stopped")
