@@ -167,10 +167,20 @@ class TestInit:
     def test_init_then_validate_in_the_current_directory(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
     ) -> None:
+        """Right after `init` (no tokens in the environment yet) `validate` checks the config,
+        its matrix and the routing; the unset secrets are named, not fatal: nothing is
+        contacted, and the commands that do contact a helpdesk refuse them."""
         monkeypatch.chdir(tmp_path)
+        monkeypatch.delenv("ZENDESK_API_TOKEN", raising=False)
+        monkeypatch.delenv("ZENDESK_WEBHOOK_SECRET", raising=False)
         assert main(["init"]) == 0
         assert main(["validate"]) == 0
-        assert "matrix.yaml: ok — 3 levels" in capsys.readouterr().out
+        out, err = capsys.readouterr()
+        assert "escbridge.yaml: ok — 1 instance: support (zendesk)" in out
+        assert "3 levels, 1 team, 3 rules" in out
+        assert "${ZENDESK_API_TOKEN} is not set here" in err
+        assert main(["check"]) == 2  # check talks to the helpdesk: the token must be there
+        assert "ZENDESK_API_TOKEN" in capsys.readouterr().out
 
     def test_init_refuses_to_overwrite(
         self, tmp_path: Path, capsys: pytest.CaptureFixture[str]

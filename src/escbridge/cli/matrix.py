@@ -172,10 +172,12 @@ def run_init(args: argparse.Namespace) -> int:
 def run_validate(args: argparse.Namespace) -> int:
     """Check a matrix, or an escbridge.yaml with the matrix it names (told apart by what the
     file holds, not its name); print every problem with file:line, or a one-line summary."""
-    from escbridge.config import group_key_problems
+    from escbridge.config import DEFAULT_CONFIG_FILE, group_key_problems
     from escbridge.connector import default_registry
 
     path = Path(args.path) if args.path else _matrix_path(args)
+    if not args.path and not args.matrix and Path(DEFAULT_CONFIG_FILE).is_file():
+        path = Path(DEFAULT_CONFIG_FILE)  # after `init`: the config, its matrix and the routing
     if _holds_config(path):
         from escbridge.cli.connectors import validate_config
 
@@ -520,7 +522,8 @@ def configure_validate_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "path",
         nargs="?",
-        help="a matrix or an escbridge.yaml (default: --matrix or matrix.yaml)",
+        help="a matrix or an escbridge.yaml (default: --matrix, else escbridge.yaml when it "
+        "exists here, else matrix.yaml)",
     )
     p.add_argument("--matrix", help="matrix file (same as PATH)")
 
