@@ -278,7 +278,7 @@ class TestExplain:
     ) -> None:
         args = ["explain", str(ticket_file(tmp_path, subject="Hello"))]
         args += ["--matrix", str(small_matrix(tmp_path)), "--at", AT, "--brief"]
-        assert main(args) == 0
+        assert main([*args, "--helpdesk", "zendesk"]) == 0
         assert capsys.readouterr().out.splitlines() == [
             "#7 'Hello' [support-eu] at 2026-03-11 15:00 UTC — now at l1 (Frontline)",
             "  no escalation — no rule matched",
@@ -292,15 +292,34 @@ class TestExplain:
         assert main([*args, "--helpdesk", "support-eu=freshdesk", "--brief"]) == 0
         assert "group Team Leads" in capsys.readouterr().out
 
-    def test_without_a_helpdesk_a_group_cannot_be_resolved(
-        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    def test_a_ticket_of_an_instance_nothing_names_is_refused_with_the_fix(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
     ) -> None:
+        """Explained as "no group at any level" it would be a silent no-op (issue 17)."""
+        monkeypatch.chdir(tmp_path)
         args = ["explain", str(ticket_file(tmp_path))]
         args += ["--matrix", str(small_matrix(tmp_path)), "--at", AT, "--brief"]
-        assert main(args) == 0
-        assert "no escalation — level l2 has no group for helpdesk support-eu" in (
-            capsys.readouterr().out
+        assert main(args) == 2
+        out, err = capsys.readouterr()
+        assert out == ""
+        assert (
+            "instance 'support-eu' is neither a helpdesk nor an instance of escbridge.yaml" in err
         )
+        assert "--helpdesk support-eu=TYPE" in err
+
+    def test_the_config_says_which_helpdesk_an_instance_is(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        monkeypatch.chdir(tmp_path)
+        matrix = small_matrix(tmp_path)
+        write(
+            tmp_path / "escbridge.yaml",
+            f"matrix: {matrix}\ninstances:\n  support-eu:\n    type: zendesk\n"
+            "    subdomain: acme\n    email: a@b.c\n    api_token: ${UNSET_TOKEN_FOR_TEST}\n",
+        )
+        args = ["explain", str(ticket_file(tmp_path)), "--matrix", str(matrix), "--at", AT]
+        assert main([*args, "--brief"]) == 0
+        assert "ESCALATE l1 → l2" in capsys.readouterr().out
 
     def test_json_output_parses(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
         args = ["explain", str(ticket_file(tmp_path)), "--matrix", str(small_matrix(tmp_path))]
@@ -318,7 +337,7 @@ class TestExplain:
         self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
     ) -> None:
         args = ["explain", str(ticket_file(tmp_path)), "--matrix", str(small_matrix(tmp_path))]
-        assert main([*args, "--at", "2026-03-11T15:00", "--json"]) == 0
+        assert main([*args, "--at", "2026-03-11T15:00", "--helpdesk", "zendesk", "--json"]) == 0
         assert json.loads(capsys.readouterr().out)["at"] == "2026-03-11T15:00:00Z"
 
     def test_a_bad_time_is_a_usage_error(

@@ -244,6 +244,10 @@ def run_explain(args: argparse.Namespace) -> int:
     if isinstance(helpdesks, str):
         print(f"error: --helpdesk: {helpdesks}", file=sys.stderr)
         return EXIT_INVALID
+    unknown = _unrouted_instances(matrix, tickets, helpdesks, Path(args.config))
+    if unknown:
+        print(f"error: {unknown}", file=sys.stderr)
+        return EXIT_INVALID
     engine = Engine(matrix, helpdesks)
     decisions = [engine.decide(t, [], now, explain=True) for t in tickets]
     return _print_decisions(args, tickets, decisions, matrix)
@@ -267,6 +271,44 @@ def _print_decisions(
         escalated = sum(d.escalate for d in decisions)
         print(f"{plural(len(decisions), 'ticket')}, {escalated} would escalate", file=out)
     return EXIT_OK
+
+
+def _unrouted_instances(
+    matrix: Matrix, tickets: Sequence[Ticket], helpdesks: dict[str, str], config_path: Path
+) -> str | None:
+    """Which helpdesk each ticket's instance is, when --helpdesk did not say: the instance's
+    ``type:`` in escbridge.yaml (added to ``helpdesks``) or its own name when that is a
+    helpdesk. A ticket of an instance nothing names would be explained as "no group" at every
+    level — a silent no-op — so that is an error with the fix (None: all known)."""
+    from escbridge.config import load_config, routing
+    from escbridge.connector import default_registry
+    from escbridge.errors import ConfigError
+
+    installed = set(default_registry().names())
+    types: dict[str, str] = {}
+    if config_path.is_file():
+        try:
+            config = load_config(config_path, helpdesk_secrets=False)
+        except ConfigError:
+            pass  # explain FILE needs no config; `validate` says what is wrong with it
+        else:
+            types = {name: i.type for name, i in config.instances.items()}
+    missing: list[str] = []
+    for instance in dict.fromkeys(t.instance for t in tickets):
+        if instance in helpdesks or instance in installed:
+            continue
+        if instance in types:
+            helpdesks[instance] = types[instance]
+        elif routing(matrix, instance, None).routes_nothing:
+            missing.append(instance)
+    if not missing:
+        return None
+    names = ", ".join(f"'{m}'" for m in missing)
+    return (
+        f"the tickets' instance {names} is neither a helpdesk nor an instance of {config_path} "
+        f"— pass --helpdesk TYPE (or --helpdesk {missing[0]}=TYPE; installed: "
+        f"{', '.join(sorted(installed))}), or --config naming it"
+    )
 
 
 def _helpdesk_map(values: Sequence[str], tickets: Sequence[Ticket]) -> dict[str, str] | str:
