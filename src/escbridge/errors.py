@@ -349,3 +349,21 @@ class AddressInUseError(InvalidInputError):
         fix = "pass --port N" if option == "--port" else f"pass another {option}"
         message = f"port {port} on {host} is in use — stop the other process or {fix}"
         super().__init__([Problem(option, None, "", message)])
+
+
+def error_summary(error: BaseException) -> str:
+    """``KeyError at parse.py:42 in _clean_id``: what to log or print of an unexpected error.
+
+    Not its message nor a traceback's: those often quote the input that caused them (a key,
+    a value, SQL parameters), and a log or a terminal must not carry what a stranger wrote.
+    """
+    import os.path
+
+    where = ""
+    tb = error.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    if tb is not None:
+        code = tb.tb_frame.f_code
+        where = f" at {os.path.basename(code.co_filename)}:{tb.tb_lineno} in {code.co_name}"
+    return f"{type(error).__name__}{where}"

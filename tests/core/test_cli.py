@@ -207,7 +207,7 @@ class TestValidate:
         path = small_matrix(tmp_path)
         assert main(["validate", str(path)]) == 0
         captured = capsys.readouterr()
-        assert captured.out == f"{path}: ok — 3 levels, 2 teams, 1 rules\n"
+        assert captured.out == f"{path}: ok — 3 levels, 2 teams, 1 rule\n"
         assert captured.err == ""
 
     def test_the_example_matrix_is_clean(self, capsys: pytest.CaptureFixture[str]) -> None:

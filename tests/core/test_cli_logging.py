@@ -26,12 +26,12 @@ from escbridge.cli._common import (
     add_log_options,
     configure_logging,
     install_secrets,
-    plural,
     setup_logging,
 )
 from escbridge.errors import StoreUrlError
 from escbridge.store import upgrade
 from escbridge.store.database import parse_url, url_problem
+from escbridge.wording import plural
 
 TOKEN = "tok-9f8e7d6c5b4a"
 

@@ -28,7 +28,8 @@ def command(
         parser = argparse.ArgumentParser(prog="escbridge")
         configure(parser)
         code = run(parser.parse_args(list(argv)))
-        return code, capsys.readouterr().out
+        seen = capsys.readouterr()  # what the operator sees: errors are on stderr
+        return code, seen.out + seen.err
 
     return invoke
 

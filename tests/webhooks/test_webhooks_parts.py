@@ -60,9 +60,9 @@ def test_serve_refuses_bad_options_and_config(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], keep_logging: Any
 ) -> None:
     assert run_serve(_serve_args("--workers", "-1")) == 2
-    assert "--workers must be at least 0" in capsys.readouterr().out
+    assert "--workers must be at least 0" in capsys.readouterr().err
     assert run_serve(_serve_args("--config", str(tmp_path / "missing.yaml"))) == 2
-    assert "cannot read" in capsys.readouterr().out
+    assert "cannot read" in capsys.readouterr().err
 
 
 def test_serve_refuses_a_store_that_is_not_upgraded(
@@ -75,8 +75,8 @@ def test_serve_refuses_a_store_that_is_not_upgraded(
     monkeypatch.setenv("ZENDESK_WEBHOOK_SECRET", "s3cret-value")
     config = write_config(tmp_path, f"sqlite:///{tmp_path / 'new.db'}")
     assert run_serve(_serve_args("--config", str(config))) == 1
-    out = capsys.readouterr().out
-    assert "escbridge db upgrade" in out and API_TOKEN not in out
+    out, err = capsys.readouterr()
+    assert "escbridge db upgrade" in err and API_TOKEN not in out + err
 
 
 def test_json_lines_carry_the_request_id_extras_and_mask_secrets() -> None:

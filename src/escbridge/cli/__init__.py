@@ -12,13 +12,19 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
 from escbridge import __version__
-from escbridge.cli._common import EXIT_OK, ArgumentParser, Runner
+from escbridge.cli._common import EXIT_OK, EXIT_PROBLEM, ArgumentParser, Runner
+from escbridge.errors import error_summary
 
-__all__ = ["COMMANDS", "build_parser", "main"]
+__all__ = ["COMMANDS", "DEBUG_ENV", "build_parser", "main"]
+
+#: Set (to anything) to see the traceback of an unexpected error instead of its one line.
+DEBUG_ENV = "ESCBRIDGE_DEBUG"
+EXIT_INTERRUPTED = 130  # what a shell reports for Ctrl-C
 
 # (command, help, module, its configure function, its run function), in the order of --help.
 COMMANDS: tuple[tuple[str, str, str, str, str], ...] = (
@@ -90,3 +96,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run(args)
     except BrokenPipeError:  # `escbridge explain … | head`
         return EXIT_OK
+    except KeyboardInterrupt:  # Ctrl-C in a command that does not handle it: no traceback
+        print(f"escbridge {selected}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as error:  # a bug in escbridge, not the admin's input
+        if os.environ.get(DEBUG_ENV):
+            raise
+        print(
+            f"escbridge {selected}: unexpected error ({error_summary(error)}) — a bug in "
+            f"escbridge, not in your input; {DEBUG_ENV}=1 shows the traceback for a report",
+            file=sys.stderr,
+        )
+        return EXIT_PROBLEM

@@ -68,8 +68,9 @@ def invalid(error: InvalidInputError) -> int:
 
 
 def failed(command: str, error: EscbridgeError, out: TextIO | None = None) -> int:
-    """Say why `escbridge COMMAND` could not do its work: 2 for invalid input, else 1."""
-    print(f"escbridge {command}: {error}", file=out or sys.stdout)
+    """Say why `escbridge COMMAND` could not do its work, on stderr (stdout carries only what
+    the command produces, e.g. its JSON): 2 for invalid input, else 1."""
+    print(f"escbridge {command}: {error}", file=out or sys.stderr)
     return EXIT_INVALID if isinstance(error, InvalidInputError) else EXIT_PROBLEM
 
 
@@ -114,11 +115,6 @@ def store_url_arg(text: str) -> str:
     if problem is not None:
         raise argparse.ArgumentTypeError(problem)
     return text
-
-
-def plural(count: int, word: str, many: str | None = None) -> str:
-    """``1 team``, ``2 teams``, ``0 rules``; ``many`` for words without a plain "s" plural."""
-    return f"{count} {word if count == 1 else many or word + 's'}"
 
 
 # --- logging: one choice of format for every long-running command -----------------------
@@ -288,7 +284,7 @@ def setup_logging(
     for old in list(root.handlers):
         root.removeHandler(old)
     root.addHandler(handler)
-    root.setLevel(level)
+    root.setLevel(level.upper() if isinstance(level, str) else level)
     debug = root.getEffectiveLevel() <= logging.DEBUG
     for name in CHATTY_LOGGERS:
         logging.getLogger(name).setLevel(logging.NOTSET if debug else logging.WARNING)
@@ -340,7 +336,6 @@ __all__ = [
     "install_secrets",
     "invalid",
     "parse_time",
-    "plural",
     "run_until_signal",
     "setup_logging",
     "store_url_arg",

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
-from escbridge.cli._common import EXIT_INVALID, EXIT_OK, EXIT_PROBLEM, invalid, plural
+from escbridge.cli._common import EXIT_INVALID, EXIT_OK, EXIT_PROBLEM, invalid
 from escbridge.config import (
     DEFAULT_CONFIG_FILE,
     Config,
@@ -33,6 +33,7 @@ from escbridge.errors import (
     Problem,
 )
 from escbridge.matrix import Matrix, load_matrix
+from escbridge.wording import plural
 
 __all__ = [
     "config_problems",
@@ -206,9 +207,10 @@ def run_check(
 
 
 def _invalid(path: str, problems: Sequence[Problem], out: TextIO) -> int:
-    print(f"{path} is invalid:", file=out)
-    for problem in problems:
-        print(f"  {problem}", file=out)
+    """One ``error: file:line …`` line a problem, as `validate` prints them (each problem
+    names its file, so ``path`` is said only when there is none)."""
+    for problem in problems or [Problem(path, None, "", "is invalid")]:
+        print(f"error: {problem}", file=out)
     return EXIT_INVALID
 
 

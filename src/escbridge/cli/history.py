@@ -19,6 +19,7 @@ from escbridge.cli.store import _add_store_arguments, _relative, _time, store_ur
 from escbridge.errors import InvalidInputError, StoreUnavailableError
 from escbridge.store import Store, safe_url
 from escbridge.store.history import TicketHistory, store_exists, ticket_history
+from escbridge.wording import plural
 
 __all__ = ["configure_history_parser", "format_history", "run_history"]
 
@@ -113,7 +114,7 @@ def _headline(found: TicketHistory, now: datetime) -> str:
     parts.append(f"at level {level}" if level else "never escalated by escbridge")
     count = len(found.escalations)
     if count:
-        parts.append(f"{count} escalation{'s' if count != 1 else ''}")
+        parts.append(plural(count, "escalation"))
     if state is not None and state.cooldown_until is not None and state.cooldown_until > now:
         parts.append(f"cooldown until {_time(state.cooldown_until)}")
     if found.shadow is None:

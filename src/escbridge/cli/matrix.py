@@ -20,7 +20,6 @@ from escbridge.cli._common import (
     EXIT_PROBLEM,
     invalid,
     parse_time,
-    plural,
 )
 from escbridge.errors import (
     EscbridgeError,
@@ -40,6 +39,7 @@ from escbridge.views import (
     matrix_mermaid,
     matrix_table,
 )
+from escbridge.wording import plural
 from escbridge.yamlfile import parse_yaml, problems_from_validation
 
 if TYPE_CHECKING:
@@ -193,8 +193,8 @@ def run_validate(args: argparse.Namespace) -> int:
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
     print(
-        f"{path}: ok — {len(matrix.levels)} levels, {len(matrix.teams)} teams, "
-        f"{len(matrix.rules)} rules",
+        f"{path}: ok — {plural(len(matrix.levels), 'level')}, "
+        f"{plural(len(matrix.teams), 'team')}, {plural(len(matrix.rules), 'rule')}",
         file=_out(),
     )
     return EXIT_PROBLEM if warnings else EXIT_OK

@@ -25,7 +25,6 @@ from escbridge.cli._common import (
     configure_logging,
     failed,
     invalid,
-    plural,
     run_until_signal,
 )
 from escbridge.errors import EscbridgeError, InvalidInputError, WebhookRegistrationError
@@ -34,6 +33,7 @@ from escbridge.sandbox.backlog import DEFAULT_TICKETS, SandboxSet, config_yaml, 
 from escbridge.sandbox.driver import available_drivers
 from escbridge.sandbox.emulator import quiet_werkzeug
 from escbridge.sandbox.faults import FaultPlan, parse_fault
+from escbridge.wording import plural
 
 __all__ = ["configure_demo_parser", "configure_sandbox_parser", "run_demo", "run_sandbox"]
 

@@ -83,10 +83,13 @@ def run_serve(
     """
     for name, value, least in (("--workers", args.workers, 0), ("--threads", args.threads, 1)):
         if value is not None and value < least:
-            print(f"escbridge serve: {name} must be at least {least}")
+            print(f"escbridge serve: {name} must be at least {least}", file=sys.stderr)
             return EXIT_INVALID
     if not 0 <= args.port <= 65535:
-        print(f"escbridge serve: --port {args.port} is not a port: use 1 to 65535 (0: any free)")
+        print(
+            f"escbridge serve: --port {args.port} is not a port: use 1 to 65535 (0: any free)",
+            file=sys.stderr,
+        )
         return EXIT_INVALID
     try:
         from escbridge_webhooks.metrics import BIND_ENV, TOKEN_ENV, MetricsAccess
@@ -103,7 +106,7 @@ def run_serve(
     try:
         MetricsAccess(token=metrics_token, bind=metrics_bind)  # a bad one: before anything starts
     except ValueError as error:
-        print(f"escbridge serve: {error}")
+        print(f"escbridge serve: {error}", file=sys.stderr)
         return EXIT_INVALID
     options = ServeOptions(
         config=args.config,

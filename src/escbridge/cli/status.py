@@ -27,6 +27,7 @@ from escbridge.cli.store import _add_store_arguments, _relative, _time, store_ur
 from escbridge.errors import InvalidInputError, StoreUnavailableError
 from escbridge.store import Store, safe_url
 from escbridge.store.history import CHECK, SYNC, Overview, Run, overview, record_run, store_exists
+from escbridge.wording import plural
 
 if TYPE_CHECKING:
     from escbridge.connector import CheckReport
@@ -120,7 +121,7 @@ def status_report(store: Store, configured: dict[str, str | None], now: datetime
         queue = seen.queues.get(name)
         if queue is not None and queue.failed:
             attention.append(
-                f"{name}: {_count(queue.failed, 'dead letter')} — `escbridge jobs --failed "
+                f"{name}: {plural(queue.failed, 'dead letter')} — `escbridge jobs --failed "
                 f"--instance {name}` says why; `escbridge jobs retry --all-failed` replays them "
                 "once the cause is fixed"
             )
@@ -136,7 +137,7 @@ def status_report(store: Store, configured: dict[str, str | None], now: datetime
         due = seen.due.get(name)
         if due is not None and due.next_due is not None and due.next_due < now - OVERDUE_GRACE:
             attention.append(
-                f"{name}: {_count(due.overdue, 'deadline')} overdue since "
+                f"{name}: {plural(due.overdue, 'deadline')} overdue since "
                 f"{_time(due.next_due)} — no worker is acting on the due-queue: start "
                 "`escbridge worker` (or `escbridge serve`)"
             )
@@ -190,7 +191,7 @@ def _instance_lines(status: Status, name: str, helpdesk: str | None, now: dateti
         lines.append("  queue: empty, no dead letters")
     else:
         waiting = f"{queue.pending} waiting, {queue.retrying} retrying, {queue.claimed} claimed"
-        dead = f"{_count(queue.failed, 'dead letter')}"
+        dead = f"{plural(queue.failed, 'dead letter')}"
         oldest = seen.oldest_failed.get(name)
         if oldest is not None:
             dead += f" (oldest {_time(oldest)})"
@@ -210,7 +211,7 @@ def _instance_lines(status: Status, name: str, helpdesk: str | None, now: dateti
         if due.next_due is not None:
             head = f"next {_time(due.next_due)} ({_relative(due.next_due, now)})"
         lines.append(
-            f"  due-queue: {_count(due.open, 'open ticket')} known, {due.with_deadline} with a "
+            f"  due-queue: {plural(due.open, 'open ticket')} known, {due.with_deadline} with a "
             f"deadline, {due.overdue} overdue; {head}"
         )
     return lines
@@ -240,10 +241,6 @@ def _ago(at: datetime, now: datetime) -> str:
     if (now - at).total_seconds() < 60:
         return "just now"
     return _relative(at, now).removeprefix("overdue ") + " ago"
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def status_json(status: Status) -> dict[str, Any]:

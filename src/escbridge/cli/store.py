@@ -19,7 +19,6 @@ from escbridge.cli._common import (
     EXIT_OK,
     EXIT_PROBLEM,
     failed,
-    plural,
     store_url_arg,
 )
 from escbridge.errors import InvalidInputError, StoreSchemaError, StoreUnavailableError
@@ -37,6 +36,7 @@ from escbridge.store import (
     upgrade,
 )
 from escbridge.store.history import escalated_without_job
+from escbridge.wording import plural
 
 __all__ = [
     "configure_db_parser",

@@ -4,20 +4,21 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from escbridge.cli._common import (
     EXIT_INVALID,
     EXIT_OK,
-    EXIT_PROBLEM,
     add_log_options,
     configure_logging,
+    failed,
     install_secrets,
-    plural,
     run_until_signal,
 )
-from escbridge.errors import EscbridgeError, InvalidInputError
+from escbridge.errors import EscbridgeError
+from escbridge.wording import plural
 
 if TYPE_CHECKING:
     from escbridge.config import Config
@@ -53,7 +54,7 @@ def run_worker(args: argparse.Namespace) -> int:
     from escbridge.secrets import safe_url
 
     if args.concurrency is not None and args.concurrency < 1:
-        print("escbridge worker: --concurrency must be at least 1")
+        print("escbridge worker: --concurrency must be at least 1", file=sys.stderr)
         return EXIT_INVALID
     configure_logging(args)
     try:
@@ -61,12 +62,8 @@ def run_worker(args: argparse.Namespace) -> int:
         install_secrets(_secrets(config))
         processor = build_processor(config)
         processor.store.check_schema()
-    except InvalidInputError as error:
-        print(f"escbridge worker: {error}")
-        return EXIT_INVALID
-    except EscbridgeError as error:
-        print(f"escbridge worker: {error}")
-        return EXIT_PROBLEM
+    except EscbridgeError as error:  # InvalidInputError: 2, anything else: 1
+        return failed("worker", error)
     concurrency = args.concurrency or processor.settings.concurrency
     log.info(
         "worker %s: %s on store %s",

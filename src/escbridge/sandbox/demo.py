@@ -35,7 +35,6 @@ from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from escbridge.cli._common import plural
 from escbridge.errors import DemoError
 from escbridge.model import Channel, Priority, Status
 from escbridge.sandbox.backlog import SandboxSet, config_yaml, default_matrix_path
@@ -43,6 +42,7 @@ from escbridge.sandbox.driver import SandboxDriver, SimClock, TicketSpec
 from escbridge.sandbox.emulator import ServerThread, quiet_werkzeug
 from escbridge.store import DUE_KIND
 from escbridge.sync import CallCounter, Syncer, SyncOptions, SyncReport, build_sync_processor
+from escbridge.wording import plural
 
 if TYPE_CHECKING:
     from escbridge.calendar import BusinessCalendar
@@ -654,8 +654,9 @@ def format_result(result: DemoResult, matrix: Matrix, *, running: bool = False) 
     out.append(f"escbridge demo — a simulated support day: {day}, times {result.timezone}")
     helpdesks = ", ".join(result.sandboxes) or "none"
     out.append(
-        f"{len(result.sandboxes)} sandbox helpdesks ({helpdesks}) seeded with {result.seeded} "
-        f"tickets; receiver {result.receiver_url}; store {result.store_path}"
+        f"{plural(len(result.sandboxes), 'sandbox helpdesk')} ({helpdesks}) seeded with "
+        f"{plural(result.seeded, 'ticket')}; receiver {result.receiver_url}; "
+        f"store {result.store_path}"
     )
     out.append(f"The day: {day_figures(result, matrix).sentence()}.")
     out.append("")

@@ -22,6 +22,7 @@ from escbridge.errors import (
     RequestBodyError,
     StoreSchemaError,
     StoreUnavailableError,
+    error_summary,
 )
 from escbridge.store import PROBE_TIMEOUT, probe_write
 from escbridge_webhooks.chain import (
@@ -32,7 +33,6 @@ from escbridge_webhooks.chain import (
     Step,
     WebhookRequest,
     default_steps,
-    error_summary,
     refused,
     run_chain,
     unknown_instance,

@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import os
 import threading
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
@@ -41,6 +40,7 @@ from escbridge.errors import (
     WebhookAuthError,
     WebhookKeyUnavailable,
     WebhookPayloadError,
+    error_summary,
 )
 from escbridge.model import TicketEvent
 from escbridge.store import INBOX_LIMITS, Enqueued
@@ -147,22 +147,6 @@ def run_chain(steps: Sequence[Step], ctx: Context) -> Reply:
 
 def _error(status: int, outcome: str, error: str, **more: Any) -> Reply:
     return Reply(status, {"error": error, **more}, outcome, reason=more.get("detail"))
-
-
-def error_summary(error: BaseException) -> str:
-    """``KeyError at parse.py:42 in _clean_id``: what to log of an unexpected error.
-
-    Not its message nor a traceback's: those often quote the body that caused them (a key,
-    a value, SQL parameters), and a log must not carry what a stranger wrote.
-    """
-    where = ""
-    tb = error.__traceback__
-    while tb is not None and tb.tb_next is not None:
-        tb = tb.tb_next
-    if tb is not None:
-        code = tb.tb_frame.f_code
-        where = f" at {os.path.basename(code.co_filename)}:{tb.tb_lineno} in {code.co_name}"
-    return f"{type(error).__name__}{where}"
 
 
 # --- 1. size ---------------------------------------------------------------------------------

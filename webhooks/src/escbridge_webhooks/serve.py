@@ -29,8 +29,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from escbridge.cli._common import plural, setup_logging
+from escbridge.cli._common import setup_logging
 from escbridge.secrets import safe_url
+from escbridge.wording import plural
 from escbridge_webhooks.app import ReceiverSettings, create_app, receiver_of
 from escbridge_webhooks.instrument import count_api_errors
 from escbridge_webhooks.logs import install_secrets
