@@ -723,6 +723,12 @@ def format_result(result: DemoResult, matrix: Matrix, *, running: bool = False) 
     out.append("Where to look next:")
     report_cmd = f"escbridge report --store {result.store_url} --matrix {matrix.source}"
     out.append(f"  {report_cmd}")
+    if result.stories:  # everything escbridge knows of one ticket, with times
+        story, ticket_id = next(iter(result.stories.values()))
+        out.append(
+            f"  escbridge history --store {result.store_url} {story.helpdesk} {ticket_id}"
+            f"   # {story.title}"
+        )
     browse = "" if running else " (run with --keep-running to browse them)"
     out.append(f"  the scripted tickets in the sandboxes{browse}:")
     for key, (story, ticket_id) in result.stories.items():
