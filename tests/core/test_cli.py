@@ -144,7 +144,7 @@ def test_a_core_only_install_validates_and_explains(tmp_path: Path) -> None:
 def test_serve_without_the_receiver_says_how_to_install_it(tmp_path: Path) -> None:
     served = core_only("serve", "--config", str(tmp_path / "escbridge.yaml"))
     assert served.returncode == 2
-    assert "pip install escbridge-webhooks" in served.stderr
+    assert "pip install ./webhooks" in served.stderr
 
 
 # --- init -------------------------------------------------------------------------------------

@@ -104,7 +104,7 @@ def test_unknown_plugin_says_what_is_installed_and_how_to_install() -> None:
     with pytest.raises(PluginLoadError) as info:
         registry().load("jira")
     assert "installed: broken, echo, noinfo" in str(info.value)
-    assert "pip install escbridge-jira" in str(info.value)
+    assert "pip install ./connectors/jira" in str(info.value)
 
 
 def test_connectors_command_lists_every_plugin_and_reports_the_broken_one(

@@ -70,7 +70,8 @@ def run_connectors(
     statuses = (registry or default_registry()).statuses()
     if not statuses:
         print(
-            "No connector plugins installed. Install one, e.g.: pip install escbridge-zendesk",
+            "No connector plugins installed. Install one from escbridge's checkout, e.g.: "
+            "pip install ./connectors/zendesk",
             file=out,
         )
         return EXIT_PROBLEM

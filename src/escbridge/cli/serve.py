@@ -97,7 +97,7 @@ def run_serve(
     except ImportError as error:
         print(
             f"escbridge serve needs the escbridge-webhooks distribution ({error}).\n"
-            "Install it with: pip install escbridge-webhooks",
+            "Install it from escbridge's checkout: pip install ./webhooks",
             file=sys.stderr,
         )
         return EXIT_INVALID

@@ -90,8 +90,9 @@ class Registry:
             installed = ", ".join(self.names()) or "none"
             raise PluginLoadError(
                 name,
-                f"not installed (installed: {installed}); "
-                f"install it with: pip install escbridge-{name}",
+                f"not installed (installed: {installed}); escbridge's own connectors install "
+                f"from its checkout (pip install ./connectors/{name}), others from their "
+                "distribution (e.g. pip install ./examples/acmedesk)",
             )
         if name in self._duplicates:
             log.warning(
