@@ -350,8 +350,9 @@ def quiet_werkzeug(loggers: Iterable[str] = ("werkzeug",)) -> Callable[[], None]
     process (the demo run in-process must leave logging as it found it).
     """
     saved = {name: logging.getLogger(name).level for name in loggers}
-    for name in saved:
-        logging.getLogger(name).setLevel(logging.WARNING)
+    for name in saved:  # quieter only: a process at ERROR stays at ERROR
+        logger = logging.getLogger(name)
+        logger.setLevel(max(logging.WARNING, logger.getEffectiveLevel()))
 
     def restore() -> None:
         for name, level in saved.items():
