@@ -283,12 +283,12 @@ def test_serve_refuses_a_weak_token_or_a_bad_bind_before_starting(
     config = ["--config", str(tmp_path / "never-read.yaml")]
     monkeypatch.setenv("ESCBRIDGE_METRICS_TOKEN", "short-secret")
     assert run_serve(parser.parse_args(config)) == 2
-    out = capsys.readouterr().out
-    assert "ESCBRIDGE_METRICS_TOKEN must be at least 16 characters" in out
-    assert "short-secret" not in out
+    out, err = capsys.readouterr()  # errors are on stderr
+    assert "ESCBRIDGE_METRICS_TOKEN must be at least 16 characters" in err
+    assert "short-secret" not in out + err
     monkeypatch.setenv("ESCBRIDGE_METRICS_TOKEN", METRICS_TOKEN)
     assert run_serve(parser.parse_args([*config, "--metrics-bind", "9100"])) == 2
-    assert "is not host:port or unix:/path" in capsys.readouterr().out
+    assert "is not host:port or unix:/path" in capsys.readouterr().err
 
 
 def free_port() -> int:
