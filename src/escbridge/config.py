@@ -107,9 +107,7 @@ class InstanceConfig:
 
     def mask(self, text: str, literal: Iterable[str] = ()) -> str:
         """Every value that came from the environment as ``${VAR}``; ``literal`` ones as ***."""
-        for value, var in sorted(self.secret_values.items(), key=lambda kv: -len(kv[0])):
-            if value:
-                text = text.replace(value, "${" + var + "}")
+        text = _mask(text, {value: var for value, var in self.secret_values.items() if value})
         for value in sorted(literal, key=len, reverse=True):
             text = text.replace(value, MASK)
         return text
@@ -329,8 +327,15 @@ def _contains(value: Any, secret: str) -> bool:
 
 
 def _mask(text: str, secrets: Mapping[str, str]) -> str:
+    """Show each secret as its ``${VAR}``. A value shorter than MIN_SECRET (a test value such
+    as ``x``) is masked only where it stands alone, so it does not garble every word holding
+    that letter ("is not a known ke${VAR}")."""
     for value, var in sorted(secrets.items(), key=lambda kv: -len(kv[0])):
-        text = text.replace(value, "${" + var + "}")
+        shown = "${" + var + "}"
+        if len(value) >= MIN_SECRET:
+            text = text.replace(value, shown)
+        else:
+            text = re.sub(rf"(?<!\w){re.escape(value)}(?!\w)", lambda _, shown=shown: shown, text)
     return text
 
 

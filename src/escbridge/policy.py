@@ -2,8 +2,11 @@
 
 Pure and deterministic: time is passed in, nothing is read or written. The matrix's conditions
 are compiled once into one generated matcher (``escbridge.conditions.evaluate``) so a sync scan
-over many tickets stays cheap; explanations (``escbridge.conditions.explain``) are built only
-when asked for (``explain=True``) and for the winning rule.
+over many tickets stays cheap. A decision comes in two steps: :meth:`Engine.choose` settles
+whether the ticket escalates, by which rule and where to (what a scan needs), and
+:meth:`Engine.decision` builds the rest only for the tickets that get it — the note (a Jinja
+render), the actions, the winning rule's reasons and, with ``explain=True``, an explanation for
+every rule (``escbridge.conditions.explain``). :meth:`Engine.decide` is both at once.
 
 The invariants of ARCHITECTURE.md "Exactly-once in effect" live here and in ``Matrix.resolve``:
 never de-escalate, never re-apply the rung a ticket is already on, never lower a priority, and a
@@ -12,8 +15,9 @@ per-ticket cooldown and daily cap stop any loop that slips through.
 
 from __future__ import annotations
 
+import types
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -32,16 +36,111 @@ from escbridge.model import (
     EscalationRecord,
     Priority,
     RuleOutcome,
+    Status,
     Ticket,
 )
 
 DAY = timedelta(days=1)
+#: Statuses no rule escalates (``Status.is_open`` as a set: one hash lookup per ticket).
+_CLOSED = frozenset({Status.SOLVED, Status.CLOSED})
+#: Distinct (level, group, instance) keys ``current_rung`` remembers before starting over.
+_RUNG_CACHE = 4096
 
 
 @dataclass(frozen=True)
 class _Candidate:
     rule: Rule
     rung: Rung
+
+
+@dataclass(frozen=True, eq=False)
+class Choice:
+    """What a decision settles: whether the ticket escalates, by which rule, to which rung and
+    group, and the one-line summary — without what only an applied or explained decision needs.
+
+    Why a step of its own: a scan decides every open ticket, and the note (a Jinja render), the
+    actions and the explanations cost more than the matching; :meth:`Engine.decision` builds
+    them from a choice for the tickets that are applied or explained, and ``decide`` gives the
+    same Decision as ever.
+    """
+
+    ctx: Context
+    summary: str
+    rule: Rule | None = None  # the rule that escalates the ticket (None: no escalation)
+    rung: Rung | None = None  # where it goes
+    group: str | None = None  # the rung's group on the ticket's helpdesk
+    blocked: Mapping[str, str] = field(default_factory=dict)  # matching rules that did not act
+    closed: bool = False  # solved or closed: no rule looked at
+
+    @property
+    def escalate(self) -> bool:
+        return self.rule is not None
+
+    @property
+    def ticket(self) -> Ticket:
+        return self.ctx.ticket
+
+    @property
+    def at(self) -> datetime:
+        return self.ctx.now
+
+    @property
+    def rule_id(self) -> str | None:
+        return None if self.rule is None else self.rule.id
+
+    @property
+    def to(self) -> str | None:
+        """The id of the rung the ticket escalates to (None: no escalation)."""
+        return None if self.rung is None else self.rung.id
+
+
+class _Template:
+    """A note template, ready to render many times: the environment's globals copied once,
+    and whether it reads ``ticket`` at all.
+
+    ``jinja2.Template.render`` copies the template's globals (a ChainMap) into a new dict on
+    every call, and the ticket as a template sees it is a ``model_dump``: both were a large
+    share of an escalation's cost for a default note that reads neither. The compiled render
+    function and the sandboxed environment are the template's own, so the text (and any error
+    it raises) is what ``render`` gives.
+    """
+
+    __slots__ = ("_globals", "reads_ticket", "template")
+
+    def __init__(self, template: jinja2.Template) -> None:
+        self.template = template
+        self._globals = dict(template.globals)
+        self.reads_ticket = _reads_variable(template, "ticket")
+
+    def render(self, variables: Mapping[str, Any]) -> str:
+        t = self.template
+        env = t.environment
+        context = env.context_class(
+            env, {**self._globals, **variables}, t.name, t.blocks, globals=self._globals
+        )
+        return env.concat(t.root_render_func(context))
+
+
+def _reads_variable(template: jinja2.Template, name: str) -> bool:
+    """Whether a compiled template may read the variable ``name``.
+
+    Jinja compiles every variable a template reads into a lookup by its name, a string
+    constant of the render function (or of a macro or block compiled inside it): a template
+    without that constant anywhere cannot read it. A constant that is only text the template
+    prints counts too, which errs on the side of providing the variable.
+    """
+    todo: list[Any] = [template.root_render_func.__code__]
+    todo.extend(block.__code__ for block in template.blocks.values())
+    while todo:
+        item = todo.pop()
+        if isinstance(item, str):
+            if item == name:
+                return True
+        elif isinstance(item, types.CodeType):
+            todo.extend(item.co_consts)
+        elif isinstance(item, tuple | frozenset):
+            todo.extend(item)
+    return False
 
 
 class Engine:
@@ -52,9 +151,32 @@ class Engine:
         self.matrix = matrix
         self.helpdesks = dict(helpdesks or {})
         self._match = build_matcher([rule.condition for rule in matrix.rules])
+        self._rungs: dict[tuple[str | None, str | None, str], Rung] = {}
+        self._templates: dict[int, _Template] = {}
+        for template in (
+            matrix.default_note,
+            *(rule.actions.note for rule in matrix.rules),
+            *(rule.actions.customer_update for rule in matrix.rules),
+        ):
+            if template is not None:
+                self._templates[id(template)] = _Template(template)
 
     def current_rung(self, ticket: Ticket) -> Rung:
-        """Where a ticket sits now: its marker, else the rung owning its group, else level 1."""
+        """Where a ticket sits now: its marker, else the rung owning its group, else level 1.
+
+        Remembered per (marker, group, instance): a scan meets the same few combinations over
+        and over, and the answer depends on nothing else (the matrix and the helpdesks are
+        fixed for the engine's life)."""
+        key = (ticket.level, ticket.group, ticket.instance)
+        rung = self._rungs.get(key)
+        if rung is None:
+            rung = self._find_rung(ticket)
+            if len(self._rungs) >= _RUNG_CACHE:
+                self._rungs.clear()
+            self._rungs[key] = rung
+        return rung
+
+    def _find_rung(self, ticket: Ticket) -> Rung:
         rung = self.matrix.rung(ticket.level)
         if rung is not None:
             return rung
@@ -76,15 +198,19 @@ class Engine:
         explain: bool = False,
     ) -> Decision:
         """The decision for ``ticket`` at ``now``; ``explain`` adds an outcome for every rule."""
-        if now.tzinfo is None:
-            raise ValueError("now needs a timezone")
-        now = now.astimezone(UTC)
+        return self.decision(self.choose(ticket, history, now), explain=explain)
+
+    def choose(self, ticket: Ticket, history: Sequence[EscalationRecord], now: datetime) -> Choice:
+        """Whether, by which rule and where ``ticket`` escalates at ``now``: ``decide`` without
+        the note, the actions and the explanations (see :class:`Choice`)."""
+        if now.tzinfo is not UTC:
+            if now.tzinfo is None:
+                raise ValueError("now needs a timezone")
+            now = now.astimezone(UTC)
         current = self.current_rung(ticket)
         ctx = Context(ticket, now, current, history)
-        if not ticket.status.is_open:
-            summary = f"no escalation: the ticket is {ticket.status.value}"
-            outcomes = self._outcomes(ctx, current, {}, summary) if explain else ()
-            return _no_escalation(ctx, summary, outcomes)
+        if ticket.status in _CLOSED:
+            return Choice(ctx, f"no escalation: the ticket is {ticket.status.value}", closed=True)
         winner, blocked, guard = self._select(ctx)
         if winner is None:
             if guard is not None:
@@ -95,9 +221,26 @@ class Engine:
                 )
             else:
                 summary = "no escalation: no rule matched"
-            outcomes = self._outcomes(ctx, current, blocked, None) if explain else ()
-            return _no_escalation(ctx, summary, outcomes)
-        return self._escalation(ctx, current, winner, blocked, explain)
+            return Choice(ctx, summary, blocked=blocked)
+        rule, rung = winner.rule, winner.rung
+        group = rung.group_for(ticket.instance, self.helpdesks.get(ticket.instance))
+        if group is None:
+            why = f"{rung.kind} {rung.id} has no group for helpdesk {ticket.instance}"
+            return Choice(ctx, f"no escalation: {why}", blocked={**blocked, rule.id: why})
+        summary = (
+            f"escalate {current.id} → {rung.id} ({rung.name}, group {group}) by rule {rule.id}"
+        )
+        return Choice(ctx, summary, rule, rung, group, blocked)
+
+    def decision(self, choice: Choice, *, explain: bool = False) -> Decision:
+        """The full Decision of a choice: for an escalation its note, actions and reasons; with
+        ``explain``, an outcome for every rule."""
+        ctx = choice.ctx
+        if choice.rule is None or choice.rung is None or choice.group is None:
+            closed = choice.summary if choice.closed else None
+            outcomes = self._outcomes(ctx, choice.blocked, closed) if explain else ()
+            return _no_escalation(ctx, choice.summary, outcomes)
+        return self._escalation(choice, choice.rule, choice.rung, choice.group, explain)
 
     def _select(self, ctx: Context) -> tuple[_Candidate | None, dict[str, str], str | None]:
         """(winner, why each other matching rule was blocked, the guard that stopped the winner).
@@ -201,7 +344,7 @@ class Engine:
         return None
 
     def _outcomes(
-        self, ctx: Context, current: Rung, blocked: Mapping[str, str], closed: str | None
+        self, ctx: Context, blocked: Mapping[str, str], closed: str | None
     ) -> tuple[RuleOutcome, ...]:
         out = []
         for rule in self.matrix.rules:
@@ -215,35 +358,24 @@ class Engine:
         return tuple(out)
 
     def _escalation(
-        self,
-        ctx: Context,
-        current: Rung,
-        winner: _Candidate,
-        blocked: Mapping[str, str],
-        explain: bool,
+        self, choice: Choice, rule: Rule, rung: Rung, group: str, explain: bool
     ) -> Decision:
-        ticket, rule, rung = ctx.ticket, winner.rule, winner.rung
-        helpdesk = self.helpdesks.get(ticket.instance)
-        group = rung.group_for(ticket.instance, helpdesk)
+        ctx = choice.ctx
+        ticket, current = ctx.ticket, ctx.rung
         _, lines = explain_condition(rule.condition, ctx)
         reasons = tuple(line[2:] for line in lines) or (rule.name,)
-        if group is None:
-            why = f"{rung.kind} {rung.id} has no group for helpdesk {ticket.instance}"
-            summary = f"no escalation: {why}"
-            outcomes = (
-                self._outcomes(ctx, current, {**blocked, rule.id: why}, None) if explain else ()
-            )
-            return _no_escalation(ctx, summary, outcomes)
         priority = max(
             ticket.priority,
             rule.actions.priority or Priority.LOW,
             rung.min_priority or Priority.LOW,
         )
-        destination = Destination(
-            kind=rung.kind, id=rung.id, name=rung.name, rank=rung.rank, group=group
+        # Built from values the engine made itself, like the "no escalation" decisions (a test
+        # compares them with validated models).
+        destination = _trusted(
+            Destination, kind=rung.kind, id=rung.id, name=rung.name, rank=rung.rank, group=group
         )
-        context = {
-            "ticket": _ticket_for_template(ticket),
+        helpdesk = self.helpdesks.get(ticket.instance)
+        variables: dict[str, Any] = {
             "rule": {"id": rule.id, "name": rule.name, "kind": rule.kind},
             "destination": {"id": rung.id, "name": rung.name, "kind": rung.kind, "group": group},
             "from_level": {
@@ -255,22 +387,25 @@ class Engine:
             "reasons": list(reasons),
             "now": ctx.now,
         }
-        note, failure = _render(rule.actions.note or self.matrix.default_note, context)
+        note, failure = self._render(
+            rule.actions.note or self.matrix.default_note, variables, ticket
+        )
         if note is None:
-            note = (_render(self.matrix.default_note, context)[0] or "") + (
+            note = (self._render(self.matrix.default_note, variables, ticket)[0] or "") + (
                 f"\n\n(the note template of rule {rule.id} failed on this ticket: {failure}; "
                 "this is escbridge's default note)"
             )
         customer = None
         if rule.actions.customer_update is not None:
-            customer, failure = _render(rule.actions.customer_update, context)
+            customer, failure = self._render(rule.actions.customer_update, variables, ticket)
             if customer is None:
                 note += (
                     f"\n(the customer update of rule {rule.id} failed on this ticket and was not "
                     f"sent: {failure})"
                 )
         old_marker = current.marker if ticket.level == current.id else None
-        actions = Actions(
+        actions = _trusted(
+            Actions,
             group=group,
             priority=priority if priority > ticket.priority else None,
             note=note,
@@ -280,11 +415,9 @@ class Engine:
             unassign=rule.actions.unassign,
             level=rung.id,
         )
-        summary = (
-            f"escalate {current.id} → {rung.id} ({rung.name}, group {group}) by rule {rule.id}"
-        )
-        outcomes = self._outcomes(ctx, current, blocked, None) if explain else ()
-        return Decision(
+        outcomes = self._outcomes(ctx, choice.blocked, None) if explain else ()
+        return _trusted(
+            Decision,
             ticket_id=ticket.id,
             instance=ticket.instance,
             at=ctx.now,
@@ -296,18 +429,25 @@ class Engine:
             actions=actions,
             reasons=reasons,
             outcomes=outcomes,
-            summary=summary,
+            summary=choice.summary,
         )
 
-
-def _render(template: jinja2.Template, context: Mapping[str, Any]) -> tuple[str | None, str]:
-    """(text, "") or (None, why). Templates were trial-rendered at load, but one ticket can
-    still lack what a template uses (a custom field, an organisation): the escalation must
-    still happen, so the caller falls back instead of failing."""
-    try:
-        return template.render(context).strip(), ""
-    except Exception as exc:  # the admin's template, whatever it raised
-        return None, str(exc)
+    def _render(
+        self, template: jinja2.Template, variables: dict[str, Any], ticket: Ticket
+    ) -> tuple[str | None, str]:
+        """(text, "") or (None, why). Templates were trial-rendered at load, but one ticket can
+        still lack what a template uses (a custom field, an organisation): the escalation must
+        still happen, so the caller falls back instead of failing. The ticket is put in the
+        variables the first time a template that reads it is rendered."""
+        prepared = self._templates.get(id(template))
+        if prepared is None or prepared.template is not template:  # not from this matrix
+            prepared = self._templates[id(template)] = _Template(template)
+        if prepared.reads_ticket and "ticket" not in variables:
+            variables["ticket"] = _ticket_for_template(ticket)
+        try:
+            return prepared.render(variables).strip(), ""
+        except Exception as exc:  # the admin's template, whatever it raised
+            return None, str(exc)
 
 
 def _no_escalation(ctx: Context, summary: str, outcomes: tuple[RuleOutcome, ...]) -> Decision:

@@ -95,6 +95,7 @@ __all__ = [
     "LEASE_TICKET_ID",
     "RECONCILE",
     "RECONCILE_MODES",
+    "UNCHANGED",
     "CallCounter",
     "InstanceResult",
     "LeaseLostError",
@@ -120,6 +121,8 @@ ReconcileMode = Literal["auto", "always", "never"]
 RECONCILE_MODES: tuple[ReconcileMode, ...] = get_args(ReconcileMode)
 #: The reserved ticket id whose per-ticket lock is an instance's sync lease.
 LEASE_TICKET_ID = "~escbridge-sync"
+#: The skip reason of a ticket passed over: unchanged since escbridge decided it, not due yet.
+UNCHANGED = "unchanged, not due"
 
 
 # --- options and results -------------------------------------------------------------------
@@ -316,6 +319,16 @@ class InstanceResult:
                 helpdesk = self.routing.helpdesk if self.routing is not None else None
                 reason = skip_reason(outcome, helpdesk)
             self.skipped_by[reason] += 1
+
+    def pass_over(self, reason: str, count: int) -> None:
+        """``count`` tickets looked at and not decided again (see ``Syncer._unchanged``)."""
+        if not count:
+            return
+        self.scanned += count
+        self.skipped += count
+        if self.routing is not None and self.routing.routes_nothing:
+            reason = self.routing.skip_reason
+        self.skipped_by[reason] += count
 
     def fail(self, ticket_id: str, reason: str) -> None:
         self.scanned += 1
@@ -767,18 +780,27 @@ class Syncer:
         locks with their intents (the next run checks what landed), and is raised.
         """
 
+        total = len(tickets)
+
         def tick(done: int) -> None:
             if self.progress is not None:
-                self.progress(ProgressEvent(instance, stage, number, done, len(tickets), result))
+                self.progress(ProgressEvent(instance, stage, number, done, total, result))
 
         tick(0)
         if not tickets:  # e.g. a reconcile page the changes pass already did: no store work
             return
         processor = self.processor
+        unchanged = self._unchanged(instance, tickets, result)
+        if unchanged:
+            tickets = [t for t in tickets if t.id not in unchanged]
+            if not tickets:
+                tick(total)
+                return
+        passed = total - len(tickets)  # passed over: already counted
         if self.options.dry_run:
             for outcome in processor.dry_run(instance, tickets, processor.clock()):
                 result.count(outcome, dry_run=True)
-            tick(len(tickets))
+            tick(total)
             return
 
         now = processor.clock()
@@ -835,7 +857,7 @@ class Syncer:
                         failed.append(plan)
                     else:
                         ready.append(plan)
-                tick(len(ready) + len(failures))
+                tick(passed + len(ready) + len(failures))
         except BaseException:  # interrupted: every lock back, intents kept for the next run
             processor.release([*plans, *unplanned], processor.clock())
             raise
@@ -857,9 +879,30 @@ class Syncer:
             reason = self._safe(problem)
             log.warning("%s/%s: %s", instance, ticket.id, reason)
             result.fail(ticket.id, reason)
-        tick(len(tickets))
+        tick(total)
         if stop is not None:
             raise stop
+
+    def _unchanged(
+        self, instance: str, tickets: Sequence[Ticket], result: InstanceResult
+    ) -> set[str]:
+        """The tickets of a page escbridge decided as they are and that are not due yet
+        (``Store.unchanged_tickets``): passed over without deciding them again, counted as
+        skipped (``UNCHANGED``). Why: a ticket's decision can change only when the ticket, its
+        history or the matrix changes, or at its next due time, which the due-queue acts on;
+        the changes pass meets every ticket a webhook already had decided, and the
+        reconciliation every open ticket. A real run notes them as seen, as deciding them
+        would have. Nothing is passed over when no shadows are kept."""
+        processor = self.processor
+        shadower = processor.shadower
+        digest = shadower.engine.matrix.digest if shadower is not None else ""
+        if not digest:
+            return set()
+        found = processor.store.unchanged_tickets(
+            instance, tickets, digest, processor.clock(), mark_seen=not self.options.dry_run
+        )
+        result.pass_over(UNCHANGED, len(found))
+        return found
 
     def _batches(self, instance: str, plans: Sequence[Plan]) -> list[list[Plan]]:
         """The writes of a page in the page's order, in the calls they go out in: together

@@ -17,9 +17,16 @@ from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from matrix_helpers import LADDER, NOW
+from matrix_helpers import LADDER, NOW, ticket
 
-from escbridge.conditions.ast import TEXT_FIELDS, TIME_MEASURES, Condition, KeywordTest, walk
+from escbridge.conditions.ast import (
+    TEXT_FIELDS,
+    TIME_MEASURES,
+    Condition,
+    KeywordTest,
+    TimeTest,
+    walk,
+)
 from escbridge.conditions.describe import describe_condition
 from escbridge.conditions.evaluate import Context, build_matcher, compile_condition
 from escbridge.conditions.explain import MATCHED, MISSED, explain
@@ -53,7 +60,7 @@ maybe_minutes = st.none() | minutes
 due_minutes = st.none() | st.sampled_from([-b for b in BOUNDS] + BOUNDS) | st.integers(-4320, 4320)
 custom_fields = st.dictionaries(
     st.sampled_from(["amount", "plan"]),
-    st.sampled_from([None, 5, 9000.5, "1,200", "abc", True, "", "Gold", "gold", 0]),
+    st.sampled_from([None, 5, 9000.5, "1,200", "abc", True, "", "Gold", "gold", 0, ["Gold", 5]]),
     max_size=2,
 )
 persons = st.fixed_dictionaries(
@@ -254,7 +261,30 @@ condition_trees = st.recursive(
 )
 
 
-LADDER_MATRIX = parse_matrix(LADDER + "rules: []\n", "differential.yaml")
+# Levels that count time differently (l2: a 10-hour Berlin day, l3: calendar time), so that
+# level_overdue/response_overdue with days written get bounds per level.
+MIXED_LADDER = (
+    LADDER.replace(
+        "    min_priority: high\n    resolution: 8h\n",
+        "    min_priority: high\n    resolution: 8h\n    calendar: berlin\n",
+        1,
+    )
+    .replace(
+        "    min_priority: urgent\n    resolution: 4h\n",
+        "    min_priority: urgent\n    resolution: 4h\n    time: calendar\n",
+        1,
+    )
+    .replace(
+        "calendars:\n",
+        'calendars:\n  berlin:\n    timezone: Europe/Berlin\n    hours: {mon-fri: "08:00-18:00"}\n',
+        1,
+    )
+)
+LADDER_MATRIX = parse_matrix(MIXED_LADDER + "rules: []\n", "differential.yaml")
+LEVEL_MODES = {
+    (r.business, r.calendar.name): (r.business, r.calendar)
+    for r in (*LADDER_MATRIX.levels, *LADDER_MATRIX.teams.values())
+}
 
 
 def _refuse(path: object, message: str) -> None:
@@ -269,6 +299,7 @@ def parse(written: Any) -> Condition:
         lambda name, _path: calendars[name],
         LADDER_MATRIX.default_calendar,
         business=True,
+        level_modes=list(LEVEL_MODES.values()),
     )
     cond = parser.parse(written, ("when",))
     assert cond is not None
@@ -329,3 +360,61 @@ def test_closures_matcher_and_explanations_agree(
 def test_every_tree_reads_back_in_words(written: Any) -> None:
     text = describe_condition(parse(written))
     assert text and "<" not in text and "object at" not in text
+
+
+@DIFFERENTIAL
+@given(
+    st.lists(st.tuples(leaves(), condition_trees, st.booleans()), min_size=1, max_size=4),
+    st.lists(situations(), min_size=1, max_size=3),
+)
+def test_matcher_agrees_on_values_read_only_behind_other_tests(
+    written: list[tuple[Any, Any, bool]],
+    cases: list[tuple[Ticket, str, tuple[EscalationRecord, ...]]],
+) -> None:
+    # The matcher reads a value that some rule tests first up front, and one that rules test
+    # only behind another test on first use (or in place when one test reads it): rules
+    # behind a guard, not taken apart, reach those forms.
+    conditions = [parse({"all" if both else "any": [guard, w]}) for guard, w, both in written]
+    closures = [compile_condition(c) for c in conditions]
+    matcher = build_matcher(conditions)
+    for t, rung_id, history in cases:
+        rung = LADDER_MATRIX.rung(rung_id)
+        assert rung is not None
+        expected = [i for i, test in enumerate(closures) if test(Context(t, NOW, rung, history))]
+        assert matcher(Context(t, NOW, rung, history)) == expected, (conditions, t)
+
+
+class CountingContext(Context):
+    """A context that lists the time measures read from it."""
+
+    __slots__ = ("measured",)
+
+    def __init__(self, t: Ticket) -> None:
+        super().__init__(t, NOW, LADDER_MATRIX.levels[0], ())
+        self.measured: list[str] = []
+
+    def measure(self, test: TimeTest) -> timedelta | None:
+        self.measured.append(test.measure)
+        return super().measure(test)
+
+
+def test_a_business_span_is_measured_once_and_only_for_rules_that_get_to_it() -> None:
+    # Working out business time is the dear part of a time test: three rules of the same span
+    # measure it once, and not at all for a ticket none of their guards lets through.
+    idle = {"idle": {"over": "1h", "time": "business"}}
+    matcher = build_matcher(
+        [
+            parse({"all": [{"tags": ["vip"]}, idle]}),
+            parse({"all": [{"tags": ["vip"]}, {"idle": {"over": "1d", "time": "business"}}]}),
+            parse({"all": [{"tags": ["beta"]}, {"idle": {"under": "1d", "time": "business"}}]}),
+        ]
+    )
+    # Idle since 12:00 on a Wednesday: 3 hours of office time at 15:00.
+    since = {"created_at": NOW - timedelta(hours=5), "updated_at": NOW - timedelta(hours=3)}
+    plain = ticket(**since)
+    ctx = CountingContext(plain)
+    assert matcher(ctx) == []
+    assert ctx.measured == []
+    ctx = CountingContext(ticket(**since, tags=["vip", "beta"]))
+    assert matcher(ctx) == [0, 2]
+    assert ctx.measured == ["idle"]

@@ -170,3 +170,20 @@ def test_a_config_is_told_from_a_matrix_by_its_content(text: str, config: bool) 
     from escbridge.config import is_config
 
     assert is_config(yaml.safe_load(text)) is config
+
+
+def test_a_short_secret_does_not_garble_the_messages(tmp_path: Path) -> None:
+    """A one-letter test token is masked where it stands alone, not inside every word (a new
+    user's `ZENDESK_WEBHOOK_SECRET=y` made "is not a known ke${…} here")."""
+    from escbridge.config import parse_config
+
+    config = parse_config(
+        "store: sqlite:///x.db\nmatrix: matrix.yaml\ninstances:\n  support:\n"
+        "    type: zendesk\n    api_token: ${SHORT}\n",
+        env={"SHORT": "y"},
+    )
+    instance = config.instances["support"]
+    assert instance.mask("is not a known key here — did you mean y?") == (
+        "is not a known key here — did you mean ${SHORT}?"
+    )
+    assert instance.mask('store "mysql://h/db"') == 'store "mysql://h/db"'

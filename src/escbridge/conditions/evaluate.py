@@ -38,7 +38,7 @@ FIELD_SEPARATOR = "\x1f"
 class Context:
     """One ticket at one moment on one rung, with derived values computed at most once."""
 
-    __slots__ = ("_cache", "_text", "history", "now", "rung", "ticket")
+    __slots__ = ("_cache", "_since", "_text", "history", "now", "rung", "ticket")
 
     def __init__(
         self, ticket: Ticket, now: datetime, rung: Rung, history: Sequence[EscalationRecord]
@@ -47,24 +47,38 @@ class Context:
         self.now = now
         self.rung = rung
         self.history = history
-        self._text: dict[tuple[str, ...], str] = {}
+        self._text: dict[str | tuple[str, ...], str] = {}
         self._cache: dict[tuple[str, int, bool], timedelta | None] = {}
+        self._since: datetime | None = None
 
     def text(self, fields: tuple[str, ...]) -> str:
-        """The lower-cased text of some fields, joined by a separator no phrase crosses."""
+        """The lower-cased text of some fields, joined by a separator no phrase crosses.
+
+        Each field is lower-cased once per ticket, whatever sets of fields the rules search
+        (the separator is no letter, so lower-casing the parts is lower-casing the whole)."""
         found = self._text.get(fields)
         if found is None:
-            t = self.ticket
-            found = FIELD_SEPARATOR.join(getattr(t, f) for f in fields).lower()
+            found = FIELD_SEPARATOR.join(self.lower(f) for f in fields)
             self._text[fields] = found
+        return found
+
+    def lower(self, field: str) -> str:
+        """One text field of the ticket, lower-cased."""
+        found = self._text.get(field)
+        if found is None:
+            found = getattr(self.ticket, field).lower()
+            self._text[field] = found
         return found
 
     def level_since(self) -> datetime:
         """When the ticket reached its current rung: the last escalation there, else creation."""
-        for record in reversed(self.history):
-            if record.to == self.rung.id:
-                return record.at
-        return self.ticket.created_at
+        if self._since is None:
+            self._since = self.ticket.created_at
+            for record in reversed(self.history):
+                if record.to == self.rung.id:
+                    self._since = record.at
+                    break
+        return self._since
 
     def mode(self, test: TimeTest) -> tuple[bool, BusinessCalendar]:
         """(business time?, calendar) of a measure: the level's own for ``follow_level``."""
@@ -364,107 +378,281 @@ def build_matcher(conditions: Sequence[Condition]) -> Matcher:
     """One function that tests every condition and returns the indices of those that hold.
 
     Why: a sync scan evaluates every rule for every open ticket, and one function of inline
-    boolean expressions costs a fraction of fifty closure calls.
+    boolean expressions costs a fraction of fifty closure calls. Each ticket value it needs
+    (a custom field, a time span, a lower-cased text, a number) is read once per call into a
+    local, however many rules test it.
     """
     return _MatcherBuilder().build(conditions)
+
+
+# Fields compared as they are (IntEnum, StrEnum, int), like ``getter`` reads them.
+_AS_IS_FIELDS = ("priority", "reopen_count", "channel", "status")
+# Text fields the ticket model always holds a string in.
+_ALWAYS_TEXT = frozenset({"subject", "description", "latest_comment", "instance"})
+_OPTIONAL_TIMES = frozenset({"first_response_at", "last_customer_reply_at", "due_at"})
+_SIGNS = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
+_REF = re.compile(r"\x00(\d+)\x00|\x01(\d+)\x01")
+
+
+class _Unset:
+    """The value of a lazily computed local before its first use."""
+
+
+_UNSET = _Unset()
+
+
+class _Value:
+    """One value the matcher reads from the ticket, held in the local ``name``.
+
+    ``cheap`` ones (an attribute, a dict lookup) are read up front whenever they are used.
+    The others are computed up front when some rule always reads them (the first test of a
+    rule always runs), else on first use: a business-time span behind ``tags: [vip]`` costs
+    nothing on the tickets without the tag.
+    """
+
+    __slots__ = ("always", "bare", "cheap", "expr", "name", "uses")
+
+    def __init__(self, name: str, expr: str, cheap: bool) -> None:
+        self.name = name
+        self.expr = expr  # may refer to other values, each at most once or cheap ones only
+        self.cheap = cheap
+        self.uses = 0  # references that compute it (the first one in each test)
+        self.bare = False  # referred to by name after a first reference in the same test
+        self.always = False
 
 
 class _MatcherBuilder:
     """Writes the matcher's source. Only names are generated: every value an admin wrote
     (words, numbers, patterns) is passed in as a constant, never pasted into the source.
-    Leaves without a cheap inline form call their ``compile_condition`` closure."""
+
+    A test reads ticket values through ``read``, which returns a placeholder: the first
+    reference in a test (which each test writes so that it is evaluated first) may compute
+    the value, later ones in the same test use the local. ``build`` then decides, per value,
+    whether it is computed up front, on first use, or in place when it is used only once.
+    """
 
     def __init__(self) -> None:
-        self.consts: dict[str, Any] = {"_number_or_nan": _number_or_nan}
-        self.texts: dict[tuple[str, ...], str] = {}
+        self.consts: dict[str, Any] = {
+            "_number_or_nan": _number_or_nan,
+            "_compare": _compare,
+            "_hashable": _hashable,
+            "_UNSET": _UNSET,
+            "_SEP": FIELD_SEPARATOR,
+        }
+        self.values: list[_Value] = []
+        self.keys: dict[tuple[Any, ...], int] = {}
+        self.always = False  # the test being written runs for every ticket
+        self.seen: set[int] = set()  # values already referred to in the test being written
+        self.measured: dict[tuple[Any, ...], TimeTest] = {}
 
     def const(self, value: Any) -> str:
         name = f"K{len(self.consts)}"
         self.consts[name] = value
         return name
 
-    def text(self, fields: tuple[str, ...]) -> str:
-        if fields not in self.texts:
-            self.texts[fields] = f"TXT{len(self.texts)}"
-        return self.texts[fields]
+    # --- values ---
 
-    def expr(self, cond: Condition) -> str:
+    def read(self, key: tuple[Any, ...]) -> str:
+        """A placeholder for the ticket value ``key`` in the test being written."""
+        index = self.keys.get(key)
+        if index is None:
+            always, seen = self.always, self.seen
+            self.always, self.seen = False, set()
+            expr, cheap = self._value_expr(key)
+            self.always, self.seen = always, seen
+            index = len(self.values)
+            self.values.append(_Value(f"V{index}", expr, cheap))
+            self.keys[key] = index
+        value = self.values[index]
+        if index in self.seen:
+            value.bare = True
+            return f"\x01{index}\x01"
+        self.seen.add(index)
+        value.uses += 1
+        value.always = value.always or self.always
+        return f"\x00{index}\x00"
+
+    def _value_expr(self, key: tuple[Any, ...]) -> tuple[str, bool]:
+        """(expression, cheap?) of a value; expressions read cheap values or others once."""
+        kind = key[0]
+        if kind == "attr":
+            return f"t.{key[1]}", True
+        if kind == "level":
+            return "ctx.rung.id", True
+        if kind == "custom":  # the raw value
+            return f"{self.read(('attr', 'custom_fields'))}.get({self.const(key[1])})", True
+        if kind == "custom_number":  # NaN when missing or not a number: every comparison fails
+            return f"_number_or_nan({self.read(('custom', key[1]))})", False
+        if kind == "custom_lower":
+            return self._lowered(self.read(("custom", key[1]))), False
+        if kind == "person":  # (owner, attribute)
+            owner = self.read(("attr", key[1]))
+            return f"(None if {owner} is None else {owner}.{key[2]})", True
+        if kind == "person_lower":
+            return self._lowered(self.read(("person", key[1], key[2]))), False
+        if kind == "lower":  # a plain ticket field, lower-cased like ``getter``
+            attr = self.read(("attr", key[1]))
+            return (f"{attr}.lower()" if key[1] in _ALWAYS_TEXT else self._lowered(attr)), False
+        if kind == "text":  # the fields a keyword test searches, as ``Context.text``
+            parts = [self.read(("lower", f)) for f in key[1]]
+            return ("_SEP.join((" + ", ".join(parts) + "))" if len(parts) > 1 else parts[0]), False
+        if kind == "span":  # (attribute, from now to it?) in calendar time
+            attr, forward = self.read(("attr", key[1])), key[2]
+            span = f"{attr} - now" if forward else f"now - {attr}"
+            if key[1] in _OPTIONAL_TIMES:
+                return f"(None if {attr} is None else {span})", False
+            return f"({span})", False
+        if kind == "measure":  # (measure, way of counting): through the first test of it
+            return f"ctx.measure({self.const(self.measured[key])})", False
+        raise AssertionError(f"unknown matcher value {key}")
+
+    @staticmethod
+    def _lowered(ref: str) -> str:
+        # Written so that the reference evaluated first comes first: cheap refs only.
+        return f"({ref} if not isinstance({ref}, str) else {ref}.lower())"
+
+    # --- tests ---
+
+    def expr(self, cond: Condition, always: bool) -> str:
+        """``cond`` as an expression; ``always`` when it runs for every ticket."""
         if isinstance(cond, AllOf | AnyOf):
             joiner = " and " if isinstance(cond, AllOf) else " or "
-            return "(" + joiner.join(self.expr(c) for c in cond.items) + ")"
+            parts = (self.expr(c, always and i == 0) for i, c in enumerate(cond.items))
+            return "(" + joiner.join(parts) + ")"
         if isinstance(cond, NotOf):
-            return f"(not {self.expr(cond.item)})"
+            return f"(not {self.expr(cond.item, always)})"
+        self.always, self.seen = always, set()
         inline = self._inline(cond)
         return inline if inline is not None else f"{self.const(compile_condition(cond))}(ctx)"
 
     def _inline(self, cond: Condition) -> str | None:
         """A leaf as an inline expression, or None when its closure is the cheap form."""
-        if isinstance(cond, TagTest) and not cond.all_of and not cond.none_of:
-            return f"(not {self.const(cond.any_of)}.isdisjoint(tags))"
-        if isinstance(cond, TagTest) and not cond.any_of and not cond.none_of:
-            return f"({self.const(cond.all_of)} <= tags)"
+        if isinstance(cond, TagTest):
+            tags, parts = self.read(("attr", "tags")), []
+            if cond.any_of:
+                parts.append(f"not {self.const(cond.any_of)}.isdisjoint({tags})")
+            if cond.all_of:
+                parts.append(f"{self.const(cond.all_of)} <= {self.read(('attr', 'tags'))}")
+            if cond.none_of:
+                parts.append(
+                    f"{self.const(cond.none_of)}.isdisjoint({self.read(('attr', 'tags'))})"
+                )
+            return "(" + " and ".join(parts) + ")"
         if isinstance(cond, KeywordTest):
-            txt = self.text(cond.fields)
-            tests = [
-                f"({self.const(words[0])} in {txt} and {self.const(phrase_pattern(words))}"
-                f".search({txt}) is not None)"
-                for words in cond.phrases
-            ]
+            tests = []
+            for words in cond.phrases:
+                txt = self.read(("text", cond.fields))
+                pattern = self.const(phrase_pattern(words))
+                tests.append(
+                    f"({self.const(words[0])} in {txt} and "
+                    f"{pattern}.search({self.read(('text', cond.fields))}) is not None)"
+                )
             return "(" + " or ".join(tests) + ")"
         if isinstance(cond, FieldTest):
             return self._field(cond)
-        if isinstance(cond, TimeTest) and not cond.business and cond.measure in _SIMPLE_SPANS:
-            attr, forward = _SIMPLE_SPANS[cond.measure]
-            span = f"(t.{attr} - now)" if forward else f"(now - t.{attr})"
-            bounds = []
-            if cond.over is not None:
-                bounds.append(f"{span} > {self.const(cond.over)}")
-            if cond.under is not None:
-                bounds.append(f"{span} < {self.const(cond.under)}")
-            return f"(t.{attr} is not None and " + " and ".join(bounds) + ")"
+        if isinstance(cond, TimeTest):
+            return self._time(cond)
         return None
 
+    def _time(self, cond: TimeTest) -> str | None:
+        if cond.level_bounds:  # bounds that depend on the level's calendar: the closure
+            return None
+        if not cond.business and cond.measure in _SIMPLE_SPANS:
+            attr, forward = _SIMPLE_SPANS[cond.measure]
+            key: tuple[Any, ...] = ("span", attr, forward)
+            optional = attr in _OPTIONAL_TIMES
+        else:
+            # Tests of one measure counted one way share it (as ``Context.measure`` caches).
+            mode = (True,) if cond.follow_level else (False, id(cond.calendar), cond.business)
+            key = ("measure", cond.measure, *mode)
+            self.measured.setdefault(key, cond)
+            optional = True
+        value = self.read(key)
+        tests = [f"{value} is not None"] if optional else []
+        if cond.over is not None:
+            tests.append(f"{value if not tests else self.read(key)} > {self.const(cond.over)}")
+        if cond.under is not None:
+            tests.append(f"{value if not tests else self.read(key)} < {self.const(cond.under)}")
+        return "(" + " and ".join(tests) + ")"
+
     def _field(self, cond: FieldTest) -> str | None:
-        if cond.field in ("priority", "reopen_count", "channel"):
-            symbol = {"equals": "==", "in": "in", "gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
-            if cond.op in symbol:
-                return f"(t.{cond.field} {symbol[cond.op]} {self.const(cond.value)})"
-        if cond.field.startswith("custom_fields.") and cond.op in ("gt", "gte", "lt", "lte"):
-            key = self.const(cond.field.removeprefix("custom_fields."))
-            sign = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<="}[cond.op]
-            # NaN for a missing or non-numeric value: every comparison with it is false.
-            value = self.const(cond.value)
-            return f"(_number_or_nan(t.custom_fields.get({key})) {sign} {value})"
-        if cond.field.split(".")[0] in ("requester", "organization"):
-            owner, attr = cond.field.split(".", 1)
-            # Missing person or value reads as "": it equals no literal (literals are non-empty
-            # after normalisation) and is searched only by patterns that cannot match "".
-            text = f"((t.{owner} and t.{owner}.{attr}) or '')"
-            if cond.op == "equals" and isinstance(cond.value, str) and cond.value:
-                return f"({text}.lower() == {self.const(cond.value)})"
-            if cond.op == "regex" and cond.value.search("") is None:
-                return f"({self.const(cond.value)}.search({text}) is not None)"
-        if cond.field == "status" and cond.op == "in":
-            return f"(t.status in {self.const(cond.value)})"
-        return None
+        field, op = cond.field, cond.op
+        if field == "level":
+            key: tuple[Any, ...] = ("level",)
+        elif field in _AS_IS_FIELDS:
+            key = ("attr", field)
+        elif field.startswith("custom_fields."):
+            name = field.removeprefix("custom_fields.")
+            if op in _SIGNS:
+                number = self.read(("custom_number", name))
+                return f"({number} {_SIGNS[op]} {self.const(cond.value)})"
+            key = ("custom_lower", name)
+        elif "." in field:
+            owner, attr = field.split(".", 1)
+            key = ("person_lower", owner, attr)
+        else:
+            key = ("lower", field)
+        value, expected = self.read(key), self.const(cond.value)
+        custom = key[0] == "custom_lower"
+        if op == "equals":
+            return f"({value} == {expected})"
+        if op == "not_equals":
+            return f"({value} != {expected})"
+        if op in ("in", "not_in"):
+            member = f"_hashable({value})" if custom else value
+            return f"({member} {'in' if op == 'in' else 'not in'} {expected})"
+        if op == "exists":
+            again = self.read(key)
+            if cond.value:
+                return f"({value} is not None and {again} != '')"
+            return f"({value} is None or {again} == '')"
+        if op in _SIGNS and field in ("priority", "reopen_count"):
+            return f"({value} {_SIGNS[op]} {expected})"
+        text = key[0] in ("lower", "person_lower") and not custom
+        if op == "regex" and text:
+            if key[0] == "lower" and field in _ALWAYS_TEXT:
+                return f"({expected}.search({value}) is not None)"
+            return f"({value} is not None and {expected}.search({self.read(key)}) is not None)"
+        return f"_compare({self.const(op)}, {value}, {expected})"
+
+    # --- the function ---
 
     def build(self, conditions: Sequence[Condition]) -> Matcher:
         body = [
-            f"    if {self.expr(cond)}:\n        m.append({i})" for i, cond in enumerate(conditions)
+            f"    if {self.expr(cond, True)}:\n        m.append({i})"
+            for i, cond in enumerate(conditions)
         ]
-        head = [
-            "def _match(ctx):",
-            "    t = ctx.ticket",
-            "    now = ctx.now",
-            "    tags = t.tags",
-            *(
-                f"    {name} = ctx.text({self.const(fields)})"
-                for fields, name in self.texts.items()
-            ),
-            "    m = []",
-        ]
-        source = "\n".join([*head, *body, "    return m", ""])
+        # Values a computed-up-front value reads are computed up front too: later values read
+        # earlier ones only, so one pass from the last settles it.
+        for value in reversed(self.values):
+            if value.cheap or value.always:
+                for found in _REF.finditer(value.expr):
+                    self.values[int(found.group(1) or found.group(2))].always = True
+        head = ["def _match(ctx):", "    t = ctx.ticket", "    now = ctx.now"]
+        for value in self.values:
+            if value.cheap or value.always:
+                head.append(f"    {value.name} = {self._render(value.expr)}")
+            elif value.uses > 1:
+                head.append(f"    {value.name} = _UNSET")
+        lines = [*head, "    m = []", *(self._render(line) for line in body), "    return m", ""]
         namespace = dict(self.consts)
-        exec(compile(source, "<escbridge matrix rules>", "exec"), namespace)
+        exec(compile("\n".join(lines), "<escbridge matrix rules>", "exec"), namespace)
         matcher: Matcher = namespace["_match"]
         return matcher
+
+    def _render(self, text: str) -> str:
+        """``text`` with each placeholder replaced by how its value is read there."""
+
+        def one(found: re.Match[str]) -> str:
+            if found.group(2) is not None:  # a later reference in the same test
+                return self.values[int(found.group(2))].name
+            value = self.values[int(found.group(1))]
+            if value.cheap or value.always:
+                return value.name
+            expr = self._render(value.expr)
+            if value.uses > 1:  # on first use, then the local
+                name = value.name
+                return f"({name} if {name} is not _UNSET else {expr})"
+            return f"({value.name} := {expr})" if value.bare else f"({expr})"
+
+        return _REF.sub(one, text)

@@ -16,12 +16,15 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from escbridge.conditions.ast import FieldTest, KeywordTest, walk
 from escbridge.matrix import Matrix
 from escbridge.model import Actions, Decision, EscalationRecord, Status, Ticket
 from escbridge.store import Shadow, ShadowWrite, Store
+
+if TYPE_CHECKING:
+    from escbridge.policy import Choice
 
 #: Free-text fields of a ticket: kept in the shadow only when a rule reads them.
 TEXT_FIELDS = ("description", "latest_comment")
@@ -32,9 +35,9 @@ class DueEngine(Protocol):
 
     matrix: Matrix
 
-    def decide(
+    def choose(
         self, ticket: Ticket, history: Sequence[EscalationRecord], now: datetime
-    ) -> Decision: ...
+    ) -> Choice: ...
 
     def next_due(
         self, ticket: Ticket, history: Sequence[EscalationRecord], now: datetime
@@ -113,7 +116,7 @@ class Shadower:
         due: datetime | None
         if decision is None and decided is not None and not decided.escalate:
             due = self.engine.next_due(ticket, history, decided.at)
-        elif self.engine.decide(ticket, history, now).escalate:
+        elif self.engine.choose(ticket, history, now).escalate:  # no note needed to know
             due = now  # still escalates: at once (the guards bound this)
         else:
             due = self.engine.next_due(ticket, history, now)

@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from escbridge.model import Ticket, TicketEvent
-from escbridge.store.schema import ticket_shadow
+from escbridge.store.schema import FAILED, PENDING, PROCESSING, inbox, ticket_shadow, ticket_state
 
 #: The inbox kind of a due ticket: not a webhook, so never taken for escbridge's own change.
 DUE_KIND = "due"
@@ -235,6 +235,75 @@ def get(connection: sa.Connection, instance: str, ticket_id: str) -> Shadow | No
     )
     row = connection.execute(query).mappings().first()
     return None if row is None else Shadow.from_row(row)
+
+
+def unchanged(
+    connection: sa.Connection,
+    instance: str,
+    tickets: Sequence[Ticket],
+    matrix: str,
+    now: datetime,
+    *,
+    mark_seen: bool,
+) -> set[str]:
+    """The ids of ``tickets`` (a scanned page) escbridge decided as they are: whose shadow has
+    their version (``version`` and ``updated_at``), was computed under ``matrix`` and is not due
+    at ``now``. Deciding them again would decide what is already decided: ``next_due`` is
+    exact, so until their due time only a change to the ticket, its history or the matrix can
+    change their decision, and each of those is excluded here — a changed ticket has a new
+    version, an escalation writes the ticket, a changed matrix another digest. Tickets with
+    work in flight (a write intent, an unfinished or dead-lettered inbox job; a due ticket
+    moved into the inbox has its due time cleared) are left to be decided as ever.
+
+    ``mark_seen`` stores ``now`` as when they were last seen open, as deciding them would
+    have: a complete reconciliation drops the shadows it did not see. One read and at most
+    one update per chunk of the page.
+    """
+    found: set[str] = set()
+    stamps = {t.id: (t.updated_at, t.version) for t in tickets}
+    ids = list(stamps)
+    shadow = ticket_shadow.c
+    in_flight = sa.or_(
+        sa.exists().where(
+            inbox.c.instance == shadow.instance,
+            inbox.c.ticket_id == shadow.ticket_id,
+            inbox.c.status.in_((PENDING, PROCESSING, FAILED)),
+        ),
+        sa.exists().where(
+            ticket_state.c.instance == shadow.instance,
+            ticket_state.c.ticket_id == shadow.ticket_id,
+            ticket_state.c.intent.is_not(None),
+        ),
+    )
+    for start in range(0, len(ids), _CHUNK):
+        query = sa.select(
+            shadow.ticket_id,
+            shadow.ticket["updated_at"].as_string(),
+            shadow.ticket["version"].as_string(),
+        ).where(
+            shadow.instance == instance,
+            shadow.ticket_id.in_(ids[start : start + _CHUNK]),
+            shadow.matrix == matrix,
+            sa.or_(shadow.due_at.is_(None), shadow.due_at > now),
+            sa.not_(in_flight),
+        )
+        for ticket_id, updated_at, version in connection.execute(query):
+            if updated_at is not None and stamps[ticket_id] == (
+                datetime.fromisoformat(updated_at),
+                version,
+            ):
+                found.add(ticket_id)
+    if mark_seen and found:
+        seen = sorted(found)
+        for start in range(0, len(seen), _CHUNK):
+            connection.execute(
+                sa.update(ticket_shadow)
+                .where(
+                    shadow.instance == instance, shadow.ticket_id.in_(seen[start : start + _CHUNK])
+                )
+                .values(seen_at=now)
+            )
+    return found
 
 
 def counts(connection: sa.Connection) -> dict[str, tuple[int, int]]:

@@ -27,7 +27,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from escbridge.errors import LockLostError, StoreDataError, StoreUnavailableError
-from escbridge.model import EscalationRecord, TicketEvent
+from escbridge.model import EscalationRecord, Ticket, TicketEvent
 from escbridge.secrets import redact
 from escbridge.store import migrate
 from escbridge.store import shadow as shadows
@@ -1105,6 +1105,23 @@ class Store:
         """One ticket's shadow (None: not open, or never seen)."""
         with self._begin() as connection:
             return shadows.get(connection, instance, ticket_id)
+
+    def unchanged_tickets(
+        self,
+        instance: str,
+        tickets: Sequence[Ticket],
+        matrix: str,
+        now: datetime,
+        *,
+        mark_seen: bool = True,
+    ) -> set[str]:
+        """The ids of a scanned page's tickets decided as they are and not due at ``now``
+        under ``matrix`` (see :func:`escbridge.store.shadow.unchanged`); ``mark_seen``: noted
+        as seen open now. One transaction."""
+        with self._begin() as connection:
+            return shadows.unchanged(
+                connection, instance, tickets, matrix, now, mark_seen=mark_seen
+            )
 
     def stale_shadows(
         self, matrix: str, after: tuple[str, str] | None = None, limit: int = 500
