@@ -28,6 +28,7 @@ import requests
 
 from escbridge.cli.sandbox import configure_sandbox_parser, run_sandbox
 from escbridge.config import load_config
+from escbridge.sandbox.backlog import config_yaml
 from escbridge.store import Store
 
 pytestmark = pytest.mark.slow
@@ -193,3 +194,32 @@ def test_serve_refuses_what_it_cannot_honour(
         port = taken.getsockname()[1]
         assert run_sandbox(parser.parse_args(["--port", str(port)]), out=io.StringIO()) == 2
     assert f"port {port} on 127.0.0.1 is in use" in capsys.readouterr().err
+
+
+def test_a_second_sandbox_on_the_same_files_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A second `sandbox --serve` here would rewrite sandbox.yaml to its own ports and replace
+    the store the first one's receiver writes to; it is refused while the first one runs (its
+    lock is held here the way a running sandbox holds it), and nothing is touched."""
+    import fcntl
+    import os
+
+    parser = argparse.ArgumentParser()
+    configure_sandbox_parser(parser)
+    monkeypatch.chdir(tmp_path)
+    first_line = config_yaml({}, Path(), "").splitlines(keepends=True)[0]  # "this command wrote it"
+    (tmp_path / "sandbox.yaml").write_text(first_line, encoding="utf-8")
+    store = tmp_path / "escbridge-sandbox.db"
+    store.write_bytes(b"the first sandbox's store")
+    fd = os.open(tmp_path / "sandbox.yaml.lock", os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert run_sandbox(parser.parse_args(["--serve"]), out=io.StringIO()) == 2
+    finally:
+        os.close(fd)
+    err = capsys.readouterr().err
+    assert "another `escbridge sandbox` is running with sandbox.yaml" in err
+    assert "--write-config OTHER.yaml --store sqlite:///OTHER.db" in err
+    assert store.read_bytes() == b"the first sandbox's store"
+    assert (tmp_path / "sandbox.yaml").read_text() == first_line

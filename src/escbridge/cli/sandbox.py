@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import shutil
 import socket
 import sys
@@ -180,6 +181,14 @@ def run_sandbox(
     stop = stop or threading.Event()
     receiver: _Receiver | None = None
     with contextlib.ExitStack() as stack:
+        if config_path and not _hold(Path(f"{config_path}.lock"), stack):
+            print(
+                f"escbridge sandbox: another `escbridge sandbox` is running with {config_path} "
+                "(and its store) — stop it, or give this one its own files: --write-config "
+                "OTHER.yaml --store sqlite:///OTHER.db",
+                file=sys.stderr,
+            )
+            return EXIT_INVALID
         stack.enter_context(run_until_signal("stopping the sandbox", on_stop=stop.set))
         sandboxes = SandboxSet(
             matrix, tickets=args.tickets, only=args.only, port=first_port, seed=args.seed
@@ -348,6 +357,23 @@ class _Receiver:
             self._stop.set()
         if self._thread is not None:
             self._thread.join()
+
+
+def _hold(path: Path, stack: contextlib.ExitStack) -> bool:
+    """Hold an exclusive lock on ``path`` until ``stack`` closes; False when another process
+    holds it. A second sandbox writing the same config would rewrite it to its own ports and
+    replace the store the first one's receiver is writing to (its 2xx would then go to a
+    deleted file)."""
+    import fcntl
+
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return False
+    stack.callback(os.close, fd)  # closing the descriptor releases the lock
+    return True
 
 
 def _remove_sqlite(url: str) -> None:
