@@ -4,6 +4,7 @@ no admin sees Python's insides from a documented command, and the line carries n
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import pytest
 
@@ -46,3 +47,20 @@ def test_ctrl_c_is_a_line_and_130(
     monkeypatch.setattr(matrix_cli, "run_validate", interrupted)
     assert main(["validate", "matrix.yaml"]) == 130
     assert capsys.readouterr().err == "escbridge validate: interrupted\n"
+
+
+@pytest.mark.parametrize(
+    ("host", "says"),
+    [
+        ("0.0.0.0:8000", "is not an address: write --host 0.0.0.0 --port 8000"),
+        ("999.1.1.1", "is not an address or a name this machine resolves"),
+        ("192.0.2.1", "is not an address of this machine"),  # TEST-NET-1: never local
+    ],
+)
+def test_a_host_serve_cannot_listen_on_is_invalid_input_not_a_bug(
+    host: str, says: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["serve", "--host", host, "--config", str(tmp_path / "never-read.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert err == f"escbridge serve: --host: {host} {says}" + err.split(says, 1)[1]
+    assert len(err.strip().splitlines()) == 1 and "unexpected error" not in err

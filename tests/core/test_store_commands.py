@@ -11,7 +11,14 @@ from pathlib import Path
 import pytest
 from processing_harness import MATRIX
 
-from escbridge.cli.store import configure_db_parser, configure_jobs_parser, run_db, run_jobs
+from escbridge.cli.store import (
+    configure_db_parser,
+    configure_due_parser,
+    configure_jobs_parser,
+    run_db,
+    run_due,
+    run_jobs,
+)
 from escbridge.cli.worker import configure_worker_parser, run_worker
 from escbridge.model import TicketEvent
 from escbridge.processing import ProcessingConfig
@@ -37,6 +44,7 @@ def command(
 db = command(configure_db_parser, run_db)
 jobs = command(configure_jobs_parser, run_jobs)
 worker = command(configure_worker_parser, run_worker)
+due = command(configure_due_parser, run_due)
 
 
 def write_config(directory: Path, url: str, processing: str = "") -> Path:
@@ -218,3 +226,11 @@ def test_db_upgrade_from_0002_keeps_the_rows_and_adds_the_report_facts(
         )
         state = store.ticket_state("eu", "7")
         assert state is not None and state.level == "l2" and state.resolved_at is None
+
+
+def test_due_refuses_an_instance_it_does_not_know(store_url, tmp_path, capsys, monkeypatch):
+    """A typo in --instance is not "no open tickets yet" (a silent no-op): it is refused."""
+    monkeypatch.chdir(tmp_path)  # no escbridge.yaml here: the store's instances are the known ones
+    code, out = due(capsys, "--store", store_url, "--instance", "zendsk")
+    assert code == 2
+    assert "--instance: unknown instance 'zendsk' (known: none yet)" in out

@@ -15,7 +15,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from escbridge.cli._common import EXIT_INVALID, EXIT_OK, EXIT_PROBLEM, failed
-from escbridge.cli.store import _add_store_arguments, _relative, _time, store_url
+from escbridge.cli.store import (
+    _add_store_arguments,
+    _relative,
+    _time,
+    configured_instances,
+    store_url,
+)
 from escbridge.errors import InvalidInputError, StoreUnavailableError
 from escbridge.store import Store, safe_url
 from escbridge.store.history import TicketHistory, store_exists, ticket_history
@@ -42,7 +48,7 @@ def run_history(args: argparse.Namespace) -> int:
     out = sys.stdout
     try:
         url = store_url(args)
-        configured = _configured_instances(args)
+        configured = configured_instances(args)
         if not store_exists(url):
             print(
                 f"escbridge history: the store {safe_url(url)} does not exist yet: "
@@ -79,18 +85,6 @@ def run_history(args: argparse.Namespace) -> int:
         return EXIT_PROBLEM
     out.write(format_history(found, datetime.now(UTC)))
     return EXIT_OK
-
-
-def _configured_instances(args: argparse.Namespace) -> set[str] | None:
-    """The instances of escbridge.yaml, or None when there is none to ask (--store given and
-    no config file): then any name is looked up."""
-    from pathlib import Path
-
-    from escbridge.config import load_config
-
-    if args.store and not Path(args.config).exists():
-        return None
-    return set(load_config(args.config, helpdesk_secrets=False).instances)
 
 
 def format_history(found: TicketHistory, now: datetime) -> str:

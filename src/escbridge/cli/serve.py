@@ -85,6 +85,10 @@ def run_serve(
         if value is not None and value < least:
             print(f"escbridge serve: {name} must be at least {least}", file=sys.stderr)
             return EXIT_INVALID
+    host_problem = _host_problem(args.host)
+    if host_problem is not None:
+        print(f"escbridge serve: --host: {host_problem}", file=sys.stderr)
+        return EXIT_INVALID
     if not 0 <= args.port <= 65535:
         print(
             f"escbridge serve: --port {args.port} is not a port: use 1 to 65535 (0: any free)",
@@ -134,3 +138,28 @@ def run_serve(
     except EscbridgeError as error:
         return failed("serve", error)
     return EXIT_OK
+
+
+def _host_problem(host: str) -> str | None:
+    """Why the receiver could not listen on ``host`` (None: it can), checked before anything
+    starts: a typo (``0.0.0.0:8000``), a name that does not resolve, or an address of another
+    machine would otherwise surface as the server's own error."""
+    import socket
+
+    if ":" in host and host.count(":") == 1:
+        name, _, port = host.partition(":")
+        return f"{host} is not an address: write --host {name} --port {port}"
+    try:
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError):
+        return f"{host} is not an address or a name this machine resolves (e.g. 127.0.0.1, 0.0.0.0)"
+    family, _, _, _, address = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((address[0], 0))
+        except OSError:
+            return (
+                f"{host} is not an address of this machine: use one of its own, 0.0.0.0 for all, "
+                "or 127.0.0.1 for this machine only"
+            )
+    return None

@@ -12,6 +12,7 @@ import json
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TextIO
 
 from escbridge.cli._common import (
@@ -296,17 +297,36 @@ def configure_due_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", choices=("table", "json"), default="table")
 
 
+def configured_instances(args: argparse.Namespace) -> set[str] | None:
+    """The instances of escbridge.yaml, or None when there is none to ask (--store given and
+    no config file): then any name is looked up."""
+    from escbridge.config import load_config
+
+    if args.store and not Path(args.config).exists():
+        return None
+    return set(load_config(args.config, helpdesk_secrets=False).instances)
+
+
 def run_due(args: argparse.Namespace) -> int:
     out = _out()
     if args.limit < 1:
-        print("escbridge due: --limit must be at least 1", file=out)
+        print("escbridge due: --limit must be at least 1", file=sys.stderr)
         return EXIT_INVALID
     try:
+        configured = configured_instances(args) if args.instance else None
         with Store(store_url(args)) as store:
             shadows = store.due_tickets(args.instance, limit=args.limit)
             counts = store.shadow_counts()
     except (InvalidInputError, StoreUnavailableError) as error:
-        return failed("due", error, out)
+        return failed("due", error)
+    if args.instance and args.instance not in counts and args.instance not in (configured or ()):
+        known = sorted(set(counts) | (configured or set()))
+        print(
+            f"escbridge due: --instance: unknown instance {args.instance!r} (known: "
+            f"{', '.join(known) or 'none yet'})",
+            file=sys.stderr,
+        )
+        return EXIT_INVALID
     now = datetime.now(UTC)
     if args.instance is not None:
         counts = {name: n for name, n in counts.items() if name == args.instance}

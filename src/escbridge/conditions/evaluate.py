@@ -652,7 +652,7 @@ class _MatcherBuilder:
             expr = self._render(value.expr)
             if value.uses > 1:  # on first use, then the local
                 name = value.name
-                return f"({name} if {name} is not _UNSET else {expr})"
-            return f"({value.name} := {expr})" if value.bare else f"({expr})"
+                return f"({name} if {name} is not _UNSET else ({name} := {expr}))"
+            return f"({expr})"
 
         return _REF.sub(one, text)
