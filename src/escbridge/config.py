@@ -312,6 +312,17 @@ def _substitute(
             state = "is not set" if got is None else "is empty"
             problems.append(doc.problem(path, f"environment variable {var} {state}"))
             return ""
+        if path and path[0] == "instances" and not got.isascii():
+            # HTTP credentials are ASCII: a pasted "…" or a typographic quote would fail in
+            # the middle of the first request instead of here.
+            problems.append(
+                doc.problem(
+                    path,
+                    f"environment variable {var} holds a character that is not ASCII — paste "
+                    "the real value",
+                )
+            )
+            return ""
         secrets[got] = var
         return got
 

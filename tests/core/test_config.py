@@ -187,3 +187,20 @@ def test_a_short_secret_does_not_garble_the_messages(tmp_path: Path) -> None:
         "is not a known key here — did you mean ${SHORT}?"
     )
     assert instance.mask('store "mysql://h/db"') == 'store "mysql://h/db"'
+
+
+def test_a_credential_with_a_non_ascii_character_is_refused_at_load() -> None:
+    """The README's `export ZENDESK_API_TOKEN=…` copied literally: refused with the variable
+    named, not a UnicodeEncodeError in the middle of the first request."""
+    from escbridge.config import parse_config
+
+    with pytest.raises(ConfigError) as info:
+        parse_config(
+            "matrix: matrix.yaml\ninstances:\n  support:\n    type: zendesk\n"
+            "    api_token: ${TOKEN}\n",
+            env={"TOKEN": "…"},
+        )
+    (problem,) = info.value.problems
+    assert problem.path == "instances.support.api_token" and problem.line == 5
+    assert "TOKEN holds a character that is not ASCII — paste the real value" in problem.message
+    assert "…" not in str(problem)
