@@ -346,7 +346,7 @@ def _mask(text: str, secrets: Mapping[str, str]) -> str:
         if len(value) >= MIN_SECRET:
             text = text.replace(value, shown)
         else:
-            text = re.sub(rf"(?<!\w){re.escape(value)}(?!\w)", lambda _, shown=shown: shown, text)
+            text = re.sub(rf"(?<!\w){re.escape(value)}(?!\w)", shown.replace("\\", r"\\"), text)
     return text
 
 
@@ -530,10 +530,12 @@ class Routing:
         """One line when nothing can escalate on this instance, else None."""
         if not self.routes_nothing:
             return None
+        keys = f"`{self.helpdesk}: GROUP`"
+        if self.instance != self.helpdesk:
+            keys += f" (or `{self.instance}: GROUP`)"
         return (
             f"{self.instance} ({self.helpdesk}): the matrix routes nothing here — no group for "
-            f"{self.helpdesk} at {_places(self.unrouted)}; add `{self.helpdesk}: GROUP` (or "
-            f"`{self.instance}: GROUP`) under their groups:"
+            f"{self.helpdesk} at {_places(self.unrouted)}; add {keys} under their groups:"
         )
 
     def warning(self) -> str | None:

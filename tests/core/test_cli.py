@@ -188,7 +188,7 @@ class TestInit:
         mine = write(tmp_path / "matrix.yaml", "# my matrix\n")
         assert main(["init", str(tmp_path)]) == 2
         err = capsys.readouterr().err
-        assert f"{mine} already exist(s); use --force to overwrite" in err
+        assert f"{mine} already exists; use --force to overwrite" in err
         assert mine.read_text() == "# my matrix\n"
         assert not (tmp_path / "escbridge.yaml").exists()
 

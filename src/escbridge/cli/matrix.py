@@ -156,7 +156,8 @@ def run_init(args: argparse.Namespace) -> int:
     existing = [name for name in files if (target / name).exists()]
     if existing and not args.force:
         print(
-            f"error: {', '.join(str(target / n) for n in existing)} already exist(s); "
+            f"error: {', '.join(str(target / n) for n in existing)} "
+            f"{'already exists' if len(existing) == 1 else 'already exist'}; "
             "use --force to overwrite",
             file=sys.stderr,
         )

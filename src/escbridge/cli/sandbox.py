@@ -135,7 +135,11 @@ def run_sandbox(
     out = out or sys.stdout
     configure_logging(args)
     if args.tickets < 0 or not 0 <= args.port <= 65535:
-        print("escbridge sandbox: --tickets and --port must not be negative", file=sys.stderr)
+        print(
+            "escbridge sandbox: --tickets must not be negative and --port must be a port "
+            "(1 to 65535; 0: any free)",
+            file=sys.stderr,
+        )
         return EXIT_INVALID
     serving = bool(getattr(args, "serve", False))
     if serving and args.webhook_url:
@@ -232,10 +236,14 @@ def run_sandbox(
             try:
                 sandboxes.connect_webhooks(receiver_url)
             except WebhookRegistrationError as error:
-                hint = config_path or "the config this command writes with --write-config FILE"
+                start = (
+                    f"`escbridge serve --config {config_path}`"
+                    if config_path
+                    else "a receiver (`escbridge serve` on the config --write-config FILE writes)"
+                )
                 print(
-                    f"escbridge sandbox: {error} — start `escbridge serve --config {hint}` "
-                    "first, or use `escbridge sandbox --serve`",
+                    f"escbridge sandbox: {error} — start {start} first, or use "
+                    "`escbridge sandbox --serve`",
                     file=sys.stderr,
                 )
                 return EXIT_PROBLEM if serving else EXIT_INVALID

@@ -54,10 +54,10 @@ def configure_serve_parser(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--grace",
-        type=float,
+        type=_grace,
         default=30.0,
-        metavar="SECONDS",
-        help="on SIGTERM, how long in-flight requests may take to finish (default 30)",
+        metavar="DURATION",
+        help="on SIGTERM, how long in-flight requests may take to finish (default 30s)",
     )
     parser.add_argument(
         "--metrics-bind",
@@ -163,3 +163,21 @@ def _host_problem(host: str) -> str | None:
                 "or 127.0.0.1 for this machine only"
             )
     return None
+
+
+def _grace(text: str) -> float:
+    """``--grace 30s`` (a duration, as everywhere; a bare number is still read as seconds,
+    as before)."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        from escbridge.calendar import parse_duration
+
+        try:
+            seconds = parse_duration(text).total_seconds()
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+    if seconds < 0:
+        raise argparse.ArgumentTypeError(f"{text} must not be negative")
+    return seconds
+

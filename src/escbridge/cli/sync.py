@@ -302,6 +302,9 @@ def run_sync(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | 
     instances = args.instance or sorted(config.instances)
     try:
         if not args.loop:
+            if args.interval != timedelta(seconds=60):  # given, and it would do nothing
+                print("escbridge sync: --interval needs --loop (one run: drop it)", file=sys.stderr)
+                return EXIT_INVALID
             report = syncer.run(instances)
             _emit(report, out, bar, interactive)
             return EXIT_OK if report.ok else EXIT_PROBLEM

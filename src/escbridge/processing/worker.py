@@ -677,6 +677,7 @@ def build_processor(
     settings: ProcessingConfig | None = None,
 ) -> Processor:
     """The Processor escbridge.yaml describes: its store, matrix, and one connector per instance."""
+    from escbridge.config import routing
     from escbridge.connector import create_connector, default_registry
     from escbridge.matrix import load_matrix
     from escbridge.policy import Engine
@@ -685,6 +686,10 @@ def build_processor(
     # rather than the plugin loader's failure.
     config.require_helpdesks((registry or default_registry()).names())
     matrix = load_matrix(config.matrix_path)
+    for name, instance in config.instances.items():  # validate/check refuse it; say it here too
+        problem = routing(matrix, name, instance.type).problem()
+        if problem is not None:
+            log.warning("%s", problem)
     engine = Engine(matrix, helpdesks={name: i.type for name, i in config.instances.items()})
     connectors = {
         name: create_connector(instance, registry=registry)

@@ -35,7 +35,8 @@ if TYPE_CHECKING:
 
 #: What the page says in place of its charts when matplotlib is not installed.
 CHARTS_NEED_MATPLOTLIB = (
-    "Charts are not shown: they need matplotlib (pip install escbridge[charts])."
+    "Charts are not shown: they need matplotlib (from escbridge's checkout: "
+    "pip install './[charts]')."
 )
 
 PALETTE = {

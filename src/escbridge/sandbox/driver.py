@@ -245,7 +245,7 @@ def available_drivers(
         try:
             drivers.append(plugin.cls.sandbox_driver())
         except NotImplementedError:
-            log.info("connector %s has a sandbox but no driver for the demo", name)
+            log.debug("connector %s has a sandbox but no driver here: not started", name)
         except ImportError as error:  # the emulator's web stack is the connector's extra
             package = (plugin.distribution or f"escbridge-{name}").split()[0]  # "name version"
             log.warning("no sandbox for %s: %s (install %s[sandbox])", name, error, package)

@@ -12,6 +12,7 @@ import logging
 import os
 
 from escbridge.config import load_config
+from escbridge.errors import EscbridgeError
 from escbridge_webhooks.app import ReceiverSettings, create_app
 from escbridge_webhooks.logs import configure_logging, install_secrets
 
@@ -20,6 +21,15 @@ __all__ = ["app"]
 if not logging.getLogger().handlers:  # gunicorn.conf.py already set JSON logging up
     configure_logging(os.environ.get("ESCBRIDGE_LOG_LEVEL", "INFO"))
 
-_config = load_config(os.environ.get("ESCBRIDGE_CONFIG", "escbridge.yaml"))
-install_secrets(v for i in _config.instances.values() for v in i.secret_values)
-app = create_app(_config, settings=ReceiverSettings.from_env())
+#: The exit code gunicorn reads as "the worker failed to boot": it stops instead of forking
+#: worker after worker into the same error.
+WORKER_BOOT_ERROR = 3
+
+try:
+    _config = load_config(os.environ.get("ESCBRIDGE_CONFIG", "escbridge.yaml"))
+    install_secrets(v for i in _config.instances.values() for v in i.secret_values)
+    app = create_app(_config, settings=ReceiverSettings.from_env())
+except EscbridgeError as _error:  # a config or store problem: its lines, not a traceback
+    for _line in getattr(_error, "problems", None) or [_error]:
+        logging.getLogger("escbridge_webhooks.wsgi").critical("%s", _line)
+    raise SystemExit(WORKER_BOOT_ERROR) from None
