@@ -293,11 +293,12 @@ class Engine:
         winner) does not make the ticket due. A ticket that escalates at ``now`` is due now;
         for it this is when it would stop escalating.
         """
-        if now.tzinfo is None:
-            raise ValueError("now needs a timezone")
-        if not ticket.status.is_open:
+        if now.tzinfo is not UTC:
+            if now.tzinfo is None:
+                raise ValueError("now needs a timezone")
+            now = now.astimezone(UTC)
+        if ticket.status in _CLOSED:
             return None
-        now = now.astimezone(UTC)
         current = self.current_rung(ticket)
         ctx = Context(ticket, now, current, history)
         fired = {r.rule_id for r in history} if history else set()

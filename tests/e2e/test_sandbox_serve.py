@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from escbridge.cli.sandbox import configure_sandbox_parser, run_sandbox
+from escbridge.cli.sandbox import _stamped, configure_sandbox_parser, run_sandbox
 from escbridge.config import load_config
 from escbridge.sandbox.backlog import config_yaml
 from escbridge.store import Store
@@ -208,8 +208,8 @@ def test_a_second_sandbox_on_the_same_files_is_refused(
     parser = argparse.ArgumentParser()
     configure_sandbox_parser(parser)
     monkeypatch.chdir(tmp_path)
-    first_line = config_yaml({}, Path(), "").splitlines(keepends=True)[0]  # "this command wrote it"
-    (tmp_path / "sandbox.yaml").write_text(first_line, encoding="utf-8")
+    written = _stamped(config_yaml({}, Path(), ""))  # as this command writes it
+    (tmp_path / "sandbox.yaml").write_text(written, encoding="utf-8")
     store = tmp_path / "escbridge-sandbox.db"
     store.write_bytes(b"the first sandbox's store")
     fd = os.open(tmp_path / "sandbox.yaml.lock", os.O_RDWR | os.O_CREAT)
@@ -222,4 +222,20 @@ def test_a_second_sandbox_on_the_same_files_is_refused(
     assert "another `escbridge sandbox` is running with sandbox.yaml" in err
     assert "--write-config OTHER.yaml --store sqlite:///OTHER.db" in err
     assert store.read_bytes() == b"the first sandbox's store"
-    assert (tmp_path / "sandbox.yaml").read_text() == first_line
+    assert (tmp_path / "sandbox.yaml").read_text() == written
+
+
+def test_a_sandbox_yaml_the_admin_edited_is_not_overwritten(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Pointing `matrix:` at one's own matrix is the natural edit; it is kept, and the
+    message says how to use one's matrix instead."""
+    parser = argparse.ArgumentParser()
+    configure_sandbox_parser(parser)
+    monkeypatch.chdir(tmp_path)
+    written = _stamped(config_yaml({}, Path(), ""))
+    edited = written.replace("\n", "\nmatrix: my-escbridge/matrix.yaml\n", 1)
+    (tmp_path / "sandbox.yaml").write_text(edited, encoding="utf-8")
+    assert run_sandbox(parser.parse_args(["--serve"]), out=io.StringIO()) == 2
+    assert "or was edited since" in capsys.readouterr().err
+    assert (tmp_path / "sandbox.yaml").read_text() == edited

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import os
 import shutil
 import socket
@@ -152,7 +153,8 @@ def run_sandbox(
     if serving and not args.write_config and not _ours(Path(SANDBOX_CONFIG)):
         print(
             f"escbridge sandbox: {SANDBOX_CONFIG} exists and was not written by escbridge "
-            "sandbox; name another file with --write-config FILE",
+            "sandbox, or was edited since; name another file with --write-config FILE (your "
+            "own matrix: --matrix FILE)",
             file=sys.stderr,
         )
         return EXIT_INVALID
@@ -213,7 +215,7 @@ def run_sandbox(
         _script_faults(sandboxes, faults, getattr(args, "fault_seed", 0))
         text = config_yaml(sandboxes.instances(), matrix_path.resolve(), args.store)
         if config_path:
-            Path(config_path).write_text(text, encoding="utf-8")
+            Path(config_path).write_text(_stamped(text), encoding="utf-8")
         receiver_url = args.webhook_url
         if serving:
             assert config_path is not None
@@ -281,16 +283,25 @@ def _taken_port(first: int, count: int) -> int | None:
     return None
 
 
+_DIGEST = "# escbridge sandbox wrote this file; sha256 of the lines above: "
+
+
+def _stamped(text: str) -> str:
+    """The config as written, with a last line that tells later whether someone edited it."""
+    return f"{text}{_DIGEST}{hashlib.sha256(text.encode()).hexdigest()}\n"
+
+
 def _ours(path: Path) -> bool:
-    """Whether ``path`` may be (over)written: absent, or an escbridge.yaml this command wrote."""
+    """Whether ``path`` may be (over)written: absent, or a config this command wrote and
+    nobody edited since (an admin's own matrix path or comment in it is not thrown away)."""
     try:
-        with path.open(encoding="utf-8") as handle:
-            first = handle.readline()
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         return True
-    except OSError:
+    except (OSError, UnicodeDecodeError):
         return False
-    return first == config_yaml({}, Path(), "").splitlines(keepends=True)[0]
+    body, _, digest = text.rpartition(_DIGEST)
+    return bool(body) and digest.strip() == hashlib.sha256(body.encode()).hexdigest()
 
 
 class _Receiver:
