@@ -384,6 +384,25 @@ def test_matcher_agrees_on_values_read_only_behind_other_tests(
         assert matcher(Context(t, NOW, rung, history)) == expected, (conditions, t)
 
 
+@settings(DIFFERENTIAL, max_examples=200)
+@given(st.lists(time_conditions, min_size=1, max_size=8), situations())
+def test_time_tests_agree_on_every_level(
+    written: list[Any], case: tuple[Ticket, str, tuple[EscalationRecord, ...]]
+) -> None:
+    # Levels count time their own way (a 10-hour Berlin day, calendar time): a level_overdue
+    # written in days must hold from the same moment in the matcher as in the closures.
+    conditions = [parse(w) for w in written]
+    matcher = build_matcher(conditions)
+    t, _, history = case
+    for rung in (*LADDER_MATRIX.levels, *LADDER_MATRIX.teams.values()):
+        expected = [
+            i
+            for i, c in enumerate(conditions)
+            if compile_condition(c)(Context(t, NOW, rung, history))
+        ]
+        assert matcher(Context(t, NOW, rung, history)) == expected, (conditions, rung.id)
+
+
 class CountingContext(Context):
     """A context that lists the time measures read from it."""
 

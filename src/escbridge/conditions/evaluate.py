@@ -653,6 +653,6 @@ class _MatcherBuilder:
             if value.uses > 1:  # on first use, then the local
                 name = value.name
                 return f"({name} if {name} is not _UNSET else ({name} := {expr}))"
-            return f"({expr})"
+            return f"({value.name} := {expr})" if value.bare else f"({expr})"
 
         return _REF.sub(one, text)

@@ -12,14 +12,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from escbridge.store.database import parse_url, unavailable_as_typed
-from escbridge.store.migrate import current_revision, head_revision
+from escbridge.store.database import unavailable_as_typed
+from escbridge.store.migrate import current_revision, head_revision, sqlite_file
 from escbridge.store.reads import reading
 from escbridge.store.records import Job, StoredEscalation, TicketState
 from escbridge.store.schema import (
@@ -61,11 +60,8 @@ SYNC, CHECK = "sync", "check"
 def store_exists(url: str) -> bool:
     """False for a SQLite file that is not there yet (reading it would create it empty);
     True for any other store, which only a connection can tell about."""
-    parsed = parse_url(url)
-    if parsed.get_backend_name() != "sqlite":
-        return True
-    database = parsed.database or ""
-    return database in ("", ":memory:") or Path(database).exists()
+    file = sqlite_file(url)
+    return file is None or file.exists()
 
 
 # --- the last run of each instance ----------------------------------------------------------

@@ -8,6 +8,7 @@ version is refused with a message that says what to do (:class:`StoreSchemaError
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import sqlalchemy as sa
 from alembic import command
@@ -15,8 +16,8 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-from escbridge.errors import StoreSchemaError
-from escbridge.store.database import create_engine, safe_url, unavailable_as_typed
+from escbridge.errors import StoreSchemaError, StoreUnavailableError
+from escbridge.store.database import create_engine, parse_url, safe_url, unavailable_as_typed
 from escbridge.store.schema import metadata
 
 SCRIPT_LOCATION = "escbridge.store:migrations"
@@ -63,6 +64,12 @@ class UpgradeResult:
 
 def upgrade(url: str, revision: str = "head") -> UpgradeResult:
     """Bring the database at ``url`` to ``revision`` (creating the SQLite file if needed)."""
+    folder = sqlite_file(url)
+    if folder is not None and not folder.parent.is_dir():
+        raise StoreUnavailableError(
+            f"store unavailable ({safe_url(url)}): the folder {folder.parent} does not exist — "
+            "create it, or point store: (or --store) at a file in an existing folder"
+        )
     engine = create_engine(url)
     try:
         with unavailable_as_typed(url), engine.begin() as connection:
@@ -78,7 +85,21 @@ def upgrade(url: str, revision: str = "head") -> UpgradeResult:
 
 
 def check_schema(engine: sa.Engine, url: str) -> None:
-    """Raise StoreSchemaError unless the database is exactly at the head revision."""
+    """Raise StoreSchemaError unless the database is exactly at the head revision.
+
+    A SQLite file that is not there is said so without connecting: connecting would leave an
+    empty file behind (a mistyped path would litter the disk)."""
+    missing = sqlite_file(url)
+    if missing is not None and not missing.parent.is_dir():
+        raise StoreUnavailableError(
+            f"store unavailable ({safe_url(url)}): the folder {missing.parent} does not exist "
+            "— create it, or point store: (or --store) at a file in an existing folder"
+        )
+    if missing is not None and not missing.exists():
+        raise StoreSchemaError(
+            f"store {safe_url(url)}: does not exist yet — run `escbridge db upgrade` to create "
+            "it (or check the path)"
+        )
     with unavailable_as_typed(url), engine.connect() as connection:
         current = current_revision(connection)
         tables = set(sa.inspect(connection).get_table_names()) if current is None else set()
@@ -109,3 +130,13 @@ def schema_problem(current: str | None, tables: set[str] | None = None) -> str |
         f"schema is at revision {current}, which this escbridge ({head}) does not know: "
         "it was upgraded by a newer escbridge; upgrade escbridge on this machine"
     )
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The file of a SQLite store URL (None for any other store, or an in-memory one)."""
+    parsed = parse_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return None
+    database = parsed.database or ""
+    return None if database in ("", ":memory:") else Path(database)
+
