@@ -174,11 +174,18 @@ class TestInit:
         monkeypatch.delenv("ZENDESK_API_TOKEN", raising=False)
         monkeypatch.delenv("ZENDESK_WEBHOOK_SECRET", raising=False)
         assert main(["init"]) == 0
+        assert main(["validate"]) == 1  # the starter's placeholders are still there
+        err = capsys.readouterr().err
+        assert "${ZENDESK_API_TOKEN} is not set here" in err
+        assert "instances.support.subdomain: 'your-subdomain' is the starter's placeholder" in err
+        config = tmp_path / "escbridge.yaml"
+        text = config.read_text(encoding="utf-8")
+        text = text.replace("your-subdomain", "acme").replace("your-company", "acme")
+        config.write_text(text, encoding="utf-8")
         assert main(["validate"]) == 0
-        out, err = capsys.readouterr()
+        out = capsys.readouterr().out
         assert "escbridge.yaml: ok — 1 instance: support (zendesk)" in out
         assert "3 levels, 1 team, 3 rules" in out
-        assert "${ZENDESK_API_TOKEN} is not set here" in err
         assert main(["check"]) == 2  # check talks to the helpdesk: the token must be there
         assert "ZENDESK_API_TOKEN" in capsys.readouterr().out
 

@@ -265,6 +265,23 @@ def _load_without_secrets(path: Path) -> Config:
     return load_config(path, env=env)
 
 
+def _placeholders(config: Config) -> list[str]:
+    """Settings still holding the starter's placeholders (`escbridge init` writes
+    ``your-subdomain``): valid in form, so only this says it before `check` cannot connect."""
+    found = []
+    for name, instance in config.instances.items():
+        for key, value in instance.settings.items():
+            if isinstance(value, str) and "your-" in value and value not in instance.secret_values:
+                doc = instance.source
+                where = doc.problem(("instances", name, key), "") if doc is not None else None
+                line = f"{where.file}:{where.line} " if where is not None and where.line else ""
+                found.append(
+                    f"{line}instances.{name}.{key}: {value!r} is the starter's placeholder — "
+                    "write your helpdesk's own value"
+                )
+    return found
+
+
 def validate_config(path: Path, *, registry: Registry | None = None) -> int:
     """`escbridge validate escbridge.yaml`: the config as every command reads it (each
     section, each instance's settings by its connector's model), the matrix it names, and
@@ -302,6 +319,7 @@ def validate_config(path: Path, *, registry: Registry | None = None) -> int:
     if problems:
         return invalid(ConfigError(problems))
     assert matrix is not None  # it loaded, or its problems were returned above
+    errors.extend(_placeholders(config))
     warnings = lint_matrix(matrix)
     for name, instance in config.instances.items():
         route = routing(matrix, name, instance.type)
