@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import os
 import re
 import signal
 import socket
@@ -87,6 +88,8 @@ def sandbox_serve(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], list[
             stdout=subprocess.PIPE,
             stderr=stderr,
             text=True,
+            # SIGABRT then dumps every thread's stack: what a hang was doing (see below)
+            env={**os.environ, "PYTHONFAULTHANDLER": "1"},
         )
     watchdog = threading.Timer(STARTUP + 60, process.kill)  # a hang fails, never blocks
     watchdog.start()
@@ -143,7 +146,13 @@ def test_sandbox_serve_escalates_a_ticket_through_its_webhook_and_stops_on_sigte
     ports = [int(url.rsplit(":", 1)[1]) for url in urls.values()]
     assert all(listening(port) for port in ports)
     process.send_signal(signal.SIGTERM)
-    assert process.wait(60) == 0
+    try:
+        code = process.wait(60)
+    except subprocess.TimeoutExpired:  # not stopped: fail with what every thread was doing
+        process.send_signal(signal.SIGABRT)
+        process.wait(10)
+        pytest.fail(f"not stopped 60 s after SIGTERM; its threads:\n{stderr_path.read_text()}")
+    assert code == 0
     assert not any(listening(port) for port in ports)
     assert "Traceback" not in stderr_path.read_text()
 
