@@ -212,7 +212,9 @@ class TextFormatter(LogFormatter):
         request_id = getattr(record, "request_id", None) or REQUEST_ID.get()
         if request_id:
             parts.append(f"request_id={request_id}")
-        parts.extend(f"{key}={value}" for key, value in self.extras(record))
+        parts.extend(  # nothing to say is not said ("reason=None", "job_ids=[]")
+            f"{key}={value}" for key, value in self.extras(record) if value not in (None, [], ())
+        )
         line = mask(" ".join(parts))
         if record.exc_info:
             line += "\n" + mask(self.formatException(record.exc_info))

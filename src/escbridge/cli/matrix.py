@@ -595,6 +595,7 @@ def configure_explain_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--ticket",
         dest="ticket_id",
+        type=lambda text: text.strip().removeprefix("#"),  # "#81", as escbridge prints it
         metavar="ID",
         help="fetch this ticket live from --instance (read only)",
     )

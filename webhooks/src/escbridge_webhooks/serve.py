@@ -137,9 +137,10 @@ def serve(
         pool.start()
     http = threading.Thread(target=server.run, name="escbridge-http", daemon=True)
     http.start()
+    working = plural(workers, "worker thread") if workers else "receive only: `escbridge worker`"
     say(
         f"escbridge serve: listening on http://{options.host}:{port} "
-        f"({plural(len(config.instances), 'instance')}, {plural(workers, 'worker thread')}, "
+        f"({plural(len(config.instances), 'instance')}, {working}, "
         f"store {safe_url(processor.store.url)})"
     )
     log.info("listening", extra={"host": options.host, "port": port, "workers": workers})
