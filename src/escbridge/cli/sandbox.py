@@ -35,6 +35,7 @@ from escbridge.sandbox.backlog import DEFAULT_TICKETS, SandboxSet, config_yaml, 
 from escbridge.sandbox.driver import available_drivers
 from escbridge.sandbox.emulator import quiet_werkzeug
 from escbridge.sandbox.faults import FaultPlan, parse_fault
+from escbridge.waiting import wait_for
 from escbridge.wording import plural
 
 __all__ = ["configure_demo_parser", "configure_sandbox_parser", "run_demo", "run_sandbox"]
@@ -255,7 +256,7 @@ def run_sandbox(
             _describe(sandboxes, text, args, out)
         if ready is not None:
             ready(sandboxes)
-        stop.wait()
+        wait_for(stop)
     return receiver.code if receiver is not None else EXIT_OK
 
 
@@ -363,7 +364,7 @@ class _Receiver:
         self._stop = stop
         self._thread = threading.Thread(target=run, name="escbridge-sandbox-receiver")
         self._thread.start()
-        listening.wait()
+        wait_for(listening)
         if not self._thread.is_alive() or getattr(serve_args, "bound_port", None) is None:
             self.stop()
             return self.code or EXIT_PROBLEM
@@ -557,7 +558,7 @@ def run_demo(args: argparse.Namespace, out: TextIO | None = None) -> int:
         out.flush()
         print("sandboxes and receiver are up; Ctrl-C stops them", file=sys.stderr)
         with run_until_signal("stopping the demo") as stop:
-            stop.wait()
+            wait_for(stop)
 
     def say(line: str) -> None:
         if sys.stderr.isatty():

@@ -32,6 +32,7 @@ from escbridge.sync import (
     SyncReport,
     build_sync_processor,
 )
+from escbridge.waiting import wait_for
 
 # --- output --------------------------------------------------------------------------------------
 
@@ -345,5 +346,5 @@ def _loop(
                 else:
                     not_before.pop(name, None)
             _emit(report, out, bar, interactive)
-            stop.wait(interval.total_seconds())
+            wait_for(stop, interval.total_seconds())
     return EXIT_OK

@@ -1,10 +1,11 @@
 """Evaluating a condition tree on one ticket: closures per condition, and one generated matcher
 for all the rules of a matrix.
 
-Both read the tree of ``escbridge.conditions.ast``. The generated matcher inlines the leaves that
-have a cheap Python expression and calls the closure of every other leaf, so the two share one
-meaning; ``tests/core/test_conditions_differential.py`` checks on random tickets and trees that
-they (and the explanations) agree.
+Both read the tree of ``escbridge.conditions.ast``. The generated matcher writes each leaf as an
+inline expression over locals that hold the ticket's values, each read once per ticket (only a
+time test whose bounds depend on the level's calendar calls its closure), with the same meaning
+as the closures: ``tests/core/test_conditions_differential.py`` checks on random tickets and
+trees that they (and the explanations) agree.
 """
 
 from __future__ import annotations
@@ -426,9 +427,10 @@ class _MatcherBuilder:
     (words, numbers, patterns) is passed in as a constant, never pasted into the source.
 
     A test reads ticket values through ``read``, which returns a placeholder: the first
-    reference in a test (which each test writes so that it is evaluated first) may compute
-    the value, later ones in the same test use the local. ``build`` then decides, per value,
-    whether it is computed up front, on first use, or in place when it is used only once.
+    reference in a test may compute the value, later ones in the same test use the local, so
+    each test is written with the reference it evaluates first leftmost (``_checks``).
+    ``build`` then decides, per value, whether it is computed up front, on first use, or in
+    place when one test reads it.
     """
 
     def __init__(self) -> None:
@@ -472,32 +474,39 @@ class _MatcherBuilder:
         value.always = value.always or self.always
         return f"\x00{index}\x00"
 
+    def _cheap(self, key: tuple[Any, ...]) -> str:
+        """``read`` of a value that a value's expression may name more than once: such
+        expressions evaluate their parts in any order, so only up-front values qualify."""
+        ref = self.read(key)
+        assert self.values[self.keys[key]].cheap, key
+        return ref
+
     def _value_expr(self, key: tuple[Any, ...]) -> tuple[str, bool]:
-        """(expression, cheap?) of a value; expressions read cheap values or others once."""
+        """(expression, cheap?) of a value: it names cheap values, or others once."""
         kind = key[0]
         if kind == "attr":
             return f"t.{key[1]}", True
         if kind == "level":
             return "ctx.rung.id", True
         if kind == "custom":  # the raw value
-            return f"{self.read(('attr', 'custom_fields'))}.get({self.const(key[1])})", True
+            return f"{self._cheap(('attr', 'custom_fields'))}.get({self.const(key[1])})", True
         if kind == "custom_number":  # NaN when missing or not a number: every comparison fails
-            return f"_number_or_nan({self.read(('custom', key[1]))})", False
+            return f"_number_or_nan({self._cheap(('custom', key[1]))})", False
         if kind == "custom_lower":
-            return self._lowered(self.read(("custom", key[1]))), False
+            return self._lowered(self._cheap(("custom", key[1]))), False
         if kind == "person":  # (owner, attribute)
-            owner = self.read(("attr", key[1]))
+            owner = self._cheap(("attr", key[1]))
             return f"(None if {owner} is None else {owner}.{key[2]})", True
         if kind == "person_lower":
-            return self._lowered(self.read(("person", key[1], key[2]))), False
+            return self._lowered(self._cheap(("person", key[1], key[2]))), False
         if kind == "lower":  # a plain ticket field, lower-cased like ``getter``
-            attr = self.read(("attr", key[1]))
+            attr = self._cheap(("attr", key[1]))
             return (f"{attr}.lower()" if key[1] in _ALWAYS_TEXT else self._lowered(attr)), False
         if kind == "text":  # the fields a keyword test searches, as ``Context.text``
             parts = [self.read(("lower", f)) for f in key[1]]
             return ("_SEP.join((" + ", ".join(parts) + "))" if len(parts) > 1 else parts[0]), False
         if kind == "span":  # (attribute, from now to it?) in calendar time
-            attr, forward = self.read(("attr", key[1])), key[2]
+            attr, forward = self._cheap(("attr", key[1])), key[2]
             span = f"{attr} - now" if forward else f"now - {attr}"
             if key[1] in _OPTIONAL_TIMES:
                 return f"(None if {attr} is None else {span})", False
@@ -508,8 +517,13 @@ class _MatcherBuilder:
 
     @staticmethod
     def _lowered(ref: str) -> str:
-        # Written so that the reference evaluated first comes first: cheap refs only.
         return f"({ref} if not isinstance({ref}, str) else {ref}.lower())"
+
+    def _checks(self, key: tuple[Any, ...], checks: Sequence[str], joiner: str = " and ") -> str:
+        """``checks`` of one value joined left to right, each written with ``{}`` for it: the
+        leftmost, evaluated first, reads the value, the others its local."""
+        parts = [c.format(self.read(key)) for c in checks]
+        return "(" + joiner.join(parts) + ")"
 
     # --- tests ---
 
@@ -528,25 +542,22 @@ class _MatcherBuilder:
     def _inline(self, cond: Condition) -> str | None:
         """A leaf as an inline expression, or None when its closure is the cheap form."""
         if isinstance(cond, TagTest):
-            tags, parts = self.read(("attr", "tags")), []
+            checks = []
             if cond.any_of:
-                parts.append(f"not {self.const(cond.any_of)}.isdisjoint({tags})")
+                checks.append(f"not {self.const(cond.any_of)}.isdisjoint({{}})")
             if cond.all_of:
-                parts.append(f"{self.const(cond.all_of)} <= {self.read(('attr', 'tags'))}")
+                checks.append(f"{self.const(cond.all_of)} <= {{}}")
             if cond.none_of:
-                parts.append(
-                    f"{self.const(cond.none_of)}.isdisjoint({self.read(('attr', 'tags'))})"
-                )
-            return "(" + " and ".join(parts) + ")"
+                checks.append(f"{self.const(cond.none_of)}.isdisjoint({{}})")
+            return self._checks(("attr", "tags"), checks)
         if isinstance(cond, KeywordTest):
+            # A plain substring test rules most tickets out at C speed; the whole-word
+            # pattern runs only when the phrase's first word occurs at all.
+            key = ("text", cond.fields)
             tests = []
             for words in cond.phrases:
-                txt = self.read(("text", cond.fields))
-                pattern = self.const(phrase_pattern(words))
-                tests.append(
-                    f"({self.const(words[0])} in {txt} and "
-                    f"{pattern}.search({self.read(('text', cond.fields))}) is not None)"
-                )
+                first, pattern = self.const(words[0]), self.const(phrase_pattern(words))
+                tests.append(self._checks(key, [f"{first} in {{}}", f"{pattern}.search({{}})"]))
             return "(" + " or ".join(tests) + ")"
         if isinstance(cond, FieldTest):
             return self._field(cond)
@@ -567,13 +578,12 @@ class _MatcherBuilder:
             key = ("measure", cond.measure, *mode)
             self.measured.setdefault(key, cond)
             optional = True
-        value = self.read(key)
-        tests = [f"{value} is not None"] if optional else []
+        checks = ["{} is not None"] if optional else []
         if cond.over is not None:
-            tests.append(f"{value if not tests else self.read(key)} > {self.const(cond.over)}")
+            checks.append(f"{{}} > {self.const(cond.over)}")
         if cond.under is not None:
-            tests.append(f"{value if not tests else self.read(key)} < {self.const(cond.under)}")
-        return "(" + " and ".join(tests) + ")"
+            checks.append(f"{{}} < {self.const(cond.under)}")
+        return self._checks(key, checks)
 
     def _field(self, cond: FieldTest) -> str | None:
         field, op = cond.field, cond.op
@@ -592,27 +602,26 @@ class _MatcherBuilder:
             key = ("person_lower", owner, attr)
         else:
             key = ("lower", field)
-        value, expected = self.read(key), self.const(cond.value)
-        custom = key[0] == "custom_lower"
+        expected = self.const(cond.value)
+        if op == "exists":
+            if cond.value:
+                return self._checks(key, ["{} is not None", "{} != ''"])
+            return self._checks(key, ["{} is None", "{} == ''"], " or ")
+        if op == "regex" and key[0] in ("lower", "person_lower"):  # text or None
+            found = f"{expected}.search({{}}) is not None"
+            if key[0] == "lower" and field in _ALWAYS_TEXT:
+                return self._checks(key, [found])
+            return self._checks(key, ["{} is not None", found])
+        value = self.read(key)
         if op == "equals":
             return f"({value} == {expected})"
         if op == "not_equals":
             return f"({value} != {expected})"
         if op in ("in", "not_in"):
-            member = f"_hashable({value})" if custom else value
+            member = f"_hashable({value})" if key[0] == "custom_lower" else value
             return f"({member} {'in' if op == 'in' else 'not in'} {expected})"
-        if op == "exists":
-            again = self.read(key)
-            if cond.value:
-                return f"({value} is not None and {again} != '')"
-            return f"({value} is None or {again} == '')"
         if op in _SIGNS and field in ("priority", "reopen_count"):
             return f"({value} {_SIGNS[op]} {expected})"
-        text = key[0] in ("lower", "person_lower") and not custom
-        if op == "regex" and text:
-            if key[0] == "lower" and field in _ALWAYS_TEXT:
-                return f"({expected}.search({value}) is not None)"
-            return f"({value} is not None and {expected}.search({self.read(key)}) is not None)"
         return f"_compare({self.const(op)}, {value}, {expected})"
 
     # --- the function ---

@@ -55,6 +55,8 @@ if TYPE_CHECKING:
     from escbridge.config import Config
     from escbridge.connector import ApplyResult, Connector, Registry
 
+from escbridge.waiting import join, wait_for
+
 log = logging.getLogger("escbridge.processing")
 
 #: Inbox kinds escbridge makes itself (a due deadline, a ticket a sync run handed over): no
@@ -67,7 +69,7 @@ Wait = Callable[[threading.Event, float], bool]
 
 
 def _real_wait(event: threading.Event, seconds: float) -> bool:
-    return event.wait(seconds)
+    return wait_for(event, seconds)  # interruptible: the loop may be the main thread
 
 
 @dataclass
@@ -595,7 +597,7 @@ class Processor:
             for thread in threads:
                 thread.start()
             for thread in threads:
-                thread.join()
+                join(thread)  # interruptible: a SIGTERM must reach the handler
             return total
         finally:
             listening.set()
