@@ -479,3 +479,20 @@ class TestTemplates:
         """
         m = matrix(rule_yaml("{tags: [a]}", actions=actions))
         assert m.rules[0].actions.note is not None
+
+
+def test_a_calendar_that_fails_is_one_problem_not_two() -> None:
+    """A typo in a calendar used to bring a second, false error: "defaults.calendar: office is
+    not a calendar (calendars: none defined)"."""
+    text = (
+        'version: 1\ncalendars:\n  office: {timezone: Berlin, hours: {mon-fri: "09:00-17:00"}}\n'
+        "defaults: {calendar: office}\n"
+        "levels:\n  - {id: l1, name: One, groups: {zendesk: A}}\n"
+        "  - {id: l2, name: Two, groups: {zendesk: B}}\n"
+        "rules:\n  - {id: r, name: R, kind: hierarchical, when: {idle: {over: 2h}}, to: next}\n"
+    )
+    with pytest.raises(InvalidInputError) as caught:
+        parse_matrix(text)
+    (problem,) = caught.value.problems
+    assert problem.path == "calendars.office.timezone" and problem.line == 3
+    assert 'time zone "Berlin" is not known' in problem.message

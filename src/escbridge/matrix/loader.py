@@ -184,8 +184,9 @@ class _Compiler:
                 return next(iter(calendars.values()))
             return BusinessCalendar.always_open()
         if name not in calendars:
-            known = ", ".join(calendars) or "none defined"
-            self.fail(path, f'"{name}" is not a calendar (calendars: {known})')
+            if name not in self.spec.calendars:  # a calendar that failed is said once, there
+                known = ", ".join(calendars) or "none defined"
+                self.fail(path, f'"{name}" is not a calendar (calendars: {known})')
             return BusinessCalendar.always_open()
         return calendars[name]
 
