@@ -11,10 +11,12 @@ token-shaped strings).
 
 from __future__ import annotations
 
+import difflib
 import re
+import types
 import typing
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import yaml
@@ -162,3 +164,61 @@ def _show(value: object) -> str:
     if isinstance(value, str):
         return f'"{redact(value)}"'
     return redact(repr(value))
+
+
+def with_suggestions(
+    problems: Sequence[Problem], error: ValidationError, model: type[BaseModel]
+) -> list[Problem]:
+    """``problems`` (one per error of ``error``, as ``problems_from_validation`` makes them),
+    where an unknown key close to a known one there says which: "did you mean poll_seconds?"."""
+    out = []
+    for problem, item in zip(problems, error.errors(include_url=False), strict=True):
+        loc = item["loc"]
+        if item.get("type") == "extra_forbidden" and loc:
+            known = _keys_at(model, loc[:-1])
+            close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6)
+            if close:
+                message = f"is not a known key here — did you mean {close[0]}?"
+                problem = replace(problem, message=message)
+        out.append(problem)
+    return out
+
+
+def _keys_at(model: type[BaseModel], loc: Sequence[str | int]) -> list[str]:
+    """The keys the model takes at ``loc`` (field names and aliases); [] when unknown."""
+    annotation: Any = model
+    for part in loc:
+        annotation = _step(annotation, part)
+        if annotation is None:
+            return []
+    found = _model_in(annotation)
+    if found is None:
+        return []
+    return [f.alias or name for name, f in found.model_fields.items()]
+
+
+def _step(annotation: Any, part: str | int) -> Any:
+    """The annotation one step down ``loc``: a model's field, a dict's value, a list's item."""
+    found = _model_in(annotation)
+    if found is not None:
+        spec = found.model_fields.get(part) if isinstance(part, str) else None
+        return spec.annotation if spec is not None else None
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (dict, Mapping) and len(args) == 2:
+        return args[1]
+    if origin in (list, tuple, set, frozenset, Sequence) and args:
+        return args[0]
+    return None
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The model an annotation stands for, through ``Optional``/unions/``Annotated``."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType, typing.Annotated):
+        for arg in typing.get_args(annotation):
+            found = _model_in(arg)
+            if found is not None:
+                return found
+    return None

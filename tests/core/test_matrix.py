@@ -183,13 +183,13 @@ class TestErrorMessages:
             rule_yaml("{tags: [a]}") + "    acitons: {priority: high}\n",
         )
         assert found == [
-            "matrix.yaml:43 rules[0].acitons: is not a known key here (check the spelling)"
+            "matrix.yaml:43 rules[0].acitons: is not a known key here — did you mean actions?"
         ]
 
     def test_an_unknown_key_in_a_level(self) -> None:
         found = problems(SHORT.replace("name: Senior support", "name: S\n    min_prio: high"))
         assert found == [
-            "matrix.yaml:7 levels[1].min_prio: is not a known key here (check the spelling)"
+            "matrix.yaml:7 levels[1].min_prio: is not a known key here — did you mean min_priority?"
         ]
 
     def test_a_wrong_priority_name_in_actions(self) -> None:
@@ -387,7 +387,7 @@ class TestErrorMessages:
         assert found == [
             "matrix.yaml:43 rules[0].actions.priority: 'hihg' is not a priority "
             "(one of low, normal, high, urgent)",
-            "matrix.yaml:48 rules[1].acitons: is not a known key here (check the spelling)",
+            "matrix.yaml:48 rules[1].acitons: is not a known key here — did you mean actions?",
             "matrix.yaml:49 rules[2].to: is required",
         ]
 
@@ -496,3 +496,16 @@ def test_a_calendar_that_fails_is_one_problem_not_two() -> None:
     (problem,) = caught.value.problems
     assert problem.path == "calendars.office.timezone" and problem.line == 3
     assert 'time zone "Berlin" is not known' in problem.message
+
+
+def test_a_misspelt_matrix_key_gets_the_nearest_known_one() -> None:
+    text = (
+        "version: 1\nlevels:\n  - {id: l1, name: One, groups: {zendesk: A}, resoluton: 2h}\n"
+        "  - {id: l2, name: Two, groups: {zendesk: B}}\n"
+        "rules:\n  - {id: r, name: R, kind: hierarchical, when: {idle: {over: 2h}}, to: next}\n"
+    )
+    with pytest.raises(InvalidInputError) as caught:
+        parse_matrix(text)
+    (problem,) = caught.value.problems
+    assert (problem.line, problem.path) == (3, "levels[0].resoluton")
+    assert problem.message == "is not a known key here — did you mean resolution?"

@@ -38,7 +38,7 @@ from escbridge.matrix.spec import (
 )
 from escbridge.matrix.templates import compile_template, default_note
 from escbridge.model import LevelMarker
-from escbridge.yamlfile import YamlDocument, parse_yaml, problems_from_validation
+from escbridge.yamlfile import YamlDocument, parse_yaml, problems_from_validation, with_suggestions
 
 
 def load_matrix(path: str | Path) -> Matrix:
@@ -62,7 +62,9 @@ def parse_matrix(text: str, source: str = "<string>") -> Matrix:
     try:
         spec = MatrixSpec.model_validate(doc.data)
     except ValidationError as exc:
-        raise MatrixError(problems_from_validation(doc, exc)) from None
+        raise MatrixError(
+            with_suggestions(problems_from_validation(doc, exc), exc, MatrixSpec)
+        ) from None
     compiled = _Compiler(doc, spec).compile()
     digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
     return dataclasses.replace(compiled, digest=digest)
