@@ -554,7 +554,7 @@ def run_demo(args: argparse.Namespace, out: TextIO | None = None) -> int:
     print("escbridge demo: starting the sandbox helpdesks and the receiver …", file=sys.stderr)
 
     def hold(result: DemoResult) -> None:
-        out.write(format_result(result, matrix, running=True))
+        out.write(format_result(result, matrix, running=True, program=_program()))
         out.flush()
         print("sandboxes and receiver are up; Ctrl-C stops them", file=sys.stderr)
         with run_until_signal("stopping the demo") as stop:
@@ -570,6 +570,6 @@ def run_demo(args: argparse.Namespace, out: TextIO | None = None) -> int:
         print(f"escbridge demo: {error}", file=sys.stderr)
         return EXIT_PROBLEM
     if not args.keep_running:
-        out.write(format_result(result, matrix))
+        out.write(format_result(result, matrix, program=_program()))
         out.flush()
     return EXIT_OK if result.ok else EXIT_PROBLEM

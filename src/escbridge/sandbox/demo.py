@@ -643,7 +643,11 @@ def _short(text: str, width: int = 110) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def format_result(result: DemoResult, matrix: Matrix, *, running: bool = False) -> str:
+def format_result(
+    result: DemoResult, matrix: Matrix, *, running: bool = False, program: str = "escbridge"
+) -> str:
+    """The demo's printout; ``program`` is how the reader runs escbridge again (e.g.
+    ``.venv/bin/escbridge`` when the venv is not active)."""
     tz = matrix.default_calendar.tz
 
     def hhmm(at: datetime) -> str:
@@ -721,12 +725,12 @@ def format_result(result: DemoResult, matrix: Matrix, *, running: bool = False) 
     out.append("")
 
     out.append("Where to look next:")
-    report_cmd = f"escbridge report --store {result.store_url} --matrix {matrix.source}"
+    report_cmd = f"{program} report --store {result.store_url} --matrix {matrix.source}"
     out.append(f"  {report_cmd}")
     if result.stories:  # everything escbridge knows of one ticket, with times
         story, ticket_id = next(iter(result.stories.values()))
         out.append(
-            f"  escbridge history --store {result.store_url} {story.helpdesk} {ticket_id}"
+            f"  {program} history --store {result.store_url} {story.helpdesk} {ticket_id}"
             f"   # {story.title}"
         )
     browse = "" if running else " (run with --keep-running to browse them)"
