@@ -145,7 +145,7 @@ def test_a_connector_without_its_sandbox_extra_is_left_out_with_how_to_install_i
             for name, attr in (("ready", "Ready"), ("noflask", "NoFlask"), ("nodriver", "NoDriver"))
         ]
     )
-    with caplog.at_level(logging.INFO, logger="escbridge.sandbox.driver"):
+    with caplog.at_level(logging.DEBUG, logger="escbridge.sandbox.driver"):
         assert available_drivers(registry) == [DRIVER]
     assert "install escbridge-noflask[sandbox]" in caplog.text
     assert "nodriver has a sandbox but no driver" in caplog.text

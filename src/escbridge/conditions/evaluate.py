@@ -503,8 +503,8 @@ class _MatcherBuilder:
             attr = self._cheap(("attr", key[1]))
             return (f"{attr}.lower()" if key[1] in _ALWAYS_TEXT else self._lowered(attr)), False
         if kind == "text":  # the fields a keyword test searches, as ``Context.text``
-            parts = [self.read(("lower", f)) for f in key[1]]
-            return ("_SEP.join((" + ", ".join(parts) + "))" if len(parts) > 1 else parts[0]), False
+            parts = ", ".join(self.read(("lower", f)) for f in key[1])
+            return f"_SEP.join(({parts}))", False
         if kind == "span":  # (attribute, from now to it?) in calendar time
             attr, forward = self._cheap(("attr", key[1])), key[2]
             span = f"{attr} - now" if forward else f"now - {attr}"
@@ -553,7 +553,8 @@ class _MatcherBuilder:
         if isinstance(cond, KeywordTest):
             # A plain substring test rules most tickets out at C speed; the whole-word
             # pattern runs only when the phrase's first word occurs at all.
-            key = ("text", cond.fields)
+            fields = cond.fields
+            key = ("text", fields) if len(fields) > 1 else ("lower", fields[0])
             tests = []
             for words in cond.phrases:
                 first, pattern = self.const(words[0]), self.const(phrase_pattern(words))
