@@ -691,7 +691,7 @@ def main(argv: list[str] | None = None) -> int:
         speedup = median([a / s for s, a in scans])
         print(
             f"scan of {scanned:,} tickets, {args.changed:.0%} changed: {skip_s:.2f}s "
-            f"({passed:,} passed over: unchanged, not due) vs {all_s:.2f}s deciding every "
+            f"({passed:,} passed over: unchanged and not due yet) vs {all_s:.2f}s deciding every "
             f"ticket: {speedup:.1f}x faster"
         )
     return 0

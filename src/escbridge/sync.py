@@ -122,7 +122,7 @@ RECONCILE_MODES: tuple[ReconcileMode, ...] = get_args(ReconcileMode)
 #: The reserved ticket id whose per-ticket lock is an instance's sync lease.
 LEASE_TICKET_ID = "~escbridge-sync"
 #: The skip reason of a ticket passed over: unchanged since escbridge decided it, not due yet.
-UNCHANGED = "unchanged, not due"
+UNCHANGED = "unchanged and not due yet"
 
 
 # --- options and results -------------------------------------------------------------------
