@@ -180,4 +180,3 @@ def _grace(text: str) -> float:
     if seconds < 0:
         raise argparse.ArgumentTypeError(f"{text} must not be negative")
     return seconds
-

@@ -139,4 +139,3 @@ def sqlite_file(url: str) -> Path | None:
         return None
     database = parsed.database or ""
     return None if database in ("", ":memory:") else Path(database)
-
