@@ -11,13 +11,13 @@ from __future__ import annotations
 import argparse
 import io
 import threading
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 import requests
 from flask import Flask, request
+from polling import wait_for
 
 from escbridge.sandbox import ServerThread, serve
 from escbridge.sandbox.app import Emulator, respond
@@ -56,16 +56,6 @@ def served() -> Iterator[tuple[Items, str]]:
     finally:
         items.faults.close()
         server.stop()
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
-    """A bounded wait on the emulator's state (the write landed), not a sleep-and-hope."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
 
 
 def put(url: str, item: int, value: str, timeout: float = 10.0) -> requests.Response:
@@ -171,8 +161,8 @@ def test_late_after_a_delay_lands_on_its_own(served: tuple[Items, str]) -> None:
     items, url = served
     items.faults.add("PUT", "/api/items/*", "late", delay=0.05)
     assert put(url, 1, "a").status_code == 504
-    assert wait_for(lambda: items.values == {1: "a"})
-    assert wait_for(lambda: items.faults.counts["late_applied"] == 1)
+    wait_for(lambda: items.values == {1: "a"})
+    wait_for(lambda: items.faults.counts["late_applied"] == 1)
 
 
 def test_slow_applies_at_once_and_holds_the_answer(served: tuple[Items, str]) -> None:
@@ -180,7 +170,7 @@ def test_slow_applies_at_once_and_holds_the_answer(served: tuple[Items, str]) ->
     items.faults.add("PUT", "/api/items/*", "slow", delay=60)
     with pytest.raises(requests.ReadTimeout):
         put(url, 1, "a", timeout=0.3)
-    assert wait_for(lambda: items.values == {1: "a"})
+    wait_for(lambda: items.values == {1: "a"})
     assert items.faults.fired("slow") == 1
 
 

@@ -20,12 +20,12 @@ import socket
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import requests
+from polling import wait_for
 
 from escbridge.cli.sandbox import _stamped, configure_sandbox_parser, run_sandbox
 from escbridge.config import load_config
@@ -55,16 +55,6 @@ rules:
       keywords: [manager]
     to: next
 """
-
-
-def wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll ``check`` until it holds, at most ``timeout`` seconds (a bound, not a guess)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def listening(port: int) -> bool:
