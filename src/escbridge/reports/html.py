@@ -13,7 +13,7 @@ import re
 import textwrap
 from typing import TYPE_CHECKING, Any
 
-from escbridge.reports.figures import WITHIN_TARGET_MIN_RESOLVED, Breakdown, Report
+from escbridge.reports.figures import Breakdown, Report
 from escbridge.reports.text import (
     APPLIED_TEXT,
     applied_text,
@@ -279,7 +279,6 @@ def render_html(report: Report) -> str:
         within=within,
         measured=measured,
         within_text=within_text(report),
-        within_min=WITHIN_TARGET_MIN_RESOLVED,
         reasons_text=reasons_text(report),
         applied_text=applied_text,
         applied_intro=APPLIED_TEXT,

@@ -50,8 +50,11 @@ def within_text(report: Report) -> str:
     if not measured:
         return "no resolution times yet"
     text = f"{pct(within / measured)} ({within} of {measured} resolved)"
-    if not report.within_target_headline:
-        text += f"; too few to judge (fewer than {WITHIN_TARGET_MIN_RESOLVED} resolved)"
+    if not report.within_target_headline:  # one ticket moves the share by 1/n
+        text += (
+            f"; too few to judge (fewer than {WITHIN_TARGET_MIN_RESOLVED} resolved: one ticket "
+            f"moves it by {pct(1 / measured)})"
+        )
     return text
 
 
@@ -216,7 +219,8 @@ def render_text(report: Report) -> str:
             ],
         ).rstrip()
     )
-    w(reasons_text(report))
+    if report.reasons:
+        w(reasons_text(report))
     if report.scopes:
         w()
         w("Applied to")
