@@ -143,6 +143,11 @@ class Config:
     processing: dict[str, Any] = field(default_factory=dict)
     source: YamlDocument | None = field(default=None, repr=False, compare=False)
 
+    @property
+    def secret_values(self) -> list[str]:
+        """Every instance's secrets: what each log line and message must mask."""
+        return [value for instance in self.instances.values() for value in instance.secret_values]
+
     def helpdesk_problems(self, installed: Collection[str]) -> list[Problem]:
         """Every instance whose ``type:`` no installed connector provides, at its file:line."""
         doc = self.source or YamlDocument(str(self.path), None, {})

@@ -644,10 +644,7 @@ class Syncer:
         if not isinstance(matrix, Matrix):
             return None
         helpdesks: Mapping[str, str] = getattr(engine, "helpdesks", None) or {}
-        found = routing(matrix, instance, helpdesks.get(instance))
-        if found.routes_nothing:
-            log.warning("%s", found.problem())
-        return found
+        return routing(matrix, instance, helpdesks.get(instance))  # logged once, at start
 
     def _safe(self, error: BaseException) -> str:
         return redact(f"{type(error).__name__}: {error}", self.processor.secrets)

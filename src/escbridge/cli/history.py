@@ -37,7 +37,12 @@ def configure_history_parser(parser: argparse.ArgumentParser) -> None:
         "from → to, notes written, and when it is next due. Reads the store only."
     )
     parser.add_argument("instance", metavar="NAME", help="the instance, as in escbridge.yaml")
-    parser.add_argument("ticket", metavar="ID", help="the ticket id on that helpdesk")
+    parser.add_argument(
+        "ticket",
+        metavar="ID",
+        type=lambda text: text.strip().removeprefix("#"),  # "#81", as escbridge prints it
+        help="the ticket id on that helpdesk",
+    )
     _add_store_arguments(parser)
     parser.add_argument("--format", choices=("text", "json"), default="text")
 

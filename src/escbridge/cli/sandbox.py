@@ -437,7 +437,7 @@ def _describe(sandboxes: SandboxSet, text: str, args: argparse.Namespace, out: T
 
 def _emulator_lines(sandboxes: SandboxSet, args: argparse.Namespace, out: TextIO) -> None:
     for r in sandboxes.running:
-        tickets = f"{r.seeded} ticket" + ("" if r.seeded == 1 else "s")
+        tickets = plural(r.seeded, "ticket")
         out.write(f"  {r.instance:<10} {r.driver.url:<24} {tickets}\n")
         out.write(f"             {r.driver.access_hint()}\n")
     for spec in getattr(args, "fault", None) or []:

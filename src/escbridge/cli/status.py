@@ -19,11 +19,16 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from escbridge.cli._common import EXIT_OK, EXIT_PROBLEM, failed
-from escbridge.cli.store import _add_store_arguments, _relative, _time, store_url
+from escbridge.cli.store import (
+    _add_store_arguments,
+    _relative,
+    _time,
+    configured_instances,
+    store_url,
+)
 from escbridge.errors import InvalidInputError, StoreUnavailableError
 from escbridge.store import Store, safe_url
 from escbridge.store.history import CHECK, SYNC, Overview, Run, overview, record_run, store_exists
@@ -70,7 +75,7 @@ def run_status(args: argparse.Namespace) -> int:
     out = sys.stdout
     try:
         url = store_url(args)
-        configured = _configured(args)
+        configured: dict[str, str | None] = dict(configured_instances(args) or {})
     except InvalidInputError as error:
         return failed("status", error, sys.stderr)
     if not store_exists(url):
@@ -90,17 +95,6 @@ def run_status(args: argparse.Namespace) -> int:
     else:
         out.write(format_status(status, datetime.now(UTC)))
     return EXIT_PROBLEM if status.attention else EXIT_OK
-
-
-def _configured(args: argparse.Namespace) -> dict[str, str | None]:
-    """The instances of escbridge.yaml by name and type; none when only --store was given and
-    there is no config file to read."""
-    from escbridge.config import load_config
-
-    if args.store and not Path(args.config).exists():
-        return {}
-    config = load_config(args.config, helpdesk_secrets=False)
-    return {name: instance.type for name, instance in config.instances.items()}
 
 
 def status_report(store: Store, configured: dict[str, str | None], now: datetime) -> Status:

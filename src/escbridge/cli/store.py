@@ -297,14 +297,15 @@ def configure_due_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", choices=("table", "json"), default="table")
 
 
-def configured_instances(args: argparse.Namespace) -> set[str] | None:
-    """The instances of escbridge.yaml, or None when there is none to ask (--store given and
-    no config file): then any name is looked up."""
+def configured_instances(args: argparse.Namespace) -> dict[str, str] | None:
+    """The instances of escbridge.yaml by name and type, or None when there is none to ask
+    (--store given and no config file): then any name is looked up."""
     from escbridge.config import load_config
 
     if args.store and not Path(args.config).exists():
         return None
-    return set(load_config(args.config, helpdesk_secrets=False).instances)
+    config = load_config(args.config, helpdesk_secrets=False)
+    return {name: instance.type for name, instance in config.instances.items()}
 
 
 def run_due(args: argparse.Namespace) -> int:
@@ -320,7 +321,7 @@ def run_due(args: argparse.Namespace) -> int:
     except (InvalidInputError, StoreUnavailableError) as error:
         return failed("due", error)
     if args.instance and args.instance not in counts and args.instance not in (configured or ()):
-        known = sorted(set(counts) | (configured or set()))
+        known = sorted(set(counts) | set(configured or ()))
         print(
             f"escbridge due: --instance: unknown instance {args.instance!r} (known: "
             f"{', '.join(known) or 'none yet'})",

@@ -272,7 +272,7 @@ def run_sync(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | 
     counter = CallCounter()
     try:
         config = load_config(args.config)
-        install_secrets(v for i in config.instances.values() for v in i.secret_values)
+        install_secrets(config.secret_values)
         unknown = [name for name in args.instance if name not in config.instances]
         if unknown:
             known = ", ".join(sorted(config.instances)) or "none"

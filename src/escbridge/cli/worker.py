@@ -21,7 +21,7 @@ from escbridge.errors import EscbridgeError
 from escbridge.wording import plural
 
 if TYPE_CHECKING:
-    from escbridge.config import Config
+    pass
 
 log = logging.getLogger("escbridge.cli")
 
@@ -59,7 +59,7 @@ def run_worker(args: argparse.Namespace) -> int:
     configure_logging(args)
     try:
         config = load_config(args.config)
-        install_secrets(_secrets(config))
+        install_secrets(config.secret_values)
         processor = build_processor(config)
         processor.store.check_schema()
     except EscbridgeError as error:  # InvalidInputError: 2, anything else: 1
@@ -81,11 +81,6 @@ def run_worker(args: argparse.Namespace) -> int:
         f"{report.retried} retried, {report.dead} dead-lettered"
     )
     return EXIT_OK
-
-
-def _secrets(config: Config) -> list[str]:
-    """Every instance's secrets: masked in each log line, whatever logged it."""
-    return [value for instance in config.instances.values() for value in instance.secret_values]
 
 
 def _counts(outcomes: Mapping[str, int]) -> str:

@@ -697,7 +697,7 @@ def build_processor(
         name: create_connector(instance, registry=registry)
         for name, instance in config.instances.items()
     }
-    secrets = {value for i in config.instances.values() for value in i.secret_values}
+    secrets = set(config.secret_values)
     return Processor(
         store or Store(config.store_url),
         engine,

@@ -61,10 +61,6 @@ class ServeOptions:
     metrics_token: str | None = field(default=None, repr=False)  # bearer token for /metrics
 
 
-def _secrets(config: Any) -> list[str]:
-    return [value for i in config.instances.values() for value in i.secret_values]
-
-
 def serve(
     options: ServeOptions,
     *,
@@ -84,7 +80,7 @@ def serve(
 
     setup_logging(options.log_format, options.log_level)
     config = load_config(options.config)
-    install_secrets(_secrets(config))
+    install_secrets(config.secret_values)
     processor = build_processor(config)
     try:
         processor.store.check_schema()

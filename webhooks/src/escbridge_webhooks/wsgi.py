@@ -27,7 +27,7 @@ WORKER_BOOT_ERROR = 3
 
 try:
     _config = load_config(os.environ.get("ESCBRIDGE_CONFIG", "escbridge.yaml"))
-    install_secrets(v for i in _config.instances.values() for v in i.secret_values)
+    install_secrets(_config.secret_values)
     app = create_app(_config, settings=ReceiverSettings.from_env())
 except EscbridgeError as _error:  # a config or store problem: its lines, not a traceback
     for _line in getattr(_error, "problems", None) or [_error]:

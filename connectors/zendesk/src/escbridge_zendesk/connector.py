@@ -219,8 +219,8 @@ class ZendeskConnector(BaseConnector[ZendeskConfig, _Write]):
         """One GET when the ticket has not changed since ``known`` was read: a new comment
         moves ``updated_at`` (Zendesk's version), so an unchanged version means ``known``'s
         latest comment is still the latest, and List Comments is not called."""
-        if not self.latest_comment_needed or known.version is None:
-            return self.fetch_ticket(ticket_id)
+        if not self.latest_comment_needed or known.version is None or not known.latest_comment:
+            return self.fetch_ticket(ticket_id)  # nothing known to reuse (e.g. not kept before)
         data = self._show(ticket_id)
         fresh = self._parsed(data, known.latest_comment)
         if fresh.version == known.version:
