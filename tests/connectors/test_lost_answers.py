@@ -533,3 +533,50 @@ def test_zoho_emulator_a_late_comment_is_not_posted_twice() -> None:
         plan.close()
         emulator(app).dispatcher.close()
         server.stop()
+
+
+def test_zoho_a_half_written_escalation_is_finished_when_an_agent_edits_in_between() -> None:
+    """The PATCH (group, priority) lands but its answer is lost; while escbridge waits to read
+    the ticket again, an agent adds a tag. The re-read sees a concurrent edit — and the ticket
+    already in the target group without its marker. Re-deciding would find nothing to do (the
+    engine reads the level off the group) and leave the escalation half written; it is finished
+    instead: the marker written, one note, one PATCH, reported as recovered."""
+    quiet_werkzeug()
+    app = ZohoDeskConnector.sandbox()
+    server = serve(app)
+    state = emulator(app)
+    edited: list[str] = []
+
+    def agent_adds_a_tag() -> None:
+        for ticket_id in edited[:1]:
+            state.tickets.update(
+                ticket_id,
+                lambda t: t.update(
+                    tags=[*(t.get("tags") or []), "customer_waiting"],
+                    modifiedTime="2030-01-01T00:00:00.000Z",
+                ),
+            )
+            edited.clear()
+
+    try:
+        rig = Zoho(state, server, agent_adds_a_tag)
+        ticket = rig.ticket()
+        edited.append(ticket.id)
+        rig.net.lose("PATCH", ZOHO_TICKET, "timeout")
+        redecided: list[Ticket] = []
+
+        def redecide(fresh: Ticket) -> Actions | None:
+            redecided.append(fresh)  # as the engine would: already in L2's group, nothing to do
+            return None
+
+        result = rig.connector.apply(ticket, ZOHO_L2, on_conflict=redecide)
+        assert result.ok and result.recovered and not result.skipped
+        assert redecided == []
+        assert rig.level(ticket.id) == "escbridge_l2"
+        assert "customer_waiting" in (state.tickets.get(ticket.id).get("tags") or [])
+        assert rig.comments(ticket.id, public=False) == 1
+        assert rig.net.count("PATCH", ZOHO_TICKET) == 1
+        rig.net.assert_played()
+    finally:
+        state.dispatcher.close()
+        server.stop()

@@ -70,6 +70,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 from pydantic import BaseModel
 
 from escbridge.connector.contract import (
+    CAP_RESUMABLE_APPLY,
     ApplyResult,
     CheckReport,
     ConflictHandler,
@@ -84,6 +85,7 @@ from escbridge.connector.kit import (
     SelfIdentity,
     fields_text,
     landed,
+    partly_landed,
 )
 from escbridge.errors import (
     ApiError,
@@ -420,11 +422,12 @@ class BaseConnector(ABC, Generic[C, P]):
             except Conflict as exc:
                 conflicts += 1
                 fresh = self._current(ticket, exc) if ambiguous else None
-                if fresh is not None and landed(fresh, actions):
+                if fresh is not None and self._ours(ticket, fresh, actions):
                     log.info(
-                        "%s: ticket %s: the conflict is our own write, landed late",
+                        "%s: ticket %s: the conflict is our own write, landed (%s): finishing it",
                         self.instance,
                         ticket.id,
+                        "whole" if landed(fresh, actions) else "in part",
                     )
                     ticket, ambiguous = fresh, False
                     attempt = functools.partial(self._recovered, fresh, actions)
@@ -465,6 +468,20 @@ class BaseConnector(ABC, Generic[C, P]):
                 return _counted(refused, conflicts)
             else:
                 return _counted(result, conflicts)
+
+    def _ours(self, before: Ticket, fresh: Ticket, actions: Actions) -> bool:
+        """Whether a conflict met after a write of unknown outcome shows that write on
+        ``fresh``: whole (its marker), or — for a connector that writes in several calls — in
+        part, the part new since ``before``. A person's edit in between (a tag added) must
+        not turn a half-written escalation into a re-decision: the engine, reading the level
+        off the moved group, would find nothing to do and leave it half written, unrecorded."""
+        if landed(fresh, actions):
+            return True
+        return (
+            CAP_RESUMABLE_APPLY in self.info.capabilities
+            and partly_landed(fresh, actions)
+            and not partly_landed(before, actions)
+        )
 
     def _recovered(self, ticket: Ticket, actions: Actions) -> ApplyResult:
         """The attempt on a ticket that carries the escalation already: the connector writes

@@ -63,6 +63,7 @@ __all__ = [
     "fields_text",
     "is_loopback_url",
     "landed",
+    "partly_landed",
     "poll_job",
 ]
 
@@ -85,6 +86,21 @@ def landed(ticket: Ticket, actions: Actions) -> bool:
     if actions.tags_add:
         checks.append(all(tag.lower() in ticket.tags for tag in actions.tags_add))
     return bool(checks) and all(checks)
+
+
+def partly_landed(ticket: Ticket, actions: Actions) -> bool:
+    """Whether some of ``actions`` but not their level marker are on ``ticket``.
+
+    A connector that writes one escalation in several calls and the marker last (Zoho Desk:
+    the PATCH of department and team, then the marker tag) can be stopped in between; the
+    ticket then sits in the target group without the marker, and the engine, reading the level
+    off the group, would find nothing left to do.
+    """
+    if not actions.level or landed(ticket, actions):
+        return False
+    if actions.group and (ticket.group or "").lower() == actions.group.lower():
+        return True
+    return bool(actions.tags_add) and all(tag.lower() in ticket.tags for tag in actions.tags_add)
 
 
 # --------------------------------------------------------------------------- runtime

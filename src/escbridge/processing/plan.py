@@ -30,6 +30,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Literal, Protocol
 
 from escbridge.connector.kit import landed as landed  # re-exported: processing.landed
+from escbridge.connector.kit import partly_landed as partly_landed  # and processing.partly_landed
 from escbridge.model import Actions, Decision, EscalationRecord, Status, Ticket
 
 if TYPE_CHECKING:
@@ -88,21 +89,6 @@ class Plan:
         if self.intent is None or self.intent.decision.actions is None:
             raise ValueError(f"{self.instance}/{self.ticket_id}: a {self.step} plan has no actions")
         return self.intent.decision.actions
-
-
-def partly_landed(ticket: Ticket, actions: Actions) -> bool:
-    """Whether some of ``actions`` but not their level marker are on ``ticket``.
-
-    A connector that writes one escalation in several calls and the marker last (Zoho Desk's
-    ``updateMany``: department and team first, the level field last) can be stopped in between;
-    the ticket then sits in the target group without the marker, and the engine, reading the
-    level off the group, would find nothing left to do.
-    """
-    if not actions.level or landed(ticket, actions):
-        return False
-    if actions.group and (ticket.group or "").lower() == actions.group.lower():
-        return True
-    return bool(actions.tags_add) and all(tag.lower() in ticket.tags for tag in actions.tags_add)
 
 
 def as_instance(ticket: Ticket, instance: str) -> Ticket:
