@@ -2,7 +2,7 @@
 
 Measures escbridge's own cost of an event: the receiver's insert into the inbox, then
 claim → lock → fetch → decide → intent → apply → record → done in 1 and 4 worker processes
-(and, on SQLite, 1 process with 4 threads: the set-up the README recommends there).
+(and, on SQLite, 1 process with 4 threads: the set-up docs/operating/store.md recommends there).
 The connector is an in-memory fake (no network), so the figures are the store's and the
 engine's, not a helpdesk's. One ticket in four escalates; the rest are decided "unchanged".
 
@@ -199,7 +199,7 @@ def main() -> None:
         for workers in args.workers if "sqlite" in args.databases else []:
             url = f"sqlite:///{Path(scratch) / f'bench-{workers}.db'}"
             results.append(run("sqlite", url, workers, args.events))
-        if "sqlite" in args.databases:  # what the README recommends on SQLite: threads
+        if "sqlite" in args.databases:  # what docs/operating/store.md recommends on SQLite: threads
             url = f"sqlite:///{Path(scratch) / 'bench-threads.db'}"
             results.append(run("sqlite", url, 1, args.events, threads=4))
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Make sure an nginx binary is on this machine, so the tests can check the receiver's nginx
-# recipe (webhooks/deploy/nginx.conf) with `nginx -t` and run it in front of gunicorn. Installs
+# recipe (deploy/nginx.conf) with `nginx -t` and run it in front of gunicorn. Installs
 # Debian's `nginx-light` when nginx is missing and we are root (the service is not started:
 # the tests run their own nginx in a temporary directory); otherwise says what to do. Under
 # CI=true a missing nginx is an error, because CI must check the recipe.

@@ -1,4 +1,9 @@
-"""The plugin registry: discovery by entry point, lazy loading, broken plugins isolated."""
+"""The plugin registry: discovery by entry point, lazy loading, broken plugins isolated.
+
+The third-party plugin here is the real ``examples/acmedesk`` (the one docs/connectors.md
+shows), reached through an entry point of its own; two deliberately broken plugins — a module
+that does not exist and a class without ``ConnectorInfo`` — are what acmedesk cannot be.
+"""
 
 from __future__ import annotations
 
@@ -9,70 +14,42 @@ import types
 from collections.abc import Iterator
 from importlib.metadata import EntryPoint
 from pathlib import Path
-from typing import Any, ClassVar
 
 import pytest
-from pydantic import BaseModel, ConfigDict, SecretStr
+from escbridge_acmedesk import AcmeDeskConnector
+from escbridge_acmedesk.sandbox import AcmeDeskSandbox
 
 from escbridge.cli.connectors import run_check, run_connectors
 from escbridge.config import parse_config
-from escbridge.connector import (
-    ENTRY_POINT_GROUP,
-    CheckReport,
-    ConnectorInfo,
-    PluginLoadError,
-    Registry,
-    create_connector,
-)
+from escbridge.connector import ENTRY_POINT_GROUP, PluginLoadError, Registry, create_connector
 from escbridge.errors import ConfigError, ConnectorLoadError
+from escbridge.sandbox import serve
 
-
-class EchoSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    url: str
-    token: SecretStr
-    groups: list[str] = []
-
-
-class EchoConnector:
-    """A minimal third-party connector, as the README's "Writing a connector" describes."""
-
-    info: ClassVar[ConnectorInfo] = ConnectorInfo(
-        name="echo",
-        version="1.2.3",
-        display_name="Echo Desk",
-        capabilities=frozenset({"bulk_update", "sandbox"}),
-        signature_scheme="none",
-        config_model=EchoSettings,
-    )
-
-    def __init__(self, config: EchoSettings, *, instance: str, **kw: Any) -> None:
-        self.config = config
-        self.instance = instance
-        self.kw = kw
-
-    def check(self, groups: Any) -> CheckReport:
-        missing = tuple(g for g in groups if g not in self.config.groups)
-        return CheckReport(ok=not missing, identity="bot@echo", missing_groups=missing)
+API_KEY = "acme-registry-key-3f9a"
+WEBHOOK_SECRET = "acme-registry-webhook-secret-71c2"
 
 
 @pytest.fixture
 def plugin_modules() -> Iterator[None]:
-    good = types.ModuleType("escbridge_test_echo")
-    good.EchoConnector = EchoConnector  # type: ignore[attr-defined]
     noinfo = types.ModuleType("escbridge_test_noinfo")
     noinfo.Thing = object  # type: ignore[attr-defined]
-    sys.modules.update({"escbridge_test_echo": good, "escbridge_test_noinfo": noinfo})
+    sys.modules["escbridge_test_noinfo"] = noinfo
     yield
-    for name in ("escbridge_test_echo", "escbridge_test_noinfo"):
-        sys.modules.pop(name, None)
+    sys.modules.pop("escbridge_test_noinfo", None)
+
+
+@pytest.fixture
+def acme_url() -> Iterator[str]:
+    """The Acme Desk emulator on 127.0.0.1, with the credentials the config below uses."""
+    server = serve(AcmeDeskSandbox(api_key=API_KEY, webhook_secret=WEBHOOK_SECRET).app)
+    yield server.url
+    server.stop()
 
 
 def registry() -> Registry:
     return Registry(
         [
-            EntryPoint("echo", "escbridge_test_echo:EchoConnector", ENTRY_POINT_GROUP),
+            EntryPoint("acmedesk", "escbridge_acmedesk:AcmeDeskConnector", ENTRY_POINT_GROUP),
             EntryPoint("broken", "escbridge_test_missing_module:Connector", ENTRY_POINT_GROUP),
             EntryPoint("noinfo", "escbridge_test_noinfo:Thing", ENTRY_POINT_GROUP),
         ]
@@ -81,15 +58,14 @@ def registry() -> Registry:
 
 def test_names_are_listed_without_importing_anything() -> None:
     reg = registry()
-    assert reg.names() == ["broken", "echo", "noinfo"]
+    assert reg.names() == ["acmedesk", "broken", "noinfo"]
     assert "escbridge_test_missing_module" not in sys.modules
 
 
-def test_only_configured_plugins_are_loaded_and_a_broken_one_does_not_stop_the_others(
-    plugin_modules: None,
-) -> None:
-    ok, failed = registry().load_many(["echo", "broken"])
-    assert list(ok) == ["echo"] and ok["echo"].info.display_name == "Echo Desk"
+def test_only_configured_plugins_are_loaded_and_a_broken_one_does_not_stop_the_others() -> None:
+    ok, failed = registry().load_many(["acmedesk", "broken"])
+    assert list(ok) == ["acmedesk"] and ok["acmedesk"].cls is AcmeDeskConnector
+    assert ok["acmedesk"].info.display_name == "Acme Desk"
     assert isinstance(failed["broken"], ConnectorLoadError)
     assert "broken" in str(failed["broken"])
     assert "ModuleNotFoundError" in failed["broken"].reason
@@ -103,7 +79,7 @@ def test_a_plugin_without_connector_info_is_rejected_by_name(plugin_modules: Non
 def test_unknown_plugin_says_what_is_installed_and_how_to_install() -> None:
     with pytest.raises(PluginLoadError) as info:
         registry().load("jira")
-    assert "installed: broken, echo, noinfo" in str(info.value)
+    assert "installed: acmedesk, broken, noinfo" in str(info.value)
     assert "pip install ./connectors/jira" in str(info.value)
 
 
@@ -114,8 +90,9 @@ def test_connectors_command_lists_every_plugin_and_reports_the_broken_one(
     code = run_connectors(argparse.Namespace(), registry=registry(), out=out)
     text = out.getvalue()
     assert code == 1
-    assert "echo  Echo Desk 1.2.3" in text
-    assert "capabilities: bulk_update, sandbox" in text
+    assert f"acmedesk  Acme Desk {AcmeDeskConnector.info.version}" in text
+    assert "capabilities: incremental_sync, safe_update, sandbox, trigger_webhooks" in text
+    assert "webhook signature: HMAC-SHA256 of the body, hex, in X-Acme-Signature" in text
     assert "broken  BROKEN" in text and "ModuleNotFoundError" in text
     assert "noinfo  BROKEN" in text
 
@@ -124,40 +101,86 @@ CONFIG = """\
 store: sqlite:///escbridge.db
 matrix: matrix.yaml
 instances:
-  echo-1:
-    type: echo
-    url: https://echo.example
-    token: ${ECHO_TOKEN}
-    groups: [Tier 1, Tier 2]
+  acme-1:
+    type: acmedesk
+    url: {url}
+    api_key: ${{ACME_API_KEY}}
+    webhook_secret: ${{ACME_WEBHOOK_SECRET}}
+"""
+ENV = {"ACME_API_KEY": API_KEY, "ACME_WEBHOOK_SECRET": WEBHOOK_SECRET}
+
+# Acme Desk has the teams Frontline, Second Line and Managers; the matrix also routes to one
+# it lacks.
+MATRIX = """\
+version: 1
+name: Registry test
+levels:
+  - id: l1
+    name: Frontline
+    groups: {acmedesk: Frontline}
+  - id: l2
+    name: Night shift
+    groups: {acmedesk: Night Shift}
+rules:
+  - id: urgent
+    name: Urgent tickets
+    kind: hierarchical
+    when: {priority: {at_least: urgent}}
+    to: l2
 """
 
 
-def test_create_connector_validates_settings_with_the_plugin_model(plugin_modules: None) -> None:
-    cfg = parse_config(CONFIG, "escbridge.yaml", env={"ECHO_TOKEN": "tok-123456"})
-    conn = create_connector(cfg.instances["echo-1"], registry=registry(), sleep=None)
-    assert isinstance(conn, EchoConnector)
-    assert conn.instance == "echo-1"
-    assert conn.config.token.get_secret_value() == "tok-123456"
-    assert conn.kw == {"sleep": None}
+def test_create_connector_validates_settings_with_the_plugin_model() -> None:
+    cfg = parse_config(CONFIG.format(url="https://acme.example"), "escbridge.yaml", env=ENV)
+
+    def sleep(seconds: float) -> None:
+        raise AssertionError("nothing waits here")
+
+    conn = create_connector(cfg.instances["acme-1"], registry=registry(), sleep=sleep)
+    assert isinstance(conn, AcmeDeskConnector)
+    assert conn.instance == "acme-1"
+    assert conn.config.api_key.get_secret_value() == API_KEY
+    assert conn.runtime.sleep is sleep  # a test override reaches the connector's runtime
 
 
-def test_invalid_settings_point_at_file_line_and_mask_secrets(plugin_modules: None) -> None:
-    text = CONFIG.replace("url: https://echo.example", "urll: ${ECHO_TOKEN}")
-    cfg = parse_config(text, "escbridge.yaml", env={"ECHO_TOKEN": "tok-123456"})
+def test_invalid_settings_point_at_file_line_and_mask_secrets() -> None:
+    text = CONFIG.format(url="https://acme.example").replace(
+        "url: https://acme.example", "urll: ${ACME_API_KEY}"
+    )
+    cfg = parse_config(text, "escbridge.yaml", env=ENV)
     with pytest.raises(ConfigError) as info:
-        create_connector(cfg.instances["echo-1"], registry=registry())
+        create_connector(cfg.instances["acme-1"], registry=registry())
     messages = [str(p) for p in info.value.problems]
-    assert "escbridge.yaml:6 instances.echo-1.urll: is not a known key here" in messages[1]
-    assert "escbridge.yaml:4 instances.echo-1.url: is required" in messages[0]
-    assert "tok-123456" not in str(info.value)
+    assert "escbridge.yaml:6 instances.acme-1.urll: is not a known key here" in messages[1]
+    assert "escbridge.yaml:4 instances.acme-1.url: is required" in messages[0]
+    assert API_KEY not in str(info.value)
 
 
-def test_check_command_reports_missing_groups_and_plugin_errors(
-    plugin_modules: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_check_command_reports_the_missing_group_against_the_helpdesk(
+    acme_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("ECHO_TOKEN", "tok-999999")
+    for name, value in ENV.items():
+        monkeypatch.setenv(name, value)
+    (tmp_path / "escbridge.yaml").write_text(CONFIG.format(url=acme_url), encoding="utf-8")
+    (tmp_path / "matrix.yaml").write_text(MATRIX, encoding="utf-8")
+    out = io.StringIO()
+    args = argparse.Namespace(config=str(tmp_path / "escbridge.yaml"), instance=[])
+    code = run_check(args, registry=registry(), out=out)
+    text = out.getvalue()
+    assert code == 1
+    assert "acme-1 (acmedesk)\n  connected as escbridge <bot@acme.example>" in text
+    assert "groups the matrix routes to that do not exist: Night Shift" in text
+    assert "groups resolved: Frontline" in text and "NOT READY" in text
+    assert API_KEY not in text and WEBHOOK_SECRET not in text
+
+
+def test_check_command_reports_an_invalid_matrix_and_a_broken_plugin(
+    acme_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in ENV.items():
+        monkeypatch.setenv(name, value)
     (tmp_path / "escbridge.yaml").write_text(
-        CONFIG + "  other:\n    type: broken\n", encoding="utf-8"
+        CONFIG.format(url=acme_url) + "  other:\n    type: broken\n", encoding="utf-8"
     )
     (tmp_path / "matrix.yaml").write_text("not: [a, valid matrix\n", encoding="utf-8")
     out = io.StringIO()
@@ -165,20 +188,23 @@ def test_check_command_reports_missing_groups_and_plugin_errors(
     code = run_check(args, registry=registry(), out=out)
     text = out.getvalue()
     assert code == 1
-    assert "echo-1 (echo)" in text and "matrix is invalid" in text
+    assert "acme-1 (acmedesk)" in text and "matrix is invalid" in text
     assert "other (broken)" in text and "NOT READY: connector plugin 'broken'" in text
-    assert "tok-999999" not in text
+    assert API_KEY not in text and WEBHOOK_SECRET not in text
 
 
 def test_check_command_only_the_instances_asked_for(
-    plugin_modules: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("ECHO_TOKEN", "tok-999999")
-    (tmp_path / "escbridge.yaml").write_text(CONFIG, encoding="utf-8")
+    for name, value in ENV.items():
+        monkeypatch.setenv(name, value)
+    (tmp_path / "escbridge.yaml").write_text(
+        CONFIG.format(url="https://acme.example"), encoding="utf-8"
+    )
     out = io.StringIO()
     args = argparse.Namespace(config=str(tmp_path / "escbridge.yaml"), instance=["nope"])
     assert run_check(args, registry=registry(), out=out) == 2
-    assert "unknown instance(s): nope (configured: echo-1)" in out.getvalue()
+    assert "unknown instance(s): nope (configured: acme-1)" in out.getvalue()
 
 
 def test_the_first_party_connectors_are_discovered_from_installed_distributions() -> None:

@@ -12,6 +12,7 @@ from escbridge_acmedesk import AcmeDeskConfig, AcmeDeskConnector
 from escbridge_acmedesk.connector import SIGNATURE_HEADER, signature
 from escbridge_acmedesk.sandbox import AcmeDeskSandbox
 
+from escbridge.cli import main
 from escbridge.config import load_config
 from escbridge.connector import ApplyResult, Registry, WebhookRequest, create_connector
 from escbridge.model import Actions, LevelMarker, Priority, Ticket
@@ -27,6 +28,7 @@ WRONG_KEY = "acme-revoked-key-77b2"
 WEBHOOK_SECRET = "acme-conformance-webhook-secret-c0de"
 
 
+# --8<-- [start:harness]
 class AcmeHarness(LoopbackHarness):
     groups = ("Frontline", "Second Line")
     connector_class: type[AcmeDeskConnector] = AcmeDeskConnector
@@ -81,8 +83,10 @@ class AcmeHarness(LoopbackHarness):
     def forge(self, request: WebhookRequest) -> WebhookRequest:
         headers = {**request.headers, SIGNATURE_HEADER: signature("guessed", request.body)}
         return WebhookRequest.of(headers, request.body, request.query)
+        # --8<-- [end:harness]
 
 
+# --8<-- [start:suite]
 @pytest.fixture(scope="module")
 def harness() -> Iterator[AcmeHarness]:
     with AcmeHarness() as running:
@@ -91,36 +95,68 @@ def harness() -> Iterator[AcmeHarness]:
 
 class TestAcmeDeskConformance(ConnectorConformance):
     pass
+    # --8<-- [end:suite]
+
+
+EXAMPLE_CONFIG = Path(__file__).parents[2] / "examples" / "acmedesk" / "escbridge.yaml"
+ROUTED_TO_ACME = """\
+version: 1
+name: Acme routing
+levels:
+  - id: l1
+    name: Frontline
+    groups: {acmedesk: Frontline}
+  - id: l2
+    name: Second line
+    groups: {acmedesk: Second Line}
+rules:
+  - id: urgent
+    name: Urgent tickets
+    kind: hierarchical
+    when: {priority: {at_least: urgent}}
+    to: l2
+"""
 
 
 def test_the_installed_plugin_is_found_by_its_entry_point_and_built_from_escbridge_yaml(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """examples/acmedesk/escbridge.yaml, as docs/connectors.md shows it: valid, and it builds."""
     plugin = Registry().load("acmedesk")
     assert plugin.cls is AcmeDeskConnector and plugin.distribution is not None
     assert plugin.distribution.startswith("escbridge-acmedesk ")
 
     monkeypatch.setenv("ACME_API_KEY", API_KEY)
     monkeypatch.setenv("ACME_WEBHOOK_SECRET", WEBHOOK_SECRET)
-    (tmp_path / "escbridge.yaml").write_text(
-        "matrix: matrix.yaml\n"
-        "instances:\n"
-        "  acme:\n"
-        "    type: acmedesk\n"
-        "    url: http://127.0.0.1:9\n"
-        "    api_key: ${ACME_API_KEY}\n"
-        "    webhook_secret: ${ACME_WEBHOOK_SECRET}\n",
-        encoding="utf-8",
-    )
+    (tmp_path / "escbridge.yaml").write_bytes(EXAMPLE_CONFIG.read_bytes())
+    (tmp_path / "matrix.yaml").write_text(ROUTED_TO_ACME, encoding="utf-8")
+    assert main(["validate", str(tmp_path / "escbridge.yaml")]) == 0
     config = load_config(tmp_path / "escbridge.yaml")
     connector = create_connector(config.instances["acme"])
     assert isinstance(connector, AcmeDeskConnector) and connector.instance == "acme"
     assert API_KEY not in repr(connector)
 
 
+def test_the_settings_every_connector_has_reach_its_api_client() -> None:
+    config = AcmeDeskConfig(
+        url="http://127.0.0.1:9",
+        api_key=API_KEY,  # type: ignore[arg-type]
+        webhook_secret=WEBHOOK_SECRET,  # type: ignore[arg-type]
+        connect_timeout=2,
+        read_timeout=7,
+        max_attempts=2,
+        conflict_retries=1,
+    )
+    connector = AcmeDeskConnector(config, instance="acme")
+    assert connector.api.timeout == (2, 7)
+    assert connector.api.policy.max_attempts == 2
+    assert connector.conflict_retries == 1
+
+
 # --- the suite has teeth: connectors that break the contract fail it -------------------------
 
 
+# --8<-- [start:careless]
 class LowersPriorities(AcmeDeskConnector):
     def _prepare(self, ticket: Ticket, actions: Actions) -> Any:
         prepared = super()._prepare(ticket, actions)
@@ -169,3 +205,4 @@ def test_the_suite_fails_a_connector_that_breaks_the_contract(
     broken.connector_class = careless
     with pytest.raises((AssertionError, pytest.fail.Exception)):
         test(ConnectorConformance(), broken)
+    # --8<-- [end:careless]

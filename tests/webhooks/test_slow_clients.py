@@ -339,9 +339,9 @@ def test_a_stopping_receiver_does_not_wait_for_stalled_clients(tmp_path: Path) -
                 sock.close()
 
 
-# --- the nginx recipe (webhooks/deploy/nginx.conf) -------------------------------------------
+# --- the nginx recipe (deploy/nginx.conf) ----------------------------------------------------
 
-RECIPE = REPO / "webhooks" / "deploy" / "nginx.conf"
+RECIPE = REPO / "deploy" / "nginx.conf"
 HOSTNAME = "escbridge.example.com"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 

@@ -8,7 +8,8 @@ toolkit they are built with.
 - ``kit``: ``Runtime``, ``GroupDirectory``, ``poll_job``, ``check_identity``, ``SlidingWindow``,
   ``Identity``/``SelfIdentity`` (who escbridge writes as, learned in the background).
 
-The README's "Writing a connector" and ``examples/acmedesk`` show a plugin built on them.
+docs/connectors.md ("Writing a connector") walks through ``examples/acmedesk``, a plugin built
+on them and tested with the conformance suite (``escbridge.testing.conformance``).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ A plugin's entry point names a class that has a ``ConnectorInfo`` as ``info`` (w
 model of its settings as ``info.config_model``) and is constructed as
 ``cls(config, instance=<instance name>, runtime=Runtime(...), **test_overrides)``. Subclassing
 ``escbridge.connector.BaseConnector`` gives ``apply``/``apply_many`` with the conflict semantics
-below written once; the README's "Writing a connector" has a worked example.
+below written once; docs/connectors.md walks through a worked example, ``examples/acmedesk``.
 
 Conflict semantics (the same for every connector, pinned by the conformance suite in
 ``escbridge.testing``). A *conflict* is a concurrent edit: the ticket changed between the read

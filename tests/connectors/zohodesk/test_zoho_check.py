@@ -9,8 +9,9 @@ from escbridge_zohodesk.connector import scope_granted
 from zohodesk_support import DESK, ORG_ID, TOKEN_URL, Clock, load, make_connector, token_reply
 
 ORGS = {"data": [{"id": ORG_ID, "companyName": "Zylker", "portalName": "zylker"}]}
-# the scopes the README asks for (token.json was recorded before tags needed Desk.tickets.CREATE)
-README_SCOPES = (
+# the scopes docs/helpdesks/zohodesk.md asks for in step 2 (token.json was recorded before
+# tags needed Desk.tickets.CREATE)
+DOCS_SCOPES = (
     "Desk.tickets.READ Desk.tickets.UPDATE Desk.tickets.CREATE Desk.search.READ Desk.basic.READ "
     "Desk.settings.READ Desk.events.READ Desk.events.CREATE"
 )
@@ -32,7 +33,7 @@ def install(rsps, *, fields=None, orgs=ORGS):
 
 
 def test_a_ready_instance(rsps, clock):
-    token_reply(rsps, scope=README_SCOPES)
+    token_reply(rsps, scope=DOCS_SCOPES)
     install(rsps)
     report = make_connector(clock).check(["L2 Support", "Billing", "Billing/Leads"])
     assert report.ok, report.problems

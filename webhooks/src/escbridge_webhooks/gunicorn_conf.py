@@ -10,7 +10,7 @@ Every setting can be overridden on the command line or through ``GUNICORN_CMD_AR
   (escbridge_webhooks.gworker.BufferingThreadWorker), so a slow or stalled client holds no
   thread; a request not complete within ``ESCBRIDGE_WEBHOOK_BODY_TIMEOUT`` seconds (default
   10, headers included) is answered 408 and closed. In production put a buffering proxy in
-  front as well (webhooks/deploy/nginx.conf): it terminates TLS and limits connections per
+  front as well (deploy/nginx.conf): it terminates TLS and limits connections per
   client address, which gunicorn cannot;
 - JSON log lines from gunicorn itself too, and no separate access log: the receiver logs one
   structured line per delivery, with its request id;

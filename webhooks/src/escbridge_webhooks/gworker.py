@@ -18,7 +18,7 @@ reads there, up to 2 s per client that does not close its end, during which noth
 accepted or handed over. A stopping worker gives requests still arriving 2 s, not the whole
 ``graceful_timeout``.
 
-Not buffered, served as gunicorn does (put TLS in front, see webhooks/deploy/nginx.conf):
+Not buffered, served as gunicorn does (put TLS in front, see deploy/nginx.conf):
 TLS terminated by gunicorn itself, and HTTP/2 with prior knowledge.
 
 Written for gunicorn 27's gthread (webhooks/pyproject.toml pins >=27,<28; with 23, for one, a
@@ -307,7 +307,7 @@ class BufferingThreadWorker(_ThreadWorker):  # type: ignore[misc]
         if self._passthrough:
             self.log.warning(
                 "TLS is terminated by gunicorn: requests are not read ahead, so slow clients "
-                "can hold threads; terminate TLS in a proxy (webhooks/deploy/nginx.conf)"
+                "can hold threads; terminate TLS in a proxy (deploy/nginx.conf)"
             )
 
     # --- gthread's methods ----------------------------------------------------------------

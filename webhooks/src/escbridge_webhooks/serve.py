@@ -7,7 +7,7 @@ worker side is ``Processor.run`` on ``workers`` threads, sharing the receiver's 
 
 For more than one machine — or more throughput — run gunicorn with
 ``escbridge_webhooks.wsgi:app`` and ``escbridge worker`` separately, on a PostgreSQL store
-(README, Receiving webhooks).
+(docs/operating/receiver.md).
 
 Stopping (``stop`` set, which `escbridge serve` does on SIGTERM or Ctrl-C): stop accepting
 connections, let the workers finish the events in hand and the requests in flight finish (at
@@ -81,7 +81,9 @@ def serve(
     setup_logging(options.log_format, options.log_level)
     config = load_config(options.config)
     install_secrets(config.secret_values)
-    processor = build_processor(config)
+    # Its worker threads deliver notifications: their ${VAR}s must be set (receive-only needs not).
+    processor = build_processor(config, notify_environment=options.workers != 0)
+    install_secrets(processor.secrets)
     try:
         processor.store.check_schema()
     except BaseException:

@@ -79,8 +79,8 @@ UPDATE_FIELDS = {
 MAX_PAGES = 300
 PER_PAGE_MAX = 100
 
-#: The "Advanced" content of the emulated rule: the template the README (Freshdesk) tells admins to
-#: paste, rendered the way Freshdesk does (plain text substitution, no JSON escaping).
+#: The "Advanced" content of the emulated rule: the template docs/helpdesks/freshdesk.md tells
+#: admins to paste, rendered the way Freshdesk does (plain text substitution, no JSON escaping).
 WEBHOOK_TEMPLATE = (
     '{"ticket": {"id": "{{ticket.id}}", "status": "{{ticket.status}}", '
     '"priority": "{{ticket.priority}}", "group": "{{ticket.group.name}}"}, '

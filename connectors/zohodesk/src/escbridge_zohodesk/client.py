@@ -65,7 +65,9 @@ PAGE = 100
 NO_REFRESH_CODES = frozenset({"SCOPE_MISMATCH", "OAUTH_ORG_MISMATCH"})
 
 _HINTS = {
-    "SCOPE_MISMATCH": "the OAuth token lacks a scope this call needs (README: Zoho Desk)",
+    "SCOPE_MISMATCH": (
+        "the OAuth token lacks a scope this call needs (docs/helpdesks/zohodesk.md, step 2)"
+    ),
     "OAUTH_ORG_MISMATCH": "org_id is not an organisation of the user who made the refresh token",
     "INVALID_OAUTH": "the access token is invalid or has expired",
     "LICENSE_ACCESS_LIMITED": "the portal's Zoho Desk edition does not include this",

@@ -372,7 +372,7 @@ class TokenManager:
             message = (
                 f"{where} did not accept the refresh token (invalid_code): it was revoked, "
                 "mistyped, or was made in another data centre; generate a new one "
-                "(README, Zoho Desk, 'Create the OAuth client')"
+                "(docs/helpdesks/zohodesk.md, step 2: create the OAuth client)"
             )
         elif error in ("invalid_client", "invalid_client_secret"):
             message = (

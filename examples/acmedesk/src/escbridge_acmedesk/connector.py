@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar
 
+# --8<-- [start:imports]
 from pydantic import SecretStr
 
 from escbridge.connector import (
@@ -37,15 +37,19 @@ from escbridge.connector import (
     check_identity,
 )
 from escbridge.connector.kit import Identity
+from escbridge.connector.payload import load_json
 from escbridge.errors import WebhookAuthError, WebhookPayloadError
-from escbridge.http import ApiClient
+from escbridge.http import ApiClient, RetryPolicy
 from escbridge.model import Actions, LevelMarker, Priority, Status, Ticket, TicketEvent
+
+# --8<-- [end:imports]
 
 __version__ = "0.1.0"
 
 SIGNATURE_HEADER = "X-Acme-Signature"
 
 
+# --8<-- [start:config]
 class AcmeDeskConfig(ConnectorSettings):
     """The instance's settings in escbridge.yaml (secrets as SecretStr, typos rejected).
 
@@ -60,8 +64,10 @@ class AcmeDeskConfig(ConnectorSettings):
     def secret_values(self) -> list[str]:
         """Masked in every error and log line."""
         return [self.api_key.get_secret_value(), self.webhook_secret.get_secret_value()]
+        # --8<-- [end:config]
 
 
+# --8<-- [start:helpers]
 def _identity(me: Mapping[str, Any]) -> Identity:
     """Acme's ``/me`` answer as the identity its webhooks name in ``actor``."""
     return Identity(str(me["id"]), label=f"{me.get('name') or ''} <{me.get('email') or ''}>")
@@ -77,8 +83,10 @@ class _Patch:
     ticket: Ticket
     actions: Actions
     body: dict[str, Any]
+    # --8<-- [end:helpers]
 
 
+# --8<-- [start:class]
 class AcmeDeskConnector(BaseConnector[AcmeDeskConfig, _Patch]):
     """Acme Desk, spoken in escbridge's normalised vocabulary."""
 
@@ -106,19 +114,25 @@ class AcmeDeskConnector(BaseConnector[AcmeDeskConfig, _Patch]):
             f"{config.url.rstrip('/')}/api/v1",
             headers={"X-Api-Key": config.api_key.get_secret_value()},
             secrets=config.secret_values(),
+            timeout=(config.connect_timeout, config.read_timeout),  # from ConnectorSettings
+            policy=RetryPolicy(max_attempts=config.max_attempts),
             user_agent=f"escbridge-acmedesk/{__version__}",
             **self.runtime.client_kwargs(),
         )
         self.teams: GroupDirectory[int] = GroupDirectory(
             self._load_teams, instance=instance, clock=self.runtime.clock
         )
+        # --8<-- [end:class]
 
+    # --8<-- [start:teams]
     def _load_teams(self) -> list[Group[int]]:
         teams = self.api.call("GET", "/teams")["teams"]
         return [Group(int(t["id"]), str(t["name"])) for t in teams]
+        # --8<-- [end:teams]
 
     # ------------------------------------------------------------------ check
 
+    # --8<-- [start:check]
     def check(self, groups: Collection[str]) -> CheckReport:
         me = check_identity(
             lambda: self.api.call("GET", "/me"),
@@ -133,9 +147,11 @@ class AcmeDeskConnector(BaseConnector[AcmeDeskConfig, _Patch]):
         return CheckReport(
             ok=not missing, identity=f"{me['name']} <{me['email']}>", missing_groups=missing
         )
+        # --8<-- [end:check]
 
     # ------------------------------------------------------------------ tickets
 
+    # --8<-- [start:tickets]
     def parse_ticket(self, raw: Mapping[str, Any]) -> Ticket:
         labels = [str(label).lower() for label in raw.get("labels") or ()]
         return Ticket(
@@ -168,9 +184,11 @@ class AcmeDeskConnector(BaseConnector[AcmeDeskConfig, _Patch]):
             yield TicketPage(tickets, cursor, done=not page["has_more"])
             if not page["has_more"]:
                 return
+        # --8<-- [end:tickets]
 
     # ------------------------------------------------------------------ apply
 
+    # --8<-- [start:prepare]
     def _prepare(self, ticket: Ticket, actions: Actions) -> _Patch | ApplyResult:
         """One PATCH holds the whole escalation, so a ticket that carries the level already
         has all of it (a retry after a lost answer writes nothing)."""
@@ -196,16 +214,20 @@ class AcmeDeskConnector(BaseConnector[AcmeDeskConfig, _Patch]):
         if actions.customer_update:
             body["notes"].append({"text": actions.customer_update, "private": False})
         return _Patch(ticket, actions, body)
+        # --8<-- [end:prepare]
 
+    # --8<-- [start:write]
     def _write_one(self, prepared: _Patch) -> ApplyResult:
         path = f"/tickets/{prepared.ticket.id}"
         after = self.api.call("PATCH", path, json=prepared.body, bucket="writes")["ticket"]
         return ApplyResult(
             prepared.ticket.id, ok=True, actions=prepared.actions, version=str(after["revision"])
         )
+        # --8<-- [end:write]
 
     # ------------------------------------------------------------------ webhooks
 
+    # --8<-- [start:webhooks]
     def verify_request(self, request: WebhookRequest) -> None:
         sent = request.header(SIGNATURE_HEADER)
         if not sent:
@@ -215,10 +237,10 @@ class AcmeDeskConnector(BaseConnector[AcmeDeskConfig, _Patch]):
             raise WebhookAuthError("signature does not match (wrong secret or altered body)")
 
     def parse_request(self, request: WebhookRequest) -> list[TicketEvent]:
+        data = load_json(request.body)  # strict: refuses what no store can keep, never quoting it
         try:
-            data = json.loads(request.body)
             ticket_id, delivery = str(data["ticket_id"]), str(data["delivery_id"])
-        except (ValueError, TypeError, KeyError):
+        except (TypeError, KeyError):
             raise WebhookPayloadError(
                 "not an Acme Desk webhook: expected JSON with ticket_id and delivery_id"
             ) from None
@@ -231,7 +253,9 @@ class AcmeDeskConnector(BaseConnector[AcmeDeskConfig, _Patch]):
                 actor=str(data["actor"]) if data.get("actor") else None,
             )
         ]
+        # --8<-- [end:webhooks]
 
+    # --8<-- [start:whoami]
     def _whoami(self) -> Identity:
         """Who the API key belongs to: escbridge's own changes name this user as the actor.
 
@@ -239,12 +263,15 @@ class AcmeDeskConnector(BaseConnector[AcmeDeskConfig, _Patch]):
         webhook waits — and answers ``own_change_known``/``is_own_change`` from it.
         """
         return _identity(self.api.call("GET", "/me"))
+        # --8<-- [end:whoami]
 
     # ------------------------------------------------------------------ sandbox
 
+    # --8<-- [start:sandbox]
     @classmethod
     def sandbox(cls, **options: Any) -> Any:
         """The Acme Desk emulator's Flask app (needs the ``[sandbox]`` extra)."""
         from escbridge_acmedesk.sandbox import AcmeDeskSandbox
 
         return AcmeDeskSandbox(**options).app
+        # --8<-- [end:sandbox]

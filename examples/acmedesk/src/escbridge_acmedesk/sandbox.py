@@ -27,6 +27,7 @@ TEST_WEBHOOK_SECRET = "acme-sandbox-webhook-secret"
 PRIORITIES = ("low", "normal", "high", "urgent")
 
 
+# --8<-- [start:state]
 class AcmeDeskSandbox:
     """The emulator's state and its Flask ``app``; thread-safe (records live in a RecordStore)."""
 
@@ -52,6 +53,7 @@ class AcmeDeskSandbox:
         self.tickets.subscribe(self._on_change)
         self._now = clock
         self.app = self._make_app()
+        # --8<-- [end:state]
 
     def team_id(self, name: str) -> int:
         return int(next(t["id"] for t in self.teams if t["name"] == name))
@@ -91,6 +93,7 @@ class AcmeDeskSandbox:
             raise KeyError(ticket_id)
         return record
 
+    # --8<-- [start:patch]
     def _patch(self, ticket_id: int, body: Mapping[str, Any], actor: str) -> dict[str, Any]:
         if ticket_id not in self.tickets:
             raise HttpError(404, {"code": "not_found", "message": f"no ticket {ticket_id}"})
@@ -114,7 +117,9 @@ class AcmeDeskSandbox:
             t["modified"] = self._now().isoformat()
 
         return self.tickets.update(ticket_id, mutate, actor=actor)
+        # --8<-- [end:patch]
 
+    # --8<-- [start:webhook]
     def _on_change(self, change: Change) -> None:
         if not self.webhook_url:
             return
@@ -131,6 +136,7 @@ class AcmeDeskSandbox:
             SIGNATURE_HEADER: signature(self.webhook_secret, body),
         }
         self.webhooks.send(self.webhook_url, body, headers)
+        # --8<-- [end:webhook]
 
     def _make_app(self) -> Flask:
         app = Flask(f"acmedesk-sandbox-{id(self)}")
