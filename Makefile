@@ -10,7 +10,7 @@ DISTS := -e '.[dev,charts,postgres,sandbox]' -e 'connectors/zendesk[sandbox]' \
 PROJECT_FILES := pyproject.toml connectors/zendesk/pyproject.toml connectors/freshdesk/pyproject.toml \
 	connectors/zohodesk/pyproject.toml webhooks/pyproject.toml examples/acmedesk/pyproject.toml
 
-.PHONY: demo test lint typecheck unit venv clean
+.PHONY: demo test lint typecheck unit venv clean dist docs
 
 venv: $(STAMP)
 
@@ -36,7 +36,15 @@ unit: $(STAMP)
 	bash scripts/ensure-nginx.sh
 	$(BIN)/python -m pytest -q
 
-test: lint typecheck unit
+# The documentation site into site/; --strict: a broken link, anchor, nav entry or snippet fails.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
+test: lint typecheck docs unit
+
+# The wheels and sdists of the five distributions, into dist/ (scripts/dist.py checks the versions).
+dist: $(STAMP)
+	$(BIN)/python scripts/dist.py dist
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis dist site

@@ -12,7 +12,7 @@ from escbridge.model import (
     Ticket,
 )
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "Actions",

@@ -3,7 +3,7 @@
 Each test runs the command as an admin does, against a helpdesk emulator on 127.0.0.1 reached
 through the connector the escbridge.yaml names (the same fetch a worker makes). Also: a ticket
 file in the helpdesk's own JSON read through the connector's parser, the clear refusal of one
-given without an instance, and the README's example of escbridge's own ticket JSON.
+given without an instance, and the documented example of escbridge's own ticket JSON.
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ from escbridge.store import Store, upgrade
 
 HELPDESKS = ("zendesk", "freshdesk", "zohodesk")
 START = datetime(2026, 3, 11, 10, 0, tzinfo=ZoneInfo("Europe/Berlin"))  # a Wednesday morning
-README = Path(__file__).resolve().parents[2] / "README.md"
+#: the page that documents "Ticket JSON for explain" (the format `explain FILE` reads)
+MATRIX_PAGE = Path(__file__).resolve().parents[2] / "docs" / "matrix.md"
 
 
 @dataclass
@@ -226,12 +227,14 @@ def test_a_ticket_file_as_zendesk_returns_it_is_read_by_the_connector_with_insta
     assert "not escbridge's ticket JSON" in err and "--instance NAME" in err
 
 
-def test_the_readme_example_of_escbridge_ticket_json_is_read_by_explain(tmp_path: Path) -> None:
-    """The README documents the format `explain FILE` reads; its example must parse."""
-    text = README.read_text(encoding="utf-8")
-    section = text.split("### Ticket JSON for explain", 1)[1].split("\n## ", 1)[0]
+def test_the_documented_example_of_escbridge_ticket_json_is_read_by_explain(
+    tmp_path: Path,
+) -> None:
+    """docs/matrix.md documents the format `explain FILE` reads; its example must parse."""
+    text = MATRIX_PAGE.read_text(encoding="utf-8")
+    section = text.split("## Ticket JSON for explain", 1)[1].split("\n## ", 1)[0]
     block = re.search(r"```json\n(.*?)```", section, re.S)
-    assert block is not None, "the README's ticket JSON section has a ```json example"
+    assert block is not None, "docs/matrix.md's ticket JSON section has a ```json example"
     example = tmp_path / "ticket.json"
     example.write_text(block.group(1), encoding="utf-8")
 

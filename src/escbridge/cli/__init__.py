@@ -11,6 +11,7 @@ found one), 2 invalid input.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import sys
@@ -20,7 +21,7 @@ from escbridge import __version__
 from escbridge.cli._common import EXIT_OK, EXIT_PROBLEM, ArgumentParser, Runner
 from escbridge.errors import error_summary
 
-__all__ = ["COMMANDS", "DEBUG_ENV", "build_parser", "main"]
+__all__ = ["COMMANDS", "DEBUG_ENV", "build_parser", "main", "version_text"]
 
 #: Set (to anything) to see the traceback of an unexpected error instead of its one line.
 DEBUG_ENV = "ESCBRIDGE_DEBUG"
@@ -48,8 +49,10 @@ COMMANDS: tuple[tuple[str, str, str, str, str], ...] = (
      "escbridge.cli.status", "configure_status_parser", "run_status"),
     ("history", "everything escbridge knows of one ticket: events, escalations, notes, jobs",
      "escbridge.cli.history", "configure_history_parser", "run_history"),
-    ("jobs", "list dead letters and retries; replay them",
+    ("jobs", "list dead letters, retries and notifications; replay them",
      "escbridge.cli.store", "configure_jobs_parser", "run_jobs"),
+    ("notify", "send a sample notification to a matrix target (notify test TARGET)",
+     "escbridge.cli.notify", "configure_notify_parser", "run_notify"),
     ("due", "the open tickets due next by time (idle, SLA, time at level) and when",
      "escbridge.cli.store", "configure_due_parser", "run_due"),
     ("db", "manage the store's schema (db upgrade)",
@@ -62,20 +65,54 @@ COMMANDS: tuple[tuple[str, str, str, str, str], ...] = (
      "escbridge.cli.sandbox", "configure_sandbox_parser", "run_sandbox"),
     ("demo", "everything end to end against the sandbox helpdesks, no credentials",
      "escbridge.cli.sandbox", "configure_demo_parser", "run_demo"),
+    ("completion", "print the bash or zsh completion script (escbridge completion bash)",
+     "escbridge.cli.completion", "configure_completion_parser", "run_completion"),
 )  # fmt: skip
 
 
-def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
-    """The whole command line; only the ``selected`` command's module is imported and wired."""
+def version_text() -> str:
+    """``escbridge 0.2.0 (freshdesk 0.2.0, zendesk 0.2.0, webhooks 0.2.0)``: the core and every
+    installed plugin distribution, as a bug report needs them (read from their metadata)."""
+    from importlib import metadata
+
+    from escbridge.connector.registry import ENTRY_POINT_GROUP
+
+    parts = []
+    for ep in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+        dist = getattr(ep, "dist", None)
+        parts.append(f"{ep.name} {dist.version}" if dist is not None else ep.name)
+    with contextlib.suppress(metadata.PackageNotFoundError):  # the receiver is optional
+        parts.append(f"webhooks {metadata.version('escbridge-webhooks')}")
+    return f"escbridge {__version__} ({', '.join(parts) or 'no connector installed'})"
+
+
+class _VersionAction(argparse.Action):
+    """``--version``, reading the installed distributions only when asked (not on every run)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, help: str | None = None) -> None:
+        super().__init__(
+            option_strings, argparse.SUPPRESS, nargs=0, default=argparse.SUPPRESS, help=help
+        )
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: object) -> None:
+        print(version_text())
+        parser.exit()
+
+
+def build_parser(selected: str | None = None, *, every: bool = False) -> argparse.ArgumentParser:
+    """The whole command line; only the ``selected`` command's module is imported and wired
+    (``every``: all of them, for the completion script)."""
     parser = ArgumentParser(
         prog="escbridge",
         description="Enforce one escalation matrix on Zendesk, Freshdesk and Zoho Desk.",
     )
-    parser.add_argument("--version", action="version", version=f"escbridge {__version__}")
+    parser.add_argument(
+        "--version", action=_VersionAction, help="show the version of escbridge and its plugins"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, help_text, module, configure, run in COMMANDS:
         p = sub.add_parser(name, help=help_text)
-        if name != selected:
+        if name != selected and not every:
             continue  # listed in --help; its module is imported only when it runs
         loaded = importlib.import_module(module)
         getattr(loaded, configure)(p)

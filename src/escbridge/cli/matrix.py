@@ -135,9 +135,9 @@ def helpdesk_shape(item: dict[str, Any]) -> str | None:
 def foreign_ticket_message(helpdesk: str) -> str:
     return (
         f"this is a {helpdesk} ticket as its API returns it, not escbridge's ticket JSON "
-        '(README: "Ticket JSON for explain"); to explain it as it is, name the instance whose '
-        "connector parses it: `escbridge explain FILE --instance NAME`, or fetch it live: "
-        "`escbridge explain --instance NAME --ticket ID`"
+        '(docs/matrix.md: "Ticket JSON for explain"); to explain it as it is, name the '
+        "instance whose connector parses it: `escbridge explain FILE --instance NAME`, or "
+        "fetch it live: `escbridge explain --instance NAME --ticket ID`"
     )
 
 
@@ -574,7 +574,7 @@ def configure_validate_parser(p: argparse.ArgumentParser) -> None:
 def configure_explain_parser(p: argparse.ArgumentParser) -> None:
     p.description = (
         "Run tickets through the engine and show, for every rule, why it fired or not. "
-        "A FILE is escbridge's own ticket JSON (README: Ticket JSON for explain); with "
+        "A FILE is escbridge's own ticket JSON (docs/matrix.md: Ticket JSON for explain); with "
         "--instance NAME it is the helpdesk's own (e.g. Zendesk's {\"ticket\": …}), read by "
         "that instance's connector; --instance NAME --ticket ID fetches the live ticket. "
         "Nothing is written anywhere."

@@ -27,9 +27,16 @@ from escbridge.store import (
     DONE,
     FAILED,
     JOB_STATUSES,
+    NOTIFY_FAILED,
+    NOTIFY_PENDING,
+    NOTIFY_SENDING,
+    NOTIFY_SENT,
+    NOTIFY_STATES,
+    NOTIFY_UNKNOWN,
     PENDING,
     PROCESSING,
     Job,
+    Notification,
     Shadow,
     Store,
     head_revision,
@@ -123,8 +130,9 @@ def run_db(args: argparse.Namespace) -> int:
 
 def configure_jobs_parser(parser: argparse.ArgumentParser) -> None:
     parser.description = (
-        "Events waiting, in progress or dead-lettered (failed for good). "
-        "`escbridge jobs retry` replays failed ones."
+        "Events waiting, in progress or dead-lettered (failed for good), and the "
+        "notifications of escalations waiting, failed or of unknown outcome. "
+        "`escbridge jobs retry` replays failed events; --replay-notification ID a notification."
     )
     _add_store_arguments(parser)
     shown = parser.add_mutually_exclusive_group()
@@ -134,6 +142,15 @@ def configure_jobs_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ticket", help="only this ticket id")
     parser.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
     parser.add_argument("--format", choices=("table", "json"), default="table")
+    parser.add_argument(
+        "--replay-notification",
+        action="append",
+        type=int,
+        default=[],
+        metavar="ID",
+        help="send a failed or unknown notification again (repeatable); for an unknown one, "
+        "check first that it did not reach the channel or mailbox",
+    )
     commands = parser.add_subparsers(dest="jobs_command", metavar="COMMAND")
     retry = commands.add_parser("retry", help="replay dead-lettered jobs with fresh attempts")
     _add_store_arguments(retry, nested=True)
@@ -148,6 +165,8 @@ def run_jobs(args: argparse.Namespace) -> int:
         with Store(store_url(args)) as store:
             if getattr(args, "jobs_command", None) == "retry":
                 return _retry(store, args, out)
+            if args.replay_notification:
+                return _replay_notifications(store, args.replay_notification, out)
             return _list(store, args, out)
     except (InvalidInputError, StoreUnavailableError) as error:
         return failed("jobs", error, out)
@@ -187,10 +206,14 @@ def _list(store: Store, args: argparse.Namespace, out: TextIO) -> int:
     by_sync: dict[str, int] = {}
     if args.ticket is not None:
         by_sync = escalated_without_job(store, args.ticket, args.instance)
+    told = store.notification_counts()
+    notices = _notifications(store, args) if any(told.values()) else []
     if args.format == "json":
         data: dict[str, object] = {"counts": counts, "jobs": [_job_json(job) for job in jobs]}
         if args.ticket is not None:
             data["escalated_without_job"] = by_sync
+        data["notification_counts"] = told
+        data["notifications"] = [_notification_json(n) for n in notices]
         json.dump(data, out, indent=2)
         print(file=out)
         return EXIT_OK
@@ -198,12 +221,25 @@ def _list(store: Store, args: argparse.Namespace, out: TextIO) -> int:
     print(f"jobs: {summary}", file=out)
     if not jobs and not by_sync:
         nothing = "no failed jobs" if args.failed else "nothing to show"
+        if any(told.values()) and not args.failed:
+            nothing = "no jobs to show"
         if args.ticket is not None:
             nothing += f" for ticket {args.ticket}" + _history_hint(args)
         print(nothing, file=out)
     _print_sync_escalations(args, by_sync, out)
-    if not jobs:
-        return EXIT_OK
+    if jobs:
+        _print_jobs(jobs, out)
+        if args.failed or counts[FAILED]:
+            print(
+                "replay with `escbridge jobs retry ID…` or `escbridge jobs retry --all-failed`",
+                file=out,
+            )
+    if any(told.values()):
+        _print_notifications(told, notices, out)
+    return EXIT_OK
+
+
+def _print_jobs(jobs: Sequence[Job], out: TextIO) -> None:
     rows = [("ID", "STATUS", "TRIES", "TICKET", "WHEN", "LAST ERROR / OUTCOME")]
     for job in jobs:
         rows.append(
@@ -220,12 +256,102 @@ def _list(store: Store, args: argparse.Namespace, out: TextIO) -> int:
     for row in rows:
         cells = [cell.ljust(width) for cell, width in zip(row[:5], widths, strict=True)]
         print("  ".join([*cells, _one_line(row[5])]).rstrip(), file=out)
-    if args.failed or counts[FAILED]:
+
+
+# --- notifications in escbridge jobs -------------------------------------------------------
+
+
+def _notifications(store: Store, args: argparse.Namespace) -> list[Notification]:
+    """The notifications to list: waiting and in trouble (``--failed``: in trouble only;
+    ``--all``: sent ones too)."""
+    states: Sequence[str] = (NOTIFY_PENDING, NOTIFY_SENDING, NOTIFY_FAILED, NOTIFY_UNKNOWN)
+    if args.failed:
+        states = (NOTIFY_FAILED, NOTIFY_UNKNOWN)
+    elif args.all:
+        states = NOTIFY_STATES
+    return store.notifications(
+        states, instance=args.instance, ticket_id=args.ticket, limit=args.limit
+    )
+
+
+def _print_notifications(
+    counts: dict[str, int], notices: Sequence[Notification], out: TextIO
+) -> None:
+    summary = ", ".join(f"{counts[s]} {s}" for s in NOTIFY_STATES)
+    print(f"notifications: {summary}", file=out)
+    if not notices:
+        return
+    rows = [("ID", "STATE", "TRIES", "TARGET", "TICKET", "WHEN", "LAST ERROR")]
+    for notice in notices:
+        rows.append(
+            (
+                str(notice.id),
+                notice.state,
+                str(notice.attempts),
+                notice.target,
+                f"{notice.instance}/{notice.ticket_id}",
+                _notice_when(notice),
+                notice.last_error or "",
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(6)]
+    for row in rows:
+        cells = [cell.ljust(width) for cell, width in zip(row[:6], widths, strict=True)]
+        print("  ".join([*cells, _one_line(row[6])]).rstrip(), file=out)
+    states = {notice.state for notice in notices}
+    if NOTIFY_UNKNOWN in states:
         print(
-            "replay with `escbridge jobs retry ID…` or `escbridge jobs retry --all-failed`",
+            "unknown: the answer was lost, it may have gone out — check the channel or mailbox "
+            "before replaying it",
             file=out,
         )
-    return EXIT_OK
+    if states & {NOTIFY_FAILED, NOTIFY_UNKNOWN}:
+        print("send one again with `escbridge jobs --replay-notification ID`", file=out)
+
+
+def _notice_when(notice: Notification) -> str:
+    if notice.state == NOTIFY_PENDING:
+        return f"due {_time(notice.not_before)}"
+    if notice.state == NOTIFY_SENDING:
+        return f"sending until {_time(notice.lease_until)}"
+    if notice.state == NOTIFY_SENT:
+        return f"sent {_time(notice.sent_at)}"
+    return f"created {_time(notice.created_at)}"
+
+
+def _notification_json(notice: Notification) -> dict[str, object]:
+    return {
+        "id": notice.id,
+        "instance": notice.instance,
+        "ticket_id": notice.ticket_id,
+        "escalation_id": notice.escalation_id,
+        "target": notice.target,
+        "state": notice.state,
+        "attempts": notice.attempts,
+        "not_before": notice.not_before.isoformat(),
+        "created_at": notice.created_at.isoformat(),
+        "sent_at": notice.sent_at.isoformat() if notice.sent_at else None,
+        "digest_of": notice.digest_of,
+        "last_error": notice.last_error,
+    }
+
+
+def _replay_notifications(store: Store, ids: Sequence[int], out: TextIO) -> int:
+    requeued = store.replay_notifications(ids, datetime.now(UTC))
+    if requeued:
+        names = ", ".join(map(str, requeued))
+        print(
+            f"notification{'s' if len(requeued) > 1 else ''} {names} will be sent again "
+            "by the next worker pass",
+            file=out,
+        )
+    for notice_id in dict.fromkeys(ids):
+        if notice_id in requeued:
+            continue
+        found = store.notifications(NOTIFY_STATES, ids=[notice_id])
+        why = f"it is {found[0].state}" if found else "no such notification"
+        print(f"notification {notice_id} not replayed: {why}", file=out)
+    return EXIT_OK if len(requeued) == len(set(ids)) else EXIT_PROBLEM
 
 
 def _history_hint(args: argparse.Namespace) -> str:

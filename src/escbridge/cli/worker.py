@@ -60,7 +60,8 @@ def run_worker(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.config)
         install_secrets(config.secret_values)
-        processor = build_processor(config)
+        processor = build_processor(config, notify_environment=True)
+        install_secrets(processor.secrets)  # the matrix's notify targets' too
         processor.store.check_schema()
     except EscbridgeError as error:  # InvalidInputError: 2, anything else: 1
         return failed("worker", error)

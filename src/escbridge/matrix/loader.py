@@ -8,12 +8,13 @@ the line and the key path, and says what was expected. The structure is checked 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import hashlib
 import re
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import jinja2
 from pydantic import ValidationError
@@ -39,6 +40,9 @@ from escbridge.matrix.spec import (
 from escbridge.matrix.templates import compile_template, default_note
 from escbridge.model import LevelMarker
 from escbridge.yamlfile import YamlDocument, parse_yaml, problems_from_validation, with_suggestions
+
+if TYPE_CHECKING:
+    from escbridge.notify.model import NotifyTarget
 
 
 def load_matrix(path: str | Path) -> Matrix:
@@ -131,6 +135,7 @@ class _Compiler:
             if spec_rule.id in seen:
                 self.fail(("rules", i, "id"), f'"{spec_rule.id}" is used by another rule already')
             seen.add(spec_rule.id)
+        notify = self._notify()
         if self.problems:
             raise MatrixError(self.problems)
         return Matrix(
@@ -144,7 +149,38 @@ class _Compiler:
             default_calendar=default_cal,
             default_note=default_note(),
             calendars=calendars,
+            notify=notify,
         )
+
+    def _notify(self) -> dict[str, NotifyTarget]:
+        """The notification targets, checked, each with the line it is defined on."""
+        # Imported here: escbridge.notify.model uses the matrix's templates and ids, so the
+        # matrix package must be loaded before it.
+        from escbridge.notify.model import compile_targets
+
+        targets = compile_targets(self.spec.notify.targets, self.fail)
+        return {
+            target_id: dataclasses.replace(
+                target, line=self.doc.line_of(("notify", "targets", target_id))
+            )
+            for target_id, target in targets.items()
+        }
+
+    def _notify_refs(self, names: Sequence[str], path: tuple[str | int, ...]) -> tuple[str, ...]:
+        """A level's or team's ``notify:`` list: ids of targets the matrix defines, once each."""
+        known = list(self.spec.notify.targets)
+        seen: list[str] = []
+        for i, name in enumerate(names):
+            if name in seen:
+                self.fail((*path, i), f'"{name}" is listed twice')
+            elif name not in known:
+                close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+                hint = f" — did you mean {close[0]}?" if close else ""
+                defined = ", ".join(known) or "none defined under notify.targets"
+                self.fail((*path, i), f'"{name}" is not a notification target{hint} ({defined})')
+            else:
+                seen.append(name)
+        return tuple(seen)
 
     def _unknown_level(self, name: str) -> str:
         known = ", ".join(lv.id for lv in self.spec.levels)
@@ -231,6 +267,7 @@ class _Compiler:
             written={key: str(value) for key, value in written.items() if value is not None},
             calendar=cal,
             business=business,
+            notify=self._notify_refs(spec.notify, (*path, "notify")),
         )
 
     def _length(

@@ -10,13 +10,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import jinja2
 
 from escbridge.calendar import BusinessCalendar, format_duration
 from escbridge.conditions.ast import Condition
 from escbridge.model import LevelMarker, Priority
+
+if TYPE_CHECKING:
+    from escbridge.notify.model import NotifyTarget
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,8 @@ class Rung:
     business: bool
     #: response and resolution as the admin wrote them ("1d", "8h"), for tables and charts
     written: Mapping[str, str] = field(default_factory=dict)
+    #: the notification targets told when a ticket escalates to this rung (``Matrix.notify``)
+    notify: tuple[str, ...] = ()
 
     @property
     def marker(self) -> str:
@@ -101,6 +106,8 @@ class Matrix:
     #: Identifies the text the matrix was read from: the due times stored with the shadow of
     #: open tickets were computed under one matrix, and are computed again under another.
     digest: str = ""
+    #: the notification targets by id (``escbridge.notify``); rungs name theirs in ``notify``
+    notify: Mapping[str, NotifyTarget] = field(default_factory=dict)
 
     def rung(self, rung_id: str | None) -> Rung | None:
         """A level or team by id (None when unknown)."""

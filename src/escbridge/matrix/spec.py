@@ -13,6 +13,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainValidat
 
 from escbridge.calendar import WrittenDuration, read_duration
 from escbridge.model import Priority
+from escbridge.notify.spec import NotifySpec, one_or_many
 
 #: Kept as written: a day's length is known only once the calendar that measures it is (loader).
 Duration = Annotated[WrittenDuration, PlainValidator(read_duration)]
@@ -66,6 +67,7 @@ class LevelSpec(_Spec):
     time: TimeMode | None = None
     calendar: str | None = None
     description: str = ""
+    notify: Annotated[list[str], BeforeValidator(one_or_many)] = Field(default_factory=list)
 
 
 class TeamSpec(_Spec):
@@ -77,6 +79,7 @@ class TeamSpec(_Spec):
     time: TimeMode | None = None
     calendar: str | None = None
     description: str = ""
+    notify: Annotated[list[str], BeforeValidator(one_or_many)] = Field(default_factory=list)
 
 
 class ActionsSpec(_Spec):
@@ -115,3 +118,4 @@ class MatrixSpec(_Spec):
     teams: Annotated[dict[str, TeamSpec], _none_as_empty(dict)] = Field(default_factory=dict)
     limits: LimitsSpec = Field(default_factory=LimitsSpec)
     rules: Annotated[list[RuleSpec], _none_as_empty(list)] = Field(default_factory=list)
+    notify: Annotated[NotifySpec, _none_as_empty(NotifySpec)] = Field(default_factory=NotifySpec)

@@ -20,8 +20,16 @@ from escbridge.model import Decision, Ticket, TicketEvent
 from escbridge.processing.plan import Plan
 
 if TYPE_CHECKING:
+    from escbridge.notify.deliver import Outbox
     from escbridge.processing.shadow import Shadower
-    from escbridge.store import ShadowWrite, Store, StoredEscalation, TicketLock, TicketWrites
+    from escbridge.store import (
+        NewNotification,
+        ShadowWrite,
+        Store,
+        StoredEscalation,
+        TicketLock,
+        TicketWrites,
+    )
 
 log = logging.getLogger("escbridge.processing")
 
@@ -56,17 +64,22 @@ class Outcome:
 
 class Recorder:
     """The record phase on one store; with a ``shadower``, every recorded ticket's shadow and
-    next due time are written in the same transaction (:mod:`escbridge.processing.shadow`)."""
+    next due time are written in the same transaction (:mod:`escbridge.processing.shadow`);
+    with an ``outbox``, every recorded escalation's notifications too
+    (:mod:`escbridge.notify.deliver`): a recorded escalation always has them, a rolled-back
+    one never."""
 
     def __init__(
         self,
         store: Store,
         shadower: Shadower | None = None,
         on_due: Callable[[datetime], None] | None = None,
+        outbox: Outbox | None = None,
     ) -> None:
         self.store = store
         self.shadower = shadower
         self.on_due = on_due  # told the earliest deadline each record stored
+        self.outbox = outbox
 
     def record(
         self,
@@ -90,6 +103,8 @@ class Recorder:
 
         results: list[Outcome | LockLostError | None] = []
         escalating: list[ToRecord] = []
+        plan_of: dict[int, Plan] = {}
+        told: list[NewNotification] = []
         if not plans and not failed and not unsent and not hand_off:
             return []
         kept: list[TicketLock] = []  # locks given back as they are (intent kept, no job)
@@ -119,11 +134,23 @@ class Recorder:
                 assert plan.intent is not None
                 outcome = APPLIED if plan.step == "apply" and not plan.recovered else RECOVERED
                 job_outcome = "escalated" if outcome == APPLIED else outcome
-                escalating.append(ToRecord(plan.lock, plan.intent, outcome, plan.job, job_outcome))
+                entry = ToRecord(plan.lock, plan.intent, outcome, plan.job, job_outcome)
+                escalating.append(entry)
+                plan_of[id(entry)] = plan
                 results.append(None)
             stored = batch.record_escalations(
                 escalating, now=now, cooldown=cooldown, helpdesk=helpdesk
             )
+            if self.outbox is not None:
+                told = self.outbox.write(
+                    batch,
+                    [
+                        (entry.intent.decision, plan_of[id(entry)].ticket, escalation)
+                        for entry, escalation in zip(escalating, stored, strict=True)
+                        if escalation is not None
+                    ],
+                    now,
+                )
             recorded = iter(zip(escalating, stored, strict=True))
             for index, plan in enumerate(plans):
                 if results[index] is not None:
@@ -166,6 +193,8 @@ class Recorder:
             batch.release_many(cleared, clear_intent=True, now=now)
             for event in hand_off:
                 batch.enqueue(event, now)
+        if self.outbox is not None:
+            self.outbox.written(told)
         deadlines = [w.due_at for w in saved if w.due_at is not None]
         if deadlines and self.on_due is not None:
             self.on_due(min(deadlines))

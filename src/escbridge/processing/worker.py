@@ -54,6 +54,7 @@ from escbridge.store import DUE_KIND, Enqueued, Job, ShadowWrite, Store, TicketL
 if TYPE_CHECKING:
     from escbridge.config import Config
     from escbridge.connector import ApplyResult, Connector, Registry
+    from escbridge.notify.deliver import Notifier, NotifyReport
 
 from escbridge.waiting import join, wait_for
 
@@ -212,6 +213,7 @@ class Processor:
         worker_id: str | None = None,
         cooldown: timedelta | None = None,
         wait: Wait = _real_wait,
+        notifier: Notifier | None = None,
     ) -> None:
         self.store = store
         self.engine = engine
@@ -232,13 +234,42 @@ class Processor:
             for connector in self.connectors.values():
                 if hasattr(connector, "latest_comment_needed"):
                     connector.latest_comment_needed = needed
-        self.recorder = Recorder(store, self.shadower, on_due=self._due_recorded)
+        # The matrix's notify: targets: the record writes each escalation's notifications in
+        # its transaction (the outbox), the worker loop delivers them (escbridge.notify).
+        self.notifier = notifier
+        outbox = None
+        if matrix is not None and getattr(matrix, "notify", None):
+            from escbridge.notify.deliver import Notifier, Outbox
+            from escbridge.secrets import Redactor
+
+            if self.notifier is None:
+                self.notifier = Notifier(store, matrix.notify, redactor=Redactor(self.secrets))
+            outbox = Outbox(matrix, self._agent_url, on_written=self._notification_written)
+        self.recorder = Recorder(store, self.shadower, on_due=self._due_recorded, outbox=outbox)
         self.own_writes = OwnWrites()
         self._rng_lock = threading.Lock()
         self._wait = wait
         self._bell = threading.Event()  # rung by wake(): an event is waiting
         self._hint_lock = threading.Lock()
         self._due_hint: datetime | None = None  # promote no earlier (None: at once)
+
+    def _agent_url(self, instance: str, ticket_id: str) -> str | None:
+        connector = self.connectors.get(instance)
+        link = getattr(connector, "agent_url", None)
+        return link(ticket_id) if callable(link) else None
+
+    def _notification_written(self, at: datetime) -> None:
+        """A record wrote notifications: this process's notifier looks at ``at``, and idle
+        workers wake for them."""
+        if self.notifier is not None:
+            self.notifier.hint(at)
+            self._bell.set()
+
+    def notify_once(self, worker_id: str | None = None) -> NotifyReport | None:
+        """Deliver the notifications due now (None: the matrix notifies nobody)."""
+        if self.notifier is None:
+            return None
+        return self.notifier.run_once(worker_id or self.worker_id, self.clock())
 
     def wake(self) -> None:
         """Wake idle workers at once: an in-process receiver has just kept an event."""
@@ -556,6 +587,8 @@ class Processor:
                 try:
                     self._promote_due()
                     report = self.run_once(worker)
+                    if self.notifier is not None:
+                        self.notifier.maybe_run(worker, self.clock())
                 except StoreUnavailableError as error:
                     log.error("%s: %s; retrying in %.0fs", worker, error, pause)
                     stop.wait(pause)
@@ -659,13 +692,20 @@ class Processor:
             due = self._due_hint if self.settings.due_queue else None
         if due is not None:
             seconds = min(seconds, max(0.0, (due - self.clock()).total_seconds()))
+        look = self.notifier.next_look if self.notifier is not None else None
+        if look is not None:
+            seconds = min(seconds, max(0.0, (look - self.clock()).total_seconds()))
         if seconds > 0 and not stop.is_set():
             self._wait(self._bell, seconds)
         self._bell.clear()
 
     def _drained(self) -> bool:
         counts = self.store.job_counts()
-        return counts["pending"] == 0 and counts["processing"] == 0
+        if counts["pending"] or counts["processing"]:
+            return False
+        # Notifications due now are delivered before a drain ends (a digest window or quiet
+        # hours still open is not waited for: the next worker sends it).
+        return self.notifier is None or not self.store.notifications_due(self.clock())
 
 
 # --- building a processor from escbridge.yaml --------------------------------------------------
@@ -677,8 +717,14 @@ def build_processor(
     registry: Registry | None = None,
     store: Store | None = None,
     settings: ProcessingConfig | None = None,
+    notify_environment: bool = False,
 ) -> Processor:
-    """The Processor escbridge.yaml describes: its store, matrix, and one connector per instance."""
+    """The Processor escbridge.yaml describes: its store, matrix, and one connector per instance.
+
+    With ``notify_environment`` (the worker's and serve's start), every ``${VAR}`` the matrix's
+    notify targets name must be set: NotifySetupError names each missing one and its target.
+    The targets' resolved secrets join the processor's (``Processor.secrets``: the log mask).
+    """
     from escbridge.config import routing
     from escbridge.connector import create_connector, default_registry
     from escbridge.matrix import load_matrix
@@ -698,6 +744,19 @@ def build_processor(
         for name, instance in config.instances.items()
     }
     secrets = set(config.secret_values)
+    if getattr(matrix, "notify", None):
+        import os
+
+        from escbridge.notify.model import NotifySetupError, environment_problems, resolve
+
+        problems = environment_problems(matrix, os.environ)
+        if problems and notify_environment:
+            raise NotifySetupError("; ".join(problems))
+        for target in matrix.notify.values():
+            try:
+                secrets.update(resolve(target, os.environ).secret_values())
+            except NotifySetupError:
+                continue  # said by the worker at start, and by each send of it
     return Processor(
         store or Store(config.store_url),
         engine,

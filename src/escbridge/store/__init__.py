@@ -12,13 +12,28 @@ from escbridge.store.records import (
     Enqueued,
     Intent,
     Job,
+    NewNotification,
+    Notification,
+    NotificationClaim,
     StoredEscalation,
     SyncCursor,
     TicketLock,
     TicketState,
     ToRecord,
 )
-from escbridge.store.schema import DONE, FAILED, JOB_STATUSES, PENDING, PROCESSING
+from escbridge.store.schema import (
+    DONE,
+    FAILED,
+    JOB_STATUSES,
+    NOTIFY_FAILED,
+    NOTIFY_PENDING,
+    NOTIFY_SENDING,
+    NOTIFY_SENT,
+    NOTIFY_STATES,
+    NOTIFY_UNKNOWN,
+    PENDING,
+    PROCESSING,
+)
 from escbridge.store.shadow import DUE_KIND, Shadow, ShadowWrite
 from escbridge.store.store import APPLIED, RECOVERED, Store, TicketWrites
 
@@ -29,6 +44,12 @@ __all__ = [
     "DUE_KIND",
     "FAILED",
     "JOB_STATUSES",
+    "NOTIFY_FAILED",
+    "NOTIFY_PENDING",
+    "NOTIFY_SENDING",
+    "NOTIFY_SENT",
+    "NOTIFY_STATES",
+    "NOTIFY_UNKNOWN",
     "PENDING",
     "PROCESSING",
     "RECOVERED",
@@ -36,6 +57,9 @@ __all__ = [
     "Intent",
     "Job",
     "LockLostError",
+    "NewNotification",
+    "Notification",
+    "NotificationClaim",
     "Shadow",
     "ShadowWrite",
     "Store",

@@ -199,3 +199,63 @@ class SyncCursor:
     cursor: str | None
     since: datetime | None
     updated_at: datetime
+
+
+@dataclass(frozen=True)
+class NewNotification:
+    """One outbox row to write with its escalation: the target told, the message's context
+    (JSON-able), and when it may go out first (the end of a digest window or quiet hours)."""
+
+    instance: str
+    ticket_id: str
+    escalation_id: int
+    target: str
+    context: Mapping[str, Any]
+    not_before: datetime
+
+
+@dataclass(frozen=True)
+class Notification:
+    """One outbox row. ``claimed_by`` identifies the claim a notifier holds on a ``sending``
+    row; ``digest_of`` the row whose message carried this one (the first of a digest)."""
+
+    id: int
+    instance: str
+    ticket_id: str
+    escalation_id: int
+    target: str
+    context: Mapping[str, Any]
+    state: str
+    attempts: int
+    not_before: datetime
+    claimed_by: str | None
+    lease_until: datetime | None
+    last_error: str | None
+    created_at: datetime
+    sent_at: datetime | None
+    digest_of: int | None
+
+    @classmethod
+    def from_row(cls, row: Mapping[Any, Any]) -> Notification:
+        return cls(**{name: row[name] for name in cls.__dataclass_fields__})
+
+
+@dataclass(frozen=True)
+class NotificationClaim:
+    """The rows of one message, held by one notifier until ``lease_until``. ``stale``: they
+    were found ``sending`` by a notifier that stopped mid-send (the outcome is unknown)."""
+
+    target: str
+    token: str
+    rows: tuple[Notification, ...]
+    stale: bool
+    lease_until: datetime
+
+    @property
+    def ids(self) -> tuple[int, ...]:
+        return tuple(row.id for row in self.rows)
+
+    @property
+    def delivery_id(self) -> int:
+        """The message's id: the first row's (a digest's rows all carry it in ``digest_of``)."""
+        return min(self.ids)

@@ -198,3 +198,51 @@ instance_runs = sa.Table(
     sa.Column("result", Json, nullable=True),
     sa.Column("last_ok_at", UtcDateTime(), nullable=True),
 )
+
+#: Notification states. ``sending`` is committed before the send, so a row found ``sending``
+#: after its lease ran out is one whose worker died mid-send: its outcome is unknown.
+#: ``failed`` (dead letter) and ``unknown`` are listed by `escbridge jobs` and replayable.
+NOTIFY_PENDING, NOTIFY_SENDING, NOTIFY_SENT = "pending", "sending", "sent"
+NOTIFY_FAILED, NOTIFY_UNKNOWN = "failed", "unknown"
+NOTIFY_STATES = (NOTIFY_PENDING, NOTIFY_SENDING, NOTIFY_SENT, NOTIFY_FAILED, NOTIFY_UNKNOWN)
+
+#: Rows a notifier may still claim, written out for the partial index (as CLAIMABLE).
+NOTIFY_CLAIMABLE = sa.text("state IN ('pending', 'sending')")
+
+#: The outbox: one row per (escalation, notify target), written in the transaction that records
+#: the escalation, so a recorded escalation always has its notifications and a rolled-back one
+#: none. ``not_before``: the end of a digest window or of quiet hours; for a ``sending`` row,
+#: ``lease_until`` is when its worker is presumed dead. ``digest_of``: the row whose message
+#: carried this one (a digest), else NULL.
+notifications = sa.Table(
+    "notifications",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("instance", sa.String(100), nullable=False),
+    sa.Column("ticket_id", sa.String(100), nullable=False),
+    sa.Column("escalation_id", BigId, nullable=False),
+    sa.Column("target", sa.String(100), nullable=False),
+    sa.Column("context", Json, nullable=False),
+    sa.Column("state", sa.String(20), nullable=False),
+    sa.Column("attempts", sa.Integer(), nullable=False),
+    sa.Column("not_before", UtcDateTime(), nullable=False),
+    sa.Column("claimed_by", sa.String(200), nullable=True),
+    sa.Column("lease_until", UtcDateTime(), nullable=True),
+    sa.Column("last_error", sa.Text(), nullable=True),
+    sa.Column("created_at", UtcDateTime(), nullable=False),
+    sa.Column("sent_at", UtcDateTime(), nullable=True),
+    sa.Column("digest_of", BigId, nullable=True),
+    sa.UniqueConstraint("escalation_id", "target"),
+    sa.CheckConstraint(
+        "state IN ('pending', 'sending', 'sent', 'failed', 'unknown')", name="state_known"
+    ),
+    sa.Index(
+        "ix_notifications_claimable",
+        "target",
+        "not_before",
+        postgresql_where=NOTIFY_CLAIMABLE,
+        sqlite_where=NOTIFY_CLAIMABLE,
+    ),
+    sa.Index(None, "state"),
+    sa.Index(None, "instance", "ticket_id"),
+)

@@ -29,7 +29,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from escbridge.errors import LockLostError, StoreDataError, StoreUnavailableError
 from escbridge.model import EscalationRecord, Ticket, TicketEvent
 from escbridge.secrets import redact
-from escbridge.store import migrate
+from escbridge.store import migrate, outbox
 from escbridge.store import shadow as shadows
 from escbridge.store.database import (
     DEFAULT_URL,
@@ -43,6 +43,9 @@ from escbridge.store.records import (
     Enqueued,
     Intent,
     Job,
+    NewNotification,
+    Notification,
+    NotificationClaim,
     StoredEscalation,
     SyncCursor,
     TicketLock,
@@ -518,6 +521,15 @@ class TicketWrites:
     def save_shadows(self, writes: Sequence[ShadowWrite], now: datetime) -> None:
         """Keep each open ticket's shadow and next due time; drop those no longer open."""
         shadows.save(self._connection, writes, now)
+
+    def notify_windows(self, targets: Iterable[str]) -> dict[str, datetime]:
+        """Per target, when its open digest window began (targets without one left out)."""
+        return outbox.open_windows(self._connection, targets)
+
+    def add_notifications(self, rows: Sequence[NewNotification], now: datetime) -> int:
+        """Keep notifications to send, in this transaction (with the escalations they tell
+        of); a (escalation, target) pair kept before is not doubled. How many were new."""
+        return outbox.insert(self._connection, rows, now)
 
 
 def _lock_params(lock: TicketLock, **more: Any) -> dict[str, Any]:
@@ -1141,6 +1153,88 @@ class Store:
         """Per instance: (open tickets in the shadow, of which with a due time)."""
         with self._begin() as connection:
             return shadows.counts(connection)
+
+    # --- the notification outbox --------------------------------------------------------
+
+    def notification_targets_due(self, now: datetime) -> list[str]:
+        """Targets with a notification to send (or a stale claim to settle) at ``now``."""
+        with self._begin() as connection:
+            return outbox.due_targets(connection, now)
+
+    def notifications_due(self, now: datetime) -> int:
+        """How many notifications are due at ``now`` (pending, or stale ``sending``)."""
+        with self._begin() as connection:
+            return outbox.count_due(connection, now)
+
+    def earliest_notification(self) -> datetime | None:
+        """When the next pending notification may go out (None: none pending)."""
+        with self._begin() as connection:
+            return outbox.earliest_pending(connection)
+
+    def postpone_notifications(self, target: str, now: datetime, until: datetime) -> int:
+        """Hold the due notifications of ``target`` until ``until`` (its quiet hours)."""
+        with self._begin() as connection:
+            return outbox.postpone(connection, target, now, until)
+
+    def claim_notifications(
+        self,
+        target: str,
+        worker: str,
+        now: datetime,
+        lease: timedelta,
+        *,
+        digest: bool = False,
+        limit: int = 100,
+    ) -> NotificationClaim | None:
+        """The next message of ``target``, committed as ``sending`` before it is sent (see
+        :mod:`escbridge.store.outbox`); None when nothing of it is due."""
+        with self._begin() as connection:
+            return outbox.claim(connection, target, worker, now, lease, digest=digest, limit=limit)
+
+    def settle_notifications(
+        self,
+        held: NotificationClaim,
+        state: str,
+        now: datetime,
+        *,
+        error: str | None = None,
+        retry_at: datetime | None = None,
+    ) -> bool:
+        """End a claim as ``sent``, ``failed``, ``unknown`` or ``pending`` at ``retry_at``;
+        False (nothing written) when it was taken over. ``error`` is redacted here."""
+        reason = None if error is None else redact(error)
+        with self._begin() as connection:
+            return outbox.settle(connection, held, state, now, error=reason, retry_at=retry_at)
+
+    def renew_notifications(self, held: NotificationClaim, until: datetime) -> bool:
+        """Extend a claim (a slow send); False when it was taken over."""
+        with self._begin() as connection:
+            return outbox.renew(connection, held, until)
+
+    def notifications(
+        self,
+        states: Iterable[str],
+        *,
+        instance: str | None = None,
+        ticket_id: str | None = None,
+        ids: Sequence[int] | None = None,
+        limit: int | None = 100,
+    ) -> list[Notification]:
+        """Outbox rows in ``states``, oldest first."""
+        with self._begin() as connection:
+            return outbox.listed(
+                connection, states, instance=instance, ticket_id=ticket_id, ids=ids, limit=limit
+            )
+
+    def notification_counts(self) -> dict[str, int]:
+        """How many notifications are in each state (every state present, zero included)."""
+        with self._begin() as connection:
+            return outbox.counts(connection)
+
+    def replay_notifications(self, ids: Sequence[int] | None, now: datetime) -> list[int]:
+        """Send failed (and, named by id, unknown) notifications again; the ids requeued."""
+        with self._begin() as connection:
+            return outbox.replay(connection, ids, now)
 
     def drop_unseen_shadows(self, instance: str, before: datetime) -> int:
         """Drop the shadows of ``instance`` not seen since ``before``: at the end of a complete

@@ -64,7 +64,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["CAP_RESUMABLE_APPLY", "FreshdeskConnector"]
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 MAX_PAGES = 300  # GET /tickets refuses page 301 ("You cannot access tickets beyond the 300th page")
 BULK_MAX = 100  # ids per bulk_update (UNCONFIRMED; third-party docs say 100)

@@ -64,7 +64,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 INCREMENTAL_LAG = timedelta(seconds=60)  # Zendesk leaves out changes of the last minute
 GROUP_REFRESH_SECONDS = 60.0

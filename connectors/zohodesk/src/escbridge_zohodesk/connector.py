@@ -91,7 +91,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 # How a PATCH clears the team (a department-only destination). zohodesk-oas v1.0/Ticket.json
 # types ``updateTicketRequest.teamId`` as string/integer with pattern ``([0-9]*|null|undefined)``:
@@ -1018,8 +1018,8 @@ class ZohoDeskConnector(BaseConnector[ZohoDeskConfig, _Prepared]):
         if marker_field and marker_field not in by_name:
             problems.append(
                 f"the ticket field {marker_field} does not exist: add a single-line custom "
-                "field (README, Zoho Desk, 'The level marker'), set level_field, or use "
-                "level_marker: tag"
+                "field (docs/helpdesks/zohodesk.md, step 3: the level marker), set level_field, "
+                "or use level_marker: tag"
             )
         elif marker_field:
             notes.append(f"the level marker is kept in the ticket field {marker_field}")
