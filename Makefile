@@ -29,7 +29,7 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict src connectors/zendesk/src connectors/freshdesk/src connectors/zohodesk/src \
-		webhooks/src examples/acmedesk/src
+		webhooks/src examples/acmedesk/src scripts/docs_reference.py scripts/version.py scripts/dist.py
 
 unit: $(STAMP)
 	bash scripts/ensure-postgres.sh
