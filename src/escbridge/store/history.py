@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -20,15 +20,20 @@ from sqlalchemy.dialects import postgresql, sqlite
 from escbridge.store.database import unavailable_as_typed
 from escbridge.store.migrate import current_revision, head_revision, sqlite_file
 from escbridge.store.reads import reading
-from escbridge.store.records import Job, StoredEscalation, TicketState
+from escbridge.store.records import Job, Notification, StoredEscalation, TicketState
 from escbridge.store.schema import (
     DONE,
     FAILED,
+    NOTIFY_FAILED,
+    NOTIFY_PENDING,
+    NOTIFY_SENDING,
+    NOTIFY_SENT,
     PENDING,
     PROCESSING,
     escalations,
     inbox,
     instance_runs,
+    notifications,
     ticket_shadow,
     ticket_state,
 )
@@ -160,11 +165,14 @@ class TicketHistory:
     escalations: tuple[StoredEscalation, ...]
     state: TicketState | None
     shadow: Shadow | None
+    notifications: tuple[Notification, ...] = ()  # the outbox rows of its escalations
 
     @property
     def known(self) -> bool:
         """Whether escbridge has seen this ticket at all."""
-        return bool(self.jobs or self.escalations or self.state or self.shadow)
+        return bool(
+            self.jobs or self.escalations or self.state or self.shadow or self.notifications
+        )
 
     def timeline(self) -> list[Moment]:
         """What happened, oldest first (ties: in the order it happened within one step)."""
@@ -173,6 +181,7 @@ class TicketHistory:
             moments.extend(_job_moments(job))
         for escalation in self.escalations:
             moments.extend(_escalation_moments(escalation))
+        moments.extend(_notification_moment(n) for n in self.notifications)
         state = self.state
         if state is not None and state.intent is not None and state.intent_at is not None:
             to = state.intent.decision.destination
@@ -195,7 +204,15 @@ class TicketHistory:
                     + (f" at level {self.shadow.ticket.level}" if self.shadow.ticket.level else ""),
                 )
             )
-        order = {"event": 0, "escalation": 1, "note": 2, "job": 3, "state": 4, "due": 5}
+        order = {
+            "event": 0,
+            "escalation": 1,
+            "note": 2,
+            "notification": 3,
+            "job": 4,
+            "state": 5,
+            "due": 6,
+        }
         moments.sort(key=lambda m: (m.at, order.get(m.kind, 9)))
         if self.shadow is not None and self.shadow.due_at is not None:
             moments.append(
@@ -219,7 +236,8 @@ def _job_moments(job: Job) -> list[Moment]:
     if job.actor:
         extra.append(f"by {job.actor}")
     if job.occurred_at and job.kind != DUE_KIND:  # a due event occurs at its deadline
-        extra.append(f"occurred {job.occurred_at.isoformat(timespec='seconds')}")
+        occurred = job.occurred_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+        extra.append(f"occurred {occurred}")  # as the helpdesk dated it, written like `at`
     data = {"job": job.id, "event": job.kind, "source": source, "dedupe_key": job.dedupe_key}
     moments = [Moment(job.received_at, "event", text, tuple(extra), data)]
     tries = f"{job.attempts} attempt{'s' if job.attempts != 1 else ''}"
@@ -264,6 +282,40 @@ def _job_moments(job: Job) -> list[Moment]:
             )
         )
     return moments
+
+
+def _notification_moment(n: Notification) -> Moment:
+    """An outbox row: who was (or is to be) told of an escalation, and how that went."""
+    tries = f"{n.attempts} attempt{'s' if n.attempts != 1 else ''}"
+    head = f"notification #{n.id} to {n.target}"
+    data = {
+        "notification": n.id,
+        "escalation": n.escalation_id,
+        "target": n.target,
+        "state": n.state,
+        "attempts": n.attempts,
+        "digest_of": n.digest_of,
+        "error": n.last_error,
+    }
+    error = (n.last_error,) if n.last_error else ()
+    if n.state == NOTIFY_SENT:
+        digest = f" in digest #{n.digest_of}" if n.digest_of not in (None, n.id) else ""
+        return Moment(n.sent_at or n.created_at, "notification", f"{head} sent{digest}", (), data)
+    if n.state == NOTIFY_PENDING:
+        text = f"{head} due" + (f" again (after {tries})" if n.attempts else "")
+        return Moment(n.not_before, "notification", text, error, data)
+    if n.state == NOTIFY_SENDING:
+        text = f"{head} being sent by {n.claimed_by} (attempt {n.attempts})"
+        return Moment(n.lease_until or n.created_at, "notification", text, (), data)
+    replay = f"`escbridge jobs --replay-notification {n.id}`"
+    if n.state == NOTIFY_FAILED:
+        text = f"{head} failed after {tries}: replay with {replay}"
+    else:
+        text = (
+            f"{head}: outcome unknown (it may have gone out): check the channel or mailbox; "
+            f"{replay} sends it again"
+        )
+    return Moment(n.created_at, "notification", text, error, data)
 
 
 def _escalation_moments(e: StoredEscalation) -> list[Moment]:
@@ -348,6 +400,12 @@ def ticket_history(store: Store, instance: str, ticket_id: str) -> TicketHistory
             .mappings()
             .first()
         )
+        told = connection.execute(
+            sa.select(notifications)
+            .where(notifications.c.instance == instance, notifications.c.ticket_id == ticket_id)
+            .order_by(notifications.c.id)
+        ).mappings()
+        found_notifications = tuple(Notification.from_row(row) for row in told)
         shadow = (
             connection.execute(
                 sa.select(ticket_shadow).where(
@@ -364,6 +422,7 @@ def ticket_history(store: Store, instance: str, ticket_id: str) -> TicketHistory
         escalations=found,
         state=None if state is None else TicketState.from_row(state),
         shadow=None if shadow is None else Shadow.from_row(shadow),
+        notifications=found_notifications,
     )
 
 
@@ -440,6 +499,8 @@ class Overview:
     in_flight: dict[str, int] = field(default_factory=dict)  # intents not yet recorded
     due: dict[str, DueHead] = field(default_factory=dict)
     runs: dict[tuple[str, str], Run] = field(default_factory=dict)
+    #: per instance, the notifications of its escalations by state (pending, failed, …)
+    notifications: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 def overview(store: Store, now: datetime, *, lease_limit: int = 50) -> Overview:
@@ -504,6 +565,12 @@ def overview(store: Store, now: datetime, *, lease_limit: int = 50) -> Overview:
             result.due[str(name)] = DueHead(
                 int(n), int(d), int(late or 0), _aware(soonest) if soonest else None
             )
+        for name, told, count in connection.execute(
+            sa.select(notifications.c.instance, notifications.c.state, sa.func.count()).group_by(
+                notifications.c.instance, notifications.c.state
+            )
+        ):
+            result.notifications.setdefault(str(name), {})[str(told)] = int(count)
         rows = connection.execute(sa.select(instance_runs)).mappings().all()
         result.runs = {(row["instance"], row["kind"]): Run(**dict(row)) for row in rows}
     return result

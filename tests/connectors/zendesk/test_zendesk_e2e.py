@@ -17,6 +17,7 @@ from escbridge_zendesk.sandbox import TEST_SIGNING_SECRET, ZendeskSandbox
 from flask import Flask, request
 
 from escbridge.cli.connectors import run_check
+from escbridge.connector import Runtime
 from escbridge.errors import WebhookAuthError
 from escbridge.model import Actions, Priority, TicketEvent
 from escbridge.sandbox import ServerThread, serve
@@ -349,3 +350,23 @@ def test_webhooks_signed_with_another_secret_are_refused(
         assert sb.webhooks.flush()
     assert events == [] and refused and "does not match" in refused[0]
     assert sb.webhooks.deliveries[0].status == 401
+
+
+def test_events_occur_on_the_emulators_clock() -> None:
+    """A simulated day's webhook events are dated in that day (``escbridge history`` prints the
+    helpdesk's own date of each event), not on the machine's clock."""
+    day = datetime(2026, 3, 11, 9, 30, tzinfo=UTC)
+    sb = ZendeskSandbox(wall_clock=day.timestamp)
+    conn = ZendeskConnector(  # on the day's clock too: its replay window checks the date
+        connect("http://127.0.0.1:9").config,
+        instance="eu",
+        runtime=Runtime.simulated(FakeClock(day)),
+    )
+    app, events, refused = receiver(conn)
+    with serve(sb.app), serve(app) as hook_server:
+        sb.webhook_url = f"{hook_server.url}/webhooks/eu"
+        sb.create_ticket(subject="Printer on fire")
+        assert sb.webhooks.flush()
+    sb.webhooks.close()
+    assert refused == [] and events
+    assert {e.occurred_at for e in events} == {day}

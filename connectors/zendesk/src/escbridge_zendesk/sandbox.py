@@ -524,7 +524,9 @@ class ZendeskSandbox(Emulator):
                     else {"current": current, "previous": previous},
                     "id": str(uuid.uuid4()),
                     "subject": f"zen:ticket:{after['id']}",
-                    "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+                    "time": datetime.fromtimestamp(self._now(), UTC).strftime(
+                        "%Y-%m-%dT%H:%M:%S.%fZ"
+                    ),  # the emulator's clock: a simulated day's events occur in that day
                     "type": f"zen:event-type:{kind}",
                     "zendesk_event_version": "2022-11-06",
                 }
