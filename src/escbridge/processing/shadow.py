@@ -9,6 +9,11 @@ escalation in it: the next deadline counts from there (time at the new level, th
 That instant is never later than the true one — the helpdesk stamps the write a moment after
 the decision — so a deadline is never missed; at worst the due ticket is read once, found not
 due yet, and queued again at its exact instant.
+
+The free-text fields (description, latest comment) are kept only when the matrix reads them,
+and the shadow records which it holds: after an edit that starts reading one, the shadows
+without it are not passed over by a scan (``escbridge.store.shadow.unchanged``) but decided
+again with the ticket as the helpdesk has it.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from escbridge.conditions.ast import FieldTest, KeywordTest, walk
 from escbridge.matrix import Matrix
 from escbridge.model import Actions, Decision, EscalationRecord, Status, Ticket
 from escbridge.store import Shadow, ShadowWrite, Store
+from escbridge.store.shadow import partial_stamp
 
 if TYPE_CHECKING:
     from escbridge.policy import Choice
@@ -122,13 +128,19 @@ class Shadower:
             due = self.engine.next_due(ticket, history, now)
         blank = {name: "" for name in TEXT_FIELDS if name not in self.text}
         kept = ticket.model_copy(update=blank) if blank else ticket
-        return ShadowWrite(instance, ticket.id, kept, due, self.engine.matrix.digest)
+        return ShadowWrite(instance, ticket.id, kept, due, self.engine.matrix.digest, self.text)
 
     def refresh(self, store: Store, now: datetime) -> int:
         """Compute again the due times stored under another matrix than this engine's (the
         matrix was edited), from the shadows and histories alone — no helpdesk call — so a
-        deadline the old matrix did not have is not missed. How many were stored."""
+        deadline the old matrix did not have is not missed. How many were stored.
+
+        A shadow without a text field this matrix reads (it was blanked under the old one) is
+        stamped partial (:func:`~escbridge.store.shadow.partial_stamp`): its due time stands,
+        computed without that text, but a scan decides the ticket again rather than pass it
+        over, so a new keyword rule meets the text it looks for."""
         digest = self.engine.matrix.digest
+        partial = partial_stamp(digest)
         done = 0
         after: tuple[str, str] | None = None
         while stale := store.stale_shadows(digest, after, self.CHUNK):
@@ -142,6 +154,8 @@ class Shadower:
                 for shadow in group:
                     ticket = shadow.ticket.model_copy(update={"instance": instance})
                     write = self.write(ticket, histories.get(shadow.ticket_id, []), now)
-                    updated.append(dataclasses.replace(shadow, due_at=write.due_at))
+                    held = shadow.text is not None and self.text <= shadow.text
+                    stamp = digest if held else partial
+                    updated.append(dataclasses.replace(shadow, due_at=write.due_at, matrix=stamp))
             done += store.redate_shadows(updated, digest)
         return done

@@ -8,6 +8,13 @@ rows whose instant has come into the inbox as ``due`` events (:func:`take_due`),
 take the one processing path: the ticket is read once, decided, applied and recorded, and
 its next due time computed again.
 
+The ``matrix`` column says what the shadow is good for. The digest of a matrix: its due time
+was computed under that matrix and it holds every free-text field that matrix reads, so a scan
+may pass the ticket over (:func:`unchanged`). That digest's :func:`partial_stamp`: the due
+time was computed under the matrix, but a text field it reads was not kept (the shadow was
+written under an earlier matrix), so the ticket is decided again when a scan meets it. Which
+text fields a shadow holds is recorded in its ticket document (``_text``).
+
 :class:`~escbridge.store.Store` wraps these for callers; the record phase writes shadows in
 its own transaction through :class:`~escbridge.store.TicketWrites`.
 """
@@ -31,6 +38,10 @@ DUE_KIND = "due"
 
 _CHUNK = 500
 
+#: The key of the shadow's ticket document listing the free-text fields it holds (the others
+#: were blanked); not a Ticket field. Absent from shadows written before it was recorded.
+_TEXT = "_text"
+
 
 @dataclass(frozen=True)
 class ShadowWrite:
@@ -42,6 +53,7 @@ class ShadowWrite:
     ticket: Ticket | None
     due_at: datetime | None = None
     matrix: str | None = None  # the digest of the matrix due_at was computed under
+    text: frozenset[str] = frozenset()  # the free-text fields ``ticket`` holds, even if empty
 
 
 @dataclass(frozen=True)
@@ -55,18 +67,29 @@ class Shadow:
     seen_at: datetime
     shadowed_at: datetime
     matrix: str | None = None
+    text: frozenset[str] | None = None  # the free-text fields it holds; None: not recorded
 
     @classmethod
     def from_row(cls, row: Any) -> Shadow:
+        document = dict(row["ticket"])
+        text = document.pop(_TEXT, None)
         return cls(
             instance=row["instance"],
             ticket_id=row["ticket_id"],
-            ticket=Ticket.model_validate(row["ticket"]),
+            ticket=Ticket.model_validate(document),
             due_at=row["due_at"],
             seen_at=row["seen_at"],
             shadowed_at=row["shadowed_at"],
             matrix=row["matrix"],
+            text=None if text is None else frozenset(text),
         )
+
+
+def partial_stamp(digest: str) -> str:
+    """The ``matrix`` stamp of a shadow whose due time was computed under the matrix
+    ``digest`` but which lacks a free-text field that matrix reads. As long as a digest (the
+    column's width) and never equal to one: a digest is hexadecimal."""
+    return "~" + digest[1:]
 
 
 def due_key(ticket_id: str, due_at: datetime) -> str:
@@ -108,7 +131,10 @@ def save(connection: sa.Connection, writes: Sequence[ShadowWrite], now: datetime
             "instance": w.instance,
             "ticket_id": w.ticket_id,
             # Defaults left out: a smaller row to write on every recorded decision.
-            "ticket": w.ticket.model_dump(mode="json", exclude_defaults=True),
+            "ticket": {
+                **w.ticket.model_dump(mode="json", exclude_defaults=True),
+                _TEXT: sorted(w.text),
+            },
             "due_at": w.due_at,
             "seen_at": now,
             "shadowed_at": now,
@@ -192,9 +218,16 @@ def stale(
     connection: sa.Connection, matrix: str, after: tuple[str, str] | None, limit: int
 ) -> list[Shadow]:
     """Shadows whose due time was computed under another matrix than ``matrix``, in key
-    order from after ``after`` (instance, ticket id): one pass, whatever others write."""
+    order from after ``after`` (instance, ticket id): one pass, whatever others write. Also
+    those stamped ``matrix`` that do not say which text fields they hold (written before
+    shadows recorded it): the refresh stamps them partial, so a scan decides them once more."""
+    column = ticket_shadow.c.matrix
     query = sa.select(ticket_shadow).where(
-        sa.or_(ticket_shadow.c.matrix.is_(None), ticket_shadow.c.matrix != matrix)
+        sa.or_(
+            column.is_(None),
+            column.not_in((matrix, partial_stamp(matrix))),
+            sa.and_(column == matrix, ticket_shadow.c.ticket[_TEXT].as_string().is_(None)),
+        )
     )
     if after is not None:
         query = query.where(
@@ -205,10 +238,13 @@ def stale(
 
 
 def redate(connection: sa.Connection, shadows: Sequence[Shadow], matrix: str) -> int:
-    """Store each shadow's new due time and matrix, unless the shadow was written since it
-    was read (its writer computed a newer one); how many were stored."""
+    """Store each shadow's new due time, computed under ``matrix``, and its stamp: ``matrix``,
+    or the partial one when the shadow is so stamped (it lacks a text field the matrix reads) —
+    unless the shadow was written since it was read (its writer computed a newer one); how
+    many were stored."""
     if not shadows:
         return 0
+    partial = partial_stamp(matrix)
     statement = (
         sa.update(ticket_shadow)
         .where(
@@ -216,7 +252,7 @@ def redate(connection: sa.Connection, shadows: Sequence[Shadow], matrix: str) ->
             ticket_shadow.c.ticket_id == sa.bindparam("p_ticket_id"),
             ticket_shadow.c.shadowed_at == sa.bindparam("p_shadowed_at"),
         )
-        .values(due_at=sa.bindparam("p_due_at"), matrix=matrix)
+        .values(due_at=sa.bindparam("p_due_at"), matrix=sa.bindparam("p_matrix"))
     )
     params = [
         {
@@ -224,6 +260,7 @@ def redate(connection: sa.Connection, shadows: Sequence[Shadow], matrix: str) ->
             "p_ticket_id": s.ticket_id,
             "p_shadowed_at": s.shadowed_at,
             "p_due_at": s.due_at,
+            "p_matrix": partial if s.matrix == partial else matrix,
         }
         for s in shadows
     ]
@@ -252,7 +289,8 @@ def unchanged(
     at ``now``. Deciding them again would decide what is already decided: ``next_due`` is
     exact, so until their due time only a change to the ticket, its history or the matrix can
     change their decision, and each of those is excluded here — a changed ticket has a new
-    version, an escalation writes the ticket, a changed matrix another digest. Tickets with
+    version, an escalation writes the ticket, a changed matrix another digest (and a shadow
+    refreshed for it without a text field it reads only the :func:`partial_stamp`). Tickets with
     work in flight (a write intent, an unfinished or dead-lettered inbox job; a due ticket
     moved into the inbox has its due time cleared) are left to be decided as ever.
 
