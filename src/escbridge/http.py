@@ -441,7 +441,7 @@ class ApiClient:
         except requests.ConnectionError as exc:
             # ConnectTimeout is a ConnectionError: the request never reached the server. A
             # connection reset after sending is one too, and may hide a write carried out.
-            if repeatable or _not_sent(exc):
+            if repeatable or not_sent(exc):
                 kind = "timed out" if isinstance(exc, requests.Timeout) else "could not connect"
                 unreachable = TransientError(
                     f"{kind} ({type(exc).__name__})", method=method, url=safe_url
@@ -615,7 +615,7 @@ class ApiClient:
         return f"ApiClient({self.base_url!r})"
 
 
-def _not_sent(exc: BaseException) -> bool:
+def not_sent(exc: BaseException) -> bool:
     """Whether a connection error provably happened before the request was sent (refused,
     connect timeout, name not resolved): looked for along the chain of wrapped errors."""
     if isinstance(exc, requests.ConnectTimeout):

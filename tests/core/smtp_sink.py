@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import base64
 import socketserver
+import ssl
 import threading
 from dataclasses import dataclass, field
 from email import message_from_bytes
 from email.message import Message
+from pathlib import Path
 from typing import Any
 
 
@@ -43,6 +45,7 @@ class SmtpSink:
     faults: Faults = field(default_factory=Faults)
     host: str = "127.0.0.1"
     port: int = 0
+    tls: ssl.SSLContext | None = None  # offer STARTTLS with this server context
     _server: Any = None
 
     def start(self) -> SmtpSink:
@@ -64,7 +67,14 @@ class SmtpSink:
                     verb = line.split(" ", 1)[0].upper()
                     if verb in ("EHLO", "HELO"):
                         self.say("250-sink")
+                        if sink.tls is not None and not isinstance(self.request, ssl.SSLSocket):
+                            self.say("250-STARTTLS")
                         self.say("250 AUTH PLAIN")
+                    elif verb == "STARTTLS" and sink.tls is not None:
+                        self.say("220 go ahead")
+                        self.request = sink.tls.wrap_socket(self.request, server_side=True)
+                        self.rfile = self.request.makefile("rb")
+                        self.wfile = self.request.makefile("wb")
                     elif verb == "AUTH":
                         parts = line.split(" ")
                         decoded = base64.b64decode(parts[2]).split(b"\0") if len(parts) > 2 else []
@@ -117,3 +127,46 @@ class SmtpSink:
     def stop(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+def self_signed(directory: Path) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """A throw-away certificate for 127.0.0.1: (the server's context, a client context that
+    trusts it and nothing else)."""
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = directory / "cert.pem", directory / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(cert_file, key_file)
+    client = ssl.create_default_context(cafile=str(cert_file))
+    return server, client

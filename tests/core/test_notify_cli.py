@@ -224,3 +224,38 @@ def test_a_worker_does_not_start_while_a_notify_variable_is_unset(
 
     assert code == 1
     assert "HOOK_SECRET" in out and "audit" in out
+
+
+def test_status_counts_notifications_and_asks_for_attention_to_the_failed_ones(
+    store, store_url, capsys
+):
+    from escbridge.cli.status import configure_status_parser, run_status
+
+    _outbox(store)
+
+    code, out = command(configure_status_parser, run_status)(capsys, "--store", store_url)
+
+    assert code == 1
+    assert "notifications: 0 waiting, 1 failed, 1 unknown; 1 sent" in out
+    assert "zd: 2 notifications failed or of unknown outcome" in out
+
+
+def test_validate_warns_of_an_unset_notification_secret_and_still_passes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`validate` contacts nothing and may run where the secrets are not (CI): an unset
+    ``${VAR}`` of a target is a warning naming the variable and the target, exit 0."""
+    from escbridge.cli import main
+
+    path = tmp_path / "matrix.yaml"
+    path.write_text(MATRIX % (HOOK, 2525), encoding="utf-8")
+    monkeypatch.setenv("HOOK_SECRET", "whsec-value-for-the-test")
+    monkeypatch.setenv("SMTP_PASSWORD", "smtp-password-for-the-test")
+    monkeypatch.delenv("SLACK_URL", raising=False)
+    assert main(["validate", str(path)]) == 0
+    err = capsys.readouterr().err
+    assert "SLACK_URL" in err and "leads" in err and err.startswith("warning:")
+    assert "whsec-value-for-the-test" not in err and "smtp-password" not in err
+    monkeypatch.setenv("SLACK_URL", SLACK)
+    assert main(["validate", str(path)]) == 0
+    assert "warning" not in capsys.readouterr().err

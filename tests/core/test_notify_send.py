@@ -218,3 +218,55 @@ def test_an_smtp_server_that_is_not_there_is_a_retry():
     )
 
     assert delivery.outcome == "retry"
+
+
+def test_starttls_is_used_before_the_password_is_sent(tmp_path):
+    from smtp_sink import self_signed
+
+    server_tls, client_tls = self_signed(tmp_path)
+    sink = SmtpSink(tls=server_tls).start()
+    try:
+        delivery = send.send_mail(
+            host=sink.host,
+            port=sink.port,
+            security="starttls",
+            username=sink.user,
+            password=sink.password,
+            mail=mail(),
+            recipients=["lead@example.com"],
+            timeout=5,
+            context=client_tls,
+        )
+        untrusted = send.send_mail(
+            host=sink.host,
+            port=sink.port,
+            security="starttls",
+            username=sink.user,
+            password=sink.password,
+            mail=mail(),
+            recipients=["lead@example.com"],
+            timeout=5,
+        )
+    finally:
+        sink.stop()
+
+    assert delivery.outcome == "sent", delivery.detail
+    assert sink.received[0].user == "escbridge"
+    assert untrusted.outcome == "failed" and "certificate not trusted" in untrusted.detail
+    assert len(sink.received) == 1
+
+
+def test_a_server_without_starttls_is_refused_before_the_password(sink):
+    delivery = send.send_mail(
+        host=sink.host,
+        port=sink.port,
+        security="starttls",
+        username=sink.user,
+        password=sink.password,
+        mail=mail(),
+        recipients=["lead@example.com"],
+        timeout=5,
+    )
+
+    assert delivery.outcome == "failed" and "does not offer STARTTLS" in delivery.detail
+    assert sink.received == []

@@ -480,3 +480,25 @@ def test_two_notifiers_at_once_send_each_notification_once(make, helpdesk, http,
     deliveries = [c.request.headers["X-Escbridge-Delivery"] for c in http.calls]
     assert len(deliveries) == 20 and len(set(deliveries)) == 20
     assert store.notification_counts()["sent"] == 20
+
+
+def test_the_ticket_history_shows_who_was_told_and_what_failed(make, helpdesk, http, store):
+    from escbridge.cli.history import format_history
+    from escbridge.store.history import ticket_history
+
+    helpdesk.add("1", tags=["vip"])
+    processor = make()
+    processor.enqueue(event("1"))
+    processor.run_once()
+    http.post(HOOK, status=200)
+    http.post(SLACK, status=410, body="channel_is_archived")
+    deliver(processor)
+
+    found = ticket_history(store, "fake", "1")
+    text = format_history(found, found.notifications[0].created_at)
+
+    audit, leads = sorted(found.notifications, key=lambda n: n.target)
+    assert f"notification #{audit.id} to audit sent" in text
+    assert f"notification #{leads.id} to leads failed after 1 attempt" in text
+    assert f"`escbridge jobs --replay-notification {leads.id}`" in text
+    assert "channel_is_archived" in text

@@ -37,7 +37,7 @@ from escbridge.matrix import load_matrix
 from escbridge.sandbox.backlog import SandboxSet, default_matrix_path, realistic_backlog
 from escbridge.sandbox.demo import DayFigures
 from escbridge.sandbox.driver import available_drivers
-from escbridge.store import Store
+from escbridge.store import NOTIFY_STATES, Store
 
 pytestmark = pytest.mark.slow
 
@@ -224,6 +224,44 @@ def test_a_story_moved_by_another_rule_than_its_title_names_fails_the_demo(
         "  A VIP ticket goes idle (vip): expected l2 by rule vip-idle, "
         "got l2 by rule vip-left-waiting"
     ]
+
+
+def test_each_escalation_notifies_its_targets_once_at_the_local_sinks(demo: DemoRun) -> None:
+    """The demo's targets: the team chat and the audit webhook for every escalation past the
+    first level, Teams and mail for the top level; what the sinks received (printed) is what
+    the store says was sent, one message per escalation and target."""
+    store = Store(f"sqlite:///{demo.store}")
+    try:
+        escalations = store.escalations()
+        rows = store.notifications(NOTIFY_STATES, limit=None)
+    finally:
+        store.close()
+    assert {row.state for row in rows} == {"sent"}
+    sent = Counter(row.target for row in rows)
+    to_top = sum(1 for e in escalations if e.to_level == "l3")
+    assert sent == {
+        "team-chat": len(escalations),
+        "audit": len(escalations),
+        "managers-teams": to_top,
+        "managers-mail": to_top,
+    }
+    per_escalation = Counter((row.escalation_id, row.target) for row in rows)
+    assert set(per_escalation.values()) == {1}
+    printed = {
+        target: (int(received), int(stored))
+        for target, received, stored in re.findall(
+            r"^  (\S+)\s+(?:Slack|Teams|e-mail|signed webhook)\s+(\d+) received, "
+            r"(\d+) sent in the store$",
+            demo.text,
+            re.MULTILINE,
+        )
+    }
+    assert printed == {target: (n, n) for target, n in sent.items()}
+    total = sum(sent.values())
+    assert (
+        f"Notifications: {total} messages to the demo's own targets, each delivered once, "
+        "to local sinks (nothing left this machine):"
+    ) in demo.text
 
 
 def test_no_ticket_is_escalated_to_the_same_place_twice(demo: DemoRun) -> None:

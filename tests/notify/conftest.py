@@ -7,7 +7,6 @@ import datetime as dt
 import ipaddress
 import ssl
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -15,16 +14,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from notify_harness import SMTP_PASSWORD, SMTP_USER
+from notify_harness import SMTP_PASSWORD, SMTP_USER, Tls
 
 from escbridge.sandbox.sinks import HttpSink, SmtpSink
-
-
-@dataclass(frozen=True)
-class Tls:
-    server: ssl.SSLContext
-    client: ssl.SSLContext  # trusts only the throw-away certificate
-    cafile: Path  # the certificate, for a client in another process
 
 
 @pytest.fixture(scope="session")

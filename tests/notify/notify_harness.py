@@ -81,6 +81,13 @@ EVERY_TARGET = "[leads-slack, leads-bot, managers-teams, managers-mail, audit]"
 PATHS = {"leads-slack": "/slack", "managers-teams": "/teams", "audit": "/hook"}
 
 
+@dataclass(frozen=True)
+class Tls:
+    server: ssl.SSLContext
+    client: ssl.SSLContext  # trusts only the throw-away certificate
+    cafile: Path  # the certificate, for a client in another process
+
+
 @dataclass
 class World:
     store: Store
@@ -115,16 +122,21 @@ class World:
 
 
 class ShortReads(requests.Session):
-    """A session whose read timeout is short, so that a test whose sink holds the answer sees
-    the client give up first (the sink answers only once released: the order is fixed)."""
+    """A session whose first ``times`` requests have a short read timeout: the requests a
+    test's sink holds, so the client gives up first (the sink answers only once released:
+    the order is fixed). Later requests keep the senders' own timeouts, so a slow machine
+    cannot turn an answered request into a lost one."""
 
-    def __init__(self, read_timeout: float = 0.5) -> None:
+    def __init__(self, times: int = 1, read_timeout: float = 0.5) -> None:
         super().__init__()
+        self.times = times
         self.read_timeout = read_timeout
 
     def request(self, *args: Any, **kwargs: Any) -> requests.Response:  # type: ignore[override]
-        connect, _ = kwargs.get("timeout") or (5.0, 20.0)
-        kwargs["timeout"] = (connect, self.read_timeout)
+        if self.times > 0:
+            self.times -= 1
+            connect, _ = kwargs.get("timeout") or (5.0, 20.0)
+            kwargs["timeout"] = (connect, self.read_timeout)
         return super().request(*args, **kwargs)
 
 

@@ -20,12 +20,12 @@ from email.policy import default as email_policy
 from pathlib import Path
 
 import pytest
-from conftest import Tls
 from notify_harness import (
     PATHS,
     SECRET,
     SMTP_PASSWORD,
     SMTP_USER,
+    Tls,
     World,
     build_world,
 )

@@ -291,7 +291,7 @@ def validate_config(path: Path, *, registry: Registry | None = None) -> int:
     nothing or a connector cannot be loaded (or the matrix has a rule that can never fire),
     0 otherwise; warnings (a destination without a group on some instance) keep 0.
     """
-    from escbridge.cli.matrix import lint_matrix
+    from escbridge.cli.matrix import lint_matrix, unset_secrets
 
     try:
         config = _load_without_secrets(path)
@@ -327,7 +327,7 @@ def validate_config(path: Path, *, registry: Registry | None = None) -> int:
             errors.append(problem)
         elif (warning := route.warning()) is not None:
             print(f"warning: {warning}", file=sys.stderr)
-    for warning in warnings:
+    for warning in [*warnings, *unset_secrets(matrix)]:
         print(f"warning: {warning}", file=sys.stderr)
     for error in errors:
         print(f"error: {error}", file=sys.stderr)

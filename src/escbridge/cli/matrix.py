@@ -191,7 +191,7 @@ def run_validate(args: argparse.Namespace) -> int:
     if misspelt:
         return invalid(InvalidInputError(misspelt))
     warnings = lint_matrix(matrix)
-    for warning in warnings:
+    for warning in [*warnings, *unset_secrets(matrix)]:
         print(f"warning: {warning}", file=sys.stderr)
     print(
         f"{path}: ok — {plural(len(matrix.levels), 'level')}, "
@@ -210,6 +210,17 @@ def _holds_config(path: Path) -> bool:
         return is_config(parse_yaml(path.read_text(encoding="utf-8"), str(path)).data)
     except (OSError, UnicodeDecodeError, InvalidInputError):
         return False
+
+
+def unset_secrets(matrix: Matrix) -> list[str]:
+    """The notification targets whose ``${VAR}`` is not set here: a warning for `validate`,
+    which contacts nothing and may run where the secrets are not (CI); the worker refuses to
+    start without them."""
+    import os
+
+    from escbridge.notify.model import environment_problems
+
+    return environment_problems(matrix, os.environ)
 
 
 def lint_matrix(matrix: Matrix) -> list[str]:

@@ -1,11 +1,13 @@
 """`escbridge status`: the whole installation at a glance, from the store alone (fast).
 
 Per instance: whether it is configured and how its last `check` went (when one was recorded),
-its queue (waiting, retrying, claimed by a worker), dead letters, its last sync and what it
-came to, and its due-queue's head; then the leases held (sync runs, tickets being decided) and
+its queue (waiting, retrying, claimed by a worker), dead letters, the notifications of its
+escalations (waiting, failed, unknown, sent), its last sync and what it came to, and its
+due-queue's head; then the leases held (sync runs, tickets being decided) and
 the schema version against the one this escbridge needs. No helpdesk is called.
 
-Exit codes: 0 nothing needs attention; 1 something does (dead letters, the schema not at this
+Exit codes: 0 nothing needs attention; 1 something does (dead letters, notifications failed
+or of unknown outcome, the schema not at this
 version, a last check that found the instance not ready, a last sync that did not get
 through, a deadline overdue by more than :data:`OVERDUE_GRACE` — no worker acting on the
 due-queue), each named in a "needs attention" line; 2 invalid input.
@@ -51,10 +53,11 @@ OVERDUE_GRACE = timedelta(minutes=5)
 
 def configure_status_parser(parser: argparse.ArgumentParser) -> None:
     parser.description = (
-        "Per instance: readiness (last `check`), queue depth, dead letters, last sync and its "
-        "result, due-queue head; leases held; the schema version. Reads the store only. "
-        "Exit 1 when something needs attention (dead letters, schema not current, an instance "
-        "not ready at its last check, a failed last sync, overdue deadlines), else 0."
+        "Per instance: readiness (last `check`), queue depth, dead letters, notifications, "
+        "last sync and its result, due-queue head; leases held; the schema version. Reads the "
+        "store only. Exit 1 when something needs attention (dead letters, notifications failed "
+        "or of unknown outcome, schema not current, an instance not ready at its last check, a "
+        "failed last sync, overdue deadlines), else 0."
     )
     _add_store_arguments(parser)
     parser.add_argument("--format", choices=("text", "json"), default="text")
@@ -107,7 +110,7 @@ def status_report(store: Store, configured: dict[str, str | None], now: datetime
     if seen.schema is not None:
         attention.append(f"store {seen.schema}")
         return status
-    names = set(seen.queues) | set(seen.due) | {i for i, _ in seen.runs}
+    names = set(seen.queues) | set(seen.due) | {i for i, _ in seen.runs} | set(seen.notifications)
     names |= {lease.instance for lease in seen.leases if lease.ticket_id == LEASE_TICKET_ID}
     for name in sorted(names - set(configured)):
         status.instances[name] = None
@@ -118,6 +121,14 @@ def status_report(store: Store, configured: dict[str, str | None], now: datetime
                 f"{name}: {plural(queue.failed, 'dead letter')} — `escbridge jobs --failed "
                 f"--instance {name}` says why; `escbridge jobs retry --all-failed` replays them "
                 "once the cause is fixed"
+            )
+        told = seen.notifications.get(name, {})
+        trouble = told.get("failed", 0) + told.get("unknown", 0)
+        if trouble:
+            attention.append(
+                f"{name}: {plural(trouble, 'notification')} failed or of unknown outcome — "
+                f"`escbridge jobs --failed --instance {name}` says why; "
+                "`escbridge jobs --replay-notification ID` sends one again"
             )
         check = seen.runs.get((name, CHECK))
         if check is not None and not check.ok:
@@ -190,6 +201,13 @@ def _instance_lines(status: Status, name: str, helpdesk: str | None, now: dateti
         if oldest is not None:
             dead += f" (oldest {_time(oldest)})"
         lines.append(f"  queue: {waiting}; {dead}; {queue.done} done")
+    told = seen.notifications.get(name)
+    if told:
+        queued = told.get("pending", 0) + told.get("sending", 0)
+        lines.append(
+            f"  notifications: {queued} waiting, {told.get('failed', 0)} failed, "
+            f"{told.get('unknown', 0)} unknown; {told.get('sent', 0)} sent"
+        )
     in_flight = seen.in_flight.get(name)
     if in_flight:
         lines.append(
@@ -268,6 +286,7 @@ def status_json(status: Status) -> dict[str, Any]:
             "queue": queue.as_json() if queue is not None else None,
             "oldest_dead_letter": oldest.isoformat() if oldest is not None else None,
             "writes_in_flight": seen.in_flight.get(name, 0),
+            "notifications": seen.notifications.get(name, {}),
             "last_sync": sync.as_json() if sync is not None else None,
             "due": None
             if due is None

@@ -76,15 +76,6 @@ class NotifyReport:
         return self.sent + self.retried + self.failed + self.unknown
 
 
-def notify_backoff(
-    attempt: int, rng: random.Random, base: float = 30.0, cap: float = 3600.0
-) -> float:
-    """Seconds before retry ``attempt`` (1-based): exponential from ``base``, capped, with
-    equal jitter (the inbox's rule: escbridge.processing.worker.backoff_delay)."""
-    ceiling = min(cap, base * 2.0 ** (attempt - 1))
-    return ceiling / 2 + rng.uniform(0, ceiling / 2)
-
-
 def outbox_rows(
     matrix: Matrix,
     decision: Decision,
@@ -205,8 +196,13 @@ class Notifier:
         self.environ = os.environ if environ is None else environ
         self.lease = lease
         self.max_attempts = max_attempts
-        rng = random.Random()
-        self.backoff = backoff or (lambda attempt: notify_backoff(attempt, rng))
+        if backoff is None:  # the inbox's rule, from a notification's first retry delay
+            from escbridge.processing.settings import ProcessingConfig
+            from escbridge.processing.worker import NOTIFY_FIRST_RETRY, backoff_delay
+
+            rng, defaults = random.Random(), ProcessingConfig(backoff_seconds=NOTIFY_FIRST_RETRY)
+            backoff = lambda attempt: backoff_delay(attempt, defaults, rng)  # noqa: E731
+        self.backoff = backoff
         self.redactor = redactor or Redactor()
         self.session = session
         self.ssl_context = ssl_context
@@ -513,7 +509,6 @@ __all__ = [
     "UNKNOWN_HINT",
     "Notifier",
     "NotifyReport",
-    "notify_backoff",
     "outbox_rows",
     "send_message",
 ]

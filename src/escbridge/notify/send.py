@@ -36,7 +36,7 @@ from urllib.parse import urlsplit
 
 import requests
 
-from escbridge.http import _not_sent, parse_retry_after
+from escbridge.http import not_sent, parse_retry_after
 
 Outcome = Literal["sent", "retry", "failed", "unknown"]
 
@@ -109,7 +109,7 @@ def post(
         )
     except requests.RequestException as error:
         kind = type(error).__name__
-        if _not_sent(error):
+        if not_sent(error):
             return Delivery("retry", f"{where}: not reached ({kind})"), None
         return Delivery("unknown", f"{where}: no answer after sending ({kind})"), None
     status = response.status_code

@@ -130,6 +130,10 @@ def classify(error: BaseException) -> Failure:
     return Failure(True, reason)
 
 
+#: The first retry delay of a notification, at least (seconds): see ``Processor._notify_backoff``.
+NOTIFY_FIRST_RETRY = 30.0
+
+
 def backoff_delay(attempt: int, settings: ProcessingConfig, rng: random.Random) -> float:
     """Seconds before retry ``attempt`` (1-based): exponential, capped, with "equal jitter"."""
     growth: float = 2.0 ** (attempt - 1)
@@ -242,8 +246,15 @@ class Processor:
             from escbridge.notify.deliver import Notifier, Outbox
             from escbridge.secrets import Redactor
 
-            if self.notifier is None:
-                self.notifier = Notifier(store, matrix.notify, redactor=Redactor(self.secrets))
+            if self.notifier is None:  # retried, leased and dead-lettered as inbox events are
+                self.notifier = Notifier(
+                    store,
+                    matrix.notify,
+                    redactor=Redactor(self.secrets),
+                    lease=self.settings.lease,
+                    max_attempts=self.settings.max_attempts,
+                    backoff=self._notify_backoff,
+                )
             outbox = Outbox(matrix, self._agent_url, on_written=self._notification_written)
         self.recorder = Recorder(store, self.shadower, on_due=self._due_recorded, outbox=outbox)
         self.own_writes = OwnWrites()
@@ -469,6 +480,21 @@ class Processor:
         except StoreUnavailableError as store_error:
             # The row keeps its lease and comes back when it expires: still not lost.
             log.error("%s failed (%s) and could not be rescheduled: %s", where, reason, store_error)
+
+    def _backoff(self, attempt: int) -> float:
+        """Seconds before retry ``attempt`` of a job (settings, jitter)."""
+        with self._rng_lock:
+            return backoff_delay(attempt, self.settings, self.rng)
+
+    def _notify_backoff(self, attempt: int) -> float:
+        """Seconds before retry ``attempt`` of a notification: the jobs' rule from at least
+        ``NOTIFY_FIRST_RETRY`` seconds, so the retries outlast a chat or mail outage of half an
+        hour or more (30 s doubling to the 15-minute cap: about 35–45 minutes over 8 attempts)
+        before a person is asked to replay, where an inbox event gives up in minutes."""
+        first = max(self.settings.backoff_seconds, NOTIFY_FIRST_RETRY)
+        settings = self.settings.model_copy(update={"backoff_seconds": first})
+        with self._rng_lock:
+            return backoff_delay(attempt, settings, self.rng)
 
     def _uniform(self, low: float, high: float) -> float:
         with self._rng_lock:

@@ -38,8 +38,10 @@ from typing import TYPE_CHECKING, Any
 from escbridge.errors import DemoError
 from escbridge.model import Channel, Priority, Status
 from escbridge.sandbox.backlog import SandboxSet, config_yaml, default_matrix_path
+from escbridge.sandbox.demo_notify import DemoNotifications, demo_matrix, tally
 from escbridge.sandbox.driver import SandboxDriver, SimClock, TicketSpec
 from escbridge.sandbox.emulator import ServerThread, quiet_werkzeug
+from escbridge.sandbox.sinks import HttpSink, SinkUnavailable, SmtpSink
 from escbridge.store import DUE_KIND
 from escbridge.sync import CallCounter, Syncer, SyncOptions, SyncReport, build_sync_processor
 from escbridge.wording import plural
@@ -134,10 +136,11 @@ class DemoResult:
     access: dict[str, str] = field(default_factory=dict)  # instance -> how to read a ticket
     workdir: Path | None = None  # kept with --keep: escbridge.yaml for the sandboxes
     duration: float = 0.0
+    notifications: DemoNotifications | None = None  # what the local sinks received
 
     @property
     def ok(self) -> bool:
-        return not self.missing
+        return not self.missing and not (self.notifications and self.notifications.problems)
 
 
 # --- the simulated day ---------------------------------------------------------------------------
@@ -323,6 +326,14 @@ class _Day:
                 if not report.claimed:
                     break
             if not claimed:
+                self.notify()
+                return
+
+    def notify(self) -> None:
+        """Deliver the notifications due now, as the worker loop does after the inbox."""
+        for _ in range(100):  # bounded: each pass sends up to 20 messages per target
+            report = self.processor.notify_once()
+            if report is None or not report.messages:
                 return
 
     # -- the script ------------------------------------------------------------------------------
@@ -490,8 +501,12 @@ def run_demo_day(
                 SandboxSet(matrix, clock=clock, tickets=options.tickets)
             )
             result.seeded = sum(r.seeded for r in sandboxes.running)
+            http, smtp = _start_sinks(stack)
+            run_text, result.notifications = demo_matrix(matrix_path, http, smtp)
+            run_matrix = workdir / "matrix.yaml"  # the targets pointed at the sinks
+            run_matrix.write_text(run_text, encoding="utf-8")
             config_path = workdir / "escbridge.yaml"
-            text = config_yaml(sandboxes.instances(), matrix_path, store_url)
+            text = config_yaml(sandboxes.instances(), run_matrix, store_url)
             config_path.write_text(text, encoding="utf-8")
             config = parse_config(text, str(config_path), workdir)
             processor = build_sync_processor(
@@ -508,7 +523,10 @@ def run_demo_day(
                 result.sandboxes[r.instance] = r.driver.url
                 result.access[r.instance] = r.driver.access_hint()
             sandboxes.connect_webhooks(receiver.url)
-            _Day(matrix, sandboxes, processor, counter, day, result, say).play()
+            the_day = _Day(matrix, sandboxes, processor, counter, day, result, say)
+            the_day.play()
+            the_day.notify()
+            tally(result.notifications, processor.store, http, smtp)
             result.escalations = processor.store.escalations()
             result.job_kinds = {
                 e.job_id: job.kind
@@ -527,6 +545,16 @@ def run_demo_day(
             shutil.rmtree(workdir, ignore_errors=True)
     result.duration = _time.monotonic() - started
     return result
+
+
+def _start_sinks(stack: contextlib.ExitStack) -> tuple[HttpSink, SmtpSink | None]:
+    """The local stand-ins for Slack, Teams, webhooks and mail (no SMTP sink without
+    aiosmtpd: the demo then leaves its e-mail targets out and says so)."""
+    http = stack.enter_context(HttpSink())
+    try:
+        return http, stack.enter_context(SmtpSink())
+    except SinkUnavailable:
+        return http, None
 
 
 @contextlib.contextmanager
@@ -723,6 +751,9 @@ def format_result(
     out.extend(_table(("helpdesk", *destinations), place_rows))
     out.append("  by rule: " + ", ".join(f"{rule} {n}" for rule, n in by_rule.most_common()))
     out.append("")
+    if result.notifications is not None and result.notifications.kinds:
+        out.extend(result.notifications.lines())
+        out.append("")
 
     out.append("Where to look next:")
     report_cmd = f"{program} report --store {result.store_url} --matrix {matrix.source}"
@@ -743,6 +774,10 @@ def format_result(
         out.append("")
         out.append("PROBLEM: the matrix did not do what the script expects:")
         out.extend(f"  {m}" for m in result.missing)
+    if result.notifications is not None and result.notifications.problems:
+        out.append("")
+        out.append("PROBLEM: the notifications did not arrive once each:")
+        out.extend(f"  {m}" for m in result.notifications.problems)
     if result.workdir is not None:
         out.append(
             f"  escbridge.yaml for the sandboxes (kept): {result.workdir / 'escbridge.yaml'}"

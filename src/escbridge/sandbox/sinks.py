@@ -1,21 +1,20 @@
 """Local stand-ins for where notifications go: an HTTP sink and an SMTP sink, on 127.0.0.1.
 
-The demo points its notification targets at them (nothing leaves the machine), `escbridge
-sandbox` can too, and the tests use them to see exactly what escbridge sent:
+`escbridge demo` points its notification targets at them (nothing leaves the machine; see
+escbridge.sandbox.demo_notify), and the tests use them to see exactly what escbridge sent:
 
 - :class:`HttpSink` records every request (Slack incoming webhooks, Teams workflow URLs, signed
   webhooks) and answers as scripted per path: a status with headers and body, an answer held
   back until the test releases it (the client gives up first: a read timeout after the request
   was taken), or a connection dropped after the request was read (an answer lost). Under
   ``/api/`` it answers like Slack's Web API: ``chat.postMessage`` keeps the message (with its
-  metadata) and ``conversations.history`` returns what a channel holds.
+  metadata) and ``conversations.history`` returns what a channel holds; a held or dropped
+  answer to ``chat.postMessage`` still posts the message (Slack took it, the answer was lost).
 - :class:`SmtpSink` is an aiosmtpd server (STARTTLS when given a certificate, AUTH LOGIN and
   PLAIN when given a user) keeping each message with its envelope. aiosmtpd is optional: the
   sink says how to install it when it is missing.
 
-Both are context managers and thread-safe; :meth:`HttpSink.wait_for` and
-:meth:`SmtpSink.wait_for` wait (bounded) for a number of arrivals, so a test never sleeps and
-hopes.
+Both are context managers and thread-safe.
 """
 
 from __future__ import annotations
@@ -25,15 +24,14 @@ import logging
 import socket
 import ssl
 import threading
-import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from email import message_from_bytes
 from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, Self
 from urllib.parse import parse_qs, urlsplit
 
 __all__ = [
@@ -48,8 +46,6 @@ __all__ = [
 #: How long a held request waits at most for :meth:`HttpSink.release` (a test that forgets to
 #: release must not hang the suite).
 HOLD_LIMIT = 60.0
-
-_T = TypeVar("_T")
 
 
 class SinkUnavailable(RuntimeError):
@@ -100,7 +96,7 @@ class HttpSink:
     def __init__(self, host: str = "127.0.0.1") -> None:
         self.host = host
         self.port = 0
-        self._lock = threading.Condition()
+        self._lock = threading.Lock()
         self._requests: list[Request] = []
         self._scripts: dict[str, deque[Answer]] = {}
         self._defaults: dict[str, Answer] = {}
@@ -181,15 +177,6 @@ class HttpSink:
         with self._lock:
             return [r for r in self._requests if path is None or r.path == _path(path)]
 
-    def wait_for(self, count: int, path: str | None = None, timeout: float = 30.0) -> list[Request]:
-        """The requests (to ``path``) once there are at least ``count``; TimeoutError if they do
-        not come within ``timeout`` seconds."""
-
-        def found() -> list[Request]:
-            return [r for r in self._requests if path is None or r.path == _path(path)]
-
-        return _wait(self._lock, found, count, timeout, f"requests to {path or 'the sink'}")
-
     def slack_messages(self, channel: str) -> list[dict[str, Any]]:
         """What the Slack stand-in's ``channel`` holds (chat.postMessage bodies)."""
         with self._lock:
@@ -225,7 +212,6 @@ class HttpSink:
         )
         with self._lock:
             self._requests.append(request)
-            self._lock.notify_all()
         if answer.drop:
             handler.close_connection = True
             _reset(handler.connection)
@@ -339,7 +325,7 @@ class SmtpSink:
         self.refuse: str | None = None  # e.g. "451 4.3.0 try later": DATA answered with it
         self.logins: list[tuple[str, bool]] = []  # (mechanism, succeeded)
         self._mails: list[Mail] = []
-        self._lock = threading.Condition()
+        self._lock = threading.Lock()
         self._release = threading.Event()
         self._controller: Any = None
 
@@ -375,7 +361,6 @@ class SmtpSink:
                 )
                 with sink._lock:
                     sink._mails.append(mail)
-                    sink._lock.notify_all()
                 if sink.drop:
                     server.transport.abort()
                     return "421 4.3.0 dropped"  # never reaches the client
@@ -430,27 +415,6 @@ class SmtpSink:
     def mails(self) -> list[Mail]:
         with self._lock:
             return list(self._mails)
-
-    def wait_for(self, count: int, timeout: float = 30.0) -> list[Mail]:
-        """The mails once there are at least ``count``; TimeoutError after ``timeout`` s."""
-        return _wait(self._lock, lambda: self._mails, count, timeout, "mails")
-
-
-def _wait(
-    lock: threading.Condition,
-    items: Callable[[], list[_T]],
-    count: int,
-    timeout: float,
-    what: str,
-) -> list[_T]:
-    deadline = time.monotonic() + timeout
-    with lock:
-        while len(items()) < count:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError(f"{len(items())} of {count} {what}")
-            lock.wait(left)
-        return list(items())
 
 
 def _not_deprecated(record: logging.LogRecord) -> bool:
