@@ -13,7 +13,9 @@ every command and option. The pages exist only in the built site, never on disk.
 from __future__ import annotations
 
 import argparse
+import html
 import json
+import re
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -79,8 +81,24 @@ def _argument(action: argparse.Action, formatter: argparse.HelpFormatter) -> str
     return ", ".join(f"{option} {value}" for option in action.option_strings)
 
 
+#: A Markdown code span: a run of backticks, its text, the same run again.
+_CODE_SPAN = re.compile(r"(`+)(?!`).*?(?<!`)\1(?!`)", flags=re.S)
+
+
+def _plain(text: str) -> str:
+    """Help and docstring text made safe as Markdown: ``<`` ``>`` ``&`` outside code spans
+    escaped, since the HTML would otherwise swallow ``POST /webhooks/<instance>`` as a tag."""
+    out, end = [], 0
+    for span in _CODE_SPAN.finditer(text):
+        out.append(html.escape(text[end : span.start()], quote=False))
+        out.append(span.group(0))
+        end = span.end()
+    out.append(html.escape(text[end:], quote=False))
+    return "".join(out)
+
+
 def _cell(text: str) -> str:
-    return " ".join(text.split()).replace("|", "\\|")
+    return _plain(" ".join(text.split())).replace("|", "\\|")
 
 
 def cli_page() -> str:
@@ -91,10 +109,10 @@ def cli_page() -> str:
         depth = full.count(" ")
         out.append(f"{'#' * min(depth + 2, 4)} `{full}`\n")
         if help_text:
-            out.append(f"{_sentence(help_text)}\n")
+            out.append(f"{_plain(_sentence(help_text))}\n")
         out.append(f"```text\n{_usage(parser)}\n```\n")
         if parser.description:
-            out.append(f"{parser.description.strip()}\n")
+            out.append(f"{_plain(parser.description.strip())}\n")
         formatter = parser._get_formatter()
         for group in parser._action_groups:
             rows = []
@@ -218,7 +236,7 @@ class Tables:
             level = heading if index == 0 else heading + "#"
             out.append(f"{level} {name} {{ #{slug} }}\n")
             if index == 0 and intro:
-                out.append(f"{intro}\n")
+                out.append(f"{_plain(intro)}\n")
             if model.get("description"):
                 out.append(_prose(model["description"]))
             required = set(model.get("required", []))
@@ -283,7 +301,8 @@ def _prose(docstring: str) -> str:
         if literal:
             out.append(f"```text\n{paragraph}\n```")
         else:
-            out.append(paragraph.removesuffix("::") + (":" if paragraph.endswith("::") else ""))
+            text = paragraph.removesuffix("::") + (":" if paragraph.endswith("::") else "")
+            out.append(_plain(text))
         literal = paragraph.endswith("::")
     return "\n\n".join(out) + "\n"
 

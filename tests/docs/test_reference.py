@@ -105,3 +105,24 @@ def test_every_bundled_connector_has_its_settings() -> None:
         assert f"## type: {name} {{ #type-{name} }}" in text
     assert "| `api_token` | secret string or null |" in text  # Zendesk's, shown as a secret
     assert '| `cooldown` | duration | `"30m"` |' in reference_module().matrix_page()
+
+
+def _html(page: str) -> str:
+    """The page as the site shows it (Markdown with tables, as mkdocs renders it)."""
+    import markdown
+
+    return markdown.markdown(page, extensions=["tables", "attr_list", "fenced_code"])
+
+
+def test_angle_brackets_in_help_and_notes_are_shown_not_swallowed() -> None:
+    """``<instance>`` outside a code span would be read as an HTML tag and vanish from the page;
+    inside one it must not be escaped twice."""
+    cli = _html(CLI_PAGE)
+    serve = _section(CLI_PAGE, " `escbridge serve`\n")
+    assert "POST /webhooks/&lt;instance&gt;" in serve  # the command's description
+    assert cli.count("/webhooks/&lt;instance&gt;") >= 2  # ... and sandbox --webhook-url's help
+    assert "<instance>" not in cli
+    config = _html(reference_module().config_page())
+    assert "the tag escbridge_&lt;level&gt;" in config
+    assert "<code>https://&lt;subdomain&gt;.zendesk.com</code>" in config
+    assert "&amp;lt;" not in cli + config

@@ -77,6 +77,9 @@ notify:
 {extra}"""
 
 EVERY_TARGET = "[leads-slack, leads-bot, managers-teams, managers-mail, audit]"
+#: Where the (fake) helpdesk's agent view shows a ticket: the link every message carries.
+AGENT_VIEW = "https://helpdesk.example.com/agent/tickets/"
+
 #: The sink's path of each HTTP target.
 PATHS = {"leads-slack": "/slack", "managers-teams": "/teams", "audit": "/hook"}
 
@@ -119,6 +122,13 @@ class World:
         for row in self.store.notifications(NOTIFY_STATES, limit=None):
             found.setdefault(row.target, set()).add(row.state)
         return {target: "/".join(sorted(states)) for target, states in found.items()}
+
+
+class LinkedConnector(FakeConnector):
+    """The fake helpdesk's connector, knowing its agent view's links (as real ones do)."""
+
+    def agent_url(self, ticket_id: str) -> str | None:
+        return f"{AGENT_VIEW}{ticket_id}"
 
 
 class ShortReads(requests.Session):
@@ -196,7 +206,7 @@ def build_world(
     processor = Processor(
         store,
         Engine(parsed),
-        {"fake": FakeConnector(helpdesk)},
+        {"fake": LinkedConnector(helpdesk)},
         settings=ProcessingConfig(),
         clock=clock,
         rng=random.Random(7),

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 from notify_harness import (
+    AGENT_VIEW,
     PATHS,
     SECRET,
     SMTP_PASSWORD,
@@ -143,42 +144,6 @@ def test_one_escalation_reaches_every_target_once_with_what_its_reader_needs(wor
     world.clock.advance(minutes=10)
     assert world.deliver().messages == 0  # nothing twice
 
-    [slack] = world.http.requests(PATHS["leads-slack"])
-    body = slack.json()
-    assert slack_problems(body) == []
-    text = slack_text(body)
-    for needed in ("Invoice export fails", "Frontline", "Senior support", "VIP customer"):
-        assert needed in text
-    assert "response due" in text  # l2's next deadline: its 4h response time
-
-    [teams] = world.http.requests(PATHS["managers-teams"])
-    assert teams_problems(teams.json()) == []
-    shown = card_text(teams.json())
-    for needed in ("Invoice export fails", "Frontline", "Senior support", "VIP customer"):
-        assert needed in shown
-    assert "response due" in shown
-
-    [bot_call] = world.http.requests("/api/chat.postMessage")
-    posted = bot_call.json()
-    assert slack_problems(posted) == []
-    assert posted["channel"] == "C0LEADS"
-    assert posted["metadata"]["event_type"] == "escbridge_notification"
-    assert bot_call.header("Authorization") == "Bearer xoxb-local-token-0123456789"
-
-    [mail] = world.smtp.mails
-    assert mail.tls and mail.user == SMTP_USER
-    assert sorted(mail.recipients) == ["lead@example.com", "manager@example.com"]
-    message = mail.message
-    assert "Invoice export fails" in message["Subject"]
-    assert "Senior support" in message["Subject"]
-    assert message["Message-ID"].startswith("<escbridge.")
-    parsed = message_from_bytes(mail.data, policy=email_policy)
-    plain = parsed.get_body(("plain",)).get_content()
-    html = parsed.get_body(("html",)).get_content()
-    for needed in ("Frontline", "Senior support", "VIP customer", "response due"):
-        assert needed in plain
-    assert "Invoice export fails" in html
-
     got = receiver(world, sent_at)
     assert got.refused == []
     [payload] = got.acted
@@ -189,8 +154,47 @@ def test_one_escalation_reaches_every_target_once_with_what_its_reader_needs(wor
         "l1",
         "l2",
     )
+    assert escalation["url"] == f"{AGENT_VIEW}42"
     assert escalation["rule_id"] == "vip" and escalation["reasons"]
     assert escalation["next_deadline"]["what"] == "response"
+    # what a person must see in every message: the link, the ticket, from -> to, the rule,
+    # why, and the next deadline
+    needed = [
+        f"{AGENT_VIEW}42",
+        "Invoice export fails",
+        "Frontline",
+        "Senior support",
+        "VIP customer",
+        *escalation["reasons"],
+        "response due",
+    ]
+
+    [slack] = world.http.requests(PATHS["leads-slack"])
+    assert slack_problems(slack.json()) == []
+    assert [n for n in needed if n not in slack_text(slack.json())] == []
+
+    [teams] = world.http.requests(PATHS["managers-teams"])
+    assert teams_problems(teams.json()) == []
+    assert [n for n in needed if n not in card_text(teams.json())] == []
+
+    [bot_call] = world.http.requests("/api/chat.postMessage")
+    posted = bot_call.json()
+    assert slack_problems(posted) == []
+    assert [n for n in needed if n not in slack_text(posted)] == []
+    assert posted["channel"] == "C0LEADS"
+    assert posted["metadata"]["event_type"] == "escbridge_notification"
+    assert bot_call.header("Authorization") == "Bearer xoxb-local-token-0123456789"
+
+    [mail] = world.smtp.mails
+    assert mail.tls and mail.user == SMTP_USER
+    assert sorted(mail.recipients) == ["lead@example.com", "manager@example.com"]
+    parsed = message_from_bytes(mail.data, policy=email_policy)
+    assert "Invoice export fails" in parsed["Subject"] and "Senior support" in parsed["Subject"]
+    assert parsed["Message-ID"].startswith("<escbridge.")
+    plain = parsed.get_body(("plain",)).get_content()
+    html = parsed.get_body(("html",)).get_content()
+    assert [n for n in needed if n not in plain] == []
+    assert f'href="{AGENT_VIEW}42"' in html
 
     assert set(world.states().values()) == {"sent"}
 

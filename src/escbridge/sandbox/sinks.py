@@ -19,6 +19,7 @@ Both are context managers and thread-safe.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import socket
@@ -365,8 +366,6 @@ class SmtpSink:
                     server.transport.abort()
                     return "421 4.3.0 dropped"  # never reaches the client
                 if sink.hold:
-                    import asyncio
-
                     await asyncio.get_running_loop().run_in_executor(
                         None, sink._release.wait, HOLD_LIMIT
                     )
