@@ -374,6 +374,7 @@ def test_metrics_count_every_outcome(rig: Rig) -> None:
         'escbridge_webhook_duration_seconds_count{outcome="queued"} 1.0',
         "escbridge_queue_depth 1.0",
         'escbridge_inbox_jobs{status="pending"} 1.0',
+        'escbridge_notifications{state="failed"} 0.0',
         "escbridge_store_up 1.0",
     ):
         assert line in text, line

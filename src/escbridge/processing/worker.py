@@ -130,7 +130,8 @@ def classify(error: BaseException) -> Failure:
     return Failure(True, reason)
 
 
-#: The first retry delay of a notification, at least (seconds): see ``Processor._notify_backoff``.
+#: The first backoff step of a notification, at least (seconds; the wait is half to all of a
+#: step): see ``Processor._notify_backoff``.
 NOTIFY_FIRST_RETRY = 30.0
 
 
@@ -489,8 +490,9 @@ class Processor:
     def _notify_backoff(self, attempt: int) -> float:
         """Seconds before retry ``attempt`` of a notification: the jobs' rule from at least
         ``NOTIFY_FIRST_RETRY`` seconds, so the retries outlast a chat or mail outage of half an
-        hour or more (30 s doubling to the 15-minute cap: about 35–45 minutes over 8 attempts)
-        before a person is asked to replay, where an inbox event gives up in minutes."""
+        hour or so (steps of 30 s doubling to the 15-minute cap, each wait half to all of its
+        step: about 23–45 minutes over 8 attempts) before a person is asked to replay, where an
+        inbox event gives up in minutes."""
         first = max(self.settings.backoff_seconds, NOTIFY_FIRST_RETRY)
         settings = self.settings.model_copy(update={"backoff_seconds": first})
         with self._rng_lock:

@@ -177,6 +177,7 @@ class _Snapshot:
     jobs: Mapping[str, int] = field(default_factory=dict)
     escalations: Mapping[tuple[str, str], int] = field(default_factory=dict)
     due: Mapping[tuple[str, str], int] = field(default_factory=dict)
+    notifications: Mapping[str, int] = field(default_factory=dict)
 
 
 class StoreCollector(Collector):
@@ -211,6 +212,7 @@ class StoreCollector(Collector):
                     self.store.job_counts(),
                     escalation_counts(self.store),
                     due_counts(self.store, self._wall()),
+                    self.store.notification_counts(),
                 )
             except Exception as error:  # a scrape must answer even when the database does not
                 log.warning("metrics: cannot read the store: %s", type(error).__name__)
@@ -255,6 +257,15 @@ class StoreCollector(Collector):
         for (instance, state), count in sorted(snap.due.items()):
             due.add_metric([instance, state], count)
         yield due
+        notifications = GaugeMetricFamily(
+            "escbridge_notifications",
+            "Notifications in the outbox by state (failed and unknown wait for a person: "
+            "`escbridge jobs`).",
+            labels=["state"],
+        )
+        for state, count in sorted(snap.notifications.items()):
+            notifications.add_metric([state], count)
+        yield notifications
 
 
 class Exposition:
