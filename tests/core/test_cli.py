@@ -144,7 +144,11 @@ def test_a_core_only_install_validates_and_explains(tmp_path: Path) -> None:
 def test_serve_without_the_receiver_says_how_to_install_it(tmp_path: Path) -> None:
     served = core_only("serve", "--config", str(tmp_path / "escbridge.yaml"))
     assert served.returncode == 2
-    assert "pip install ./webhooks" in served.stderr
+    # Said as for a package index, where a user's escbridge came from, and as for a checkout.
+    assert "Install it: pip install escbridge-webhooks (from a checkout: make dist, then " in (
+        served.stderr
+    )
+    assert "pip install --find-links dist/ escbridge-webhooks)" in served.stderr
 
 
 # --- init -------------------------------------------------------------------------------------

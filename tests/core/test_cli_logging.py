@@ -92,6 +92,7 @@ def test_the_environment_chooses_the_default_and_the_flag_wins(
     assert parse().log_format == "json"
     assert parse("--log-format", "text").log_format == "text"
     assert parse("--log-level", "debug").log_level == "DEBUG"
+    assert parse("--log-level", "Warning").log_level == "WARNING"  # any case, as before
 
 
 def test_a_wrong_format_or_level_is_one_line_naming_it(

@@ -67,6 +67,16 @@ def test_choices_complete(bash_script: Path, tmp_path: Path) -> None:
     }
 
 
+def test_log_levels_complete_in_the_case_help_shows(bash_script: Path, tmp_path: Path) -> None:
+    assert offers(bash_script, "escbridge worker --log-level ", tmp_path) == [
+        "debug",
+        "info",
+        "warning",
+        "error",
+    ]
+    assert offers(bash_script, "escbridge sync --log-level w", tmp_path) == ["warning"]
+
+
 def test_file_options_complete_files_and_init_folders(bash_script: Path, tmp_path: Path) -> None:
     (tmp_path / "matrix.yaml").write_text("", encoding="utf-8")
     (tmp_path / "maildir").mkdir()

@@ -80,7 +80,19 @@ def test_unknown_plugin_says_what_is_installed_and_how_to_install() -> None:
     with pytest.raises(PluginLoadError) as info:
         registry().load("jira")
     assert "installed: acmedesk, broken, noinfo" in str(info.value)
-    assert "pip install ./connectors/jira" in str(info.value)
+    assert "escbridge's own connectors are zendesk, freshdesk, zohodesk" in str(info.value)
+    assert "pip install escbridge-zendesk and so on); any other comes from its own" in str(
+        info.value
+    )
+    assert "./connectors" not in str(info.value)  # no such folder in an installed escbridge
+
+
+def test_a_shipped_connector_not_installed_is_named_by_its_distribution() -> None:
+    with pytest.raises(PluginLoadError) as info:
+        registry().load("freshdesk")
+    assert "install it: pip install escbridge-freshdesk (from a checkout: make dist, then " in (
+        str(info.value)
+    )
 
 
 def test_connectors_command_lists_every_plugin_and_reports_the_broken_one(
@@ -95,6 +107,14 @@ def test_connectors_command_lists_every_plugin_and_reports_the_broken_one(
     assert "webhook signature: HMAC-SHA256 of the body, hex, in X-Acme-Signature" in text
     assert "broken  BROKEN" in text and "ModuleNotFoundError" in text
     assert "noinfo  BROKEN" in text
+
+
+def test_connectors_command_with_none_installed_names_a_distribution_to_install() -> None:
+    out = io.StringIO()
+    assert run_connectors(argparse.Namespace(), registry=Registry([]), out=out) == 1
+    assert "No connector plugins installed. Install one, e.g.: pip install escbridge-zendesk " in (
+        out.getvalue()
+    )
 
 
 CONFIG = """\

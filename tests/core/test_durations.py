@@ -186,7 +186,7 @@ class TestBusinessDays:
         assert due == datetime(2026, 3, 12, 7, 0, 0, 1, tzinfo=UTC)
         lines = outcome(decide(m, t, history, now=due), "r").details
         assert lines == (
-            "✓ time at the current level beyond its expected resolution is 1d of "
+            "✓ time at the current level beyond its expected resolution is just over 1d of "
             "business time (berlin), over 1d",
         )
 

@@ -10,6 +10,8 @@ escalated, asked about with `jobs`, `history` and `status`.
 from __future__ import annotations
 
 import json
+import re
+import shlex
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,7 +23,7 @@ from escbridge.cli import main
 from escbridge.cli.status import record_check_reports
 from escbridge.connector import CheckReport
 from escbridge.model import Actions, Decision, Destination, Priority, Ticket, TicketEvent
-from escbridge.store import Intent, ShadowWrite, Store, upgrade
+from escbridge.store import Intent, ShadowWrite, Store, safe_url, upgrade
 from escbridge.sync import LEASE_TICKET_ID, InstanceResult, SyncReport
 from escbridge.sync import record_report as record_sync_report
 
@@ -187,7 +189,8 @@ def test_jobs_for_a_ticket_sync_escalated_points_at_history(store_url, capsys):
     assert "nothing to show" not in out
     assert (
         "ticket 81 on zd was escalated once by sync, which makes no job: "
-        "`escbridge history zd 81` shows each escalation with its rule and reasons"
+        f"`escbridge history zd 81 --store {shlex.quote(safe_url(store_url))}` shows each "
+        "escalation with its rule and reasons"
     ) in out
 
     code, out, _ = run(
@@ -196,7 +199,31 @@ def test_jobs_for_a_ticket_sync_escalated_points_at_history(store_url, capsys):
     assert json.loads(out)["escalated_without_job"] == {"zd": 1}
 
     code, out, _ = run(capsys, "jobs", "--store", store_url, "--ticket", "99", "--all")
-    assert "nothing to show for ticket 99 (`escbridge history INSTANCE 99`" in out
+    assert "nothing to show for ticket 99 (`escbridge history INSTANCE 99 --store " in out
+
+
+def test_hints_keep_the_config_the_user_gave(store_url, capsys, tmp_path):
+    """A suggested command run as printed reads the same store: without --config it would
+    look for escbridge.yaml and fail."""
+    (tmp_path / "sandbox.yaml").write_text(
+        f"store: {store_url}\ninstances:\n  zd: {{type: zendesk}}\n"
+    )
+    with Store(store_url) as store:
+        escalate_by_sync(store, "35", NOW - HOUR)
+
+    code, out, _ = run(
+        capsys, "jobs", "--config", "sandbox.yaml", "--instance", "zd", "--ticket", "35", "--all"
+    )
+    assert code == 0
+    hint = re.search(r"`(escbridge history [^`]*)` shows each escalation", out)
+    assert hint is not None, out
+    assert hint[1] == "escbridge history zd 35 --config sandbox.yaml"
+    code, out, _ = run(capsys, *hint[1].split()[1:])  # as the user would paste it
+    assert code == 0 and "escalated" in out
+
+    code, out, _ = run(capsys, "history", "zd", "404", "--config", "sandbox.yaml")
+    assert code == 1
+    assert "`escbridge explain --instance zd --ticket 404 --config sandbox.yaml`" in out
 
 
 # --- status ----------------------------------------------------------------------------------

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 import responses
-from smtp_sink import SmtpSink
 
 from escbridge.cli.notify import configure_notify_parser, run_notify
 from escbridge.cli.store import configure_jobs_parser, run_jobs
+from escbridge.sandbox.sinks import SmtpSink
 from escbridge.store import NewNotification, Store
 
 HOOK = "https://hooks.example.com/escbridge"
@@ -75,9 +75,9 @@ jobs = command(configure_jobs_parser, run_jobs)
 
 @pytest.fixture
 def sink() -> Iterator[SmtpSink]:
-    server = SmtpSink().start()
-    yield server
-    server.stop()
+    """A plain SMTP server (no STARTTLS) taking AUTH as the matrix's user."""
+    with SmtpSink(user="escbridge", password="smtp-pass-0123") as server:
+        yield server
 
 
 @pytest.fixture
@@ -126,8 +126,8 @@ def test_notify_test_mails_a_sample(matrix, sink, capsys):
     code, out = notify(capsys, "test", "managers", "--matrix", str(matrix))
 
     assert code == 0, out
-    [got] = sink.received
-    assert got.recipients == ["lead@example.com", "manager@example.com"]
+    [got] = sink.mails
+    assert got.recipients == ("lead@example.com", "manager@example.com")
     assert "email to lead@example.com, manager@example.com" in out
     assert sink.password not in out
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import socket
+import ssl
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from email.message import EmailMessage
@@ -13,12 +14,15 @@ from email.message import EmailMessage
 import pytest
 import requests
 import responses
-from smtp_sink import SmtpSink
+from tls_certs import self_signed
 
 from escbridge.notify import send
+from escbridge.sandbox.sinks import SmtpSink
 
 URL = "https://hooks.example.com/escbridge"
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
+SMTP_USER = "escbridge"
+SMTP_PASSWORD = "smtp-pass-0123"
 
 
 @pytest.fixture
@@ -29,9 +33,9 @@ def http() -> Iterator[responses.RequestsMock]:
 
 @pytest.fixture
 def sink() -> Iterator[SmtpSink]:
-    server = SmtpSink().start()
-    yield server
-    server.stop()
+    """A plain SMTP server (no STARTTLS) taking AUTH as SMTP_USER."""
+    with SmtpSink(user=SMTP_USER, password=SMTP_PASSWORD) as server:
+        yield server
 
 
 # --- HTTP answers ------------------------------------------------------------------------------
@@ -125,16 +129,24 @@ def mail(msg_id: str = "<escbridge.7.managers@example.com>") -> EmailMessage:
     )
 
 
-def deliver(sink: SmtpSink, *, password: str | None = None) -> send.Delivery:
+def deliver(
+    sink: SmtpSink,
+    *,
+    password: str | None = None,
+    security: str = "none",
+    context: ssl.SSLContext | None = None,
+) -> send.Delivery:
+    """The sample mail to two recipients through ``sink`` (``context``: the system's CAs)."""
     return send.send_mail(
         host=sink.host,
         port=sink.port,
-        security="none",
+        security=security,
         username=sink.user,
         password=password or sink.password,
         mail=mail(),
         recipients=["lead@example.com", "manager@example.com"],
         timeout=5,
+        context=context,
     )
 
 
@@ -142,10 +154,10 @@ def test_a_mail_reaches_every_recipient_as_text_and_html(sink):
     delivery = deliver(sink)
 
     assert delivery.outcome == "sent"
-    [got] = sink.received
+    [got] = sink.mails
     assert got.user == "escbridge"
     assert got.sender == "escbridge@example.com"
-    assert got.recipients == ["lead@example.com", "manager@example.com"]
+    assert got.recipients == ("lead@example.com", "manager@example.com")
     message = got.message
     assert message["Message-ID"] == "<escbridge.7.managers@example.com>"
     assert message["Subject"] == "Ticket 42 escalated to l2"
@@ -169,7 +181,7 @@ def test_bad_smtp_credentials_fail_at_once(sink):
     delivery = deliver(sink, password="wrong-password")
 
     assert delivery.outcome == "failed" and "authentication failed" in delivery.detail
-    assert sink.received == []
+    assert sink.mails == []
 
 
 @pytest.mark.parametrize(
@@ -182,23 +194,23 @@ def test_bad_smtp_credentials_fail_at_once(sink):
 )
 def test_a_refusal_before_the_message_means_nothing_was_sent(sink, fault, outcome):
     for name, value in fault.items():
-        setattr(sink.faults, name, value)
+        setattr(sink, name, value)
 
     delivery = deliver(sink)
 
     assert delivery.outcome == outcome
-    assert sink.received == []
+    assert sink.mails == []
     said = next(iter(fault.values())).split(" ", 1)[0]
     assert said in delivery.detail
 
 
 def test_a_connection_lost_after_the_final_dot_is_unknown(sink):
-    sink.faults.drop_after_data = True
+    sink.drop = True
 
     delivery = deliver(sink)
 
     assert delivery.outcome == "unknown"
-    assert len(sink.received) == 1  # it did arrive: which is why it must not be sent again
+    assert len(sink.mails) == 1  # it did arrive: which is why it must not be sent again
 
 
 def test_an_smtp_server_that_is_not_there_is_a_retry():
@@ -221,52 +233,20 @@ def test_an_smtp_server_that_is_not_there_is_a_retry():
 
 
 def test_starttls_is_used_before_the_password_is_sent(tmp_path):
-    from smtp_sink import self_signed
-
-    server_tls, client_tls = self_signed(tmp_path)
-    sink = SmtpSink(tls=server_tls).start()
-    try:
-        delivery = send.send_mail(
-            host=sink.host,
-            port=sink.port,
-            security="starttls",
-            username=sink.user,
-            password=sink.password,
-            mail=mail(),
-            recipients=["lead@example.com"],
-            timeout=5,
-            context=client_tls,
-        )
-        untrusted = send.send_mail(
-            host=sink.host,
-            port=sink.port,
-            security="starttls",
-            username=sink.user,
-            password=sink.password,
-            mail=mail(),
-            recipients=["lead@example.com"],
-            timeout=5,
-        )
-    finally:
-        sink.stop()
+    certificate = self_signed(tmp_path)
+    sink = SmtpSink(tls=certificate.server_context(), user=SMTP_USER, password=SMTP_PASSWORD)
+    with sink:
+        delivery = deliver(sink, security="starttls", context=certificate.client_context())
+        untrusted = deliver(sink, security="starttls")
 
     assert delivery.outcome == "sent", delivery.detail
-    assert sink.received[0].user == "escbridge"
+    assert sink.mails[0].user == "escbridge"
     assert untrusted.outcome == "failed" and "certificate not trusted" in untrusted.detail
-    assert len(sink.received) == 1
+    assert len(sink.mails) == 1
 
 
 def test_a_server_without_starttls_is_refused_before_the_password(sink):
-    delivery = send.send_mail(
-        host=sink.host,
-        port=sink.port,
-        security="starttls",
-        username=sink.user,
-        password=sink.password,
-        mail=mail(),
-        recipients=["lead@example.com"],
-        timeout=5,
-    )
+    delivery = deliver(sink, security="starttls")
 
     assert delivery.outcome == "failed" and "does not offer STARTTLS" in delivery.detail
-    assert sink.received == []
+    assert sink.mails == []

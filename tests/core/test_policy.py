@@ -920,6 +920,40 @@ class TestExplanations:
             "time since the ticket was last updated is 2h 15m of calendar time, over 2h",
         )
 
+    @pytest.mark.parametrize(
+        ("rule", "idle", "text"),
+        [
+            (
+                "{idle: {over: 0m}}",
+                {"microseconds": 1},
+                "✓ … is under 1s of business time (office), over 0m",
+            ),
+            (
+                "{idle: {over: 2h, time: calendar}}",
+                {"hours": 2, "milliseconds": 300},
+                "✓ … is just over 2h of calendar time, over 2h",
+            ),
+            (
+                "{idle: {over: 2h, time: calendar}}",
+                {"hours": 2},
+                "✗ … is 2h of calendar time, not over 2h (exactly the limit)",
+            ),
+            (
+                "{idle: {over: 2h, time: calendar}}",
+                {"hours": 2, "milliseconds": -200},
+                "✗ … is just under 2h of calendar time, not over 2h (under 1s to go)",
+            ),
+        ],
+    )
+    def test_a_time_at_the_limit_never_reads_as_equal_when_it_is_not(
+        self, rule: str, idle: dict[str, int], text: str
+    ) -> None:
+        """Durations are shown to the second: a value within a second of the limit must still
+        say on which side it is, or "over 0m … is 0m" reads as a wrong decision."""
+        decision = decide(one_rule(rule), ticket(updated_at=ago(**idle)))
+        [detail] = outcome(decision, "r").details
+        assert detail == text.replace("…", "time since the ticket was last updated")
+
     def test_an_upper_bound_miss_says_how_much_too_much(self) -> None:
         m = one_rule("{until_due: {under: 1h, time: calendar}}")
         decision = decide(m, ticket(due_at=NOW + timedelta(hours=3)))

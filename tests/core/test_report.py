@@ -940,7 +940,7 @@ class TestHtml:
         page = assert_valid_page(render_html(report))
         assert page.tags["svg"] == 0
         assert CHARTS_NEED_MATPLOTLIB in page.visible_text
-        assert "pip install './[charts]'" in CHARTS_NEED_MATPLOTLIB
+        assert "pip install 'escbridge[charts]'" in CHARTS_NEED_MATPLOTLIB
         assert "Escalations 11 +6 (+120.0%) vs previous" in page.visible_text
         assert "No escalations in this period" not in page.visible_text
 

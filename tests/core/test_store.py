@@ -7,6 +7,7 @@ on a real PostgreSQL server (see tests/conftest.py).
 from __future__ import annotations
 
 import sqlite3
+import sys
 import threading
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -466,6 +467,17 @@ def test_store_urls_name_a_supported_database():
     assert parse_url("sqlite:///escbridge.db").drivername == "sqlite"
     with pytest.raises(ValueError, match=r"unsupported store URL mysql://u:\[redacted\]@db/x"):
         parse_url("mysql://u:secret@db/x")
+
+
+def test_a_postgresql_store_without_its_driver_names_the_extra_to_install(monkeypatch):
+    from escbridge.store.database import create_engine
+
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # `import psycopg` fails
+    with pytest.raises(ValueError) as info:
+        create_engine("postgresql://u:secret@db/escbridge")
+    assert "needs the PostgreSQL driver, escbridge's [postgres] extra: " in str(info.value)
+    assert "pip install 'escbridge[postgres]' (from a checkout: make dist, then " in str(info.value)
+    assert "secret" not in str(info.value)
 
 
 def test_a_database_that_stays_locked_is_reported_unavailable_not_dropped(tmp_path):

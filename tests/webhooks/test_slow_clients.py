@@ -22,10 +22,10 @@ import ssl
 import subprocess
 import time
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from tls_certs import Certificate, self_signed
 from webhook_support import ENV, event_body, signed, webhook_bench, write_config
 
 from escbridge.store import upgrade
@@ -360,47 +360,12 @@ def nginx_binary() -> str:
     return found
 
 
-def self_signed(directory: Path) -> tuple[Path, Path]:
-    """A certificate for HOSTNAME and its key (PEM files)."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, HOSTNAME)])
-    now = datetime.now(UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(days=1))
-        .not_valid_after(now + timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(HOSTNAME)]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = directory / "fullchain.pem", directory / "privkey.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
-
-
-def recipe(directory: Path, **replacements: str) -> Path:
+def recipe(directory: Path, certificate: Certificate, **replacements: str) -> Path:
     """The shipped recipe, as an admin would adapt it, inside a minimal nginx.conf."""
-    cert, key = self_signed(directory)
     text = RECIPE.read_text(encoding="utf-8")
     for old, new in {
-        "/etc/ssl/escbridge/fullchain.pem": str(cert),
-        "/etc/ssl/escbridge/privkey.pem": str(key),
+        "/etc/ssl/escbridge/fullchain.pem": str(certificate.cert_file),
+        "/etc/ssl/escbridge/privkey.pem": str(certificate.key_file),
         **replacements,
     }.items():
         assert text.count(old) == 1, f"{old!r} is not in the recipe once"
@@ -425,7 +390,7 @@ def nginx_command(binary: str, main: Path, *extra: str) -> list[str]:
 
 
 def test_the_nginx_recipe_passes_nginx_t(nginx_binary: str, tmp_path: Path) -> None:
-    main = recipe(tmp_path)
+    main = recipe(tmp_path, self_signed(tmp_path, HOSTNAME))
     result = subprocess.run(
         nginx_command(nginx_binary, main, "-t"), capture_output=True, text=True, timeout=GUARD
     )
@@ -434,14 +399,18 @@ def test_the_nginx_recipe_passes_nginx_t(nginx_binary: str, tmp_path: Path) -> N
 
 
 @contextlib.contextmanager
-def nginx_in_front(binary: str, directory: Path, upstream: int) -> Iterator[int]:
-    """nginx with the recipe on a free loopback port, proxying to ``upstream``."""
+def nginx_in_front(
+    binary: str, directory: Path, upstream: int
+) -> Iterator[tuple[int, ssl.SSLContext]]:
+    """nginx with the recipe on a free loopback port, proxying to ``upstream``; yields the
+    port and a client context trusting nginx's certificate (for HOSTNAME and 127.0.0.1)."""
     port = webhook_bench().free_port()
     adapted = {
         "listen 443 ssl;": f"listen 127.0.0.1:{port} ssl;",
         "server 127.0.0.1:8000;": f"server 127.0.0.1:{upstream};",
     }
-    main = recipe(directory, **adapted)
+    certificate = self_signed(directory, HOSTNAME, "127.0.0.1")
+    main = recipe(directory, certificate, **adapted)
     process = subprocess.Popen(nginx_command(binary, main), stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + GUARD
@@ -451,7 +420,7 @@ def nginx_in_front(binary: str, directory: Path, upstream: int) -> Iterator[int]
                 break
             assert time.monotonic() < deadline, "nginx did not listen"
             time.sleep(0.05)
-        yield port
+        yield port, certificate.client_context()
     finally:
         process.terminate()
         try:
@@ -463,17 +432,10 @@ def nginx_in_front(binary: str, directory: Path, upstream: int) -> Iterator[int]
             process.stderr.close()
 
 
-def tls_context(directory: Path) -> ssl.SSLContext:
-    context = ssl.create_default_context(cafile=str(directory / "fullchain.pem"))
-    context.check_hostname = False  # the certificate names HOSTNAME; we dial 127.0.0.1
-    return context
-
-
 def test_behind_the_nginx_recipe_stalled_uploads_never_reach_the_receiver(
     nginx_binary: str, patient: int, tmp_path: Path
 ) -> None:
-    with nginx_in_front(nginx_binary, tmp_path, patient) as port:
-        context = tls_context(tmp_path)
+    with nginx_in_front(nginx_binary, tmp_path, patient) as (port, context):
 
         def tls(sock: socket.socket) -> socket.socket:
             return context.wrap_socket(sock, server_hostname=HOSTNAME)

@@ -158,6 +158,14 @@ def _log_level(text: str) -> str:
     return level
 
 
+class _AnyCase(tuple[str, ...]):
+    """Choices listed in lower case (what shell completion offers and the reference shows),
+    matched in any case: ``--log-level`` parses to the upper-case name logging takes."""
+
+    def __contains__(self, item: object) -> bool:
+        return isinstance(item, str) and tuple.__contains__(self, item.lower())
+
+
 def add_log_options(parser: argparse.ArgumentParser, *, level: str = "INFO") -> None:
     """``--log-format text|json`` and ``--log-level``, the same on every long-running command."""
     group = parser.add_argument_group("logging")
@@ -172,6 +180,7 @@ def add_log_options(parser: argparse.ArgumentParser, *, level: str = "INFO") -> 
     group.add_argument(
         "--log-level",
         type=_log_level,
+        choices=_AnyCase(name.lower() for name in LOG_LEVELS),
         default=level,
         metavar="LEVEL",
         help=f"debug, info, warning or error (default {level.lower()}); "

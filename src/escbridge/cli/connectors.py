@@ -33,7 +33,7 @@ from escbridge.errors import (
     Problem,
 )
 from escbridge.matrix import Matrix, load_matrix
-from escbridge.wording import plural
+from escbridge.wording import pip_install, plural
 
 __all__ = [
     "config_problems",
@@ -70,8 +70,8 @@ def run_connectors(
     statuses = (registry or default_registry()).statuses()
     if not statuses:
         print(
-            "No connector plugins installed. Install one from escbridge's checkout, e.g.: "
-            "pip install ./connectors/zendesk",
+            "No connector plugins installed. Install one, e.g.: "
+            + pip_install("escbridge-zendesk"),
             file=out,
         )
         return EXIT_PROBLEM

@@ -20,6 +20,7 @@ from escbridge.cli.store import (
     _relative,
     _time,
     configured_instances,
+    given_options,
     store_url,
 )
 from escbridge.errors import InvalidInputError, StoreUnavailableError
@@ -56,8 +57,10 @@ def run_history(args: argparse.Namespace) -> int:
         configured = configured_instances(args)
         if not store_exists(url):
             print(
-                f"escbridge history: the store {safe_url(url)} does not exist yet: "
-                "run `escbridge db upgrade`, then `escbridge sync` or `escbridge serve`",
+                f"escbridge history: the store {safe_url(url)} does not exist yet: run "
+                f"`escbridge db upgrade{given_options(args)}`, then "
+                f"`escbridge sync{given_options(args, store=False)}` or "
+                f"`escbridge serve{given_options(args, store=False)}`",
                 file=sys.stderr,
             )
             return EXIT_PROBLEM
@@ -83,8 +86,8 @@ def run_history(args: argparse.Namespace) -> int:
         print(
             f"{args.instance} #{args.ticket}: escbridge knows nothing of this ticket — no event "
             "received, no escalation, not seen open by sync. `escbridge explain --instance "
-            f"{args.instance} --ticket {args.ticket}` asks the helpdesk what the matrix "
-            "decides for it now.",
+            f"{args.instance} --ticket {args.ticket}{given_options(args, store=False)}` asks "
+            "the helpdesk what the matrix decides for it now.",
             file=out,
         )
         return EXIT_PROBLEM

@@ -94,9 +94,9 @@ def configure_sandbox_parser(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--store",
-        default=SANDBOX_STORE,
         help=f"store URL written into that escbridge.yaml (default {SANDBOX_STORE}, next to it; "
-        "with --serve that default file starts empty on each run, a store you name is kept)",
+        "with --serve or --write-config that default file starts empty on each run, unless "
+        "--webhook-url names a receiver already running; a store you name is kept)",
     )
     parser.add_argument(
         "--webhook-url",
@@ -214,13 +214,19 @@ def run_sandbox(
             )
             return EXIT_PROBLEM
         _script_faults(sandboxes, faults, getattr(args, "fault_seed", 0))
-        text = config_yaml(sandboxes.instances(), matrix_path.resolve(), args.store)
+        fresh = args.store is None  # the default store is ours to empty; a named one is not
+        text = config_yaml(
+            sandboxes.instances(), matrix_path.resolve(), args.store or SANDBOX_STORE
+        )
         if config_path:
             Path(config_path).write_text(_stamped(text), encoding="utf-8")
+        kept = None
+        if config_path and not serving and fresh:
+            kept = _fresh_store(Path(config_path), args.webhook_url)
         receiver_url = args.webhook_url
         if serving:
             assert config_path is not None
-            receiver = _Receiver(Path(config_path), fresh_store=args.store == SANDBOX_STORE)
+            receiver = _Receiver(Path(config_path), fresh_store=fresh)
             logs = [
                 f"--{option.replace('_', '-')}={getattr(args, option)}"
                 for option in ("log_format", "log_level")
@@ -254,6 +260,9 @@ def run_sandbox(
             _describe_serving(sandboxes, receiver, config_path or "", args, out)
         else:
             _describe(sandboxes, text, args, out)
+            if kept:
+                out.write(kept)
+                out.flush()
         if ready is not None:
             ready(sandboxes)
         wait_for(stop)
@@ -394,6 +403,29 @@ def _hold(path: Path, stack: contextlib.ExitStack) -> bool:
         return False
     stack.callback(os.close, fd)  # closing the descriptor releases the lock
     return True
+
+
+def _fresh_store(config: Path, receiver_url: str | None) -> str | None:
+    """Start the default store of a written config empty, as --serve does: the emulators'
+    tickets are new on every run and reuse ids, so a previous run's escalation state would
+    apply to them. With --webhook-url a receiver is already running, perhaps on this very
+    store, and deleting its file under it would lose its writes: the store is kept, and the
+    returned line says so (None when the store was started empty)."""
+    from escbridge.config import load_config
+    from escbridge.store.migrate import sqlite_file
+
+    store = load_config(config, helpdesk_secrets=False).store_url
+    if receiver_url is None:
+        _remove_sqlite(store)
+        return None
+    database = sqlite_file(store)
+    if database is None or not database.exists():
+        return None
+    return (
+        f"\nKept the store {database} (the receiver at {receiver_url} may be writing to it): "
+        "it holds the previous run's escalations, whose ticket ids these new tickets reuse; "
+        "to start afresh, stop the receiver, delete the file and start it again.\n"
+    )
 
 
 def _remove_sqlite(url: str) -> None:

@@ -19,6 +19,7 @@ from escbridge.cli._common import (
     run_until_signal,
 )
 from escbridge.errors import EscbridgeError
+from escbridge.wording import pip_install
 
 __all__ = ["configure_serve_parser", "run_serve"]
 
@@ -101,7 +102,7 @@ def run_serve(
     except ImportError as error:
         print(
             f"escbridge serve needs the escbridge-webhooks distribution ({error}).\n"
-            "Install it from escbridge's checkout: pip install ./webhooks",
+            f"Install it: {pip_install('escbridge-webhooks')}",
             file=sys.stderr,
         )
         return EXIT_INVALID

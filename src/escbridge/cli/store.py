@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -61,12 +62,15 @@ def _out() -> TextIO:
     return sys.stdout
 
 
+DEFAULT_CONFIG = "escbridge.yaml"
+
+
 def _add_store_arguments(parser: argparse.ArgumentParser, *, nested: bool = False) -> None:
     # A nested subcommand repeats the options without defaults, so `jobs --config X retry 5`
     # and `jobs retry --config X 5` both work.
     parser.add_argument(
         "--config",
-        default=argparse.SUPPRESS if nested else "escbridge.yaml",
+        default=argparse.SUPPRESS if nested else DEFAULT_CONFIG,
         help="escbridge.yaml naming the store",
     )
     parser.add_argument(
@@ -85,6 +89,20 @@ def store_url(args: argparse.Namespace) -> str:
     from escbridge.config import load_config
 
     return load_config(args.config, helpdesk_secrets=False).store_url
+
+
+def given_options(args: argparse.Namespace, *, store: bool = True) -> str:
+    """`` --config X --store URL`` as the user gave them (none when defaulted), to end a
+    command a hint suggests: without them it would read escbridge.yaml's store, or fail.
+    ``store=False`` for a command that has no --store (explain, sync); a password in the URL
+    is shown redacted, for the user to fill in."""
+    words = []
+    config = getattr(args, "config", DEFAULT_CONFIG)
+    if config != DEFAULT_CONFIG:
+        words += ["--config", str(config)]
+    if store and getattr(args, "store", None):
+        words += ["--store", safe_url(str(args.store))]
+    return "".join(f" {shlex.quote(word)}" for word in words)
 
 
 # --- escbridge db -----------------------------------------------------------------------
@@ -231,11 +249,12 @@ def _list(store: Store, args: argparse.Namespace, out: TextIO) -> int:
         _print_jobs(jobs, out)
         if args.failed or counts[FAILED]:
             print(
-                "replay with `escbridge jobs retry ID…` or `escbridge jobs retry --all-failed`",
+                f"replay with `escbridge jobs retry ID…{given_options(args)}` or "
+                f"`escbridge jobs retry --all-failed{given_options(args)}`",
                 file=out,
             )
     if any(told.values()):
-        _print_notifications(told, notices, out)
+        _print_notifications(told, notices, out, given_options(args))
     return EXIT_OK
 
 
@@ -275,8 +294,9 @@ def _notifications(store: Store, args: argparse.Namespace) -> list[Notification]
 
 
 def _print_notifications(
-    counts: dict[str, int], notices: Sequence[Notification], out: TextIO
+    counts: dict[str, int], notices: Sequence[Notification], out: TextIO, options: str = ""
 ) -> None:
+    """The notifications table; ``options`` (:func:`given_options`) end the replay hint."""
     summary = ", ".join(f"{counts[s]} {s}" for s in NOTIFY_STATES)
     print(f"notifications: {summary}", file=out)
     if not notices:
@@ -306,7 +326,7 @@ def _print_notifications(
             file=out,
         )
     if states & {NOTIFY_FAILED, NOTIFY_UNKNOWN}:
-        print("send one again with `escbridge jobs --replay-notification ID`", file=out)
+        print(f"send one again with `escbridge jobs --replay-notification ID{options}`", file=out)
 
 
 def _notice_when(notice: Notification) -> str:
@@ -357,7 +377,8 @@ def _replay_notifications(store: Store, ids: Sequence[int], out: TextIO) -> int:
 def _history_hint(args: argparse.Namespace) -> str:
     """Where to look for the rest of what escbridge knows of ``args.ticket``."""
     name = args.instance or "INSTANCE"
-    return f" (`escbridge history {name} {args.ticket}` shows all escbridge knows of it)"
+    command = f"escbridge history {name} {args.ticket}{given_options(args)}"
+    return f" (`{command}` shows all escbridge knows of it)"
 
 
 def _print_sync_escalations(args: argparse.Namespace, by_sync: dict[str, int], out: TextIO) -> None:
@@ -367,8 +388,8 @@ def _print_sync_escalations(args: argparse.Namespace, by_sync: dict[str, int], o
         times = "once" if count == 1 else f"{count} times"
         print(
             f"ticket {args.ticket} on {name} was escalated {times} by sync, which makes no job: "
-            f"`escbridge history {name} {args.ticket}` shows each escalation with its rule "
-            "and reasons",
+            f"`escbridge history {name} {args.ticket}{given_options(args)}` shows each "
+            "escalation with its rule and reasons",
             file=out,
         )
 

@@ -9,6 +9,7 @@ what each one saw.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterable
 from datetime import timedelta
 from typing import Any
 
@@ -153,18 +154,38 @@ def _time_text(cond: TimeTest, ctx: Context, ok: bool) -> str:
         # In the units the admin wrote: in business time d is a working day of this calendar.
         return format_duration(length, calendar if business else None)
 
+    def gap(length: timedelta, what: str) -> str:
+        return "exactly the limit" if not length else f"{_near(length, shown)} {what}"
+
     over, under = ctx.bounds(cond)
     bounds = []
-    gap = None
+    missed = None
     over_text, under_text = cond.written
     if over is not None:
         bounds.append(f"over {over_text or shown(over)}")
         if value <= over:
-            gap = f"{shown(over - value)} to go"
+            missed = gap(over - value, "to go")
     if under is not None:
         bounds.append(f"under {under_text or shown(under)}")
-        if value >= under and gap is None:
-            gap = f"{shown(value - under)} too much"
+        if value >= under and missed is None:
+            missed = gap(value - under, "too much")
     wanted = " and ".join(bounds)
-    text = f"{label} is {shown(value)} of {mode}"
-    return f"{text}, {wanted}" if ok else f"{text}, not {wanted} ({gap})"
+    text = f"{label} is {_near(value, shown, ((over, over_text), (under, under_text)))} of {mode}"
+    return f"{text}, {wanted}" if ok else f"{text}, not {wanted} ({missed})"
+
+
+def _near(
+    length: timedelta,
+    shown: Callable[[timedelta], str],
+    limits: Iterable[tuple[timedelta | None, str | None]] = (),
+) -> str:
+    """``length`` as ``shown`` writes it, unless that would read as a limit it is not: a
+    positive length under half a second is "under 1s", not "0m", and one that rounds to a
+    bound (2h and 0.3 s, against "over 2h") is "just over 2h", never "2h, over 2h"."""
+    text = shown(length)
+    if text == "0m" and length > timedelta(0):
+        return "under 1s"
+    for limit, written in limits:
+        if limit is not None and length != limit and text == shown(limit):
+            return f"just {'over' if length > limit else 'under'} {written or text}"
+    return text

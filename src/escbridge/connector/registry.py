@@ -19,10 +19,13 @@ from pydantic import ValidationError as PydanticValidationError
 from escbridge.config import InstanceConfig
 from escbridge.connector.contract import Connector, ConnectorInfo
 from escbridge.errors import ConfigError, PluginLoadError
+from escbridge.wording import pip_install
 
 log = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "escbridge.connectors"
+#: The connectors escbridge ships, each its own distribution ``escbridge-NAME``.
+SHIPPED = ("zendesk", "freshdesk", "zohodesk")
 
 
 @dataclass(frozen=True)
@@ -88,12 +91,15 @@ class Registry:
         ep = self._eps.get(name)
         if ep is None:
             installed = ", ".join(self.names()) or "none"
-            raise PluginLoadError(
-                name,
-                f"not installed (installed: {installed}); escbridge's own connectors install "
-                f"from its checkout (pip install ./connectors/{name}), others from their "
-                "distribution (e.g. pip install ./examples/acmedesk)",
-            )
+            if name in SHIPPED:
+                how = f"install it: {pip_install(f'escbridge-{name}')}"
+            else:
+                how = (
+                    f"escbridge's own connectors are {', '.join(SHIPPED)} "
+                    f"({pip_install('escbridge-zendesk', checkout=False)} and so on); "
+                    "any other comes from its own distribution"
+                )
+            raise PluginLoadError(name, f"not installed (installed: {installed}); {how}")
         if name in self._duplicates:
             log.warning(
                 "connector '%s' is provided by several distributions (%s); using %s",

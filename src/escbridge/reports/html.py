@@ -26,6 +26,7 @@ from escbridge.reports.text import (
     within_text,
 )
 from escbridge.views import html_environment
+from escbridge.wording import pip_install
 
 if TYPE_CHECKING:
     from markupsafe import Markup
@@ -35,8 +36,8 @@ if TYPE_CHECKING:
 
 #: What the page says in place of its charts when matplotlib is not installed.
 CHARTS_NEED_MATPLOTLIB = (
-    "Charts are not shown: they need matplotlib (from escbridge's checkout: "
-    "pip install './[charts]')."
+    f"Charts are not shown: they need matplotlib, escbridge's [charts] extra: "
+    f"{pip_install('escbridge[charts]')}."
 )
 
 PALETTE = {

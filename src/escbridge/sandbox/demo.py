@@ -563,9 +563,12 @@ def _receiver(config: Any, processor: Processor) -> Iterator[ServerThread]:
     try:
         from escbridge_webhooks import create_app
     except ImportError as error:
+        from escbridge.wording import pip_install
+
         raise DemoError(
-            "the webhook receiver is not installed: pip install -e webhooks "
-            f"(or `make demo`, which installs everything) ({error})"
+            "the webhook receiver is not installed: "
+            f"{pip_install('escbridge-webhooks', checkout=False)} "
+            f"(from a checkout, `make demo` installs everything) ({error})"
         ) from None
     app = create_app(config, processor=processor)
     server = ServerThread(app).start()

@@ -11,8 +11,10 @@ escbridge.sandbox.demo_notify), and the tests use them to see exactly what escbr
   metadata) and ``conversations.history`` returns what a channel holds; a held or dropped
   answer to ``chat.postMessage`` still posts the message (Slack took it, the answer was lost).
 - :class:`SmtpSink` is an aiosmtpd server (STARTTLS when given a certificate, AUTH LOGIN and
-  PLAIN when given a user) keeping each message with its envelope. aiosmtpd is optional: the
-  sink says how to install it when it is missing.
+  PLAIN when given a user) keeping each message with its envelope. It answers as a failing
+  server would when told: a recipient refused, the DATA command refused, the message refused,
+  held or its answer lost. aiosmtpd is optional: the sink says how to install it when it is
+  missing.
 
 Both are context managers and thread-safe.
 """
@@ -25,6 +27,8 @@ import logging
 import socket
 import ssl
 import threading
+import warnings
+from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -47,6 +51,9 @@ __all__ = [
 #: How long a held request waits at most for :meth:`HttpSink.release` (a test that forgets to
 #: release must not hang the suite).
 HOLD_LIMIT = 60.0
+
+#: What aiosmtpd warns when AUTH is required without TLS (as a plain SMTP sink with a user does).
+PLAIN_AUTH_WARNING = "Requiring AUTH while not requiring TLS"
 
 
 class SinkUnavailable(RuntimeError):
@@ -91,17 +98,58 @@ class Request:
         return self.headers.get(name.lower())
 
 
-class HttpSink:
-    """A recording HTTP server on loopback; see the module's docstring."""
+class _Sink(ABC):
+    """What both sinks share: a server on ``host``, used as a context manager, whose held
+    answers are let go by :meth:`release` (and by :meth:`stop`, so no thread is left waiting)."""
 
-    def __init__(self, host: str = "127.0.0.1") -> None:
+    def __init__(self, host: str) -> None:
         self.host = host
         self.port = 0
         self._lock = threading.Lock()
+        self._release = threading.Event()
+
+    @abstractmethod
+    def start(self) -> Self:
+        """Start serving on a free port (then in :attr:`port`)."""
+
+    @property
+    @abstractmethod
+    def serving(self) -> bool:
+        """Whether the server is up."""
+
+    @abstractmethod
+    def _shut_down(self) -> None:
+        """Stop the server if it is up."""
+
+    def stop(self) -> None:
+        self._release.set()
+        self._shut_down()
+
+    def release(self) -> None:
+        """Let held answers go (their clients may have given up by now); later ones answer at
+        once."""
+        self._release.set()
+
+    def __enter__(self) -> Self:
+        return self if self.serving else self.start()
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class HttpSink(_Sink):
+    """A recording HTTP server on loopback; see the module's docstring."""
+
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        super().__init__(host)
         self._requests: list[Request] = []
         self._scripts: dict[str, deque[Answer]] = {}
         self._defaults: dict[str, Answer] = {}
-        self._release = threading.Event()
         self._slack: dict[str, list[dict[str, Any]]] = {}  # channel -> messages posted
         self._server: ThreadingHTTPServer | None = None
 
@@ -131,23 +179,15 @@ class HttpSink:
         threading.Thread(target=self._server.serve_forever, name="http-sink", daemon=True).start()
         return self
 
-    def stop(self) -> None:
-        self._release.set()
+    @property
+    def serving(self) -> bool:
+        return self._server is not None
+
+    def _shut_down(self) -> None:
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
-
-    def __enter__(self) -> Self:
-        return self.start() if self._server is None else self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        trace: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def url(self, path: str = "/") -> str:
         """The sink's URL for ``path`` (each target gets its own path)."""
@@ -167,10 +207,6 @@ class HttpSink:
         """Answer every request to ``path`` with ``answer`` (after any scripted ones)."""
         with self._lock:
             self._defaults[_path(path)] = answer
-
-    def release(self) -> None:
-        """Let held requests answer (their clients have given up by now); later ones too."""
-        self._release.set()
 
     # --- what arrived ---------------------------------------------------------------------
 
@@ -292,7 +328,7 @@ class Mail:
         return message_from_bytes(self.data)
 
 
-class SmtpSink:
+class SmtpSink(_Sink):
     """An aiosmtpd server on loopback keeping what it is sent (see the module's docstring).
 
     ``tls``: an SSL context with the server's certificate loaded, to offer STARTTLS (then
@@ -300,6 +336,11 @@ class SmtpSink:
     required. ``hold``: answer the final ``.`` of a message only after :meth:`release` (the
     message is kept first: a sender that gives up does not know it arrived); ``drop``: keep
     the message, then drop the connection without answering (the answer lost).
+
+    Refusals, set (and cleared) at any time, each an SMTP reply such as ``"451 4.3.0 try
+    later"``: ``refuse_recipient`` answers every RCPT, ``refuse_data`` the DATA command (both
+    before the message is sent: nothing is kept), ``refuse`` the message's final ``.`` (the
+    message was sent whole and is not kept).
     """
 
     def __init__(
@@ -316,23 +357,22 @@ class SmtpSink:
             import aiosmtpd  # noqa: F401 - only to say clearly when it is missing
         except ImportError as error:
             raise SinkUnavailable("the SMTP sink needs aiosmtpd: pip install aiosmtpd") from error
-        self.host = host
-        self.port = 0
+        super().__init__(host)
         self.tls = tls
         self.user = user
         self.password = password
         self.hold = hold
         self.drop = drop
-        self.refuse: str | None = None  # e.g. "451 4.3.0 try later": DATA answered with it
+        self.refuse_recipient: str | None = None
+        self.refuse_data: str | None = None
+        self.refuse: str | None = None
         self.logins: list[tuple[str, bool]] = []  # (mechanism, succeeded)
         self._mails: list[Mail] = []
-        self._lock = threading.Lock()
-        self._release = threading.Event()
         self._controller: Any = None
 
     def start(self) -> Self:
         from aiosmtpd.controller import Controller
-        from aiosmtpd.smtp import AuthResult, LoginPassword
+        from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword, syntax
 
         sink = self
 
@@ -348,7 +388,28 @@ class SmtpSink:
                 sink.logins.append((mechanism, ok))
             return AuthResult(success=ok, handled=False, auth_data=data.login if ok else None)
 
+        class Server(SMTP):
+            @syntax("DATA")
+            async def smtp_DATA(self, arg: str) -> None:
+                if sink.refuse_data:  # before the 354: the message is never sent
+                    await self.push(sink.refuse_data)
+                    return
+                await super().smtp_DATA(arg)
+
+        class Sink(Controller):
+            def factory(self) -> SMTP:
+                return Server(self.handler, **self.SMTP_kwargs)
+
         class Handler:
+            async def handle_RCPT(
+                self, server: Any, session: Any, envelope: Any, address: str, options: Any
+            ) -> str:
+                if sink.refuse_recipient:
+                    return sink.refuse_recipient
+                envelope.rcpt_tos.append(address)
+                envelope.rcpt_options.extend(options)
+                return "250 OK"
+
             async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
                 if sink.refuse:
                     return sink.refuse
@@ -371,7 +432,10 @@ class SmtpSink:
                     )
                 return "250 2.0.0 queued"
 
-        logging.getLogger("mail.log").addFilter(_not_deprecated)
+        logging.getLogger("mail.log").addFilter(_not_noise)
+        if self.user is not None and self.tls is None:
+            # A loopback stand-in for a `security: none` server: AUTH in the clear is the point.
+            warnings.filterwarnings("ignore", PLAIN_AUTH_WARNING, UserWarning, "aiosmtpd")
         port = _free_port(self.host)
         options: dict[str, Any] = {
             "auth_require_tls": self.tls is not None,
@@ -382,33 +446,21 @@ class SmtpSink:
             options["authenticator"] = authenticate
         if self.tls is not None:
             options["tls_context"] = self.tls
-        self._controller = Controller(
+        self._controller = Sink(
             Handler(), hostname=self.host, port=port, ready_timeout=10.0, **options
         )
         self._controller.start()
         self.port = port
         return self
 
-    def stop(self) -> None:
-        self._release.set()
+    @property
+    def serving(self) -> bool:
+        return self._controller is not None
+
+    def _shut_down(self) -> None:
         if self._controller is not None:
             self._controller.stop()
             self._controller = None
-
-    def release(self) -> None:
-        """Answer held messages (and later ones at once)."""
-        self._release.set()
-
-    def __enter__(self) -> Self:
-        return self.start() if self._controller is None else self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        trace: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     @property
     def mails(self) -> list[Mail]:
@@ -416,9 +468,11 @@ class SmtpSink:
             return list(self._mails)
 
 
-def _not_deprecated(record: logging.LogRecord) -> bool:
-    """aiosmtpd warns on every login that a field it sets itself is deprecated: noise."""
-    return "login_data is deprecated" not in record.getMessage()
+def _not_noise(record: logging.LogRecord) -> bool:
+    """aiosmtpd logs on every login that a field it sets itself is deprecated, and on every
+    connection of a plain sink that AUTH without TLS is required: noise here."""
+    said = record.getMessage()
+    return "login_data is deprecated" not in said and "auth_require_tls == False" not in said
 
 
 def _free_port(host: str) -> int:

@@ -34,6 +34,7 @@ from sqlalchemy.pool import StaticPool
 from escbridge.errors import StoreUnavailableError, StoreUrlError
 from escbridge.secrets import MASK, quote_userinfo, redact
 from escbridge.secrets import safe_url as secrets_safe_url
+from escbridge.wording import pip_install
 
 DEFAULT_URL = "sqlite:///escbridge.db"
 
@@ -124,8 +125,8 @@ def create_engine(url: str | URL, *, busy_timeout: float = 30.0) -> sa.Engine:
         import psycopg  # noqa: F401  (the driver SQLAlchemy loads for postgresql+psycopg)
     except ImportError:
         raise StoreUrlError(
-            f"store {safe_url(parsed)} needs the PostgreSQL driver: install escbridge with its "
-            "[postgres] extra (pip install './[postgres]' from a checkout)"
+            f"store {safe_url(parsed)} needs the PostgreSQL driver, escbridge's [postgres] extra: "
+            f"{pip_install('escbridge[postgres]')}"
         ) from None
     engine = sa.create_engine(
         parsed,

@@ -23,6 +23,7 @@ import contextlib
 import errno
 import importlib
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -79,6 +80,13 @@ def serve(
     from escbridge.processing import build_processor
 
     setup_logging(options.log_format, options.log_level)
+    # A taken port is the one line that matters: said before the helpdesks are contacted.
+    _check_free(options.host, options.port, "--port")
+    if options.metrics_bind:
+        metrics = BindAddress.parse(options.metrics_bind)
+        if metrics.path is None:
+            host = metrics.host if metrics.host not in ("", "*") else "0.0.0.0"
+            _check_free(host, metrics.port, "--metrics-bind")
     config = load_config(options.config)
     install_secrets(config.secret_values)
     # Its worker threads deliver notifications: their ${VAR}s must be set (receive-only needs not).
@@ -188,6 +196,26 @@ def _metrics_listener(waitress: Any, app: Any, bind: str | None) -> tuple[Any, s
     if address.path is None:  # port 0: the one it got
         address = BindAddress(address.host, int(server.effective_port))
     return server, str(address)
+
+
+def _check_free(host: str, port: int, option: str) -> None:
+    """AddressInUseError at once when another process listens on ``host:port``.
+
+    Loading escbridge.yaml contacts the helpdesks (JWKS, agent checks), whose warnings would
+    otherwise come first and the refusal only after them. The server's own bind still
+    decides: the port can be taken in between, and is then reported the same way.
+    """
+    if not port:
+        return
+    try:
+        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError):
+        return  # not an address: the server says so itself
+    with _address_in_use(host, port, option):
+        for family, kind, proto, _, address in addresses:
+            with socket.socket(family, kind, proto) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as waitress does
+                probe.bind(address)
 
 
 @contextlib.contextmanager
