@@ -149,7 +149,10 @@ def test_history_shows_retries_and_dead_letters_with_their_reason(store_url, cap
     code, out, _ = run(capsys, "history", "zd", "7", "--store", store_url)
 
     assert code == 0
-    assert "job #1 dead-lettered after 1 attempt: replay with `escbridge jobs retry 1`" in out
+    given = f" --store {shlex.quote(safe_url(store_url))}"  # the hint runs as printed
+    assert (
+        f"job #1 dead-lettered after 1 attempt: replay with `escbridge jobs retry 1{given}`" in out
+    )
     assert "NotFound: ticket 7 is gone" in out
     assert "job #2 retries (after 1 attempt)" in out
     assert "last error: TransientError: 503 from the helpdesk" in out
@@ -274,7 +277,8 @@ def test_status_names_dead_letters_a_failed_sync_overdue_deadlines_and_leases(st
     assert "  sync of zd: host:9:sync until" in out
     assert "  ticket zd/5: host:9:worker until" in out
     attention = out.split("needs attention:\n", 1)[1]
-    assert "zd: 1 dead letter — `escbridge jobs --failed --instance zd`" in attention
+    given = f" --store {shlex.quote(safe_url(store_url))}"  # the hint runs as printed
+    assert f"zd: 1 dead letter — `escbridge jobs --failed --instance zd{given}`" in attention
     assert "zd: the last sync did not get through: stopped early: AuthError: 401" in attention
     assert "zd: 1 deadline overdue since" in attention and "start `escbridge worker`" in attention
 
@@ -305,7 +309,8 @@ def test_status_of_a_store_not_created_yet_does_not_create_it(tmp_path, capsys):
 
     code, out, _ = run(capsys, "status", "--store", f"sqlite:///{path}")
 
-    assert code == 1 and "does not exist yet — run `escbridge db upgrade`" in out
+    given = shlex.quote(f"sqlite:///{path}")
+    assert code == 1 and f"does not exist yet — run `escbridge db upgrade --store {given}`" in out
     assert not path.exists()
 
 

@@ -91,14 +91,15 @@ def run_history(args: argparse.Namespace) -> int:
             file=out,
         )
         return EXIT_PROBLEM
-    out.write(format_history(found, datetime.now(UTC)))
+    out.write(format_history(found, datetime.now(UTC), given_options(args)))
     return EXIT_OK
 
 
-def format_history(found: TicketHistory, now: datetime) -> str:
-    """The text a person reads: a headline with the ticket's state, then one block per moment."""
+def format_history(found: TicketHistory, now: datetime, options: str = "") -> str:
+    """The text a person reads: a headline with the ticket's state, then one block per moment
+    (``options``: the --config/--store given, for the commands its hints suggest)."""
     lines = [_headline(found, now)]
-    for moment in found.timeline():
+    for moment in found.timeline(options):
         when = _time(moment.at)
         if moment.kind == "due":
             when = f"{when} ({_relative(moment.at, now)})"

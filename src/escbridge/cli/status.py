@@ -29,6 +29,7 @@ from escbridge.cli.store import (
     _relative,
     _time,
     configured_instances,
+    given_options,
     store_url,
 )
 from escbridge.errors import InvalidInputError, StoreUnavailableError
@@ -83,13 +84,20 @@ def run_status(args: argparse.Namespace) -> int:
         return failed("status", error, sys.stderr)
     if not store_exists(url):
         print(
-            f"store {safe_url(url)}: does not exist yet — run `escbridge db upgrade`",
+            f"store {safe_url(url)}: does not exist yet — run "
+            f"`escbridge db upgrade{given_options(args)}`",
             file=out,
         )
         return EXIT_PROBLEM
     try:
         with Store(url, check_schema=False) as store:
-            status = status_report(store, configured, datetime.now(UTC))
+            status = status_report(
+                store,
+                configured,
+                datetime.now(UTC),
+                given_options(args),
+                given_options(args, store=False),
+            )
     except StoreUnavailableError as error:
         return failed("status", error, sys.stderr)
     if args.format == "json":
@@ -100,8 +108,16 @@ def run_status(args: argparse.Namespace) -> int:
     return EXIT_PROBLEM if status.attention else EXIT_OK
 
 
-def status_report(store: Store, configured: dict[str, str | None], now: datetime) -> Status:
-    """The overview of ``store`` for the ``configured`` instances, and what needs attention."""
+def status_report(
+    store: Store,
+    configured: dict[str, str | None],
+    now: datetime,
+    options: str = "",
+    config_option: str = "",
+) -> Status:
+    """The overview of ``store`` for the ``configured`` instances, and what needs attention;
+    ``options`` (`` --config X --store URL``; ``config_option`` for a command without --store)
+    end the commands its hints suggest, as the user gave them."""
     from escbridge.sync import LEASE_TICKET_ID
 
     seen = overview(store, now)
@@ -119,22 +135,22 @@ def status_report(store: Store, configured: dict[str, str | None], now: datetime
         if queue is not None and queue.failed:
             attention.append(
                 f"{name}: {plural(queue.failed, 'dead letter')} — `escbridge jobs --failed "
-                f"--instance {name}` says why; `escbridge jobs retry --all-failed` replays them "
-                "once the cause is fixed"
+                f"--instance {name}{options}` says why; `escbridge jobs retry --all-failed"
+                f"{options}` replays them once the cause is fixed"
             )
         told = seen.notifications.get(name, {})
         trouble = told.get("failed", 0) + told.get("unknown", 0)
         if trouble:
             attention.append(
                 f"{name}: {plural(trouble, 'notification')} failed or of unknown outcome — "
-                f"`escbridge jobs --failed --instance {name}` says why; "
-                "`escbridge jobs --replay-notification ID` sends one again"
+                f"`escbridge jobs --failed --instance {name}{options}` says why; "
+                f"`escbridge jobs --replay-notification ID{options}` sends one again"
             )
         check = seen.runs.get((name, CHECK))
         if check is not None and not check.ok:
             attention.append(
                 f"{name}: not ready at the last check: {check.summary} — fix it, then run "
-                "`escbridge check` again"
+                f"`escbridge check{config_option}` again"
             )
         sync = seen.runs.get((name, SYNC))
         if sync is not None and not sync.ok:

@@ -174,14 +174,15 @@ class TicketHistory:
             self.jobs or self.escalations or self.state or self.shadow or self.notifications
         )
 
-    def timeline(self) -> list[Moment]:
-        """What happened, oldest first (ties: in the order it happened within one step)."""
+    def timeline(self, options: str = "") -> list[Moment]:
+        """What happened, oldest first (ties: in the order it happened within one step);
+        ``options`` (`` --config X``, as the user gave them) end the commands hints suggest."""
         moments: list[Moment] = []
         for job in self.jobs:
-            moments.extend(_job_moments(job))
+            moments.extend(_job_moments(job, options))
         for escalation in self.escalations:
             moments.extend(_escalation_moments(escalation))
-        moments.extend(_notification_moment(n) for n in self.notifications)
+        moments.extend(_notification_moment(n, options) for n in self.notifications)
         state = self.state
         if state is not None and state.intent is not None and state.intent_at is not None:
             to = state.intent.decision.destination
@@ -226,7 +227,7 @@ class TicketHistory:
         return moments
 
 
-def _job_moments(job: Job) -> list[Moment]:
+def _job_moments(job: Job, options: str = "") -> list[Moment]:
     """An inbox row: the event as it arrived, and where its job stands or how it ended."""
     source, text = {
         DUE_KIND: ("due", f"deadline reached: queued for a worker as job #{job.id}"),
@@ -257,7 +258,7 @@ def _job_moments(job: Job) -> list[Moment]:
                 job.finished_at or job.next_attempt_at,
                 "job",
                 f"job #{job.id} dead-lettered after {tries}: replay with "
-                f"`escbridge jobs retry {job.id}`",
+                f"`escbridge jobs retry {job.id}{options}`",
                 (job.last_error or "",),
                 {**status, "error": job.last_error},
             )
@@ -284,7 +285,7 @@ def _job_moments(job: Job) -> list[Moment]:
     return moments
 
 
-def _notification_moment(n: Notification) -> Moment:
+def _notification_moment(n: Notification, options: str = "") -> Moment:
     """An outbox row: who was (or is to be) told of an escalation, and how that went."""
     tries = f"{n.attempts} attempt{'s' if n.attempts != 1 else ''}"
     head = f"notification #{n.id} to {n.target}"
@@ -307,7 +308,7 @@ def _notification_moment(n: Notification) -> Moment:
     if n.state == NOTIFY_SENDING:
         text = f"{head} being sent by {n.claimed_by} (attempt {n.attempts})"
         return Moment(n.lease_until or n.created_at, "notification", text, (), data)
-    replay = f"`escbridge jobs --replay-notification {n.id}`"
+    replay = f"`escbridge jobs --replay-notification {n.id}{options}`"
     if n.state == NOTIFY_FAILED:
         text = f"{head} failed after {tries}: replay with {replay}"
     else:
