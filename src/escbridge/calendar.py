@@ -28,7 +28,7 @@ import threading
 from bisect import bisect_left, bisect_right
 from collections.abc import Container, Iterable, Mapping, Sequence, Sized
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta, timezone, tzinfo
 from fractions import Fraction
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -823,23 +823,29 @@ class BusinessCalendar:
 
     def _instant(self, day: date, at: time) -> datetime:
         """The first instant at which the local wall clock shows ``day at`` or later (UTC)."""
-        wall = datetime.combine(day, at, self.tz)  # fold=0: the first occurrence if repeated
-        first = wall.astimezone(_UTC)
-        # Datetimes sharing a tzinfo compare by wall clock, so this asks "does `wall` exist?"
-        if first.astimezone(self.tz) == wall:
-            return first
-        # `wall` was skipped by a forward jump: find the jump by bisection between the
-        # readings under the offsets before and after it.
-        lo, hi = sorted((first, wall.replace(fold=1).astimezone(_UTC)))
-        if lo.astimezone(self.tz) >= wall:
-            return lo
-        while hi - lo > _US:
-            mid = lo + (hi - lo) // 2
-            if mid.astimezone(self.tz) >= wall:
-                hi = mid
-            else:
-                lo = mid
-        return hi
+        return local_instant(day, at, self.tz)
+
+
+def local_instant(day: date, at: time, tz: tzinfo) -> datetime:
+    """The first instant (UTC) at which the wall clock of ``tz`` shows ``day at`` or later: the
+    first occurrence of a repeated time, the moment of the jump for a skipped one."""
+    wall = datetime.combine(day, at, tz)  # fold=0: the first occurrence if repeated
+    first = wall.astimezone(_UTC)
+    # Datetimes sharing a tzinfo compare by wall clock, so this asks "does `wall` exist?"
+    if first.astimezone(tz) == wall:
+        return first
+    # `wall` was skipped by a forward jump: find the jump by bisection between the
+    # readings under the offsets before and after it.
+    lo, hi = sorted((first, wall.replace(fold=1).astimezone(_UTC)))
+    if lo.astimezone(tz) >= wall:
+        return lo
+    while hi - lo > _US:
+        mid = lo + (hi - lo) // 2
+        if mid.astimezone(tz) >= wall:
+            hi = mid
+        else:
+            lo = mid
+    return hi
 
 
 def _clock(at: time, end: bool = False) -> timedelta:

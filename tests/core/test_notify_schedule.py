@@ -52,6 +52,14 @@ class TestQuietHours:
     def test_after_midnight_is_the_same_night(self) -> None:
         assert next_allowed(NIGHTS, berlin(2026, 3, 12, 3, 0)) == berlin(2026, 3, 12, 7, 0)
 
+    def test_an_end_the_clocks_skip_is_the_moment_they_jump(self) -> None:
+        # 2026-03-29 in Berlin: 02:00 CET becomes 03:00 CEST (01:00 UTC); 02:30 never shows.
+        night = loaded("      quiet_hours: {from: '22:00', to: '02:30', timezone: Europe/Berlin}\n")
+        jump = datetime(2026, 3, 29, 1, 0, tzinfo=UTC)
+        assert next_allowed(night, berlin(2026, 3, 28, 23, 0)) == jump
+        assert is_quiet(night, jump - timedelta(microseconds=1))
+        assert not is_quiet(night, jump)
+
     def test_the_window_is_half_open(self) -> None:
         assert is_quiet(NIGHTS, berlin(2026, 3, 11, 22, 0))
         assert not is_quiet(NIGHTS, berlin(2026, 3, 12, 7, 0))

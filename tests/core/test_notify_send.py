@@ -48,6 +48,7 @@ def sink() -> Iterator[SmtpSink]:
         ({"status": 202}, "sent"),
         ({"status": 429, "headers": {"Retry-After": "30"}}, "retry"),
         ({"status": 503}, "retry"),
+        ({"status": 408}, "retry"),  # the server gave up reading the request: not taken
         ({"status": 500}, "unknown"),
         ({"status": 502}, "unknown"),
         ({"status": 504}, "unknown"),
@@ -90,6 +91,20 @@ def test_a_slack_api_error_is_named(http):
 
     assert delivery.outcome == "failed" and "not_in_channel" in delivery.detail
     assert http.calls[0].request.headers["Authorization"] == "Bearer xoxb-token-0123456789"
+
+
+def test_a_slack_read_back_does_not_follow_a_redirect_with_the_token(http):
+    """A 3xx must not take the bot token (or the question) to another host."""
+    history = f"{send.SLACK_API}/conversations.history"
+    elsewhere = "https://elsewhere.example.com/api/conversations.history"
+    http.get(history, status=302, headers={"Location": elsewhere})
+    http.get(elsewhere, json={"ok": True, "messages": []})
+    http.assert_all_requests_are_fired = False
+
+    found = send.find_slack_message("xoxb-token-0123456789", "C0123", 7, NOW)
+
+    assert found is None  # cannot tell: the claim waits, nothing is posted on a guess
+    assert [call.request.url.split("?")[0] for call in http.calls] == [history]
 
 
 # --- the signed webhook --------------------------------------------------------------------------

@@ -202,6 +202,7 @@ def build_world(
         backoff=lambda attempt: 60.0 * attempt,
         ssl_context=client_tls,
         session=session,
+        clock=clock,
     )
     processor = Processor(
         store,

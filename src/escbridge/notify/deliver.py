@@ -16,7 +16,9 @@ commits it as ``sending`` (its attempt counted) before it goes out. Then:
   again blindly; `escbridge jobs` shows them and ``--replay-notification ID`` sends one again.
 
 Quiet hours and digest windows were applied to ``not_before`` at insert; quiet hours are
-checked again at claim (the matrix may have changed since). Time is the ``now`` passed in.
+checked again at claim (the matrix may have changed since). Time is the ``now`` passed in, moved
+on by what the pass takes (a claim's lease counts from the claim: see ``Notifier._timer``);
+a claim is held at least as long as its send can take (``Notifier.lease_for``).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import os
 import random
 import ssl
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -53,6 +56,14 @@ if TYPE_CHECKING:
     from escbridge.notify.model import NotifyTarget
 
 log = logging.getLogger("escbridge.notify")
+
+#: The longest a service's ``Retry-After`` is obeyed: a notification held back for a day is of
+#: no use, so a longer ask waits this long and counts as an attempt (then, after
+#: ``max_attempts``, the notification is ``failed`` and listed).
+MAX_RETRY_AFTER = timedelta(hours=1)
+
+#: Added to the longest a send can take, for the claim's lease (commit, render, clock skew).
+LEASE_MARGIN = timedelta(seconds=30)
 
 #: What a person does about an ``unknown`` notification (shown by `escbridge jobs`).
 UNKNOWN_HINT = (
@@ -139,7 +150,7 @@ class Outbox:
         wanted = {t for decision, _, _ in recorded for t in targets_for(self.matrix, decision)}
         if not wanted:
             return []
-        windows = batch.notify_windows(wanted)
+        windows = batch.notify_windows(wanted, now)
         rows: list[NewNotification] = []
         for decision, ticket, escalation in recorded:
             try:
@@ -190,6 +201,7 @@ class Notifier:
         ssl_context: ssl.SSLContext | None = None,
         per_target: int = 20,
         poll: timedelta = timedelta(seconds=5),
+        clock: Callable[[], datetime] | None = None,
     ) -> None:
         self.store = store
         self.targets = dict(targets)
@@ -208,6 +220,7 @@ class Notifier:
         self.ssl_context = ssl_context
         self.per_target = per_target
         self.poll = poll
+        self.clock = clock
         self._look_lock = threading.Lock()
         self._next_look: datetime | None = None  # None: look at the next chance
 
@@ -255,57 +268,100 @@ class Notifier:
 
     # --- one pass -------------------------------------------------------------------------
 
+    def lease_for(self, target: NotifyTarget) -> timedelta:
+        """How long a claim of ``target`` is held: the configured lease, but never less than
+        the longest its send can take (every step at its timeout) — a claim that ran out
+        while its send was still under way would be taken over and sent a second time."""
+        return max(self.lease, longest_send(target) + LEASE_MARGIN)
+
+    def _timer(self, now: datetime) -> Callable[[], datetime]:
+        """The time as a pass goes on: sends take time, and a claim's lease, a retry's backoff
+        and a ``sent_at`` are counted from when they happen, not from the pass's start. With
+        a ``clock`` (tests, workers): its time (never before ``now``); else ``now`` plus the
+        time elapsed since."""
+        clock = self.clock
+        if clock is not None:
+            return lambda: max(now, clock())
+        started = time.monotonic()
+        return lambda: now + timedelta(seconds=time.monotonic() - started)
+
     def run_once(self, worker_id: str, now: datetime) -> NotifyReport:
         """Deliver what is due at ``now``: every target, up to ``per_target`` messages each."""
         from escbridge.notify.schedule import next_allowed
 
         report = NotifyReport()
+        at = self._timer(now)
         for target_id in self.store.notification_targets_due(now):
             target = self.targets.get(target_id)
             if target is None:
-                self._orphans(target_id, worker_id, now, report)
+                self._orphans(target_id, worker_id, at, report)
                 continue
-            allowed = next_allowed(target, now)
-            if allowed > now:
-                report.postponed += self.store.postpone_notifications(target_id, now, allowed)
+            current = at()
+            allowed = next_allowed(target, current)
+            if allowed > current:
+                report.postponed += self.store.postpone_notifications(target_id, current, allowed)
                 continue
+            lease = self.lease_for(target)
             for _ in range(self.per_target):
                 held = self.store.claim_notifications(
-                    target_id, worker_id, now, self.lease, digest=target.digest is not None
+                    target_id, worker_id, at(), lease, digest=target.digest is not None
                 )
                 if held is None:
                     break
-                self.deliver(target, held, now, report)
+                self._deliver(target, held, at, report)
         return report
 
-    def _orphans(self, target_id: str, worker_id: str, now: datetime, report: NotifyReport) -> None:
+    def _orphans(
+        self, target_id: str, worker_id: str, at: Callable[[], datetime], report: NotifyReport
+    ) -> None:
         """Rows of a target the matrix no longer has: failed, saying so (replayable once the
-        target is back)."""
+        target is back) — or ``unknown`` when a worker stopped while sending them (they may
+        have gone out: a replay of every failed notification must not send them again)."""
+        gone = f"target {target_id!r} is no longer in the matrix's notify: targets"
         while held := self.store.claim_notifications(
-            target_id, worker_id, now, self.lease, digest=True
+            target_id, worker_id, at(), self.lease, digest=True
         ):
-            why = f"target {target_id!r} is no longer in the matrix's notify: targets"
-            self._settle(held, NOTIFY_FAILED, now, why, report)
+            if held.stale:
+                why = f"{gone}; the worker stopped while sending it: it may have gone out"
+                self._settle(held, NOTIFY_UNKNOWN, at(), why, report)
+            else:
+                self._settle(held, NOTIFY_FAILED, at(), gone, report)
 
     def deliver(
         self, target: NotifyTarget, held: NotificationClaim, now: datetime, report: NotifyReport
     ) -> None:
         """Send one claimed message and settle its rows (see the module's rules)."""
+        self._deliver(target, held, self._timer(now), report)
+
+    def _deliver(
+        self,
+        target: NotifyTarget,
+        held: NotificationClaim,
+        at: Callable[[], datetime],
+        report: NotifyReport,
+    ) -> None:
         from escbridge.notify.model import NotifySetupError, SignedWebhook, SlackBot, resolve
 
         try:
             resolved = resolve(target, self.environ)
         except NotifySetupError as error:
-            self._settle(held, NOTIFY_FAILED, now, str(error), report)
+            if held.stale:  # the first attempt may have gone out: not for a bulk replay
+                why = f"{error}; the worker stopped while sending it: it may have gone out"
+                self._settle(held, NOTIFY_UNKNOWN, at(), why, report)
+            else:
+                self._settle(held, NOTIFY_FAILED, at(), str(error), report)
             return
         self.redactor.add(resolved.secret_values())
         settings = resolved.settings
         if held.stale and not isinstance(settings, SignedWebhook | SlackBot):
             why = "the worker stopped while sending it: it may have gone out"
-            self._settle(held, NOTIFY_UNKNOWN, now, why, report)
+            self._settle(held, NOTIFY_UNKNOWN, at(), why, report)
             return
         if held.stale and isinstance(settings, SlackBot):
-            since = min(row.created_at for row in held.rows)
+            # No attempt of these rows was made before they were due: a row held by quiet
+            # hours or a digest window is looked for in the history since then, not since
+            # its escalation (a busy channel's hours of messages may not fit the pages).
+            since = min(row.not_before for row in held.rows)
             found = senders.find_slack_message(
                 settings.token,
                 settings.channel,
@@ -315,30 +371,30 @@ class Notifier:
                 api=settings.api_url,
             )
             if found:
-                self._settle(held, NOTIFY_SENT, now, None, report, "found in the channel")
+                self._settle(held, NOTIFY_SENT, at(), None, report, "found in the channel")
                 return
             if found is None:
                 self._unanswered(
-                    held, now, "Slack could not be asked whether it was posted", report
+                    held, at(), "Slack could not be asked whether it was posted", report
                 )
                 return
         try:
-            delivery = self.send(resolved, held, now)
+            delivery = self.send(resolved, held, at())
         except Exception as error:  # a message that cannot be made (a bug, a template): say so
             log.exception("notification %s to %s: not sent", held.delivery_id, held.target)
             why = f"not sent: {type(error).__name__}: {error}"
-            self._settle(held, NOTIFY_FAILED, now, why, report)
+            self._settle(held, NOTIFY_FAILED, at(), why, report)
             return
         if delivery.outcome == "sent":
-            self._settle(held, NOTIFY_SENT, now, None, report, delivery.detail)
+            self._settle(held, NOTIFY_SENT, at(), None, report, delivery.detail)
         elif delivery.outcome == "failed":
-            self._settle(held, NOTIFY_FAILED, now, delivery.detail, report)
+            self._settle(held, NOTIFY_FAILED, at(), delivery.detail, report)
         elif delivery.outcome == "retry":
-            self._retry(held, now, delivery, report)
+            self._retry(held, at(), delivery, report)
         elif isinstance(settings, SignedWebhook | SlackBot):
-            self._unanswered(held, now, delivery.detail, report)
+            self._unanswered(held, at(), delivery.detail, report)
         else:
-            self._settle(held, NOTIFY_UNKNOWN, now, delivery.detail, report)
+            self._settle(held, NOTIFY_UNKNOWN, at(), delivery.detail, report)
 
     def send(
         self, target: NotifyTarget, held: NotificationClaim, now: datetime
@@ -368,7 +424,10 @@ class Notifier:
             why = f"gave up after {attempts} attempts: {delivery.detail}"
             self._settle(held, NOTIFY_FAILED, now, why, report)
             return
-        delay = max(delivery.retry_after or 0.0, self.backoff(attempts))
+        asked = delivery.retry_after or 0.0
+        if not asked <= MAX_RETRY_AFTER.total_seconds():  # also NaN and inf: no overflow
+            asked = MAX_RETRY_AFTER.total_seconds()
+        delay = max(asked, self.backoff(attempts))
         at = now + timedelta(seconds=delay)
         self._settle(held, NOTIFY_PENDING, now, delivery.detail, report, retry_at=at)
 
@@ -444,6 +503,22 @@ class Notifier:
         return self.redactor(text)
 
 
+def longest_send(target: NotifyTarget) -> timedelta:
+    """The longest one message to ``target`` can take with every step at its timeout: one HTTP
+    request; a Slack bot's read-back of the channel (every page) and its post; an SMTP
+    conversation (connect, greeting, EHLO, STARTTLS, EHLO, AUTH's two steps, MAIL, one RCPT
+    per recipient, DATA, the message, its answer, QUIT: each its own timeout)."""
+    from escbridge.notify.model import EmailSettings, SlackBot
+
+    request = senders.CONNECT_TIMEOUT + senders.READ_TIMEOUT
+    s = target.settings
+    if isinstance(s, EmailSettings):
+        return timedelta(seconds=(12 + len(s.to)) * senders.READ_TIMEOUT)
+    if isinstance(s, SlackBot):
+        return timedelta(seconds=(senders.SLACK_HISTORY_PAGES + 1) * request)
+    return timedelta(seconds=request)
+
+
 def send_message(
     target: NotifyTarget,
     contexts: Sequence[Mapping[str, Any]],
@@ -506,9 +581,12 @@ def send_message(
 
 
 __all__ = [
+    "LEASE_MARGIN",
+    "MAX_RETRY_AFTER",
     "UNKNOWN_HINT",
     "Notifier",
     "NotifyReport",
+    "longest_send",
     "outbox_rows",
     "send_message",
 ]

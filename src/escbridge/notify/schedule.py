@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
+from escbridge.calendar import local_instant
+
 if TYPE_CHECKING:
     from escbridge.notify.model import NotifyTarget, QuietWindow
 
@@ -35,10 +37,11 @@ def _utc(at: datetime) -> datetime:
 def _bounds(window: QuietWindow, day: datetime) -> tuple[datetime, datetime]:
     """(start, end) in UTC of ``window`` beginning on the local date of ``day``."""
     local = day.date()
-    start = datetime.combine(local, window.start, tzinfo=window.zone)
     end_day = local if window.end > window.start else local + timedelta(days=1)
-    end = datetime.combine(end_day, window.end, tzinfo=window.zone)
-    return start.astimezone(UTC), end.astimezone(UTC)
+    # A time the clocks skip (spring forward) is the moment they jump, as in business calendars.
+    return local_instant(local, window.start, window.zone), local_instant(
+        end_day, window.end, window.zone
+    )
 
 
 def quiet_window_at(windows: Sequence[QuietWindow], at: datetime) -> datetime | None:

@@ -6,7 +6,7 @@ helpdesk write):
 
 - ``sent`` — the service took it;
 - ``retry`` — it provably did not take it: the connection was refused or timed out before a
-  byte was sent, the name did not resolve, 429 or 503 came back, an SMTP server refused (4xx)
+  byte was sent, the name did not resolve, 408, 429 or 503 came back, an SMTP server refused (4xx)
   before the message's final ``.``;
 - ``failed`` — it will not take it as configured: another 4xx, an SMTP 5xx, bad credentials,
   a Slack API error such as ``channel_not_found``; retrying cannot help;
@@ -48,14 +48,17 @@ USER_AGENT = "escbridge-notify"
 #: Slack's own name for the metadata escbridge puts on a bot message: what a read-back finds.
 SLACK_EVENT_TYPE = "escbridge_notification"
 SLACK_API = "https://slack.com/api"
+#: Pages of conversations.history a read-back looks through before it cannot tell.
+SLACK_HISTORY_PAGES = 10
 
 #: Headers of the signed webhook (Stripe style): see :func:`sign`.
 TIMESTAMP_HEADER = "X-Escbridge-Timestamp"
 SIGNATURE_HEADER = "X-Escbridge-Signature"
 DELIVERY_HEADER = "X-Escbridge-Delivery"
 
-#: Answers that say the request was not carried out; other 5xx may have been (helpdesk rule).
-_NOT_TAKEN = frozenset({429, 503})
+#: Answers that say the request was not carried out (408: the server gave up reading it before
+#: it was whole); other 5xx may have been (helpdesk rule).
+_NOT_TAKEN = frozenset({408, 429, 503})
 _MAYBE_TAKEN = frozenset({500, 502, 504})
 
 #: Slack Web API errors (HTTP 200, ``ok: false``) that say the post may have been made.
@@ -169,6 +172,7 @@ def _slack_api(
                 params=dict(params or {}),
                 headers=headers,
                 timeout=(CONNECT_TIMEOUT, READ_TIMEOUT),
+                allow_redirects=False,  # the token is not taken elsewhere
             )
         except requests.RequestException as error:
             return Delivery("retry", f"slack {method}: {type(error).__name__}"), {}
@@ -224,7 +228,7 @@ def find_slack_message(
     *,
     session: requests.Session | None = None,
     api: str = SLACK_API,
-    pages: int = 10,
+    pages: int = SLACK_HISTORY_PAGES,
 ) -> bool | None:
     """Whether ``channel`` holds escbridge's message ``delivery_id`` posted since ``since``
     (conversations.history with metadata); None when Slack could not be asked."""
@@ -438,6 +442,7 @@ __all__ = [
     "SIGNATURE_HEADER",
     "SLACK_API",
     "SLACK_EVENT_TYPE",
+    "SLACK_HISTORY_PAGES",
     "TIMESTAMP_HEADER",
     "Delivery",
     "Outcome",

@@ -241,22 +241,27 @@ class Processor:
                     connector.latest_comment_needed = needed
         # The matrix's notify: targets: the record writes each escalation's notifications in
         # its transaction (the outbox), the worker loop delivers them (escbridge.notify).
+        # A matrix without targets still gets a notifier: rows recorded under an earlier matrix
+        # that had some are settled (no longer in the matrix), not left pending for ever.
         self.notifier = notifier
         outbox = None
-        if matrix is not None and getattr(matrix, "notify", None):
+        if matrix is not None:
             from escbridge.notify.deliver import Notifier, Outbox
             from escbridge.secrets import Redactor
 
+            targets = getattr(matrix, "notify", None) or {}
             if self.notifier is None:  # retried, leased and dead-lettered as inbox events are
                 self.notifier = Notifier(
                     store,
-                    matrix.notify,
+                    targets,
                     redactor=Redactor(self.secrets),
                     lease=self.settings.lease,
                     max_attempts=self.settings.max_attempts,
                     backoff=self._notify_backoff,
+                    clock=self.clock,
                 )
-            outbox = Outbox(matrix, self._agent_url, on_written=self._notification_written)
+            if targets:
+                outbox = Outbox(matrix, self._agent_url, on_written=self._notification_written)
         self.recorder = Recorder(store, self.shadower, on_due=self._due_recorded, outbox=outbox)
         self.own_writes = OwnWrites()
         self._rng_lock = threading.Lock()

@@ -5,10 +5,16 @@ A claim is one message: one row, or every due row of a digest target. It is comm
 leaves rows found ``sending`` after their lease: the claim is taken over as a *stale* one and the
 notifier applies the unknown-outcome rules of its target (escbridge.notify.deliver). Every
 settle is guarded by the claim's token: a notifier whose claim was taken over writes nothing.
+
+One notifier claims a target at a time: SQLite's write transaction holds the whole database,
+and on PostgreSQL a claim (or a postpone) takes the target's transaction-scoped advisory lock
+first and then waits for, rather than skips, rows another transaction is writing. Skipping
+them would let two notifiers split one digest, or one stale claim, into two messages.
 """
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
@@ -65,15 +71,26 @@ def insert(connection: sa.Connection, rows: Sequence[NewNotification], now: date
     return int(connection.execute(statement, values).rowcount or 0)
 
 
-def open_windows(connection: sa.Connection, targets: Iterable[str]) -> dict[str, datetime]:
-    """Per target, when its open digest window began: the creation of its oldest pending row
-    (a target without pending rows has no open window and is left out)."""
+def open_windows(
+    connection: sa.Connection, targets: Iterable[str], now: datetime
+) -> dict[str, datetime]:
+    """Per target, when its open digest window began: the creation of the oldest row still
+    waiting for its window to close — pending, never tried, not yet due (a target without one
+    has no open window and is left out). A row being retried, or one due but not yet sent,
+    belongs to a window that has closed: counting it would give every new escalation a window
+    of its own while a service is down, one message each."""
     wanted = sorted(set(targets))
     if not wanted:
         return {}
     query = (
         sa.select(_n.c.target, sa.func.min(_n.c.created_at))
-        .where(NOTIFY_CLAIMABLE, _n.c.state == NOTIFY_PENDING, _n.c.target.in_(wanted))
+        .where(
+            NOTIFY_CLAIMABLE,
+            _n.c.state == NOTIFY_PENDING,
+            _n.c.attempts == 0,
+            _n.c.not_before > now,
+            _n.c.target.in_(wanted),
+        )
         .group_by(_n.c.target)
     )
     found: dict[str, datetime] = {}
@@ -114,8 +131,11 @@ def earliest_pending(connection: sa.Connection) -> datetime | None:
 
 
 def postpone(connection: sa.Connection, target: str, now: datetime, until: datetime) -> int:
-    """Move the due pending rows of ``target`` to ``until`` (its quiet hours began meanwhile)."""
-    statement = (
+    """Hold the due rows of ``target`` until ``until`` (its quiet hours began meanwhile): the
+    pending ones' ``not_before``, and the lease of a stale claim (taking it over may mean
+    sending it again); a draining worker does not wait for them. How many rows."""
+    _lock_target(connection, target)
+    pending = (
         sa.update(_n)
         .where(
             NOTIFY_CLAIMABLE,
@@ -125,15 +145,51 @@ def postpone(connection: sa.Connection, target: str, now: datetime, until: datet
         )
         .values(not_before=until)
     )
-    return int(connection.execute(statement).rowcount)
+    stale = (
+        sa.update(_n)
+        .where(
+            NOTIFY_CLAIMABLE,
+            _n.c.target == target,
+            _n.c.state == NOTIFY_SENDING,
+            _n.c.lease_until <= now,
+        )
+        .values(lease_until=until)
+    )
+    return int(connection.execute(pending).rowcount) + int(connection.execute(stale).rowcount)
 
 
 def _locked(query: sa.Select[Any], connection: sa.Connection) -> sa.Select[Any]:
-    # PostgreSQL: rows another notifier is claiming are skipped; SQLite's write transaction
-    # holds the whole database already.
+    # PostgreSQL: wait for rows another transaction is settling (never skip them: a claim
+    # would get part of a message); SQLite's write transaction holds the whole database.
     if connection.dialect.name == "postgresql":
-        return query.with_for_update(skip_locked=True)
+        return query.with_for_update()
     return query
+
+
+def _lock_target(connection: sa.Connection, target: str) -> None:
+    """PostgreSQL: hold ``target``'s advisory lock until this transaction ends, so that its
+    claims and postpones run one after another (SQLite's writes already do)."""
+    if connection.dialect.name != "postgresql":
+        return
+    digest = hashlib.blake2b(f"escbridge.notify:{target}".encode(), digest_size=8).digest()
+    key = int.from_bytes(digest, "big", signed=True)
+    connection.execute(sa.select(sa.func.pg_advisory_xact_lock(key)))
+
+
+def _held(connection: sa.Connection, held: NotificationClaim) -> bool:
+    """Whether every row of ``held`` is still its claim's (locked until the transaction
+    ends, in id order like a claim): a settle or renew writes all of them or none."""
+    query = _locked(
+        sa.select(_n.c.id)
+        .where(
+            _n.c.id.in_(list(held.ids)),
+            _n.c.claimed_by == held.token,
+            _n.c.state == NOTIFY_SENDING,
+        )
+        .order_by(_n.c.id),
+        connection,
+    )
+    return len(list(connection.execute(query).scalars())) == len(held.ids)
 
 
 def claim(
@@ -151,6 +207,7 @@ def claim(
     target, up to ``limit`` due rows. None when nothing of it is due."""
     token = f"{worker[:150]}#{uuid.uuid4().hex[:16]}"
     lease_until = now + lease
+    _lock_target(connection, target)
     stale_owner = connection.execute(
         _locked(
             sa.select(_n.c.claimed_by)
@@ -169,12 +226,14 @@ def claim(
         ids = list(
             connection.execute(
                 _locked(
-                    sa.select(_n.c.id).where(
+                    sa.select(_n.c.id)
+                    .where(
                         NOTIFY_CLAIMABLE,
                         _n.c.target == target,
                         _n.c.state == NOTIFY_SENDING,
                         _n.c.claimed_by == stale_owner,
-                    ),
+                    )
+                    .order_by(_n.c.id),
                     connection,
                 )
             ).scalars()
@@ -244,25 +303,18 @@ def settle(
         if retry_at is None:
             raise ValueError("a retry needs its time")
         values["not_before"] = retry_at
-    statement = (
-        sa.update(_n)
-        .where(
-            _n.c.id.in_(list(held.ids)),
-            _n.c.claimed_by == held.token,
-            _n.c.state == NOTIFY_SENDING,
-        )
-        .values(**values)
-    )
-    return int(connection.execute(statement).rowcount) == len(held.ids)
+    if not _held(connection, held):
+        return False
+    connection.execute(sa.update(_n).where(_n.c.id.in_(list(held.ids))).values(**values))
+    return True
 
 
 def renew(connection: sa.Connection, held: NotificationClaim, until: datetime) -> bool:
-    statement = (
-        sa.update(_n)
-        .where(_n.c.id.in_(list(held.ids)), _n.c.claimed_by == held.token)
-        .values(lease_until=until)
-    )
-    return int(connection.execute(statement).rowcount) == len(held.ids)
+    """Hold a claim until ``until``; False, writing nothing, when it was taken over."""
+    if not _held(connection, held):
+        return False
+    connection.execute(sa.update(_n).where(_n.c.id.in_(list(held.ids))).values(lease_until=until))
+    return True
 
 
 def listed(

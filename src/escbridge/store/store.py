@@ -522,9 +522,10 @@ class TicketWrites:
         """Keep each open ticket's shadow and next due time; drop those no longer open."""
         shadows.save(self._connection, writes, now)
 
-    def notify_windows(self, targets: Iterable[str]) -> dict[str, datetime]:
-        """Per target, when its open digest window began (targets without one left out)."""
-        return outbox.open_windows(self._connection, targets)
+    def notify_windows(self, targets: Iterable[str], now: datetime) -> dict[str, datetime]:
+        """Per target, when its digest window open at ``now`` began (targets without one left
+        out)."""
+        return outbox.open_windows(self._connection, targets, now)
 
     def add_notifications(self, rows: Sequence[NewNotification], now: datetime) -> int:
         """Keep notifications to send, in this transaction (with the escalations they tell
