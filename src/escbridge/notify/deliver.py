@@ -31,7 +31,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import requests
@@ -69,6 +69,10 @@ LEASE_MARGIN = timedelta(seconds=30)
 UNKNOWN_HINT = (
     "check the channel or mailbox; `escbridge jobs --replay-notification {id}` sends it again"
 )
+
+
+#: A look that never comes (a notifier without targets, once it has looked).
+NEVER = datetime.max.replace(tzinfo=UTC)
 
 
 @dataclass
@@ -244,7 +248,9 @@ class Notifier:
         with self._look_lock:
             if self._next_look is not None and now < self._next_look:
                 return None
-            self._next_look = now + self.poll
+            # Without targets nothing of this matrix writes rows: one look settles what an
+            # earlier matrix left, then none (an idle worker sleeps until its deadlines).
+            self._next_look = now + self.poll if self.targets else NEVER
         report = self.run_once(worker_id, now)
         if report.messages:
             self.hint(now)  # more may be due at once
