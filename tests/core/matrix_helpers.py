@@ -145,3 +145,22 @@ def record(
 
 def ago(**delta: float) -> datetime:
     return NOW - timedelta(**delta)
+
+
+class CountingEngine(Engine):
+    """The engine, noting every ticket it decides (what a scan's skip saves is counted here)."""
+
+    def __init__(self, matrix: Matrix) -> None:
+        super().__init__(matrix)
+        self.decided: list[str] = []
+
+    def decide(
+        self,
+        ticket: Ticket,
+        history: Sequence[EscalationRecord],
+        now: datetime,
+        *,
+        explain: bool = False,
+    ) -> Decision:
+        self.decided.append(ticket.id)
+        return super().decide(ticket, history, now, explain=explain)

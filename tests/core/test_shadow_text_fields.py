@@ -11,15 +11,16 @@ decides.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, cast
 
 import sqlalchemy as sa
+from matrix_helpers import CountingEngine
 
 from escbridge.connector import ApplyResult, Connector, ConnectorInfo, TicketPage
-from escbridge.matrix import Matrix, parse_matrix
-from escbridge.model import Actions, Decision, EscalationRecord, Ticket
+from escbridge.matrix import parse_matrix
+from escbridge.model import Actions, Ticket
 from escbridge.policy import Engine
 from escbridge.processing import Processor
 from escbridge.store import Store
@@ -46,25 +47,6 @@ LEGAL = (
     "  - {id: legal, kind: hierarchical, to: l2,"
     " when: {keywords: {words: [lawyer], in: [description]}}}\n"
 )
-
-
-class CountingEngine(Engine):
-    """The engine, noting every ticket it decides."""
-
-    def __init__(self, matrix: Matrix) -> None:
-        super().__init__(matrix)
-        self.decided: list[str] = []
-
-    def decide(
-        self,
-        ticket: Ticket,
-        history: Sequence[EscalationRecord],
-        now: datetime,
-        *,
-        explain: bool = False,
-    ) -> Decision:
-        self.decided.append(ticket.id)
-        return super().decide(ticket, history, now, explain=explain)
 
 
 def engine(text: str) -> CountingEngine:

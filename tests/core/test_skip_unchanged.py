@@ -13,9 +13,11 @@ from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
+from matrix_helpers import CountingEngine
+
 from escbridge.connector import CAP_BULK_UPDATE, ApplyResult, ConnectorInfo, TicketPage
-from escbridge.matrix import Matrix, parse_matrix
-from escbridge.model import Actions, Decision, EscalationRecord, Priority, Ticket, TicketEvent
+from escbridge.matrix import parse_matrix
+from escbridge.model import Actions, Priority, Ticket, TicketEvent
 from escbridge.policy import Engine
 from escbridge.processing import Processor
 from escbridge.store import Store
@@ -35,25 +37,6 @@ rules:
   - {id: vip, kind: hierarchical, when: {tags: [vip]}, to: l2}
   - {id: idle, kind: hierarchical, when: {idle: {over: 2h, time: calendar}}, to: l2}
 """
-
-
-class CountingEngine(Engine):
-    """The engine, noting every ticket processing decides."""
-
-    def __init__(self, matrix: Matrix) -> None:
-        super().__init__(matrix)
-        self.decided: list[str] = []
-
-    def decide(
-        self,
-        ticket: Ticket,
-        history: Sequence[EscalationRecord],
-        now: datetime,
-        *,
-        explain: bool = False,
-    ) -> Decision:
-        self.decided.append(ticket.id)
-        return super().decide(ticket, history, now, explain=explain)
 
 
 class ListDesk:
